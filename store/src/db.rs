@@ -1,0 +1,113 @@
+//! The SQLite index: schema, migrations and the one way to write (an immediate transaction).
+//!
+//! The index is a cache of what the packs hold: every row can be rebuilt by scanning packs.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+use crate::error::{Error, Result};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Schema per version; entry `i` migrates from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE packs (
+    id      INTEGER PRIMARY KEY,
+    name    BLOB NOT NULL UNIQUE,      -- PackId: blake3 of the file
+    size    INTEGER NOT NULL,
+    created INTEGER NOT NULL           -- unix seconds
+);
+-- A frame is one record of a pack: chunks compressed together.
+CREATE TABLE frames (
+    id         INTEGER PRIMARY KEY,
+    pack       INTEGER NOT NULL REFERENCES packs(id),
+    offset     INTEGER NOT NULL,       -- of the payload, in the pack file
+    stored_len INTEGER NOT NULL,
+    raw_len    INTEGER NOT NULL,
+    codec      INTEGER NOT NULL,
+    base       BLOB                    -- delta frames: the dictionary chunk
+);
+CREATE INDEX frames_pack ON frames(pack);
+CREATE TABLE chunks (
+    id     BLOB PRIMARY KEY,           -- ChunkId: blake3 of the raw bytes
+    frame  INTEGER NOT NULL,
+    offset INTEGER NOT NULL,           -- in the frame's raw bytes
+    len    INTEGER NOT NULL,
+    kind   INTEGER NOT NULL,
+    depth  INTEGER NOT NULL DEFAULT 0  -- length of the delta chain behind it
+) WITHOUT ROWID;
+CREATE TABLE snapshots (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,  -- commit order
+    id            TEXT NOT NULL UNIQUE,               -- hex SnapshotId
+    name          TEXT NOT NULL,
+    parent        TEXT,
+    created       TEXT NOT NULL,                      -- RFC 3339 UTC
+    stream_len    INTEGER NOT NULL,
+    stream_sha256 TEXT NOT NULL,
+    members       INTEGER NOT NULL,
+    added_bytes   INTEGER NOT NULL,
+    root          BLOB NOT NULL,                      -- encoded list of pieces
+    labels        TEXT NOT NULL                       -- JSON object
+);
+CREATE INDEX snapshots_name ON snapshots(name, seq);
+"#];
+
+pub struct Db {
+    conn: Connection,
+}
+
+impl Db {
+    /// Open (and with `create`, create) the index, migrating it to the current schema.
+    pub fn open(path: &Path, create: bool) -> Result<Db> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(path, flags)?;
+        // Writers queue behind each other's short commits; readers never wait (WAL).
+        conn.busy_timeout(std::time::Duration::from_secs(600))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let mut db = Db { conn };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: u32 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        self.immediate(|tx| {
+            // Re-read inside the lock: another process may have migrated meanwhile.
+            let version: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            for sql in &MIGRATIONS[version as usize..] {
+                tx.execute_batch(sql)?;
+            }
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            Ok(())
+        })
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Run `f` in a `BEGIN IMMEDIATE` transaction: it holds the write lock from the start, so
+    /// it never fails half-way on a lock upgrade. Commits if `f` succeeds.
+    pub fn immediate<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+}

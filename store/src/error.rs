@@ -1,0 +1,83 @@
+//! The engine's one error type.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The input is not a well-formed tar stream. `offset` is the byte offset in the
+    /// (decompressed) stream where the problem was found; `member` the member being read.
+    #[error("bad tar stream at byte {offset}{}: {what}", member_suffix(.member))]
+    BadTar {
+        offset: u64,
+        member: Option<String>,
+        what: String,
+    },
+    /// The compressed wrapper (gzip, zstd) around a tar stream is damaged.
+    #[error("bad {codec} input: {source}")]
+    BadCompression {
+        codec: &'static str,
+        source: std::io::Error,
+    },
+    #[error("no store at {0} (create one with `cellar snapshot`)")]
+    NoStore(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reading the input: {0}")]
+    Input(std::io::Error),
+    #[error("writing the output: {0}")]
+    Output(std::io::Error),
+    #[error("index database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// The store's on-disk data does not match what the index says.
+    #[error("store damaged: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A snapshot reference that names nothing or more than one thing.
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the store's format version {found} is newer than this cellar understands ({supported})")]
+    UnsupportedVersion { found: u32, supported: u32 },
+}
+
+fn member_suffix(member: &Option<String>) -> String {
+    match member {
+        Some(m) => format!(" (member {m})"),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(what: impl Into<String>) -> Self {
+        Error::Corrupt(what.into())
+    }
+
+    /// True for errors caused by what the user asked for rather than by the store or the input:
+    /// the CLI reports these as usage errors.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Error::InvalidArgument(_) | Error::NotFound(_))
+    }
+}
+
+/// Attach a path to an `io::Error`.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

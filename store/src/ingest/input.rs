@@ -1,0 +1,153 @@
+//! The input side of an ingest: a thread that reads the source, unwraps gzip or zstd, hashes
+//! the tar stream (sha256, length) and hands it on in blocks.
+
+use std::io::{Cursor, Read};
+use std::thread;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::tar::ByteSource;
+
+const BLOCK: usize = 1 << 20;
+const QUEUE: usize = 4;
+
+enum Msg {
+    Data(Vec<u8>),
+    End { len: u64, sha256: [u8; 32] },
+    Failed(Error),
+}
+
+/// The receiving end: a byte source for the tar reader.
+pub struct ChannelSource {
+    rx: Receiver<Msg>,
+    block: Vec<u8>,
+    pos: usize,
+    end: Option<(u64, [u8; 32])>,
+}
+
+impl ChannelSource {
+    /// Length and sha256 of the whole stream, once it has been read to its end.
+    pub fn digest(&self) -> Option<(u64, [u8; 32])> {
+        self.end
+    }
+}
+
+impl ByteSource for ChannelSource {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        while self.pos == self.block.len() {
+            if self.end.is_some() {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Msg::Data(b)) => {
+                    self.block = b;
+                    self.pos = 0;
+                }
+                Ok(Msg::End { len, sha256 }) => self.end = Some((len, sha256)),
+                Ok(Msg::Failed(e)) => return Err(e),
+                Err(_) => return Err(Error::Input(std::io::Error::other("input reader stopped"))),
+            }
+        }
+        let n = buf.len().min(self.block.len() - self.pos);
+        buf[..n].copy_from_slice(&self.block[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Start reading `input` on its own thread. The thread is not joined: if the ingest stops
+/// early it is left to finish when its source ends (or its reader is dropped).
+pub fn spawn(input: Box<dyn Read + Send>) -> ChannelSource {
+    let (tx, rx) = bounded(QUEUE);
+    thread::Builder::new()
+        .name("cellar-input".into())
+        .spawn(move || pump(input, tx))
+        .expect("spawn input thread");
+    ChannelSource {
+        rx,
+        block: Vec::new(),
+        pos: 0,
+        end: None,
+    }
+}
+
+fn pump(mut input: Box<dyn Read + Send>, tx: Sender<Msg>) {
+    let (mut reader, codec) = match unwrap_compression(&mut input) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tx.send(Msg::Failed(e));
+            return;
+        }
+    };
+    let mut sha = Sha256::new();
+    let mut len = 0u64;
+    loop {
+        let mut block = vec![0u8; BLOCK];
+        let mut n = 0;
+        let mut eof = false;
+        while n < BLOCK {
+            match reader.read(&mut block[n..]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let err = match codec {
+                        Some(codec) => Error::BadCompression { codec, source: e },
+                        None => Error::Input(e),
+                    };
+                    let _ = tx.send(Msg::Failed(err));
+                    return;
+                }
+            }
+        }
+        block.truncate(n);
+        sha.update(&block);
+        len += n as u64;
+        if n > 0 && tx.send(Msg::Data(block)).is_err() {
+            return;
+        }
+        if eof {
+            let _ = tx.send(Msg::End {
+                len,
+                sha256: sha.finalize().into(),
+            });
+            return;
+        }
+    }
+}
+
+type Unwrapped<'a> = (Box<dyn Read + 'a>, Option<&'static str>);
+
+/// Look at the first bytes: gzip and zstd streams are decompressed, anything else is taken as
+/// it is.
+fn unwrap_compression(input: &mut Box<dyn Read + Send>) -> Result<Unwrapped<'_>> {
+    let mut magic = [0u8; 4];
+    let mut n = 0;
+    while n < magic.len() {
+        match input.read(&mut magic[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Input(e)),
+        }
+    }
+    let chained = Cursor::new(magic[..n].to_vec()).chain(input);
+    Ok(match &magic[..n] {
+        [0x1f, 0x8b, ..] => (Box::new(flate2::read::MultiGzDecoder::new(chained)), Some("gzip")),
+        [0x28, 0xb5, 0x2f, 0xfd] => {
+            let d = zstd::stream::read::Decoder::new(chained).map_err(|source| {
+                Error::BadCompression {
+                    codec: "zstd",
+                    source,
+                }
+            })?;
+            (Box::new(d), Some("zstd"))
+        }
+        _ => (Box::new(chained), None),
+    })
+}

@@ -1,0 +1,371 @@
+//! Ingest: turn a tar stream into a snapshot.
+//!
+//! Threads: the input thread (decompress, sha256) → this thread (parse, chunk, hash, dedup,
+//! build pieces) → compression workers → the pack writer. Queues between them are bounded, so
+//! memory is too. Nothing is visible until the commit step: packs are sealed (fsynced), then
+//! the snapshot record is appended and synced, then one immediate transaction indexes it all.
+
+mod input;
+mod progress;
+mod sink;
+mod workers;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crossbeam_channel::bounded;
+use rusqlite::params;
+
+pub use progress::Progress;
+use sink::Sink;
+use workers::Written;
+
+use crate::chunker::Chunker;
+use crate::error::{Error, Result};
+use crate::ids::{ChunkId, SnapshotId};
+use crate::list::{Entry, ListBuilder, ListRef};
+use crate::object::{ObjectSink, ObjectSource};
+use crate::pack::format::Entry as PackEntry;
+use crate::pack::{ChunkKind, Codec, PackWriter, RecordHeader, RecordKind, SealedPack};
+use crate::piece::{Cut, Item, PieceBuffer};
+use crate::snapshot::{validate_name, Snapshot};
+use crate::store::Store;
+use crate::tar::TarReader;
+
+pub struct IngestOptions {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub progress: Arc<Progress>,
+    /// Called with a message when the ingest has to wait for another writer.
+    pub on_wait: Box<dyn Fn(&str) + Send>,
+}
+
+impl IngestOptions {
+    pub fn new(name: &str) -> Self {
+        IngestOptions {
+            name: name.to_string(),
+            labels: BTreeMap::new(),
+            progress: Arc::default(),
+            on_wait: Box::new(|_| {}),
+        }
+    }
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone)]
+pub struct IngestReport {
+    pub snapshot: Snapshot,
+    /// Raw bytes of objects (data and metadata) that were new to the store.
+    pub new_bytes: u64,
+    /// Payload bytes that were already stored.
+    pub known_bytes: u64,
+}
+
+/// Everything parsed out of the stream, before commit.
+struct Parsed {
+    root: ListRef,
+    members: u64,
+    stream_len: u64,
+    sha256: [u8; 32],
+    depths: Vec<(ChunkId, u32)>,
+}
+
+impl Store {
+    /// Ingest a tar stream (optionally gzip- or zstd-compressed) as a new snapshot of
+    /// `opts.name`. `before_commit` runs once the stream is fully stored, before anything is
+    /// made visible; an error from it (say, the producing command failed) records nothing.
+    pub fn ingest(
+        &self,
+        input: Box<dyn Read + Send>,
+        opts: IngestOptions,
+        before_commit: impl FnOnce() -> Result<()>,
+    ) -> Result<IngestReport> {
+        validate_name(&opts.name)?;
+        let created = now_rfc3339();
+        let parent = self.latest(&opts.name, 0)?;
+        let anchors = match &parent {
+            Some(p) => self.piece_anchors(&p.root)?,
+            None => HashMap::new(),
+        };
+        let source = input::spawn(input);
+        let lookups = self.open_connection()?;
+        let progress = opts.progress.clone();
+
+        let (parsed, mut written) = std::thread::scope(|s| {
+            let (job_tx, job_rx) = bounded(4);
+            let (rec_tx, rec_rx) = bounded(4);
+            let workers: Vec<_> = (0..worker_count())
+                .map(|_| {
+                    let (jobs, out) = (job_rx.clone(), rec_tx.clone());
+                    s.spawn(move || workers::compress(jobs, out))
+                })
+                .collect();
+            drop((job_rx, rec_tx));
+            let p = progress.clone();
+            let writer = s.spawn(move || workers::write(self.root(), rec_rx, p));
+
+            let mut sink = Sink::new(&lookups, job_tx, progress.clone());
+            let parsed = self.parse(source, &mut sink, &anchors, &progress);
+            drop(sink);
+            let mut error = None;
+            for w in workers {
+                if let Err(e) = w.join().expect("compression worker panicked") {
+                    error.get_or_insert(e);
+                }
+            }
+            let mut written = writer.join().expect("pack writer panicked");
+            if let Some(e) = error {
+                written.error.get_or_insert(e);
+            }
+            (parsed, written)
+        });
+
+        // A writer failure explains a parse-side "writer stopped", so it comes first.
+        let parsed = match (written.error.take(), parsed) {
+            (None, Ok(p)) => p,
+            (Some(e), _) | (None, Err(e)) => {
+                written.discard(self.root());
+                return Err(e);
+            }
+        };
+        if let Err(e) = before_commit() {
+            written.discard(self.root());
+            return Err(e);
+        }
+        let snapshot = Snapshot {
+            id: SnapshotId([0; 32]),
+            name: opts.name,
+            parent: None,
+            created,
+            stream_len: parsed.stream_len,
+            stream_sha256: hex::encode(parsed.sha256),
+            members: parsed.members,
+            added_bytes: progress.stored_bytes.load(Ordering::Relaxed),
+            labels: opts.labels,
+            root: parsed.root.clone(),
+        };
+        let snapshot = self.commit(snapshot, written, &parsed.depths, &*opts.on_wait)?;
+        Ok(IngestReport {
+            snapshot,
+            new_bytes: progress.new_bytes.load(Ordering::Relaxed),
+            known_bytes: progress.known_bytes.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The parent's pieces by anchor: the bases for delta-compressing changed pieces.
+    fn piece_anchors(&self, root: &ListRef) -> Result<HashMap<u64, ChunkId>> {
+        let mut anchors = HashMap::new();
+        root.for_each(self, &mut |e| {
+            anchors.entry(e.aux).or_insert(e.id);
+            Ok(())
+        })?;
+        Ok(anchors)
+    }
+
+    fn parse(
+        &self,
+        source: input::ChannelSource,
+        sink: &mut Sink,
+        anchors: &HashMap<u64, ChunkId>,
+        progress: &Progress,
+    ) -> Result<Parsed> {
+        let mut tar = TarReader::new(source);
+        let mut chunker = Chunker::default();
+        let mut pieces = PieceBuffer::default();
+        let mut piece_list = ListBuilder::default();
+        let mut members = 0u64;
+        let store_piece = |cut: Cut, sink: &mut Sink, list: &mut ListBuilder| -> Result<()> {
+            let id = match anchors.get(&cut.anchor) {
+                Some(base) => sink.put_delta(ChunkKind::Piece, &cut.encoded, *base, || {
+                    self.object(base)
+                })?,
+                None => sink.put(ChunkKind::Piece, &cut.encoded)?,
+            };
+            list.push(
+                Entry {
+                    id,
+                    len: cut.stream_len,
+                    aux: cut.anchor,
+                },
+                sink,
+            )
+        };
+        loop {
+            let (head, path, at_end) = match tar.next_member()? {
+                Ok(m) => {
+                    members += 1;
+                    (m.head, m.path, false)
+                }
+                Err(end) => (end.head, Vec::new(), true),
+            };
+            let (chunks, payload_len) = if at_end {
+                chunk_payload(&mut chunker, sink, |b| tar.read_rest(b))?
+            } else {
+                chunk_payload(&mut chunker, sink, |b| tar.read_payload(b))?
+            };
+            progress.read.store(tar.offset(), Ordering::Relaxed);
+            let item = Item {
+                head,
+                payload_len,
+                chunks,
+            };
+            if let Some(cut) = pieces.push(item, &path) {
+                store_piece(cut, sink, &mut piece_list)?;
+            }
+            if at_end {
+                break;
+            }
+        }
+        if let Some(cut) = pieces.finish() {
+            store_piece(cut, sink, &mut piece_list)?;
+        }
+        let root = piece_list.finish(sink)?;
+        sink.flush()?;
+        let (stream_len, sha256) = tar
+            .into_source()
+            .digest()
+            .ok_or_else(|| Error::Input(std::io::Error::other("input ended without a digest")))?;
+        Ok(Parsed {
+            root,
+            members,
+            stream_len,
+            sha256,
+            depths: sink.delta_depths().map(|(id, d)| (*id, d)).collect(),
+        })
+    }
+
+    /// Make the ingest visible: under the commit lock, append the snapshot record, seal the
+    /// last pack, and index everything in one immediate transaction.
+    fn commit(
+        &self,
+        mut snap: Snapshot,
+        mut written: Written,
+        depths: &[(ChunkId, u32)],
+        on_wait: &dyn Fn(&str),
+    ) -> Result<Snapshot> {
+        let _lock = match self.commit_lock(on_wait) {
+            Ok(l) => l,
+            Err(e) => {
+                written.discard(self.root());
+                return Err(e);
+            }
+        };
+        let result = (|| {
+            let mut db = self.db();
+            snap.parent = db.immediate(|tx| Store::latest_id_in(tx, &snap.name))?;
+            let record = snap.to_record();
+            snap.id = SnapshotId(*blake3::hash(&record).as_bytes());
+            let mut last = match written.open.take() {
+                Some(w) => w,
+                None => PackWriter::create(self.root())?,
+            };
+            last.append(
+                RecordHeader {
+                    kind: RecordKind::Snapshot,
+                    codec: Codec::None,
+                    raw_len: record.len() as u32,
+                    stored_len: record.len() as u32,
+                    base: None,
+                    entries: vec![PackEntry {
+                        id: ChunkId(snap.id.0),
+                        kind: ChunkKind::Snapshot,
+                        len: record.len() as u32,
+                    }],
+                },
+                &record,
+            )?;
+            written.sealed.push(last.seal()?);
+            db.immediate(|tx| {
+                for pack in &written.sealed {
+                    index_pack(tx, pack)?;
+                }
+                let mut stmt = tx.prepare_cached("UPDATE chunks SET depth = ?2 WHERE id = ?1")?;
+                for (id, depth) in depths {
+                    stmt.execute(params![&id.0[..], depth])?;
+                }
+                Store::insert_snapshot(tx, &snap)
+            })
+        })();
+        if let Err(e) = result {
+            written.discard(self.root());
+            return Err(e);
+        }
+        Ok(snap)
+    }
+}
+
+/// Index one sealed pack's records. Chunks already indexed (stored twice by concurrent
+/// ingests) keep their first location.
+pub(crate) fn index_pack(tx: &rusqlite::Transaction, pack: &SealedPack) -> Result<()> {
+    tx.execute(
+        "INSERT INTO packs (name, size, created) VALUES (?1, ?2, strftime('%s','now'))",
+        params![&pack.id.0[..], pack.size as i64],
+    )?;
+    let pack_row = tx.last_insert_rowid();
+    let mut frame_stmt = tx.prepare_cached(
+        "INSERT INTO frames (pack, offset, stored_len, raw_len, codec, base)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut chunk_stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO chunks (id, frame, offset, len, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for rec in &pack.records {
+        let h = &rec.header;
+        if h.kind != RecordKind::Chunks {
+            continue;
+        }
+        frame_stmt.execute(params![
+            pack_row,
+            rec.payload_offset as i64,
+            h.stored_len,
+            h.raw_len,
+            h.codec as u8,
+            h.base.map(|b| b.0.to_vec()),
+        ])?;
+        let frame = tx.last_insert_rowid();
+        let mut offset = 0u64;
+        for e in &h.entries {
+            chunk_stmt.execute(params![&e.id.0[..], frame, offset as i64, e.len, e.kind as u8])?;
+            offset += e.len as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Chunk one payload (or the trailer), storing its chunks; returns its chunk list and length.
+fn chunk_payload(
+    chunker: &mut Chunker,
+    sink: &mut Sink,
+    mut fill: impl FnMut(&mut [u8]) -> Result<usize>,
+) -> Result<(ListRef, u64)> {
+    let mut list = ListBuilder::default();
+    let mut len = 0u64;
+    chunker.chunk(&mut fill, |c| {
+        len += c.len() as u64;
+        let id = sink.put(ChunkKind::Data, c)?;
+        list.push(
+            Entry {
+                id,
+                len: c.len() as u64,
+                aux: 0,
+            },
+            sink,
+        )
+    })?;
+    Ok((list.finish(sink)?, len))
+}
+
+fn worker_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8)
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("time formats")
+}

@@ -1,0 +1,35 @@
+//! Where things live inside a store directory.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{IoContext, Result};
+use crate::ids::PackId;
+
+pub const DB_FILE: &str = "cellar.db";
+pub const LOCK_FILE: &str = "lock";
+pub const PACKS_DIR: &str = "packs";
+/// Files being written; a name starts with the writer's pid so `gc` can tell the dead.
+pub const TMP_DIR: &str = "tmp";
+
+pub fn pack_path(root: &Path, id: &PackId) -> PathBuf {
+    let hex = id.hex();
+    root.join(PACKS_DIR).join(&hex[..2]).join(format!("{hex}.pack"))
+}
+
+pub fn new_temp_path(root: &Path, ext: &str) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    root.join(TMP_DIR)
+        .join(format!("{}-{nanos:x}-{n}.{ext}", std::process::id()))
+}
+
+/// fsync a directory so that entries created or renamed in it survive a crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}

@@ -1,0 +1,29 @@
+//! cellar-store: the engine behind `cellar`. A content-addressed store of tar streams:
+//! FastCDC chunks named by blake3, compressed with zstd into pack files, indexed in SQLite,
+//! replayed byte for byte.
+//!
+//! No CLI, HTTP or FUSE code lives here; those are adapters in the binary.
+
+mod chunker;
+mod db;
+mod encoding;
+pub mod error;
+mod export;
+pub mod ids;
+mod ingest;
+mod layout;
+mod list;
+mod object;
+pub mod pack;
+mod piece;
+mod snapshot;
+mod stats;
+mod store;
+pub mod tar;
+
+pub use error::{Error, Result};
+pub use ids::{ChunkId, PackId, SnapshotId, SHORT_ID_LEN};
+pub use ingest::{IngestOptions, IngestReport, Progress};
+pub use snapshot::{validate_name, Snapshot, DEFAULT_NAME};
+pub use stats::Stats;
+pub use store::Store;

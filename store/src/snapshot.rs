@@ -1,0 +1,224 @@
+//! Snapshots: their records, names, and how a SNAP argument finds one.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ids::SnapshotId;
+use crate::list::ListRef;
+use crate::store::Store;
+
+pub const DEFAULT_NAME: &str = "default";
+const RECORD_VERSION: u32 = 1;
+const MIN_PREFIX: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub id: SnapshotId,
+    pub name: String,
+    pub parent: Option<SnapshotId>,
+    /// RFC 3339, UTC: when the ingest started.
+    pub created: String,
+    /// Length and sha256 (hex) of the tar stream.
+    pub stream_len: u64,
+    pub stream_sha256: String,
+    pub members: u64,
+    /// Bytes this snapshot added to the store (compressed, with record headers).
+    pub added_bytes: u64,
+    pub labels: BTreeMap<String, String>,
+    /// The recipe: the list of pieces that replays the stream.
+    pub root: ListRef,
+}
+
+/// The versioned form written to packs, from which the index row can be rebuilt.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SnapshotRecord {
+    pub v: u32,
+    pub name: String,
+    pub parent: Option<String>,
+    pub created: String,
+    pub stream_len: u64,
+    pub stream_sha256: String,
+    pub members: u64,
+    pub added_bytes: u64,
+    pub labels: BTreeMap<String, String>,
+    /// Hex of the encoded piece list.
+    pub root: String,
+}
+
+impl Snapshot {
+    /// The record's bytes and the id they give.
+    pub(crate) fn to_record(&self) -> Vec<u8> {
+        let record = SnapshotRecord {
+            v: RECORD_VERSION,
+            name: self.name.clone(),
+            parent: self.parent.map(|p| p.hex()),
+            created: self.created.clone(),
+            stream_len: self.stream_len,
+            stream_sha256: self.stream_sha256.clone(),
+            members: self.members,
+            added_bytes: self.added_bytes,
+            labels: self.labels.clone(),
+            root: hex::encode(self.root.to_bytes()),
+        };
+        serde_json::to_vec(&record).expect("records serialize")
+    }
+
+    pub fn short_id(&self) -> String {
+        self.id.short()
+    }
+}
+
+/// NAME: lowercase `[a-z0-9][a-z0-9._-]*` (also an OCI repository and a directory name).
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "invalid snapshot name {name:?}: use lowercase letters, digits, '.', '_' and '-', \
+             starting with a letter or digit (at most 128 characters)"
+        )))
+    }
+}
+
+const COLUMNS: &str =
+    "id, name, parent, created, stream_len, stream_sha256, members, added_bytes, labels, root";
+
+fn from_row(r: &Row) -> rusqlite::Result<Result<Snapshot>> {
+    let id: String = r.get(0)?;
+    let parent: Option<String> = r.get(2)?;
+    let labels: String = r.get(8)?;
+    let root: Vec<u8> = r.get(9)?;
+    let snap = (|| {
+        let bad = |what: &str| Error::corrupt(format!("snapshot {id}: malformed {what}"));
+        Ok(Snapshot {
+            id: SnapshotId::from_hex(&id).ok_or_else(|| bad("id"))?,
+            name: r.get(1)?,
+            parent: match parent {
+                Some(p) => Some(SnapshotId::from_hex(&p).ok_or_else(|| bad("parent"))?),
+                None => None,
+            },
+            created: r.get(3)?,
+            stream_len: r.get::<_, i64>(4)? as u64,
+            stream_sha256: r.get(5)?,
+            members: r.get::<_, i64>(6)? as u64,
+            added_bytes: r.get::<_, i64>(7)? as u64,
+            labels: serde_json::from_str(&labels).map_err(|_| bad("labels"))?,
+            root: ListRef::from_bytes(&root)?,
+        })
+    })();
+    Ok(snap)
+}
+
+impl Store {
+    fn query_snapshots(&self, sql_tail: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Snapshot>> {
+        let db = self.db();
+        let mut stmt = db
+            .conn()
+            .prepare(&format!("SELECT {COLUMNS} FROM snapshots {sql_tail}"))?;
+        let rows = stmt.query_map(args, from_row)?;
+        rows.map(|r| r?).collect()
+    }
+
+    /// Snapshots in commit order, optionally of one name.
+    pub fn list(&self, name: Option<&str>) -> Result<Vec<Snapshot>> {
+        match name {
+            Some(n) => self.query_snapshots("WHERE name = ?1 ORDER BY seq", &[&n]),
+            None => self.query_snapshots("ORDER BY seq", &[]),
+        }
+    }
+
+    /// The `back`-th snapshot before the latest of `name` (0: the latest).
+    pub fn latest(&self, name: &str, back: u64) -> Result<Option<Snapshot>> {
+        Ok(self
+            .query_snapshots(
+                "WHERE name = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2",
+                &[&name, &(back as i64)],
+            )?
+            .pop())
+    }
+
+    /// Resolve a SNAP argument: NAME (its latest), NAME~N, a full id, or a unique id prefix of
+    /// at least 4 hex characters. An exact name wins over an id prefix.
+    pub fn resolve(&self, spec: &str) -> Result<Snapshot> {
+        if let Some(s) = self.latest(spec, 0)? {
+            return Ok(s);
+        }
+        if let Some((name, n)) = spec.rsplit_once('~') {
+            let back: u64 = n.parse().map_err(|_| {
+                Error::InvalidArgument(format!("{spec:?}: expected NAME~N with a number N"))
+            })?;
+            return self.latest(name, back)?.ok_or_else(|| {
+                let count = self.list(Some(name)).map(|l| l.len()).unwrap_or(0);
+                Error::NotFound(match count {
+                    0 => format!("no snapshots named {name:?}"),
+                    c => format!("{spec}: {name:?} has only {c} snapshot(s)"),
+                })
+            });
+        }
+        let prefix = spec.to_ascii_lowercase();
+        if prefix.len() < MIN_PREFIX || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::NotFound(format!(
+                "no snapshot named {spec:?} (an id prefix needs at least {MIN_PREFIX} hex characters)"
+            )));
+        }
+        let found = self.query_snapshots(
+            "WHERE id >= ?1 AND id < ?2 ORDER BY seq",
+            &[&prefix, &format!("{prefix}g")],
+        )?;
+        match found.len() {
+            0 => Err(Error::NotFound(format!(
+                "no snapshot named {spec:?} or with an id starting {prefix}"
+            ))),
+            1 => Ok(found.into_iter().next().expect("one")),
+            _ => Err(Error::NotFound(format!(
+                "id prefix {prefix} is ambiguous; it matches: {}",
+                found
+                    .iter()
+                    .map(|s| format!("{} ({})", s.id.short(), s.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    pub(crate) fn insert_snapshot(tx: &rusqlite::Transaction, s: &Snapshot) -> Result<()> {
+        tx.execute(
+            "INSERT INTO snapshots (id, name, parent, created, stream_len, stream_sha256, members,
+                                    added_bytes, labels, root)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                s.id.hex(),
+                s.name,
+                s.parent.map(|p| p.hex()),
+                s.created,
+                s.stream_len as i64,
+                s.stream_sha256,
+                s.members as i64,
+                s.added_bytes as i64,
+                serde_json::to_string(&s.labels).expect("labels serialize"),
+                s.root.to_bytes(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn latest_id_in(tx: &rusqlite::Transaction, name: &str) -> Result<Option<SnapshotId>> {
+        let id: Option<String> = tx
+            .query_row(
+                "SELECT id FROM snapshots WHERE name = ?1 ORDER BY seq DESC LIMIT 1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(id.and_then(|i| SnapshotId::from_hex(&i)))
+    }
+}

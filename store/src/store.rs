@@ -1,0 +1,229 @@
+//! A store directory: the index, the packs, and reading objects back (verified, cached).
+
+use std::fs::{self, File};
+use std::num::NonZeroUsize;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use lru::LruCache;
+use rusqlite::OptionalExtension;
+
+use crate::db::Db;
+use crate::error::{Error, IoContext, Result};
+use crate::ids::{ChunkId, PackId};
+use crate::layout;
+use crate::object::{Object, ObjectSource};
+use crate::pack::Codec;
+
+/// Decoded frames kept for reuse (each up to about 1 MiB).
+const FRAME_CACHE: usize = 64;
+const OPEN_PACKS: usize = 64;
+
+pub struct Store {
+    root: PathBuf,
+    db: Mutex<Db>,
+    frames: Mutex<LruCache<i64, Arc<Vec<u8>>>>,
+    packs: Mutex<LruCache<PackId, Arc<File>>>,
+}
+
+/// Where an object's bytes are.
+struct Location {
+    offset: usize,
+    len: usize,
+    frame: i64,
+    pack: PackId,
+    payload_offset: u64,
+    stored_len: usize,
+    raw_len: usize,
+    codec: Codec,
+    base: Option<ChunkId>,
+}
+
+impl Store {
+    /// Open an existing store.
+    pub fn open(root: &Path) -> Result<Store> {
+        if !root.join(layout::DB_FILE).is_file() {
+            return Err(Error::NoStore(root.to_path_buf()));
+        }
+        Self::open_db(root, false)
+    }
+
+    /// Open a store, creating it if needed.
+    pub fn create(root: &Path) -> Result<Store> {
+        for dir in [layout::PACKS_DIR, layout::TMP_DIR] {
+            fs::create_dir_all(root.join(dir)).at(root.join(dir))?;
+        }
+        Self::open_db(root, true)
+    }
+
+    fn open_db(root: &Path, create: bool) -> Result<Store> {
+        let db = Db::open(&root.join(layout::DB_FILE), create)?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            db: Mutex::new(db),
+            frames: Mutex::new(LruCache::new(NonZeroUsize::new(FRAME_CACHE).expect("nonzero"))),
+            packs: Mutex::new(LruCache::new(NonZeroUsize::new(OPEN_PACKS).expect("nonzero"))),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn db(&self) -> MutexGuard<'_, Db> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A second connection, for work that runs beside readers of this `Store`.
+    pub(crate) fn open_connection(&self) -> Result<Db> {
+        Db::open(&self.root.join(layout::DB_FILE), false)
+    }
+
+    /// Take the store's commit lock, the only lock writers share. Readers never take it.
+    pub(crate) fn commit_lock(&self, waiting: &dyn Fn(&str)) -> Result<File> {
+        let path = self.root.join(layout::LOCK_FILE);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .at(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                waiting("waiting for another cellar process to finish committing to the store");
+                file.lock().at(&path)?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+        Ok(file)
+    }
+
+    fn locate(&self, id: &ChunkId) -> Result<Location> {
+        let db = self.db();
+        let mut stmt = db.conn().prepare_cached(
+            "SELECT c.offset, c.len, f.id, p.name, f.offset, f.stored_len, f.raw_len, f.codec, f.base
+             FROM chunks c JOIN frames f ON f.id = c.frame JOIN packs p ON p.id = f.pack
+             WHERE c.id = ?1",
+        )?;
+        let loc = stmt
+            .query_row([&id.0[..]], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, u8>(7)?,
+                    r.get::<_, Option<Vec<u8>>>(8)?,
+                ))
+            })
+            .optional()?
+            .ok_or_else(|| Error::corrupt(format!("chunk {} is not in the index", id.short())))?;
+        let (offset, len, frame, pack, payload_offset, stored_len, raw_len, codec, base) = loc;
+        let bad = || Error::corrupt(format!("index entry of chunk {} is malformed", id.short()));
+        Ok(Location {
+            offset: offset as usize,
+            len: len as usize,
+            frame,
+            pack: PackId::from_slice(&pack).ok_or_else(bad)?,
+            payload_offset: payload_offset as u64,
+            stored_len: stored_len as usize,
+            raw_len: raw_len as usize,
+            codec: Codec::from_u8(codec).ok_or_else(bad)?,
+            base: base.map(|b| ChunkId::from_slice(&b).ok_or_else(bad)).transpose()?,
+        })
+    }
+
+    fn pack_file(&self, id: &PackId) -> Result<Arc<File>> {
+        let mut packs = self.packs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = packs.get(id) {
+            return Ok(f.clone());
+        }
+        let path = layout::pack_path(&self.root, id);
+        let f = Arc::new(File::open(&path).at(&path)?);
+        packs.put(*id, f.clone());
+        Ok(f)
+    }
+
+    fn frame(&self, loc: &Location) -> Result<Arc<Vec<u8>>> {
+        if let Some(f) = self
+            .frames
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&loc.frame)
+        {
+            return Ok(f.clone());
+        }
+        let file = self.pack_file(&loc.pack)?;
+        let mut stored = vec![0u8; loc.stored_len];
+        file.read_exact_at(&mut stored, loc.payload_offset)
+            .map_err(|e| {
+                Error::corrupt(format!(
+                    "pack {} cannot be read at offset {}: {e}",
+                    loc.pack.short(),
+                    loc.payload_offset
+                ))
+            })?;
+        let damaged = |e: std::io::Error| {
+            Error::corrupt(format!(
+                "frame at offset {} of pack {} does not decompress: {e}",
+                loc.payload_offset,
+                loc.pack.short()
+            ))
+        };
+        let raw = match loc.codec {
+            Codec::None => stored,
+            Codec::Zstd => zstd::bulk::decompress(&stored, loc.raw_len).map_err(damaged)?,
+            Codec::ZstdDelta => {
+                let base_id = loc.base.ok_or_else(|| Error::corrupt("delta frame without a base"))?;
+                let base = self.object(&base_id)?;
+                zstd::bulk::Decompressor::with_dictionary(&base)
+                    .and_then(|mut d| d.decompress(&stored, loc.raw_len))
+                    .map_err(damaged)?
+            }
+        };
+        if raw.len() != loc.raw_len {
+            return Err(Error::corrupt(format!(
+                "frame at offset {} of pack {} decodes to {} bytes, expected {}",
+                loc.payload_offset,
+                loc.pack.short(),
+                raw.len(),
+                loc.raw_len
+            )));
+        }
+        let raw = Arc::new(raw);
+        self.frames
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(loc.frame, raw.clone());
+        Ok(raw)
+    }
+}
+
+impl ObjectSource for Store {
+    fn object(&self, id: &ChunkId) -> Result<Object> {
+        let loc = self.locate(id)?;
+        let frame = self.frame(&loc)?;
+        let range = loc.offset..loc.offset + loc.len;
+        if range.end > frame.len() {
+            return Err(Error::corrupt(format!(
+                "chunk {} lies outside its frame",
+                id.short()
+            )));
+        }
+        let obj = Object::new(frame, range);
+        if ChunkId::of(&obj) != *id {
+            return Err(Error::corrupt(format!(
+                "chunk {} (pack {}, offset {}) fails its checksum",
+                id.short(),
+                loc.pack.short(),
+                loc.payload_offset
+            )));
+        }
+        Ok(obj)
+    }
+}

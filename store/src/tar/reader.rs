@@ -1,0 +1,336 @@
+//! A streaming tar reader that keeps every byte: each member comes out as the raw bytes before
+//! its payload (the previous payload's padding and all its header blocks, verbatim) plus the
+//! payload's length, so that head + payload, member after member, then the trailer, replays the
+//! stream exactly.
+
+use std::io::Read;
+
+use super::header::{self, Dialect, Header, BLOCK};
+use super::pax::{self, PaxRecord};
+use crate::error::{Error, Result};
+
+/// Largest payload of a header-only member (PAX record set, GNU long name) we accept. Real
+/// ones are a few KiB; this bound keeps a hostile stream from exhausting memory.
+const MAX_META_PAYLOAD: u64 = 16 << 20;
+
+/// What one member's headers say.
+#[derive(Debug, Clone, Default)]
+pub struct Member {
+    /// Raw bytes from the end of the previous payload to the start of this one's.
+    pub head: Vec<u8>,
+    /// Stream offset of the member's main header block.
+    pub offset: u64,
+    pub typeflag: u8,
+    pub path: Vec<u8>,
+    pub link: Vec<u8>,
+    pub mode: u64,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: i64,
+    pub devmajor: u64,
+    pub devminor: u64,
+    pub uname: Vec<u8>,
+    pub gname: Vec<u8>,
+    /// Bytes of payload that follow the headers in the stream.
+    pub payload_len: u64,
+    /// Local PAX records (`x`) that apply to this member.
+    pub pax: Vec<PaxRecord>,
+    /// Old GNU sparse members: the expanded size.
+    pub gnu_realsize: Option<u64>,
+}
+
+impl Member {
+    pub fn display_path(&self) -> String {
+        String::from_utf8_lossy(&self.path).into_owned()
+    }
+}
+
+/// Where the stream's bytes come from. Errors are the engine's own, so a source can report a
+/// damaged compressed wrapper or a failed command as what it is.
+pub trait ByteSource {
+    /// Like `Read::read`: 0 means end of stream.
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize>;
+}
+
+/// Any `io::Read` as a source (tests, plain files).
+pub struct IoSource<R>(pub R);
+
+impl<R: Read> ByteSource for IoSource<R> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r.map_err(Error::Input),
+            }
+        }
+    }
+}
+
+/// Counts the bytes read so errors can name offsets.
+struct Source<S> {
+    inner: S,
+    offset: u64,
+}
+
+impl<S: ByteSource> Source<S> {
+    /// Fill `buf` completely; returns how many bytes were read before the end of the stream.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match self.inner.read(&mut buf[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+pub struct TarReader<S> {
+    src: Source<S>,
+    /// Payload bytes of the current member not yet read.
+    remaining: u64,
+    /// Padding owed after the current payload.
+    pad: u64,
+    /// Path of the last member, for errors between members.
+    current: Option<String>,
+    done: bool,
+}
+
+/// What follows the last member: the bytes up to and including the first zero block. The rest
+/// of the source (the second zero block, blocking padding, anything else) is read with
+/// [`TarReader::read_rest`].
+pub struct End {
+    pub head: Vec<u8>,
+}
+
+impl<S: ByteSource> TarReader<S> {
+    pub fn new(inner: S) -> Self {
+        TarReader {
+            src: Source { inner, offset: 0 },
+            remaining: 0,
+            pad: 0,
+            current: None,
+            done: false,
+        }
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.src.offset
+    }
+
+    pub fn into_source(self) -> S {
+        self.src.inner
+    }
+
+    fn bad(&self, offset: u64, what: impl Into<String>) -> Error {
+        Error::BadTar {
+            offset,
+            member: self.current.clone(),
+            what: what.into(),
+        }
+    }
+
+    /// The next member, or `Err(End)` at the end-of-archive marker. The previous member's
+    /// payload must have been read completely.
+    pub fn next_member(&mut self) -> Result<std::result::Result<Member, End>> {
+        assert_eq!(self.remaining, 0, "payload not consumed");
+        assert!(!self.done, "read past the end of the archive");
+        let mut head = Vec::with_capacity(BLOCK * 3);
+        self.read_into(&mut head, self.pad, "padding after the member's data")?;
+        self.pad = 0;
+
+        let mut m = Member::default();
+        let mut long_name: Option<Vec<u8>> = None;
+        let mut long_link: Option<Vec<u8>> = None;
+        loop {
+            let start = self.src.offset;
+            let at = head.len();
+            let n = self.read_block(&mut head)?;
+            if n == 0 {
+                return Err(self.bad(
+                    start,
+                    "stream ends without an end-of-archive marker (truncated?)",
+                ));
+            }
+            if n < BLOCK {
+                return Err(self.bad(start, format!("truncated header: {n} of 512 bytes")));
+            }
+            let block: &[u8; BLOCK] = head[at..].try_into().expect("one block");
+            let h = Header(block);
+            if h.is_zero() {
+                self.done = true;
+                return Ok(Err(End { head }));
+            }
+            h.checksum_ok().map_err(|e| self.bad(start, e))?;
+            let typeflag = h.typeflag();
+            let size = h.size().map_err(|e| self.bad(start, e))?;
+            match typeflag {
+                header::PAX_LOCAL
+                | header::PAX_GLOBAL
+                | header::SOLARIS_EXT
+                | header::GNU_LONGNAME
+                | header::GNU_LONGLINK => {
+                    if size > MAX_META_PAYLOAD {
+                        return Err(self.bad(
+                            start,
+                            format!("{} header of {size} bytes is too large", kind_name(typeflag)),
+                        ));
+                    }
+                    let data_at = head.len();
+                    let data_offset = self.src.offset;
+                    let padded = size.next_multiple_of(BLOCK as u64);
+                    self.read_into(&mut head, padded, "extended header data")?;
+                    let data = &head[data_at..data_at + size as usize];
+                    match typeflag {
+                        header::GNU_LONGNAME => long_name = Some(header::cstr(data).to_vec()),
+                        header::GNU_LONGLINK => long_link = Some(header::cstr(data).to_vec()),
+                        header::PAX_GLOBAL => {
+                            // Validated, kept verbatim; global records do not change how the
+                            // stream is laid out.
+                            pax::parse_records(data).map_err(|(at, e)| {
+                                self.bad(data_offset + at as u64, e)
+                            })?;
+                        }
+                        _ => {
+                            let recs = pax::parse_records(data).map_err(|(at, e)| {
+                                self.bad(data_offset + at as u64, e)
+                            })?;
+                            m.pax.extend(recs);
+                        }
+                    }
+                }
+                _ => {
+                    m.offset = start;
+                    m.typeflag = typeflag;
+                    self.fill_member(&mut m, &h, size, long_name, long_link)
+                        .map_err(|e| self.bad(start, e))?;
+                    self.current = Some(m.display_path());
+                    if typeflag == header::GNU_SPARSE && h.gnu_sparse_extended() {
+                        self.read_sparse_extensions(&mut head)?;
+                    }
+                    m.head = head;
+                    self.remaining = m.payload_len;
+                    self.pad = m.payload_len.next_multiple_of(BLOCK as u64) - m.payload_len;
+                    return Ok(Ok(m));
+                }
+            }
+        }
+    }
+
+    fn fill_member(
+        &self,
+        m: &mut Member,
+        h: &Header,
+        size: u64,
+        long_name: Option<Vec<u8>>,
+        long_link: Option<Vec<u8>>,
+    ) -> std::result::Result<(), String> {
+        m.path = match pax::lookup(&m.pax, "path") {
+            Some(p) => p.to_vec(),
+            None => long_name.unwrap_or_else(|| h.name()),
+        };
+        m.link = match pax::lookup(&m.pax, "linkpath") {
+            Some(p) => p.to_vec(),
+            None => long_link.unwrap_or_else(|| h.linkname()),
+        };
+        m.mode = h.mode()?;
+        m.uid = h.uid()?;
+        m.gid = h.gid()?;
+        m.mtime = h.mtime()?;
+        m.uname = h.uname();
+        m.gname = h.gname();
+        if h.dialect() != Dialect::V7 {
+            m.devmajor = h.devmajor()?;
+            m.devminor = h.devminor()?;
+        }
+        let size = match pax::lookup(&m.pax, "size") {
+            Some(v) => pax::parse_decimal(v).ok_or("malformed PAX size record")?,
+            None => size,
+        };
+        if m.typeflag == header::GNU_SPARSE {
+            m.gnu_realsize = Some(h.gnu_realsize()?);
+        }
+        // GNU tar's rule: every member but a directory is followed by `size` bytes of data.
+        m.payload_len = if m.typeflag == header::DIRECTORY {
+            0
+        } else {
+            size
+        };
+        Ok(())
+    }
+
+    /// Old GNU sparse maps that do not fit the header continue in extension blocks, each
+    /// flagging whether another follows.
+    fn read_sparse_extensions(&mut self, head: &mut Vec<u8>) -> Result<()> {
+        loop {
+            let start = self.src.offset;
+            let at = head.len();
+            if self.read_block(head)? < BLOCK {
+                return Err(self.bad(start, "truncated sparse extension header"));
+            }
+            if head[at + 504] == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Append up to one block to `buf`; returns how many bytes there were.
+    fn read_block(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
+        let at = buf.len();
+        buf.resize(at + BLOCK, 0);
+        let n = self.src.fill(&mut buf[at..])?;
+        buf.truncate(at + n);
+        Ok(n)
+    }
+
+    fn read_into(&mut self, buf: &mut Vec<u8>, len: u64, what: &str) -> Result<()> {
+        let at = buf.len();
+        let start = self.src.offset;
+        buf.resize(at + len as usize, 0);
+        let n = self.src.fill(&mut buf[at..])?;
+        if (n as u64) < len {
+            return Err(self.bad(
+                start + n as u64,
+                format!("stream ends inside the {what} ({n} of {len} bytes)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Read payload bytes of the current member. Returns 0 once the payload is complete; a
+    /// stream that ends early is an error naming the member.
+    pub fn read_payload(&mut self, buf: &mut [u8]) -> Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(self.remaining as usize);
+        let n = self.src.fill(&mut buf[..want])?;
+        self.remaining -= n as u64;
+        if n < want {
+            return Err(self.bad(
+                self.src.offset,
+                format!(
+                    "stream ends inside the member's data ({} bytes missing)",
+                    self.remaining
+                ),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// After the end-of-archive block: the rest of the source, whatever it holds.
+    pub fn read_rest(&mut self, buf: &mut [u8]) -> Result<usize> {
+        debug_assert!(self.done);
+        self.src.fill(buf)
+    }
+}
+
+fn kind_name(typeflag: u8) -> &'static str {
+    match typeflag {
+        header::GNU_LONGNAME => "GNU long name",
+        header::GNU_LONGLINK => "GNU long link",
+        _ => "PAX",
+    }
+}
