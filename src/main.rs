@@ -1,1 +1,31 @@
-fn main() {}
+//! cellar: snapshot machine root filesystems into a content-addressed store.
+
+mod cli;
+mod cmd;
+mod output;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cmd::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A reader that went away (`cellar export x | head`) is not an error worth a word.
+            if let Some(cellar_store::Error::Output(io)) = e.downcast_ref() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::from(1);
+                }
+            }
+            eprintln!("cellar: error: {e:#}");
+            let usage = e
+                .downcast_ref::<cellar_store::Error>()
+                .is_some_and(|e| e.is_usage())
+                || e.downcast_ref::<cli::UsageError>().is_some();
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}

@@ -27,6 +27,9 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The program producing the stream failed (or ended in a way not allowed).
+    #[error("{0}")]
+    SourceFailed(String),
     #[error("reading the input: {0}")]
     Input(std::io::Error),
     #[error("writing the output: {0}")]

@@ -1,0 +1,103 @@
+//! The command line, as clap derives it.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "cellar", version, about = "Content-addressed snapshots of machine root filesystems")]
+pub struct Cli {
+    /// The store directory [default: $XDG_DATA_HOME/cellar]
+    #[arg(long, env = "CELLAR_STORE", global = true, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Ingest a tar stream as a new snapshot
+    Snapshot(SnapshotArgs),
+    /// List snapshots in commit order
+    List(ListArgs),
+    /// Show one snapshot in detail
+    Show(ShowArgs),
+    /// Write a snapshot's exact tar stream
+    Export(ExportArgs),
+    /// Store-wide figures: logical and stored bytes, chunks, packs, dedup ratio
+    Stats(JsonArg),
+}
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("input").required(true).args(["source", "command"])))]
+pub struct SnapshotArgs {
+    /// Lineage name: lowercase [a-z0-9][a-z0-9._-]*
+    #[arg(long, default_value = cellar_store::DEFAULT_NAME)]
+    pub name: String,
+    /// A label to record with the snapshot (repeatable)
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// An exit code of CMD that still records the snapshot, with a warning (repeatable)
+    #[arg(long = "allow-exit", value_name = "CODE")]
+    pub allow_exit: Vec<i32>,
+    #[arg(long)]
+    pub json: bool,
+    /// `-` for a tar stream on stdin, or a tar file (gzip or zstd compressed is fine)
+    #[arg(value_name = "SOURCE")]
+    pub source: Option<PathBuf>,
+    /// After `--`: a command whose stdout is the tar stream
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only snapshots of this name
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// Snapshot: id, unique id prefix, NAME or NAME~N
+    pub snap: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Snapshot: id, unique id prefix, NAME or NAME~N
+    pub snap: String,
+    /// Write to FILE instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct JsonArg {
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// An error in how cellar was called, found after parsing (exit status 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}

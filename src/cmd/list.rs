@@ -1,0 +1,54 @@
+//! `cellar list` and `cellar show`.
+
+use cellar_store::Store;
+
+use crate::cli::{ListArgs, ShowArgs};
+use crate::output::{human_bytes, print_json, SnapshotJson};
+
+pub fn list(store: &Store, args: ListArgs) -> anyhow::Result<()> {
+    if let Some(name) = &args.name {
+        cellar_store::validate_name(name)?;
+    }
+    let snaps = store.list(args.name.as_deref())?;
+    if args.json {
+        return print_json(&snaps.iter().map(SnapshotJson::from).collect::<Vec<_>>());
+    }
+    if snaps.is_empty() {
+        eprintln!("no snapshots");
+        return Ok(());
+    }
+    let width = snaps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
+    println!("{:<12}  {:<width$}  {:<20}  {:>10}  {:>10}", "ID", "NAME", "CREATED", "SIZE", "ADDED");
+    for s in &snaps {
+        println!(
+            "{:<12}  {:<width$}  {:<20}  {:>10}  {:>10}",
+            s.short_id(),
+            s.name,
+            s.created,
+            human_bytes(s.stream_len),
+            human_bytes(s.added_bytes)
+        );
+    }
+    Ok(())
+}
+
+pub fn show(store: &Store, args: ShowArgs) -> anyhow::Result<()> {
+    let s = store.resolve(&args.snap)?;
+    if args.json {
+        return print_json(&SnapshotJson::from(&s));
+    }
+    println!("id:       {}", s.id);
+    println!("name:     {}", s.name);
+    println!(
+        "parent:   {}",
+        s.parent.map(|p| p.hex()).unwrap_or_else(|| "-".into())
+    );
+    println!("created:  {}", s.created);
+    println!("size:     {} ({})", s.stream_len, human_bytes(s.stream_len));
+    println!("added:    {} ({})", s.added_bytes, human_bytes(s.added_bytes));
+    println!("members:  {}", s.members);
+    println!("sha256:   {}", s.stream_sha256);
+    let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("labels:   {}", if labels.is_empty() { "-".into() } else { labels.join(" ") });
+    Ok(())
+}

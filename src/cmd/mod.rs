@@ -1,0 +1,40 @@
+//! One module per command; each takes its parsed arguments and the store location.
+
+mod export;
+mod list;
+mod snapshot;
+mod stats;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cellar_store::Store;
+
+use crate::cli::{Cli, Command};
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let root = match cli.store {
+        Some(dir) => dir,
+        None => default_store()?,
+    };
+    match cli.command {
+        Command::Snapshot(args) => snapshot::run(&root, args),
+        Command::List(args) => list::list(&open(&root)?, args),
+        Command::Show(args) => list::show(&open(&root)?, args),
+        Command::Export(args) => export::run(&open(&root)?, args),
+        Command::Stats(args) => stats::run(&open(&root)?, args),
+    }
+}
+
+fn open(root: &std::path::Path) -> anyhow::Result<Store> {
+    Ok(Store::open(root)?)
+}
+
+/// `$XDG_DATA_HOME/cellar`, else `~/.local/share/cellar`.
+fn default_store() -> anyhow::Result<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("cellar"));
+    }
+    let home = std::env::var_os("HOME").context("neither --store, CELLAR_STORE nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".local/share/cellar"))
+}

@@ -1,0 +1,178 @@
+//! `cellar snapshot`: ingest a tar stream from stdin, a file, or a command's stdout.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use cellar_store::{Error, IngestOptions, Store};
+use serde::Serialize;
+
+use crate::cli::SnapshotArgs;
+use crate::output::{print_json, SnapshotJson};
+use crate::progress::IngestBar;
+
+/// How much of a command's stderr is kept to show when it fails.
+const STDERR_KEEP: usize = 64 << 10;
+
+#[derive(Serialize)]
+struct SnapshotReport<'a> {
+    #[serde(flatten)]
+    snapshot: SnapshotJson<'a>,
+    /// Raw bytes that were new to the store (before compression).
+    new_bytes: u64,
+    /// Payload bytes that were already stored.
+    known_bytes: u64,
+    warnings: Vec<String>,
+}
+
+pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
+    cellar_store::validate_name(&args.name)?;
+    let store = Store::create(root)?;
+    let mut opts = IngestOptions::new(&args.name);
+    opts.labels = args.labels.into_iter().collect();
+    opts.on_wait = Box::new(|msg| eprintln!("cellar: {msg}"));
+    let _bar = IngestBar::start(opts.progress.clone());
+
+    let mut warnings = Vec::new();
+    let report = if args.command.is_empty() {
+        let source = args.source.expect("clap requires a source");
+        let input: Box<dyn Read + Send> = if source.as_os_str() == "-" {
+            Box::new(std::io::stdin())
+        } else {
+            Box::new(
+                File::open(&source).with_context(|| format!("opening {}", source.display()))?,
+            )
+        };
+        store.ingest(input, opts, || Ok(()))?
+    } else {
+        let mut cmd = SourceCommand::spawn(&args.command)?;
+        let stdout = Box::new(cmd.child.stdout.take().expect("piped stdout"));
+        let result = store.ingest(stdout, opts, || {
+            cmd.finish(&args.allow_exit).map(|w| warnings.extend(w))
+        });
+        match result {
+            Ok(r) => r,
+            Err(e) => return Err(cmd.explain(e)),
+        }
+    };
+    drop(_bar);
+    for w in &warnings {
+        eprintln!("cellar: warning: {w}");
+    }
+    if args.json {
+        print_json(&SnapshotReport {
+            snapshot: SnapshotJson::from(&report.snapshot),
+            new_bytes: report.new_bytes,
+            known_bytes: report.known_bytes,
+            warnings,
+        })
+    } else {
+        println!("{}", report.snapshot.short_id());
+        Ok(())
+    }
+}
+
+/// The command after `--`, its stdout piped into the ingest, its stderr kept for messages.
+struct SourceCommand {
+    display: String,
+    child: Child,
+    stderr: Option<JoinHandle<()>>,
+    stderr_text: Arc<Mutex<Vec<u8>>>,
+    finished: bool,
+}
+
+impl SourceCommand {
+    fn spawn(argv: &[OsString]) -> anyhow::Result<SourceCommand> {
+        let display = argv
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {display}"))?;
+        let mut pipe = child.stderr.take().expect("piped stderr");
+        let stderr_text = Arc::new(Mutex::new(Vec::new()));
+        let keep = stderr_text.clone();
+        let stderr = std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                let mut kept = keep.lock().unwrap_or_else(|e| e.into_inner());
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > STDERR_KEEP {
+                    let cut = kept.len() - STDERR_KEEP;
+                    kept.drain(..cut);
+                }
+            }
+        });
+        Ok(SourceCommand {
+            display,
+            child,
+            stderr: Some(stderr),
+            stderr_text,
+            finished: false,
+        })
+    }
+
+    fn stderr_text(&mut self) -> String {
+        if let Some(t) = self.stderr.take() {
+            let _ = t.join();
+        }
+        let text = self.stderr_text.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&text).trim_end().to_string()
+    }
+
+    /// The stream has been read to its end: the command must have succeeded, or ended with an
+    /// allowed code (then a warning carries its stderr).
+    fn finish(&mut self, allowed: &[i32]) -> Result<Option<String>, Error> {
+        self.finished = true;
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| Error::SourceFailed(format!("waiting for {}: {e}", self.display)))?;
+        let stderr = self.stderr_text();
+        let with_stderr = |msg: String| {
+            if stderr.is_empty() {
+                msg
+            } else {
+                format!("{msg}; its stderr:\n{stderr}")
+            }
+        };
+        match status.code() {
+            Some(0) => Ok(None),
+            Some(code) if allowed.contains(&code) => Ok(Some(with_stderr(format!(
+                "`{}` exited with status {code} (allowed by --allow-exit)",
+                self.display
+            )))),
+            _ => Err(Error::SourceFailed(with_stderr(format!(
+                "`{}` failed ({status}); nothing was recorded",
+                self.display
+            )))),
+        }
+    }
+
+    /// The ingest failed: stop the command and add what it said to the error.
+    fn explain(mut self, e: Error) -> anyhow::Error {
+        if self.finished {
+            return e.into();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let stderr = self.stderr_text();
+        let e = anyhow::Error::from(e);
+        if stderr.is_empty() {
+            e
+        } else {
+            e.context(format!("while reading from `{}`, which said:\n{stderr}", self.display))
+        }
+    }
+}
