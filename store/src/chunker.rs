@@ -15,13 +15,14 @@ pub const MAX_CHUNK: usize = 64 << 10;
 const BUFFER: usize = 16 * MAX_CHUNK;
 
 pub struct Chunker {
-    buf: Vec<u8>,
+    /// Allocated once; bytes `start..end` are waiting to be chunked.
+    buf: Box<[u8]>,
 }
 
 impl Default for Chunker {
     fn default() -> Self {
         Chunker {
-            buf: Vec::with_capacity(BUFFER),
+            buf: vec![0u8; BUFFER].into_boxed_slice(),
         }
     }
 }
@@ -34,35 +35,34 @@ impl Chunker {
         mut fill: impl FnMut(&mut [u8]) -> Result<usize>,
         mut emit: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        self.buf.clear();
+        let mut end = 0;
         let mut finished = false;
         loop {
             // Top the buffer up.
-            while !finished && self.buf.len() < BUFFER {
-                let at = self.buf.len();
-                self.buf.resize(BUFFER, 0);
-                let n = fill(&mut self.buf[at..])?;
-                self.buf.truncate(at + n);
+            while !finished && end < BUFFER {
+                let n = fill(&mut self.buf[end..])?;
+                end += n;
                 finished = n == 0;
             }
-            if self.buf.is_empty() {
+            if end == 0 {
                 return Ok(());
             }
-            let cdc = FastCDC::new(&self.buf, MIN_CHUNK as u32, AVG_CHUNK as u32, MAX_CHUNK as u32);
-            let len = self.buf.len();
+            let data = &self.buf[..end];
+            let cdc = FastCDC::new(data, MIN_CHUNK as u32, AVG_CHUNK as u32, MAX_CHUNK as u32);
             let mut start = 0;
-            while start < len {
-                let (_, end) = cdc.cut(start, len - start);
-                if end == len && !finished {
+            while start < end {
+                let (_, cut) = cdc.cut(start, end - start);
+                if cut == end && !finished {
                     break; // may move once more data is here
                 }
-                emit(&self.buf[start..end])?;
-                start = end;
+                emit(&data[start..cut])?;
+                start = cut;
             }
-            self.buf.drain(..start);
-            if finished && self.buf.is_empty() {
+            if finished && start == end {
                 return Ok(());
             }
+            self.buf.copy_within(start..end, 0);
+            end -= start;
         }
     }
 }
