@@ -9,6 +9,7 @@ mod db;
 mod encoding;
 pub mod error;
 mod export;
+mod failpoint;
 pub mod ids;
 mod ingest;
 mod layout;

@@ -245,6 +245,7 @@ impl Store {
         depths: &[(ChunkId, u32)],
         on_wait: &dyn Fn(&str),
     ) -> Result<Snapshot> {
+        crate::failpoint::hit("commit:before-lock");
         let _lock = match self.commit_lock(on_wait) {
             Ok(l) => l,
             Err(e) => {
@@ -277,6 +278,7 @@ impl Store {
                 &record,
             )?;
             written.sealed.push(last.seal()?);
+            crate::failpoint::hit("commit:after-seal");
             db.immediate(|tx| {
                 for pack in &written.sealed {
                     index_pack(tx, pack)?;
@@ -285,7 +287,9 @@ impl Store {
                 for (id, depth) in depths {
                     stmt.execute(params![&id.0[..], depth])?;
                 }
-                Store::insert_snapshot(tx, &snap)
+                Store::insert_snapshot(tx, &snap)?;
+                crate::failpoint::hit("commit:in-transaction");
+                Ok(())
             })
         })();
         if let Err(e) = result {

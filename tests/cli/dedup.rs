@@ -1,0 +1,183 @@
+//! Deduplication: repeated and incremental snapshots cost about what changed.
+
+use crate::common::*;
+use crate::trees::portable_tree;
+
+fn added(store: &TestStore, id: &str) -> u64 {
+    store.json(&["show", id, "--json"])["added_bytes"]
+        .as_u64()
+        .unwrap()
+}
+
+/// A small "root filesystem": text and binaries, a few hundred files.
+fn rootfs(root: &std::path::Path) {
+    portable_tree(root);
+    for i in 0..150u64 {
+        write_file(
+            &root.join(format!("usr/lib/lib{i}.so")),
+            &noise(20_000 + (i as usize * 997) % 90_000, i),
+        );
+        write_file(
+            &root.join(format!("usr/share/doc/pkg{i}/README")),
+            &text(3_000 + (i as usize * 131) % 9_000, i),
+        );
+    }
+}
+
+fn tar(root: &std::path::Path, format: &str) -> Vec<u8> {
+    tar_stream(&[
+        "tar",
+        &format!("--format={format}"),
+        "-cf",
+        "-",
+        "-C",
+        root.to_str().unwrap(),
+        ".",
+    ])
+}
+
+#[test]
+fn the_same_stream_twice_adds_under_one_percent() {
+    let store = TestStore::new();
+    let root = store.scratch("root");
+    rootfs(&root);
+    let stream = tar(&root, "gnu");
+    let first = store.snapshot_bytes(&stream, "vm");
+    let second = store.snapshot_bytes(&stream, "vm");
+    assert!(
+        added(&store, &first) > stream.len() as u64 / 3,
+        "the first snapshot stores the data"
+    );
+    let a2 = added(&store, &second);
+    assert!(
+        a2 * 100 < stream.len() as u64,
+        "second identical snapshot added {a2} of {}",
+        stream.len()
+    );
+}
+
+#[test]
+fn installing_a_package_costs_about_the_package() {
+    let store = TestStore::new();
+    let root = store.scratch("root");
+    rootfs(&root);
+    store.snapshot_bytes(&tar(&root, "gnu"), "vm");
+    // "Install a package": new files (incompressible, so their stored size is their size) and
+    // an edited file in the middle of the tree.
+    let mut package = 0;
+    for i in 0..10u64 {
+        let data = noise(50_000, 1000 + i);
+        package += data.len() as u64;
+        write_file(&root.join(format!("usr/lib/newpkg/part{i}.so")), &data);
+    }
+    write_file(&root.join("etc/hostname"), b"vm2\n");
+    let id = store.snapshot_bytes(&tar(&root, "gnu"), "vm");
+    let a = added(&store, &id);
+    assert!(a >= package, "added {a} < package {package}");
+    assert!(
+        a < package + package / 10 + 64 * 1024,
+        "added {a} for a {package}-byte package"
+    );
+}
+
+#[test]
+fn a_small_edit_inside_a_large_file_adds_a_few_chunks() {
+    let store = TestStore::new();
+    let root = store.scratch("root");
+    rootfs(&root);
+    let big = root.join("var/lib/big.db");
+    let mut data = noise(8_000_000, 77);
+    write_file(&big, &data);
+    store.snapshot_bytes(&tar(&root, "gnu"), "vm");
+    data[4_000_000..4_000_100].copy_from_slice(&[0x55; 100]);
+    data.splice(6_000_000..6_000_000, b"inserted bytes".iter().copied());
+    write_file(&big, &data);
+    let id = store.snapshot_bytes(&tar(&root, "gnu"), "vm");
+    let a = added(&store, &id);
+    assert!(a < 400_000, "a 2-spot edit of an 8 MB file added {a} bytes");
+}
+
+#[test]
+fn every_file_changed_a_little_still_dedups_the_rest() {
+    let store = TestStore::new();
+    let root = store.scratch("root");
+    let mut files = Vec::new();
+    for i in 0..40u64 {
+        let data = noise(400_000, 500 + i);
+        write_file(&root.join(format!("data/{i}.bin")), &data);
+        files.push(data);
+    }
+    let s1 = tar(&root, "gnu");
+    store.snapshot_bytes(&s1, "vm");
+    for (i, mut data) in files.into_iter().enumerate() {
+        let at = 1000 + i * 9000;
+        data[at..at + 8].copy_from_slice(b"CHANGED!");
+        write_file(&root.join(format!("data/{i}.bin")), &data);
+    }
+    let s2 = tar(&root, "gnu");
+    let id = store.snapshot_bytes(&s2, "vm");
+    let a = added(&store, &id);
+    assert!(
+        a * 4 < s2.len() as u64,
+        "changing 8 bytes per file added {a} of {}",
+        s2.len()
+    );
+    assert!(store.export(&id) == s2);
+}
+
+/// `--format=posix` writes atime and ctime into every header; a tree whose times moved must
+/// not cost a copy of its headers.
+#[test]
+fn fresh_pax_times_cost_bytes_not_a_copy_of_the_headers() {
+    let store = TestStore::new();
+    let root = store.scratch("root");
+    for i in 0..2000 {
+        write_file(
+            &root.join(format!("etc/conf{}/file{i}", i % 50)),
+            format!("setting {i}\n").as_bytes(),
+        );
+    }
+    let s1 = tar(&root, "posix");
+    store.snapshot_bytes(&s1, "vm");
+    sh(&format!(
+        "find {} -type f -exec touch -a -d '2031-02-03 04:05:06.789' {{}} +",
+        root.display()
+    ));
+    let s2 = tar(&root, "posix");
+    assert!(s1 != s2, "the headers should differ (atime)");
+    let id = store.snapshot_bytes(&s2, "vm");
+    let a = added(&store, &id);
+    // Headers are ~1.5 KiB per member here; a copy would be ~3 MB.
+    assert!(
+        a < 2000 * 64 + 32 * 1024,
+        "fresh atimes added {a} bytes for 2000 members"
+    );
+    assert!(store.export(&id) == s2);
+}
+
+/// Two fresh stores ingesting the same stream hold the same chunk ids and export the same bytes.
+#[test]
+fn ingest_is_reproducible_across_stores() {
+    let a = TestStore::new();
+    let b = TestStore::new();
+    let root = a.scratch("root");
+    rootfs(&root);
+    let stream = tar(&root, "posix");
+    a.snapshot_bytes(&stream, "vm");
+    b.snapshot_bytes(&stream, "vm");
+    let ids = |s: &TestStore| -> Vec<String> {
+        let db = s.db();
+        let mut stmt = db
+            .prepare("SELECT hex(id) FROM chunks ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let (ia, ib) = (ids(&a), ids(&b));
+    assert!(ia.len() > 100, "only {} chunks", ia.len());
+    assert_eq!(ia, ib);
+    assert!(a.export("vm") == b.export("vm"));
+    assert!(a.export("vm") == stream);
+}

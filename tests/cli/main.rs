@@ -1,0 +1,13 @@
+//! Integration tests: the real `cellar` binary on real tar streams from GNU tar, bsdtar and
+//! busybox tar. One test binary (a single link step), one module per behaviour.
+
+mod common;
+mod trees;
+
+mod bad_input;
+mod cli;
+mod concurrency;
+mod crash;
+mod dedup;
+mod exact;
+mod memory;

@@ -1,0 +1,114 @@
+//! Bounded memory: a multi-GiB stream, generated on the fly, ingests and exports in a small,
+//! fixed amount of memory. (Peak RSS is a bound, not a timing.)
+
+use std::io::{Read, Write};
+use std::process::Stdio;
+
+use sha2::{Digest, Sha256};
+
+use crate::common::*;
+
+const FILE_SIZE: u64 = 256 << 20;
+const FILES: u64 = 20; // 5 GiB of payload
+const RSS_LIMIT_KIB: i64 = 200 << 10;
+
+fn ustar_header(name: &str, size: u64) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    h[136..148].copy_from_slice(b"14000000000\0");
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+/// Write the stream: every 4 KiB block is distinct (so nothing dedups) but compresses well
+/// (so the test stays quick and small on disk). Returns its sha256.
+fn generate(out: &mut dyn Write) -> String {
+    let mut sha = Sha256::new();
+    let mut block = vec![0u8; 1 << 20];
+    let mut n: u64 = 0;
+    let mut emit = |bytes: &[u8], sha: &mut Sha256| {
+        sha.update(bytes);
+        out.write_all(bytes).unwrap();
+    };
+    for f in 0..FILES {
+        emit(&ustar_header(&format!("data/file{f}"), FILE_SIZE), &mut sha);
+        for _ in 0..FILE_SIZE / block.len() as u64 {
+            for small in block.chunks_mut(4096) {
+                n += 1;
+                for w in small.chunks_mut(8) {
+                    w.copy_from_slice(&n.to_le_bytes());
+                }
+            }
+            emit(&block, &mut sha);
+        }
+    }
+    emit(&[0u8; 1024], &mut sha);
+    hex::encode(sha.finalize())
+}
+
+/// Run `cmd`, returning its peak RSS in KiB (from wait4) and its exit status.
+fn peak_rss(mut child: std::process::Child) -> (i64, i32) {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(rc, pid, "wait4: {}", std::io::Error::last_os_error());
+    std::mem::forget(child.stdin.take());
+    (usage.ru_maxrss, status)
+}
+
+#[test]
+fn a_5_gib_stream_ingests_and_exports_in_bounded_memory() {
+    let store = TestStore::new();
+    let mut child = store
+        .cmd(&["snapshot", "--name", "big", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        generate(&mut std::io::BufWriter::with_capacity(1 << 20, &mut stdin))
+    });
+    let (rss, status) = peak_rss(child);
+    let sha = feeder.join().unwrap();
+    assert_eq!(status, 0, "snapshot failed");
+    assert!(rss < RSS_LIMIT_KIB, "ingest peak RSS {} MiB", rss >> 10);
+    let shown = store.json(&["show", "big", "--json"]);
+    assert_eq!(shown["sha256"], sha);
+    assert_eq!(shown["size"], FILES * (FILE_SIZE + 512) + 1024);
+
+    let mut child = store
+        .cmd(&["export", "big"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut sha = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = out.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+        }
+        hex::encode(sha.finalize())
+    });
+    let (rss, status) = peak_rss(child);
+    assert_eq!(status, 0, "export failed");
+    assert_eq!(reader.join().unwrap(), sha);
+    assert!(rss < RSS_LIMIT_KIB, "export peak RSS {} MiB", rss >> 10);
+}
