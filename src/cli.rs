@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "cellar", version, about = "Content-addressed snapshots of machine root filesystems")]
+#[command(
+    name = "cellar",
+    version,
+    about = "Content-addressed snapshots of machine root filesystems"
+)]
 pub struct Cli {
     /// The store directory [default: $XDG_DATA_HOME/cellar]
     #[arg(long, env = "CELLAR_STORE", global = true, value_name = "DIR")]

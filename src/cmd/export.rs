@@ -25,7 +25,10 @@ pub fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
         Some(path) => {
             // Written beside the target and renamed into place, so a failed export leaves
             // no partial file behind.
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(".".as_ref());
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(".".as_ref());
             let tmp = tempfile::NamedTempFile::new_in(dir)
                 .with_context(|| format!("creating a file in {}", dir.display()))?;
             let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
@@ -39,4 +42,3 @@ pub fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

@@ -18,13 +18,17 @@ pub fn list(store: &Store, args: ListArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let width = snaps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
-    println!("{:<12}  {:<width$}  {:<20}  {:>10}  {:>10}", "ID", "NAME", "CREATED", "SIZE", "ADDED");
+    println!(
+        "{:<12}  {:<width$}  {:<19}  {:>10}  {:>10}",
+        "ID", "NAME", "CREATED", "SIZE", "ADDED"
+    );
     for s in &snaps {
         println!(
-            "{:<12}  {:<width$}  {:<20}  {:>10}  {:>10}",
+            "{:<12}  {:<width$}  {:<19}  {:>10}  {:>10}",
             s.short_id(),
             s.name,
-            s.created,
+            // "2026-11-29T09:34:21.624Z" -> "2026-11-29 09:34:21" (UTC)
+            s.created.get(..19).unwrap_or(&s.created).replace('T', " "),
             human_bytes(s.stream_len),
             human_bytes(s.added_bytes)
         );
@@ -45,10 +49,21 @@ pub fn show(store: &Store, args: ShowArgs) -> anyhow::Result<()> {
     );
     println!("created:  {}", s.created);
     println!("size:     {} ({})", s.stream_len, human_bytes(s.stream_len));
-    println!("added:    {} ({})", s.added_bytes, human_bytes(s.added_bytes));
+    println!(
+        "added:    {} ({})",
+        s.added_bytes,
+        human_bytes(s.added_bytes)
+    );
     println!("members:  {}", s.members);
     println!("sha256:   {}", s.stream_sha256);
     let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("labels:   {}", if labels.is_empty() { "-".into() } else { labels.join(" ") });
+    println!(
+        "labels:   {}",
+        if labels.is_empty() {
+            "-".into()
+        } else {
+            labels.join(" ")
+        }
+    );
     Ok(())
 }

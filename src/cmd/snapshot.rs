@@ -44,9 +44,7 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
         let input: Box<dyn Read + Send> = if source.as_os_str() == "-" {
             Box::new(std::io::stdin())
         } else {
-            Box::new(
-                File::open(&source).with_context(|| format!("opening {}", source.display()))?,
-            )
+            Box::new(File::open(&source).with_context(|| format!("opening {}", source.display()))?)
         };
         store.ingest(input, opts, || Ok(()))?
     } else {
@@ -172,7 +170,10 @@ impl SourceCommand {
         if stderr.is_empty() {
             e
         } else {
-            e.context(format!("while reading from `{}`, which said:\n{stderr}", self.display))
+            e.context(format!(
+                "while reading from `{}`, which said:\n{stderr}",
+                self.display
+            ))
         }
     }
 }

@@ -11,8 +11,16 @@ pub fn run(store: &Store, args: JsonArg) -> anyhow::Result<()> {
         return print_json(&StatsJson::from(&s));
     }
     println!("snapshots:      {}", s.snapshots);
-    println!("logical bytes:  {} ({})", s.logical_bytes, human_bytes(s.logical_bytes));
-    println!("stored bytes:   {} ({})", s.stored_bytes, human_bytes(s.stored_bytes));
+    println!(
+        "logical bytes:  {} ({})",
+        s.logical_bytes,
+        human_bytes(s.logical_bytes)
+    );
+    println!(
+        "stored bytes:   {} ({})",
+        s.stored_bytes,
+        human_bytes(s.stored_bytes)
+    );
     println!("chunks:         {}", s.chunks);
     println!("packs:          {}", s.packs);
     println!("dedup ratio:    {:.2}x", s.dedup_ratio());

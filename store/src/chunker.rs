@@ -132,6 +132,10 @@ mod tests {
         let a: std::collections::HashSet<_> = chunks_of(&data, 1 << 20).into_iter().collect();
         let b = chunks_of(&edited, 1 << 20);
         let shared = b.iter().filter(|c| a.contains(*c)).count();
-        assert!(shared + 3 >= b.len(), "{shared} of {} chunks shared", b.len());
+        assert!(
+            shared + 3 >= b.len(),
+            "{shared} of {} chunks shared",
+            b.len()
+        );
     }
 }

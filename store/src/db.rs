@@ -75,7 +75,9 @@ impl Db {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let version: u32 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let version: u32 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
             return Err(Error::UnsupportedVersion {
                 found: version,

@@ -33,7 +33,10 @@ impl<'a> Decoder<'a> {
     }
 
     pub fn u8(&mut self) -> Result<u8> {
-        let b = *self.buf.get(self.pos).ok_or_else(|| self.damaged("truncated"))?;
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or_else(|| self.damaged("truncated"))?;
         self.pos += 1;
         Ok(b)
     }

@@ -15,18 +15,17 @@ pub enum Error {
         what: String,
     },
     /// The compressed wrapper (gzip, zstd) around a tar stream is damaged.
-    #[error("bad {codec} input: {source}")]
+    /// `offset` counts compressed bytes read when the decoder gave up.
+    #[error("bad {codec} input at byte {offset} of the compressed stream: {err}")]
     BadCompression {
         codec: &'static str,
-        source: std::io::Error,
+        offset: u64,
+        err: std::io::Error,
     },
     #[error("no store at {0} (create one with `cellar snapshot`)")]
     NoStore(PathBuf),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     /// The program producing the stream failed (or ended in a way not allowed).
     #[error("{0}")]
     SourceFailed(String),
@@ -35,7 +34,7 @@ pub enum Error {
     #[error("writing the output: {0}")]
     Output(std::io::Error),
     #[error("index database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(rusqlite::Error),
     /// The store's on-disk data does not match what the index says.
     #[error("store damaged: {0}")]
     Corrupt(String),
@@ -44,8 +43,17 @@ pub enum Error {
     /// A snapshot reference that names nothing or more than one thing.
     #[error("{0}")]
     NotFound(String),
-    #[error("the store's format version {found} is newer than this cellar understands ({supported})")]
+    #[error(
+        "the store's format version {found} is newer than this cellar understands ({supported})"
+    )]
     UnsupportedVersion { found: u32, supported: u32 },
+}
+
+// Causes are part of each message (not `source()`), so a report prints every cause once.
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Db(e)
+    }
 }
 
 fn member_suffix(member: &Option<String>) -> String {
@@ -56,10 +64,10 @@ fn member_suffix(member: &Option<String>) -> String {
 }
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            err,
         }
     }
 

@@ -15,18 +15,38 @@ pub const TMP_DIR: &str = "tmp";
 
 pub fn pack_path(root: &Path, id: &PackId) -> PathBuf {
     let hex = id.hex();
-    root.join(PACKS_DIR).join(&hex[..2]).join(format!("{hex}.pack"))
+    root.join(PACKS_DIR)
+        .join(&hex[..2])
+        .join(format!("{hex}.pack"))
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 pub fn new_temp_path(root: &Path, ext: &str) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    root.join(TMP_DIR)
-        .join(format!("{}-{nanos:x}-{n}.{ext}", std::process::id()))
+    root.join(TMP_DIR).join(format!(
+        "{}-{:x}-{n}.{ext}",
+        std::process::id(),
+        now_nanos()
+    ))
+}
+
+/// 16 bytes no other writer (process, thread, moment) will pick.
+pub fn nonce() -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&now_nanos().to_le_bytes());
+    h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    h.update(format!("{:?}", std::thread::current().id()).as_bytes());
+    h.update(&(&h as *const _ as usize).to_le_bytes());
+    h.finalize().as_bytes()[..16].try_into().expect("16 bytes")
 }
 
 /// fsync a directory so that entries created or renamed in it survive a crash.

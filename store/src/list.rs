@@ -47,7 +47,10 @@ impl Entry {
 pub enum ListRef {
     Inline(Vec<Entry>),
     /// `root` names a node at `level` (1 = its entries are the list's own entries).
-    Tree { level: u8, root: Entry },
+    Tree {
+        level: u8,
+        root: Entry,
+    },
 }
 
 impl ListRef {
@@ -113,7 +116,7 @@ impl ListRef {
         f: &mut dyn FnMut(&Entry) -> Result<()>,
     ) -> Result<()> {
         match self {
-            ListRef::Inline(entries) => entries.iter().try_for_each(|e| f(e)),
+            ListRef::Inline(entries) => entries.iter().try_for_each(&mut *f),
             ListRef::Tree { level, root } => visit(src, root, *level, f),
         }
     }
@@ -167,7 +170,7 @@ fn decode_node(bytes: &[u8]) -> Result<(u8, Vec<Entry>)> {
 }
 
 fn ends_node(id: &ChunkId) -> bool {
-    u16::from_le_bytes([id.0[0], id.0[1]]) % FANOUT == 0
+    u16::from_le_bytes([id.0[0], id.0[1]]).is_multiple_of(FANOUT)
 }
 
 /// Builds a list entry by entry, storing full nodes as it goes (memory: one node per level).

@@ -62,7 +62,11 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Item>> {
 
 /// A path's anchor: a stable 64-bit name for "the piece that starts here".
 pub fn anchor(path: &[u8]) -> u64 {
-    u64::from_le_bytes(blake3::hash(path).as_bytes()[..8].try_into().expect("8 bytes"))
+    u64::from_le_bytes(
+        blake3::hash(path).as_bytes()[..8]
+            .try_into()
+            .expect("8 bytes"),
+    )
 }
 
 /// Accumulates items until a cut point.
@@ -89,7 +93,7 @@ impl PieceBuffer {
         }
         self.bytes += item.head.len() + 64;
         self.items.push(item);
-        let cut = a % PIECE_SPAN == 0
+        let cut = a.is_multiple_of(PIECE_SPAN)
             || self.bytes >= MAX_PIECE_BYTES
             || self.items.len() >= MAX_PIECE_ITEMS;
         cut.then(|| self.take())

@@ -119,7 +119,11 @@ fn from_row(r: &Row) -> rusqlite::Result<Result<Snapshot>> {
 }
 
 impl Store {
-    fn query_snapshots(&self, sql_tail: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Snapshot>> {
+    fn query_snapshots(
+        &self,
+        sql_tail: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<Snapshot>> {
         let db = self.db();
         let mut stmt = db
             .conn()
@@ -211,7 +215,10 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) fn latest_id_in(tx: &rusqlite::Transaction, name: &str) -> Result<Option<SnapshotId>> {
+    pub(crate) fn latest_id_in(
+        tx: &rusqlite::Transaction,
+        name: &str,
+    ) -> Result<Option<SnapshotId>> {
         let id: Option<String> = tx
             .query_row(
                 "SELECT id FROM snapshots WHERE name = ?1 ORDER BY seq DESC LIMIT 1",

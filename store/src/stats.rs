@@ -28,7 +28,8 @@ impl Store {
     pub fn stats(&self) -> Result<Stats> {
         let db = self.db();
         let c = db.conn();
-        let count = |sql: &str| -> Result<u64> { Ok(c.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
+        let count =
+            |sql: &str| -> Result<u64> { Ok(c.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
         Ok(Stats {
             snapshots: count("SELECT COUNT(*) FROM snapshots")?,
             logical_bytes: count("SELECT COALESCE(SUM(stream_len), 0) FROM snapshots")?,

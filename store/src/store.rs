@@ -62,8 +62,12 @@ impl Store {
         Ok(Store {
             root: root.to_path_buf(),
             db: Mutex::new(db),
-            frames: Mutex::new(LruCache::new(NonZeroUsize::new(FRAME_CACHE).expect("nonzero"))),
-            packs: Mutex::new(LruCache::new(NonZeroUsize::new(OPEN_PACKS).expect("nonzero"))),
+            frames: Mutex::new(LruCache::new(
+                NonZeroUsize::new(FRAME_CACHE).expect("nonzero"),
+            )),
+            packs: Mutex::new(LruCache::new(
+                NonZeroUsize::new(OPEN_PACKS).expect("nonzero"),
+            )),
         })
     }
 
@@ -134,7 +138,9 @@ impl Store {
             stored_len: stored_len as usize,
             raw_len: raw_len as usize,
             codec: Codec::from_u8(codec).ok_or_else(bad)?,
-            base: base.map(|b| ChunkId::from_slice(&b).ok_or_else(bad)).transpose()?,
+            base: base
+                .map(|b| ChunkId::from_slice(&b).ok_or_else(bad))
+                .transpose()?,
         })
     }
 
@@ -179,7 +185,9 @@ impl Store {
             Codec::None => stored,
             Codec::Zstd => zstd::bulk::decompress(&stored, loc.raw_len).map_err(damaged)?,
             Codec::ZstdDelta => {
-                let base_id = loc.base.ok_or_else(|| Error::corrupt("delta frame without a base"))?;
+                let base_id = loc
+                    .base
+                    .ok_or_else(|| Error::corrupt("delta frame without a base"))?;
                 let base = self.object(&base_id)?;
                 zstd::bulk::Decompressor::with_dictionary(&base)
                     .and_then(|mut d| d.decompress(&stored, loc.raw_len))

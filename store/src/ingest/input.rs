@@ -2,6 +2,8 @@
 //! the tar stream (sha256, length) and hands it on in blocks.
 
 use std::io::{Cursor, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -22,6 +24,8 @@ enum Msg {
 /// The receiving end: a byte source for the tar reader.
 pub struct ChannelSource {
     rx: Receiver<Msg>,
+    /// Spent blocks go back to the input thread for reuse.
+    recycle: Sender<Vec<u8>>,
     block: Vec<u8>,
     pos: usize,
     end: Option<(u64, [u8; 32])>,
@@ -42,7 +46,8 @@ impl ByteSource for ChannelSource {
             }
             match self.rx.recv() {
                 Ok(Msg::Data(b)) => {
-                    self.block = b;
+                    let spent = std::mem::replace(&mut self.block, b);
+                    let _ = self.recycle.try_send(spent);
                     self.pos = 0;
                 }
                 Ok(Msg::End { len, sha256 }) => self.end = Some((len, sha256)),
@@ -61,19 +66,26 @@ impl ByteSource for ChannelSource {
 /// early it is left to finish when its source ends (or its reader is dropped).
 pub fn spawn(input: Box<dyn Read + Send>) -> ChannelSource {
     let (tx, rx) = bounded(QUEUE);
+    let (recycle, free) = bounded(QUEUE + 2);
     thread::Builder::new()
         .name("cellar-input".into())
-        .spawn(move || pump(input, tx))
+        .spawn(move || pump(input, tx, free))
         .expect("spawn input thread");
     ChannelSource {
         rx,
+        recycle,
         block: Vec::new(),
         pos: 0,
         end: None,
     }
 }
 
-fn pump(mut input: Box<dyn Read + Send>, tx: Sender<Msg>) {
+fn pump(input: Box<dyn Read + Send>, tx: Sender<Msg>, free: Receiver<Vec<u8>>) {
+    let consumed = Arc::new(AtomicU64::new(0));
+    let mut input: Box<dyn Read + Send> = Box::new(Counting {
+        inner: input,
+        count: consumed.clone(),
+    });
     let (mut reader, codec) = match unwrap_compression(&mut input) {
         Ok(r) => r,
         Err(e) => {
@@ -84,7 +96,8 @@ fn pump(mut input: Box<dyn Read + Send>, tx: Sender<Msg>) {
     let mut sha = Sha256::new();
     let mut len = 0u64;
     loop {
-        let mut block = vec![0u8; BLOCK];
+        let mut block = free.try_recv().unwrap_or_default();
+        block.resize(BLOCK, 0);
         let mut n = 0;
         let mut eof = false;
         while n < BLOCK {
@@ -97,7 +110,11 @@ fn pump(mut input: Box<dyn Read + Send>, tx: Sender<Msg>) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let err = match codec {
-                        Some(codec) => Error::BadCompression { codec, source: e },
+                        Some(codec) => Error::BadCompression {
+                            codec,
+                            offset: consumed.load(Ordering::Relaxed),
+                            err: e,
+                        },
                         None => Error::Input(e),
                     };
                     let _ = tx.send(Msg::Failed(err));
@@ -138,16 +155,33 @@ fn unwrap_compression(input: &mut Box<dyn Read + Send>) -> Result<Unwrapped<'_>>
     }
     let chained = Cursor::new(magic[..n].to_vec()).chain(input);
     Ok(match &magic[..n] {
-        [0x1f, 0x8b, ..] => (Box::new(flate2::read::MultiGzDecoder::new(chained)), Some("gzip")),
+        [0x1f, 0x8b, ..] => (
+            Box::new(flate2::read::MultiGzDecoder::new(chained)),
+            Some("gzip"),
+        ),
         [0x28, 0xb5, 0x2f, 0xfd] => {
-            let d = zstd::stream::read::Decoder::new(chained).map_err(|source| {
-                Error::BadCompression {
+            let d =
+                zstd::stream::read::Decoder::new(chained).map_err(|err| Error::BadCompression {
                     codec: "zstd",
-                    source,
-                }
-            })?;
+                    offset: 0,
+                    err,
+                })?;
             (Box::new(d), Some("zstd"))
         }
         _ => (Box::new(chained), None),
     })
+}
+
+/// Counts the raw (compressed) bytes read, so a decoder's failure can say where.
+struct Counting {
+    inner: Box<dyn Read + Send>,
+    count: Arc<AtomicU64>,
+}
+
+impl Read for Counting {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }

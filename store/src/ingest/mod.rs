@@ -69,7 +69,8 @@ struct Parsed {
     members: u64,
     stream_len: u64,
     sha256: [u8; 32],
-    depths: Vec<(ChunkId, u32)>,
+    /// Delta chain lengths of the delta-compressed objects written.
+    depths: HashMap<ChunkId, u32>,
 }
 
 impl Store {
@@ -178,9 +179,9 @@ impl Store {
         let mut members = 0u64;
         let store_piece = |cut: Cut, sink: &mut Sink, list: &mut ListBuilder| -> Result<()> {
             let id = match anchors.get(&cut.anchor) {
-                Some(base) => sink.put_delta(ChunkKind::Piece, &cut.encoded, *base, || {
-                    self.object(base)
-                })?,
+                Some(base) => {
+                    sink.put_delta(ChunkKind::Piece, &cut.encoded, *base, || self.object(base))?
+                }
                 None => sink.put(ChunkKind::Piece, &cut.encoded)?,
             };
             list.push(
@@ -242,7 +243,7 @@ impl Store {
         &self,
         mut snap: Snapshot,
         mut written: Written,
-        depths: &[(ChunkId, u32)],
+        depths: &HashMap<ChunkId, u32>,
         on_wait: &dyn Fn(&str),
     ) -> Result<Snapshot> {
         crate::failpoint::hit("commit:before-lock");
@@ -281,11 +282,7 @@ impl Store {
             crate::failpoint::hit("commit:after-seal");
             db.immediate(|tx| {
                 for pack in &written.sealed {
-                    index_pack(tx, pack)?;
-                }
-                let mut stmt = tx.prepare_cached("UPDATE chunks SET depth = ?2 WHERE id = ?1")?;
-                for (id, depth) in depths {
-                    stmt.execute(params![&id.0[..], depth])?;
+                    index_pack(tx, pack, depths)?;
                 }
                 Store::insert_snapshot(tx, &snap)?;
                 crate::failpoint::hit("commit:in-transaction");
@@ -301,8 +298,12 @@ impl Store {
 }
 
 /// Index one sealed pack's records. Chunks already indexed (stored twice by concurrent
-/// ingests) keep their first location.
-pub(crate) fn index_pack(tx: &rusqlite::Transaction, pack: &SealedPack) -> Result<()> {
+/// ingests) keep their first location and depth.
+pub(crate) fn index_pack(
+    tx: &rusqlite::Transaction,
+    pack: &SealedPack,
+    depths: &HashMap<ChunkId, u32>,
+) -> Result<()> {
     tx.execute(
         "INSERT INTO packs (name, size, created) VALUES (?1, ?2, strftime('%s','now'))",
         params![&pack.id.0[..], pack.size as i64],
@@ -313,7 +314,8 @@ pub(crate) fn index_pack(tx: &rusqlite::Transaction, pack: &SealedPack) -> Resul
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     let mut chunk_stmt = tx.prepare_cached(
-        "INSERT OR IGNORE INTO chunks (id, frame, offset, len, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT OR IGNORE INTO chunks (id, frame, offset, len, kind, depth)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for rec in &pack.records {
         let h = &rec.header;
@@ -331,7 +333,15 @@ pub(crate) fn index_pack(tx: &rusqlite::Transaction, pack: &SealedPack) -> Resul
         let frame = tx.last_insert_rowid();
         let mut offset = 0u64;
         for e in &h.entries {
-            chunk_stmt.execute(params![&e.id.0[..], frame, offset as i64, e.len, e.kind as u8])?;
+            let depth = depths.get(&e.id).copied().unwrap_or(0);
+            chunk_stmt.execute(params![
+                &e.id.0[..],
+                frame,
+                offset as i64,
+                e.len,
+                e.kind as u8,
+                depth
+            ])?;
             offset += e.len as u64;
         }
     }

@@ -103,7 +103,13 @@ impl<'a> Sink<'a> {
 
     /// Store `bytes` compressed against `base` (an object already in the store), unless the
     /// delta chain behind `base` is already long.
-    pub fn put_delta(&mut self, kind: ChunkKind, bytes: &[u8], base: ChunkId, dict: impl FnOnce() -> Result<Object>) -> Result<ChunkId> {
+    pub fn put_delta(
+        &mut self,
+        kind: ChunkKind,
+        bytes: &[u8],
+        base: ChunkId,
+        dict: impl FnOnce() -> Result<Object>,
+    ) -> Result<ChunkId> {
         let id = ChunkId::of(bytes);
         if self.known(&id)?.is_some() {
             return Ok(id);
@@ -111,7 +117,9 @@ impl<'a> Sink<'a> {
         match self.known(&base)? {
             Some(depth) if depth < MAX_DELTA_DEPTH && !self.queued.contains_key(&base) => {
                 self.queued.insert(id, depth + 1);
-                self.progress.new_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                self.progress
+                    .new_bytes
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 self.send(Job::Delta {
                     entry: Entry {
                         id,
@@ -130,7 +138,10 @@ impl<'a> Sink<'a> {
 
     /// Delta depths of the delta-compressed objects this ingest wrote.
     pub fn delta_depths(&self) -> impl Iterator<Item = (&ChunkId, u32)> {
-        self.queued.iter().filter(|(_, &d)| d > 0).map(|(id, &d)| (id, d))
+        self.queued
+            .iter()
+            .filter(|(_, &d)| d > 0)
+            .map(|(id, &d)| (id, d))
     }
 }
 
@@ -139,12 +150,16 @@ impl ObjectSink for Sink<'_> {
         let id = ChunkId::of(bytes);
         if self.known(&id)?.is_some() {
             if kind == ChunkKind::Data {
-                self.progress.known_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                self.progress
+                    .known_bytes
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             }
             return Ok(id);
         }
         self.queued.insert(id, 0);
-        self.progress.new_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.progress
+            .new_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let meta = kind != ChunkKind::Data;
         let buf = if meta { &mut self.meta } else { &mut self.data };
         buf.entries.push(Entry {

@@ -19,10 +19,12 @@ pub type Record = (RecordHeader, Vec<u8>);
 
 /// Compress jobs until the job queue closes or the writer hangs up.
 pub fn compress(jobs: Receiver<Job>, out: Sender<Record>) -> Result<()> {
+    // One context per worker, reused: allocating one per frame costs time and churns memory.
+    let mut zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(Error::Output)?;
     for job in jobs {
         let record = match job {
             Job::Frame { entries, raw } => {
-                let z = zstd::bulk::compress(&raw, ZSTD_LEVEL).map_err(Error::Output)?;
+                let z = zstd.compress(&raw).map_err(Error::Output)?;
                 // Incompressible frames (already compressed files) are stored as they are.
                 let (codec, payload) = if z.len() < raw.len() {
                     (Codec::Zstd, z)

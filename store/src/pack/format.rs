@@ -2,7 +2,7 @@
 //! every record names the chunks it holds, so the index can be rebuilt from packs alone.
 //!
 //! ```text
-//! pack    = "CELLARPK" version:u32le reserved:u32le record*
+//! pack    = "CELLARPK" version:u32le reserved:u32le nonce:16 record*
 //! record  = "CREC" kind:u8 codec:u8 reserved:u16le count:u32le raw_len:u32le stored_len:u32le
 //!           [base:32 if codec = zstd-delta]
 //!           count * (id:32 chunk_kind:u8 len:u32le)
@@ -16,7 +16,7 @@ use crate::ids::ChunkId;
 
 pub const PACK_MAGIC: &[u8; 8] = b"CELLARPK";
 pub const PACK_VERSION: u32 = 1;
-pub const PACK_HEADER_LEN: u64 = 16;
+pub const PACK_HEADER_LEN: u64 = 32;
 const RECORD_MAGIC: &[u8; 4] = b"CREC";
 const FIXED_LEN: usize = 20;
 const ENTRY_LEN: usize = 37;
@@ -184,15 +184,23 @@ impl RecordHeader {
         if count > 1 << 20 {
             return Err(Error::corrupt(format!("record claims {count} chunks")));
         }
-        let base = if buf[5] == Codec::ZstdDelta as u8 { 32 } else { 0 };
+        let base = if buf[5] == Codec::ZstdDelta as u8 {
+            32
+        } else {
+            0
+        };
         Ok(Some(FIXED_LEN + base + count * ENTRY_LEN + CHECK_LEN))
     }
 }
 
-pub fn pack_header() -> [u8; PACK_HEADER_LEN as usize] {
+/// A pack header. The nonce makes every pack's id unique: two writers that happen to write
+/// identical records (concurrent ingests of one stream) must never share a file name, or one
+/// discarding its pack could delete the other's.
+pub fn pack_header(nonce: [u8; 16]) -> [u8; PACK_HEADER_LEN as usize] {
     let mut h = [0u8; PACK_HEADER_LEN as usize];
     h[..8].copy_from_slice(PACK_MAGIC);
     h[8..12].copy_from_slice(&PACK_VERSION.to_le_bytes());
+    h[16..32].copy_from_slice(&nonce);
     h
 }
 

@@ -41,7 +41,7 @@ impl PackWriter {
             .create_new(true)
             .open(&tmp)
             .at(&tmp)?;
-        let header = pack_header();
+        let header = pack_header(layout::nonce());
         file.write_all(&header).at(&tmp)?;
         let mut hasher = blake3::Hasher::new();
         hasher.update(&header);

@@ -31,7 +31,10 @@ pub fn parse_records(data: &[u8]) -> Result<Vec<PaxRecord>, (usize, String)> {
         if len <= space + 1 || len > rest.len() {
             return Err((
                 pos,
-                format!("PAX record length {len} runs past the header's {} bytes", rest.len()),
+                format!(
+                    "PAX record length {len} runs past the header's {} bytes",
+                    rest.len()
+                ),
             ));
         }
         let record = &rest[space + 1..len];

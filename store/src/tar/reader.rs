@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 /// Largest payload of a header-only member (PAX record set, GNU long name) we accept. Real
 /// ones are a few KiB; this bound keeps a hostile stream from exhausting memory.
 const MAX_META_PAYLOAD: u64 = 16 << 20;
+/// Largest run of header bytes before one payload (all extension headers together).
+const MAX_HEAD: usize = 64 << 20;
 
 /// What one member's headers say.
 #[derive(Debug, Clone, Default)]
@@ -175,7 +177,16 @@ impl<S: ByteSource> TarReader<S> {
                     if size > MAX_META_PAYLOAD {
                         return Err(self.bad(
                             start,
-                            format!("{} header of {size} bytes is too large", kind_name(typeflag)),
+                            format!(
+                                "{} header of {size} bytes is too large",
+                                kind_name(typeflag)
+                            ),
+                        ));
+                    }
+                    if head.len() as u64 + size > MAX_HEAD as u64 {
+                        return Err(self.bad(
+                            start,
+                            format!("more than {} MiB of extension headers", MAX_HEAD >> 20),
                         ));
                     }
                     let data_at = head.len();
@@ -189,14 +200,12 @@ impl<S: ByteSource> TarReader<S> {
                         header::PAX_GLOBAL => {
                             // Validated, kept verbatim; global records do not change how the
                             // stream is laid out.
-                            pax::parse_records(data).map_err(|(at, e)| {
-                                self.bad(data_offset + at as u64, e)
-                            })?;
+                            pax::parse_records(data)
+                                .map_err(|(at, e)| self.bad(data_offset + at as u64, e))?;
                         }
                         _ => {
-                            let recs = pax::parse_records(data).map_err(|(at, e)| {
-                                self.bad(data_offset + at as u64, e)
-                            })?;
+                            let recs = pax::parse_records(data)
+                                .map_err(|(at, e)| self.bad(data_offset + at as u64, e))?;
                             m.pax.extend(recs);
                         }
                     }
@@ -246,7 +255,10 @@ impl<S: ByteSource> TarReader<S> {
             m.devminor = h.devminor()?;
         }
         let size = match pax::lookup(&m.pax, "size") {
-            Some(v) => pax::parse_decimal(v).ok_or("malformed PAX size record")?,
+            // Capped like header sizes (i64), so padding arithmetic cannot overflow.
+            Some(v) => pax::parse_decimal(v)
+                .filter(|&s| s <= i64::MAX as u64)
+                .ok_or("malformed PAX size record")?,
             None => size,
         };
         if m.typeflag == header::GNU_SPARSE {
