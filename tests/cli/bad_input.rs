@@ -465,6 +465,51 @@ fn damaged_tar_inside_good_compression() {
 }
 
 #[test]
+fn large_stream_failing_late_leaves_no_pack() {
+    // Several MiB go to pack files before the damage is found: they must all be removed.
+    let ts = TestStore::new();
+    let dir = ts.scratch("big");
+    write_file(&dir.join("big.bin"), &noise(3 << 20, 11));
+    write_file(&dir.join("text.txt"), &text(2 << 20, 12));
+    write_file(&dir.join("z.txt"), b"last\n");
+    let d = dir.to_str().unwrap();
+    let tar = tar_stream(&[
+        "tar",
+        "--format=gnu",
+        "-cf",
+        "-",
+        "-C",
+        d,
+        "big.bin",
+        "text.txt",
+        "z.txt",
+    ]);
+    let z_hdr = 512 + (3 << 20) + 512 + (2 << 20);
+    assert_eq!(&tar[z_hdr..z_hdr + 6], b"z.txt\0");
+
+    let what = "cut inside z.txt";
+    let err = refuse_stdin(&tar[..z_hdr + 514], what);
+    assert_offset(&err, z_hdr + 514, what);
+    assert_member(&err, "z.txt", what);
+
+    let mut s = tar.clone();
+    s[z_hdr + 1] ^= 0xff;
+    let err = refuse_stdin(&s, "z.txt header checksum");
+    assert_offset(&err, z_hdr, "z.txt header checksum");
+
+    let err = refuse_stdin(&tar[..z_hdr + 1024], "no end-of-archive blocks");
+    assert_offset(&err, z_hdr + 1024, "no end-of-archive blocks");
+
+    // A whole, valid stream from a command that then fails: stored, then thrown away.
+    let file = ts.scratch("big.tar");
+    write_file(&file, &tar);
+    let script = format!("cat '{}'; echo late failure >&2; exit 5", file.display());
+    let out = ts.run(&["snapshot", "--", "sh", "-c", &script]);
+    let err = refused(&ts, &out, "command failing after a large stream");
+    assert!(err.contains("late failure"), "{err}");
+}
+
+#[test]
 fn failing_command_records_nothing() {
     let ts = TestStore::new();
     let (dir, _) = fixture(&ts);

@@ -43,7 +43,10 @@ impl TestStore {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).stdin(Stdio::null()).output().expect("run cellar")
+        self.cmd(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cellar")
     }
 
     /// Run and require success; returns stdout as text.
@@ -77,7 +80,10 @@ impl TestStore {
     pub fn snapshot_bytes(&self, bytes: &[u8], name: &str) -> String {
         let out = self.run_stdin(&["snapshot", "--name", name, "-"], bytes);
         assert_success(&out, &["snapshot", "--name", name, "-"]);
-        let id = String::from_utf8(out.stdout).expect("utf-8").trim().to_string();
+        let id = String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string();
         assert!(
             id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()),
             "snapshot printed {id:?}, not a short id"
@@ -99,7 +105,10 @@ impl TestStore {
         if !self.path().join("cellar.db").exists() {
             return 0;
         }
-        self.json(&["list", "--json"]).as_array().expect("array").len()
+        self.json(&["list", "--json"])
+            .as_array()
+            .expect("array")
+            .len()
     }
 
     /// Pack files on disk (sealed ones; temp files excluded).
@@ -158,7 +167,10 @@ pub fn require(tool: &str) {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(found, "{tool} is not installed; run scripts/test, which installs what tests need");
+    assert!(
+        found,
+        "{tool} is not installed; run scripts/test, which installs what tests need"
+    );
 }
 
 /// Run a shell script (bash, `set -euo pipefail`), panicking with its stderr if it fails.
@@ -210,7 +222,9 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 
 /// Compressible text-like bytes.
 pub fn text(len: usize, seed: u64) -> Vec<u8> {
-    let words = ["alpha ", "beta ", "gamma ", "delta\n", "epsilon ", "zeta ", "eta\n"];
+    let words = [
+        "alpha ", "beta ", "gamma ", "delta\n", "epsilon ", "zeta ", "eta\n",
+    ];
     let mut out = Vec::with_capacity(len + 16);
     let mut i = seed as usize;
     while out.len() < len {
