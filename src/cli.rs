@@ -31,10 +31,50 @@ pub enum Command {
     Export(ExportArgs),
     /// Store-wide figures: logical and stored bytes, chunks, packs, dedup ratio
     Stats(JsonArg),
+    /// List a directory (or one entry) inside a snapshot
+    Ls(LsArgs),
+    /// Write one file of a snapshot to stdout
+    Cat(CatArgs),
+    /// What changed between two snapshots, one line per path
+    Diff(DiffArgs),
 }
 
 #[derive(Args, Debug)]
-#[command(group(ArgGroup::new("input").required(true).args(["source", "command"])))]
+pub struct LsArgs {
+    /// Snapshot: id, unique id prefix, NAME or NAME~N
+    pub snap: String,
+    /// Path inside the snapshot [default: /]
+    pub path: Option<String>,
+    /// Long listing, like `ls -l` with numeric owners
+    #[arg(short = 'l')]
+    pub long: bool,
+    /// Everything below the directory, depth first
+    #[arg(short = 'R')]
+    pub recursive: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CatArgs {
+    /// Snapshot: id, unique id prefix, NAME or NAME~N
+    pub snap: String,
+    /// Path of a file inside the snapshot
+    pub path: String,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The older snapshot
+    pub a: String,
+    /// The newer snapshot
+    pub b: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("input").required(true).args(["source", "command", "dir"])))]
 pub struct SnapshotArgs {
     /// Lineage name: lowercase [a-z0-9][a-z0-9._-]*
     #[arg(long, default_value = cellar_store::DEFAULT_NAME)]
@@ -47,6 +87,15 @@ pub struct SnapshotArgs {
     pub allow_exit: Vec<i32>,
     #[arg(long)]
     pub json: bool,
+    /// Archive a local directory natively (no external tar), in cellar's deterministic dialect
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// With --dir: leave out paths matching this glob (repeatable; `*.log`, `var/cache/*`)
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// With --dir: do not descend into other filesystems
+    #[arg(long)]
+    pub one_file_system: bool,
     /// `-` for a tar stream on stdin, or a tar file (gzip or zstd compressed is fine)
     #[arg(value_name = "SOURCE")]
     pub source: Option<PathBuf>,

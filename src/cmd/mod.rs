@@ -4,6 +4,7 @@ mod export;
 mod list;
 mod snapshot;
 mod stats;
+mod tree;
 
 use std::path::PathBuf;
 
@@ -23,6 +24,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Show(args) => list::show(&open(&root)?, args),
         Command::Export(args) => export::run(&open(&root)?, args),
         Command::Stats(args) => stats::run(&open(&root)?, args),
+        Command::Ls(args) => tree::ls(&open(&root)?, args),
+        Command::Cat(args) => tree::cat(&open(&root)?, args),
+        Command::Diff(args) => tree::diff(&open(&root)?, args),
     }
 }
 

@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use anyhow::Context;
+use cellar_store::tar::{write_dir, DirOptions};
 use cellar_store::{Error, IngestOptions, Store};
 use serde::Serialize;
 
-use crate::cli::SnapshotArgs;
+use crate::cli::{SnapshotArgs, UsageError};
 use crate::output::{print_json, SnapshotJson};
 use crate::progress::IngestBar;
 
@@ -32,6 +33,9 @@ struct SnapshotReport<'a> {
 
 pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
     cellar_store::validate_name(&args.name)?;
+    if args.dir.is_none() && (!args.exclude.is_empty() || args.one_file_system) {
+        return Err(UsageError("--exclude and --one-file-system need --dir".into()).into());
+    }
     let store = Store::create(root)?;
     let mut opts = IngestOptions::new(&args.name);
     opts.labels = args.labels.into_iter().collect();
@@ -39,7 +43,22 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
     let _bar = IngestBar::start(opts.progress.clone());
 
     let mut warnings = Vec::new();
-    let report = if args.command.is_empty() {
+    let report = if let Some(dir) = &args.dir {
+        let opts_dir = DirOptions {
+            excludes: args.exclude.clone(),
+            one_file_system: args.one_file_system,
+        };
+        let (reader, mut writer) = std::io::pipe().context("creating a pipe")?;
+        let root = dir.clone();
+        let archiver = std::thread::spawn(move || write_dir(&root, &opts_dir, &mut writer));
+        store.ingest(Box::new(reader), opts, || {
+            let report = archiver
+                .join()
+                .map_err(|_| Error::SourceFailed("the directory archiver panicked".into()))??;
+            warnings.extend(report.warnings);
+            Ok(())
+        })?
+    } else if args.command.is_empty() {
         let source = args.source.expect("clap requires a source");
         let input: Box<dyn Read + Send> = if source.as_os_str() == "-" {
             Box::new(std::io::stdin())
@@ -59,6 +78,7 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
         }
     };
     drop(_bar);
+    warnings.extend(report.warnings.iter().cloned());
     for w in &warnings {
         eprintln!("cellar: warning: {w}");
     }

@@ -8,10 +8,11 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Schema per version; entry `i` migrates from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE packs (
     id      INTEGER PRIMARY KEY,
     name    BLOB NOT NULL UNIQUE,      -- PackId: blake3 of the file
@@ -51,7 +52,12 @@ CREATE TABLE snapshots (
     labels        TEXT NOT NULL                       -- JSON object
 );
 CREATE INDEX snapshots_name ON snapshots(name, seq);
-"#];
+"#,
+    r#"
+-- The snapshot's tree: its encoded root node (NULL for snapshots made before trees).
+ALTER TABLE snapshots ADD COLUMN tree BLOB;
+"#,
+];
 
 pub struct Db {
     conn: Connection,

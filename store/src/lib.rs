@@ -21,6 +21,7 @@ mod snapshot;
 mod stats;
 mod store;
 pub mod tar;
+pub mod tree;
 
 pub use error::{Error, Result};
 pub use ids::{ChunkId, PackId, SnapshotId, SHORT_ID_LEN};
@@ -28,3 +29,4 @@ pub use ingest::{IngestOptions, IngestReport, Progress};
 pub use snapshot::{validate_name, Snapshot, DEFAULT_NAME};
 pub use stats::Stats;
 pub use store::Store;
+pub use tree::{Change, ChangeKind, Kind, Node, Tree};

@@ -122,6 +122,49 @@ impl ListRef {
     }
 }
 
+/// The entry covering byte `offset` of the list's content and where that entry starts.
+fn find_in(entries: &[Entry], offset: u64) -> Option<(usize, u64)> {
+    // Prefix sums, then binary search: the first entry ending after `offset`.
+    let mut ends = Vec::with_capacity(entries.len());
+    let mut sum = 0;
+    for e in entries {
+        sum += e.len;
+        ends.push(sum);
+    }
+    let i = ends.partition_point(|&end| end <= offset);
+    (i < entries.len()).then(|| (i, ends[i] - entries[i].len))
+}
+
+impl ListRef {
+    /// The level-0 entry holding byte `offset` and the offset it starts at: O(log n) node
+    /// loads, one per level.
+    pub fn find(&self, src: &dyn ObjectSource, offset: u64) -> Result<Option<(Entry, u64)>> {
+        match self {
+            ListRef::Inline(entries) => {
+                Ok(find_in(entries, offset).map(|(i, start)| (entries[i], start)))
+            }
+            ListRef::Tree { level, root } => {
+                let (mut id, mut base) = (root.id, 0u64);
+                for expect in (1..=*level).rev() {
+                    let (node_level, entries) = decode_node(&src.object(&id)?)?;
+                    if node_level != expect {
+                        return Err(Error::corrupt("list node at the wrong level"));
+                    }
+                    let Some((i, start)) = find_in(&entries, offset - base) else {
+                        return Ok(None);
+                    };
+                    if expect == 1 {
+                        return Ok(Some((entries[i], base + start)));
+                    }
+                    id = entries[i].id;
+                    base += start;
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
 fn visit(
     src: &dyn ObjectSource,
     node: &Entry,
@@ -268,6 +311,22 @@ mod tests {
             r.for_each(&objects, &mut |e| { back.push(*e); Ok(()) }).unwrap();
             prop_assert_eq!(back, list);
         }
+    }
+
+    #[test]
+    fn find_locates_every_entry() {
+        let mut objects = MemoryObjects::default();
+        let list = entries(5_000, 3);
+        let r = build(&mut objects, &list);
+        assert!(matches!(r, ListRef::Tree { .. }));
+        let mut start = 0;
+        for e in &list {
+            for off in [start, start + e.len - 1] {
+                assert_eq!(r.find(&objects, off).unwrap(), Some((*e, start)));
+            }
+            start += e.len;
+        }
+        assert_eq!(r.find(&objects, start).unwrap(), None);
     }
 
     #[test]

@@ -9,9 +9,10 @@ use crate::error::{Error, Result};
 use crate::ids::SnapshotId;
 use crate::list::ListRef;
 use crate::store::Store;
+use crate::tree::Node;
 
 pub const DEFAULT_NAME: &str = "default";
-const RECORD_VERSION: u32 = 1;
+const RECORD_VERSION: u32 = 2;
 const MIN_PREFIX: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub struct Snapshot {
     pub labels: BTreeMap<String, String>,
     /// The recipe: the list of pieces that replays the stream.
     pub root: ListRef,
+    /// The tree's root node (None for snapshots made before trees existed).
+    pub tree: Option<Node>,
 }
 
 /// The versioned form written to packs, from which the index row can be rebuilt.
@@ -46,6 +49,9 @@ pub(crate) struct SnapshotRecord {
     pub labels: BTreeMap<String, String>,
     /// Hex of the encoded piece list.
     pub root: String,
+    /// Hex of the encoded root node of the tree (from version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<String>,
 }
 
 impl Snapshot {
@@ -62,6 +68,7 @@ impl Snapshot {
             added_bytes: self.added_bytes,
             labels: self.labels.clone(),
             root: hex::encode(self.root.to_bytes()),
+            tree: self.tree.as_ref().map(|t| hex::encode(t.to_bytes())),
         };
         serde_json::to_vec(&record).expect("records serialize")
     }
@@ -89,14 +96,15 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-const COLUMNS: &str =
-    "id, name, parent, created, stream_len, stream_sha256, members, added_bytes, labels, root";
+const COLUMNS: &str = "id, name, parent, created, stream_len, stream_sha256, members, \
+                       added_bytes, labels, root, tree";
 
 fn from_row(r: &Row) -> rusqlite::Result<Result<Snapshot>> {
     let id: String = r.get(0)?;
     let parent: Option<String> = r.get(2)?;
     let labels: String = r.get(8)?;
     let root: Vec<u8> = r.get(9)?;
+    let tree: Option<Vec<u8>> = r.get(10)?;
     let snap = (|| {
         let bad = |what: &str| Error::corrupt(format!("snapshot {id}: malformed {what}"));
         Ok(Snapshot {
@@ -113,6 +121,7 @@ fn from_row(r: &Row) -> rusqlite::Result<Result<Snapshot>> {
             added_bytes: r.get::<_, i64>(7)? as u64,
             labels: serde_json::from_str(&labels).map_err(|_| bad("labels"))?,
             root: ListRef::from_bytes(&root)?,
+            tree: tree.map(|t| Node::from_bytes(&t)).transpose()?,
         })
     })();
     Ok(snap)
@@ -197,8 +206,8 @@ impl Store {
     pub(crate) fn insert_snapshot(tx: &rusqlite::Transaction, s: &Snapshot) -> Result<()> {
         tx.execute(
             "INSERT INTO snapshots (id, name, parent, created, stream_len, stream_sha256, members,
-                                    added_bytes, labels, root)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                    added_bytes, labels, root, tree)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 s.id.hex(),
                 s.name,
@@ -210,6 +219,7 @@ impl Store {
                 s.added_bytes as i64,
                 serde_json::to_string(&s.labels).expect("labels serialize"),
                 s.root.to_bytes(),
+                s.tree.as_ref().map(|t| t.to_bytes()),
             ],
         )?;
         Ok(())

@@ -15,16 +15,20 @@ use crate::ids::{ChunkId, PackId};
 use crate::layout;
 use crate::object::{Object, ObjectSource};
 use crate::pack::Codec;
+use crate::tree::Node;
 
 /// Decoded frames kept for reuse (each up to about 1 MiB).
 const FRAME_CACHE: usize = 64;
 const OPEN_PACKS: usize = 64;
+/// Decoded directory records kept for reuse.
+const DIR_CACHE: usize = 1024;
 
 pub struct Store {
     root: PathBuf,
     db: Mutex<Db>,
     frames: Mutex<LruCache<i64, Arc<Vec<u8>>>>,
     packs: Mutex<LruCache<PackId, Arc<File>>>,
+    dirs: Mutex<LruCache<ChunkId, Arc<Vec<Node>>>>,
 }
 
 /// Where an object's bytes are.
@@ -68,6 +72,9 @@ impl Store {
             packs: Mutex::new(LruCache::new(
                 NonZeroUsize::new(OPEN_PACKS).expect("nonzero"),
             )),
+            dirs: Mutex::new(LruCache::new(
+                NonZeroUsize::new(DIR_CACHE).expect("nonzero"),
+            )),
         })
     }
 
@@ -102,6 +109,23 @@ impl Store {
             Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
         }
         Ok(file)
+    }
+
+    /// A decoded directory record, from the cache or from `load`.
+    pub(crate) fn dir_record(
+        &self,
+        id: &ChunkId,
+        load: impl FnOnce() -> Result<Vec<Node>>,
+    ) -> Result<Arc<Vec<Node>>> {
+        if let Some(d) = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+            return Ok(d.clone());
+        }
+        let d = Arc::new(load()?);
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(*id, d.clone());
+        Ok(d)
     }
 
     fn locate(&self, id: &ChunkId) -> Result<Location> {

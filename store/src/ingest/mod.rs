@@ -7,7 +7,7 @@
 
 mod input;
 mod progress;
-mod sink;
+pub(crate) mod sink;
 mod workers;
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,7 +19,7 @@ use crossbeam_channel::bounded;
 use rusqlite::params;
 
 pub use progress::Progress;
-use sink::Sink;
+pub(crate) use sink::Sink;
 use workers::Written;
 
 use crate::chunker::Chunker;
@@ -32,7 +32,10 @@ use crate::pack::{ChunkKind, Codec, PackWriter, RecordHeader, RecordKind, Sealed
 use crate::piece::{Cut, Item, PieceBuffer};
 use crate::snapshot::{validate_name, Snapshot};
 use crate::store::Store;
-use crate::tar::TarReader;
+use crate::tar::{Member, TarReader};
+use crate::tree::meta::{self, Action, Sparse};
+use crate::tree::{Content, Node, TreeBuilder};
+use crate::{layout, tar};
 
 pub struct IngestOptions {
     pub name: String,
@@ -61,6 +64,8 @@ pub struct IngestReport {
     pub new_bytes: u64,
     /// Payload bytes that were already stored.
     pub known_bytes: u64,
+    /// Members left out of the tree, and why.
+    pub warnings: Vec<String>,
 }
 
 /// Everything parsed out of the stream, before commit.
@@ -71,6 +76,8 @@ struct Parsed {
     sha256: [u8; 32],
     /// Delta chain lengths of the delta-compressed objects written.
     depths: HashMap<ChunkId, u32>,
+    tree: Node,
+    warnings: Vec<String>,
 }
 
 impl Store {
@@ -84,7 +91,10 @@ impl Store {
         before_commit: impl FnOnce() -> Result<()>,
     ) -> Result<IngestReport> {
         validate_name(&opts.name)?;
-        let created = now_rfc3339();
+        let now = time::OffsetDateTime::now_utc();
+        let created = now
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("time formats");
         let parent = self.latest(&opts.name, 0)?;
         let anchors = match &parent {
             Some(p) => self.piece_anchors(&p.root)?,
@@ -108,7 +118,15 @@ impl Store {
             let writer = s.spawn(move || workers::write(self.root(), rec_rx, p));
 
             let mut sink = Sink::new(&lookups, job_tx, progress.clone());
-            let parsed = self.parse(source, &mut sink, &anchors, &progress);
+            let parent_tree = parent.as_ref().and_then(|p| p.tree.as_ref());
+            let parsed = self.parse(
+                source,
+                &mut sink,
+                &anchors,
+                parent_tree,
+                now.unix_timestamp(),
+                &progress,
+            );
             drop(sink);
             let mut error = None;
             for w in workers {
@@ -145,13 +163,15 @@ impl Store {
             members: parsed.members,
             added_bytes: progress.stored_bytes.load(Ordering::Relaxed),
             labels: opts.labels,
-            root: parsed.root.clone(),
+            root: parsed.root,
+            tree: Some(parsed.tree),
         };
         let snapshot = self.commit(snapshot, written, &parsed.depths, &*opts.on_wait)?;
         Ok(IngestReport {
             snapshot,
             new_bytes: progress.new_bytes.load(Ordering::Relaxed),
             known_bytes: progress.known_bytes.load(Ordering::Relaxed),
+            warnings: parsed.warnings,
         })
     }
 
@@ -170,6 +190,8 @@ impl Store {
         source: input::ChannelSource,
         sink: &mut Sink,
         anchors: &HashMap<u64, ChunkId>,
+        parent_tree: Option<&Node>,
+        time: i64,
         progress: &Progress,
     ) -> Result<Parsed> {
         let mut tar = TarReader::new(source);
@@ -177,6 +199,7 @@ impl Store {
         let mut pieces = PieceBuffer::default();
         let mut piece_list = ListBuilder::default();
         let mut members = 0u64;
+        let mut tree = TreeBuilder::new(&self.root().join(layout::TMP_DIR), time)?;
         let store_piece = |cut: Cut, sink: &mut Sink, list: &mut ListBuilder| -> Result<()> {
             let id = match anchors.get(&cut.anchor) {
                 Some(base) => {
@@ -194,35 +217,47 @@ impl Store {
             )
         };
         loop {
-            let (head, path, at_end) = match tar.next_member()? {
-                Ok(m) => {
+            match tar.next_member()? {
+                Ok(mut m) => {
                     members += 1;
-                    (m.head, m.path, false)
+                    let sparse = meta::sparse_layout(&m);
+                    let mut prefix = Vec::new();
+                    let capture = matches!(sparse, Sparse::InPayload).then_some(&mut prefix);
+                    let (chunks, payload_len) =
+                        chunk_payload(&mut chunker, sink, |b| tar.read_payload(b), capture)?;
+                    progress.read.store(tar.offset(), Ordering::Relaxed);
+                    tree_member(&mut tree, &m, chunks.clone(), sparse, &prefix)?;
+                    let item = Item {
+                        head: std::mem::take(&mut m.head),
+                        payload_len,
+                        chunks,
+                    };
+                    if let Some(cut) = pieces.push(item, &m.path) {
+                        store_piece(cut, sink, &mut piece_list)?;
+                    }
                 }
-                Err(end) => (end.head, Vec::new(), true),
-            };
-            let (chunks, payload_len) = if at_end {
-                chunk_payload(&mut chunker, sink, |b| tar.read_rest(b))?
-            } else {
-                chunk_payload(&mut chunker, sink, |b| tar.read_payload(b))?
-            };
-            progress.read.store(tar.offset(), Ordering::Relaxed);
-            let item = Item {
-                head,
-                payload_len,
-                chunks,
-            };
-            if let Some(cut) = pieces.push(item, &path) {
-                store_piece(cut, sink, &mut piece_list)?;
-            }
-            if at_end {
-                break;
+                Err(end) => {
+                    // The trailer: everything from the end-of-archive block on.
+                    let (chunks, payload_len) =
+                        chunk_payload(&mut chunker, sink, |b| tar.read_rest(b), None)?;
+                    let item = Item {
+                        head: end.head,
+                        payload_len,
+                        chunks,
+                    };
+                    if let Some(cut) = pieces.push(item, b"") {
+                        store_piece(cut, sink, &mut piece_list)?;
+                    }
+                    break;
+                }
             }
         }
         if let Some(cut) = pieces.finish() {
             store_piece(cut, sink, &mut piece_list)?;
         }
         let root = piece_list.finish(sink)?;
+        let warnings = std::mem::take(&mut tree.warnings);
+        let tree = tree.finish(sink, self, parent_tree)?;
         sink.flush()?;
         let (stream_len, sha256) = tar
             .into_source()
@@ -234,6 +269,8 @@ impl Store {
             stream_len,
             sha256,
             depths: sink.delta_depths().map(|(id, d)| (*id, d)).collect(),
+            tree,
+            warnings,
         })
     }
 
@@ -348,16 +385,24 @@ pub(crate) fn index_pack(
     Ok(())
 }
 
+/// How much of a payload is kept to read a PAX 1.0 sparse map from.
+const MAX_CAPTURE: usize = 1 << 20;
+
 /// Chunk one payload (or the trailer), storing its chunks; returns its chunk list and length.
 fn chunk_payload(
     chunker: &mut Chunker,
     sink: &mut Sink,
     mut fill: impl FnMut(&mut [u8]) -> Result<usize>,
+    mut capture: Option<&mut Vec<u8>>,
 ) -> Result<(ListRef, u64)> {
     let mut list = ListBuilder::default();
     let mut len = 0u64;
     chunker.chunk(&mut fill, |c| {
         len += c.len() as u64;
+        if let Some(prefix) = capture.as_deref_mut() {
+            let room = MAX_CAPTURE.saturating_sub(prefix.len()).min(c.len());
+            prefix.extend_from_slice(&c[..room]);
+        }
         let id = sink.put(ChunkKind::Data, c)?;
         list.push(
             Entry {
@@ -371,15 +416,64 @@ fn chunk_payload(
     Ok((list.finish(sink)?, len))
 }
 
+/// Put one member into the tree being built.
+fn tree_member(
+    tree: &mut TreeBuilder,
+    m: &Member,
+    chunks: ListRef,
+    sparse: Sparse,
+    prefix: &[u8],
+) -> Result<()> {
+    let bad = |what: &str| Error::BadTar {
+        offset: m.offset,
+        member: Some(m.display_path()),
+        what: what.to_string(),
+    };
+    let (segments, data_offset) = match sparse {
+        Sparse::None => (None, 0),
+        Sparse::Map(map) => (Some(map), 0),
+        Sparse::InPayload => {
+            let (map, off) =
+                meta::parse_payload_map(prefix).ok_or_else(|| bad("malformed sparse map"))?;
+            (Some(map), off)
+        }
+    };
+    let mut real_size = None;
+    if let Some(segs) = &segments {
+        let size = m
+            .gnu_realsize
+            .or_else(|| {
+                tar::pax::lookup(&m.pax, "GNU.sparse.realsize").and_then(tar::pax::parse_decimal)
+            })
+            .or_else(|| {
+                tar::pax::lookup(&m.pax, "GNU.sparse.size").and_then(tar::pax::parse_decimal)
+            })
+            .ok_or_else(|| bad("sparse member without its real size"))?;
+        // The map must describe exactly the data that follows it, within the file.
+        let data: u64 = segs.iter().map(|s| s.1).sum();
+        let fits = segs
+            .iter()
+            .all(|&(o, l)| o.checked_add(l).is_some_and(|end| end <= size));
+        if !fits || Some(data) != m.payload_len.checked_sub(data_offset) {
+            return Err(bad("sparse map does not match the member's data"));
+        }
+        real_size = Some(size);
+    }
+    let content = Content {
+        chunks,
+        data_offset,
+        segments,
+    };
+    match meta::action(m, Some(content), real_size) {
+        Action::Put(node) => tree.put_member(meta::member_path(m), *node),
+        Action::Link(target) => tree.put_link(meta::member_path(m), &target),
+        Action::Skip => Ok(()),
+    }
+}
+
 fn worker_count() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
         .clamp(1, 8)
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("time formats")
 }

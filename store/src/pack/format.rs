@@ -59,6 +59,8 @@ pub enum ChunkKind {
     Node = 2,
     /// A snapshot record.
     Snapshot = 3,
+    /// A directory record of a snapshot's tree.
+    Dir = 4,
 }
 
 impl ChunkKind {
@@ -68,6 +70,7 @@ impl ChunkKind {
             1 => ChunkKind::Piece,
             2 => ChunkKind::Node,
             3 => ChunkKind::Snapshot,
+            4 => ChunkKind::Dir,
             _ => return None,
         })
     }

@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 /// Largest payload of a header-only member (PAX record set, GNU long name) we accept. Real
 /// ones are a few KiB; this bound keeps a hostile stream from exhausting memory.
 const MAX_META_PAYLOAD: u64 = 16 << 20;
+/// Longest sparse map accepted from extension blocks.
+const MAX_SPARSE_ENTRIES: usize = 1 << 20;
 /// Largest run of header bytes before one payload (all extension headers together).
 const MAX_HEAD: usize = 64 << 20;
 
@@ -37,8 +39,9 @@ pub struct Member {
     pub payload_len: u64,
     /// Local PAX records (`x`) that apply to this member.
     pub pax: Vec<PaxRecord>,
-    /// Old GNU sparse members: the expanded size.
+    /// Old GNU sparse members: the expanded size and the map (offset, length) of data.
     pub gnu_realsize: Option<u64>,
+    pub gnu_sparse: Vec<(u64, u64)>,
 }
 
 impl Member {
@@ -216,8 +219,13 @@ impl<S: ByteSource> TarReader<S> {
                     self.fill_member(&mut m, &h, size, long_name, long_link)
                         .map_err(|e| self.bad(start, e))?;
                     self.current = Some(m.display_path());
-                    if typeflag == header::GNU_SPARSE && h.gnu_sparse_extended() {
-                        self.read_sparse_extensions(&mut head)?;
+                    if typeflag == header::GNU_SPARSE {
+                        let extended = h.gnu_sparse_extended();
+                        m.gnu_sparse =
+                            sparse_entries(&block[386..482]).map_err(|e| self.bad(start, e))?;
+                        if extended {
+                            self.read_sparse_extensions(&mut head, &mut m.gnu_sparse)?;
+                        }
                     }
                     m.head = head;
                     self.remaining = m.payload_len;
@@ -275,12 +283,21 @@ impl<S: ByteSource> TarReader<S> {
 
     /// Old GNU sparse maps that do not fit the header continue in extension blocks, each
     /// flagging whether another follows.
-    fn read_sparse_extensions(&mut self, head: &mut Vec<u8>) -> Result<()> {
+    fn read_sparse_extensions(
+        &mut self,
+        head: &mut Vec<u8>,
+        map: &mut Vec<(u64, u64)>,
+    ) -> Result<()> {
         loop {
             let start = self.src.offset;
             let at = head.len();
             if self.read_block(head)? < BLOCK {
                 return Err(self.bad(start, "truncated sparse extension header"));
+            }
+            let entries = sparse_entries(&head[at..at + 504]).map_err(|e| self.bad(start, e))?;
+            map.extend(entries);
+            if map.len() > MAX_SPARSE_ENTRIES {
+                return Err(self.bad(start, "sparse map too long"));
             }
             if head[at + 504] == 0 {
                 return Ok(());
@@ -337,6 +354,24 @@ impl<S: ByteSource> TarReader<S> {
         debug_assert!(self.done);
         self.src.fill(buf)
     }
+}
+
+/// Old GNU sparse map entries: 24-byte (offset, numbytes) pairs of numeric fields; an empty
+/// offset ends the list.
+fn sparse_entries(area: &[u8]) -> std::result::Result<Vec<(u64, u64)>, String> {
+    let mut out = Vec::new();
+    for e in area.chunks_exact(24) {
+        if e[0] == 0 {
+            break;
+        }
+        let field = |f: &[u8]| {
+            header::parse_number(f)
+                .and_then(|v| u64::try_from(v).ok())
+                .ok_or_else(|| "malformed sparse map entry".to_string())
+        };
+        out.push((field(&e[..12])?, field(&e[12..])?));
+    }
+    Ok(out)
 }
 
 fn kind_name(typeflag: u8) -> &'static str {

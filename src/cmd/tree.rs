@@ -1,0 +1,276 @@
+//! `cellar ls`, `cellar cat` and `cellar diff`: a snapshot seen as a filesystem tree.
+
+use std::io::{BufWriter, Write};
+
+use cellar_store::{ChangeKind, Kind, Node, Store, Tree};
+use serde::Serialize;
+
+use crate::cli::{CatArgs, DiffArgs, LsArgs, UsageError};
+use crate::output::{base64, escape_name, print_json};
+
+/// A path inside a snapshot: raw bytes from the root, without the leading `/`.
+fn child_path(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        name.to_vec()
+    } else {
+        [dir, b"/", name].concat()
+    }
+}
+
+fn shown(path: &[u8]) -> String {
+    format!("/{}", escape_name(path))
+}
+
+#[derive(Serialize)]
+struct EntryJson {
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_bytes: Option<String>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    mode: u32,
+    mode_string: String,
+    uid: u64,
+    gid: u64,
+    size: u64,
+    mtime: String,
+    link_target: Option<String>,
+    nlink: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dev_major: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dev_minor: Option<u64>,
+    xattrs: Vec<String>,
+}
+
+/// `/` + the path, lossily; plus the exact bytes (base64) when they are not UTF-8.
+fn json_path(path: &[u8]) -> (String, Option<String>) {
+    let full = [b"/", path].concat();
+    match std::str::from_utf8(&full) {
+        Ok(s) => (s.to_string(), None),
+        Err(_) => (
+            String::from_utf8_lossy(&full).into_owned(),
+            Some(base64(&full)),
+        ),
+    }
+}
+
+fn entry_json(path: &[u8], n: &Node) -> EntryJson {
+    let (path, path_bytes) = json_path(path);
+    let device = matches!(n.kind, Kind::Char | Kind::Block);
+    EntryJson {
+        path,
+        path_bytes,
+        kind: n.kind.name(),
+        mode: n.mode,
+        mode_string: mode_string(n),
+        uid: n.uid,
+        gid: n.gid,
+        size: n.size,
+        mtime: rfc3339(n.mtime, n.mtime_nsec),
+        link_target: (n.kind == Kind::Symlink)
+            .then(|| String::from_utf8_lossy(&n.link).into_owned()),
+        nlink: n.nlink,
+        dev_major: device.then_some(n.rdev_major),
+        dev_minor: device.then_some(n.rdev_minor),
+        xattrs: n
+            .xattrs
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect(),
+    }
+}
+
+/// `drwxr-xr-x`, with setuid/setgid/sticky as `ls` shows them.
+fn mode_string(n: &Node) -> String {
+    let t = match n.kind {
+        Kind::File => '-',
+        Kind::Dir => 'd',
+        Kind::Symlink => 'l',
+        Kind::Char => 'c',
+        Kind::Block => 'b',
+        Kind::Fifo => 'p',
+    };
+    let m = n.mode;
+    let bit = |mask: u32, c: char| if m & mask != 0 { c } else { '-' };
+    let special = |x: u32, special: u32, on: char, off: char| match (m & x != 0, m & special != 0) {
+        (true, true) => on,
+        (false, true) => off,
+        (true, false) => 'x',
+        (false, false) => '-',
+    };
+    [
+        t,
+        bit(0o400, 'r'),
+        bit(0o200, 'w'),
+        special(0o100, 0o4000, 's', 'S'),
+        bit(0o040, 'r'),
+        bit(0o020, 'w'),
+        special(0o010, 0o2000, 's', 'S'),
+        bit(0o004, 'r'),
+        bit(0o002, 'w'),
+        special(0o001, 0o1000, 't', 'T'),
+    ]
+    .iter()
+    .collect()
+}
+
+fn rfc3339(secs: i64, nsec: u32) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .map(|t| t + time::Duration::nanoseconds(nsec as i64))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}
+
+fn long_line(path: &[u8], n: &Node) -> String {
+    let size = match n.kind {
+        Kind::Char | Kind::Block => format!("{}, {}", n.rdev_major, n.rdev_minor),
+        _ => n.size.to_string(),
+    };
+    let when = time::OffsetDateTime::from_unix_timestamp(n.mtime)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| n.mtime.to_string());
+    let mut line = format!(
+        "{} {:>3} {:>5} {:>5} {:>10} {} {}",
+        mode_string(n),
+        n.nlink,
+        n.uid,
+        n.gid,
+        size,
+        when,
+        shown(path)
+    );
+    if n.kind == Kind::Symlink {
+        line.push_str(" -> ");
+        line.push_str(&escape_name(&n.link));
+    }
+    line
+}
+
+/// What `ls` lists: the entry at PATH if it is not a directory, else what is in it (and with
+/// -R everything below it), depth-first in name order.
+fn collect(
+    tree: &Tree,
+    path: &[u8],
+    node: &Node,
+    recursive: bool,
+    f: &mut dyn FnMut(&[u8], &Node) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    for child in tree.readdir(node)?.iter() {
+        let p = child_path(path, &child.name);
+        f(&p, child)?;
+        if recursive && child.is_dir() {
+            collect(tree, &p, child, true, f)?;
+        }
+    }
+    Ok(())
+}
+
+fn snapshot_path(path: &str) -> Vec<u8> {
+    path.trim_start_matches('/')
+        .trim_end_matches('/')
+        .as_bytes()
+        .to_vec()
+}
+
+pub fn ls(store: &Store, args: LsArgs) -> anyhow::Result<()> {
+    let snap = store.resolve(&args.snap)?;
+    let tree = store.tree(&snap)?;
+    let path = snapshot_path(args.path.as_deref().unwrap_or("/"));
+    let node = tree.resolve(&path)?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut entries = Vec::new();
+    let mut emit = |p: &[u8], n: &Node| -> anyhow::Result<()> {
+        if args.json {
+            entries.push(entry_json(p, n));
+        } else if args.long {
+            writeln!(out, "{}", long_line(p, n))?;
+        } else {
+            writeln!(out, "{}", shown(p))?;
+        }
+        Ok(())
+    };
+    if node.is_dir() {
+        collect(&tree, &path, &node, args.recursive, &mut emit)?;
+    } else {
+        emit(&path, &node)?;
+    }
+    if args.json {
+        drop(out);
+        return print_json(&entries);
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub fn cat(store: &Store, args: CatArgs) -> anyhow::Result<()> {
+    let snap = store.resolve(&args.snap)?;
+    let tree = store.tree(&snap)?;
+    let node = tree.resolve(&snapshot_path(&args.path))?;
+    if node.kind == Kind::Dir {
+        return Err(UsageError(format!("{}: is a directory", args.path)).into());
+    }
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
+    tree.cat(&node, &mut out)?;
+    out.flush()?;
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct ChangeJson {
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_bytes: Option<String>,
+    change: &'static str,
+    fields: Vec<&'static str>,
+}
+
+pub fn diff(store: &Store, args: DiffArgs) -> anyhow::Result<()> {
+    let a = store.resolve(&args.a)?;
+    let b = store.resolve(&args.b)?;
+    let (ta, tb) = (store.tree(&a)?, store.tree(&b)?);
+    let changes = ta.diff(&tb)?;
+    if args.json {
+        let out: Vec<ChangeJson> = changes
+            .iter()
+            .map(|c| {
+                let (path, path_bytes) = json_path(&c.path);
+                ChangeJson {
+                    path,
+                    path_bytes,
+                    change: match c.kind {
+                        ChangeKind::Added => "added",
+                        ChangeKind::Removed => "removed",
+                        ChangeKind::Modified => "modified",
+                    },
+                    fields: c.fields.clone(),
+                }
+            })
+            .collect();
+        return print_json(&out);
+    }
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    for c in &changes {
+        let sign = match c.kind {
+            ChangeKind::Added => '+',
+            ChangeKind::Removed => '-',
+            ChangeKind::Modified => 'M',
+        };
+        writeln!(out, "{sign} {}", shown(&c.path))?;
+    }
+    out.flush()?;
+    Ok(())
+}

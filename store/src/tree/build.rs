@@ -1,0 +1,293 @@
+//! Building a snapshot's tree while its stream is ingested.
+//!
+//! Members arrive in stream order, not tree order, and a stream may hold millions of them, so
+//! nodes are spilled to a scratch SQLite file keyed by (parent path, name): the last member for
+//! a path replaces earlier ones, as extraction would. At the end the directories are built
+//! depth-first, each stored as a content-addressed record (delta-compressed against the parent
+//! snapshot's record for the same path), so an unchanged directory costs nothing.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::node::{decode_dir, encode_dir, Kind, Node};
+use crate::error::{Error, Result};
+use crate::ids::ChunkId;
+use crate::ingest::Sink;
+use crate::object::{ObjectSink, ObjectSource};
+use crate::pack::ChunkKind;
+
+pub struct TreeBuilder {
+    db: Connection,
+    _file: tempfile::TempPath,
+    root: Node,
+    /// For members no directory member names: "the snapshot's time".
+    time: i64,
+    next_ino: u64,
+    /// The last parent directory made sure of (tar streams come directory by directory).
+    last_parent: Option<Vec<u8>>,
+    pub warnings: Vec<String>,
+}
+
+/// A path split into its parent and name; the root has an empty name.
+fn split(components: &[&[u8]]) -> (Vec<u8>, Vec<u8>) {
+    match components.split_last() {
+        None => (Vec::new(), Vec::new()),
+        Some((name, parents)) => (parents.join(&b'/'), name.to_vec()),
+    }
+}
+
+/// GNU tar's rules for member names: leading `/` and `.` components go; a name with `..` is
+/// not extracted. Returns None for names to skip.
+pub fn normalize(path: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+fn display(path: &[u8]) -> String {
+    format!("/{}", String::from_utf8_lossy(path))
+}
+
+impl TreeBuilder {
+    pub fn new(tmp_dir: &Path, time: i64) -> Result<Self> {
+        let file = tempfile::Builder::new()
+            .prefix(&format!("{}-tree-", std::process::id()))
+            .suffix(".db")
+            .tempfile_in(tmp_dir)
+            .map_err(|e| Error::io(tmp_dir, e))?
+            .into_temp_path();
+        let db = Connection::open(&file)?;
+        // Scratch data: a crash loses nothing that matters, so skip the journal.
+        db.execute_batch(
+            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -16384;
+             CREATE TABLE m (dir BLOB NOT NULL, name BLOB NOT NULL, node BLOB NOT NULL,
+                             ino INTEGER NOT NULL, PRIMARY KEY (dir, name)) WITHOUT ROWID;
+             BEGIN;",
+        )?;
+        let mut root = Node::new(Kind::Dir);
+        root.mode = 0o755;
+        root.mtime = time;
+        Ok(TreeBuilder {
+            db,
+            _file: file,
+            root,
+            time,
+            next_ino: 1,
+            last_parent: None,
+            warnings: Vec::new(),
+        })
+    }
+
+    fn get(&self, dir: &[u8], name: &[u8]) -> Result<Option<Node>> {
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT node FROM m WHERE dir = ?1 AND name = ?2")?;
+        let bytes: Option<Vec<u8>> = stmt
+            .query_row(params![dir, name], |r| r.get(0))
+            .optional()?;
+        bytes.map(|b| Node::from_bytes(&b)).transpose()
+    }
+
+    fn put(&self, dir: &[u8], node: &Node) -> Result<()> {
+        let mut stmt = self.db.prepare_cached(
+            "INSERT OR REPLACE INTO m (dir, name, node, ino) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        stmt.execute(params![dir, node.name, node.to_bytes(), node.ino as i64])?;
+        Ok(())
+    }
+
+    /// Make sure every directory above `components` exists (as an implicit directory if the
+    /// stream never named it). False if one of them is not a directory: nothing may be
+    /// reached through a symlink or a file.
+    fn ensure_parents(&mut self, parents: &[&[u8]]) -> Result<bool> {
+        let joined = parents.join(&b'/');
+        if self.last_parent.as_deref() == Some(&joined[..]) {
+            return Ok(true);
+        }
+        for i in 0..parents.len() {
+            let (dir, name) = split(&parents[..=i]);
+            match self.get(&dir, &name)? {
+                Some(n) if n.is_dir() => {}
+                Some(n) => {
+                    let path = display(&parents[..=i].join(&b'/'));
+                    self.warnings.push(format!(
+                        "{path} is a {}, not a directory: members below it are left out",
+                        n.kind.name()
+                    ));
+                    return Ok(false);
+                }
+                None => {
+                    let mut d = Node::new(Kind::Dir);
+                    d.name = name;
+                    d.mode = 0o755;
+                    d.mtime = self.time;
+                    self.put(&dir, &d)?;
+                }
+            }
+        }
+        self.last_parent = Some(joined);
+        Ok(true)
+    }
+
+    /// Place a member's node at `path` (raw, from the stream).
+    pub fn put_member(&mut self, path: &[u8], mut node: Node) -> Result<()> {
+        let Some(components) = normalize(path) else {
+            self.warnings.push(format!(
+                "{}: a name with '..' is left out of the tree",
+                String::from_utf8_lossy(path)
+            ));
+            return Ok(());
+        };
+        if components.is_empty() {
+            if node.is_dir() {
+                node.name.clear();
+                self.root = node;
+            }
+            return Ok(());
+        }
+        if !self.ensure_parents(&components[..components.len() - 1])? {
+            return Ok(());
+        }
+        // Whatever now stands at this path may no longer be the directory the cache vouches for.
+        let full = components.join(&b'/');
+        if let Some(p) = &self.last_parent {
+            if p.starts_with(&full) && (p.len() == full.len() || p[full.len()] == b'/') {
+                self.last_parent = None;
+            }
+        }
+        let (dir, name) = split(&components);
+        node.name = name;
+        self.put(&dir, &node)
+    }
+
+    /// A hardlink member: the same inode as `target`'s node at this point of the stream.
+    pub fn put_link(&mut self, path: &[u8], target: &[u8]) -> Result<()> {
+        let (Some(components), Some(target_c)) = (normalize(path), normalize(target)) else {
+            self.warnings.push(format!(
+                "{}: a hardlink with '..' is left out of the tree",
+                String::from_utf8_lossy(path)
+            ));
+            return Ok(());
+        };
+        let (tdir, tname) = split(&target_c);
+        let found = if target_c.is_empty() {
+            None
+        } else {
+            self.get(&tdir, &tname)?
+        };
+        let Some(mut t) = found.filter(|t| !t.is_dir()) else {
+            self.warnings.push(format!(
+                "{}: hardlink to {}, which is not an earlier file, is left out",
+                display(&components.join(&b'/')),
+                display(&target_c.join(&b'/'))
+            ));
+            return Ok(());
+        };
+        if t.ino == 0 {
+            t.ino = self.next_ino;
+            self.next_ino += 1;
+            self.put(&tdir, &t)?;
+        }
+        self.put_member(path, t)
+    }
+
+    /// Store every directory record, bottom-up, and return the root node. `parent` is the
+    /// previous snapshot's root, whose records serve as delta bases.
+    pub fn finish(
+        self,
+        sink: &mut Sink,
+        src: &dyn ObjectSource,
+        parent: Option<&Node>,
+    ) -> Result<Node> {
+        self.db.execute_batch("COMMIT")?;
+        let mut links = HashMap::new();
+        {
+            let mut stmt = self
+                .db
+                .prepare("SELECT ino, COUNT(*) FROM m WHERE ino != 0 GROUP BY ino")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (ino, count) = row?;
+                links.insert(ino as u64, count as u64);
+            }
+        }
+        let mut b = Build {
+            db: &self.db,
+            sink,
+            src,
+            links,
+        };
+        let mut root = self.root.clone();
+        let base = parent.and_then(|p| p.child);
+        let (child, subdirs) = b.dir(&[], base)?;
+        root.child = Some(child);
+        root.nlink = 2 + subdirs;
+        Ok(root)
+    }
+}
+
+struct Build<'a, 's> {
+    db: &'a Connection,
+    sink: &'a mut Sink<'s>,
+    src: &'a dyn ObjectSource,
+    links: HashMap<u64, u64>,
+}
+
+impl Build<'_, '_> {
+    /// Build the directory at `path`; returns its record id and how many subdirectories it
+    /// has (for its link count).
+    fn dir(&mut self, path: &[u8], base: Option<ChunkId>) -> Result<(ChunkId, u64)> {
+        let mut nodes = Vec::new();
+        {
+            let mut stmt = self
+                .db
+                .prepare_cached("SELECT node FROM m WHERE dir = ?1 ORDER BY name")?;
+            let rows = stmt.query_map([path], |r| r.get::<_, Vec<u8>>(0))?;
+            for row in rows {
+                nodes.push(Node::from_bytes(&row?)?);
+            }
+        }
+        let base_nodes = match base {
+            Some(id) => decode_dir(&self.src.object(&id)?)?,
+            None => Vec::new(),
+        };
+        let mut subdirs = 0;
+        for n in &mut nodes {
+            match n.kind {
+                Kind::Dir => {
+                    subdirs += 1;
+                    let child_path = if path.is_empty() {
+                        n.name.clone()
+                    } else {
+                        [path, b"/", &n.name].concat()
+                    };
+                    let child_base = base_nodes
+                        .binary_search_by(|b| b.name.as_slice().cmp(&n.name))
+                        .ok()
+                        .and_then(|i| base_nodes[i].child);
+                    let (child, child_subdirs) = self.dir(&child_path, child_base)?;
+                    n.child = Some(child);
+                    n.nlink = 2 + child_subdirs;
+                }
+                _ if n.ino != 0 => n.nlink = self.links.get(&n.ino).copied().unwrap_or(1),
+                _ => {}
+            }
+        }
+        let record = encode_dir(&nodes);
+        let id = match base {
+            Some(b) => self
+                .sink
+                .put_delta(ChunkKind::Dir, &record, b, || self.src.object(&b))?,
+            None => self.sink.put(ChunkKind::Dir, &record)?,
+        };
+        Ok((id, subdirs))
+    }
+}

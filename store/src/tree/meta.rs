@@ -1,0 +1,244 @@
+//! What a tar member means for the tree: its kind and attributes, with PAX records, GNU
+//! extensions and libarchive's xattrs applied as `tar --xattrs -xpf` would apply them.
+
+use super::node::{Content, Kind, Node};
+use crate::list::ListRef;
+use crate::tar::header;
+use crate::tar::pax::{self, PaxRecord};
+use crate::tar::Member;
+
+/// How a member changes the tree.
+pub enum Action {
+    /// Put this node at the member's path.
+    Put(Box<Node>),
+    /// A hardlink to an earlier member's path.
+    Link(Vec<u8>),
+    /// Nothing to extract (volume labels and the like).
+    Skip,
+}
+
+/// The sparse layout of a member, when it has one.
+pub enum Sparse {
+    None,
+    /// The map is known from the headers.
+    Map(Vec<(u64, u64)>),
+    /// PAX sparse 1.0: the map opens the payload.
+    InPayload,
+}
+
+/// The path the member stands for (sparse formats keep the real name aside).
+pub fn member_path(m: &Member) -> &[u8] {
+    pax::lookup(&m.pax, "GNU.sparse.name").unwrap_or(&m.path)
+}
+
+pub fn sparse_layout(m: &Member) -> Sparse {
+    if m.typeflag == header::GNU_SPARSE {
+        return Sparse::Map(m.gnu_sparse.clone());
+    }
+    if pax::lookup(&m.pax, "GNU.sparse.major") == Some(b"1") {
+        return Sparse::InPayload;
+    }
+    if let Some(map) = pax::lookup(&m.pax, "GNU.sparse.map") {
+        let nums: Vec<u64> = map
+            .split(|&b| b == b',')
+            .filter_map(pax::parse_decimal)
+            .collect();
+        return Sparse::Map(nums.chunks_exact(2).map(|p| (p[0], p[1])).collect());
+    }
+    // PAX 0.0: offset/numbytes records in order.
+    let mut map = Vec::new();
+    let mut offset = None;
+    for r in &m.pax {
+        match r.key.as_slice() {
+            b"GNU.sparse.offset" => offset = pax::parse_decimal(&r.value),
+            b"GNU.sparse.numbytes" => {
+                if let (Some(o), Some(n)) = (offset.take(), pax::parse_decimal(&r.value)) {
+                    map.push((o, n));
+                }
+            }
+            _ => {}
+        }
+    }
+    if map.is_empty() {
+        Sparse::None
+    } else {
+        Sparse::Map(map)
+    }
+}
+
+/// Parse a PAX 1.0 sparse map from the start of the payload: decimal lines, count first, then
+/// offset/length pairs, padded to a block. Returns the map and where the data begins, or None
+/// if `prefix` is too short or malformed.
+pub fn parse_payload_map(prefix: &[u8]) -> Option<(Vec<(u64, u64)>, u64)> {
+    let mut pos = 0;
+    let mut next = || -> Option<u64> {
+        let end = prefix[pos..].iter().position(|&b| b == b'\n')? + pos;
+        let v = pax::parse_decimal(&prefix[pos..end]);
+        pos = end + 1;
+        v
+    };
+    let count = next()?;
+    let mut map = Vec::with_capacity(count.min(1 << 16) as usize);
+    for _ in 0..count {
+        let o = next()?;
+        let l = next()?;
+        map.push((o, l));
+    }
+    Some((map, (pos as u64).next_multiple_of(header::BLOCK as u64)))
+}
+
+/// The effective attributes of a member. `content` is its payload's chunk list (files only).
+pub fn action(m: &Member, content: Option<Content>, real_size: Option<u64>) -> Action {
+    let kind = match m.typeflag {
+        b'1' => return Action::Link(m.link.clone()),
+        b'2' => Kind::Symlink,
+        b'3' => Kind::Char,
+        b'4' => Kind::Block,
+        b'5' | b'D' => Kind::Dir,
+        b'6' => Kind::Fifo,
+        b'V' | b'M' | b'N' => return Action::Skip,
+        // Regular files, contiguous files, sparse files and (as GNU tar does) unknown types.
+        _ => Kind::File,
+    };
+    let mut n = Node::new(kind);
+    n.mode = (m.mode & 0o7777) as u32;
+    n.uid = pax_number(&m.pax, "uid").unwrap_or(m.uid);
+    n.gid = pax_number(&m.pax, "gid").unwrap_or(m.gid);
+    (n.mtime, n.mtime_nsec) = pax::lookup(&m.pax, "mtime")
+        .and_then(parse_time)
+        .unwrap_or((m.mtime, 0));
+    n.xattrs = xattrs(&m.pax);
+    match kind {
+        Kind::File => {
+            n.size = real_size.unwrap_or(m.payload_len);
+            n.content = Some(content.unwrap_or(Content {
+                chunks: ListRef::Inline(Vec::new()),
+                data_offset: 0,
+                segments: None,
+            }));
+        }
+        Kind::Symlink => {
+            n.link = m.link.clone();
+            n.size = n.link.len() as u64;
+        }
+        Kind::Char | Kind::Block => {
+            n.rdev_major = m.devmajor;
+            n.rdev_minor = m.devminor;
+        }
+        _ => {}
+    }
+    Action::Put(Box::new(n))
+}
+
+fn pax_number(recs: &[PaxRecord], key: &str) -> Option<u64> {
+    pax::lookup(recs, key).and_then(pax::parse_decimal)
+}
+
+/// A PAX time: `[-]SECS[.FRACTION]`.
+fn parse_time(v: &[u8]) -> Option<(i64, u32)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs: i64 = secs.parse().ok()?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut digits: String = frac.chars().take(9).collect();
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    let nsec: u32 = digits.parse().ok()?;
+    if !neg {
+        Some((secs, nsec))
+    } else if nsec == 0 {
+        Some((-secs, 0))
+    } else {
+        Some((-secs - 1, 1_000_000_000 - nsec))
+    }
+}
+
+/// xattrs from GNU/star (`SCHILY.xattr.NAME`, raw value) and libarchive
+/// (`LIBARCHIVE.xattr.NAME`, name %-encoded, value base64) records; the last one for a name
+/// wins.
+fn xattrs(recs: &[PaxRecord]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in recs {
+        if let Some(name) = r.key.strip_prefix(b"SCHILY.xattr.") {
+            out.insert(name.to_vec(), r.value.clone());
+        } else if let Some(name) = r.key.strip_prefix(b"LIBARCHIVE.xattr.") {
+            if let Some(value) = base64_decode(&r.value) {
+                out.insert(percent_decode(name), value);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let hex = s
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        if let (b'%', Some(Ok(b))) = (s[i], hex.map(|h| u8::from_str_radix(h, 16))) {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Standard base64, padding optional (libarchive writes it without).
+fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s: Vec<u8> = s.iter().copied().filter(|&c| c != b'=').collect();
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for group in s.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in group.iter().enumerate() {
+            acc |= val(c)? << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        out.extend_from_slice(&bytes[1..group.len()]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_encodings() {
+        assert_eq!(
+            parse_time(b"1700000000.5"),
+            Some((1_700_000_000, 500_000_000))
+        );
+        assert_eq!(parse_time(b"-1.25"), Some((-2, 750_000_000)));
+        assert_eq!(parse_time(b"12"), Some((12, 0)));
+        assert_eq!(parse_time(b"x"), None);
+        assert_eq!(base64_decode(b"aGVsbG8").unwrap(), b"hello");
+        assert_eq!(base64_decode(b"aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(percent_decode(b"user.a%3Db"), b"user.a=b");
+        let (map, data) = parse_payload_map(b"2\n0\n10\n4096\n5\n").unwrap();
+        assert_eq!(map, vec![(0, 10), (4096, 5)]);
+        assert_eq!(data, 512);
+        assert!(parse_payload_map(b"2\n0\n10\n").is_none());
+    }
+}

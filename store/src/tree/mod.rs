@@ -1,0 +1,13 @@
+//! The browsable tree of a snapshot: content-addressed directory records built at ingest, and
+//! a filesystem-agnostic read API over them.
+
+mod build;
+mod diff;
+pub mod meta;
+mod node;
+mod vfs;
+
+pub(crate) use build::TreeBuilder;
+pub use diff::{changed_fields, Change, ChangeKind};
+pub use node::{Content, Kind, Node};
+pub use vfs::Tree;
