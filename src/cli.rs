@@ -44,7 +44,7 @@ pub struct LsArgs {
     /// Snapshot: id, unique id prefix, NAME or NAME~N
     pub snap: String,
     /// Path inside the snapshot [default: /]
-    pub path: Option<String>,
+    pub path: Option<OsString>,
     /// Long listing, like `ls -l` with numeric owners
     #[arg(short = 'l')]
     pub long: bool,
@@ -60,7 +60,7 @@ pub struct CatArgs {
     /// Snapshot: id, unique id prefix, NAME or NAME~N
     pub snap: String,
     /// Path of a file inside the snapshot
-    pub path: String,
+    pub path: OsString,
 }
 
 #[derive(Args, Debug)]

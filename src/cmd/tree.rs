@@ -1,6 +1,8 @@
 //! `cellar ls`, `cellar cat` and `cellar diff`: a snapshot seen as a filesystem tree.
 
+use std::ffi::OsStr;
 use std::io::{BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
 
 use cellar_store::{ChangeKind, Kind, Node, Store, Tree};
 use serde::Serialize;
@@ -176,17 +178,18 @@ fn collect(
     Ok(())
 }
 
-fn snapshot_path(path: &str) -> Vec<u8> {
-    path.trim_start_matches('/')
-        .trim_end_matches('/')
-        .as_bytes()
-        .to_vec()
+/// A PATH argument as raw bytes (names need not be UTF-8), without surrounding slashes.
+fn snapshot_path(path: &OsStr) -> Vec<u8> {
+    let b = path.as_bytes();
+    let start = b.iter().position(|&c| c != b'/').unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| c != b'/').map_or(start, |e| e + 1);
+    b[start..end].to_vec()
 }
 
 pub fn ls(store: &Store, args: LsArgs) -> anyhow::Result<()> {
     let snap = store.resolve(&args.snap)?;
     let tree = store.tree(&snap)?;
-    let path = snapshot_path(args.path.as_deref().unwrap_or("/"));
+    let path = snapshot_path(args.path.as_deref().unwrap_or(OsStr::new("/")));
     let node = tree.resolve(&path)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
@@ -217,9 +220,18 @@ pub fn ls(store: &Store, args: LsArgs) -> anyhow::Result<()> {
 pub fn cat(store: &Store, args: CatArgs) -> anyhow::Result<()> {
     let snap = store.resolve(&args.snap)?;
     let tree = store.tree(&snap)?;
-    let node = tree.resolve(&snapshot_path(&args.path))?;
+    let path = snapshot_path(&args.path);
+    let node = tree.resolve(&path)?;
+    if node.kind == Kind::Symlink {
+        return Err(UsageError(format!(
+            "{} is a symlink to {}",
+            shown(&path),
+            escape_name(&node.link)
+        ))
+        .into());
+    }
     if node.kind == Kind::Dir {
-        return Err(UsageError(format!("{}: is a directory", args.path)).into());
+        return Err(UsageError(format!("{}: is a directory", shown(&path))).into());
     }
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());

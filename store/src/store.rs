@@ -18,7 +18,7 @@ use crate::pack::Codec;
 use crate::tree::Node;
 
 /// Decoded frames kept for reuse (each up to about 1 MiB).
-const FRAME_CACHE: usize = 64;
+const FRAME_CACHE: usize = 32;
 const OPEN_PACKS: usize = 64;
 /// Decoded directory records kept for reuse.
 const DIR_CACHE: usize = 1024;

@@ -5,6 +5,7 @@ mod common;
 mod trees;
 
 mod bad_input;
+mod browse;
 mod cli;
 mod concurrency;
 mod crash;

@@ -7,6 +7,7 @@
 
 mod input;
 mod progress;
+mod scratch;
 pub(crate) mod sink;
 mod workers;
 
@@ -19,6 +20,7 @@ use crossbeam_channel::bounded;
 use rusqlite::params;
 
 pub use progress::Progress;
+pub(crate) use scratch::Scratch;
 pub(crate) use sink::Sink;
 use workers::Written;
 
@@ -68,6 +70,14 @@ pub struct IngestReport {
     pub warnings: Vec<String>,
 }
 
+/// What an ingest builds on: the parent snapshot's pieces and tree (delta bases), and the
+/// snapshot's time.
+struct Base {
+    anchors: HashMap<u64, ChunkId>,
+    tree: Option<Node>,
+    time: i64,
+}
+
 /// Everything parsed out of the stream, before commit.
 struct Parsed {
     root: ListRef,
@@ -96,12 +106,22 @@ impl Store {
             .format(&time::format_description::well_known::Rfc3339)
             .expect("time formats");
         let parent = self.latest(&opts.name, 0)?;
-        let anchors = match &parent {
-            Some(p) => self.piece_anchors(&p.root)?,
-            None => HashMap::new(),
+        let base = Base {
+            anchors: match &parent {
+                Some(p) => self.piece_anchors(&p.root)?,
+                None => HashMap::new(),
+            },
+            tree: parent.as_ref().and_then(|p| p.tree.clone()),
+            time: now.unix_timestamp(),
         };
         let source = input::spawn(input);
+        // Dedup lookups run inside one read transaction with a larger cache: no lock calls per
+        // chunk. Chunks other ingests commit meanwhile are not seen, and at worst stored twice.
         let lookups = self.open_connection()?;
+        lookups
+            .conn()
+            .execute_batch("PRAGMA cache_size = -16384; BEGIN")?;
+        let scratch = Scratch::new(&self.root().join(layout::TMP_DIR))?;
         let progress = opts.progress.clone();
 
         let (parsed, mut written) = std::thread::scope(|s| {
@@ -117,16 +137,8 @@ impl Store {
             let p = progress.clone();
             let writer = s.spawn(move || workers::write(self.root(), rec_rx, p));
 
-            let mut sink = Sink::new(&lookups, job_tx, progress.clone());
-            let parent_tree = parent.as_ref().and_then(|p| p.tree.as_ref());
-            let parsed = self.parse(
-                source,
-                &mut sink,
-                &anchors,
-                parent_tree,
-                now.unix_timestamp(),
-                &progress,
-            );
+            let mut sink = Sink::new(&lookups, &scratch, job_tx, progress.clone());
+            let parsed = self.parse(source, &mut sink, &scratch, &base, &progress);
             drop(sink);
             let mut error = None;
             for w in workers {
@@ -189,17 +201,22 @@ impl Store {
         &self,
         source: input::ChannelSource,
         sink: &mut Sink,
-        anchors: &HashMap<u64, ChunkId>,
-        parent_tree: Option<&Node>,
-        time: i64,
+        scratch: &Scratch,
+        base: &Base,
         progress: &Progress,
     ) -> Result<Parsed> {
+        let Base {
+            anchors,
+            tree: parent_tree,
+            time,
+        } = base;
+        let (parent_tree, time) = (parent_tree.as_ref(), *time);
         let mut tar = TarReader::new(source);
         let mut chunker = Chunker::default();
         let mut pieces = PieceBuffer::default();
         let mut piece_list = ListBuilder::default();
         let mut members = 0u64;
-        let mut tree = TreeBuilder::new(&self.root().join(layout::TMP_DIR), time)?;
+        let mut tree = TreeBuilder::new(scratch, time)?;
         let store_piece = |cut: Cut, sink: &mut Sink, list: &mut ListBuilder| -> Result<()> {
             let id = match anchors.get(&cut.anchor) {
                 Some(base) => {
@@ -268,7 +285,7 @@ impl Store {
             members,
             stream_len,
             sha256,
-            depths: sink.delta_depths().map(|(id, d)| (*id, d)).collect(),
+            depths: sink.delta_depths()?,
             tree,
             warnings,
         })
@@ -301,7 +318,7 @@ impl Store {
                 None => PackWriter::create(self.root())?,
             };
             last.append(
-                RecordHeader {
+                &RecordHeader {
                     kind: RecordKind::Snapshot,
                     codec: Codec::None,
                     raw_len: record.len() as u32,
@@ -319,7 +336,7 @@ impl Store {
             crate::failpoint::hit("commit:after-seal");
             db.immediate(|tx| {
                 for pack in &written.sealed {
-                    index_pack(tx, pack, depths)?;
+                    index_pack(self.root(), tx, pack, depths)?;
                 }
                 Store::insert_snapshot(tx, &snap)?;
                 crate::failpoint::hit("commit:in-transaction");
@@ -337,6 +354,7 @@ impl Store {
 /// Index one sealed pack's records. Chunks already indexed (stored twice by concurrent
 /// ingests) keep their first location and depth.
 pub(crate) fn index_pack(
+    root: &std::path::Path,
     tx: &rusqlite::Transaction,
     pack: &SealedPack,
     depths: &HashMap<ChunkId, u32>,
@@ -346,6 +364,7 @@ pub(crate) fn index_pack(
         params![&pack.id.0[..], pack.size as i64],
     )?;
     let pack_row = tx.last_insert_rowid();
+    let path = layout::pack_path(root, &pack.id);
     let mut frame_stmt = tx.prepare_cached(
         "INSERT INTO frames (pack, offset, stored_len, raw_len, codec, base)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -354,10 +373,10 @@ pub(crate) fn index_pack(
         "INSERT OR IGNORE INTO chunks (id, frame, offset, len, kind, depth)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    for rec in &pack.records {
+    crate::pack::scan(&path, |rec| {
         let h = &rec.header;
         if h.kind != RecordKind::Chunks {
-            continue;
+            return Ok(());
         }
         frame_stmt.execute(params![
             pack_row,
@@ -381,8 +400,8 @@ pub(crate) fn index_pack(
             ])?;
             offset += e.len as u64;
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// How much of a payload is kept to read a PAX 1.0 sparse map from.

@@ -9,6 +9,7 @@ use crossbeam_channel::Sender;
 use rusqlite::OptionalExtension;
 
 use super::progress::Progress;
+use super::scratch::Scratch;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::ids::ChunkId;
@@ -21,6 +22,9 @@ const FRAME_TARGET: usize = 1 << 20;
 const FRAME_MAX_ENTRIES: usize = 4096;
 /// Longest chain of deltas behind a piece; past it the piece is stored whole.
 pub const MAX_DELTA_DEPTH: u32 = 16;
+/// Ids of new objects kept in memory (about 64 bytes each) before they move to the scratch
+/// table, so a stream of millions of small files does not grow the heap without bound.
+const QUEUED_IN_MEMORY: usize = 1 << 18;
 
 /// Work for a compression worker.
 pub enum Job {
@@ -45,29 +49,69 @@ struct FrameBuf {
 
 pub struct Sink<'a> {
     db: &'a Db,
+    scratch: &'a Scratch,
     jobs: Sender<Job>,
-    /// Objects this ingest has queued, with their delta depth.
+    /// Objects this ingest has queued, with their delta depth (recent ones; older ones are
+    /// in the scratch table once `spilled`).
     queued: HashMap<ChunkId, u32>,
+    spilled: bool,
     data: FrameBuf,
     meta: FrameBuf,
     progress: Arc<Progress>,
 }
 
 impl<'a> Sink<'a> {
-    pub fn new(db: &'a Db, jobs: Sender<Job>, progress: Arc<Progress>) -> Self {
+    pub fn new(
+        db: &'a Db,
+        scratch: &'a Scratch,
+        jobs: Sender<Job>,
+        progress: Arc<Progress>,
+    ) -> Self {
         Sink {
             db,
+            scratch,
             jobs,
             queued: HashMap::new(),
+            spilled: false,
             data: FrameBuf::default(),
             meta: FrameBuf::default(),
             progress,
         }
     }
 
+    /// Delta depth of an object this ingest has queued.
+    fn queued_depth(&self, id: &ChunkId) -> Result<Option<u32>> {
+        if let Some(&d) = self.queued.get(id) {
+            return Ok(Some(d));
+        }
+        if !self.spilled {
+            return Ok(None);
+        }
+        let mut stmt = self
+            .scratch
+            .conn
+            .prepare_cached("SELECT depth FROM q WHERE id = ?1")?;
+        Ok(stmt.query_row([&id.0[..]], |r| r.get(0)).optional()?)
+    }
+
+    fn remember(&mut self, id: ChunkId, depth: u32) -> Result<()> {
+        self.queued.insert(id, depth);
+        if self.queued.len() >= QUEUED_IN_MEMORY {
+            let mut stmt = self
+                .scratch
+                .conn
+                .prepare_cached("INSERT OR IGNORE INTO q (id, depth) VALUES (?1, ?2)")?;
+            for (id, depth) in self.queued.drain() {
+                stmt.execute(rusqlite::params![&id.0[..], depth])?;
+            }
+            self.spilled = true;
+        }
+        Ok(())
+    }
+
     /// Delta depth of an object already stored or queued, or None if it is new.
     pub fn known(&self, id: &ChunkId) -> Result<Option<u32>> {
-        if let Some(&d) = self.queued.get(id) {
+        if let Some(d) = self.queued_depth(id)? {
             return Ok(Some(d));
         }
         let mut stmt = self
@@ -114,9 +158,11 @@ impl<'a> Sink<'a> {
         if self.known(&id)?.is_some() {
             return Ok(id);
         }
+        // The base must be committed (not one of ours) for readers to decode against it.
+        let committed = self.queued_depth(&base)?.is_none();
         match self.known(&base)? {
-            Some(depth) if depth < MAX_DELTA_DEPTH && !self.queued.contains_key(&base) => {
-                self.queued.insert(id, depth + 1);
+            Some(depth) if depth < MAX_DELTA_DEPTH && committed => {
+                self.remember(id, depth + 1)?;
                 self.progress
                     .new_bytes
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -136,12 +182,30 @@ impl<'a> Sink<'a> {
         }
     }
 
-    /// Delta depths of the delta-compressed objects this ingest wrote.
-    pub fn delta_depths(&self) -> impl Iterator<Item = (&ChunkId, u32)> {
-        self.queued
+    /// Delta depths of the delta-compressed objects this ingest wrote (few: one per changed
+    /// piece or directory).
+    pub fn delta_depths(&self) -> Result<HashMap<ChunkId, u32>> {
+        let mut out: HashMap<ChunkId, u32> = self
+            .queued
             .iter()
             .filter(|(_, &d)| d > 0)
-            .map(|(id, &d)| (id, d))
+            .map(|(id, &d)| (*id, d))
+            .collect();
+        if self.spilled {
+            let mut stmt = self
+                .scratch
+                .conn
+                .prepare("SELECT id, depth FROM q WHERE depth > 0")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u32>(1)?)))?;
+            for row in rows {
+                let (id, depth) = row?;
+                let id =
+                    ChunkId::from_slice(&id).ok_or_else(|| Error::corrupt("bad scratch id"))?;
+                out.insert(id, depth);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -156,7 +220,7 @@ impl ObjectSink for Sink<'_> {
             }
             return Ok(id);
         }
-        self.queued.insert(id, 0);
+        self.remember(id, 0)?;
         self.progress
             .new_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);

@@ -105,7 +105,7 @@ pub fn write(root: &Path, records: Receiver<Record>, progress: Arc<Progress>) ->
                 None => out.open.insert(PackWriter::create(root)?),
             };
             let before = w.len();
-            w.append(header, &payload)?;
+            w.append(&header, &payload)?;
             progress
                 .stored_bytes
                 .fetch_add(w.len() - before, Ordering::Relaxed);

@@ -1,7 +1,9 @@
 //! Pack files: where chunk bytes live.
 
 pub mod format;
+mod scan;
 mod writer;
 
 pub use format::{ChunkKind, Codec, RecordHeader, RecordKind};
-pub use writer::{PackWriter, SealedPack, WrittenRecord};
+pub use scan::{scan, Found};
+pub use writer::{PackWriter, SealedPack};

@@ -10,18 +10,12 @@ use crate::error::{IoContext, Result};
 use crate::ids::PackId;
 use crate::layout;
 
-#[derive(Debug, Clone)]
-pub struct WrittenRecord {
-    pub header: RecordHeader,
-    /// Offset of the record's payload in the pack file.
-    pub payload_offset: u64,
-}
-
+/// A pack made durable under its final name. What it holds is read back from the file when
+/// it is indexed, so writers keep no per-record state.
 #[derive(Debug)]
 pub struct SealedPack {
     pub id: PackId,
     pub size: u64,
-    pub records: Vec<WrittenRecord>,
 }
 
 pub struct PackWriter {
@@ -30,7 +24,7 @@ pub struct PackWriter {
     file: File,
     hasher: blake3::Hasher,
     len: u64,
-    records: Vec<WrittenRecord>,
+    records: usize,
 }
 
 impl PackWriter {
@@ -51,7 +45,7 @@ impl PackWriter {
             file,
             hasher,
             len: header.len() as u64,
-            records: Vec::new(),
+            records: 0,
         })
     }
 
@@ -60,20 +54,17 @@ impl PackWriter {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.records == 0
     }
 
-    pub fn append(&mut self, header: RecordHeader, payload: &[u8]) -> Result<()> {
+    pub fn append(&mut self, header: &RecordHeader, payload: &[u8]) -> Result<()> {
         debug_assert_eq!(header.stored_len as usize, payload.len());
         let h = header.encode();
         self.file.write_all(&h).at(&self.tmp)?;
         self.file.write_all(payload).at(&self.tmp)?;
         self.hasher.update(&h);
         self.hasher.update(payload);
-        self.records.push(WrittenRecord {
-            header,
-            payload_offset: self.len + h.len() as u64,
-        });
+        self.records += 1;
         self.len += (h.len() + payload.len()) as u64;
         Ok(())
     }
@@ -95,11 +86,7 @@ impl PackWriter {
         }
         fs::rename(&self.tmp, &path).at(&path)?;
         layout::sync_dir(dir)?;
-        Ok(SealedPack {
-            id,
-            size: self.len,
-            records: self.records,
-        })
+        Ok(SealedPack { id, size: self.len })
     }
 
     /// Throw an unsealed pack away.

@@ -7,23 +7,24 @@
 //! snapshot's record for the same path), so an unchanged directory costs nothing.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::node::{decode_dir, encode_dir, Kind, Node};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::ChunkId;
-use crate::ingest::Sink;
+use crate::ingest::{Scratch, Sink};
 use crate::object::{ObjectSink, ObjectSource};
 use crate::pack::ChunkKind;
 
-pub struct TreeBuilder {
-    db: Connection,
-    _file: tempfile::TempPath,
+pub struct TreeBuilder<'a> {
+    db: &'a Connection,
     root: Node,
-    /// For members no directory member names: "the snapshot's time".
-    time: i64,
+    /// The snapshot's time, for directories no member names: the newest mtime in the
+    /// stream, so the same stream always gives the same tree (and the same record ids). The
+    /// ingest's clock is used only for a stream without members.
+    newest: Option<i64>,
+    clock: i64,
     next_ino: u64,
     /// The last parent directory made sure of (tar streams come directory by directory).
     last_parent: Option<Vec<u8>>,
@@ -52,34 +53,25 @@ pub fn normalize(path: &[u8]) -> Option<Vec<&[u8]>> {
     Some(out)
 }
 
+/// Marks directories no member named until the snapshot's time is known.
+const IMPLICIT_TIME: i64 = i64::MIN;
+
 fn display(path: &[u8]) -> String {
     format!("/{}", String::from_utf8_lossy(path))
 }
 
-impl TreeBuilder {
-    pub fn new(tmp_dir: &Path, time: i64) -> Result<Self> {
-        let file = tempfile::Builder::new()
-            .prefix(&format!("{}-tree-", std::process::id()))
-            .suffix(".db")
-            .tempfile_in(tmp_dir)
-            .map_err(|e| Error::io(tmp_dir, e))?
-            .into_temp_path();
-        let db = Connection::open(&file)?;
-        // Scratch data: a crash loses nothing that matters, so skip the journal.
-        db.execute_batch(
-            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -16384;
-             CREATE TABLE m (dir BLOB NOT NULL, name BLOB NOT NULL, node BLOB NOT NULL,
-                             ino INTEGER NOT NULL, PRIMARY KEY (dir, name)) WITHOUT ROWID;
-             BEGIN;",
-        )?;
+impl<'a> TreeBuilder<'a> {
+    /// Build in the scratch space's `m` table.
+    pub fn new(scratch: &'a Scratch, time: i64) -> Result<Self> {
+        let db = &scratch.conn;
         let mut root = Node::new(Kind::Dir);
         root.mode = 0o755;
-        root.mtime = time;
+        root.mtime = IMPLICIT_TIME;
         Ok(TreeBuilder {
             db,
-            _file: file,
             root,
-            time,
+            newest: None,
+            clock: time,
             next_ino: 1,
             last_parent: None,
             warnings: Vec::new(),
@@ -128,7 +120,7 @@ impl TreeBuilder {
                     let mut d = Node::new(Kind::Dir);
                     d.name = name;
                     d.mode = 0o755;
-                    d.mtime = self.time;
+                    d.mtime = IMPLICIT_TIME;
                     self.put(&dir, &d)?;
                 }
             }
@@ -139,6 +131,7 @@ impl TreeBuilder {
 
     /// Place a member's node at `path` (raw, from the stream).
     pub fn put_member(&mut self, path: &[u8], mut node: Node) -> Result<()> {
+        self.newest = Some(self.newest.map_or(node.mtime, |t| t.max(node.mtime)));
         let Some(components) = normalize(path) else {
             self.warnings.push(format!(
                 "{}: a name with '..' is left out of the tree",
@@ -207,7 +200,6 @@ impl TreeBuilder {
         src: &dyn ObjectSource,
         parent: Option<&Node>,
     ) -> Result<Node> {
-        self.db.execute_batch("COMMIT")?;
         let mut links = HashMap::new();
         {
             let mut stmt = self
@@ -219,13 +211,18 @@ impl TreeBuilder {
                 links.insert(ino as u64, count as u64);
             }
         }
+        let time = self.newest.unwrap_or(self.clock);
         let mut b = Build {
-            db: &self.db,
+            db: self.db,
             sink,
             src,
             links,
+            time,
         };
         let mut root = self.root.clone();
+        if root.mtime == IMPLICIT_TIME {
+            root.mtime = time;
+        }
         let base = parent.and_then(|p| p.child);
         let (child, subdirs) = b.dir(&[], base)?;
         root.child = Some(child);
@@ -239,6 +236,7 @@ struct Build<'a, 's> {
     sink: &'a mut Sink<'s>,
     src: &'a dyn ObjectSource,
     links: HashMap<u64, u64>,
+    time: i64,
 }
 
 impl Build<'_, '_> {
@@ -261,6 +259,9 @@ impl Build<'_, '_> {
         };
         let mut subdirs = 0;
         for n in &mut nodes {
+            if n.mtime == IMPLICIT_TIME {
+                n.mtime = self.time;
+            }
             match n.kind {
                 Kind::Dir => {
                     subdirs += 1;

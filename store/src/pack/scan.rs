@@ -1,0 +1,56 @@
+//! Reading a pack's record headers in order, skipping payloads: how a pack is indexed at
+//! commit (no per-chunk state is kept in memory while ingesting) and how an index could be
+//! rebuilt from packs alone.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use super::format::{check_pack_header, RecordHeader, PACK_HEADER_LEN};
+use crate::error::{Error, IoContext, Result};
+
+/// A record found in a pack.
+pub struct Found {
+    pub header: RecordHeader,
+    /// Where its payload starts in the file.
+    pub payload_offset: u64,
+}
+
+/// Call `f` for every record of the pack at `path`, in file order.
+pub fn scan(path: &Path, mut f: impl FnMut(Found) -> Result<()>) -> Result<()> {
+    let file = File::open(path).at(path)?;
+    let len = file.metadata().at(path)?.len();
+    let mut r = BufReader::with_capacity(1 << 16, file);
+    let mut head = [0u8; PACK_HEADER_LEN as usize];
+    r.read_exact(&mut head).at(path)?;
+    check_pack_header(&head)?;
+    let mut pos = PACK_HEADER_LEN;
+    let mut buf = Vec::new();
+    while pos < len {
+        let damaged =
+            |what: String| Error::corrupt(format!("{} at offset {pos}: {what}", path.display()));
+        buf.resize(20, 0);
+        r.read_exact(&mut buf).map_err(|e| damaged(e.to_string()))?;
+        let need = RecordHeader::needed(&buf)
+            .map_err(|e| damaged(e.to_string()))?
+            .expect("fixed part read");
+        buf.resize(need, 0);
+        r.read_exact(&mut buf[20..])
+            .map_err(|e| damaged(e.to_string()))?;
+        let (header, used) = RecordHeader::decode(&buf)
+            .map_err(|e| damaged(e.to_string()))?
+            .expect("whole header read");
+        let payload_offset = pos + used as u64;
+        let stored = header.stored_len as u64;
+        if payload_offset + stored > len {
+            return Err(damaged("record runs past the end of the pack".into()));
+        }
+        r.seek(SeekFrom::Current(stored as i64)).at(path)?;
+        pos = payload_offset + stored;
+        f(Found {
+            header,
+            payload_offset,
+        })?;
+    }
+    Ok(())
+}
