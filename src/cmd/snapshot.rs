@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 
 use anyhow::Context;
 use cellar_store::tar::{write_dir, DirOptions};
-use cellar_store::{Error, IngestOptions, Store};
+use cellar_store::{Error, IngestOptions, IngestReport, Store};
 use serde::Serialize;
 
 use crate::cli::{SnapshotArgs, UsageError};
@@ -38,26 +38,13 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
     }
     let store = Store::create(root)?;
     let mut opts = IngestOptions::new(&args.name);
-    opts.labels = args.labels.into_iter().collect();
+    opts.labels = args.labels.iter().cloned().collect();
     opts.on_wait = Box::new(|msg| eprintln!("cellar: {msg}"));
     let _bar = IngestBar::start(opts.progress.clone());
 
     let mut warnings = Vec::new();
     let report = if let Some(dir) = &args.dir {
-        let opts_dir = DirOptions {
-            excludes: args.exclude.clone(),
-            one_file_system: args.one_file_system,
-        };
-        let (reader, mut writer) = std::io::pipe().context("creating a pipe")?;
-        let root = dir.clone();
-        let archiver = std::thread::spawn(move || write_dir(&root, &opts_dir, &mut writer));
-        store.ingest(Box::new(reader), opts, || {
-            let report = archiver
-                .join()
-                .map_err(|_| Error::SourceFailed("the directory archiver panicked".into()))??;
-            warnings.extend(report.warnings);
-            Ok(())
-        })?
+        snapshot_dir(&store, dir, &args, opts, &mut warnings)?
     } else if args.command.is_empty() {
         let source = args.source.expect("clap requires a source");
         let input: Box<dyn Read + Send> = if source.as_os_str() == "-" {
@@ -93,6 +80,36 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
         println!("{}", report.snapshot.short_id());
         Ok(())
     }
+}
+
+/// `--dir`: archive the directory natively on a thread, ingesting the stream as it is written.
+fn snapshot_dir(
+    store: &Store,
+    dir: &Path,
+    args: &SnapshotArgs,
+    opts: IngestOptions,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<IngestReport> {
+    if !dir.is_dir() {
+        return Err(UsageError(format!("--dir {}: not a directory", dir.display())).into());
+    }
+    let dir_opts = DirOptions {
+        excludes: args.exclude.clone(),
+        one_file_system: args.one_file_system,
+    };
+    let (reader, mut writer) = std::io::pipe().context("creating a pipe")?;
+    let root = dir.to_path_buf();
+    let archiver = std::thread::spawn(move || write_dir(&root, &dir_opts, &mut writer));
+    let mut finished = None;
+    let result = store.ingest(Box::new(reader), opts, || {
+        let report = archiver
+            .join()
+            .map_err(|_| Error::SourceFailed("the directory archiver panicked".into()))??;
+        finished = Some(report.warnings);
+        Ok(())
+    });
+    warnings.extend(finished.into_iter().flatten());
+    Ok(result?)
 }
 
 /// The command after `--`, its stdout piped into the ingest, its stderr kept for messages.

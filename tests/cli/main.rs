@@ -10,5 +10,6 @@ mod cli;
 mod concurrency;
 mod crash;
 mod dedup;
+mod dirsnap;
 mod exact;
 mod memory;

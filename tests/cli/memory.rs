@@ -143,3 +143,56 @@ fn a_5_gib_stream_ingests_and_exports_in_bounded_memory() {
     assert_eq!(reader.join().unwrap(), sha);
     assert!(rss < RSS_LIMIT_KIB, "export peak RSS {} MiB", rss >> 10);
 }
+
+/// A million small members: the tree and the new-chunk ids spill to the ingest's scratch
+/// table instead of growing the heap.
+#[test]
+fn a_million_members_ingest_in_bounded_memory() {
+    const DIRS: u64 = 1000;
+    const PER_DIR: u64 = 1000;
+    let store = TestStore::new();
+    let report = store.scratch("rss");
+    let mut child = measured(&store, &["snapshot", "--name", "many", "-"], &report)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut stdin);
+        let mut block = [0u8; 512];
+        for d in 0..DIRS {
+            for f in 0..PER_DIR {
+                let data = format!("file {d} {f}\n");
+                out.write_all(&ustar_header(
+                    &format!("d{d:04}/f{f:04}"),
+                    data.len() as u64,
+                ))
+                .unwrap();
+                block.fill(0);
+                block[..data.len()].copy_from_slice(data.as_bytes());
+                out.write_all(&block).unwrap();
+            }
+        }
+        out.write_all(&[0u8; 1024]).unwrap();
+    });
+    let (rss, ok) = peak_rss(child, &report);
+    feeder.join().unwrap();
+    assert!(ok, "snapshot failed");
+    eprintln!(
+        "ingest of {} members: peak RSS {} MiB",
+        DIRS * PER_DIR,
+        rss >> 10
+    );
+    assert!(rss < 128 << 10, "ingest peak RSS {} MiB", rss >> 10);
+    assert_eq!(
+        store.json(&["show", "many", "--json"])["members"],
+        DIRS * PER_DIR
+    );
+    assert_eq!(
+        store.ok(&["ls", "many", "/d0500"]).lines().count() as u64,
+        PER_DIR
+    );
+    assert_eq!(store.ok(&["cat", "many", "/d0999/f0999"]), "file 999 999\n");
+}

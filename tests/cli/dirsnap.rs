@@ -1,0 +1,239 @@
+//! `snapshot --dir`: a local directory archived natively, deterministically, and faithfully.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+use crate::trees::varied_tree;
+
+/// Everything `tar -xpf` is expected to restore about one path.
+#[derive(Debug, PartialEq, Eq)]
+struct Attrs {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: (i64, i64),
+    link: Option<PathBuf>,
+    content: Option<String>,
+    rdev: u64,
+    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+fn xattrs(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut names = vec![0u8; 65536];
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    assert!(n >= 0, "llistxattr {}", path.display());
+    let mut out = BTreeMap::new();
+    for name in names[..n as usize]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+    {
+        let cn = CString::new(name).unwrap();
+        let mut value = vec![0u8; 65536];
+        let len = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                cn.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        assert!(len >= 0);
+        value.truncate(len as usize);
+        out.insert(name.to_vec(), value);
+    }
+    out
+}
+
+/// Every path under `root` (relative), with its attributes; plus hardlink groups.
+fn snapshot_of(root: &Path) -> (BTreeMap<PathBuf, Attrs>, BTreeSet<Vec<PathBuf>>) {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<(u64, u64), Vec<PathBuf>> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            let ft = m.file_type();
+            let kind = if ft.is_dir() {
+                stack.push(p.clone());
+                "dir"
+            } else if ft.is_symlink() {
+                "symlink"
+            } else if ft.is_file() {
+                "file"
+            } else if ft.is_char_device() {
+                "char"
+            } else if ft.is_block_device() {
+                "block"
+            } else {
+                "fifo"
+            };
+            if ft.is_file() && m.nlink() > 1 {
+                inodes
+                    .entry((m.dev(), m.ino()))
+                    .or_default()
+                    .push(rel.clone());
+            }
+            out.insert(
+                rel,
+                Attrs {
+                    kind,
+                    mode: m.mode() & 0o7777,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    mtime: if ft.is_dir() {
+                        (0, 0)
+                    } else {
+                        (m.mtime(), m.mtime_nsec())
+                    },
+                    link: ft.is_symlink().then(|| std::fs::read_link(&p).unwrap()),
+                    content: ft
+                        .is_file()
+                        .then(|| sha256_hex(&std::fs::read(&p).unwrap())),
+                    rdev: m.rdev(),
+                    xattrs: xattrs(&p),
+                },
+            );
+        }
+    }
+    let groups = inodes
+        .into_values()
+        .map(|mut v| {
+            v.sort();
+            v
+        })
+        .collect();
+    (out, groups)
+}
+
+fn snapshot_dir(store: &TestStore, dir: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["snapshot", "--dir", dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    store.ok(&args).trim().to_string()
+}
+
+#[test]
+fn a_directory_snapshot_is_deterministic_and_extracts_to_the_same_tree() {
+    let store = TestStore::new();
+    let src = store.scratch("src");
+    varied_tree(&src);
+    let a = snapshot_dir(&store, &src, &[]);
+    let b = snapshot_dir(&store, &src, &[]);
+    let (sa, sb) = (
+        store.json(&["show", &a, "--json"]),
+        store.json(&["show", &b, "--json"]),
+    );
+    assert_eq!(
+        sa["sha256"], sb["sha256"],
+        "same directory, different streams"
+    );
+    assert!(sb["added_bytes"].as_u64().unwrap() < 4096, "{sb}");
+
+    // tar -xpf of the export reproduces the directory.
+    let stream = store.export(&a);
+    let out = store.scratch("out");
+    std::fs::create_dir(&out).unwrap();
+    let tarball = store.scratch("a.tar");
+    std::fs::write(&tarball, &stream).unwrap();
+    sh(&format!(
+        "tar --numeric-owner --xattrs --xattrs-include='*' -xpf {} -C {}",
+        tarball.display(),
+        out.display()
+    ));
+    let (want, want_links) = snapshot_of(&src);
+    let (got, got_links) = snapshot_of(&out);
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>()
+    );
+    for (path, w) in &want {
+        assert_eq!(&got[path], w, "{}", path.display());
+    }
+    assert_eq!(want_links, got_links, "hardlink groups");
+    assert!(!want_links.is_empty());
+    // The sparse file went in sparse and came out sparse.
+    let m = std::fs::metadata(out.join("sparse/disk.img")).unwrap();
+    assert!(
+        m.blocks() * 512 < m.len() / 2,
+        "extracted sparse file is not sparse"
+    );
+    // A change shows up, and only it (both names of a hardlinked file).
+    write_file(&src.join("etc/hostname"), b"vm2\n");
+    let c = snapshot_dir(&store, &src, &[]);
+    assert_eq!(
+        store.ok(&["diff", &a, &c]),
+        "M /etc/hostname\nM /etc/hostname.hard\n"
+    );
+}
+
+#[test]
+fn excludes_and_bad_directories() {
+    let store = TestStore::new();
+    let src = store.scratch("src");
+    varied_tree(&src);
+    let id = snapshot_dir(
+        &store,
+        &src,
+        &[
+            "--exclude",
+            "*.bin",
+            "--exclude",
+            "dev",
+            "--exclude",
+            "usr/share/*",
+        ],
+    );
+    let listing = store.ok(&["ls", &id, "-R"]);
+    assert!(!listing.contains(".bin\n"), "{listing}");
+    assert!(!listing.contains("/dev"), "{listing}");
+    assert!(
+        listing.contains("/usr/share\n") && !listing.contains("/usr/share/doc"),
+        "{listing}"
+    );
+    assert!(listing.contains("/usr/bin/tool\n"), "{listing}");
+
+    let out = store.run(&[
+        "snapshot",
+        "--dir",
+        store.scratch("missing").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = store.run(&["snapshot", "--exclude", "x", "-"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// Unmounts on drop, even when an assertion fails.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn one_file_system_stops_at_mount_points() {
+    let store = TestStore::new();
+    let src = store.scratch("src");
+    write_file(&src.join("here.txt"), b"on the root fs\n");
+    let mnt = src.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    sh(&format!("mount -t tmpfs cellar-test {}", mnt.display()));
+    let _guard = Mount(mnt.clone());
+    write_file(&mnt.join("elsewhere.txt"), b"on another fs\n");
+
+    let all = snapshot_dir(&store, &src, &[]);
+    assert!(store
+        .ok(&["ls", &all, "/mnt"])
+        .contains("/mnt/elsewhere.txt"));
+    let one = snapshot_dir(&store, &src, &["--one-file-system"]);
+    assert_eq!(store.ok(&["ls", &one, "/mnt"]), "");
+    assert!(store.ok(&["ls", &one]).contains("/here.txt\n"));
+}
