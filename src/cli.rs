@@ -37,6 +37,23 @@ pub enum Command {
     Cat(CatArgs),
     /// What changed between two snapshots, one line per path
     Diff(DiffArgs),
+    /// Browse snapshots as a read-only FUSE filesystem
+    Mount(MountArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// Where to mount
+    pub mountpoint: PathBuf,
+    /// One snapshot at the mount's root [default: every snapshot, as NAME/ID/... and NAME/latest]
+    pub snap: Option<String>,
+    /// Let other users see the mount (needs user_allow_other in /etc/fuse.conf unless root)
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Return once the mount answers; the mount keeps running in the background and logs to a
+    /// file it names
+    #[arg(long)]
+    pub daemon: bool,
 }
 
 #[derive(Args, Debug)]

@@ -2,6 +2,7 @@
 
 mod cli;
 mod cmd;
+mod fuse;
 mod output;
 mod progress;
 

@@ -2,6 +2,7 @@
 
 mod export;
 mod list;
+mod mount;
 mod snapshot;
 mod stats;
 mod tree;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ls(args) => tree::ls(&open(&root)?, args),
         Command::Cat(args) => tree::cat(&open(&root)?, args),
         Command::Diff(args) => tree::diff(&open(&root)?, args),
+        Command::Mount(args) => mount::run(&root, open(&root)?, args),
     }
 }
 

@@ -10,6 +10,7 @@ mod encoding;
 pub mod error;
 mod export;
 mod failpoint;
+pub mod fsview;
 pub mod ids;
 mod ingest;
 mod layout;

@@ -1,0 +1,155 @@
+//! `cellar mount`: serve snapshots over FUSE until unmounted, in the foreground or, with
+//! `--daemon`, in a background process that this one waits on until the mount answers.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use cellar_store::fsview::FsView;
+use cellar_store::Store;
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::cli::{MountArgs, UsageError};
+use crate::fuse::CellarFs;
+
+/// Set in the background process: the fd to write one byte to once the mount is up.
+const READY_FD: &str = "CELLAR_MOUNT_READY_FD";
+/// Requests served at once (reads of several files, `find` beside `tar -c`).
+const THREADS: usize = 4;
+
+pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
+    if !args.mountpoint.is_dir() {
+        return Err(UsageError(format!("{}: not a directory", args.mountpoint.display())).into());
+    }
+    if args.daemon {
+        // A SNAP that names nothing is a usage error here, not a failed background process.
+        if let Some(spec) = &args.snap {
+            store.resolve(spec)?;
+        }
+        return daemonize(root, &args);
+    }
+    let store = Arc::new(store);
+    let view = match &args.snap {
+        Some(spec) => FsView::snapshot(store.clone(), store.resolve(spec)?)?,
+        None => FsView::all(store.clone()),
+    };
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName("cellar".into()),
+        MountOption::Subtype("cellar".into()),
+        MountOption::DefaultPermissions,
+    ];
+    if args.allow_other {
+        config.acl = SessionACL::All;
+    }
+    config.n_threads = Some(THREADS);
+
+    // Signals are taken by one thread with sigwait; every other thread has them blocked.
+    let signals = block_signals();
+    let session = fuser::spawn_mount(CellarFs::new(view), &args.mountpoint, &config)
+        .with_context(|| format!("mounting at {}", args.mountpoint.display()))?;
+    eprintln!("cellar: mounted at {}", args.mountpoint.display());
+    if let Some(fd) = std::env::var(READY_FD).ok().and_then(|v| v.parse::<i32>().ok()) {
+        // SAFETY: the parent passed us this fd for exactly this purpose; we own it now.
+        let mut ready = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let _ = std::io::Write::write_all(&mut ready, b"1");
+    }
+
+    let (tx, rx) = mpsc::channel();
+    let on_signal = tx.clone();
+    std::thread::spawn(move || {
+        let mut sig = 0;
+        // SAFETY: `signals` is an initialized set; sigwait only writes `sig`.
+        if unsafe { libc::sigwait(&signals, &mut sig) } == 0 {
+            let _ = on_signal.send(Some(sig));
+        }
+    });
+    std::thread::spawn(move || {
+        let _ = session.join();
+        let _ = tx.send(None);
+    });
+    if let Ok(Some(sig)) = rx.recv() {
+        eprintln!("cellar: signal {sig}: unmounting {}", args.mountpoint.display());
+        unmount_lazily(&args.mountpoint);
+        let _ = rx.recv();
+    }
+    eprintln!("cellar: unmounted {}", args.mountpoint.display());
+    Ok(())
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain libc signal-set manipulation on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Detach the mount even if it is busy (open files keep working until closed).
+fn unmount_lazily(mountpoint: &Path) {
+    let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).unwrap_or_default();
+    // SAFETY: umount2 with a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        // Not root: the setuid helper can do it.
+        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(mountpoint).status();
+    }
+}
+
+/// Start `cellar mount` again in the background, logging to a file, and return once it says
+/// the mount is up (or report its log if it fails).
+fn daemonize(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
+    let logs = root.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let log_path = logs.join(format!("mount-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+
+    let (mut ready_rx, ready_tx) = std::io::pipe().context("creating a pipe")?;
+    let fd = ready_tx.as_raw_fd();
+    let mut cmd = Command::new(std::env::current_exe().context("finding the cellar binary")?);
+    cmd.arg("--store").arg(root).arg("mount").arg(&args.mountpoint);
+    if let Some(snap) = &args.snap {
+        cmd.arg(snap);
+    }
+    if args.allow_other {
+        cmd.arg("--allow-other");
+    }
+    cmd.env(READY_FD, fd.to_string())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0);
+    // SAFETY: between fork and exec we only clear FD_CLOEXEC on one fd (async-signal-safe).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().context("starting the background mount")?;
+    drop(ready_tx);
+    let mut byte = [0u8; 1];
+    if ready_rx.read(&mut byte).unwrap_or(0) == 1 {
+        eprintln!(
+            "cellar: mounted at {} in the background; log: {}",
+            args.mountpoint.display(),
+            log_path.display()
+        );
+        return Ok(());
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    bail!("the background mount failed; its log ({}):\n{}", log_path.display(), log.trim_end())
+}

@@ -1,0 +1,197 @@
+//! FUSE over the engine's filesystem view: every trait method maps the view's `Result` to a
+//! reply and does nothing else. The mount is read-only, so the kernel answers writes with
+//! EROFS itself and no write operation is implemented here.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cellar_store::fsview::{Attr, FsView};
+use cellar_store::{Error, Kind};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, KernelConfig,
+    LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyXattr, Request,
+};
+
+/// Snapshots never change: the kernel may cache their attributes and entries for good.
+const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The lineage directories change as snapshots are taken and removed.
+const VOLATILE: Duration = Duration::ZERO;
+
+pub struct CellarFs {
+    view: FsView,
+}
+
+impl CellarFs {
+    pub fn new(view: FsView) -> Self {
+        CellarFs { view }
+    }
+}
+
+fn errno(e: &Error) -> Errno {
+    match e {
+        Error::NotFound(_) => Errno::ENOENT,
+        Error::InvalidArgument(m) if m.contains("not a directory") => Errno::ENOTDIR,
+        Error::InvalidArgument(_) => Errno::EINVAL,
+        other => {
+            // Damage or I/O trouble: this file fails, the mount goes on.
+            eprintln!("cellar mount: {other}");
+            Errno::EIO
+        }
+    }
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Char => FileType::CharDevice,
+        Kind::Block => FileType::BlockDevice,
+        Kind::Fifo => FileType::NamedPipe,
+    }
+}
+
+fn time(secs: i64, nsec: u32) -> SystemTime {
+    let d = Duration::new(secs.unsigned_abs(), nsec);
+    if secs >= 0 {
+        UNIX_EPOCH + d
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::new(0, nsec)
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    let mtime = time(a.mtime, a.mtime_nsec);
+    // Linux's dev_t encoding of major:minor.
+    let rdev = ((a.rdev_major & 0xfff) << 8) | (a.rdev_minor & 0xff) | ((a.rdev_minor & !0xff) << 12);
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: mtime,
+        mtime,
+        ctime: mtime,
+        crtime: mtime,
+        kind: file_type(a.kind),
+        perm: (a.mode & 0o7777) as u16,
+        nlink: a.nlink.min(u32::MAX as u64) as u32,
+        uid: a.uid as u32,
+        gid: a.gid as u32,
+        rdev: rdev as u32,
+        blksize: 64 * 1024,
+        flags: 0,
+    }
+}
+
+fn ttl(a: &Attr) -> Duration {
+    if a.volatile {
+        VOLATILE
+    } else {
+        FOREVER
+    }
+}
+
+/// Reply to a getxattr/listxattr: the size when asked for it, else the bytes (or ERANGE).
+fn xattr_reply(reply: ReplyXattr, size: u32, bytes: &[u8]) {
+    if size == 0 {
+        reply.size(bytes.len() as u32);
+    } else if bytes.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(bytes);
+    }
+}
+
+impl Filesystem for CellarFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Large sequential reads: the kernel may read ahead up to 1 MiB.
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.view.lookup(parent.0, name.as_bytes()) {
+            Ok(Some(a)) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
+            Ok(None) => reply.error(Errno::ENOENT),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.view.getattr(ino.0) {
+            Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.view.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.view.read(ino.0, offset, size as usize) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let entries = match self.view.readdir(ino.0) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        // Offsets: 1 and 2 are `.` and `..`, then the entries in order.
+        let dots = [(ino.0, Kind::Dir, b".".to_vec()), (ino.0, Kind::Dir, b"..".to_vec())];
+        for (i, (child, kind, name)) in dots.into_iter().chain(entries).enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(child), i as u64 + 1, file_type(kind), OsStr::from_bytes(&name)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.view.xattrs(ino.0) {
+            Ok(attrs) => match attrs.iter().find(|(k, _)| k.as_slice() == name.as_bytes()) {
+                Some((_, v)) => xattr_reply(reply, size, v),
+                None => reply.error(Errno::ENODATA),
+            },
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.view.xattrs(ino.0) {
+            Ok(attrs) => {
+                let mut names = Vec::new();
+                for (k, _) in &attrs {
+                    names.extend_from_slice(k);
+                    names.push(0);
+                }
+                xattr_reply(reply, size, &names);
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}

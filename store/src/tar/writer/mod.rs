@@ -1,0 +1,373 @@
+//! A native tar writer for `cellar snapshot --dir DIR`: archives a local directory without an
+//! external `tar`, deterministically (an unchanged directory gives the same bytes every time).
+//!
+//! # The stream
+//!
+//! POSIX pax, as GNU tar writes it with `tar --format=posix -C DIR -cf - .`, minus everything
+//! that varies between runs:
+//!
+//! - Headers are ustar (magic `ustar\0`, version `00`). Numbers are zero-padded octal ending in
+//!   NUL (`%07o`, `%011o`); the checksum is `%06o\0 `. uname, gname, atime and ctime are never
+//!   written (owners are numeric only); devmajor/devminor are `0000000\0` except for devices.
+//! - Member names: the root is `./`, everything else `./path`, directories end in `/`. The walk
+//!   is depth-first, entries of a directory sorted by the bytes of their names, a directory
+//!   before its contents. Names are raw bytes (any byte but NUL and `/`, newlines included).
+//! - Mode is `st_mode & 0o7777` (setuid, setgid and sticky included); uid and gid are numeric;
+//!   mtime is seconds. Typeflags: `0` regular file, `1` hard link, `2` symlink (target from
+//!   readlink, raw bytes), `3`/`4` character/block device (devmajor, devminor), `5` directory,
+//!   `6` fifo. Sockets and other types are left out, with a warning.
+//! - Hard links: a regular file with st_nlink > 1 whose (st_dev, st_ino) was already archived
+//!   is a `1` member, size 0, linkname the first member's name.
+//! - A local `x` header precedes a member only when something does not fit ustar: the name
+//!   does not fit the 100-byte name field nor a split at a `/` into prefix (≤ 155 bytes) and
+//!   name (1..=100 bytes) (`path`; the name field then holds its first 100 bytes); the link
+//!   target is over 100 bytes (`linkpath`; likewise truncated in the field); uid or gid over
+//!   0o7777777 or size over 0o77777777777 (`uid`, `gid`, `size`; the field then holds 0); mtime
+//!   negative, over 0o77777777777 or with non-zero nanoseconds (`mtime=SECS` or
+//!   `mtime=SECS.FRACTION`, fraction trailing zeros trimmed, negative times as `-1.5`; the field
+//!   holds the whole seconds, 0 when out of range); extended attributes; sparse files. Records
+//!   are `"%d %s=%s\n"` with the self-inclusive decimal length, sorted by key bytes. The `x`
+//!   header's own ustar header: name `./PaxHeaders/<basename>` (basename `.` for the root;
+//!   truncated to 100 bytes), mode 0644, uid/gid 0, mtime the member's mtime field, no
+//!   devmajor/devminor.
+//! - Extended attributes: every one llistxattr/lgetxattr return, in any namespace, as
+//!   `SCHILY.xattr.NAME=VALUE` (VALUE raw bytes; `%` and `=` in NAME written `%25` and `%3D`, as
+//!   GNU tar does).
+//! - Sparse files (st_blocks * 512 < st_size, and SEEK_DATA/SEEK_HOLE find a hole): GNU sparse
+//!   format 1.0, byte for byte as GNU tar 1.34 `--sparse --format=posix` writes it, except the
+//!   `%p` in the name is 0: records `GNU.sparse.major=1`, `GNU.sparse.minor=0`,
+//!   `GNU.sparse.name=<member name>`, `GNU.sparse.realsize=<st_size>`; the ustar name is
+//!   `<dir>/GNUSparseFile.0/<basename>` (`<dir>` the member name's directory part, e.g. `.`;
+//!   truncated to 100 bytes); the payload is the map in decimal — `<count>\n`, then
+//!   `<offset>\n<length>\n` per data segment, always ending with a `(st_size, 0)` segment —
+//!   NUL-padded to a multiple of 512, then the data segments' bytes. The size field is the map
+//!   (padded) plus the data. A file with no data at all has the single segment `(st_size, 0)`.
+//! - The end: two zero blocks, then zeros up to a multiple of 10240 bytes.
+//!
+//! # What is read
+//!
+//! Nothing is followed through a symlink except DIR itself (like `tar -C DIR`). Files are
+//! opened with O_NOFOLLOW and streamed; a file that shrinks while being read is padded with
+//! zeros to the size in its header, one that grows is cut there, and both give a "file changed
+//! as we read it" warning. A path that cannot be read (permission denied, vanished) is left out
+//! with a warning naming it. `--one-file-system` archives a directory on another device than
+//! DIR (a mount point) but not its contents. `--exclude` patterns are GNU tar's (described in
+//! the `glob` module); an excluded directory is left out with its contents; the root itself is
+//! never excluded.
+//!
+//! # Differences from GNU tar's posix format
+//!
+//! Besides leaving out atime, ctime, uname and gname and naming every `x` header
+//! `./PaxHeaders/<basename>`: names with non-ASCII bytes stay in the ustar fields when they fit
+//! (GNU tar moves them to `path` records), a name of 101..=256 bytes is split into prefix and
+//! name when a `/` allows it (GNU tar always uses a `path` record), and `x` records are sorted
+//! by key (GNU tar writes them in its own order). Like GNU tar, `path`/`linkpath` values are
+//! written as the raw bytes of the name with no `hdrcharset` record (GNU tar 1.34 would warn
+//! about one); bsdtar reads such names right but warns about those that are not UTF-8.
+
+mod header;
+mod output;
+mod regular;
+mod sparse;
+mod xattrs;
+
+use std::ffi::OsStr;
+use std::fmt::Display;
+use std::fs::{self, Metadata};
+use std::io::{self, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use self::header::{Entry, BLOCK_DEVICE, CHAR_DEVICE, FIFO, SYMLINK};
+use self::output::Out;
+use self::regular::HardLinks;
+use self::xattrs::{read_xattrs, xattr_key};
+use super::glob::Excludes;
+use crate::tar::header::DIRECTORY;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Default)]
+pub struct DirOptions {
+    /// GNU tar-like `--exclude` patterns (see the `glob` module).
+    pub excludes: Vec<String>,
+    /// Do not descend into directories on another device than the root.
+    pub one_file_system: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirReport {
+    /// Paths left out or archived imperfectly, each message naming the path.
+    pub warnings: Vec<String>,
+    /// Members written (the `x` headers are not members of their own).
+    pub members: u64,
+}
+
+/// Write DIR as a tar stream to `out`. Deterministic: the same unchanged directory gives the
+/// same bytes every time. See the module documentation for the exact dialect.
+pub fn write_dir(root: &Path, opts: &DirOptions, out: &mut dyn Write) -> Result<DirReport> {
+    // The root is followed if it is a symlink, as `tar -C DIR` would. Naming it `DIR/.` then
+    // makes the calls that never follow a symlink (lgetxattr) see the directory as well.
+    let is_link = fs::symlink_metadata(root).is_ok_and(|m| m.file_type().is_symlink());
+    let root = if is_link {
+        root.join(".")
+    } else {
+        root.to_path_buf()
+    };
+    let root_md = fs::metadata(&root).map_err(|e| Error::io(&root, e))?;
+    if !root_md.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: not a directory",
+            root.display()
+        )));
+    }
+    let mut walker = Walker::new(&root, &root_md, opts, out);
+    walker.run(&root_md)?;
+    walker.out.finish()?;
+    Ok(walker.report)
+}
+
+/// The walk's state. Errors returned by its methods are fatal (the output failed, or the root
+/// cannot be listed); anything wrong with one path becomes a warning.
+struct Walker<'a> {
+    root: &'a Path,
+    root_dev: u64,
+    one_file_system: bool,
+    excludes: Excludes,
+    out: Out<'a>,
+    links: HardLinks,
+    report: DirReport,
+}
+
+/// A directory whose member is written and whose entries are being walked.
+struct OpenDir {
+    /// Path relative to the root, no leading `./`, no trailing `/` (empty for the root).
+    rel: Vec<u8>,
+    names: std::vec::IntoIter<Vec<u8>>,
+}
+
+impl<'a> Walker<'a> {
+    fn new(
+        root: &'a Path,
+        root_md: &Metadata,
+        opts: &DirOptions,
+        out: &'a mut dyn Write,
+    ) -> Walker<'a> {
+        Walker {
+            root,
+            root_dev: root_md.dev(),
+            one_file_system: opts.one_file_system,
+            excludes: Excludes::new(&opts.excludes),
+            out: Out::new(out),
+            links: HardLinks::default(),
+            report: DirReport::default(),
+        }
+    }
+
+    /// Depth-first with an explicit stack, so a deep tree cannot overflow the call stack.
+    fn run(&mut self, root_md: &Metadata) -> Result<()> {
+        let mut stack: Vec<OpenDir> = self.directory(Vec::new(), root_md)?.into_iter().collect();
+        while let Some(top) = stack.last_mut() {
+            let Some(name) = top.names.next() else {
+                stack.pop();
+                continue;
+            };
+            let rel = child(&top.rel, &name);
+            if let Some(dir) = self.visit(rel)? {
+                stack.push(dir);
+            }
+        }
+        Ok(())
+    }
+
+    fn path(&self, rel: &[u8]) -> PathBuf {
+        if rel.is_empty() {
+            self.root.to_path_buf()
+        } else {
+            self.root.join(OsStr::from_bytes(rel))
+        }
+    }
+
+    fn warn(&mut self, path: &Path, what: impl Display) {
+        self.report
+            .warnings
+            .push(format!("{}: {what}", shown(path)));
+    }
+
+    /// Archive one entry below the root; a directory comes back to have its entries walked.
+    fn visit(&mut self, rel: Vec<u8>) -> Result<Option<OpenDir>> {
+        if self.excludes.excludes(&rel) {
+            return Ok(None);
+        }
+        let path = self.path(&rel);
+        let md = match fs::symlink_metadata(&path) {
+            Ok(md) => md,
+            Err(e) => {
+                self.warn(&path, e);
+                return Ok(None);
+            }
+        };
+        let ft = md.file_type();
+        if ft.is_dir() {
+            return self.directory(rel, &md);
+        }
+        if ft.is_file() {
+            self.regular(&rel, &path, &md)?;
+        } else if ft.is_symlink() {
+            self.symlink(&rel, &path, &md)?;
+        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+            self.special(&rel, &path, &md)?;
+        } else if ft.is_socket() {
+            self.warn(&path, "socket ignored");
+        } else {
+            self.warn(&path, "unknown file type; not dumped");
+        }
+        Ok(None)
+    }
+
+    /// Write a directory's member; return it with its sorted entries unless it is a mount
+    /// point under `--one-file-system`. The entries are listed first so that a directory that
+    /// cannot be read is left out whole, as GNU tar does.
+    fn directory(&mut self, rel: Vec<u8>, md: &Metadata) -> Result<Option<OpenDir>> {
+        let path = self.path(&rel);
+        let descend = !self.one_file_system || md.dev() == self.root_dev;
+        let names = if descend {
+            match list_dir(&path) {
+                Ok(names) => names,
+                // Without its root listing the snapshot would be empty: that is an error.
+                Err(e) if rel.is_empty() => return Err(Error::io(path, e)),
+                Err(e) => {
+                    self.warn(&path, e);
+                    return Ok(None);
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let mut entry = Entry::new(member_name(&rel, true), DIRECTORY, md);
+        self.add_xattrs(&mut entry, &path);
+        if !self.emit(&entry, &path)? {
+            return Ok(None);
+        }
+        Ok(Some(OpenDir {
+            rel,
+            names: names.into_iter(),
+        }))
+    }
+
+    fn symlink(&mut self, rel: &[u8], path: &Path, md: &Metadata) -> Result<()> {
+        let target = match fs::read_link(path) {
+            Ok(t) => t.into_os_string().into_vec(),
+            Err(e) => {
+                self.warn(path, e);
+                return Ok(());
+            }
+        };
+        let mut entry = Entry::new(member_name(rel, false), SYMLINK, md);
+        entry.link = target;
+        self.add_xattrs(&mut entry, path);
+        self.emit(&entry, path)?;
+        Ok(())
+    }
+
+    /// Devices and fifos: header only.
+    fn special(&mut self, rel: &[u8], path: &Path, md: &Metadata) -> Result<()> {
+        let ft = md.file_type();
+        let typeflag = if ft.is_char_device() {
+            CHAR_DEVICE
+        } else if ft.is_block_device() {
+            BLOCK_DEVICE
+        } else {
+            FIFO
+        };
+        let mut entry = Entry::new(member_name(rel, false), typeflag, md);
+        if typeflag != FIFO {
+            let rdev = md.rdev() as libc::dev_t;
+            entry.dev = (libc::major(rdev).into(), libc::minor(rdev).into());
+        }
+        self.add_xattrs(&mut entry, path);
+        self.emit(&entry, path)?;
+        Ok(())
+    }
+
+    fn add_xattrs(&mut self, entry: &mut Entry, path: &Path) {
+        match read_xattrs(path) {
+            Ok(attrs) => {
+                for (name, value) in attrs {
+                    entry.pax.insert(xattr_key(&name), value);
+                }
+            }
+            Err(e) => self.warn(
+                path,
+                format_args!("cannot read extended attributes: {e}; archived without them"),
+            ),
+        }
+    }
+
+    /// Write a member's headers. A member that cannot be represented is left out with a
+    /// warning; returns whether it was written.
+    fn emit(&mut self, entry: &Entry, path: &Path) -> Result<bool> {
+        match entry.encode() {
+            Ok(headers) => {
+                self.out.write(&headers)?;
+                self.report.members += 1;
+                Ok(true)
+            }
+            Err(why) => {
+                self.warn(path, format_args!("{why}; not dumped"));
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// `parent/name` for relative paths, where the root is the empty path.
+fn child(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut rel = Vec::with_capacity(parent.len() + 1 + name.len());
+    if !parent.is_empty() {
+        rel.extend_from_slice(parent);
+        rel.push(b'/');
+    }
+    rel.extend_from_slice(name);
+    rel
+}
+
+/// The member name GNU tar gives a path under `tar -C DIR -cf - .`.
+fn member_name(rel: &[u8], dir: bool) -> Vec<u8> {
+    if rel.is_empty() {
+        return b"./".to_vec();
+    }
+    let mut name = Vec::with_capacity(rel.len() + 3);
+    name.extend_from_slice(b"./");
+    name.extend_from_slice(rel);
+    if dir {
+        name.push(b'/');
+    }
+    name
+}
+
+/// A path for a warning: control characters (newlines in names) escaped.
+fn shown(path: &Path) -> String {
+    let mut s = String::new();
+    for c in path.to_string_lossy().chars() {
+        if c.is_control() {
+            s.extend(c.escape_default());
+        } else {
+            s.push(c);
+        }
+    }
+    s
+}
+
+/// A directory's entry names, sorted by their bytes: the order that makes the stream
+/// independent of how the file system happens to return them.
+fn list_dir(path: &Path) -> io::Result<Vec<Vec<u8>>> {
+    let mut names = fs::read_dir(path)?
+        .map(|e| e.map(|e| e.file_name().into_vec()))
+        .collect::<io::Result<Vec<_>>>()?;
+    names.sort_unstable();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,230 @@
+//! `cellar diff` between two snapshots, against what differs between GNU tar's extractions of
+//! the two streams.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::oracle::*;
+use crate::common::*;
+use crate::trees::*;
+
+/// What `diff` should say, computed from two extractions.
+fn expected_diff(a: &Path, b: &Path) -> Vec<(Vec<u8>, &'static str, Vec<&'static str>)> {
+    let mut ma: BTreeMap<Vec<u8>, PathBuf> = walk(a).into_iter().collect();
+    let mut mb: BTreeMap<Vec<u8>, PathBuf> = walk(b).into_iter().collect();
+    // The root itself, shown as `/`.
+    ma.insert(b"/".to_vec(), a.to_path_buf());
+    mb.insert(b"/".to_vec(), b.to_path_buf());
+    let mut out = Vec::new();
+    let all: BTreeSet<&Vec<u8>> = ma.keys().chain(mb.keys()).collect();
+    for p in all {
+        match (ma.get(p), mb.get(p)) {
+            (Some(_), None) => out.push((p.clone(), "removed", vec![])),
+            (None, Some(_)) => out.push((p.clone(), "added", vec![])),
+            (Some(x), Some(y)) => {
+                let (mx, my) = (disk_meta(x), disk_meta(y));
+                let (sx, sy) = (
+                    std::fs::symlink_metadata(x).unwrap(),
+                    std::fs::symlink_metadata(y).unwrap(),
+                );
+                let mut f = Vec::new();
+                let mut check = |name, differs: bool| {
+                    if differs {
+                        f.push(name)
+                    }
+                };
+                check("type", mx.kind != my.kind);
+                check("mode", mx.mode != my.mode);
+                check("uid", mx.uid != my.uid);
+                check("gid", mx.gid != my.gid);
+                check(
+                    "mtime",
+                    (sx.mtime(), sx.mtime_nsec()) != (sy.mtime(), sy.mtime_nsec()),
+                );
+                check(
+                    "size",
+                    mx.kind != "dir" && mx.size.unwrap_or(0) != my.size.unwrap_or(0),
+                );
+                check(
+                    "content",
+                    mx.kind == "file"
+                        && my.kind == "file"
+                        && std::fs::read(x).unwrap() != std::fs::read(y).unwrap(),
+                );
+                check("link_target", mx.target != my.target);
+                check("device", mx.dev != my.dev);
+                check("xattrs", mx.xattrs != my.xattrs);
+                check(
+                    "nlink",
+                    mx.kind != "dir" && mx.nlink.unwrap_or(1) != my.nlink.unwrap_or(1),
+                );
+                if !f.is_empty() {
+                    out.push((p.clone(), "modified", f));
+                }
+            }
+            (None, None) => unreachable!(),
+        }
+    }
+    out
+}
+
+/// Reset a file's content keeping its mtime (to the nanosecond).
+fn rewrite_keeping_mtime(path: &Path, data: &[u8]) {
+    let before = std::fs::metadata(path).unwrap().modified().unwrap();
+    std::fs::write(path, data).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(before)
+        .unwrap();
+}
+
+#[test]
+fn diff_lists_what_changed_between_extractions() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    portable_tree(&root);
+    write_file(&root.join("keep/touched.txt"), b"touch me\n");
+    set_mtime(&root.join("keep/touched.txt"), 1_500_000_000);
+    write_file(&root.join("keep/attrs.txt"), b"attrs\n");
+    write_file(&root.join("gone/sub/deeper/x"), b"x\n");
+    write_file(&root.join("gone/y"), b"y\n");
+    let stream_a = archive(GNU_TAR_POSIX_XATTRS, &root);
+    let a = store.snapshot_bytes(&stream_a, "vm");
+
+    // Change the tree.
+    write_file(&root.join("new/a.txt"), b"new a\n");
+    write_file(&root.join("new/sub/b.bin"), &noise(5000, 7));
+    write_file(&root.join("etc/added.conf"), b"added\n");
+    std::fs::hard_link(root.join("etc/hostname"), root.join("etc/hostname.third")).unwrap();
+    std::fs::remove_dir_all(root.join("gone")).unwrap();
+    let mut tool = noise(300_000, 1);
+    tool[150_000] ^= 0xFF;
+    rewrite_keeping_mtime(&root.join("usr/bin/tool"), &tool);
+    std::fs::set_permissions(
+        root.join("etc/empty"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::remove_file(root.join("etc/tool-link")).unwrap();
+    symlink("../usr/bin/other-tool", root.join("etc/tool-link")).unwrap();
+    set_mtime(&root.join("keep/touched.txt"), 1_600_000_000);
+    set_xattr(&root.join("keep/attrs.txt"), "user.added", b"1");
+    std::fs::remove_dir(root.join("var/empty-dir")).unwrap();
+    write_file(&root.join("var/empty-dir"), b"now a file\n");
+    let stream_b = archive(GNU_TAR_POSIX_XATTRS, &root);
+    let b = store.snapshot_bytes(&stream_b, "vm");
+
+    let (ea, eb) = (store.scratch("a"), store.scratch("b"));
+    extract(&store, &stream_a, &ea);
+    extract(&store, &stream_b, &eb);
+    let want = expected_diff(&ea, &eb);
+
+    // Text: one sorted line per changed path.
+    let text = store.ok(&["diff", &a, &b]);
+    let want_text: Vec<String> = want
+        .iter()
+        .map(|(p, change, _)| {
+            let sign = match *change {
+                "added" => "+",
+                "removed" => "-",
+                _ => "M",
+            };
+            format!("{sign} {}", lossy(p))
+        })
+        .collect();
+    assert_eq!(lines(&text), want_text, "diff A B");
+    let paths: Vec<&str> = text.lines().map(|l| &l[2..]).collect();
+    let mut sorted = paths.clone();
+    sorted.sort();
+    assert_eq!(paths, sorted, "diff output is sorted");
+
+    // The changes the test made are all there, as the issue describes them.
+    for line in [
+        "+ /new",
+        "+ /new/a.txt",
+        "+ /new/sub",
+        "+ /new/sub/b.bin",
+        "+ /etc/added.conf",
+        "+ /etc/hostname.third",
+        "- /gone",
+        "- /gone/sub",
+        "- /gone/sub/deeper",
+        "- /gone/sub/deeper/x",
+        "- /gone/y",
+        "M /usr/bin/tool",
+        "M /etc/empty",
+        "M /etc/tool-link",
+        "M /keep/touched.txt",
+        "M /keep/attrs.txt",
+        "M /etc/hostname",
+        "M /etc/hostname.hard",
+        "M /var/empty-dir",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "diff should list {line:?}:\n{text}"
+        );
+    }
+    for untouched in ["/usr/bin", "/keep"] {
+        assert!(
+            !text.lines().any(|l| l.ends_with(&format!(" {untouched}"))),
+            "{untouched} did not change:\n{text}"
+        );
+    }
+
+    // JSON: which fields.
+    let got = store.json(&["diff", &a, &b, "--json"]);
+    let want_json: Vec<Value> = want
+        .iter()
+        .map(|(p, change, fields)| json!({"path": lossy(p), "change": change, "fields": fields}))
+        .collect();
+    assert_eq!(got, Value::Array(want_json.clone()), "diff --json A B");
+    let fields = |path: &str| -> Value {
+        got.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["path"] == path)
+            .unwrap_or_else(|| panic!("{path} not in diff --json"))["fields"]
+            .clone()
+    };
+    assert_eq!(fields("/usr/bin/tool"), json!(["content"]));
+    assert_eq!(fields("/etc/empty"), json!(["mode"]));
+    assert_eq!(fields("/keep/touched.txt"), json!(["mtime"]));
+    assert_eq!(fields("/keep/attrs.txt"), json!(["xattrs"]));
+    assert_eq!(fields("/etc/hostname"), json!(["nlink"]));
+    let link = fields("/etc/tool-link");
+    assert!(
+        link.as_array().unwrap().contains(&json!("link_target")),
+        "{link}"
+    );
+    assert!(
+        fields("/var/empty-dir")
+            .as_array()
+            .unwrap()
+            .contains(&json!("type")),
+        "a directory became a file"
+    );
+
+    // The other way round: added and removed swap.
+    let back = store.ok(&["diff", &b, &a]);
+    let want_back: Vec<String> = want_text
+        .iter()
+        .map(|l| match &l[..2] {
+            "+ " => format!("- {}", &l[2..]),
+            "- " => format!("+ {}", &l[2..]),
+            _ => l.clone(),
+        })
+        .collect();
+    assert_eq!(lines(&back), want_back, "diff B A");
+
+    // A snapshot against itself, and against an identical re-snapshot: nothing.
+    assert_eq!(store.ok(&["diff", &a, &a]), "");
+    assert_eq!(store.json(&["diff", &b, &b, "--json"]), json!([]));
+    let b2 = store.snapshot_bytes(&stream_b, "other");
+    assert_eq!(store.ok(&["diff", &b, &b2]), "");
+}

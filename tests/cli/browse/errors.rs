@@ -1,0 +1,69 @@
+//! Bad arguments: paths that do not exist, lead through a file or a symlink, or name the wrong
+//! kind of entry, and snapshots that do not exist: exit status 2 and a message that says which.
+
+use std::process::Output;
+
+use super::oracle::*;
+use crate::common::*;
+use crate::trees::*;
+
+/// Require exit status 2, nothing on stdout, and a message with every one of `needles`.
+pub(super) fn assert_usage_error(out: &Output, what: &str, needles: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{what}: exit status; stderr:\n{err}"
+    );
+    assert!(out.stdout.is_empty(), "{what}: wrote to stdout");
+    for n in needles {
+        assert!(err.contains(n), "{what}: message should name {n:?}:\n{err}");
+    }
+}
+
+#[test]
+fn bad_paths_and_snapshots_exit_2() {
+    let store = TestStore::new();
+    let id = snapshot_tree(&store, portable_tree, GNU_TAR).id;
+
+    let out = store.run(&["ls", &id, "/no/such"]);
+    assert_usage_error(&out, "ls /no/such", &["/no", "no such file"]);
+    let out = store.run(&["ls", &id, "/etc/nosuch"]);
+    assert_usage_error(&out, "ls /etc/nosuch", &["/etc/nosuch", "no such file"]);
+    let out = store.run(&["ls", &id, "/etc/hostname/x"]);
+    assert_usage_error(
+        &out,
+        "ls /etc/hostname/x",
+        &["/etc/hostname", "not a directory"],
+    );
+    let out = store.run(&["cat", &id, "/etc/hostname/x"]);
+    assert_usage_error(
+        &out,
+        "cat /etc/hostname/x",
+        &["/etc/hostname", "not a directory"],
+    );
+    let out = store.run(&["cat", &id, "/etc"]);
+    assert_usage_error(&out, "cat /etc", &["/etc", "directory"]);
+    let out = store.run(&["cat", &id, "/"]);
+    assert_usage_error(&out, "cat /", &["directory"]);
+    let out = store.run(&["cat", &id, "/etc/tool-link"]);
+    assert_usage_error(&out, "cat /etc/tool-link", &["symlink", "../usr/bin/tool"]);
+    let out = store.run(&["cat", &id, "/etc/missing"]);
+    assert_usage_error(&out, "cat /etc/missing", &["/etc/missing", "no such file"]);
+    let out = store.run(&["ls", &id, "/etc/../etc"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "'..' in a path: {}",
+        stderr(&out)
+    );
+
+    let out = store.run(&["ls", "nosuch-snap"]);
+    assert_usage_error(&out, "ls nosuch-snap", &["nosuch-snap"]);
+    let out = store.run(&["cat", "nosuch-snap", "/etc/hostname"]);
+    assert_usage_error(&out, "cat nosuch-snap", &["nosuch-snap"]);
+    let out = store.run(&["diff", &id, "nosuch-snap"]);
+    assert_usage_error(&out, "diff SNAP nosuch-snap", &["nosuch-snap"]);
+    let out = store.run(&["cat", &id]);
+    assert_eq!(out.status.code(), Some(2), "cat without a path");
+}

@@ -1,0 +1,13 @@
+//! Browsing a snapshot as a tree: `cellar ls`, `cellar cat` and `cellar diff`, checked against
+//! what `tar --numeric-owner --xattrs --xattrs-include='*' -xpf` extracts from the same stream
+//! (the tests run as root, so the extraction keeps owners, modes, devices and xattrs).
+
+mod oracle;
+mod ustar;
+
+mod diff;
+mod errors;
+mod extraction;
+mod listing;
+mod metadata;
+mod names;
