@@ -30,7 +30,7 @@ enum Inode {
     /// `NAME/latest`, a symlink to the newest snapshot's id.
     Latest(String),
     /// A node inside a snapshot (its root included).
-    Node { snap: Arc<Snapshot>, node: Node },
+    Node { snap: Arc<Snapshot>, node: Arc<Node> },
 }
 
 #[derive(Hash, PartialEq, Eq)]
@@ -79,7 +79,7 @@ impl FsView {
             store,
             Inode::Node {
                 snap: Arc::new(snap),
-                node,
+                node: Arc::new(node),
             },
         ))
     }
@@ -131,7 +131,7 @@ impl FsView {
         };
         self.intern(key, || Inode::Node {
             snap: snap.clone(),
-            node: node.clone(),
+            node: Arc::new(node.clone()),
         })
     }
 
@@ -140,7 +140,7 @@ impl FsView {
         let id = snap.id;
         Ok(self.intern(Key::Root(id), move || Inode::Node {
             snap: Arc::new(snap),
-            node,
+            node: Arc::new(node),
         }))
     }
 
@@ -292,14 +292,14 @@ impl FsView {
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         match self.get(ino)? {
             Inode::Latest(lineage) => self.latest_target(&lineage),
-            Inode::Node { node, .. } if node.kind == Kind::Symlink => Ok(node.link),
+            Inode::Node { node, .. } if node.kind == Kind::Symlink => Ok(node.link.clone()),
             _ => Err(Error::InvalidArgument("not a symlink".into())),
         }
     }
 
     pub fn xattrs(&self, ino: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         Ok(match self.get(ino)? {
-            Inode::Node { node, .. } => node.xattrs,
+            Inode::Node { node, .. } => node.xattrs.clone(),
             _ => Vec::new(),
         })
     }

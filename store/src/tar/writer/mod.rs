@@ -84,8 +84,8 @@ use self::output::Out;
 use self::regular::HardLinks;
 use self::xattrs::{read_xattrs, xattr_key};
 use super::glob::Excludes;
-use crate::tar::header::DIRECTORY;
 use crate::error::{Error, Result};
+use crate::tar::header::DIRECTORY;
 
 #[derive(Debug, Clone, Default)]
 pub struct DirOptions {

@@ -62,7 +62,12 @@ impl<'a> Out<'a> {
     /// Copy exactly `len` bytes of `file` from `offset`. If the file ends early or cannot be
     /// read, the rest is written as zeros (the header has promised `len` bytes) and the
     /// trouble returned.
-    pub(super) fn copy(&mut self, file: &File, offset: u64, len: u64) -> Result<Option<ReadTrouble>> {
+    pub(super) fn copy(
+        &mut self,
+        file: &File,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<ReadTrouble>> {
         let mut done = 0;
         while done < len {
             let want = (len - done).min(self.buf.len() as u64) as usize;

@@ -53,7 +53,13 @@ impl Walker<'_> {
     }
 
     /// Archive an open regular file whose header will say `md`.
-    pub(super) fn file(&mut self, name: Vec<u8>, path: &Path, file: &File, md: &Metadata) -> Result<()> {
+    pub(super) fn file(
+        &mut self,
+        name: Vec<u8>,
+        path: &Path,
+        file: &File,
+        md: &Metadata,
+    ) -> Result<()> {
         let size = md.size();
         let mut entry = Entry::new(name, REGULAR, md);
         self.add_xattrs(&mut entry, path);

@@ -11,7 +11,6 @@ use super::tree::p;
 use crate::tar::writer::xattrs::read_xattrs;
 use crate::tar::writer::{child, list_dir};
 
-
 /// Differences between the tree at `src` and its extraction at `dst`: types, modes,
 /// owners, mtimes (with nanoseconds), contents, link targets, devices, xattrs, and hard
 /// links (files linked in `src` are linked in `dst`). Sockets are expected to be missing.

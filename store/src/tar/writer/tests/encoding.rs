@@ -6,8 +6,8 @@ use super::tree::T0;
 use crate::tar::header::{self, BLOCK};
 use crate::tar::pax::{self, PaxRecord};
 use crate::tar::writer::header::{
-    pax_header_name, pax_record, pax_time, split_name, Entry, Timestamp, CHAR_DEVICE,
-    MAX_OCTAL_11, REGULAR,
+    pax_header_name, pax_record, pax_time, split_name, Entry, Timestamp, CHAR_DEVICE, MAX_OCTAL_11,
+    REGULAR,
 };
 use crate::tar::writer::sparse::sparse_ustar_name;
 

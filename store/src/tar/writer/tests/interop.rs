@@ -76,8 +76,7 @@ fn gnu_tar_extracts_the_same_tree() {
 
 /// bsdtar's complaint, shared with GNU tar's own archives, about a `path` record that is not
 /// UTF-8 (see the module documentation); it still lists and extracts the name right.
-const BSDTAR_NOT_UTF8: &str =
-    "bsdtar: Pathname can't be converted from UTF-8 to current locale.\n\
+const BSDTAR_NOT_UTF8: &str = "bsdtar: Pathname can't be converted from UTF-8 to current locale.\n\
     bsdtar: Error exit delayed from previous errors.\n";
 
 #[test]

@@ -1,5 +1,5 @@
-//! Tests of the directory writer. The trees they build need root: device nodes, owners,
-//! a tmpfs mount.
+//! Tests of the directory writer (they run as root: device nodes, owners, a tmpfs mount), and
+//! the helpers they share for writing a tree and reading its stream back.
 
 mod compare;
 mod encoding;

@@ -39,8 +39,7 @@ pub(super) fn set_mtime(path: &Path, secs: i64, nsec: i64) {
     }; 2];
     let flags = libc::AT_SYMLINK_NOFOLLOW;
     // SAFETY: valid NUL-terminated path and a two-element timespec array.
-    let rc =
-        unsafe { libc::utimensat(libc::AT_FDCWD, c_path(path).as_ptr(), ts.as_ptr(), flags) };
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c_path(path).as_ptr(), ts.as_ptr(), flags) };
     check(rc, "utimensat", path);
 }
 
