@@ -9,3 +9,6 @@ pub mod writer;
 
 pub use reader::{ByteSource, End, IoSource, Member, TarReader};
 pub use writer::{write_dir, DirOptions, DirReport};
+
+#[cfg(test)]
+mod tests;
