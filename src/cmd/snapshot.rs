@@ -99,17 +99,32 @@ fn snapshot_dir(
     };
     let (reader, mut writer) = std::io::pipe().context("creating a pipe")?;
     let root = dir.to_path_buf();
-    let archiver = std::thread::spawn(move || write_dir(&root, &dir_opts, &mut writer));
-    let mut finished = None;
+    let mut archiver = Some(std::thread::spawn(move || {
+        write_dir(&root, &dir_opts, &mut writer)
+    }));
+    let mut join = || {
+        archiver
+            .take()
+            .map(|a| {
+                a.join()
+                    .map_err(|_| Error::SourceFailed("the directory archiver panicked".into()))?
+            })
+            .transpose()
+    };
     let result = store.ingest(Box::new(reader), opts, || {
-        let report = archiver
-            .join()
-            .map_err(|_| Error::SourceFailed("the directory archiver panicked".into()))??;
-        finished = Some(report.warnings);
+        if let Some(report) = join()? {
+            warnings.extend(report.warnings);
+        }
         Ok(())
     });
-    warnings.extend(finished.into_iter().flatten());
-    Ok(result?)
+    match result {
+        Ok(r) => Ok(r),
+        // The stream broke because the archiver stopped: its error is the one that explains.
+        Err(e) => match join() {
+            Err(archiver) if !matches!(archiver, Error::Output(_)) => Err(archiver.into()),
+            _ => Err(e.into()),
+        },
+    }
 }
 
 /// The command after `--`, its stdout piped into the ingest, its stderr kept for messages.

@@ -470,9 +470,13 @@ fn tree_member(
             .ok_or_else(|| bad("sparse member without its real size"))?;
         // The map must describe exactly the data that follows it, within the file.
         let data: u64 = segs.iter().map(|s| s.1).sum();
-        let fits = segs
-            .iter()
-            .all(|&(o, l)| o.checked_add(l).is_some_and(|end| end <= size));
+        // ...in file order, without overlaps.
+        let mut end_of_previous = 0;
+        let fits = segs.iter().all(|&(o, l)| {
+            let ok = o >= end_of_previous && o.checked_add(l).is_some_and(|end| end <= size);
+            end_of_previous = o.saturating_add(l);
+            ok
+        });
         if !fits || Some(data) != m.payload_len.checked_sub(data_offset) {
             return Err(bad("sparse map does not match the member's data"));
         }

@@ -39,9 +39,18 @@ fn split(components: &[&[u8]]) -> (Vec<u8>, Vec<u8>) {
     }
 }
 
+/// Paths longer than Linux can open (PATH_MAX) could never be extracted, and no root
+/// filesystem nests hundreds of directories deep: such members are left out of the tree,
+/// which bounds the depth every tree walk recurses to.
+const MAX_PATH: usize = 4095;
+const MAX_DEPTH: usize = 256;
+
 /// GNU tar's rules for member names: leading `/` and `.` components go; a name with `..` is
 /// not extracted. Returns None for names to skip.
 pub fn normalize(path: &[u8]) -> Option<Vec<&[u8]>> {
+    if path.len() > MAX_PATH {
+        return None;
+    }
     let mut out = Vec::new();
     for c in path.split(|&b| b == b'/') {
         match c {
@@ -50,7 +59,7 @@ pub fn normalize(path: &[u8]) -> Option<Vec<&[u8]>> {
             c => out.push(c),
         }
     }
-    Some(out)
+    (out.len() <= MAX_DEPTH).then_some(out)
 }
 
 /// Marks directories no member named until the snapshot's time is known.
@@ -134,8 +143,8 @@ impl<'a> TreeBuilder<'a> {
         self.newest = Some(self.newest.map_or(node.mtime, |t| t.max(node.mtime)));
         let Some(components) = normalize(path) else {
             self.warnings.push(format!(
-                "{}: a name with '..' is left out of the tree",
-                String::from_utf8_lossy(path)
+                "{}: a name with '..' (or over {MAX_PATH} bytes or {MAX_DEPTH} levels) is left out of the tree",
+                String::from_utf8_lossy(&path[..path.len().min(200)])
             ));
             return Ok(());
         };

@@ -167,7 +167,8 @@ fn xattrs(recs: &[PaxRecord]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = std::collections::BTreeMap::new();
     for r in recs {
         if let Some(name) = r.key.strip_prefix(b"SCHILY.xattr.") {
-            out.insert(name.to_vec(), r.value.clone());
+            // GNU tar writes '%' and '=' in names as %25 and %3D.
+            out.insert(percent_decode(name), r.value.clone());
         } else if let Some(name) = r.key.strip_prefix(b"LIBARCHIVE.xattr.") {
             if let Some(value) = base64_decode(&r.value) {
                 out.insert(percent_decode(name), value);

@@ -6,6 +6,7 @@ mod oracle;
 mod ustar;
 
 mod diff;
+mod edge;
 mod errors;
 mod extraction;
 mod listing;

@@ -1,0 +1,90 @@
+//! Inputs at the edges: absurdly deep paths, crafted sparse maps, xattr names with escapes.
+
+use super::ustar::{end_of_archive, member};
+use crate::common::*;
+
+/// A PAX `x` header carrying `records`, to precede the next member.
+fn pax(out: &mut Vec<u8>, records: &[(&str, &[u8])]) {
+    let mut data = Vec::new();
+    for (k, v) in records {
+        let body = [k.as_bytes(), b"=", v, b"\n"].concat();
+        // The length counts itself: find the fixed point.
+        let mut len = body.len() + 2;
+        while format!("{len} ").len() + body.len() != len {
+            len = format!("{len} ").len() + body.len();
+        }
+        data.extend_from_slice(format!("{len} ").as_bytes());
+        data.extend_from_slice(&body);
+    }
+    member(out, b"./PaxHeaders/x", b'x', &data, b"", 0o644);
+}
+
+#[test]
+fn absurdly_deep_paths_are_left_out_not_fatal() {
+    let store = TestStore::new();
+    let mut stream = Vec::new();
+    member(&mut stream, b"ok.txt", b'0', b"fine\n", b"", 0o644);
+    for depth in [300usize, 3000] {
+        let path = "d/".repeat(depth) + "f";
+        pax(&mut stream, &[("path", path.as_bytes())]);
+        member(&mut stream, b"placeholder", b'0', b"deep\n", b"", 0o644);
+    }
+    end_of_archive(&mut stream);
+    let out = store.run_stdin(&["snapshot", "-"], &stream);
+    assert_success(&out, &["snapshot deep"]);
+    assert!(
+        stderr(&out).contains("left out of the tree"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(store.ok(&["ls", "default"]), "/ok.txt\n");
+    assert!(store.export("default") == stream);
+}
+
+#[test]
+fn a_sparse_map_out_of_order_is_refused() {
+    let store = TestStore::new();
+    let mut stream = Vec::new();
+    pax(
+        &mut stream,
+        &[
+            ("GNU.sparse.size", b"200"),
+            ("GNU.sparse.numblocks", b"2"),
+            ("GNU.sparse.map", b"100,10,50,10"),
+        ],
+    );
+    member(&mut stream, b"sparse.img", b'0', &[7u8; 20], b"", 0o644);
+    end_of_archive(&mut stream);
+    let out = store.run_stdin(&["snapshot", "-"], &stream);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("sparse map"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("sparse.img"), "{}", stderr(&out));
+    assert_eq!(store.snapshot_count(), 0);
+}
+
+#[test]
+fn xattr_names_with_escaped_characters_decode() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    let f = root.join("file");
+    write_file(&f, b"x\n");
+    crate::trees::set_xattr(&f, "user.a=b%c", b"v");
+    let stream = tar_stream(&[
+        "tar",
+        "--format=posix",
+        "--xattrs",
+        "--xattrs-include=*",
+        "-cf",
+        "-",
+        "-C",
+        root.to_str().unwrap(),
+        ".",
+    ]);
+    let id = store.snapshot_bytes(&stream, "vm");
+    let listing = store.json(&["ls", &id, "/file", "--json"]);
+    assert_eq!(
+        listing[0]["xattrs"],
+        serde_json::json!(["user.a=b%c"]),
+        "{listing}"
+    );
+}
