@@ -64,7 +64,8 @@ fn time(secs: i64, nsec: u32) -> SystemTime {
 fn file_attr(a: &Attr) -> FileAttr {
     let mtime = time(a.mtime, a.mtime_nsec);
     // Linux's dev_t encoding of major:minor.
-    let rdev = ((a.rdev_major & 0xfff) << 8) | (a.rdev_minor & 0xff) | ((a.rdev_minor & !0xff) << 12);
+    let rdev =
+        ((a.rdev_major & 0xfff) << 8) | (a.rdev_minor & 0xff) | ((a.rdev_minor & !0xff) << 12);
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
@@ -162,9 +163,22 @@ impl Filesystem for CellarFs {
             Err(e) => return reply.error(errno(&e)),
         };
         // Offsets: 1 and 2 are `.` and `..`, then the entries in order.
-        let dots = [(ino.0, Kind::Dir, b".".to_vec()), (ino.0, Kind::Dir, b"..".to_vec())];
-        for (i, (child, kind, name)) in dots.into_iter().chain(entries).enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(child), i as u64 + 1, file_type(kind), OsStr::from_bytes(&name)) {
+        let dots = [
+            (ino.0, Kind::Dir, b".".to_vec()),
+            (ino.0, Kind::Dir, b"..".to_vec()),
+        ];
+        for (i, (child, kind, name)) in dots
+            .into_iter()
+            .chain(entries)
+            .enumerate()
+            .skip(offset as usize)
+        {
+            if reply.add(
+                INodeNo(child),
+                i as u64 + 1,
+                file_type(kind),
+                OsStr::from_bytes(&name),
+            ) {
                 break;
             }
         }

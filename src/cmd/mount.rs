@@ -55,7 +55,10 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
     let session = fuser::spawn_mount(CellarFs::new(view), &args.mountpoint, &config)
         .with_context(|| format!("mounting at {}", args.mountpoint.display()))?;
     eprintln!("cellar: mounted at {}", args.mountpoint.display());
-    if let Some(fd) = std::env::var(READY_FD).ok().and_then(|v| v.parse::<i32>().ok()) {
+    if let Some(fd) = std::env::var(READY_FD)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    {
         // SAFETY: the parent passed us this fd for exactly this purpose; we own it now.
         let mut ready = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
         let _ = std::io::Write::write_all(&mut ready, b"1");
@@ -75,9 +78,15 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
         let _ = tx.send(None);
     });
     if let Ok(Some(sig)) = rx.recv() {
-        eprintln!("cellar: signal {sig}: unmounting {}", args.mountpoint.display());
+        eprintln!(
+            "cellar: signal {sig}: unmounting {}",
+            args.mountpoint.display()
+        );
         unmount_lazily(&args.mountpoint);
-        let _ = rx.recv();
+        // A detached mount's session only ends when its last open file closes; do not wait
+        // for that. Exiting closes /dev/fuse, which ends the connection (held files then get
+        // ENOTCONN).
+        let _ = rx.recv_timeout(std::time::Duration::from_secs(1));
     }
     eprintln!("cellar: unmounted {}", args.mountpoint.display());
     Ok(())
@@ -102,7 +111,11 @@ fn unmount_lazily(mountpoint: &Path) {
     // SAFETY: umount2 with a valid NUL-terminated path.
     if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
         // Not root: the setuid helper can do it.
-        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(mountpoint).status();
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(mountpoint)
+            .status();
     }
 }
 
@@ -118,7 +131,10 @@ fn daemonize(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
     let (mut ready_rx, ready_tx) = std::io::pipe().context("creating a pipe")?;
     let fd = ready_tx.as_raw_fd();
     let mut cmd = Command::new(std::env::current_exe().context("finding the cellar binary")?);
-    cmd.arg("--store").arg(root).arg("mount").arg(&args.mountpoint);
+    cmd.arg("--store")
+        .arg(root)
+        .arg("mount")
+        .arg(&args.mountpoint);
     if let Some(snap) = &args.snap {
         cmd.arg(snap);
     }
@@ -151,5 +167,9 @@ fn daemonize(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    bail!("the background mount failed; its log ({}):\n{}", log_path.display(), log.trim_end())
+    bail!(
+        "the background mount failed; its log ({}):\n{}",
+        log_path.display(),
+        log.trim_end()
+    )
 }

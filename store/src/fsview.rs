@@ -30,7 +30,10 @@ enum Inode {
     /// `NAME/latest`, a symlink to the newest snapshot's id.
     Latest(String),
     /// A node inside a snapshot (its root included).
-    Node { snap: Arc<Snapshot>, node: Arc<Node> },
+    Node {
+        snap: Arc<Snapshot>,
+        node: Arc<Node>,
+    },
 }
 
 #[derive(Hash, PartialEq, Eq)]

@@ -13,3 +13,4 @@ mod dedup;
 mod dirsnap;
 mod exact;
 mod memory;
+mod mount;
