@@ -73,7 +73,20 @@ impl Db {
         let conn = Connection::open_with_flags(path, flags)?;
         // Writers queue behind each other's short commits; readers never wait (WAL).
         conn.busy_timeout(std::time::Duration::from_secs(600))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Entering WAL mode needs a moment alone with the file and does not wait on the busy
+        // handler; a writer creating the store may hold it, so retry briefly.
+        let mut tries = 0;
+        loop {
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 200 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                other => break other?,
+            }
+        }
         conn.pragma_update(None, "synchronous", "FULL")?;
         let mut db = Db { conn };
         db.migrate()?;

@@ -58,6 +58,12 @@ impl Store {
         for dir in [layout::PACKS_DIR, layout::TMP_DIR] {
             fs::create_dir_all(root.join(dir)).at(root.join(dir))?;
         }
+        if root.join(layout::DB_FILE).is_file() {
+            return Self::open_db(root, true);
+        }
+        // Creating the database and switching it to WAL cannot wait on a busy handler the way
+        // transactions do, so writers that start on a new store at once take turns here.
+        let _lock = lock_file(root, &|_| {})?;
         Self::open_db(root, true)
     }
 
@@ -93,22 +99,7 @@ impl Store {
 
     /// Take the store's commit lock, the only lock writers share. Readers never take it.
     pub(crate) fn commit_lock(&self, waiting: &dyn Fn(&str)) -> Result<File> {
-        let path = self.root.join(layout::LOCK_FILE);
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .at(&path)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                waiting("waiting for another cellar process to finish committing to the store");
-                file.lock().at(&path)?;
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
-        }
-        Ok(file)
+        lock_file(&self.root, waiting)
     }
 
     /// A decoded directory record, from the cache or from `load`.
@@ -258,4 +249,24 @@ impl ObjectSource for Store {
         }
         Ok(obj)
     }
+}
+
+/// Take the store's lock file (blocking), telling `waiting` when another process holds it.
+fn lock_file(root: &Path, waiting: &dyn Fn(&str)) -> Result<File> {
+    let path = root.join(layout::LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .at(&path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            waiting("waiting for another cellar process to finish committing to the store");
+            file.lock().at(&path)?;
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+    }
+    Ok(file)
 }
