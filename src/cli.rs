@@ -39,6 +39,46 @@ pub enum Command {
     Diff(DiffArgs),
     /// Browse snapshots as a read-only FUSE filesystem
     Mount(MountArgs),
+    /// Forget snapshots (their data stays until `gc`)
+    Rm(RmArgs),
+    /// Forget snapshots by a retention policy, per lineage (restic's rules, in UTC)
+    Prune(PruneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Snapshots: ids, unique id prefixes, NAME or NAME~N
+    #[arg(required = true)]
+    pub snaps: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Only this lineage [default: every lineage, each on its own]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Keep the newest N snapshots
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the newest N hours that have one
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the newest N days that have one
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the newest N ISO weeks that have one
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the newest N months that have one
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_monthly: Option<u32>,
+    /// Show what would be kept and forgotten, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

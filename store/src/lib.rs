@@ -10,6 +10,7 @@ mod encoding;
 pub mod error;
 mod export;
 mod failpoint;
+mod forget;
 pub mod fsview;
 pub mod ids;
 mod ingest;
@@ -25,6 +26,7 @@ pub mod tar;
 pub mod tree;
 
 pub use error::{Error, Result};
+pub use forget::{apply as apply_policy, Decision, Policy};
 pub use ids::{ChunkId, PackId, SnapshotId, SHORT_ID_LEN};
 pub use ingest::{IngestOptions, IngestReport, Progress};
 pub use snapshot::{validate_name, Snapshot, DEFAULT_NAME};

@@ -13,4 +13,5 @@ mod dedup;
 mod dirsnap;
 mod exact;
 mod memory;
+mod prune;
 mod mount;

@@ -28,6 +28,8 @@ pub enum RecordKind {
     Chunks = 0,
     /// A committed snapshot's record (one entry: its id and length).
     Snapshot = 1,
+    /// A tombstone: the snapshots named by its entries (32-byte ids as payload) were forgotten.
+    Forget = 2,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +142,7 @@ impl RecordHeader {
         let kind = match buf[4] {
             0 => RecordKind::Chunks,
             1 => RecordKind::Snapshot,
+            2 => RecordKind::Forget,
             k => return Err(Error::corrupt(format!("unknown record kind {k}"))),
         };
         let codec = Codec::from_u8(buf[5])

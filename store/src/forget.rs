@@ -1,0 +1,213 @@
+//! Forgetting snapshots, and choosing which to forget by a retention policy (restic's rules).
+//!
+//! Forgetting writes a tombstone record to a pack before deleting the index rows, so an index
+//! rebuilt from the packs forgets the same snapshots. The data stays until `gc` reclaims it.
+
+use std::collections::{BTreeMap, HashSet};
+
+use rusqlite::params;
+
+use crate::error::{Error, Result};
+use crate::ids::{ChunkId, SnapshotId};
+use crate::ingest::index_pack;
+use crate::pack::format::Entry;
+use crate::pack::{ChunkKind, Codec, PackWriter, RecordHeader, RecordKind};
+use crate::snapshot::Snapshot;
+use crate::store::Store;
+
+impl Store {
+    /// Forget `ids` (committed snapshots). Takes the commit lock for one short step.
+    pub fn forget(&self, ids: &[SnapshotId], on_wait: &dyn Fn(&str)) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let _lock = self.commit_lock(on_wait)?;
+        let payload: Vec<u8> = ids.iter().flat_map(|id| id.0).collect();
+        let mut pack = PackWriter::create(self.root())?;
+        pack.append(
+            &RecordHeader {
+                kind: RecordKind::Forget,
+                codec: Codec::None,
+                raw_len: payload.len() as u32,
+                stored_len: payload.len() as u32,
+                base: None,
+                entries: ids
+                    .iter()
+                    .map(|id| Entry {
+                        id: ChunkId(id.0),
+                        kind: ChunkKind::Snapshot,
+                        len: 32,
+                    })
+                    .collect(),
+            },
+            &payload,
+        )?;
+        let sealed = pack.seal()?;
+        let mut db = self.db();
+        db.immediate(|tx| {
+            index_pack(self.root(), tx, &sealed, &Default::default())?;
+            let mut stmt = tx.prepare_cached("DELETE FROM snapshots WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute(params![id.hex()])?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// How many snapshots to keep, per lineage, by restic's rules: the newest `last`, and the
+/// newest snapshot in each of the newest N hours, days, weeks (ISO) and months that have one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub last: u32,
+    pub hourly: u32,
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+}
+
+impl Policy {
+    pub fn is_empty(&self) -> bool {
+        *self == Policy::default()
+    }
+}
+
+/// A snapshot with the rules that keep it (none: it goes).
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub snapshot: Snapshot,
+    pub reasons: Vec<String>,
+}
+
+impl Decision {
+    pub fn keep(&self) -> bool {
+        !self.reasons.is_empty()
+    }
+}
+
+/// Decide for every snapshot of each lineage in `snaps` (commit order). Buckets are in UTC.
+pub fn apply(policy: &Policy, snaps: Vec<Snapshot>) -> Result<Vec<Decision>> {
+    if policy.is_empty() {
+        return Err(Error::InvalidArgument(
+            "no retention policy: give at least one --keep-* option".into(),
+        ));
+    }
+    let mut by_name: BTreeMap<String, Vec<Snapshot>> = BTreeMap::new();
+    for s in snaps {
+        by_name.entry(s.name.clone()).or_default().push(s);
+    }
+    let mut out = Vec::new();
+    for (_, mut lineage) in by_name {
+        lineage.reverse(); // newest first
+        let times = lineage
+            .iter()
+            .map(|s| {
+                time::OffsetDateTime::parse(
+                    &s.created,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .map_err(|_| {
+                    Error::corrupt(format!("snapshot {}: bad time {}", s.short_id(), s.created))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut reasons: Vec<Vec<String>> = vec![Vec::new(); lineage.len()];
+        for r in reasons.iter_mut().take(policy.last as usize) {
+            r.push("last".into());
+        }
+        let rules: [(&str, u32, fn(&time::OffsetDateTime) -> String); 4] = [
+            ("hourly", policy.hourly, |t| {
+                format!(
+                    "{}-{:02}-{:02} {:02}h",
+                    t.year(),
+                    t.month() as u8,
+                    t.day(),
+                    t.hour()
+                )
+            }),
+            ("daily", policy.daily, |t| {
+                format!("{}-{:02}-{:02}", t.year(), t.month() as u8, t.day())
+            }),
+            ("weekly", policy.weekly, |t| {
+                let (y, w, _) = t.to_iso_week_date();
+                format!("{y}-W{w:02}")
+            }),
+            ("monthly", policy.monthly, |t| {
+                format!("{}-{:02}", t.year(), t.month() as u8)
+            }),
+        ];
+        for (rule, n, bucket) in rules {
+            let mut seen = HashSet::new();
+            for (i, t) in times.iter().enumerate() {
+                if seen.len() >= n as usize {
+                    break;
+                }
+                let b = bucket(t);
+                if seen.insert(b.clone()) {
+                    reasons[i].push(format!("{rule} {b}"));
+                }
+            }
+        }
+        for (snapshot, reasons) in lineage.into_iter().zip(reasons).rev() {
+            out.push(Decision { snapshot, reasons });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::list::ListRef;
+
+    fn snap(name: &str, created: &str, n: u8) -> Snapshot {
+        Snapshot {
+            id: SnapshotId([n; 32]),
+            name: name.into(),
+            parent: None,
+            created: created.into(),
+            stream_len: 0,
+            stream_sha256: String::new(),
+            members: 0,
+            added_bytes: 0,
+            labels: Default::default(),
+            root: ListRef::Inline(vec![]),
+            tree: None,
+        }
+    }
+
+    fn kept(policy: Policy, snaps: Vec<Snapshot>) -> Vec<u8> {
+        apply(&policy, snaps)
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.keep())
+            .map(|d| d.snapshot.id.0[0])
+            .collect()
+    }
+
+    #[test]
+    fn restic_rules() {
+        let snaps = vec![
+            snap("vm", "2026-11-01T10:00:00Z", 1),
+            snap("vm", "2026-11-01T11:00:00Z", 2),
+            snap("vm", "2026-11-02T09:00:00Z", 3),
+            snap("vm", "2026-11-02T09:30:00Z", 4),
+            snap("vm", "2026-11-20T08:00:00Z", 5),
+            snap("db", "2026-11-01T00:00:00Z", 6),
+        ];
+        let p = |last, hourly, daily, weekly, monthly| Policy {
+            last,
+            hourly,
+            daily,
+            weekly,
+            monthly,
+        };
+        assert_eq!(kept(p(1, 0, 0, 0, 0), snaps.clone()), vec![6, 5]);
+        assert_eq!(kept(p(0, 0, 2, 0, 0), snaps.clone()), vec![6, 4, 5]);
+        assert_eq!(kept(p(0, 0, 3, 0, 0), snaps.clone()), vec![6, 2, 4, 5]);
+        assert_eq!(kept(p(0, 0, 0, 0, 1), snaps.clone()), vec![6, 5]);
+        assert_eq!(kept(p(0, 0, 0, 2, 0), snaps.clone()), vec![6, 4, 5]);
+        assert_eq!(kept(p(0, 2, 0, 0, 0), snaps.clone()), vec![6, 4, 5]);
+        assert!(apply(&Policy::default(), snaps).is_err());
+    }
+}

@@ -1,0 +1,120 @@
+//! `rm` and `prune`: forgetting snapshots by name or by retention policy.
+
+use crate::common::*;
+use crate::trees::portable_tree;
+
+/// `count` snapshots of lineage `name`, each of a slightly different tree; their short ids.
+fn lineage(store: &TestStore, name: &str, count: usize) -> Vec<String> {
+    let root = store.scratch(&format!("tree-{name}"));
+    portable_tree(&root);
+    (0..count)
+        .map(|i| {
+            write_file(
+                &root.join("etc/generation"),
+                format!("{name} {i}\n").as_bytes(),
+            );
+            let stream = tar_stream(&["tar", "-cf", "-", "-C", root.to_str().unwrap(), "."]);
+            store.snapshot_bytes(&stream, name)
+        })
+        .collect()
+}
+
+fn ids(store: &TestStore) -> Vec<String> {
+    store
+        .json(&["list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["short_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn rm_forgets_exactly_what_it_is_given() {
+    let store = TestStore::new();
+    let vm = lineage(&store, "vm", 3);
+    let packs = store.pack_files().len();
+
+    // One bad argument forgets nothing.
+    let out = store.run(&["rm", &vm[1], "nosuch"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(ids(&store), vm);
+
+    store.ok(&["rm", &vm[1]]);
+    assert_eq!(ids(&store), vec![vm[0].clone(), vm[2].clone()]);
+    // The tombstone went to a pack, so a rebuilt index forgets it too.
+    assert_eq!(store.pack_files().len(), packs + 1);
+    // What is left still exports, and NAME still means the newest.
+    for id in [&vm[0], &vm[2]] {
+        let shown = store.json(&["show", id, "--json"]);
+        assert_eq!(
+            sha256_hex(&store.export(id)),
+            shown["sha256"].as_str().unwrap()
+        );
+    }
+    assert_eq!(
+        store.json(&["show", "vm", "--json"])["short_id"],
+        vm[2].as_str()
+    );
+    let json = store.json(&["rm", "vm~1", "--json"]);
+    assert_eq!(json[0]["short_id"], vm[0].as_str());
+    assert_eq!(ids(&store), vec![vm[2].clone()]);
+}
+
+#[test]
+fn prune_keeps_by_policy_per_lineage() {
+    let store = TestStore::new();
+    let vm = lineage(&store, "vm", 4);
+    let db = lineage(&store, "db", 2);
+
+    // Dry run: says what it would do, changes nothing.
+    let plan = store.json(&["prune", "--keep-last", "2", "--dry-run", "--json"]);
+    assert_eq!(plan["dry_run"], true);
+    let short = |list: &serde_json::Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["short_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(short(&plan["drop"]), vec![vm[0].clone(), vm[1].clone()]);
+    assert_eq!(short(&plan["keep"]).len(), 4);
+    assert!(plan["keep"][0]["reasons"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("last"));
+    assert_eq!(ids(&store).len(), 6);
+
+    // Human output names each snapshot and why.
+    let text = store.ok(&["prune", "--name", "vm", "--keep-last", "3", "--dry-run"]);
+    assert!(text.contains(&format!("drop {} vm", vm[0])), "{text}");
+    assert!(
+        text.contains(&format!("keep {} vm", vm[3])) && text.contains("(last"),
+        "{text}"
+    );
+
+    // For real: the newest of each lineage by --keep-last 1 --keep-daily 1.
+    store.ok(&["prune", "--keep-last", "1", "--keep-daily", "1"]);
+    let mut left = ids(&store);
+    left.sort();
+    let mut want = vec![vm[3].clone(), db[1].clone()];
+    want.sort();
+    assert_eq!(left, want);
+    assert!(!store.export(&vm[3]).is_empty());
+}
+
+#[test]
+fn prune_needs_a_policy() {
+    let store = TestStore::new();
+    lineage(&store, "vm", 1);
+    for args in [
+        &["prune"][..],
+        &["prune", "--keep-last", "0"],
+        &["prune", "--keep-daily", "-1"],
+        &["prune", "--name", "Bad", "--keep-last", "1"],
+    ] {
+        let out = store.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(ids(&store).len(), 1);
+}
