@@ -10,8 +10,7 @@ use rusqlite::params;
 use crate::error::{Error, Result};
 use crate::ids::{ChunkId, SnapshotId};
 use crate::ingest::index_pack;
-use crate::pack::format::Entry;
-use crate::pack::{ChunkKind, Codec, PackWriter, RecordHeader, RecordKind};
+use crate::pack::{PackWriter, RecordHeader, RecordKind};
 use crate::snapshot::Snapshot;
 use crate::store::Store;
 
@@ -24,22 +23,9 @@ impl Store {
         let _lock = self.commit_lock(on_wait)?;
         let payload: Vec<u8> = ids.iter().flat_map(|id| id.0).collect();
         let mut pack = PackWriter::create(self.root())?;
+        let ids_as_chunks: Vec<ChunkId> = ids.iter().map(|id| ChunkId(id.0)).collect();
         pack.append(
-            &RecordHeader {
-                kind: RecordKind::Forget,
-                codec: Codec::None,
-                raw_len: payload.len() as u32,
-                stored_len: payload.len() as u32,
-                base: None,
-                entries: ids
-                    .iter()
-                    .map(|id| Entry {
-                        id: ChunkId(id.0),
-                        kind: ChunkKind::Snapshot,
-                        len: 32,
-                    })
-                    .collect(),
-            },
+            &RecordHeader::snapshots(RecordKind::Forget, &ids_as_chunks, 32),
             &payload,
         )?;
         let sealed = pack.seal()?;

@@ -29,8 +29,7 @@ use crate::error::{Error, Result};
 use crate::ids::{ChunkId, SnapshotId};
 use crate::list::{Entry, ListBuilder, ListRef};
 use crate::object::{ObjectSink, ObjectSource};
-use crate::pack::format::Entry as PackEntry;
-use crate::pack::{ChunkKind, Codec, PackWriter, RecordHeader, RecordKind, SealedPack};
+use crate::pack::{ChunkKind, PackWriter, RecordHeader, RecordKind, SealedPack};
 use crate::piece::{Cut, Item, PieceBuffer};
 use crate::snapshot::{validate_name, Snapshot};
 use crate::store::Store;
@@ -317,21 +316,12 @@ impl Store {
                 Some(w) => w,
                 None => PackWriter::create(self.root())?,
             };
-            last.append(
-                &RecordHeader {
-                    kind: RecordKind::Snapshot,
-                    codec: Codec::None,
-                    raw_len: record.len() as u32,
-                    stored_len: record.len() as u32,
-                    base: None,
-                    entries: vec![PackEntry {
-                        id: ChunkId(snap.id.0),
-                        kind: ChunkKind::Snapshot,
-                        len: record.len() as u32,
-                    }],
-                },
-                &record,
-            )?;
+            let header = RecordHeader::snapshots(
+                RecordKind::Snapshot,
+                &[ChunkId(snap.id.0)],
+                record.len() as u32,
+            );
+            last.append(&header, &record)?;
             written.sealed.push(last.seal()?);
             crate::failpoint::hit("commit:after-seal");
             db.immediate(|tx| {

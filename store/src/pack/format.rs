@@ -96,6 +96,26 @@ pub struct RecordHeader {
 }
 
 impl RecordHeader {
+    /// An uncompressed record of snapshot ids (a snapshot record, or forget tombstones): one
+    /// entry per id, each `len` bytes of the payload.
+    pub fn snapshots(kind: RecordKind, ids: &[ChunkId], len: u32) -> Self {
+        RecordHeader {
+            kind,
+            codec: Codec::None,
+            raw_len: len * ids.len() as u32,
+            stored_len: len * ids.len() as u32,
+            base: None,
+            entries: ids
+                .iter()
+                .map(|&id| Entry {
+                    id,
+                    kind: ChunkKind::Snapshot,
+                    len,
+                })
+                .collect(),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len());
         out.extend_from_slice(RECORD_MAGIC);
