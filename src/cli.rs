@@ -39,6 +39,8 @@ pub enum Command {
     Diff(DiffArgs),
     /// Browse snapshots as a read-only FUSE filesystem
     Mount(MountArgs),
+    /// Write a snapshot (or one path in it) into a directory
+    Restore(RestoreArgs),
     /// Forget snapshots (their data stays until `gc`)
     Rm(RmArgs),
     /// Forget snapshots by a retention policy, per lineage (restic's rules, in UTC)
@@ -77,6 +79,25 @@ pub struct PruneArgs {
     /// Show what would be kept and forgotten, and change nothing
     #[arg(long)]
     pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Snapshot: id, unique id prefix, NAME or NAME~N
+    pub snap: String,
+    /// The directory to write into (created if missing; must be empty unless --force)
+    pub dir: PathBuf,
+    /// Restore only this path of the snapshot: a directory's contents go directly into DIR,
+    /// anything else is written as DIR/NAME [default: /]
+    #[arg(long, value_name = "P")]
+    pub path: Option<OsString>,
+    /// Restore into a non-empty DIR: existing directories are reused, other things in the
+    /// way are replaced
+    #[arg(long)]
+    pub force: bool,
+    /// Print the report (files, bytes, warnings) as one JSON object on stdout
     #[arg(long)]
     pub json: bool,
 }

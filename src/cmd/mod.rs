@@ -4,6 +4,7 @@ mod export;
 mod list;
 mod mount;
 mod prune;
+mod restore;
 mod snapshot;
 mod stats;
 mod tree;
@@ -30,6 +31,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cat(args) => tree::cat(&open(&root)?, args),
         Command::Diff(args) => tree::diff(&open(&root)?, args),
         Command::Mount(args) => mount::run(&root, open(&root)?, args),
+        Command::Restore(args) => restore::run(&open(&root)?, args),
         Command::Rm(args) => prune::rm(&open(&root)?, args),
         Command::Prune(args) => prune::prune(&open(&root)?, args),
     }

@@ -19,6 +19,7 @@ mod list;
 mod object;
 pub mod pack;
 mod piece;
+pub mod restore;
 mod snapshot;
 mod stats;
 mod store;

@@ -1,0 +1,67 @@
+//! `cellar restore`: write a snapshot's tree (or one path in it) into a directory.
+
+use std::os::unix::ffi::OsStrExt;
+
+use cellar_store::restore::{restore, RestoreOptions};
+use cellar_store::Store;
+use serde::Serialize;
+
+use crate::cli::RestoreArgs;
+use crate::output::{human_bytes, print_json};
+
+#[derive(Serialize)]
+struct RestoreJson<'a> {
+    snapshot: String,
+    path: String,
+    dir: String,
+    files: u64,
+    bytes: u64,
+    warnings: &'a [String],
+}
+
+pub fn run(store: &Store, args: RestoreArgs) -> anyhow::Result<()> {
+    let snap = store.resolve(&args.snap)?;
+    // Raw bytes (names need not be UTF-8); the engine ignores surrounding slashes.
+    let path = args
+        .path
+        .as_deref()
+        .map(|p| p.as_bytes().to_vec())
+        .unwrap_or_default();
+    let opts = RestoreOptions { force: args.force };
+    let report = restore(store, &snap, &path, &args.dir, &opts)?;
+    for w in &report.warnings {
+        eprintln!("cellar: warning: {w}");
+    }
+    let components: Vec<&[u8]> = path
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect();
+    let shown_path = format!("/{}", String::from_utf8_lossy(&components.join(&b'/')));
+    eprintln!(
+        "restored {} {} ({}) of {} into {}",
+        report.files,
+        if report.files == 1 {
+            "entry"
+        } else {
+            "entries"
+        },
+        human_bytes(report.bytes),
+        if components.is_empty() {
+            snap.short_id()
+        } else {
+            format!("{}:{shown_path}", snap.short_id())
+        },
+        args.dir.display()
+    );
+    if args.json {
+        print_json(&RestoreJson {
+            snapshot: snap.id.hex(),
+            path: shown_path,
+            dir: args.dir.display().to_string(),
+            files: report.files,
+            bytes: report.bytes,
+            warnings: &report.warnings,
+        })?;
+    }
+    Ok(())
+}
