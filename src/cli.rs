@@ -45,7 +45,24 @@ pub enum Command {
     Rm(RmArgs),
     /// Forget snapshots by a retention policy, per lineage (restic's rules, in UTC)
     Prune(PruneArgs),
+    /// Check the index against the packs (--data: every stored byte); exit 1 on any problem
+    Verify(VerifyArgs),
+    /// Rebuild the index (cellar.db) from the packs alone, after losing or damaging it
+    RepairIndex(RepairIndexArgs),
 }
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Also read every record of every pack and check every chunk's hash, naming the
+    /// snapshots and paths each damaged chunk hurts
+    #[arg(long)]
+    pub data: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RepairIndexArgs {}
 
 #[derive(Args, Debug)]
 pub struct RmArgs {

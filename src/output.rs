@@ -60,8 +60,16 @@ impl From<&Stats> for StatsJson {
     }
 }
 
+/// Print one JSON document on stdout. A reader that went away is an output error (reported
+/// quietly by `main`), not a panic as `println!` would make it.
 pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    use std::io::Write;
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .map_err(cellar_store::Error::Output)?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ mod restore;
 mod snapshot;
 mod stats;
 mod tree;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -34,11 +35,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(args) => restore::run(&open(&root)?, args),
         Command::Rm(args) => prune::rm(&open(&root)?, args),
         Command::Prune(args) => prune::prune(&open(&root)?, args),
+        Command::Verify(args) => verify::verify(&root, args),
+        Command::RepairIndex(args) => verify::repair_index(&root, args),
     }
 }
 
 fn open(root: &std::path::Path) -> anyhow::Result<Store> {
-    Ok(Store::open(root)?)
+    match Store::open(root) {
+        Err(e @ cellar_store::Error::Db(_)) => Err(anyhow::Error::from(e).context(format!(
+            "cannot open the index of {} (if it is damaged, `cellar repair-index` rebuilds it \
+             from the packs)",
+            root.display()
+        ))),
+        other => Ok(other?),
+    }
 }
 
 /// `$XDG_DATA_HOME/cellar`, else `~/.local/share/cellar`.

@@ -71,6 +71,9 @@ impl Decision {
     }
 }
 
+/// Names the time bucket (hour, day, week, month) a snapshot falls in.
+type Bucket = fn(&time::OffsetDateTime) -> String;
+
 /// Decide for every snapshot of each lineage in `snaps` (commit order). Buckets are in UTC.
 pub fn apply(policy: &Policy, snaps: Vec<Snapshot>) -> Result<Vec<Decision>> {
     if policy.is_empty() {
@@ -101,7 +104,7 @@ pub fn apply(policy: &Policy, snaps: Vec<Snapshot>) -> Result<Vec<Decision>> {
         for r in reasons.iter_mut().take(policy.last as usize) {
             r.push("last".into());
         }
-        let rules: [(&str, u32, fn(&time::OffsetDateTime) -> String); 4] = [
+        let rules: [(&str, u32, Bucket); 4] = [
             ("hourly", policy.hourly, |t| {
                 format!(
                     "{}-{:02}-{:02} {:02}h",

@@ -4,6 +4,7 @@
 //!
 //! No CLI, HTTP or FUSE code lives here; those are adapters in the binary.
 
+mod check;
 mod chunker;
 mod db;
 mod encoding;
@@ -26,6 +27,7 @@ mod store;
 pub mod tar;
 pub mod tree;
 
+pub use check::{repair_index, Hurt, Problem, RepairReport, VerifyReport};
 pub use error::{Error, Result};
 pub use forget::{apply as apply_policy, Decision, Policy};
 pub use ids::{ChunkId, PackId, SnapshotId, SHORT_ID_LEN};

@@ -53,6 +53,8 @@ pub struct RestoreReport {
 const MAX_WARNINGS: usize = 1000;
 /// File data moves through one buffer of this size.
 const BUF_SIZE: usize = 1 << 20;
+/// Deepest directory nesting restored (the tree builder stops at 256).
+const MAX_DEPTH: usize = 1024;
 
 /// Restore the node at `path` (from the snapshot's root; `/` and `.` components ignored) of
 /// `snap` into `dir`. A directory's contents go directly into `dir` (and `dir` gets its
@@ -85,6 +87,7 @@ pub fn restore(
         root: root_fd,
         as_root: unsafe { libc::geteuid() } == 0,
         links: HashMap::new(),
+        depth: 0,
         report: RestoreReport::default(),
         dropped: 0,
         buf: vec![0u8; BUF_SIZE],
@@ -155,8 +158,11 @@ struct Restorer<'a, 's> {
     prefix: Vec<u8>,
     root: OwnedFd,
     as_root: bool,
-    /// Hardlink groups: `ino` -> the first name written for it, relative to DIR.
-    links: HashMap<u64, Vec<u8>>,
+    /// Hardlink groups: `ino` -> the first name written for it (relative to DIR) and how
+    /// many more names the group has; forgotten once all are linked.
+    links: HashMap<u64, (Vec<u8>, u64)>,
+    /// Directories open on the current path.
+    depth: usize,
     report: RestoreReport,
     dropped: u64,
     buf: Vec<u8>,
@@ -222,12 +228,22 @@ impl Restorer<'_, '_> {
 
     /// Restore every child of the directory `node` into the open directory `fd` (at `rel`).
     fn contents(&mut self, fd: BorrowedFd, rel: &[u8], node: &Node) -> Result<()> {
-        let children = self.tree.readdir(node).map_err(|e| self.read_err(rel, e))?;
-        for child in children.iter() {
-            let crel = join(rel, &child.name);
-            self.child(fd, &crel, child)?;
+        // Trees are built at most 256 levels deep; a deeper one is not from an ingest, and
+        // must not exhaust the stack or the descriptors.
+        if self.depth >= MAX_DEPTH {
+            return Err(Error::corrupt(format!(
+                "{}: directories nested over {MAX_DEPTH} levels deep",
+                self.snap_path(rel)
+            )));
         }
-        Ok(())
+        let children = self.tree.readdir(node).map_err(|e| self.read_err(rel, e))?;
+        self.depth += 1;
+        let result = children.iter().try_for_each(|child| {
+            let crel = join(rel, &child.name);
+            self.child(fd, &crel, child)
+        });
+        self.depth -= 1;
+        result
     }
 
     /// Restore one node as `rel` (its last component is the name) inside `parent`.
@@ -250,10 +266,16 @@ impl Restorer<'_, '_> {
         let cname = CString::new(name.as_slice()).expect("no NUL, checked");
 
         if node.kind != Kind::Dir && node.ino != 0 {
-            if let Some(first) = self.links.get(&node.ino).cloned() {
+            if let Some((first, _)) = self.links.get(&node.ino).cloned() {
                 match self.hardlink(parent, &cname, rel, &first) {
                     Ok(true) => {
                         self.report.files += 1;
+                        if let Some((_, left)) = self.links.get_mut(&node.ino) {
+                            *left = left.saturating_sub(1);
+                            if *left == 0 {
+                                self.links.remove(&node.ino);
+                            }
+                        }
                         return Ok(());
                     }
                     Ok(false) => return Ok(()),
@@ -303,8 +325,10 @@ impl Restorer<'_, '_> {
         };
         if created {
             self.report.files += 1;
-            if node.kind != Kind::Dir && node.ino != 0 {
-                self.links.entry(node.ino).or_insert_with(|| rel.to_vec());
+            if node.kind != Kind::Dir && node.ino != 0 && node.nlink > 1 {
+                self.links
+                    .entry(node.ino)
+                    .or_insert_with(|| (rel.to_vec(), node.nlink - 1));
             }
         }
         Ok(())

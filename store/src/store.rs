@@ -252,7 +252,7 @@ impl ObjectSource for Store {
 }
 
 /// Take the store's lock file (blocking), telling `waiting` when another process holds it.
-fn lock_file(root: &Path, waiting: &dyn Fn(&str)) -> Result<File> {
+pub(crate) fn lock_file(root: &Path, waiting: &dyn Fn(&str)) -> Result<File> {
     let path = root.join(layout::LOCK_FILE);
     let file = File::options()
         .create(true)

@@ -13,5 +13,7 @@ mod dedup;
 mod dirsnap;
 mod exact;
 mod memory;
-mod prune;
 mod mount;
+mod prune;
+mod restore;
+mod verify;

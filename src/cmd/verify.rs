@@ -1,0 +1,230 @@
+//! `cellar verify [--data] [--json]` and `cellar repair-index`.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use cellar_store::{Error, Hurt, Problem, Store, VerifyReport};
+use serde::Serialize;
+
+use crate::cli::{RepairIndexArgs, VerifyArgs};
+use crate::output::{base64, escape_name};
+
+/// How many of a problem's hurts the human report lists (`--json` lists all).
+const SHOWN_HURTS: usize = 20;
+
+#[derive(Serialize)]
+struct VerifyJson {
+    ok: bool,
+    packs: u64,
+    chunks: u64,
+    snapshots: u64,
+    problems: Vec<ProblemJson>,
+    notes: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ProblemJson {
+    what: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pack: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chunk: Option<String>,
+    hurts: Vec<HurtJson>,
+    /// Only for a bad chunk that no snapshot uses (as far as the metadata can be read).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    unreferenced: bool,
+}
+
+#[derive(Serialize)]
+struct HurtJson {
+    snapshot: String,
+    name: String,
+    /// Absent: the snapshot's stream (export).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    /// Only when the path is not UTF-8: its exact bytes, base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_bytes: Option<String>,
+}
+
+fn hurt_json(h: &Hurt) -> HurtJson {
+    let (path, path_bytes) = match &h.path {
+        None => (None, None),
+        Some(p) => match std::str::from_utf8(p) {
+            Ok(s) => (Some(s.to_string()), None),
+            Err(_) => (
+                Some(String::from_utf8_lossy(p).into_owned()),
+                Some(base64(p)),
+            ),
+        },
+    };
+    HurtJson {
+        snapshot: h.snapshot.hex(),
+        name: h.name.clone(),
+        path,
+        path_bytes,
+    }
+}
+
+fn problem_json(p: &Problem) -> ProblemJson {
+    ProblemJson {
+        what: p.what.clone(),
+        pack: p.pack.map(|p| p.hex()),
+        offset: p.offset,
+        chunk: p.chunk.map(|c| c.hex()),
+        hurts: p.hurts.iter().map(hurt_json).collect(),
+        unreferenced: p.unreferenced,
+    }
+}
+
+/// `snapshot ID (NAME): /path` or `snapshot ID: stream (export)`.
+fn hurt_line(h: &Hurt) -> String {
+    match &h.path {
+        Some(p) => format!(
+            "snapshot {} ({}): {}",
+            h.snapshot.short(),
+            h.name,
+            escape_name(p)
+        ),
+        None => format!("snapshot {}: stream (export)", h.snapshot.short()),
+    }
+}
+
+fn print_human(r: &VerifyReport) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    write_human(&mut out, r).map_err(cellar_store::Error::Output)?;
+    Ok(())
+}
+
+fn write_human(out: &mut dyn Write, r: &VerifyReport) -> std::io::Result<()> {
+    let scope = if r.data {
+        "the index and every stored byte"
+    } else {
+        "the index"
+    };
+    writeln!(
+        out,
+        "checked {scope}: {} packs, {} chunks, {} snapshots",
+        r.packs, r.chunks, r.snapshots
+    )?;
+    for p in &r.problems {
+        write!(out, "problem: {}", p.what)?;
+        if let Some(pack) = p.pack {
+            write!(out, " [pack {}", pack.short())?;
+            if let Some(o) = p.offset {
+                write!(out, ", offset {o}")?;
+            }
+            write!(out, "]")?;
+        }
+        writeln!(out)?;
+        if p.unreferenced {
+            writeln!(out, "  unreferenced: no snapshot uses it")?;
+        } else if p.chunk.is_some() && p.hurts.is_empty() {
+            writeln!(
+                out,
+                "  hurts: unknown (the metadata that would name its users is damaged too)"
+            )?;
+        }
+        for h in p.hurts.iter().take(SHOWN_HURTS) {
+            writeln!(out, "  hurts {}", hurt_line(h))?;
+        }
+        if p.hurts.len() > SHOWN_HURTS {
+            writeln!(
+                out,
+                "  ... and {} more (see --json)",
+                p.hurts.len() - SHOWN_HURTS
+            )?;
+        }
+    }
+    for n in &r.notes {
+        writeln!(out, "note: {n}")?;
+    }
+    if r.ok() {
+        writeln!(out, "ok: no problems found")?;
+    }
+    out.flush()
+}
+
+/// Open the store for verify, pointing at repair-index when the index itself is unreadable.
+fn open(root: &Path) -> anyhow::Result<Store> {
+    match Store::open(root) {
+        Ok(s) => Ok(s),
+        Err(e @ Error::Db(_)) => Err(e).context(
+            "the index (cellar.db) cannot be read; `cellar repair-index` rebuilds it from \
+                 the packs",
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn verify(root: &Path, args: VerifyArgs) -> anyhow::Result<()> {
+    let store = open(root)?;
+    let report = store.verify(args.data)?;
+    if args.json {
+        let mut out = std::io::stdout().lock();
+        let json = VerifyJson {
+            ok: report.ok(),
+            packs: report.packs,
+            chunks: report.chunks,
+            snapshots: report.snapshots,
+            problems: report.problems.iter().map(problem_json).collect(),
+            notes: report.notes.clone(),
+        };
+        serde_json::to_writer_pretty(&mut out, &json)
+            .map_err(|e| cellar_store::Error::Output(e.into()))?;
+        writeln!(out)
+            .and_then(|()| out.flush())
+            .map_err(cellar_store::Error::Output)?;
+    } else {
+        print_human(&report)?;
+    }
+    match report.problems.len() {
+        0 => Ok(()),
+        1 => bail!("verify found 1 problem"),
+        n => bail!("verify found {n} problems"),
+    }
+}
+
+pub fn repair_index(root: &Path, _args: RepairIndexArgs) -> anyhow::Result<()> {
+    let report = cellar_store::repair_index(root, &|msg| eprintln!("cellar: {msg}"))?;
+    for w in &report.warnings {
+        eprintln!("cellar: warning: {w}");
+    }
+    match report.moved.first() {
+        Some(db) => println!(
+            "moved the old index aside to {}",
+            db.strip_prefix(root).unwrap_or(db).display()
+        ),
+        None => println!("no old index to move aside"),
+    }
+    println!(
+        "indexed {} packs ({} skipped): {} records, {} chunks ({} duplicate copies left \
+         unindexed)",
+        report.packs, report.skipped_packs, report.frames, report.chunks, report.duplicates
+    );
+    println!(
+        "restored {} snapshots ({} forgotten ones left out)",
+        report.snapshots, report.forgotten
+    );
+    // The rebuilt index must stand on its own: check it (index level; `verify --data` reads
+    // everything).
+    let check = Store::open(root)?.verify(false)?;
+    if !check.ok() {
+        print_human(&check)?;
+        bail!(
+            "the rebuilt index has {} problem(s); see above (the old index is kept)",
+            check.problems.len()
+        );
+    }
+    if report.skipped_packs > 0 {
+        bail!(
+            "{} damaged or unreadable pack(s) were skipped; their contents are not indexed",
+            report.skipped_packs
+        );
+    }
+    println!("the rebuilt index verifies");
+    Ok(())
+}

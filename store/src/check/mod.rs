@@ -1,0 +1,221 @@
+//! Checking a store (`verify`) and rebuilding its index from the packs alone (`repair_index`).
+//!
+//! `Store::verify` runs in one read transaction, so a commit that lands meanwhile is either
+//! wholly seen or not at all. Its phases:
+//!
+//! 1. `index`: the index against itself and the pack files' sizes (every frame's pack, every
+//!    chunk's frame and range, every delta's base), then every snapshot's recipe (piece list →
+//!    pieces → items → chunk lists) and tree (directory records → file chunk lists). Metadata
+//!    objects are read, which verifies them; data chunks only need an index row. Objects shared
+//!    by snapshots are checked once.
+//! 2. `data` (with `--data`): every record of every indexed pack is read, decoded and each of
+//!    its chunks hashed; the pack file is hashed against its name; snapshot and forget records
+//!    are checked against the snapshot rows.
+//! 3. `hurts`: if any chunk is bad, every snapshot's recipe and tree is walked again to name
+//!    what each bad chunk damages (a file path, or the exported stream).
+//!
+//! Leftovers (pack files no row names, `tmp/` files) are notes, not problems.
+
+mod data;
+mod hurts;
+mod index;
+mod repair;
+
+use std::collections::HashMap;
+
+pub use repair::{repair_index, RepairReport};
+
+use crate::error::{Error, Result};
+use crate::ids::{ChunkId, PackId, SnapshotId};
+use crate::pack::ChunkKind;
+use crate::store::Store;
+
+/// What `Store::verify` found.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    /// Whether pack contents were read (`--data`) or only the index was checked.
+    pub data: bool,
+    /// Rows in the index.
+    pub packs: u64,
+    pub chunks: u64,
+    pub snapshots: u64,
+    pub problems: Vec<Problem>,
+    /// Things worth knowing that are not damage (unindexed leftovers, reclaimable by gc).
+    pub notes: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// One thing wrong with the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub what: String,
+    pub pack: Option<PackId>,
+    /// A byte offset in `pack`: of the record's payload for chunks, else of what is damaged.
+    pub offset: Option<u64>,
+    /// Set for a bad chunk; `hurts` then lists what uses it, as far as the snapshots'
+    /// metadata can be read.
+    pub chunk: Option<ChunkId>,
+    pub hurts: Vec<Hurt>,
+    /// A bad chunk no snapshot uses. Only claimed when every snapshot's metadata could be
+    /// read: if some is damaged too, what a chunk hurts may be unknowable.
+    pub unreferenced: bool,
+}
+
+/// Something a bad chunk damages: a path in a snapshot's tree, or (no path) its stream, i.e.
+/// `export`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Hurt {
+    pub snapshot: SnapshotId,
+    pub name: String,
+    /// From the root, with a leading `/`: a file whose content uses the chunk, or a directory
+    /// whose record is the chunk.
+    pub path: Option<Vec<u8>>,
+}
+
+/// A chunk found bad, and why.
+#[derive(Debug, Clone)]
+struct Bad {
+    what: String,
+    pack: Option<PackId>,
+    offset: Option<u64>,
+    kind: Option<ChunkKind>,
+}
+
+impl Bad {
+    fn new(what: impl Into<String>) -> Self {
+        Bad {
+            what: what.into(),
+            pack: None,
+            offset: None,
+            kind: None,
+        }
+    }
+
+    fn at(mut self, pack: PackId, offset: u64, kind: Option<ChunkKind>) -> Self {
+        self.pack = Some(pack);
+        self.offset = Some(offset);
+        self.kind = kind;
+        self
+    }
+}
+
+/// The state of one `verify` run.
+struct Verifier<'s> {
+    store: &'s Store,
+    problems: Vec<Problem>,
+    notes: Vec<String>,
+    /// Indexed chunks that cannot be read as the index says (first reason wins).
+    bad: HashMap<ChunkId, Bad>,
+}
+
+impl Verifier<'_> {
+    fn problem(&mut self, what: impl Into<String>) {
+        self.problems.push(Problem {
+            what: what.into(),
+            pack: None,
+            offset: None,
+            chunk: None,
+            hurts: Vec::new(),
+            unreferenced: false,
+        });
+    }
+
+    fn problem_at(&mut self, what: impl Into<String>, pack: PackId, offset: Option<u64>) {
+        self.problems.push(Problem {
+            what: what.into(),
+            pack: Some(pack),
+            offset,
+            chunk: None,
+            hurts: Vec::new(),
+            unreferenced: false,
+        });
+    }
+
+    fn bad_chunk(&mut self, id: ChunkId, bad: Bad) {
+        self.bad.entry(id).or_insert(bad);
+    }
+}
+
+pub(crate) fn kind_name(kind: Option<ChunkKind>) -> &'static str {
+    match kind {
+        Some(ChunkKind::Data) => "data chunk",
+        Some(ChunkKind::Piece) => "piece",
+        Some(ChunkKind::Node) => "list node",
+        Some(ChunkKind::Snapshot) => "snapshot record",
+        Some(ChunkKind::Dir) => "directory record",
+        None => "chunk",
+    }
+}
+
+/// An error's message without the "store damaged:" prefix.
+fn reason(e: &Error) -> String {
+    match e {
+        Error::Corrupt(s) => s.clone(),
+        e => e.to_string(),
+    }
+}
+
+/// A read transaction on the store's connection for the whole run (rolled back at the end:
+/// verify writes nothing but its own temp table).
+struct ReadTx<'s>(&'s Store);
+
+impl<'s> ReadTx<'s> {
+    fn begin(store: &'s Store) -> Result<Self> {
+        let db = store.db();
+        db.conn().execute_batch("BEGIN")?;
+        // The snapshot is taken by the first read.
+        db.conn()
+            .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })?;
+        Ok(ReadTx(store))
+    }
+}
+
+impl Drop for ReadTx<'_> {
+    fn drop(&mut self) {
+        let db = self.0.db();
+        let _ = db.conn().execute_batch("ROLLBACK");
+    }
+}
+
+impl Store {
+    /// Check the index (and with `data`, every byte of every indexed pack). Damage is
+    /// reported, not returned as an error; `Err` means the check itself could not run.
+    pub fn verify(&self, data: bool) -> Result<VerifyReport> {
+        let _tx = ReadTx::begin(self)?;
+        let mut v = Verifier {
+            store: self,
+            problems: Vec::new(),
+            notes: Vec::new(),
+            bad: HashMap::new(),
+        };
+        let packs = index::check_tables(&mut v)?;
+        let snaps = index::load_snapshots(&mut v)?;
+        index::check_snapshots(&mut v, &snaps)?;
+        if data {
+            data::check_packs(&mut v, &packs, &snaps)?;
+        }
+        index::leftovers(&mut v, &packs)?;
+        hurts::report_bad(&mut v, &snaps)?;
+        let count = |sql: &str| -> Result<u64> {
+            Ok(self
+                .db()
+                .conn()
+                .query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+        };
+        Ok(VerifyReport {
+            data,
+            packs: count("SELECT COUNT(*) FROM packs")?,
+            chunks: count("SELECT COUNT(*) FROM chunks")?,
+            snapshots: count("SELECT COUNT(*) FROM snapshots")?,
+            problems: v.problems,
+            notes: v.notes,
+        })
+    }
+}

@@ -1,0 +1,524 @@
+//! Rebuilding the index from the packs alone (FORMAT §14), after `cellar.db` was lost or
+//! damaged.
+//!
+//! The new index is built beside the old one (`tmp/…db`) and only then swapped in: the old
+//! `cellar.db` (and its `-wal`, `-shm`) is moved aside to `cellar.db.broken-TIMESTAMP`, never
+//! deleted. Decisions the packs cannot make for us:
+//!
+//! - **Order.** Commit order is not recorded in packs. Snapshots are inserted so that each
+//!   comes after its parent (the parent is chosen under the commit lock, so within a name this
+//!   is the commit order), and otherwise by `created` (the ingest's start), then id.
+//! - **Uncommitted snapshots.** A snapshot record in a pack whose ingest was killed after
+//!   sealing it but before its index transaction committed (FORMAT §11) is restored like any
+//!   other: all of that ingest's packs were sealed before its record, so it is complete.
+//! - **Forgotten snapshots.** A forget record (tombstone) in any pack removes the snapshots it
+//!   names, as `rm`/`prune` did.
+//! - **Damaged packs.** A pack whose contents do not hash to its name is skipped with a warning,
+//!   whole: its chunks and records are not indexed. Chunks stored in several packs are indexed
+//!   at their first copy in pack-name order.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rusqlite::params;
+
+use super::index::pid_alive;
+use super::reason;
+use crate::db::Db;
+use crate::error::{Error, IoContext, Result};
+use crate::ids::{ChunkId, PackId, SnapshotId};
+use crate::ingest::index_pack;
+use crate::layout;
+use crate::list::ListRef;
+use crate::pack::{ChunkKind, Codec, RecordKind, SealedPack};
+use crate::snapshot::{Snapshot, SnapshotRecord};
+use crate::store::{lock_file, Store};
+use crate::tree::Node;
+
+/// The newest snapshot record version this build reads (FORMAT §7).
+const RECORD_VERSION: u32 = 2;
+
+/// What `repair_index` did.
+#[derive(Debug, Clone, Default)]
+pub struct RepairReport {
+    /// Where the old index files went (none if there were none).
+    pub moved: Vec<PathBuf>,
+    /// Packs indexed, and packs skipped (damaged or unreadable; see `warnings`).
+    pub packs: u64,
+    pub skipped_packs: u64,
+    pub frames: u64,
+    pub chunks: u64,
+    /// Record entries not indexed because an earlier pack holds the same chunk.
+    pub duplicates: u64,
+    pub snapshots: u64,
+    /// Snapshot records left out because a forget record names them.
+    pub forgotten: u64,
+    pub warnings: Vec<String>,
+}
+
+/// What one pack holds besides chunks.
+#[derive(Default)]
+struct PackContents {
+    size: u64,
+    frames: u64,
+    entries: u64,
+    snapshots: Vec<Snapshot>,
+    forgets: Vec<SnapshotId>,
+    warnings: Vec<String>,
+}
+
+/// Rebuild `root/cellar.db` from the pack files under `root/packs`. Runs under the store's
+/// commit lock; refuses while another process is in the middle of an ingest.
+pub fn repair_index(root: &Path, on_wait: &dyn Fn(&str)) -> Result<RepairReport> {
+    if !root.join(layout::PACKS_DIR).is_dir() {
+        return Err(Error::NoStore(root.to_path_buf()));
+    }
+    fs::create_dir_all(root.join(layout::TMP_DIR)).at(root.join(layout::TMP_DIR))?;
+    let _lock = lock_file(root, on_wait)?;
+    refuse_if_busy(root)?;
+    let mut report = RepairReport::default();
+    let files = pack_files(root, &mut report.warnings);
+    let tmp = layout::new_temp_path(root, "db");
+    let built = build(&tmp, root, &files, &mut report);
+    let sidecars = |p: &Path| {
+        [
+            p.to_path_buf(),
+            with_suffix(p, "-wal"),
+            with_suffix(p, "-shm"),
+        ]
+    };
+    if let Err(e) = built {
+        for f in sidecars(&tmp) {
+            let _ = fs::remove_file(f);
+        }
+        return Err(e);
+    }
+    for f in &sidecars(&tmp)[1..] {
+        let _ = fs::remove_file(f);
+    }
+    // An ingest that started meanwhile has the old index open and would commit into it once
+    // the lock is free: check again, just before the swap.
+    if let Err(e) = refuse_if_busy(root) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    report.moved = move_aside(root)?;
+    let db = root.join(layout::DB_FILE);
+    fs::rename(&tmp, &db).at(&db)?;
+    layout::sync_dir(root)?;
+    Ok(report)
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// An ingest in progress holds index state the rebuild would not see (and would commit into
+/// the old index): its `tmp/PID-…` files name a live process.
+fn refuse_if_busy(root: &Path) -> Result<()> {
+    let me = std::process::id() as i32;
+    let tmp = root.join(layout::TMP_DIR);
+    for f in fs::read_dir(&tmp).at(&tmp)?.flatten() {
+        let name = f.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid != me && pid_alive(pid) {
+            return Err(Error::io(
+                f.path(),
+                io::Error::other(format!(
+                    "process {pid} is writing to the store (an ingest in progress); let it \
+                     finish, then run repair-index again (remove this file if process {pid} \
+                     is not cellar)"
+                )),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `packs/xx/ID.pack` files, sorted by id. Anything else there is a warning.
+fn pack_files(root: &Path, warnings: &mut Vec<String>) -> Vec<(PackId, PathBuf)> {
+    let mut out = Vec::new();
+    let packs = root.join(layout::PACKS_DIR);
+    let mut dirs: Vec<_> = fs::read_dir(&packs)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    dirs.sort_by_key(|d| d.file_name());
+    for d in dirs {
+        let dname = d.file_name().to_string_lossy().into_owned();
+        if !d.path().is_dir() {
+            warnings.push(format!(
+                "skipped {}/{dname}: not a pack directory",
+                layout::PACKS_DIR
+            ));
+            continue;
+        }
+        let mut files: Vec<_> = fs::read_dir(d.path())
+            .map(|d| d.flatten().collect())
+            .unwrap_or_default();
+        files.sort_by_key(|f| f.file_name());
+        for f in files {
+            let fname = f.file_name().to_string_lossy().into_owned();
+            let id = fname
+                .strip_suffix(".pack")
+                .and_then(PackId::from_hex)
+                .filter(|id| id.hex()[..2] == dname);
+            match id {
+                Some(id) => out.push((id, f.path())),
+                None => warnings.push(format!(
+                    "skipped {}/{dname}/{fname}: not a pack file name",
+                    layout::PACKS_DIR
+                )),
+            }
+        }
+    }
+    out.sort_by_key(|(id, _)| *id);
+    out
+}
+
+/// Check a pack's id and read its records' headers, and its snapshot and forget records.
+fn read_pack(path: &Path, id: &PackId) -> std::result::Result<PackContents, String> {
+    let mut file = File::open(path).map_err(|e| e.to_string())?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(&mut file).map_err(|e| e.to_string())?;
+    if PackId(*hasher.finalize().as_bytes()) != *id {
+        return Err("its contents do not hash to its name (the pack is damaged)".into());
+    }
+    let mut c = PackContents {
+        size: file.metadata().map_err(|e| e.to_string())?.len(),
+        ..Default::default()
+    };
+    let mut records = Vec::new();
+    crate::pack::scan(path, |rec| {
+        match rec.header.kind {
+            RecordKind::Chunks => {
+                c.frames += 1;
+                c.entries += rec.header.entries.len() as u64;
+            }
+            RecordKind::Snapshot | RecordKind::Forget => records.push(rec),
+        }
+        Ok(())
+    })
+    .map_err(|e| reason(&e))?;
+    for rec in records {
+        let h = &rec.header;
+        if h.kind == RecordKind::Forget {
+            c.forgets
+                .extend(h.entries.iter().map(|e| SnapshotId(e.id.0)));
+            continue;
+        }
+        let mut bytes = vec![0u8; h.stored_len as usize];
+        let read = file.read_exact_at(&mut bytes, rec.payload_offset);
+        let entry = &h.entries[..];
+        let why = match read {
+            Err(e) => Some(e.to_string()),
+            Ok(())
+                if entry.len() != 1
+                    || entry[0].kind != ChunkKind::Snapshot
+                    || h.codec != Codec::None =>
+            {
+                Some("malformed".to_string())
+            }
+            Ok(()) if ChunkId::of(&bytes) != entry[0].id => Some("fails its checksum".into()),
+            Ok(()) => match snapshot_from_record(SnapshotId(entry[0].id.0), &bytes) {
+                Ok(s) => {
+                    c.snapshots.push(s);
+                    None
+                }
+                Err(why) => Some(why),
+            },
+        };
+        if let Some(why) = why {
+            c.warnings.push(format!(
+                "left out the snapshot record at offset {} of {}: {why}",
+                rec.payload_offset,
+                path.display()
+            ));
+        }
+    }
+    Ok(c)
+}
+
+fn snapshot_from_record(id: SnapshotId, bytes: &[u8]) -> std::result::Result<Snapshot, String> {
+    let r: SnapshotRecord =
+        serde_json::from_slice(bytes).map_err(|e| format!("it does not parse: {e}"))?;
+    if r.v > RECORD_VERSION {
+        return Err(format!(
+            "its version {} is newer than this cellar understands ({RECORD_VERSION})",
+            r.v
+        ));
+    }
+    let unhex = |what: &str, s: &str| hex::decode(s).map_err(|_| format!("its {what} is not hex"));
+    let root = ListRef::from_bytes(&unhex("root", &r.root)?)
+        .map_err(|e| format!("its root: {}", reason(&e)))?;
+    let tree = match &r.tree {
+        Some(t) => Some(
+            Node::from_bytes(&unhex("tree", t)?)
+                .map_err(|e| format!("its tree: {}", reason(&e)))?,
+        ),
+        None => None,
+    };
+    let parent = match &r.parent {
+        Some(p) => Some(SnapshotId::from_hex(p).ok_or("its parent is not an id")?),
+        None => None,
+    };
+    Ok(Snapshot {
+        id,
+        name: r.name,
+        parent,
+        created: r.created,
+        stream_len: r.stream_len,
+        stream_sha256: r.stream_sha256,
+        members: r.members,
+        added_bytes: r.added_bytes,
+        labels: r.labels,
+        root,
+        tree,
+    })
+}
+
+/// Build the new index at `tmp`: every good pack's rows, delta depths, then the snapshots.
+fn build(
+    tmp: &Path,
+    root: &Path,
+    files: &[(PackId, PathBuf)],
+    report: &mut RepairReport,
+) -> Result<()> {
+    let mut db = Db::open(tmp, true)?;
+    db.immediate(|tx| {
+        let mut snaps: Vec<Snapshot> = Vec::new();
+        let mut forgotten: HashSet<SnapshotId> = HashSet::new();
+        let mut entries = 0;
+        for (id, path) in files {
+            let shown = path
+                .strip_prefix(root)
+                .unwrap_or(path)
+                .display()
+                .to_string();
+            let c = match read_pack(path, id) {
+                Ok(c) => c,
+                Err(why) => {
+                    report.warnings.push(format!("skipped {shown}: {why}"));
+                    report.skipped_packs += 1;
+                    continue;
+                }
+            };
+            index_pack(
+                root,
+                tx,
+                &SealedPack {
+                    id: *id,
+                    size: c.size,
+                },
+                &HashMap::new(),
+            )?;
+            report.packs += 1;
+            report.frames += c.frames;
+            entries += c.entries;
+            snaps.extend(c.snapshots);
+            forgotten.extend(c.forgets);
+            report.warnings.extend(c.warnings);
+        }
+        report.chunks =
+            tx.query_row("SELECT COUNT(*) FROM chunks", [], |r| r.get::<_, i64>(0))? as u64;
+        report.duplicates = entries.saturating_sub(report.chunks);
+        set_depths(tx)?;
+        let mut seen = HashSet::new();
+        snaps.retain(|s| seen.insert(s.id));
+        let before = snaps.len();
+        snaps.retain(|s| !forgotten.contains(&s.id));
+        report.forgotten = (before - snaps.len()) as u64;
+        for s in commit_order(snaps) {
+            Store::insert_snapshot(tx, &s)?;
+            report.snapshots += 1;
+        }
+        Ok(())
+    })?;
+    // Fold the WAL into the file, so the file alone is the index, and make it durable.
+    db.conn()
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    drop(db);
+    File::open(tmp).and_then(|f| f.sync_all()).at(tmp)?;
+    Ok(())
+}
+
+/// `chunks.depth`: a delta object's depth is its base's plus one (FORMAT §8.4).
+fn set_depths(tx: &rusqlite::Transaction) -> Result<()> {
+    let mut bases: HashMap<ChunkId, ChunkId> = HashMap::new();
+    {
+        let mut stmt = tx.prepare(
+            "SELECT c.id, f.base FROM chunks c JOIN frames f ON f.id = c.frame
+             WHERE f.codec = 2 AND f.base IS NOT NULL",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let id = ChunkId::from_slice(&r.get::<_, Vec<u8>>(0)?);
+            let base = ChunkId::from_slice(&r.get::<_, Vec<u8>>(1)?);
+            if let (Some(id), Some(base)) = (id, base) {
+                bases.insert(id, base);
+            }
+        }
+    }
+    let mut depth: HashMap<ChunkId, u32> = HashMap::new();
+    for &start in bases.keys() {
+        let mut chain = Vec::new();
+        let mut cur = start;
+        let known = loop {
+            if let Some(&d) = depth.get(&cur) {
+                break d;
+            }
+            match bases.get(&cur) {
+                // Not a delta (or not indexed; verify reports that).
+                None => break 0,
+                // A cycle cannot happen with hashes; stop rather than loop if it does.
+                Some(_) if chain.len() > bases.len() => break 0,
+                Some(&base) => {
+                    chain.push(cur);
+                    cur = base;
+                }
+            }
+        };
+        let mut d = known;
+        for id in chain.into_iter().rev() {
+            d += 1;
+            depth.insert(id, d);
+        }
+    }
+    let mut stmt = tx.prepare("UPDATE chunks SET depth = ?1 WHERE id = ?2")?;
+    for (id, d) in depth {
+        stmt.execute(params![d, &id.0[..]])?;
+    }
+    Ok(())
+}
+
+/// Parents before children; otherwise by `created`, then id. Unparseable times go last.
+fn commit_order(snaps: Vec<Snapshot>) -> Vec<Snapshot> {
+    type Key = (bool, Option<time::OffsetDateTime>, SnapshotId);
+    let key = |s: &Snapshot| -> Key {
+        let t =
+            time::OffsetDateTime::parse(&s.created, &time::format_description::well_known::Rfc3339)
+                .ok();
+        (t.is_none(), t, s.id)
+    };
+    let keys: Vec<Key> = snaps.iter().map(key).collect();
+    let index: HashMap<SnapshotId, usize> =
+        snaps.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+    let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut ready = BinaryHeap::new();
+    for (i, s) in snaps.iter().enumerate() {
+        match s.parent.and_then(|p| index.get(&p)) {
+            Some(&p) if p != i => children.entry(p).or_default().push(i),
+            _ => ready.push(Reverse((keys[i], i))),
+        }
+    }
+    let mut order = Vec::with_capacity(snaps.len());
+    let mut placed = vec![false; snaps.len()];
+    while let Some(Reverse((_, i))) = ready.pop() {
+        order.push(i);
+        placed[i] = true;
+        for &c in children.get(&i).map(Vec::as_slice).unwrap_or(&[]) {
+            ready.push(Reverse((keys[c], c)));
+        }
+    }
+    // Only a parent cycle (impossible with hashes) leaves some unplaced.
+    let mut rest: Vec<usize> = (0..snaps.len()).filter(|&i| !placed[i]).collect();
+    rest.sort_by_key(|&i| keys[i]);
+    order.extend(rest);
+    let mut slots: Vec<Option<Snapshot>> = snaps.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+/// Move `cellar.db`, `cellar.db-wal` and `cellar.db-shm` aside to
+/// `cellar.db.broken-TIMESTAMP[-N]{,-wal,-shm}` (names SQLite still pairs up).
+fn move_aside(root: &Path) -> Result<Vec<PathBuf>> {
+    const SUFFIXES: [&str; 3] = ["", "-wal", "-shm"];
+    let db = layout::DB_FILE;
+    let present: Vec<&str> = SUFFIXES
+        .into_iter()
+        .filter(|s| root.join(format!("{db}{s}")).symlink_metadata().is_ok())
+        .collect();
+    if present.is_empty() {
+        return Ok(Vec::new());
+    }
+    let t = time::OffsetDateTime::now_utc();
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    let mut n = 0;
+    let base = loop {
+        let base = match n {
+            0 => format!("{db}.broken-{stamp}"),
+            n => format!("{db}.broken-{stamp}-{n}"),
+        };
+        if SUFFIXES
+            .iter()
+            .all(|s| root.join(format!("{base}{s}")).symlink_metadata().is_err())
+        {
+            break base;
+        }
+        n += 1;
+    };
+    let mut moved = Vec::new();
+    for s in present {
+        let from = root.join(format!("{db}{s}"));
+        let to = root.join(format!("{base}{s}"));
+        fs::rename(&from, &to).at(&from)?;
+        moved.push(to);
+    }
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(n: u8, parent: Option<u8>, created: &str) -> Snapshot {
+        Snapshot {
+            id: SnapshotId([n; 32]),
+            name: "vm".into(),
+            parent: parent.map(|p| SnapshotId([p; 32])),
+            created: created.into(),
+            stream_len: 0,
+            stream_sha256: String::new(),
+            members: 0,
+            added_bytes: 0,
+            labels: Default::default(),
+            root: ListRef::Inline(vec![]),
+            tree: None,
+        }
+    }
+
+    fn order(snaps: Vec<Snapshot>) -> Vec<u8> {
+        commit_order(snaps).iter().map(|s| s.id.0[0]).collect()
+    }
+
+    #[test]
+    fn parents_come_first_then_time_then_id() {
+        // 3's ingest started before 2's but committed after it (its parent is 2).
+        let snaps = vec![
+            snap(3, Some(2), "2026-11-29T10:00:01Z"),
+            snap(2, Some(1), "2026-11-29T10:00:02Z"),
+            snap(1, None, "2026-11-29T10:00:00Z"),
+            // Another lineage, ordered by time; "10:00:00.5Z" is after "10:00:00Z" although
+            // it sorts before it as text.
+            snap(9, None, "2026-11-29T10:00:00.5Z"),
+            snap(8, None, "not a time"),
+            // A parent that is not there (forgotten) does not hold a snapshot back.
+            snap(7, Some(42), "2026-11-29T09:00:00Z"),
+        ];
+        assert_eq!(order(snaps), vec![7, 1, 9, 2, 3, 8]);
+    }
+}

@@ -1,0 +1,304 @@
+//! `verify` finds damage and names what it hurts; `repair-index` rebuilds a lost or damaged
+//! index from the packs alone, and every snapshot still exports bit-exact.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+
+/// A store with two snapshots whose data are in separate packs: "vm", a tree with a large
+/// unique incompressible file (so the middle of its pack is that file's data), and "db",
+/// different data from a separate run.
+struct Fixture {
+    store: TestStore,
+    vm: String,
+    vm_stream: Vec<u8>,
+    vm_pack: PathBuf,
+    db: String,
+    db_stream: Vec<u8>,
+    db_pack: PathBuf,
+}
+
+fn tar_of(dir: &Path) -> Vec<u8> {
+    tar_stream(&["tar", "-cf", "-", "-C", dir.to_str().unwrap(), "."])
+}
+
+fn fixture() -> Fixture {
+    let store = TestStore::new();
+    let vm_dir = store.scratch("vm");
+    crate::trees::portable_tree(&vm_dir);
+    write_file(&vm_dir.join("big.bin"), &noise(4_000_000, 71));
+    let vm_stream = tar_of(&vm_dir);
+    let vm = store.snapshot_bytes(&vm_stream, "vm");
+    let vm_packs = store.pack_files();
+    assert_eq!(vm_packs.len(), 1, "one pack for the first snapshot");
+
+    let db_dir = store.scratch("db");
+    write_file(&db_dir.join("data/table.bin"), &noise(1_500_000, 72));
+    write_file(&db_dir.join("etc/db.conf"), &text(20_000, 73));
+    let db_stream = tar_of(&db_dir);
+    let db = store.snapshot_bytes(&db_stream, "db");
+    let db_pack = store
+        .pack_files()
+        .into_iter()
+        .find(|p| !vm_packs.contains(p))
+        .expect("the second snapshot has a pack of its own");
+    Fixture {
+        vm_pack: vm_packs[0].clone(),
+        store,
+        vm,
+        vm_stream,
+        db,
+        db_stream,
+        db_pack,
+    }
+}
+
+fn flip_middle_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn list_json(store: &TestStore) -> serde_json::Value {
+    store.json(&["list", "--json"])
+}
+
+/// Every snapshot of the fixture exports exactly what was ingested.
+fn assert_exports(f: &Fixture) {
+    assert!(f.store.export(&f.vm) == f.vm_stream, "vm is not bit-exact");
+    assert!(f.store.export(&f.db) == f.db_stream, "db is not bit-exact");
+}
+
+#[test]
+fn clean_store_verifies_with_notes_for_leftovers() {
+    let f = fixture();
+    let out = f.store.run(&["verify"]);
+    assert_success(&out, &["verify"]);
+    assert!(stdout(&out).contains("no problems"), "{}", stdout(&out));
+    let out = f.store.run(&["verify", "--data"]);
+    assert_success(&out, &["verify", "--data"]);
+
+    let j = f.store.json(&["verify", "--data", "--json"]);
+    assert_eq!(j["ok"], true);
+    assert_eq!(j["packs"], 2);
+    assert_eq!(j["snapshots"], 2);
+    assert!(j["chunks"].as_u64().unwrap() > 100);
+    assert_eq!(j["problems"].as_array().unwrap().len(), 0);
+    assert_eq!(j["notes"].as_array().unwrap().len(), 0);
+
+    // Leftovers of a crashed writer are notes, not problems.
+    let stray = f
+        .store
+        .path()
+        .join(format!("packs/00/{}.pack", "0".repeat(64)));
+    write_file(&stray, b"CELLARPK leftover");
+    write_file(&f.store.path().join("tmp/999999999-1-0.pack"), b"partial");
+    let j = f.store.json(&["verify", "--json"]);
+    assert_eq!(j["ok"], true, "{j:#}");
+    let notes = j["notes"].to_string();
+    assert!(
+        notes.contains("packs/00/") && notes.contains("not in the index"),
+        "{notes}"
+    );
+    assert!(notes.contains("tmp/999999999-1-0.pack"), "{notes}");
+    assert!(notes.contains("reclaimable by gc"), "{notes}");
+}
+
+#[test]
+fn flipped_byte_names_the_snapshot_and_path_it_hurts() {
+    let f = fixture();
+    flip_middle_byte(&f.vm_pack);
+
+    let out = f.store.run(&["verify", "--data"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("fails its checksum"), "{text}");
+    assert!(
+        text.contains(&format!("snapshot {} (vm): /big.bin", f.vm)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("snapshot {}: stream (export)", f.vm)),
+        "{text}"
+    );
+    assert!(!text.contains(&f.db), "db is not hurt:\n{text}");
+    assert!(stderr(&out).contains("problem"), "{}", stderr(&out));
+
+    let out = f.store.run(&["verify", "--data", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["ok"], false);
+    let problems = j["problems"].as_array().unwrap();
+    let damaged = problems
+        .iter()
+        .find(|p| p["chunk"].is_string())
+        .expect("a damaged chunk is named");
+    assert_eq!(damaged["pack"].as_str().unwrap().len(), 64);
+    assert!(damaged["offset"].as_u64().unwrap() > 0);
+    let hurts = damaged["hurts"].as_array().unwrap();
+    assert!(
+        hurts
+            .iter()
+            .any(|h| h["snapshot"].as_str().unwrap().starts_with(&f.vm)
+                && h["name"] == "vm"
+                && h["path"] == "/big.bin"),
+        "{hurts:?}"
+    );
+    assert!(
+        hurts.iter().any(|h| h.get("path").is_none()),
+        "the stream is hurt"
+    );
+
+    // The hurt snapshot no longer exports; the other, in its own pack, still does, exactly.
+    let out = f.store.run(&["export", &f.vm]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("checksum"), "{}", stderr(&out));
+    assert!(f.store.export(&f.db) == f.db_stream);
+}
+
+#[test]
+fn damage_no_snapshot_uses_is_unreferenced() {
+    let f = fixture();
+    f.store.ok(&["rm", &f.db]);
+    flip_middle_byte(&f.db_pack);
+    let out = f.store.run(&["verify", "--data"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("unreferenced"), "{text}");
+    assert!(!text.contains("hurts snapshot"), "{text}");
+    let j: serde_json::Value =
+        serde_json::from_slice(&f.store.run(&["verify", "--data", "--json"]).stdout).unwrap();
+    let damaged = j["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["chunk"].is_string())
+        .expect("a damaged chunk");
+    assert_eq!(damaged["hurts"].as_array().unwrap().len(), 0);
+    assert_eq!(damaged["unreferenced"], true);
+    assert!(f.store.export(&f.vm) == f.vm_stream);
+}
+
+#[test]
+fn missing_pack_is_found_without_reading_data() {
+    let f = fixture();
+    std::fs::remove_file(&f.db_pack).unwrap();
+    let out = f.store.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("cannot be found"), "{text}");
+    assert!(
+        text.contains(&format!("snapshot {}: stream (export)", f.db)),
+        "{text}"
+    );
+    assert!(!text.contains(&f.vm), "vm is not hurt:\n{text}");
+    assert!(f.store.export(&f.vm) == f.vm_stream);
+}
+
+/// The index files, so a test can lose them.
+fn index_files(store: &TestStore) -> Vec<PathBuf> {
+    ["cellar.db", "cellar.db-wal", "cellar.db-shm"]
+        .iter()
+        .map(|n| store.path().join(n))
+        .collect()
+}
+
+#[test]
+fn repair_index_rebuilds_a_lost_index() {
+    let f = fixture();
+    // A second snapshot of vm: a parent chain, and pieces and records stored as deltas.
+    let vm_dir = f.store.scratch("vm");
+    write_file(&vm_dir.join("etc/hostname"), b"vm1-renamed\n");
+    let vm2_stream = tar_of(&vm_dir);
+    let vm2 = f.store.snapshot_bytes(&vm2_stream, "vm");
+    let before = list_json(&f.store);
+    assert_eq!(before.as_array().unwrap().len(), 3);
+
+    for p in index_files(&f.store) {
+        let _ = std::fs::remove_file(p);
+    }
+    let out = f.store.run(&["list"]);
+    assert_eq!(out.status.code(), Some(1), "no index, no store");
+
+    let text = f.store.ok(&["repair-index"]);
+    assert!(text.contains("restored 3 snapshots"), "{text}");
+    assert_eq!(
+        list_json(&f.store),
+        before,
+        "the same snapshots, in the same order"
+    );
+    assert_exports(&f);
+    assert!(f.store.export(&vm2) == vm2_stream);
+    assert!(
+        f.store.export("vm") == vm2_stream,
+        "vm's latest is still vm2"
+    );
+    assert!(f.store.export("vm~1") == f.vm_stream);
+    f.store.ok(&["verify", "--data"]);
+}
+
+#[test]
+fn repair_index_replaces_a_damaged_index() {
+    let f = fixture();
+    let before = list_json(&f.store);
+    let db = f.store.path().join("cellar.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[..100].fill(0xa5);
+    std::fs::write(&db, &bytes).unwrap();
+
+    for args in [
+        &["list"][..],
+        &["stats"],
+        &["export", "vm"],
+        &["ls", "vm"],
+        &["verify"],
+    ] {
+        let out = f.store.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?} should fail");
+        let err = stderr(&out);
+        assert!(
+            err.contains("cellar: error:") && err.contains("index"),
+            "{args:?}: {err}"
+        );
+    }
+    let out = f.store.run(&["verify"]);
+    assert!(stderr(&out).contains("repair-index"), "{}", stderr(&out));
+    let out = f
+        .store
+        .run_stdin(&["snapshot", "--name", "x", "-"], &f.db_stream);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a snapshot into a damaged index fails"
+    );
+
+    let text = f.store.ok(&["repair-index"]);
+    assert!(text.contains("cellar.db.broken-"), "{text}");
+    // The damaged index is kept, as it was.
+    let kept: Vec<PathBuf> = std::fs::read_dir(f.store.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("cellar.db.broken-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(std::fs::read(&kept[0]).unwrap() == bytes);
+
+    assert_eq!(list_json(&f.store), before);
+    assert_exports(&f);
+    f.store.ok(&["verify", "--data"]);
+
+    // The store works on: a new snapshot commits and exports.
+    let dir = f.store.scratch("new");
+    write_file(&dir.join("new.bin"), &noise(200_000, 74));
+    write_file(&dir.join("big.bin"), &noise(4_000_000, 71));
+    let stream = tar_of(&dir);
+    let id = f.store.snapshot_bytes(&stream, "vm");
+    assert!(f.store.export(&id) == stream);
+    assert_eq!(f.store.snapshot_count(), 3);
+    f.store.ok(&["verify", "--data"]);
+}
