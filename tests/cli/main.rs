@@ -9,6 +9,7 @@ mod browse;
 mod cli;
 mod concurrency;
 mod crash;
+mod damage;
 mod dedup;
 mod dirsnap;
 mod exact;

@@ -1,0 +1,71 @@
+//! Damage is found and contained: a flipped byte in a pack makes every reader of the data it
+//! hurts fail loudly (cat, export, mount with EIO), never return wrong bytes, and leaves
+//! everything else readable.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::common::*;
+
+fn flip_middle_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Unmounts (lazily) on drop, even when an assertion fails.
+struct Mounted<'a>(&'a Path);
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_flipped_byte_fails_its_readers_and_spares_the_rest() {
+    require("fusermount3");
+    let store = TestStore::new();
+    // Two snapshots in two separate ingests, so their data lives in different packs.
+    let hurt = store.scratch("hurt");
+    write_file(&hurt.join("big.bin"), &noise(6_000_000, 1));
+    let hurt_stream = tar_stream(&["tar", "-cf", "-", "-C", hurt.to_str().unwrap(), "."]);
+    store.snapshot_bytes(&hurt_stream, "hurt");
+    let packs_before: Vec<_> = store.pack_files();
+    let safe = store.scratch("safe");
+    write_file(&safe.join("other.bin"), &noise(200_000, 2));
+    let safe_stream = tar_stream(&["tar", "-cf", "-", "-C", safe.to_str().unwrap(), "."]);
+    store.snapshot_bytes(&safe_stream, "safe");
+
+    let biggest = packs_before
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    flip_middle_byte(biggest);
+
+    // cat and export refuse, naming the damage; nothing wrong reaches stdout.
+    let out = store.run(&["cat", "hurt", "/big.bin"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
+    let out = store.run(&["export", "hurt"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    // The mount answers EIO for the hurt file and keeps serving everything else.
+    let mnt = store.scratch("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    store.ok(&["mount", "--daemon", mnt.to_str().unwrap()]);
+    let _guard = Mounted(&mnt);
+    let mut file = std::fs::File::open(mnt.join("hurt/latest/big.bin")).unwrap();
+    let mut buf = Vec::new();
+    let err = file
+        .read_to_end(&mut buf)
+        .expect_err("reading damaged data must fail");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let other = std::fs::read(mnt.join("safe/latest/other.bin")).unwrap();
+    assert!(other == noise(200_000, 2));
+    assert!(store.export("safe") == safe_stream);
+}
