@@ -49,6 +49,21 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Rebuild the index (cellar.db) from the packs alone, after losing or damaging it
     RepairIndex(RepairIndexArgs),
+    /// Reclaim what no snapshot references: delete dead packs, repack mostly-dead ones
+    Gc(GcArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Report what would be reclaimed; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds that unreferenced chunks stay readable (for running readers), and that files
+    /// no index row names are left alone
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub grace: u64,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

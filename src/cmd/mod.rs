@@ -1,6 +1,7 @@
 //! One module per command; each takes its parsed arguments and the store location.
 
 mod export;
+mod gc;
 mod list;
 mod mount;
 mod prune;
@@ -37,6 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prune(args) => prune::prune(&open(&root)?, args),
         Command::Verify(args) => verify::verify(&root, args),
         Command::RepairIndex(args) => verify::repair_index(&root, args),
+        Command::Gc(args) => gc::run(&open(&root)?, args),
     }
 }
 

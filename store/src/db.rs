@@ -8,7 +8,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Schema per version; entry `i` migrates from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -56,6 +56,28 @@ CREATE INDEX snapshots_name ON snapshots(name, seq);
     r#"
 -- The snapshot's tree: its encoded root node (NULL for snapshots made before trees).
 ALTER TABLE snapshots ADD COLUMN tree BLOB;
+"#,
+    r#"
+-- gc (FORMAT §15): ingest leases, chunks condemned by gc but still readable, the gc epoch.
+CREATE TABLE leases (
+    id            INTEGER PRIMARY KEY,
+    pid           INTEGER NOT NULL,
+    started_epoch INTEGER NOT NULL,    -- gc_epoch when the ingest started
+    started       INTEGER NOT NULL     -- unix seconds
+);
+CREATE TABLE condemned (
+    id     BLOB PRIMARY KEY,
+    frame  INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    len    INTEGER NOT NULL,
+    kind   INTEGER NOT NULL,
+    depth  INTEGER NOT NULL DEFAULT 0,
+    epoch  INTEGER NOT NULL            -- the gc_epoch of the condemn step that moved it here
+) WITHOUT ROWID;
+CREATE INDEX condemned_frame ON condemned(frame);
+CREATE INDEX chunks_frame ON chunks(frame);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value);
+INSERT INTO meta (key, value) VALUES ('gc_epoch', 0);
 "#,
 ];
 

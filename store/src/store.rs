@@ -23,10 +23,14 @@ const OPEN_PACKS: usize = 64;
 /// Decoded directory records kept for reuse.
 const DIR_CACHE: usize = 1024;
 
+/// Decoded frames by where they are stored.
+type FrameCache = LruCache<(PackId, u64), Arc<Vec<u8>>>;
+
 pub struct Store {
     root: PathBuf,
     db: Mutex<Db>,
-    frames: Mutex<LruCache<i64, Arc<Vec<u8>>>>,
+    /// Keyed by (pack, payload offset): gc frees `frames` row ids for reuse.
+    frames: Mutex<FrameCache>,
     packs: Mutex<LruCache<PackId, Arc<File>>>,
     dirs: Mutex<LruCache<ChunkId, Arc<Vec<Node>>>>,
 }
@@ -35,7 +39,6 @@ pub struct Store {
 struct Location {
     offset: usize,
     len: usize,
-    frame: i64,
     pack: PackId,
     payload_offset: u64,
     stored_len: usize,
@@ -121,10 +124,14 @@ impl Store {
 
     fn locate(&self, id: &ChunkId) -> Result<Location> {
         let db = self.db();
+        // A chunk gc condemned is still readable until swept (FORMAT §15): readers of a
+        // just-forgotten snapshot keep working.
         let mut stmt = db.conn().prepare_cached(
             "SELECT c.offset, c.len, f.id, p.name, f.offset, f.stored_len, f.raw_len, f.codec, f.base
-             FROM chunks c JOIN frames f ON f.id = c.frame JOIN packs p ON p.id = f.pack
-             WHERE c.id = ?1",
+             FROM (SELECT frame, offset, len, 0 AS o FROM chunks WHERE id = ?1
+                   UNION ALL SELECT frame, offset, len, 1 FROM condemned WHERE id = ?1) c
+             JOIN frames f ON f.id = c.frame JOIN packs p ON p.id = f.pack
+             ORDER BY c.o LIMIT 1",
         )?;
         let loc = stmt
             .query_row([&id.0[..]], |r| {
@@ -142,12 +149,11 @@ impl Store {
             })
             .optional()?
             .ok_or_else(|| Error::corrupt(format!("chunk {} is not in the index", id.short())))?;
-        let (offset, len, frame, pack, payload_offset, stored_len, raw_len, codec, base) = loc;
+        let (offset, len, _frame, pack, payload_offset, stored_len, raw_len, codec, base) = loc;
         let bad = || Error::corrupt(format!("index entry of chunk {} is malformed", id.short()));
         Ok(Location {
             offset: offset as usize,
             len: len as usize,
-            frame,
             pack: PackId::from_slice(&pack).ok_or_else(bad)?,
             payload_offset: payload_offset as u64,
             stored_len: stored_len as usize,
@@ -175,7 +181,7 @@ impl Store {
             .frames
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&loc.frame)
+            .get(&(loc.pack, loc.payload_offset))
         {
             return Ok(f.clone());
         }
@@ -222,15 +228,22 @@ impl Store {
         self.frames
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .put(loc.frame, raw.clone());
+            .put((loc.pack, loc.payload_offset), raw.clone());
         Ok(raw)
     }
 }
 
 impl ObjectSource for Store {
     fn object(&self, id: &ChunkId) -> Result<Object> {
-        let loc = self.locate(id)?;
-        let frame = self.frame(&loc)?;
+        let mut loc = self.locate(id)?;
+        let frame = match self.frame(&loc) {
+            // gc may have repacked the pack meanwhile: look the chunk up once more.
+            Err(Error::Io { .. }) if !layout::pack_path(&self.root, &loc.pack).exists() => {
+                loc = self.locate(id)?;
+                self.frame(&loc)?
+            }
+            other => other?,
+        };
         let range = loc.offset..loc.offset + loc.len;
         if range.end > frame.len() {
             return Err(Error::corrupt(format!(

@@ -163,7 +163,11 @@ pub(super) fn check_tables(v: &mut Verifier) -> Result<Vec<PackRow>> {
         let mut stmt = db.conn().prepare(
             "SELECT f.id, f.base, f.pack, f.offset FROM frames f
              WHERE f.codec = 2 AND f.base IS NOT NULL
-               AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = f.base)",
+               AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = f.base)
+               AND NOT EXISTS (SELECT 1 FROM condemned c WHERE c.id = f.base)
+               -- a record no row uses may outlive its base (gc swept it): harmless
+               AND (EXISTS (SELECT 1 FROM chunks c WHERE c.frame = f.id)
+                    OR EXISTS (SELECT 1 FROM condemned c WHERE c.frame = f.id))",
         )?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {

@@ -104,6 +104,8 @@ impl Store {
         let created = now
             .format(&time::format_description::well_known::Rfc3339)
             .expect("time formats");
+        // The lease comes before the first index read, so gc keeps what this ingest may find.
+        let lease = self.take_lease()?;
         let parent = self.latest(&opts.name, 0)?;
         let base = Base {
             anchors: match &parent {
@@ -177,7 +179,8 @@ impl Store {
             root: parsed.root,
             tree: Some(parsed.tree),
         };
-        let snapshot = self.commit(snapshot, written, &parsed.depths, &*opts.on_wait)?;
+        let snapshot = self.commit(snapshot, written, &parsed.depths, &*opts.on_wait, &lease)?;
+        lease.committed();
         Ok(IngestReport {
             snapshot,
             new_bytes: progress.new_bytes.load(Ordering::Relaxed),
@@ -298,6 +301,7 @@ impl Store {
         mut written: Written,
         depths: &HashMap<ChunkId, u32>,
         on_wait: &dyn Fn(&str),
+        lease: &crate::gc::Lease,
     ) -> Result<Snapshot> {
         crate::failpoint::hit("commit:before-lock");
         let _lock = match self.commit_lock(on_wait) {
@@ -325,6 +329,7 @@ impl Store {
             written.sealed.push(last.seal()?);
             crate::failpoint::hit("commit:after-seal");
             db.immediate(|tx| {
+                lease.commit_in(tx)?;
                 for pack in &written.sealed {
                     index_pack(self.root(), tx, pack, depths)?;
                 }

@@ -2,7 +2,7 @@
 //! what `tar --numeric-owner --xattrs --xattrs-include='*' -xpf` extracts from the same stream
 //! (the tests run as root, so the extraction keeps owners, modes, devices and xattrs).
 
-mod oracle;
+pub(crate) mod oracle;
 mod ustar;
 
 mod diff;

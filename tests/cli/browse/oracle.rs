@@ -1,6 +1,9 @@
 //! The oracle: GNU tar's extraction of a stream, walked and compared with what `ls --json`
 //! says of the snapshot, and the decoders that needs (base64 `path_bytes`, RFC 3339 times,
 //! `ls -b` escapes). Also: building a tree, archiving it and snapshotting the stream.
+//!
+//! The `pub(crate)` items are the mount tests' too (walking, extracting, archiving, xattr
+//! names, `lossy`).
 
 use std::collections::BTreeSet;
 use std::ffi::{CString, OsStr};
@@ -115,16 +118,16 @@ pub(super) fn ls_b(name: &[u8]) -> String {
     out
 }
 
-pub(super) fn lossy(b: &[u8]) -> String {
+pub(crate) fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn c_path(p: &Path) -> CString {
+pub(crate) fn c_path(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("no NUL in path")
 }
 
 /// xattr names of `p` (not following symlinks), sorted.
-fn xattr_names(p: &Path) -> Vec<String> {
+pub(crate) fn xattr_names(p: &Path) -> Vec<String> {
     let mut buf = vec![0u8; 1 << 16];
     let n = unsafe { libc::llistxattr(c_path(p).as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     assert!(
@@ -261,7 +264,7 @@ pub(super) fn json_meta(v: &Value) -> Meta {
 }
 
 /// Everything below `root` on disk, depth-first in name order (bytes), as ("/rel/path", path).
-pub(super) fn walk(root: &Path) -> Vec<(Vec<u8>, PathBuf)> {
+pub(crate) fn walk(root: &Path) -> Vec<(Vec<u8>, PathBuf)> {
     fn go(dir: &Path, rel: &[u8], out: &mut Vec<(Vec<u8>, PathBuf)>) {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -283,7 +286,7 @@ pub(super) fn walk(root: &Path) -> Vec<(Vec<u8>, PathBuf)> {
 }
 
 /// Extract `stream` into a new directory `dir` as GNU tar does with everything kept.
-pub(super) fn extract(store: &TestStore, stream: &[u8], dir: &Path) {
+pub(crate) fn extract(store: &TestStore, stream: &[u8], dir: &Path) {
     let file = store.scratch(&format!(
         "{}.tar",
         dir.file_name().unwrap().to_str().unwrap()
@@ -393,7 +396,7 @@ pub(super) fn assert_matches_extraction(
 }
 
 /// GNU tar's default format.
-pub(super) const GNU_TAR: &[&str] = &["tar", "-cf", "-"];
+pub(crate) const GNU_TAR: &[&str] = &["tar", "-cf", "-"];
 
 /// GNU tar's pax format, with every xattr.
 pub(super) const GNU_TAR_POSIX_XATTRS: &[&str] = &[
@@ -406,7 +409,7 @@ pub(super) const GNU_TAR_POSIX_XATTRS: &[&str] = &[
 ];
 
 /// The stream `writer` (an argv that writes a tar stream to stdout) makes of all of `root`.
-pub(super) fn archive(writer: &[&str], root: &Path) -> Vec<u8> {
+pub(crate) fn archive(writer: &[&str], root: &Path) -> Vec<u8> {
     let mut argv = writer.to_vec();
     argv.extend(["-C", root.to_str().unwrap(), "."]);
     tar_stream(&argv)

@@ -1,0 +1,72 @@
+//! `cellar gc [--dry-run] [--grace SECONDS] [--json]`.
+
+use cellar_store::{GcOptions, GcReport, Store};
+use serde::Serialize;
+
+use crate::cli::GcArgs;
+use crate::output::{human_bytes, print_json};
+
+#[derive(Serialize)]
+struct GcJson {
+    dry_run: bool,
+    packs_deleted: u64,
+    packs_repacked: u64,
+    bytes_freed: u64,
+    chunks_condemned: u64,
+    chunks_deleted: u64,
+    chunks_waiting: u64,
+    orphans_deleted: u64,
+    stale_leases: u64,
+}
+
+impl From<&GcReport> for GcJson {
+    fn from(r: &GcReport) -> Self {
+        GcJson {
+            dry_run: r.dry_run,
+            packs_deleted: r.packs_deleted,
+            packs_repacked: r.packs_repacked,
+            bytes_freed: r.bytes_freed,
+            chunks_condemned: r.chunks_condemned,
+            chunks_deleted: r.chunks_deleted,
+            chunks_waiting: r.chunks_waiting,
+            orphans_deleted: r.orphans_deleted,
+            stale_leases: r.stale_leases,
+        }
+    }
+}
+
+pub fn run(store: &Store, args: GcArgs) -> anyhow::Result<()> {
+    let opts = GcOptions {
+        dry_run: args.dry_run,
+        grace_secs: args.grace,
+    };
+    let r = store.gc(&opts, &|msg| eprintln!("cellar: {msg}"))?;
+    if args.json {
+        return print_json(&GcJson::from(&r));
+    }
+    let (verb, freed) = if r.dry_run {
+        ("would delete", "would free")
+    } else {
+        ("deleted", "freed")
+    };
+    println!("packs {verb}:   {}", r.packs_deleted);
+    println!("packs repacked:   {}", r.packs_repacked);
+    println!(
+        "bytes {freed}:  {} ({})",
+        r.bytes_freed,
+        human_bytes(r.bytes_freed)
+    );
+    println!("chunks condemned: {}", r.chunks_condemned);
+    println!("chunks deleted:   {}", r.chunks_deleted);
+    if r.chunks_waiting > 0 {
+        println!(
+            "chunks waiting:   {} (within --grace, or needed by a running ingest; a later gc \
+             deletes them)",
+            r.chunks_waiting
+        );
+    }
+    if !r.dry_run {
+        println!("orphan files deleted: {}", r.orphans_deleted);
+    }
+    Ok(())
+}

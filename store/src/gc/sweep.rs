@@ -1,0 +1,300 @@
+//! Sweep (FORMAT §15.3 step 4, §15.2): condemned rows no lease can still need go, then packs
+//! nothing points into are deleted, mostly-dead packs repacked (repack.rs), and files no row
+//! names removed. The commit lock is held one step at a time.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use rusqlite::params;
+
+use super::repack::{self, PackPlan};
+use super::{mark, now_secs, GcOptions, GcReport};
+use crate::error::{IoContext, Result};
+use crate::ids::PackId;
+use crate::layout;
+use crate::store::Store;
+
+/// Is no process with this pid alive on this host?
+pub(super) fn pid_dead(pid: i64) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return true;
+    };
+    if pid <= 0 {
+        return true;
+    }
+    // SAFETY: signal 0 only checks whether the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+/// Delete the leases of ingests whose process is gone (killed: nothing else ends a lease).
+pub(super) fn drop_stale_leases(store: &Store) -> Result<u64> {
+    let leases: Vec<(i64, i64)> = {
+        let db = store.db();
+        let mut stmt = db.conn().prepare("SELECT id, pid FROM leases")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let dead: Vec<i64> = leases
+        .into_iter()
+        .filter(|&(_, pid)| pid_dead(pid))
+        .map(|(id, _)| id)
+        .collect();
+    if dead.is_empty() {
+        return Ok(0);
+    }
+    store.db().immediate(|tx| {
+        for id in &dead {
+            tx.execute("DELETE FROM leases WHERE id = ?1", [id])?;
+        }
+        Ok(())
+    })?;
+    Ok(dead.len() as u64)
+}
+
+/// Delete condemned rows whose epoch no live lease predates and whose grace has passed.
+fn delete_condemned(store: &Store, opts: &GcOptions, report: &mut GcReport) -> Result<()> {
+    let cutoff = now_secs() - opts.grace_secs as i64;
+    store.db().immediate(|tx| {
+        let min_lease: Option<i64> =
+            tx.query_row("SELECT MIN(started_epoch) FROM leases", [], |r| r.get(0))?;
+        let max_epoch: Option<i64> = tx.query_row(
+            "SELECT MAX(CAST(substr(key, 14) AS INTEGER)) FROM meta
+             WHERE key LIKE 'condemned_at:%' AND value <= ?1
+               AND CAST(substr(key, 14) AS INTEGER) <= ?2",
+            params![cutoff, min_lease.unwrap_or(i64::MAX)],
+            |r| r.get(0),
+        )?;
+        if let Some(e) = max_epoch {
+            report.chunks_deleted =
+                tx.execute("DELETE FROM condemned WHERE epoch <= ?1", [e])? as u64;
+            tx.execute(
+                "DELETE FROM meta WHERE key LIKE 'condemned_at:%'
+                   AND CAST(substr(key, 14) AS INTEGER) <= ?1",
+                [e],
+            )?;
+        }
+        report.chunks_waiting =
+            tx.query_row("SELECT COUNT(*) FROM condemned", [], |r| r.get::<_, i64>(0))? as u64;
+        Ok(())
+    })
+}
+
+/// Steps after condemn: condemned rows and orphans, then each pack under the lock on its own.
+pub(super) fn sweep(
+    store: &Store,
+    opts: &GcOptions,
+    on_wait: &dyn Fn(&str),
+    report: &mut GcReport,
+) -> Result<()> {
+    {
+        let _lock = store.commit_lock(on_wait)?;
+        delete_condemned(store, opts, report)?;
+        // Orphans first: a snapshot record in one keeps tombstones alive.
+        orphans(store, opts, report)?;
+    }
+    let packs: Vec<(i64, Vec<u8>)> = {
+        let db = store.db();
+        let mut stmt = db
+            .conn()
+            .prepare("SELECT id, name FROM packs ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    // Which snapshot records are in packs decides which tombstones stay; it is computed when
+    // the first tombstone is met. If packs change after that, their dropped snapshot records
+    // may free tombstones already kept: a second pass over the packs drops those too.
+    let mut records: Option<HashSet<[u8; 32]>> = None;
+    let stale = sweep_packs(store, on_wait, report, &packs, &mut records)?;
+    if stale {
+        records = None;
+        sweep_packs(store, on_wait, report, &packs, &mut records)?;
+    }
+    Ok(())
+}
+
+/// One pass over `packs`; true if a pack changed after `records` was computed.
+fn sweep_packs(
+    store: &Store,
+    on_wait: &dyn Fn(&str),
+    report: &mut GcReport,
+    packs: &[(i64, Vec<u8>)],
+    records: &mut Option<HashSet<[u8; 32]>>,
+) -> Result<bool> {
+    let mut stale = false;
+    for (row, name) in packs {
+        let (row, name) = (*row, name.clone());
+        let Some(id) = PackId::from_slice(&name) else {
+            continue;
+        };
+        let _lock = store.commit_lock(on_wait)?;
+        let still: bool = store
+            .db()
+            .conn()
+            .prepare_cached("SELECT 1 FROM packs WHERE id = ?1 AND name = ?2")?
+            .exists(params![row, &name])?;
+        if !still {
+            continue;
+        }
+        match repack::plan(store, row, &id, records)? {
+            PackPlan::Dead { size } => {
+                repack::delete_pack(store, row, &id)?;
+                report.packs_deleted += 1;
+                report.bytes_freed += size;
+                stale |= records.is_some();
+            }
+            PackPlan::Repack(plan) => {
+                let (old, new) = repack::repack(store, row, &id, plan)?;
+                report.packs_repacked += 1;
+                report.bytes_freed += old.saturating_sub(new);
+                stale |= records.is_some();
+            }
+            PackPlan::Keep => {}
+        }
+    }
+    Ok(stale)
+}
+
+fn older_than(path: &Path, limit: SystemTime) -> bool {
+    fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t < limit)
+}
+
+fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// Pack files no row names and dead processes' temp files, once old enough. Runs under the
+/// commit lock: forget and commit seal their last pack under it, and an ingest's earlier
+/// packs are younger than its lease.
+fn orphans(store: &Store, opts: &GcOptions, report: &mut GcReport) -> Result<()> {
+    let root = store.root();
+    let (indexed, oldest_lease): (HashSet<Vec<u8>>, Option<i64>) = {
+        let db = store.db();
+        let mut stmt = db.conn().prepare("SELECT name FROM packs")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        let names = rows.collect::<rusqlite::Result<_>>()?;
+        let oldest = db
+            .conn()
+            .query_row("SELECT MIN(started) FROM leases", [], |r| r.get(0))?;
+        (names, oldest)
+    };
+    let grace = SystemTime::now() - Duration::from_secs(opts.grace_secs);
+    let mut limit = grace;
+    if let Some(s) = oldest_lease {
+        // Lease times are whole seconds: one more keeps a pack sealed that second.
+        let lease = SystemTime::UNIX_EPOCH + Duration::from_secs((s.max(1) - 1) as u64);
+        limit = limit.min(lease);
+    }
+    let mut remove = |path: &Path| -> Result<()> {
+        let size = fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
+        fs::remove_file(path).at(path)?;
+        report.orphans_deleted += 1;
+        report.bytes_freed += size;
+        Ok(())
+    };
+    for dir in files(&root.join(layout::PACKS_DIR)) {
+        for f in files(&dir) {
+            let id = f
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".pack"))
+                .and_then(PackId::from_hex);
+            let Some(id) = id else { continue };
+            if !indexed.contains(&id.0[..]) && older_than(&f, limit) {
+                remove(&f)?;
+            }
+        }
+    }
+    for f in files(&root.join(layout::TMP_DIR)) {
+        let pid = f
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<i64>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() as i64 && pid_dead(pid) && older_than(&f, grace) {
+                remove(&f)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The end: fold the WAL back into the database. VACUUM would need the store to itself, so
+/// it is not run; with `auto_vacuum = INCREMENTAL` free pages are returned.
+pub(super) fn finish(store: &Store) -> Result<()> {
+    let db = store.db();
+    let auto: i64 = db
+        .conn()
+        .pragma_query_value(None, "auto_vacuum", |r| r.get(0))?;
+    if auto == 2 {
+        db.conn().execute_batch("PRAGMA incremental_vacuum")?;
+    }
+    // TRUNCATE waits for readers to move on (an ingest's dedup transaction can last long):
+    // try it without waiting; if a reader is in the way the WAL is checkpointed as far as it
+    // can be and truncated by a later checkpoint.
+    db.conn().busy_timeout(Duration::ZERO)?;
+    let done = db
+        .conn()
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    db.conn().busy_timeout(Duration::from_secs(600))?;
+    match done {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+        {
+            Ok(())
+        }
+        other => Ok(other?),
+    }
+}
+
+/// A dry run: what condemning now would leave unreferenced, and which packs that would
+/// empty or leave under half live (an estimate: grace periods and leases are not applied).
+pub(super) fn estimate(
+    store: &Store,
+    _mark: &mark::Mark,
+    _opts: &GcOptions,
+    report: &mut GcReport,
+) -> Result<()> {
+    report.chunks_condemned = mark::unreferenced(store)?;
+    let db = store.db();
+    report.chunks_waiting = db
+        .conn()
+        .query_row("SELECT COUNT(*) FROM condemned", [], |r| r.get::<_, i64>(0))?
+        as u64;
+    let mut stmt = db.conn().prepare(
+        "SELECT p.size,
+                COALESCE(SUM(f.stored_len * 1.0 * (SELECT COALESCE(SUM(c.len), 0) FROM chunks c
+                    WHERE c.frame = f.id AND c.id IN (SELECT id FROM temp.gc_live))
+                    / MAX(f.raw_len, 1)), 0),
+                COUNT(f.id)
+         FROM packs p LEFT JOIN frames f ON f.pack = p.id GROUP BY p.id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, f64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (size, live, frames) = row?;
+        if frames == 0 {
+            continue; // tombstones only: decided when swept
+        }
+        if live == 0.0 {
+            report.packs_deleted += 1;
+            report.bytes_freed += size as u64;
+        } else if live * 2.0 < size as f64 {
+            report.packs_repacked += 1;
+            report.bytes_freed += (size as f64 - live) as u64;
+        }
+    }
+    Ok(())
+}

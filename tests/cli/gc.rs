@@ -1,0 +1,287 @@
+//! `gc`: reclaims what forgotten snapshots left, never loses data: not when killed at any
+//! step, not beside a running ingest or a reader of a forgotten snapshot.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::crash::assert_consistent;
+
+fn tar_of(dir: &Path) -> Vec<u8> {
+    tar_stream(&["tar", "-cf", "-", "-C", dir.to_str().unwrap(), "."])
+}
+
+/// A lineage of `n` snapshots: a shared tree plus, in each, a large file of its own.
+fn lineage(store: &TestStore, n: u64, big: usize) -> Vec<(String, Vec<u8>)> {
+    let dir = store.scratch("tree");
+    crate::trees::portable_tree(&dir);
+    let mut out = Vec::new();
+    for i in 0..n {
+        let _ = std::fs::remove_dir_all(dir.join("own"));
+        write_file(&dir.join(format!("own/{i}.bin")), &noise(big, 900 + i));
+        write_file(&dir.join("etc/version"), format!("{i}\n").as_bytes());
+        let stream = tar_of(&dir);
+        let id = store.snapshot_bytes(&stream, "vm");
+        out.push((id, stream));
+    }
+    out
+}
+
+/// Pack files plus the index: what the store costs on disk.
+fn store_size(store: &TestStore) -> u64 {
+    let packs: u64 = store
+        .pack_files()
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    packs
+        + std::fs::metadata(store.path().join("cellar.db"))
+            .unwrap()
+            .len()
+}
+
+fn verify_ok(store: &TestStore, data: bool) {
+    let args: &[&str] = if data {
+        &["verify", "--data"]
+    } else {
+        &["verify"]
+    };
+    let out = store.run(args);
+    assert_success(&out, args);
+}
+
+/// Condemned rows point at indexed frames too (readers fall back to them).
+fn assert_condemned_consistent(store: &TestStore) {
+    let n: i64 = store
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM condemned c LEFT JOIN frames f ON f.id = c.frame
+             WHERE f.id IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 0, "condemned rows whose frame is not indexed");
+}
+
+fn gc_json(store: &TestStore, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["gc", "--json"];
+    all.extend_from_slice(args);
+    store.json(&all)
+}
+
+/// Everything gc could change, to compare before and after a dry run.
+fn state(store: &TestStore) -> (Vec<std::path::PathBuf>, Vec<i64>) {
+    let db = store.db();
+    let counts = [
+        "chunks",
+        "condemned",
+        "frames",
+        "packs",
+        "snapshots",
+        "leases",
+    ]
+    .iter()
+    .map(|t| {
+        db.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))
+            .unwrap()
+    })
+    .collect();
+    (store.pack_files(), counts)
+}
+
+#[test]
+fn prune_then_gc_reclaims_space_and_keeps_data() {
+    let store = TestStore::new();
+    let snaps = lineage(&store, 4, 3_000_000);
+    store.ok(&["prune", "--keep-last", "1"]);
+    let before = state(&store);
+    let dry = gc_json(&store, &["--dry-run", "--grace", "0"]);
+    assert_eq!(dry["dry_run"], true);
+    assert!(dry["bytes_freed"].as_u64().unwrap() > 6_000_000, "{dry}");
+    assert_eq!(state(&store), before, "--dry-run changed the store");
+
+    let r = gc_json(&store, &["--grace", "0"]);
+    assert!(r["chunks_condemned"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["chunks_condemned"], r["chunks_deleted"], "{r}");
+    let (kept, stream) = snaps.last().unwrap();
+    assert!(store.export(kept) == *stream);
+    verify_ok(&store, true);
+    assert_consistent(&store);
+
+    // A fresh store holding only the kept snapshot.
+    let fresh = TestStore::new();
+    fresh.snapshot_bytes(stream, "vm");
+    let (got, want) = (store_size(&store), store_size(&fresh));
+    assert!(
+        (got as f64) <= want as f64 * 1.1,
+        "after gc the store is {got} bytes; a fresh one holding the same is {want}"
+    );
+    // Nothing left to do.
+    let again = gc_json(&store, &["--grace", "0"]);
+    assert_eq!(again["bytes_freed"], 0, "{again}");
+    assert_eq!(again["chunks_condemned"], 0, "{again}");
+}
+
+/// Kill gc at each of its steps, twice over: the store stays consistent, and the next gc
+/// finishes the work.
+#[test]
+fn crash_at_every_gc_step_loses_nothing() {
+    let store = TestStore::new();
+    let snaps = lineage(&store, 5, 1_500_000);
+    let mut keep = &snaps[snaps.len() - 2..];
+    store.ok(&["prune", "--keep-last", "2"]);
+    for round in 0..2 {
+        for point in ["gc:after-condemn", "gc:after-seal", "gc:after-switch"] {
+            let out = store
+                .cmd(&["gc", "--grace", "0"])
+                .env("CELLAR_FAILPOINT", point)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            if out.status.success() {
+                // Nothing left that reaches this step.
+                continue;
+            }
+            assert!(
+                stderr(&out).contains(point),
+                "{round} {point}: {}",
+                stderr(&out)
+            );
+            verify_ok(&store, true);
+            assert_consistent(&store);
+            assert_condemned_consistent(&store);
+            for (id, stream) in keep {
+                assert!(store.export(id) == *stream, "{point}: {id} changed");
+            }
+        }
+        // Forget one more between rounds, so the second round has work again.
+        if round == 0 {
+            store.ok(&["prune", "--keep-last", "1"]);
+            keep = &snaps[snaps.len() - 1..];
+        }
+    }
+    gc_json(&store, &["--grace", "0"]);
+    let r = gc_json(&store, &["--grace", "0"]);
+    assert_eq!(
+        r["bytes_freed"], 0,
+        "the gc after the crashes left work: {r}"
+    );
+    verify_ok(&store, true);
+    let (id, stream) = snaps.last().unwrap();
+    assert!(store.export(id) == *stream);
+}
+
+/// A real SIGKILL at several moments of a gc on a bigger store.
+#[test]
+fn sigkill_during_gc_loses_nothing() {
+    let store = TestStore::new();
+    let snaps = lineage(&store, 6, 6_000_000);
+    store.ok(&["prune", "--keep-last", "1"]);
+    for delay_ms in [5, 40, 120, 300] {
+        let mut child = store
+            .cmd(&["gc", "--grace", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        verify_ok(&store, false);
+        assert_consistent(&store);
+        assert_condemned_consistent(&store);
+    }
+    gc_json(&store, &["--grace", "0"]);
+    let r = gc_json(&store, &["--grace", "0"]);
+    assert_eq!(r["bytes_freed"], 0, "{r}");
+    verify_ok(&store, true);
+    let (id, stream) = snaps.last().unwrap();
+    assert!(store.export(id) == *stream);
+}
+
+/// An ingest that deduplicates against a just-forgotten snapshot's data while gc runs: both
+/// succeed, and the new snapshot is whole.
+#[test]
+fn gc_beside_a_slow_ingest() {
+    let store = TestStore::new();
+    let dir = store.scratch("old");
+    write_file(&dir.join("a/shared.bin"), &noise(2_000_000, 11));
+    write_file(&dir.join("b/gone.bin"), &noise(500_000, 12));
+    let old = store.snapshot_bytes(&tar_of(&dir), "old");
+    // The new stream starts with the old snapshot's data, then more of its own.
+    let new_dir = store.scratch("new");
+    write_file(&new_dir.join("a/shared.bin"), &noise(2_000_000, 11));
+    write_file(&new_dir.join("z/own.bin"), &noise(1_000_000, 13));
+    let stream = tar_of(&new_dir);
+    let mut child = store
+        .cmd(&["snapshot", "--name", "new", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&stream[..2_200_000]).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500)); // the ingest dedups against "old"
+    store.ok(&["rm", &old]);
+    let r = gc_json(&store, &["--grace", "0"]);
+    assert!(r["chunks_condemned"].as_u64().unwrap() > 0, "{r}");
+    for piece in stream[2_200_000..].chunks(200_000) {
+        stdin.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_success(&out, &["snapshot", "(slow)"]);
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(store.export(&id) == stream);
+    verify_ok(&store, true);
+    gc_json(&store, &["--grace", "0"]);
+    assert!(store.export(&id) == stream);
+    verify_ok(&store, true);
+    assert_consistent(&store);
+}
+
+/// An export of a snapshot forgotten while it runs keeps working through a gc (the grace
+/// period keeps condemned chunks readable).
+#[test]
+fn gc_beside_an_export_of_a_forgotten_snapshot() {
+    let store = TestStore::new();
+    let dir = store.scratch("old");
+    write_file(&dir.join("big.bin"), &noise(4_000_000, 21));
+    let stream = tar_of(&dir);
+    let id = store.snapshot_bytes(&stream, "old");
+    let mut child = store
+        .cmd(&["export", &id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut got = vec![0u8; 100_000];
+    stdout.read_exact(&mut got).unwrap();
+    store.ok(&["rm", &id]);
+    let r = gc_json(&store, &[]);
+    assert!(r["chunks_condemned"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["chunks_deleted"], 0, "{r}");
+    let start = Instant::now();
+    stdout.read_to_end(&mut got).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(60));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "export failed: {}", stderr(&out));
+    assert!(
+        got == stream,
+        "the export of the forgotten snapshot changed"
+    );
+    verify_ok(&store, true);
+    // Past the grace period it all goes.
+    let r = gc_json(&store, &["--grace", "0"]);
+    assert!(r["chunks_deleted"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(store.pack_files().len(), 0, "{r}");
+}

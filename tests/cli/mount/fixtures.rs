@@ -1,0 +1,96 @@
+//! What the mount tests build and call beside the mount: tar writers and small streams,
+//! nanosecond mtimes, getxattr and errno helpers, and directory listings as name sets.
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use super::oracle::{archive, c_path, GNU_TAR};
+use crate::common::*;
+
+pub(super) const GNU_POSIX_SPARSE: &[&str] = &[
+    "tar",
+    "--format=posix",
+    "--xattrs",
+    "--xattrs-include=*",
+    "--sparse",
+    "-cf",
+    "-",
+];
+pub(super) const BSDTAR_PAX: &[&str] = &["bsdtar", "--format", "pax", "-cf", "-"];
+
+/// Set mtime (to the nanosecond) without following symlinks.
+pub(super) fn set_mtime_ns(path: &Path, secs: i64, nsec: i64) {
+    let t = libc::timespec {
+        tv_sec: secs,
+        tv_nsec: nsec,
+    };
+    let times = [t, t];
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c_path(path).as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "utimensat {}: {}",
+        path.display(),
+        io::Error::last_os_error()
+    );
+}
+
+pub(super) fn xattr_get(p: &Path, name: &str) -> io::Result<Vec<u8>> {
+    let n = CString::new(name).unwrap();
+    let cp = c_path(p);
+    let size = unsafe { libc::lgetxattr(cp.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
+    if size < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; size as usize + 16];
+    let got =
+        unsafe { libc::lgetxattr(cp.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    assert_eq!(got, size, "getxattr {name}: size query and value disagree");
+    buf.truncate(got as usize);
+    Ok(buf)
+}
+
+pub(super) fn errno_of(r: io::Result<impl Sized>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+pub(super) fn libc_result(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub(super) fn names_in(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+pub(super) fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// A small tree: `files` of (relative path, bytes), archived by GNU tar.
+pub(super) fn small_stream(store: &TestStore, tree: &str, files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let root = store.scratch(tree);
+    for (p, data) in files {
+        write_file(&root.join(p), data);
+    }
+    archive(GNU_TAR, &root)
+}
