@@ -7,13 +7,12 @@ use std::rc::Rc;
 
 use rusqlite::OptionalExtension;
 
-use super::index::Probe;
-use super::{kind_name, reason, Bad, Hurt, Problem, Verifier};
+use super::walk::Probe;
+use super::{chunk_kind, kind_name, reason, Bad, Hurt, Problem, Verifier};
 use crate::error::{Error, Result};
 use crate::ids::{ChunkId, PackId};
 use crate::list::ListRef;
 use crate::object::ObjectSource;
-use crate::pack::ChunkKind;
 use crate::piece;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
@@ -70,16 +69,12 @@ impl Attr<'_> {
         let failed = {
             let refuse = |id: &ChunkId| self.is_bad(id);
             let probe = Probe::new(self.store, Some(&refuse));
-            let walked = list.for_each(&probe, &mut |e| {
+            probe.walk(list, &mut |e| {
                 if self.is_bad(&e.id) {
                     hits.push(e.id);
                 }
                 Ok(())
-            });
-            match walked {
-                Ok(()) => None,
-                Err(e) => Some(probe.culprit(e, root)?),
-            }
+            })?
         };
         if let Some((id, e)) = failed {
             self.found_bad(id, &e);
@@ -124,20 +119,10 @@ impl Attr<'_> {
         let failed = {
             let refuse = |id: &ChunkId| self.is_bad(id);
             let probe = Probe::new(self.store, Some(&refuse));
-            let walked = s.root.for_each(&probe, &mut |e| {
+            probe.walk(&s.root, &mut |e| {
                 pieces.push(e.id);
                 Ok(())
-            });
-            match walked {
-                Ok(()) => None,
-                Err(e) => {
-                    let fallback = match &s.root {
-                        ListRef::Tree { root, .. } => root.id,
-                        ListRef::Inline(_) => ChunkId([0; 32]),
-                    };
-                    Some(probe.culprit(e, fallback)?)
-                }
-            }
+            })?
         };
         if let Some((id, e)) = failed {
             self.found_bad(id, &e);
@@ -220,7 +205,7 @@ fn locate(store: &Store, bad: &mut HashMap<ChunkId, Bad>) -> Result<()> {
                 b.offset = Some(offset.max(0) as u64);
             }
             if b.kind.is_none() {
-                b.kind = u8::try_from(kind).ok().and_then(ChunkKind::from_u8);
+                b.kind = chunk_kind(kind);
             }
         }
     }

@@ -15,11 +15,15 @@
 //!    what each bad chunk damages (a file path, or the exported stream).
 //!
 //! Leftovers (pack files no row names, `tmp/` files) are notes, not problems.
+//!
+//! Phases 1 and 3 walk chunk lists through `walk::Probe`, which names the chunk a walk stopped
+//! at.
 
 mod data;
 mod hurts;
 mod index;
 mod repair;
+mod walk;
 
 use std::collections::HashMap;
 
@@ -77,6 +81,20 @@ pub struct Hurt {
     pub path: Option<Vec<u8>>,
 }
 
+impl Problem {
+    /// A problem that is not about one chunk, at `pack` and `offset` if known.
+    fn new(what: String, pack: Option<PackId>, offset: Option<u64>) -> Self {
+        Problem {
+            what,
+            pack,
+            offset,
+            chunk: None,
+            hurts: Vec::new(),
+            unreferenced: false,
+        }
+    }
+}
+
 /// A chunk found bad, and why.
 #[derive(Debug, Clone)]
 struct Bad {
@@ -115,25 +133,12 @@ struct Verifier<'s> {
 
 impl Verifier<'_> {
     fn problem(&mut self, what: impl Into<String>) {
-        self.problems.push(Problem {
-            what: what.into(),
-            pack: None,
-            offset: None,
-            chunk: None,
-            hurts: Vec::new(),
-            unreferenced: false,
-        });
+        self.problems.push(Problem::new(what.into(), None, None));
     }
 
     fn problem_at(&mut self, what: impl Into<String>, pack: PackId, offset: Option<u64>) {
-        self.problems.push(Problem {
-            what: what.into(),
-            pack: Some(pack),
-            offset,
-            chunk: None,
-            hurts: Vec::new(),
-            unreferenced: false,
-        });
+        self.problems
+            .push(Problem::new(what.into(), Some(pack), offset));
     }
 
     fn bad_chunk(&mut self, id: ChunkId, bad: Bad) {
@@ -150,6 +155,11 @@ pub(crate) fn kind_name(kind: Option<ChunkKind>) -> &'static str {
         Some(ChunkKind::Dir) => "directory record",
         None => "chunk",
     }
+}
+
+/// A `chunks.kind` value as a kind; None if it is no kind.
+fn chunk_kind(kind: i64) -> Option<ChunkKind> {
+    u8::try_from(kind).ok().and_then(ChunkKind::from_u8)
 }
 
 /// An error's message without the "store damaged:" prefix.

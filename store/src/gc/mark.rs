@@ -56,7 +56,7 @@ fn walk_list(store: &Store, list: &ListRef) -> Result<()> {
     }
 }
 
-/// Everything one snapshot reaches, the same walk `verify` makes (check/index.rs): recipe
+/// Everything one snapshot reaches, the same walk `verify` makes (check/index/snapshots.rs): recipe
 /// (piece list → pieces → item chunk lists) and tree (directory records → file chunk lists).
 fn walk_snapshot(store: &Store, s: &Snapshot) -> Result<()> {
     if let ListRef::Tree { root, .. } = &s.root {

@@ -1,0 +1,92 @@
+//! Notes about files no index row names: unindexed pack files, indexes moved aside and
+//! `tmp/` files.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::Path;
+
+use super::PackRow;
+use crate::check::Verifier;
+use crate::error::Result;
+use crate::ids::PackId;
+use crate::layout;
+
+/// Is a process with this pid running (as far as this host can tell)?
+pub(in crate::check) fn pid_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+fn sorted_dir(path: &Path) -> Vec<fs::DirEntry> {
+    let mut v: Vec<_> = fs::read_dir(path)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    v.sort_by_key(|e| e.file_name());
+    v
+}
+
+/// Notes about files no index row names: unindexed pack files and `tmp/` files.
+pub(in crate::check) fn leftovers(v: &mut Verifier, packs: &[PackRow]) -> Result<()> {
+    let root = v.store.root().to_path_buf();
+    let indexed: HashSet<PackId> = packs.iter().map(|p| p.id).collect();
+    for dir in sorted_dir(&root.join(layout::PACKS_DIR)) {
+        let dname = dir.file_name().to_string_lossy().into_owned();
+        if !dir.path().is_dir() {
+            v.notes.push(format!(
+                "{}/{dname}: not a pack directory",
+                layout::PACKS_DIR
+            ));
+            continue;
+        }
+        for f in sorted_dir(&dir.path()) {
+            let fname = f.file_name().to_string_lossy().into_owned();
+            let rel = format!("{}/{dname}/{fname}", layout::PACKS_DIR);
+            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let id = fname
+                .strip_suffix(".pack")
+                .and_then(PackId::from_hex)
+                .filter(|id| id.hex()[..2] == dname);
+            match id {
+                Some(id) if indexed.contains(&id) => {}
+                Some(_) => v.notes.push(format!(
+                    "{rel}: not in the index ({size} bytes): left by an ingest that did not \
+                     commit, or one still running; reclaimable by gc"
+                )),
+                None => v
+                    .notes
+                    .push(format!("{rel}: not a pack file name ({size} bytes)")),
+            }
+        }
+    }
+    for f in sorted_dir(&root) {
+        let fname = f.file_name().to_string_lossy().into_owned();
+        if fname.starts_with(&format!("{}.broken-", layout::DB_FILE)) {
+            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            v.notes.push(format!(
+                "{fname}: an index moved aside by repair-index ({size} bytes); delete it when \
+                 it is no longer wanted"
+            ));
+        }
+    }
+    for f in sorted_dir(&root.join(layout::TMP_DIR)) {
+        let fname = f.file_name().to_string_lossy().into_owned();
+        let rel = format!("{}/{fname}", layout::TMP_DIR);
+        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        match fname.split('-').next().and_then(|p| p.parse::<i32>().ok()) {
+            Some(pid) if pid_alive(pid) => v.notes.push(format!(
+                "{rel}: being written by process {pid} ({size} bytes): an ingest in progress"
+            )),
+            Some(pid) => v.notes.push(format!(
+                "{rel}: left by process {pid}, which is gone ({size} bytes); reclaimable by gc"
+            )),
+            None => v
+                .notes
+                .push(format!("{rel}: not a cellar temp file ({size} bytes)")),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! `restore`: write a snapshot's tree (or a subtree) into a directory on disk, as GNU tar's
+//! extraction as root would: owners, modes (setuid/setgid/sticky included), mtimes with
+//! nanoseconds, xattrs, hardlinks, symlinks, devices, fifos and sparse files.
+//!
+//! Safety does not depend on the tree being well-formed: DIR is opened once
+//! (`O_DIRECTORY|O_NOFOLLOW`) and everything is created relative to directory descriptors with
+//! the `*at` calls. Every directory is opened with `O_NOFOLLOW|O_DIRECTORY`, so a symlink in
+//! DIR (one that was there before, with `--force`) is never followed; it is replaced by the
+//! directory. A name that is empty, `.`, `..` or holds a `/` is skipped with a warning, and a
+//! hardlink is only ever made to a name this restore wrote inside DIR. Nothing can be written
+//! outside DIR through a name, a symlinked parent or a hardlink.
+//!
+//! File data is streamed through one 1 MiB buffer. A read error from the store (damaged
+//! data) stops the restore with an error naming the path, and the partly written file is
+//! removed: a restore never leaves wrong bytes behind silently.
+//!
+//! This module walks the tree; `create` makes directories, symlinks, devices and fifos
+//! (replacing what is in the way), `file` writes regular files, `links` keeps the hardlink
+//! groups, `meta` sets attributes, and `fs` holds the system calls they all go through.
+
+mod create;
+mod file;
+mod fs;
+mod links;
+mod meta;
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::snapshot::Snapshot;
+use crate::store::Store;
+use crate::tree::{Kind, Node, Tree};
+
+/// How a restore treats what is already in DIR.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Restore into a non-empty DIR: an existing directory is reused (its attributes set from
+    /// the snapshot), anything else in the way (a file, a symlink, an empty directory where
+    /// the snapshot has a non-directory) is replaced.
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Names created in DIR (files, directories, symlinks, hardlinks, devices, fifos), DIR
+    /// itself not counted.
+    pub files: u64,
+    /// File data written (hardlinks and holes of sparse files not counted).
+    pub bytes: u64,
+    /// Things left out or not fully restored (e.g. a device when not root, an xattr the
+    /// filesystem refused), one line each.
+    pub warnings: Vec<String>,
+}
+
+/// Warnings kept in the report; past this they are only counted.
+const MAX_WARNINGS: usize = 1000;
+/// File data moves through one buffer of this size.
+const BUF_SIZE: usize = 1 << 20;
+/// Deepest directory nesting restored (the tree builder stops at 256).
+const MAX_DEPTH: usize = 1024;
+
+/// Restore the node at `path` (from the snapshot's root; `/` and `.` components ignored) of
+/// `snap` into `dir`. A directory's contents go directly into `dir` (and `dir` gets its
+/// owner, mode, xattrs and mtime); anything else is written as `dir/NAME`. `dir` is created
+/// if missing; an existing one must be empty unless `opts.force`.
+///
+/// Errors: `NotFound`/`InvalidArgument` (usage: unknown path, `dir` not a directory, a
+/// symlink, or not empty); `Corrupt` naming the path when the store's data is damaged; `Io`
+/// naming the path on disk when writing fails.
+pub fn restore(
+    store: &Store,
+    snap: &Snapshot,
+    path: &[u8],
+    dir: &Path,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
+    let tree = store.tree(snap)?;
+    let node = tree.resolve(path)?;
+    let prefix: Vec<u8> = path
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect::<Vec<_>>()
+        .join(&b'/');
+
+    let root_fd = open_target(dir, opts.force)?;
+    let mut r = Restorer {
+        tree: &tree,
+        dir: dir.to_path_buf(),
+        prefix,
+        root: root_fd,
+        as_root: fs::is_root(),
+        links: HashMap::new(),
+        depth: 0,
+        report: RestoreReport::default(),
+        dropped: 0,
+        buf: vec![0u8; BUF_SIZE],
+    };
+    let root = r.root.try_clone().map_err(|e| Error::io(dir, e))?;
+    if node.is_dir() {
+        r.contents(root.as_fd(), b"", &node)?;
+        r.meta_fd(root.as_fd(), b"", &node);
+    } else {
+        // The snapshot's path, as far as messages go, is `prefix` itself; on disk it is
+        // DIR/NAME.
+        let rel = node.name.clone();
+        r.prefix = match r.prefix.iter().rposition(|&b| b == b'/') {
+            Some(i) => r.prefix[..i].to_vec(),
+            None => Vec::new(),
+        };
+        r.child(root.as_fd(), &rel, &node)?;
+    }
+    if r.dropped > 0 {
+        let n = r.dropped;
+        r.report
+            .warnings
+            .push(format!("... and {n} more warnings not shown"));
+    }
+    Ok(r.report)
+}
+
+/// Open (creating if missing) the target directory, without following a symlink at its last
+/// component, and check it is empty unless `force`.
+fn open_target(dir: &Path, force: bool) -> Result<OwnedFd> {
+    let shown = dir.display();
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        Err(e) => return Err(Error::io(dir, e)),
+        Ok(_) => {}
+    }
+    let c = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| Error::InvalidArgument(format!("{shown}: a path with a NUL byte")))?;
+    let fd = match fs::open_dir(libc::AT_FDCWD, &c) {
+        Ok(fd) => fd,
+        Err(e) => {
+            return Err(match e.raw_os_error() {
+                Some(libc::ELOOP) => Error::InvalidArgument(format!(
+                    "{shown} is a symlink; restore into the directory it points to"
+                )),
+                Some(libc::ENOTDIR) => {
+                    Error::InvalidArgument(format!("{shown} is not a directory"))
+                }
+                _ => Error::io(dir, e),
+            })
+        }
+    };
+    if !force && !fs::is_empty(fd.as_fd()).map_err(|e| Error::io(dir, e))? {
+        return Err(Error::InvalidArgument(format!(
+            "{shown} is not empty (use --force to restore into it anyway)"
+        )));
+    }
+    Ok(fd)
+}
+
+struct Restorer<'a, 's> {
+    tree: &'a Tree<'s>,
+    /// DIR as given, for messages.
+    dir: PathBuf,
+    /// The restored node's path in the snapshot (for messages), without slashes around it.
+    prefix: Vec<u8>,
+    root: OwnedFd,
+    as_root: bool,
+    /// Hardlink groups: `ino` -> the first name written for it (relative to DIR) and how
+    /// many more names the group has; forgotten once all are linked.
+    links: HashMap<u64, (Vec<u8>, u64)>,
+    /// Directories open on the current path.
+    depth: usize,
+    report: RestoreReport,
+    dropped: u64,
+    buf: Vec<u8>,
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        name.to_vec()
+    } else {
+        [dir, b"/", name].concat()
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Restorer<'_, '_> {
+    fn warn(&mut self, msg: String) {
+        if self.report.warnings.len() < MAX_WARNINGS {
+            self.report.warnings.push(msg);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// `rel` (relative to DIR) as a path on disk.
+    fn disk(&self, rel: &[u8]) -> PathBuf {
+        if rel.is_empty() {
+            self.dir.clone()
+        } else {
+            self.dir.join(std::ffi::OsStr::from_bytes(rel))
+        }
+    }
+
+    /// `rel` as a path in the snapshot: `/prefix/rel`.
+    fn snap_path(&self, rel: &[u8]) -> String {
+        format!("/{}", lossy(&join(&self.prefix, rel)))
+    }
+
+    fn io_err(&self, rel: &[u8], err: io::Error) -> Error {
+        Error::io(self.disk(rel), err)
+    }
+
+    /// An error reading the store while restoring `rel`: damaged data keeps its kind (exit 1)
+    /// and gains the path; anything else becomes an I/O error at the path on disk.
+    fn read_err(&self, rel: &[u8], e: Error) -> Error {
+        match e {
+            Error::Corrupt(m) => Error::Corrupt(format!(
+                "{} (restoring {}): {m}",
+                self.snap_path(rel),
+                self.disk(rel).display()
+            )),
+            e => self.io_err(
+                rel,
+                io::Error::other(format!(
+                    "reading {} from the store: {e}",
+                    self.snap_path(rel)
+                )),
+            ),
+        }
+    }
+
+    /// Restore every child of the directory `node` into the open directory `fd` (at `rel`).
+    fn contents(&mut self, fd: BorrowedFd, rel: &[u8], node: &Node) -> Result<()> {
+        // Trees are built at most 256 levels deep; a deeper one is not from an ingest, and
+        // must not exhaust the stack or the descriptors.
+        if self.depth >= MAX_DEPTH {
+            return Err(Error::corrupt(format!(
+                "{}: directories nested over {MAX_DEPTH} levels deep",
+                self.snap_path(rel)
+            )));
+        }
+        let children = self.tree.readdir(node).map_err(|e| self.read_err(rel, e))?;
+        self.depth += 1;
+        let result = children.iter().try_for_each(|child| {
+            let crel = join(rel, &child.name);
+            self.child(fd, &crel, child)
+        });
+        self.depth -= 1;
+        result
+    }
+
+    /// Restore one node as `rel` (its last component is the name) inside `parent`.
+    fn child(&mut self, parent: BorrowedFd, rel: &[u8], node: &Node) -> Result<()> {
+        let name = &node.name;
+        let safe = !name.is_empty()
+            && name != b"."
+            && name != b".."
+            && !name.contains(&b'/')
+            && !name.contains(&0);
+        if !safe {
+            let msg = format!(
+                "{}: unsafe name {:?} skipped",
+                self.snap_path(rel),
+                lossy(name)
+            );
+            self.warn(msg);
+            return Ok(());
+        }
+        let cname = CString::new(name.as_slice()).expect("no NUL, checked");
+
+        if self.link_to_earlier(parent, &cname, rel, node) {
+            return Ok(());
+        }
+
+        let created = match node.kind {
+            Kind::Dir => {
+                let Some(fd) = self.make_dir(parent, &cname, rel)? else {
+                    return Ok(());
+                };
+                self.contents(fd.as_fd(), rel, node)?;
+                self.meta_fd(fd.as_fd(), rel, node);
+                true
+            }
+            Kind::File => self.file(parent, &cname, rel, node)?,
+            Kind::Symlink => self.symlink(parent, &cname, rel, node)?,
+            Kind::Char | Kind::Block | Kind::Fifo => self.special(parent, &cname, rel, node)?,
+        };
+        if created {
+            self.report.files += 1;
+            self.remember_link(rel, node);
+        }
+        Ok(())
+    }
+}
