@@ -51,6 +51,12 @@ pub enum Command {
     RepairIndex(RepairIndexArgs),
     /// Reclaim what no snapshot references: delete dead packs, repack mostly-dead ones
     Gc(GcArgs),
+    /// Serve snapshots read-only over the OCI distribution API (repository = NAME)
+    Serve(ServeArgs),
+    /// Push a snapshot's image to a registry
+    Push(PushArgs),
+    /// Serve a snapshot and run `smolvm pack create` on its image
+    Pack(PackArgs),
 }
 
 #[derive(Args, Debug)]
@@ -206,6 +212,8 @@ pub struct SnapshotArgs {
     /// With --dir: do not descend into other filesystems
     #[arg(long)]
     pub one_file_system: bool,
+    #[command(flatten)]
+    pub image: ImageArgs,
     /// `-` for a tar stream on stdin, or a tar file (gzip or zstd compressed is fine)
     #[arg(value_name = "SOURCE")]
     pub source: Option<PathBuf>,
@@ -235,9 +243,160 @@ pub struct ShowArgs {
 pub struct ExportArgs {
     /// Snapshot: id, unique id prefix, NAME or NAME~N
     pub snap: String,
-    /// Write to FILE instead of stdout
+    /// Write to FILE (a directory for --format oci) instead of stdout
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// tar: the exact ingested stream; oci: an OCI image layout; docker-archive: `docker save`
+    #[arg(long, value_enum, default_value_t = ExportFormat::Tar)]
+    pub format: ExportFormat,
+    /// The image's tag (oci, docker-archive)
+    #[arg(long, value_name = "T", default_value = "latest")]
+    pub tag: String,
+    #[command(flatten)]
+    pub layers: LayersArg,
+    #[command(flatten)]
+    pub image: ImageArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Tar,
+    Oci,
+    DockerArchive,
+}
+
+/// How images are layered.
+#[derive(Args, Debug, Clone)]
+pub struct LayersArg {
+    /// full: one layer; incremental: a base layer, then one per later snapshot of the lineage
+    #[arg(long, value_name = "MODE", default_value = "full", value_parser = ["full", "incremental"])]
+    pub layers: String,
+}
+
+impl LayersArg {
+    pub fn mode(&self) -> cellar_store::oci::LayerMode {
+        cellar_store::oci::LayerMode::parse(&self.layers).expect("clap checked the mode")
+    }
+}
+
+/// What an image says about itself.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ImageArgs {
+    /// The image's user
+    #[arg(long = "image-user", value_name = "U")]
+    pub image_user: Option<String>,
+    /// The image's working directory
+    #[arg(long = "image-workdir", value_name = "D")]
+    pub image_workdir: Option<String>,
+    /// An environment variable of the image (repeatable)
+    #[arg(long = "image-env", value_name = "K=V", value_parser = parse_env)]
+    pub image_env: Vec<String>,
+    /// The entrypoint: a JSON array, or words split as a shell would
+    #[arg(long = "image-entrypoint", value_name = "E", value_parser = parse_words)]
+    pub image_entrypoint: Option<Words>,
+    /// The command: a JSON array, or words split as a shell would
+    #[arg(long = "image-cmd", value_name = "C", value_parser = parse_words)]
+    pub image_cmd: Option<Words>,
+    /// An image label (repeatable; snapshot labels are image labels too)
+    #[arg(long = "image-label", value_name = "K=V", value_parser = parse_label)]
+    pub image_labels: Vec<(String, String)>,
+    /// The image's platform [default: the snapshot's, else the host's]
+    #[arg(long = "image-platform", value_name = "OS/ARCH")]
+    pub image_platform: Option<String>,
+}
+
+/// An argument vector given as one string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Words(pub Vec<String>);
+
+/// A JSON array of strings, or words split as a POSIX shell would (quotes, backslashes).
+fn parse_words(s: &str) -> Result<Words, String> {
+    if s.trim_start().starts_with('[') {
+        return serde_json::from_str(s)
+            .map(Words)
+            .map_err(|e| format!("not a JSON array of strings: {e}"));
+    }
+    shlex::split(s)
+        .map(Words)
+        .ok_or_else(|| format!("unbalanced quotes in {s:?}"))
+}
+
+fn parse_env(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((k, _)) if !k.is_empty() => Ok(s.to_string()),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+impl ImageArgs {
+    pub fn settings(&self) -> cellar_store::oci::ImageSettings {
+        cellar_store::oci::ImageSettings {
+            user: self.image_user.clone(),
+            workdir: self.image_workdir.clone(),
+            env: self.image_env.clone(),
+            entrypoint: self.image_entrypoint.clone().map(|w| w.0),
+            cmd: self.image_cmd.clone().map(|w| w.0),
+            labels: self.image_labels.iter().cloned().collect(),
+            platform: self.image_platform.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5000")]
+    pub listen: String,
+    #[command(flatten)]
+    pub layers: LayersArg,
+    #[command(flatten)]
+    pub image: ImageArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Snapshot: id, unique id prefix, NAME or NAME~N
+    pub snap: String,
+    /// Where to: REGISTRY/REPO:TAG
+    #[arg(value_name = "REGISTRY/REPO:TAG")]
+    pub target: String,
+    /// How layers are compressed on the wire
+    #[arg(long, value_name = "CODEC", default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+    pub compression: String,
+    /// Allow plain HTTP and unverified TLS (loopback registries get plain HTTP anyway)
+    #[arg(long)]
+    pub insecure: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub layers: LayersArg,
+    #[command(flatten)]
+    pub image: ImageArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PackArgs {
+    /// Snapshot: id, unique id prefix, NAME or NAME~N
+    pub snap: String,
+    /// Where smolvm writes the pack
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// The smolvm binary
+    #[arg(long, value_name = "PATH", default_value = "smolvm")]
+    pub smolvm: PathBuf,
+    /// Where the in-process registry listens (default: an ephemeral loopback port)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// HOST:PORT smolvm's VM reaches the registry at (default: the listening address)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub pull_host: Option<String>,
+    #[command(flatten)]
+    pub layers: LayersArg,
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// After `--`: more arguments for `smolvm pack create`
+    #[arg(last = true, value_name = "EXTRA")]
+    pub extra: Vec<OsString>,
 }
 
 #[derive(Args, Debug)]

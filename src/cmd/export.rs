@@ -1,44 +1,83 @@
-//! `cellar export`: the exact ingested stream, to stdout or a file.
+//! `cellar export`: the exact ingested stream, an OCI image layout, or a `docker save` archive.
 
 use std::io::{BufWriter, IsTerminal, Write};
+use std::path::Path;
 
 use anyhow::Context;
-use cellar_store::Store;
+use cellar_store::oci::{validate_tag, ImageOptions};
+use cellar_store::{Error, Store};
 
-use crate::cli::{ExportArgs, UsageError};
+use crate::cli::{ExportArgs, ExportFormat, UsageError};
 
 pub fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
     let snap = store.resolve(&args.snap)?;
-    match &args.output {
-        None => {
-            let stdout = std::io::stdout();
-            if stdout.is_terminal() {
-                return Err(UsageError(
-                    "refusing to write a tar stream to a terminal; redirect stdout or use -o FILE"
-                        .into(),
-                )
-                .into());
-            }
-            let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
-            store.export(&snap, &mut out)?;
+    let opts = ImageOptions {
+        mode: args.layers.mode(),
+        settings: args.image.settings(),
+        ..Default::default()
+    };
+    opts.settings.validate()?;
+    validate_tag(&args.tag)?;
+    match args.format {
+        ExportFormat::Tar => {
+            to_file_or_stdout(args.output.as_deref(), |out| store.export(&snap, out))
         }
-        Some(path) => {
-            // Written beside the target and renamed into place, so a failed export leaves
-            // no partial file behind.
-            let dir = path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(".".as_ref());
-            let tmp = tempfile::NamedTempFile::new_in(dir)
-                .with_context(|| format!("creating a file in {}", dir.display()))?;
-            let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
-            store.export(&snap, &mut out)?;
-            out.flush()?;
-            drop(out);
-            tmp.as_file().sync_all()?;
-            tmp.persist(path)
-                .with_context(|| format!("writing {}", path.display()))?;
+        ExportFormat::DockerArchive => {
+            let image = store.image(&snap, &opts)?;
+            let repo_tag = format!("{}:{}", snap.name, args.tag);
+            to_file_or_stdout(args.output.as_deref(), |out| {
+                store.write_docker_archive(&image, &repo_tag, out)
+            })
+        }
+        ExportFormat::Oci => {
+            let dir = args.output.as_deref().ok_or_else(|| {
+                UsageError("--format oci writes a directory: give it with -o DIR".into())
+            })?;
+            let image = store.image(&snap, &opts)?;
+            store.write_oci_layout(&image, dir, &args.tag)?;
+            eprintln!(
+                "wrote {}:{} ({}) to {}",
+                snap.name,
+                args.tag,
+                image.manifest_digest,
+                dir.display()
+            );
+            Ok(())
         }
     }
+}
+
+/// Run `write` into FILE (written beside it and renamed into place, so a failed export leaves
+/// no partial file behind) or into stdout, which must not be a terminal.
+fn to_file_or_stdout(
+    path: Option<&Path>,
+    write: impl FnOnce(&mut dyn Write) -> cellar_store::Result<()>,
+) -> anyhow::Result<()> {
+    let Some(path) = path else {
+        let stdout = std::io::stdout();
+        if stdout.is_terminal() {
+            return Err(UsageError(
+                "refusing to write a tar stream to a terminal; redirect stdout or use -o FILE"
+                    .into(),
+            )
+            .into());
+        }
+        let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
+        write(&mut out)?;
+        return out.flush().map_err(|e| Error::Output(e).into());
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(".".as_ref());
+    let tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
+    write(&mut out)?;
+    out.flush()?;
+    drop(out);
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

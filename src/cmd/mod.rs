@@ -4,8 +4,11 @@ mod export;
 mod gc;
 mod list;
 mod mount;
+mod pack;
 mod prune;
+mod push;
 mod restore;
+mod serve;
 mod snapshot;
 mod stats;
 mod tree;
@@ -39,6 +42,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => verify::verify(&root, args),
         Command::RepairIndex(args) => verify::repair_index(&root, args),
         Command::Gc(args) => gc::run(&open(&root)?, args),
+        Command::Serve(args) => serve::run(open(&root)?, args),
+        Command::Push(args) => push::run(&open(&root)?, args),
+        Command::Pack(args) => pack::run(open(&root)?, args),
     }
 }
 

@@ -39,6 +39,7 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
     let store = Store::create(root)?;
     let mut opts = IngestOptions::new(&args.name);
     opts.labels = args.labels.iter().cloned().collect();
+    opts.image = args.image.settings();
     opts.on_wait = Box::new(|msg| eprintln!("cellar: {msg}"));
     let _bar = IngestBar::start(opts.progress.clone());
 

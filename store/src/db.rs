@@ -8,7 +8,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Schema per version; entry `i` migrates from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -78,6 +78,25 @@ CREATE INDEX condemned_frame ON condemned(frame);
 CREATE INDEX chunks_frame ON chunks(frame);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value);
 INSERT INTO meta (key, value) VALUES ('gc_epoch', 0);
+"#,
+    r#"
+-- OCI images (see the oci module): a snapshot's image settings (JSON, NULL for none), whether
+-- its stream can be a layer as it is, and the digests of synthesized layers and of configs and
+-- manifests, which can all be recomputed.
+ALTER TABLE snapshots ADD COLUMN image TEXT;
+ALTER TABLE snapshots ADD COLUMN exact_layer INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE layer_digests (
+    key     TEXT PRIMARY KEY,          -- LayerKey: synthesis version, snapshots, codec
+    digest  TEXT NOT NULL,             -- sha256:... of the stored (compressed) bytes
+    size    INTEGER NOT NULL,
+    diff_id TEXT NOT NULL              -- sha256:... of the uncompressed tar
+);
+CREATE INDEX layer_digests_digest ON layer_digests(digest);
+CREATE TABLE image_blobs (
+    digest     TEXT PRIMARY KEY,
+    media_type TEXT NOT NULL,
+    bytes      BLOB NOT NULL
+);
 "#,
 ];
 

@@ -162,6 +162,8 @@ mod tests {
             labels: Default::default(),
             root: ListRef::Inline(vec![]),
             tree: None,
+            image: Default::default(),
+            exact_layer: false,
         }
     }
 

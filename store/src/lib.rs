@@ -19,6 +19,7 @@ mod ingest;
 mod layout;
 mod list;
 mod object;
+pub mod oci;
 pub mod pack;
 mod piece;
 pub mod restore;

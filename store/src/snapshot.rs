@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::ids::SnapshotId;
 use crate::list::ListRef;
+use crate::oci::ImageSettings;
 use crate::store::Store;
 use crate::tree::Node;
 
@@ -33,6 +34,11 @@ pub struct Snapshot {
     pub root: ListRef,
     /// The tree's root node (None for snapshots made before trees existed).
     pub tree: Option<Node>,
+    /// Image settings given when the snapshot was taken (the defaults of its images).
+    pub image: ImageSettings,
+    /// Whether the stream itself can serve as an OCI layer: every name extracts where the
+    /// tree puts it, and none reads as a whiteout (false for snapshots older than this field).
+    pub exact_layer: bool,
 }
 
 /// The versioned form written to packs, from which the index row can be rebuilt.
@@ -52,6 +58,14 @@ pub(crate) struct SnapshotRecord {
     /// Hex of the encoded root node of the tree (from version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree: Option<String>,
+    #[serde(default, skip_serializing_if = "ImageSettings::is_empty")]
+    pub image: ImageSettings,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub exact_layer: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 impl Snapshot {
@@ -69,6 +83,8 @@ impl Snapshot {
             labels: self.labels.clone(),
             root: hex::encode(self.root.to_bytes()),
             tree: self.tree.as_ref().map(|t| hex::encode(t.to_bytes())),
+            image: self.image.clone(),
+            exact_layer: self.exact_layer,
         };
         serde_json::to_vec(&record).expect("records serialize")
     }
@@ -97,7 +113,7 @@ pub fn validate_name(name: &str) -> Result<()> {
 }
 
 const COLUMNS: &str = "id, name, parent, created, stream_len, stream_sha256, members, \
-                       added_bytes, labels, root, tree";
+                       added_bytes, labels, root, tree, image, exact_layer";
 
 fn from_row(r: &Row) -> rusqlite::Result<Result<Snapshot>> {
     let id: String = r.get(0)?;
@@ -105,6 +121,8 @@ fn from_row(r: &Row) -> rusqlite::Result<Result<Snapshot>> {
     let labels: String = r.get(8)?;
     let root: Vec<u8> = r.get(9)?;
     let tree: Option<Vec<u8>> = r.get(10)?;
+    let image: Option<String> = r.get(11)?;
+    let exact_layer: bool = r.get(12)?;
     let snap = (|| {
         let bad = |what: &str| Error::corrupt(format!("snapshot {id}: malformed {what}"));
         Ok(Snapshot {
@@ -122,6 +140,11 @@ fn from_row(r: &Row) -> rusqlite::Result<Result<Snapshot>> {
             labels: serde_json::from_str(&labels).map_err(|_| bad("labels"))?,
             root: ListRef::from_bytes(&root)?,
             tree: tree.map(|t| Node::from_bytes(&t)).transpose()?,
+            image: match image {
+                Some(i) => serde_json::from_str(&i).map_err(|_| bad("image settings"))?,
+                None => ImageSettings::default(),
+            },
+            exact_layer,
         })
     })();
     Ok(snap)
@@ -157,6 +180,13 @@ impl Store {
                 &[&name, &(back as i64)],
             )?
             .pop())
+    }
+
+    /// The snapshot with this id.
+    pub fn snapshot_by_id(&self, id: &SnapshotId) -> Result<Snapshot> {
+        self.query_snapshots("WHERE id = ?1", &[&id.hex()])?
+            .pop()
+            .ok_or_else(|| Error::NotFound(format!("snapshot {} is gone", id.short())))
     }
 
     /// Resolve a SNAP argument: NAME (its latest), NAME~N, a full id, or a unique id prefix of
@@ -206,8 +236,8 @@ impl Store {
     pub(crate) fn insert_snapshot(tx: &rusqlite::Transaction, s: &Snapshot) -> Result<()> {
         tx.execute(
             "INSERT INTO snapshots (id, name, parent, created, stream_len, stream_sha256, members,
-                                    added_bytes, labels, root, tree)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                    added_bytes, labels, root, tree, image, exact_layer)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 s.id.hex(),
                 s.name,
@@ -220,6 +250,9 @@ impl Store {
                 serde_json::to_string(&s.labels).expect("labels serialize"),
                 s.root.to_bytes(),
                 s.tree.as_ref().map(|t| t.to_bytes()),
+                (!s.image.is_empty())
+                    .then(|| serde_json::to_string(&s.image).expect("settings serialize")),
+                s.exact_layer,
             ],
         )?;
         Ok(())

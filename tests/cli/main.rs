@@ -16,6 +16,7 @@ mod exact;
 mod gc;
 mod memory;
 mod mount;
+mod oci;
 mod prune;
 mod restore;
 mod verify;

@@ -281,6 +281,8 @@ fn snapshot_from_record(id: SnapshotId, bytes: &[u8]) -> std::result::Result<Sna
         labels: r.labels,
         root,
         tree,
+        image: r.image,
+        exact_layer: r.exact_layer,
     })
 }
 
@@ -498,6 +500,8 @@ mod tests {
             labels: Default::default(),
             root: ListRef::Inline(vec![]),
             tree: None,
+            image: Default::default(),
+            exact_layer: false,
         }
     }
 

@@ -29,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::ids::{ChunkId, SnapshotId};
 use crate::list::{Entry, ListBuilder, ListRef};
 use crate::object::{ObjectSink, ObjectSource};
+use crate::oci::{ImageSettings, Platform};
 use crate::pack::{ChunkKind, PackWriter, RecordHeader, RecordKind, SealedPack};
 use crate::piece::{Cut, Item, PieceBuffer};
 use crate::snapshot::{validate_name, Snapshot};
@@ -41,6 +42,8 @@ use crate::{layout, tar};
 pub struct IngestOptions {
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// Settings for images of this snapshot (the platform defaults to the host's).
+    pub image: ImageSettings,
     pub progress: Arc<Progress>,
     /// Called with a message when the ingest has to wait for another writer.
     pub on_wait: Box<dyn Fn(&str) + Send>,
@@ -51,6 +54,7 @@ impl IngestOptions {
         IngestOptions {
             name: name.to_string(),
             labels: BTreeMap::new(),
+            image: ImageSettings::default(),
             progress: Arc::default(),
             on_wait: Box::new(|_| {}),
         }
@@ -86,6 +90,7 @@ struct Parsed {
     /// Delta chain lengths of the delta-compressed objects written.
     depths: HashMap<ChunkId, u32>,
     tree: Node,
+    exact_layer: bool,
     warnings: Vec<String>,
 }
 
@@ -100,6 +105,10 @@ impl Store {
         before_commit: impl FnOnce() -> Result<()>,
     ) -> Result<IngestReport> {
         validate_name(&opts.name)?;
+        let mut opts = opts;
+        opts.image.validate()?;
+        // Recorded, so the snapshot's images are the same on any machine.
+        opts.image.platform.get_or_insert_with(Platform::host);
         let now = time::OffsetDateTime::now_utc();
         let created = now
             .format(&time::format_description::well_known::Rfc3339)
@@ -178,6 +187,8 @@ impl Store {
             labels: opts.labels,
             root: parsed.root,
             tree: Some(parsed.tree),
+            image: opts.image,
+            exact_layer: parsed.exact_layer,
         };
         let snapshot = self.commit(snapshot, written, &parsed.depths, &*opts.on_wait, &lease)?;
         lease.committed();
@@ -275,6 +286,7 @@ impl Store {
             store_piece(cut, sink, &mut piece_list)?;
         }
         let root = piece_list.finish(sink)?;
+        let exact_layer = tree.exact_layer();
         let warnings = std::mem::take(&mut tree.warnings);
         let tree = tree.finish(sink, self, parent_tree)?;
         sink.flush()?;
@@ -289,6 +301,7 @@ impl Store {
             sha256,
             depths: sink.delta_depths()?,
             tree,
+            exact_layer,
             warnings,
         })
     }

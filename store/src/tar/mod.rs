@@ -8,7 +8,7 @@ mod reader;
 pub mod writer;
 
 pub use reader::{ByteSource, End, IoSource, Member, TarReader};
-pub use writer::{write_dir, DirOptions, DirReport};
+pub use writer::{write_dir, DirOptions, DirReport, MemberWriter, Payload};
 
 #[cfg(test)]
 mod tests;

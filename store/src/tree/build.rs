@@ -29,6 +29,9 @@ pub struct TreeBuilder<'a> {
     /// The last parent directory made sure of (tar streams come directory by directory).
     last_parent: Option<Vec<u8>>,
     pub warnings: Vec<String>,
+    /// A member name the stream's own extraction would put elsewhere than the tree does, or
+    /// that an OCI layer would read as a whiteout.
+    odd_names: bool,
 }
 
 /// A path split into its parent and name; the root has an empty name.
@@ -84,6 +87,7 @@ impl<'a> TreeBuilder<'a> {
             next_ino: 1,
             last_parent: None,
             warnings: Vec::new(),
+            odd_names: false,
         })
     }
 
@@ -138,8 +142,25 @@ impl<'a> TreeBuilder<'a> {
         Ok(true)
     }
 
+    /// Whether the stream, as it is, extracts to this tree as an OCI layer: nothing was left
+    /// out or moved, and no name reads as a whiteout.
+    pub fn exact_layer(&self) -> bool {
+        self.warnings.is_empty() && !self.odd_names
+    }
+
+    fn note_name(&mut self, path: &[u8]) {
+        if path.starts_with(b"/")
+            || path
+                .split(|&b| b == b'/')
+                .any(|c| c.starts_with(b".wh.") || c == b"..")
+        {
+            self.odd_names = true;
+        }
+    }
+
     /// Place a member's node at `path` (raw, from the stream).
     pub fn put_member(&mut self, path: &[u8], mut node: Node) -> Result<()> {
+        self.note_name(path);
         self.newest = Some(self.newest.map_or(node.mtime, |t| t.max(node.mtime)));
         let Some(components) = normalize(path) else {
             self.warnings.push(format!(
@@ -172,6 +193,7 @@ impl<'a> TreeBuilder<'a> {
 
     /// A hardlink member: the same inode as `target`'s node at this point of the stream.
     pub fn put_link(&mut self, path: &[u8], target: &[u8]) -> Result<()> {
+        self.note_name(target);
         let (Some(components), Some(target_c)) = (normalize(path), normalize(target)) else {
             self.warnings.push(format!(
                 "{}: a hardlink with '..' is left out of the tree",

@@ -182,6 +182,33 @@ impl<'s> Tree<'s> {
         Ok(done)
     }
 
+    /// Stream a file's data as its tar payload holds it to `out`: for a sparse file, only its
+    /// data segments, back to back (holes are not written). Every chunk is checked against its
+    /// id on the way.
+    pub fn write_data(&self, node: &Node, out: &mut dyn Write) -> Result<()> {
+        let content = file_content(node)?;
+        let len = match &content.segments {
+            Some(segs) => segs.iter().map(|&(_, l)| l).sum(),
+            None => node.size,
+        };
+        let (mut at, end) = (content.data_offset, content.data_offset + len);
+        while at < end {
+            let Some((entry, start)) = content.chunks.find(self.store, at)? else {
+                return Err(Error::corrupt(format!(
+                    "{}: file data ends before its size",
+                    show(&node.name)
+                )));
+            };
+            let chunk = self.store.object(&entry.id)?;
+            let from = (at - start) as usize;
+            let n = (chunk.len() - from).min((end - at) as usize);
+            out.write_all(&chunk[from..from + n])
+                .map_err(Error::Output)?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
     /// Stream a whole file to `out`.
     pub fn cat(&self, node: &Node, out: &mut dyn Write) -> Result<()> {
         file_content(node)?;

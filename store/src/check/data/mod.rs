@@ -117,6 +117,9 @@ fn differences(s: &Snapshot, r: &SnapshotRecord) -> Vec<&'static str> {
     if s.tree.as_ref().map(|t| hex::encode(t.to_bytes())) != r.tree {
         d.push("tree");
     }
+    if s.image != r.image || s.exact_layer != r.exact_layer {
+        d.push("image settings");
+    }
     d
 }
 

@@ -21,7 +21,7 @@ pub(in crate::check) fn load_snapshots(v: &mut Verifier) -> Result<Vec<Snapshot>
         let db = v.store.db();
         let mut stmt = db.conn().prepare(
             "SELECT id, name, parent, created, stream_len, stream_sha256, members, added_bytes,
-                    labels, root, tree
+                    labels, root, tree, image, exact_layer
              FROM snapshots ORDER BY seq",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -30,6 +30,8 @@ pub(in crate::check) fn load_snapshots(v: &mut Verifier) -> Result<Vec<Snapshot>
             let labels: String = r.get(8)?;
             let root: Vec<u8> = r.get(9)?;
             let tree: Option<Vec<u8>> = r.get(10)?;
+            let image: Option<String> = r.get(11)?;
+            let exact_layer: bool = r.get(12)?;
             let fail = |what: String| (id.clone(), what);
             let parse = || -> Parsed {
                 Ok(Snapshot {
@@ -55,6 +57,12 @@ pub(in crate::check) fn load_snapshots(v: &mut Verifier) -> Result<Vec<Snapshot>
                         .map(|t| Node::from_bytes(&t))
                         .transpose()
                         .map_err(|e| fail(format!("malformed tree: {}", reason(&e))))?,
+                    image: match &image {
+                        Some(i) => serde_json::from_str(i)
+                            .map_err(|e| fail(format!("malformed image settings: {e}")))?,
+                        None => Default::default(),
+                    },
+                    exact_layer,
                 })
             };
             Ok(parse())

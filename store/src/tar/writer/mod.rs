@@ -66,6 +66,7 @@
 //! about one); bsdtar reads such names right but warns about those that are not UTF-8.
 
 mod header;
+mod members;
 mod output;
 mod regular;
 mod sparse;
@@ -80,6 +81,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use self::header::{Entry, BLOCK_DEVICE, CHAR_DEVICE, FIFO, SYMLINK};
+pub use self::members::{MemberWriter, Payload};
 use self::output::Out;
 use self::regular::HardLinks;
 use self::xattrs::{read_xattrs, xattr_key};

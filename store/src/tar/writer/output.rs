@@ -55,6 +55,10 @@ impl<'a> Out<'a> {
         Ok(())
     }
 
+    pub(super) fn written(&self) -> u64 {
+        self.written
+    }
+
     pub(super) fn pad_to(&mut self, multiple: u64) -> Result<()> {
         self.zeros(self.written.next_multiple_of(multiple) - self.written)
     }

@@ -1,0 +1,91 @@
+//! `cellar pack`: serve the snapshot's image in-process and run `smolvm pack create` on it, so
+//! smolvm's agent pulls the layers straight from the store. Nothing is left running after.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use anyhow::Context;
+use cellar_store::oci::ImageOptions;
+use cellar_store::Store;
+
+use crate::cli::{PackArgs, UsageError};
+use crate::serve::{Server, Shared};
+
+/// How much of smolvm's stderr a failure message repeats.
+const STDERR_TAIL: usize = 20;
+
+pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
+    let opts = ImageOptions {
+        mode: args.layers.mode(),
+        settings: args.image.settings(),
+        ..Default::default()
+    };
+    opts.settings.validate()?;
+    let snap = store.resolve(&args.snap)?;
+    if let Some(host) = &args.pull_host {
+        if host.is_empty() || host.contains('/') || !host.contains(':') {
+            return Err(UsageError(format!("--pull-host {host:?}: expected HOST:PORT")).into());
+        }
+    }
+    // The manifest first: its digest names the image, and its layers' digests are then
+    // known (synthesized ones are computed here, once).
+    let image = store.image(&snap, &opts)?;
+    let shared = Arc::new(Shared { store, opts });
+    let server = Server::start(shared, &args.listen)?;
+    let host = args
+        .pull_host
+        .clone()
+        .unwrap_or_else(|| server.addr().to_string());
+    let reference = format!("{host}/{}@{}", snap.name, image.manifest_digest);
+    eprintln!("cellar: serving {reference}; running smolvm pack create");
+
+    let result = run_smolvm(&args, &reference);
+    server.stop()?;
+    result
+}
+
+fn run_smolvm(args: &PackArgs, reference: &str) -> anyhow::Result<()> {
+    let mut child = Command::new(&args.smolvm)
+        .args(["pack", "create", "--image", reference, "--output"])
+        .arg(&args.output)
+        .args(&args.extra)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", args.smolvm.display()))?;
+    // smolvm's stderr goes on to ours as it comes, and its tail is kept for the error.
+    let mut tail = std::collections::VecDeque::new();
+    let stderr = child.stderr.take().expect("piped stderr");
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap_or_default();
+        let _ = writeln!(std::io::stderr(), "{line}");
+        if tail.len() == STDERR_TAIL {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    let status = child.wait().context("waiting for smolvm")?;
+    if status.success() {
+        eprintln!(
+            "cellar: packed {} into {}",
+            reference,
+            args.output.display()
+        );
+        return Ok(());
+    }
+    let how = match status.code() {
+        Some(c) => format!("exited with status {c}"),
+        None => "was killed by a signal".to_string(),
+    };
+    let said = Vec::from(tail).join("\n");
+    anyhow::bail!(
+        "{} pack create {how}{}",
+        args.smolvm.display(),
+        if said.is_empty() {
+            String::new()
+        } else {
+            format!(":\n{said}")
+        }
+    )
+}

@@ -1,0 +1,22 @@
+//! `cellar serve`: the store as a read-only OCI registry, until SIGINT or SIGTERM.
+
+use std::sync::Arc;
+
+use cellar_store::oci::ImageOptions;
+use cellar_store::Store;
+
+use crate::cli::ServeArgs;
+use crate::serve::{serve_until_signal, Shared};
+
+pub fn run(store: Store, args: ServeArgs) -> anyhow::Result<()> {
+    let opts = ImageOptions {
+        mode: args.layers.mode(),
+        settings: args.image.settings(),
+        ..Default::default()
+    };
+    opts.settings.validate()?;
+    let shared = Arc::new(Shared { store, opts });
+    serve_until_signal(shared, &args.listen, |addr| {
+        eprintln!("cellar: serving the store's snapshots at http://{addr}/v2/ (read-only)");
+    })
+}

@@ -1,0 +1,72 @@
+//! Error responses in the distribution spec's shape: `{"errors": [{code, message, detail}]}`.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn name_unknown(name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            format!("no snapshots named {name:?}"),
+        )
+    }
+
+    pub fn manifest_unknown(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            format!("no manifest {what}"),
+        )
+    }
+
+    pub fn blob_unknown(digest: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "BLOB_UNKNOWN",
+            format!("no blob {digest}"),
+        )
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string())
+    }
+}
+
+impl From<cellar_store::Error> for ApiError {
+    fn from(e: cellar_store::Error) -> Self {
+        match e {
+            cellar_store::Error::NotFound(m) => {
+                Self::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", m)
+            }
+            e => Self::internal(e),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"errors": [{"code": self.code, "message": self.message}]});
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,121 @@
+//! A read-only OCI distribution endpoint over the store: repository = snapshot NAME, tags =
+//! `latest` and each snapshot's short id. Manifests and configs are made on request (and
+//! remembered in the index); layers are synthesized and streamed as they are read, checked
+//! on the way, in bounded memory. New snapshots appear as soon as they are committed.
+
+mod body;
+mod errors;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use cellar_store::oci::ImageOptions;
+use cellar_store::Store;
+use tokio::sync::oneshot;
+
+/// What every request shares.
+pub struct Shared {
+    pub store: Store,
+    pub opts: ImageOptions,
+}
+
+/// A server running on its own threads until stopped.
+pub struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")
+}
+
+async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))
+}
+
+impl Server {
+    /// Listen on `listen` (`HOST:PORT`; port 0 picks a free one) and serve in the background.
+    pub fn start(shared: Arc<Shared>, listen: &str) -> anyhow::Result<Server> {
+        let rt = runtime()?;
+        let listener = rt.block_on(bind(listen))?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            rt.block_on(async move {
+                axum::serve(listener, routes::router(shared))
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await
+                    .context("serving")
+            })
+        });
+        Ok(Server {
+            addr,
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting, let requests in flight finish, and wait for the threads.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow::anyhow!("the server panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Serve in the foreground until SIGINT or SIGTERM.
+pub fn serve_until_signal(
+    shared: Arc<Shared>,
+    listen: &str,
+    on_ready: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let listener = bind(listen).await?;
+        on_ready(listener.local_addr()?);
+        let stop = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        axum::serve(listener, routes::router(shared))
+            .with_graceful_shutdown(stop)
+            .await
+            .context("serving")
+    })
+}

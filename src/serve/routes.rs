@@ -1,0 +1,236 @@
+//! The distribution API's read side: `/v2/`, catalog, tags, manifests and blobs (GET and
+//! HEAD, blobs with Range). Every write is refused. Store calls run on blocking threads.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use cellar_store::oci::{Blob, Digest, MANIFEST_MEDIA_TYPE};
+use cellar_store::{Snapshot, Store};
+use serde_json::json;
+
+use super::body::layer_body;
+use super::errors::ApiError;
+use super::Shared;
+
+type ApiResult = Result<Response, ApiError>;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v2/", get(base))
+        .route("/v2/_catalog", get(catalog))
+        .route("/v2/{name}/tags/list", get(tags))
+        .route("/v2/{name}/manifests/{reference}", get(manifest))
+        .route("/v2/{name}/blobs/{digest}", get(blob))
+        .fallback(fallback)
+        .method_not_allowed_fallback(fallback)
+        .with_state(shared)
+}
+
+/// Run a store call off the async threads.
+async fn blocking<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&Shared) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || f(&shared))
+        .await
+        .map_err(ApiError::internal)?
+}
+
+fn json_response(value: serde_json::Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+async fn base() -> Response {
+    (
+        [("Docker-Distribution-API-Version", "registry/2.0")],
+        json_response(json!({})),
+    )
+        .into_response()
+}
+
+async fn fallback(method: Method) -> ApiError {
+    if method == Method::GET || method == Method::HEAD {
+        ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
+    } else {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            "cellar serve is read-only",
+        )
+    }
+}
+
+async fn catalog(State(shared): State<Arc<Shared>>) -> ApiResult {
+    let names = blocking(&shared, |s| {
+        let mut names: Vec<String> = s.store.list(None)?.into_iter().map(|s| s.name).collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    })
+    .await?;
+    Ok(json_response(json!({ "repositories": names })))
+}
+
+fn lineage(store: &Store, name: &str) -> Result<Vec<Snapshot>, ApiError> {
+    let snaps = store.list(Some(name))?;
+    if snaps.is_empty() {
+        return Err(ApiError::name_unknown(name));
+    }
+    Ok(snaps)
+}
+
+async fn tags(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    let tags = blocking(&shared, move |s| {
+        let snaps = lineage(&s.store, &name)?;
+        let mut tags = vec!["latest".to_string()];
+        tags.extend(snaps.iter().map(|s| s.short_id()));
+        Ok(json!({ "name": name, "tags": tags }))
+    })
+    .await?;
+    Ok(json_response(tags))
+}
+
+/// A small blob (manifest or config) as a response.
+fn small(method: &Method, media_type: &str, digest: &Digest, bytes: Vec<u8>) -> Response {
+    let len = bytes.len();
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(bytes)
+    };
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, value(media_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert("Docker-Content-Digest", value(digest.as_str()));
+    r
+}
+
+fn value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).expect("header values are ASCII")
+}
+
+async fn manifest(
+    method: Method,
+    State(shared): State<Arc<Shared>>,
+    Path((name, reference)): Path<(String, String)>,
+) -> ApiResult {
+    let (digest, bytes) = blocking(&shared, move |s| {
+        if reference.starts_with("sha256:") {
+            let digest =
+                Digest::parse(&reference).map_err(|_| ApiError::manifest_unknown(&reference))?;
+            return match s.store.find_blob(&digest)? {
+                Some(Blob::Small { media_type, bytes }) if media_type == MANIFEST_MEDIA_TYPE => {
+                    Ok((digest, bytes))
+                }
+                _ => Err(ApiError::manifest_unknown(&reference)),
+            };
+        }
+        let snaps = lineage(&s.store, &name)?;
+        let snap = if reference == "latest" {
+            snaps.last()
+        } else {
+            snaps.iter().find(|s| s.short_id() == reference)
+        }
+        .ok_or_else(|| ApiError::manifest_unknown(&format!("{name}:{reference}")))?;
+        let image = s.store.image(snap, &s.opts)?;
+        Ok((image.manifest_digest, image.manifest))
+    })
+    .await?;
+    Ok(small(&method, MANIFEST_MEDIA_TYPE, &digest, bytes))
+}
+
+/// `Range: bytes=A-B`, `bytes=A-` or `bytes=-N` over a blob of `size` bytes: the inclusive
+/// range, or Err for one that cannot be satisfied. None when there is no (usable) header.
+fn parse_range(headers: &HeaderMap, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = headers
+        .get(header::RANGE)?
+        .to_str()
+        .ok()?
+        .strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None; // several ranges: answer with the whole blob, as the spec allows
+    }
+    let (a, b) = spec.split_once('-')?;
+    let range = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (size.saturating_sub(n), size.checked_sub(1)?)
+        }
+        (a, "") => (a.parse().ok()?, size.checked_sub(1)?),
+        (a, b) => (
+            a.parse().ok()?,
+            b.parse::<u64>().ok()?.min(size.checked_sub(1)?),
+        ),
+    };
+    Some(if range.0 <= range.1 && range.1 < size {
+        Ok(range)
+    } else {
+        Err(())
+    })
+}
+
+async fn blob(
+    method: Method,
+    headers: HeaderMap,
+    State(shared): State<Arc<Shared>>,
+    Path((name, digest)): Path<(String, String)>,
+) -> ApiResult {
+    let digest = Digest::parse(&digest).map_err(|_| ApiError::blob_unknown(&digest))?;
+    let found = {
+        let digest = digest.clone();
+        blocking(&shared, move |s| {
+            lineage(&s.store, &name)?;
+            Ok(s.store.find_blob(&digest)?)
+        })
+        .await?
+    };
+    let (key, size) = match found {
+        None => return Err(ApiError::blob_unknown(digest.as_str())),
+        Some(Blob::Small { media_type, bytes }) => {
+            return Ok(small(&method, &media_type, &digest, bytes))
+        }
+        Some(Blob::Layer { key, size }) => (key, size),
+    };
+    let (status, range) = match parse_range(&headers, size) {
+        None => (StatusCode::OK, None),
+        Some(Ok(r)) => (StatusCode::PARTIAL_CONTENT, Some(r)),
+        Some(Err(())) => {
+            let mut r = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_RANGE, value(&format!("bytes */{size}")));
+            return Ok(r);
+        }
+    };
+    let (start, end) = range.unwrap_or((0, size.saturating_sub(1)));
+    let len = if size == 0 { 0 } else { end - start + 1 };
+    let body = if method == Method::HEAD || len == 0 {
+        Body::empty()
+    } else {
+        layer_body(shared, key, (start, end))
+    };
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, value("application/octet-stream"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::ACCEPT_RANGES, value("bytes"));
+    h.insert("Docker-Content-Digest", value(digest.as_str()));
+    if range.is_some() {
+        h.insert(
+            header::CONTENT_RANGE,
+            value(&format!("bytes {start}-{end}/{size}")),
+        );
+    }
+    Ok(r)
+}

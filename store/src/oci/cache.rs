@@ -1,0 +1,121 @@
+//! Cached digests of layers and the small blobs (configs, manifests) images are made of, so a
+//! layer is synthesized and hashed once, and a registry client asking for a blob by digest
+//! finds what to produce. Everything here can be recomputed from the snapshots: losing it costs
+//! time, not data.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::digest::Digest;
+use super::layer::{Codec, LayerDigest, LayerKey, LayerSpec};
+use crate::error::Result;
+use crate::ids::SnapshotId;
+use crate::store::Store;
+
+/// A blob an image refers to, found by digest.
+pub enum Blob {
+    Layer { key: LayerKey, size: u64 },
+    Small { media_type: String, bytes: Vec<u8> },
+}
+
+impl Store {
+    pub fn cached_layer_digest(&self, key: &LayerKey) -> Result<Option<LayerDigest>> {
+        let db = self.db();
+        let row: Option<(String, i64, String)> = db
+            .conn()
+            .query_row(
+                "SELECT digest, size, diff_id FROM layer_digests WHERE key = ?1",
+                [key.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        row.map(|(d, size, diff)| {
+            Ok(LayerDigest {
+                digest: Digest::parse(&d)?,
+                size: size as u64,
+                diff_id: Digest::parse(&diff)?,
+            })
+        })
+        .transpose()
+    }
+
+    pub(super) fn cache_layer(&self, key: &LayerKey, d: &LayerDigest) -> Result<()> {
+        self.db().immediate(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO layer_digests (key, digest, size, diff_id)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    key.to_string(),
+                    d.digest.as_str(),
+                    d.size as i64,
+                    d.diff_id.as_str()
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn cache_small_blob(
+        &self,
+        digest: &Digest,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<()> {
+        self.db().immediate(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO image_blobs (digest, media_type, bytes) VALUES (?1, ?2, ?3)",
+                params![digest.as_str(), media_type, bytes],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// What produces the blob with this digest, if any image made so far refers to it.
+    pub fn find_blob(&self, digest: &Digest) -> Result<Option<Blob>> {
+        let db = self.db();
+        let small: Option<(String, Vec<u8>)> = db
+            .conn()
+            .query_row(
+                "SELECT media_type, bytes FROM image_blobs WHERE digest = ?1",
+                [digest.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((media_type, bytes)) = small {
+            return Ok(Some(Blob::Small { media_type, bytes }));
+        }
+        let mut stmt = db
+            .conn()
+            .prepare("SELECT key, size FROM layer_digests WHERE digest = ?1")?;
+        let rows = stmt.query_map([digest.as_str()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        for row in rows {
+            let (key, size) = row?;
+            if let Some(key) = LayerKey::parse(&key) {
+                return Ok(Some(Blob::Layer {
+                    key,
+                    size: size as u64,
+                }));
+            }
+        }
+        // A snapshot's own stream is a layer before any image was asked for.
+        let exact: Option<(String, i64)> = db
+            .conn()
+            .query_row(
+                "SELECT id, stream_len FROM snapshots WHERE stream_sha256 = ?1 AND exact_layer
+                 LIMIT 1",
+                [digest.hex()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(exact.and_then(|(id, len)| {
+            Some(Blob::Layer {
+                key: LayerKey {
+                    spec: LayerSpec::Exact(SnapshotId::from_hex(&id)?),
+                    codec: Codec::None,
+                },
+                size: len as u64,
+            })
+        }))
+    }
+}

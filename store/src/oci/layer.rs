@@ -1,0 +1,313 @@
+//! Layers: which ones make a snapshot's image, and writing one out (compressed, hashed and
+//! checked against what the cache says it hashes to).
+
+use std::fmt;
+use std::io::Write;
+
+use sha2::{Digest as _, Sha256};
+
+use super::digest::Digest;
+use crate::error::{Error, Result};
+use crate::ids::SnapshotId;
+use crate::snapshot::Snapshot;
+use crate::store::Store;
+
+/// A new base layer every this many snapshots of a lineage, so an incremental chain stays short.
+pub const CHAIN_LEN: usize = 16;
+
+/// What a layer holds (before compression).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LayerSpec {
+    /// The snapshot's own ingested stream, byte for byte.
+    Exact(SnapshotId),
+    /// The snapshot's tree, written by cellar (names sanitized).
+    Tree(SnapshotId),
+    /// What changed from one snapshot to the next, with OCI whiteouts.
+    Diff { from: SnapshotId, to: SnapshotId },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Codec {
+    #[default]
+    None,
+    Gzip,
+    Zstd,
+}
+
+const GZIP_LEVEL: u32 = 6;
+const ZSTD_LEVEL: i32 = 3;
+
+impl Codec {
+    pub fn parse(s: &str) -> Option<Codec> {
+        match s {
+            "none" => Some(Codec::None),
+            "gzip" => Some(Codec::Gzip),
+            "zstd" => Some(Codec::Zstd),
+            _ => None,
+        }
+    }
+
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Codec::None => "application/vnd.oci.image.layer.v1.tar",
+            Codec::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Codec::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+
+    /// The codec and every setting that shapes its output: part of a cached digest's key.
+    fn key(self) -> String {
+        match self {
+            Codec::None => "none".into(),
+            Codec::Gzip => format!("gzip-{GZIP_LEVEL}"),
+            Codec::Zstd => format!("zstd-{ZSTD_LEVEL}"),
+        }
+    }
+}
+
+/// A layer as stored bytes: its content and codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LayerKey {
+    pub spec: LayerSpec,
+    pub codec: Codec,
+}
+
+/// Bump when the synthesized bytes change for the same snapshots (the writer's dialect, the
+/// whiteout rules), so cached digests of the old bytes are not used.
+const SYNTH_VERSION: &str = "l1";
+
+impl fmt::Display for LayerKey {
+    /// The cache key: everything that shapes the layer's bytes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let codec = self.codec.key();
+        match self.spec {
+            LayerSpec::Exact(s) => write!(f, "{SYNTH_VERSION} exact {s} {codec}"),
+            LayerSpec::Tree(s) => write!(f, "{SYNTH_VERSION} tree {s} {codec}"),
+            LayerSpec::Diff { from, to } => {
+                write!(f, "{SYNTH_VERSION} diff {from} {to} {codec}")
+            }
+        }
+    }
+}
+
+impl LayerKey {
+    /// Parse a cache key back (None for keys of another synthesis version or codec setting).
+    pub fn parse(key: &str) -> Option<LayerKey> {
+        let words: Vec<&str> = key.split(' ').collect();
+        let id = |s: &str| SnapshotId::from_hex(s);
+        let (spec, codec) = match words[..] {
+            [SYNTH_VERSION, "exact", s, c] => (LayerSpec::Exact(id(s)?), c),
+            [SYNTH_VERSION, "tree", s, c] => (LayerSpec::Tree(id(s)?), c),
+            [SYNTH_VERSION, "diff", a, b, c] => (
+                LayerSpec::Diff {
+                    from: id(a)?,
+                    to: id(b)?,
+                },
+                c,
+            ),
+            _ => return None,
+        };
+        let codec = [Codec::None, Codec::Gzip, Codec::Zstd]
+            .into_iter()
+            .find(|k| k.key() == codec)?;
+        Some(LayerKey { spec, codec })
+    }
+}
+
+/// A layer's digests: of its stored bytes, their length, and of the uncompressed tar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerDigest {
+    pub digest: Digest,
+    pub size: u64,
+    pub diff_id: Digest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LayerMode {
+    /// One layer holding the whole snapshot.
+    #[default]
+    Full,
+    /// A base layer, then one layer per later snapshot of the lineage.
+    Incremental,
+}
+
+impl LayerMode {
+    pub fn parse(s: &str) -> Option<LayerMode> {
+        match s {
+            "full" => Some(LayerMode::Full),
+            "incremental" => Some(LayerMode::Incremental),
+            _ => None,
+        }
+    }
+}
+
+/// Counts and hashes what passes through.
+struct Hashing<W> {
+    inner: W,
+    sha: Sha256,
+    len: u64,
+}
+
+impl<W: Write> Hashing<W> {
+    fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            sha: Sha256::new(),
+            len: 0,
+        }
+    }
+
+    fn finish(self) -> (W, Digest, u64) {
+        (
+            self.inner,
+            Digest::sha256(self.sha.finalize().into()),
+            self.len,
+        )
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A stream that goes nowhere: for computing digests.
+struct Discard;
+
+impl Write for Discard {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn out_err(e: std::io::Error) -> Error {
+    Error::Output(e)
+}
+
+impl Store {
+    /// The layers of `snap`'s image, bottom first. Incremental: a full base every
+    /// [`CHAIN_LEN`] snapshots of the lineage, then one diff per snapshot after it.
+    pub fn image_layers(&self, snap: &Snapshot, mode: LayerMode) -> Result<Vec<LayerSpec>> {
+        let full = |s: &Snapshot| {
+            if s.exact_layer {
+                LayerSpec::Exact(s.id)
+            } else {
+                LayerSpec::Tree(s.id)
+            }
+        };
+        if mode == LayerMode::Full {
+            return Ok(vec![full(snap)]);
+        }
+        let lineage = self.list(Some(&snap.name))?;
+        let pos = lineage
+            .iter()
+            .position(|s| s.id == snap.id)
+            .ok_or_else(|| Error::NotFound(format!("snapshot {} is gone", snap.short_id())))?;
+        let base = pos - pos % CHAIN_LEN;
+        let mut layers = vec![full(&lineage[base])];
+        for w in lineage[base..=pos].windows(2) {
+            layers.push(LayerSpec::Diff {
+                from: w[0].id,
+                to: w[1].id,
+            });
+        }
+        Ok(layers)
+    }
+
+    /// Write a layer to `out`: synthesized, compressed and hashed on the way. If its digest is
+    /// cached, the bytes written must hash to it: a mismatch is an error (the caller holds
+    /// back its last bytes until this returns, so wrong bytes never complete). Otherwise the
+    /// digest is cached for next time.
+    pub fn write_layer(&self, key: &LayerKey, out: &mut dyn Write) -> Result<LayerDigest> {
+        let cached = self.cached_layer_digest(key)?;
+        let stored = Hashing::new(out);
+        let (stored, diff_id) = match key.codec {
+            Codec::None => {
+                let mut raw = Hashing::new(stored);
+                self.write_raw_layer(&key.spec, &mut raw)?;
+                let (stored, d, _) = raw.finish();
+                (stored, d)
+            }
+            Codec::Gzip => {
+                let enc =
+                    flate2::write::GzEncoder::new(stored, flate2::Compression::new(GZIP_LEVEL));
+                let mut raw = Hashing::new(enc);
+                self.write_raw_layer(&key.spec, &mut raw)?;
+                let (enc, d, _) = raw.finish();
+                (enc.finish().map_err(out_err)?, d)
+            }
+            Codec::Zstd => {
+                let enc = zstd::stream::write::Encoder::new(stored, ZSTD_LEVEL).map_err(out_err)?;
+                let mut raw = Hashing::new(enc);
+                self.write_raw_layer(&key.spec, &mut raw)?;
+                let (enc, d, _) = raw.finish();
+                (enc.finish().map_err(out_err)?, d)
+            }
+        };
+        let (out, digest, size) = stored.finish();
+        out.flush().map_err(out_err)?;
+        let got = LayerDigest {
+            digest,
+            size,
+            diff_id,
+        };
+        match cached {
+            Some(want) if want != got => Err(Error::corrupt(format!(
+                "layer {key} was {} ({} bytes) when first made, but now gives {} ({} bytes)",
+                want.digest, want.size, got.digest, got.size
+            ))),
+            Some(_) => Ok(got),
+            None => {
+                self.cache_layer(key, &got)?;
+                Ok(got)
+            }
+        }
+    }
+
+    /// A layer's digests: from the cache, from the snapshot for its exact stream, or by
+    /// writing it once to nowhere.
+    pub fn layer_digest(&self, key: &LayerKey) -> Result<LayerDigest> {
+        if let Some(d) = self.cached_layer_digest(key)? {
+            return Ok(d);
+        }
+        if let (LayerSpec::Exact(id), Codec::None) = (key.spec, key.codec) {
+            let snap = self.snapshot_by_id(&id)?;
+            let digest = Digest::from_hex_sha256(&snap.stream_sha256)?;
+            let d = LayerDigest {
+                digest: digest.clone(),
+                size: snap.stream_len,
+                diff_id: digest,
+            };
+            self.cache_layer(key, &d)?;
+            return Ok(d);
+        }
+        self.write_layer(key, &mut Discard)
+    }
+
+    /// The uncompressed tar of a layer.
+    fn write_raw_layer(&self, spec: &LayerSpec, out: &mut dyn Write) -> Result<()> {
+        match *spec {
+            LayerSpec::Exact(id) => self.export(&self.snapshot_by_id(&id)?, out),
+            LayerSpec::Tree(id) => {
+                let snap = self.snapshot_by_id(&id)?;
+                super::synth::write_tree(&self.tree(&snap)?, out)
+            }
+            LayerSpec::Diff { from, to } => {
+                let (a, b) = (self.snapshot_by_id(&from)?, self.snapshot_by_id(&to)?);
+                super::synth::write_diff(&self.tree(&a)?, &self.tree(&b)?, out)
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! `cellar export --format oci|docker-archive`: layouts and archives real tools accept, whose
+//! unpacked rootfs is GNU tar's extraction of the snapshot's stream.
+
+use std::fs;
+use std::path::Path;
+
+use super::cellar::*;
+use super::*;
+use crate::common::*;
+use crate::trees::portable_tree;
+
+fn export_oci(store: &TestStore, snap: &str, dir: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "export",
+        snap,
+        "--format",
+        "oci",
+        "-o",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    store.ok(&args);
+}
+
+#[test]
+fn full_image_is_the_exact_stream_and_unpacks_to_the_tree() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    image_tree(&root);
+    let snap = snap_dir(&store, &root, "vm", "1");
+
+    let layout = store.scratch("layout");
+    export_oci(&store, &snap.id, &layout, &["--tag", "t1"]);
+    let img = oci_image(&layout, "t1");
+    img.assert_diff_ids();
+    assert_eq!(img.layers.len(), 1);
+    assert_eq!(
+        img.layers[0].media_type,
+        "application/vnd.oci.image.layer.v1.tar"
+    );
+    assert_eq!(
+        img.layers[0].digest,
+        format!("sha256:{}", sha256_hex(&snap.stream)),
+        "a full layer of a clean stream is the stream itself"
+    );
+    assert!(img.layer_tar(0) == snap.stream);
+
+    let rootfs = umoci_unpack(&layout, "t1", &store.scratch("bundle"));
+    assert_same_tree(&snap.extraction, &rootfs);
+    assert_comparison_catches_changes(&snap.extraction, &rootfs);
+
+    // Deterministic: the same snapshot, exported again elsewhere, is the same image.
+    let again = store.scratch("layout2");
+    export_oci(&store, &snap.id, &again, &["--tag", "t1"]);
+    assert_eq!(oci_image(&again, "t1").manifest_bytes, img.manifest_bytes);
+}
+
+/// Names a layer must not carry as they are (absolute ones here) make a sanitized layer: the
+/// tree written out (sparse files, xattrs, devices and odd names included), which unpacks as
+/// GNU tar extracts the stream.
+#[test]
+fn unsafe_names_give_a_sanitized_layer() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    image_tree(&root);
+    let stream = tar_stream(&[
+        "tar",
+        "--absolute-names",
+        "--format=posix",
+        "--xattrs",
+        "--xattrs-include=*",
+        "--sparse",
+        "-cf",
+        "-",
+        root.to_str().unwrap(),
+    ]);
+    let id = store.snapshot_bytes(&stream, "abs");
+    let extraction = store.scratch("extracted");
+    crate::browse::oracle::extract(&store, &stream, &extraction);
+
+    let layout = store.scratch("layout");
+    export_oci(&store, &id, &layout, &[]);
+    let img = oci_image(&layout, "latest");
+    img.assert_diff_ids();
+    assert_ne!(
+        img.layers[0].digest,
+        format!("sha256:{}", sha256_hex(&stream))
+    );
+    let names = String::from_utf8(sh(&format!(
+        "tar -tf {}",
+        blob_path(&layout, &img.layers[0].digest).display()
+    )))
+    .unwrap();
+    assert!(
+        names.lines().all(|n| n.starts_with("./")),
+        "a sanitized layer has relative names only:\n{names}"
+    );
+    // Directories above the archived one were never members: both sides make them up, with
+    // different times. What the stream holds is compared.
+    let rootfs = umoci_unpack(&layout, "latest", &store.scratch("bundle"));
+    let rel = root.strip_prefix("/").unwrap();
+    assert_same_tree(&extraction.join(rel), &rootfs.join(rel));
+}
+
+/// A lineage where every kind of change happens, exported incrementally: one layer per
+/// snapshot, whiteouts for what went, and each image unpacks to its own snapshot's tree.
+#[test]
+fn incremental_layers_carry_changes_and_whiteouts() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    portable_tree(&root);
+    write_file(&root.join("gone/a"), b"a");
+    write_file(&root.join("gone/sub/b"), b"b");
+    write_file(&root.join("replaced/old1"), b"1");
+    write_file(&root.join("replaced/old2"), b"2");
+    write_file(&root.join("becomes-file/x"), b"x");
+    let s1 = snap_dir(&store, &root, "vm", "1");
+
+    fs::remove_dir_all(root.join("gone")).unwrap();
+    fs::remove_file(root.join("replaced/old1")).unwrap();
+    fs::remove_file(root.join("replaced/old2")).unwrap();
+    write_file(&root.join("replaced/new"), b"new");
+    fs::remove_dir_all(root.join("becomes-file")).unwrap();
+    write_file(&root.join("becomes-file"), b"now a file");
+    write_file(&root.join("usr/share/doc/readme.txt"), b"rewritten\n");
+    // The hardlinked file changes: both of its names must come back as one inode.
+    fs::write(root.join("etc/hostname"), b"vm2\n").unwrap();
+    write_file(&root.join("added/deep/file"), &noise(50_000, 9));
+    let s2 = snap_dir(&store, &root, "vm", "2");
+
+    let layout = store.scratch("layout");
+    export_oci(
+        &store,
+        &s2.id,
+        &layout,
+        &["--layers", "incremental", "--tag", "two"],
+    );
+    export_oci(
+        &store,
+        &s1.id,
+        &layout,
+        &["--layers", "incremental", "--tag", "one"],
+    );
+    let two = oci_image(&layout, "two");
+    two.assert_diff_ids();
+    let one = oci_image(&layout, "one");
+    assert_eq!(two.layers.len(), 2);
+    assert_eq!(one.layers.len(), 1);
+    assert_eq!(two.layers[0], one.layers[0], "the base layer is shared");
+
+    let diff = String::from_utf8(sh(&format!(
+        "tar -tvf {}",
+        blob_path(&layout, &two.layers[1].digest).display()
+    )))
+    .unwrap();
+    for want in [
+        "./.wh.gone",
+        "./replaced/.wh..wh..opq",
+        "./replaced/new",
+        "./.wh.becomes-file",
+        "./becomes-file",
+        "./added/deep/file",
+        "./usr/share/doc/readme.txt",
+        "./etc/hostname",
+        "./etc/hostname.hard link to ./etc/hostname",
+    ] {
+        assert!(diff.contains(want), "diff layer lacks {want}:\n{diff}");
+    }
+    assert!(
+        !diff.contains("usr/bin/tool"),
+        "an unchanged file was written:\n{diff}"
+    );
+
+    let rootfs = umoci_unpack(&layout, "two", &store.scratch("bundle2"));
+    assert_same_tree(&s2.extraction, &rootfs);
+    let rootfs = umoci_unpack(&layout, "one", &store.scratch("bundle1"));
+    assert_same_tree(&s1.extraction, &rootfs);
+}
+
+#[test]
+fn docker_archive_is_accepted_by_skopeo() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    image_tree(&root);
+    let snap = snap_dir(&store, &root, "vm", "1");
+    let archive = store.scratch("image.tar");
+    store.ok(&[
+        "export",
+        "vm",
+        "--format",
+        "docker-archive",
+        "-o",
+        archive.to_str().unwrap(),
+        "--tag",
+        "v1",
+        "--image-env",
+        "A=b",
+    ]);
+    let manifest = docker_archive_manifest(&archive);
+    assert_eq!(manifest[0]["RepoTags"][0], "vm:v1", "{manifest}");
+    let layer = manifest[0]["Layers"][0].as_str().unwrap();
+    assert!(tar_member(&archive, layer) == snap.stream);
+
+    let layout = store.scratch("layout");
+    skopeo_copy(
+        &format!("docker-archive:{}", archive.display()),
+        &format!("oci:{}:v1", layout.display()),
+        &[],
+    );
+    let config = skopeo_inspect_config(&format!("oci:{}:v1", layout.display()));
+    assert_eq!(config["config"]["Env"][0], "A=b", "{config}");
+    let rootfs = umoci_unpack(&layout, "v1", &store.scratch("bundle"));
+    assert_same_tree(&snap.extraction, &rootfs);
+}
+
+/// Settings given at snapshot time are the image's defaults; export flags override them, and
+/// snapshot labels become image labels.
+#[test]
+fn image_settings_come_from_the_snapshot_and_the_flags() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    portable_tree(&root);
+    let stream = tar_stream(&["tar", "-cf", "-", "-C", root.to_str().unwrap(), "."]);
+    let out = store.run_stdin(
+        &[
+            "snapshot",
+            "--name",
+            "vm",
+            "--label",
+            "team=infra",
+            "--image-user",
+            "node",
+            "--image-workdir",
+            "/home/node",
+            "--image-env",
+            "A=1",
+            "--image-cmd",
+            r#"sh -c "echo 'hi there'""#,
+            "--image-platform",
+            "linux/arm64/v8",
+            "-",
+        ],
+        &stream,
+    );
+    assert_success(&out, &["snapshot"]);
+    let layout = store.scratch("layout");
+    export_oci(
+        &store,
+        "vm",
+        &layout,
+        &[
+            "--image-env",
+            "B=2",
+            "--image-entrypoint",
+            r#"["/bin/init","--x"]"#,
+        ],
+    );
+    let c = oci_image(&layout, "latest").config;
+    assert_eq!(c["architecture"], "arm64", "{c}");
+    assert_eq!(c["variant"], "v8", "{c}");
+    assert_eq!(c["os"], "linux", "{c}");
+    let run = &c["config"];
+    assert_eq!(run["User"], "node");
+    assert_eq!(run["WorkingDir"], "/home/node");
+    assert_eq!(run["Env"], serde_json::json!(["A=1", "B=2"]));
+    assert_eq!(
+        run["Cmd"],
+        serde_json::json!(["sh", "-c", "echo 'hi there'"])
+    );
+    assert_eq!(run["Entrypoint"], serde_json::json!(["/bin/init", "--x"]));
+    assert_eq!(run["Labels"]["team"], "infra");
+}
+
+#[test]
+fn bad_export_arguments_are_usage_errors() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    portable_tree(&root);
+    snap_dir(&store, &root, "vm", "1");
+    for (args, says) in [
+        (vec!["export", "vm", "--format", "oci"], "-o DIR"),
+        (
+            vec!["export", "vm", "--format", "oci", "-o", "x", "--tag=-bad"],
+            "invalid tag",
+        ),
+        (
+            vec![
+                "export",
+                "vm",
+                "--format",
+                "oci",
+                "-o",
+                "x",
+                "--image-platform",
+                "linux",
+            ],
+            "OS/ARCH",
+        ),
+        (
+            vec![
+                "export",
+                "vm",
+                "--format",
+                "oci",
+                "-o",
+                "x",
+                "--image-cmd",
+                "sh -c 'x",
+            ],
+            "quotes",
+        ),
+        (vec!["export", "nope", "--format", "oci", "-o", "x"], "nope"),
+    ] {
+        let out = store.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    assert!(!Path::new("x").exists());
+}

@@ -1,0 +1,102 @@
+//! `cellar pack`: the image served in-process to a stand-in for smolvm that pulls it the way
+//! smolvm's agent does (here with skopeo) and checks the tree.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::cellar::*;
+use crate::common::*;
+use crate::trees::portable_tree;
+
+/// A `smolvm` that takes `pack create --image REF --output OUT [EXTRA...]`, pulls REF with
+/// skopeo into an OCI layout at OUT, unpacks it beside OUT with umoci, and records its
+/// arguments. `FAIL_WITH` in its environment makes it fail instead.
+fn stand_in(dir: &Path) -> PathBuf {
+    let path = dir.join("smolvm");
+    std::fs::write(
+        &path,
+        r#"#!/bin/sh
+set -eu
+[ "$1 $2" = "pack create" ] || { echo "usage: smolvm pack create ..." >&2; exit 64; }
+shift 2
+[ "$1" = --image ] && image=$2 && shift 2
+[ "$1" = --output ] && out=$2 && shift 2
+echo "$image" > "$out.image"
+echo "$*" > "$out.extra"
+if [ -n "${FAIL_WITH:-}" ]; then echo "smolvm: cannot boot: $FAIL_WITH" >&2; exit 3; fi
+skopeo --insecure-policy copy -q --src-tls-verify=false "docker://$image" "oci:$out:packed"
+umoci unpack --image "$out:packed" "$out.bundle" >/dev/null
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn pack_feeds_smolvm_the_snapshot_image() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    portable_tree(&root);
+    let snap = snap_dir(&store, &root, "vm", "1");
+    let smolvm = stand_in(store.dir.path());
+    let out = store.scratch("vm.smolmachine");
+    let beside = |ext: &str| PathBuf::from(format!("{}.{ext}", out.display()));
+    store.ok(&[
+        "pack",
+        "vm",
+        "-o",
+        out.to_str().unwrap(),
+        "--smolvm",
+        smolvm.to_str().unwrap(),
+        "--",
+        "--cpus",
+        "2",
+    ]);
+    let image = std::fs::read_to_string(beside("image")).unwrap();
+    let image = image.trim();
+    assert!(
+        image.starts_with("127.0.0.1:") && image.contains("/vm@sha256:"),
+        "{image}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(beside("extra")).unwrap().trim(),
+        "--cpus 2"
+    );
+    super::assert_same_tree(&snap.extraction, &beside("bundle").join("rootfs"));
+
+    // Nothing is left listening.
+    let addr = image.split('/').next().unwrap();
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "{addr} still answers"
+    );
+
+    // --pull-host names the address the VM reaches; smolvm's failure is cellar's.
+    let bad = store
+        .cmd(&[
+            "pack",
+            "vm",
+            "-o",
+            store.scratch("x").to_str().unwrap(),
+            "--smolvm",
+            smolvm.to_str().unwrap(),
+            "--pull-host",
+            "10.0.2.2:7000",
+        ])
+        .env("FAIL_WITH", "no kvm")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let err = stderr(&bad);
+    assert!(
+        err.contains("exited with status 3") && err.contains("cannot boot: no kvm"),
+        "{err}"
+    );
+    let image = std::fs::read_to_string(store.scratch("x.image")).unwrap();
+    assert!(image.starts_with("10.0.2.2:7000/vm@sha256:"), "{image}");
+
+    let missing = store.run(&["pack", "vm", "-o", "y", "--smolvm", "/nonexistent/smolvm"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("/nonexistent/smolvm"));
+}

@@ -1,0 +1,185 @@
+//! A throwaway registry: Debian's `docker-registry` (distribution 2.8) serving a temp dir on a
+//! loopback port, no auth, no TLS, deletes off. Dropping the guard kills it.
+
+use std::fs::{self, File};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::http::try_http_request;
+
+/// Debian's binary (the package is `docker-registry`; upstream calls it `registry`).
+pub(crate) const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+/// How long the registry may take to listen and answer.
+const START_BOUND: Duration = Duration::from_secs(15);
+
+/// How many ports to try: another process may take the one we picked between our releasing it
+/// and the registry binding it.
+const PORT_ATTEMPTS: usize = 5;
+
+pub(crate) struct Registry {
+    /// `127.0.0.1:PORT`.
+    addr: String,
+    child: Child,
+    dir: TempDir,
+}
+
+/// A port that was free a moment ago (bind :0, read the port, release it).
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+fn config(storage: &Path, addr: &str) -> String {
+    // Upload purging is off so no maintenance goroutine runs during a test; a fixed
+    // http.secret silences the "No HTTP secret provided" warning (it signs upload state).
+    format!(
+        r#"version: 0.1
+log:
+  level: info
+  formatter: text
+storage:
+  filesystem:
+    rootdirectory: "{}"
+  delete:
+    enabled: false
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: {addr}
+  secret: cellar-tests
+"#,
+        storage.display()
+    )
+}
+
+/// Wait until it is ours that listens on `addr` (its log says so: a port someone else took
+/// would answer /v2/ too) and `GET /v2/` answers 200. Err(true): the port was taken, try
+/// another; Err(false): any other failure.
+fn wait_up(child: &mut Child, addr: &str, log: &Path) -> Result<(), bool> {
+    let listening = format!("listening on {addr}");
+    let start = Instant::now();
+    while start.elapsed() < START_BOUND {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        if !matches!(child.try_wait(), Ok(None)) {
+            return Err(text.contains("address already in use"));
+        }
+        if text.contains(&listening) {
+            if let Ok(r) = try_http_request(addr, "GET", "/v2/", &[], b"") {
+                if r.status == 200 {
+                    return Ok(());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(false)
+}
+
+impl Registry {
+    /// Start a registry and return once it listens and `GET /v2/` answers 200.
+    pub(crate) fn start() -> Registry {
+        assert!(
+            Path::new(REGISTRY_BIN).exists(),
+            "{REGISTRY_BIN} is not installed; run scripts/test, which installs what tests need"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = dir.path().join("storage");
+        fs::create_dir_all(&storage).expect("mkdir storage");
+        let mut logs = Vec::new();
+        for attempt in 0..PORT_ATTEMPTS {
+            let port = free_port();
+            let addr = format!("127.0.0.1:{port}");
+            let cfg = dir.path().join("config.yml");
+            fs::write(&cfg, config(&storage, &addr)).expect("write registry config");
+            let log = dir.path().join(format!("registry-{attempt}.log"));
+            let out = File::create(&log).expect("registry log");
+            let err = out.try_clone().expect("dup log");
+            let mut cmd = Command::new(REGISTRY_BIN);
+            cmd.arg("serve").arg(&cfg);
+            // REGISTRY_* variables override the config file: keep the caller's out.
+            for (k, _) in std::env::vars_os() {
+                if k.to_string_lossy().starts_with("REGISTRY_") {
+                    cmd.env_remove(k);
+                }
+            }
+            let mut child = cmd
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {REGISTRY_BIN}: {e}"));
+            let up = wait_up(&mut child, &addr, &log);
+            if up.is_ok() {
+                return Registry { addr, child, dir };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            logs.push(format!("attempt {attempt} ({addr}), {cfg:?}:\n{text}"));
+            if up == Err(false) {
+                panic!(
+                    "docker-registry did not come up within {START_BOUND:?}; log:\n{}",
+                    logs.join("\n")
+                );
+            }
+        }
+        panic!(
+            "docker-registry found no free port in {PORT_ATTEMPTS} attempts; logs:\n{}",
+            logs.join("\n")
+        );
+    }
+
+    /// `127.0.0.1:PORT`, for `http_get` and for `cellar push SNAP ADDR/REPO:TAG`.
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// `ADDR/REPO:TAG` (or `ADDR/REPO@DIGEST`): a reference as `cellar push` takes it.
+    pub(crate) fn reference(&self, repo_tag: &str) -> String {
+        format!("{}/{repo_tag}", self.addr)
+    }
+
+    /// `docker://ADDR/REPO:TAG`: the same reference as skopeo takes it.
+    pub(crate) fn docker_ref(&self, repo_tag: &str) -> String {
+        format!("docker://{}/{repo_tag}", self.addr)
+    }
+
+    /// The registry's storage root (`docker/registry/v2/...` below it).
+    pub(crate) fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// Everything the registry logged so far (all attempts), for failure messages.
+    pub(crate) fn log_text(&self) -> String {
+        let mut logs: Vec<PathBuf> = fs::read_dir(self.dir.path())
+            .expect("registry dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        logs.iter()
+            .map(|p| fs::read_to_string(p).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The process id, e.g. to check it is gone after drop.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        // SIGKILL: nothing of its state matters after the test, and it has no children.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,163 @@
+//! `cellar serve`: a read-only registry that skopeo pulls from, with the distribution API's
+//! answers checked by hand.
+
+use std::fs;
+
+use super::cellar::*;
+use super::*;
+use crate::common::*;
+use crate::trees::portable_tree;
+
+#[test]
+fn skopeo_pulls_full_and_incremental_images_that_unpack_to_the_tree() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    image_tree(&root);
+    let s1 = snap_dir(&store, &root, "vm", "1");
+    fs::remove_dir_all(root.join("names")).unwrap();
+    write_file(&root.join("etc/new"), b"new\n");
+    let s2 = snap_dir(&store, &root, "vm", "2");
+
+    for mode in ["full", "incremental"] {
+        let served = Served::start(&store, &["--layers", mode]);
+        let layout = store.scratch(&format!("pulled-{mode}"));
+        for (tag, snap) in [("latest", &s2), (s1.id.as_str(), &s1)] {
+            let dst = format!("oci:{}:{tag}", layout.display());
+            skopeo_copy(&served.docker_ref(&format!("vm:{tag}")), &dst, &[]);
+            let img = oci_image(&layout, tag);
+            img.assert_diff_ids();
+            let want_layers = if mode == "full" || tag != "latest" {
+                1
+            } else {
+                2
+            };
+            assert_eq!(img.layers.len(), want_layers, "{mode} {tag}");
+            let rootfs = umoci_unpack(&layout, tag, &store.scratch(&format!("b-{mode}-{tag}")));
+            assert_same_tree(&snap.extraction, &rootfs);
+        }
+    }
+}
+
+#[test]
+fn distribution_api_answers_as_the_spec_says() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    portable_tree(&root);
+    let s1 = snap_dir(&store, &root, "vm", "1");
+    let served = Served::start(&store, &[]);
+    let addr = served.addr();
+
+    let v2 = http_get(addr, "/v2/", &[]);
+    assert_eq!(v2.status, 200);
+    assert_eq!(
+        v2.header("docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+    assert_eq!(
+        http_get(addr, "/v2/_catalog", &[]).json()["repositories"],
+        serde_json::json!(["vm"])
+    );
+    let tags = http_get(addr, "/v2/vm/tags/list", &[]).json();
+    assert_eq!(tags["tags"], serde_json::json!(["latest", s1.id]));
+
+    let accept = [("Accept", ACCEPT_MANIFESTS)];
+    let m = http_get(addr, "/v2/vm/manifests/latest", &accept);
+    assert_eq!(m.status, 200, "{}", m.text());
+    assert_eq!(m.header("content-type"), Some(OCI_MANIFEST));
+    let digest = format!("sha256:{}", sha256_hex(&m.body));
+    assert_eq!(m.header("docker-content-digest"), Some(digest.as_str()));
+    let by_digest = http_get(addr, &format!("/v2/vm/manifests/{digest}"), &accept);
+    assert_eq!(by_digest.body, m.body);
+    let head = http_head(addr, "/v2/vm/manifests/latest", &accept);
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("content-length"),
+        Some(m.body.len().to_string().as_str())
+    );
+
+    // The manifest is ready without a pass over the data: its layer is the stream.
+    let manifest = m.json();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(layer, format!("sha256:{}", sha256_hex(&s1.stream)));
+    let blob = http_get(addr, &format!("/v2/vm/blobs/{layer}"), &[]);
+    assert_eq!(blob.status, 200);
+    assert!(blob.body == s1.stream);
+    let head = http_head(addr, &format!("/v2/vm/blobs/{layer}"), &[]);
+    assert_eq!(
+        head.header("content-length"),
+        Some(s1.stream.len().to_string().as_str())
+    );
+    assert!(head.body.is_empty());
+    let part = http_get(
+        addr,
+        &format!("/v2/vm/blobs/{layer}"),
+        &[("Range", "bytes=1000-2999")],
+    );
+    assert_eq!(part.status, 206);
+    assert!(part.body == s1.stream[1000..3000]);
+    let len = s1.stream.len();
+    assert_eq!(
+        part.header("content-range"),
+        Some(format!("bytes 1000-2999/{len}").as_str())
+    );
+    let past = http_get(
+        addr,
+        &format!("/v2/vm/blobs/{layer}"),
+        &[("Range", "bytes=99999999-")],
+    );
+    assert_eq!(past.status, 416);
+    let config = manifest["config"]["digest"].as_str().unwrap();
+    let c = http_get(addr, &format!("/v2/vm/blobs/{config}"), &[]);
+    assert_eq!(format!("sha256:{}", sha256_hex(&c.body)), config);
+
+    for (path, status, code) in [
+        ("/v2/nope/tags/list", 404, "NAME_UNKNOWN"),
+        ("/v2/vm/manifests/nope", 404, "MANIFEST_UNKNOWN"),
+        (
+            &format!("/v2/vm/blobs/sha256:{}", "0".repeat(64)) as &str,
+            404,
+            "BLOB_UNKNOWN",
+        ),
+    ] {
+        let r = http_get(addr, path, &accept);
+        assert_eq!(r.status, status, "{path}");
+        assert_eq!(r.json()["errors"][0]["code"], code, "{path}");
+    }
+    for method in ["PUT", "POST", "DELETE", "PATCH"] {
+        let r = http_request(addr, method, "/v2/vm/manifests/latest", &[], b"{}");
+        assert_eq!(r.status, 405, "{method}");
+        assert_eq!(r.json()["errors"][0]["code"], "UNSUPPORTED");
+    }
+
+    // A new snapshot shows up at once.
+    write_file(&root.join("etc/more"), b"more\n");
+    let s2 = snap_dir(&store, &root, "vm", "2");
+    let tags = http_get(addr, "/v2/vm/tags/list", &[]).json();
+    assert_eq!(tags["tags"], serde_json::json!(["latest", s1.id, s2.id]));
+    let m2 = http_get(addr, "/v2/vm/manifests/latest", &accept);
+    assert_ne!(m2.body, m.body);
+}
+
+/// Many clients at once, each getting every byte right.
+#[test]
+fn concurrent_pulls_all_get_the_blob() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    image_tree(&root);
+    let s1 = snap_dir(&store, &root, "vm", "1");
+    let served = Served::start(&store, &[]);
+    let digest = format!("sha256:{}", sha256_hex(&s1.stream));
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                let r = http_get(served.addr(), &format!("/v2/vm/blobs/{digest}"), &[]);
+                assert_eq!(r.status, 200);
+                assert!(r.body == s1.stream);
+            });
+        }
+    });
+}
