@@ -93,9 +93,10 @@ CREATE TABLE layer_digests (
 );
 CREATE INDEX layer_digests_digest ON layer_digests(digest);
 CREATE TABLE image_blobs (
-    digest     TEXT PRIMARY KEY,
+    digest     TEXT PRIMARY KEY,       -- configs and manifests
     media_type TEXT NOT NULL,
-    bytes      BLOB NOT NULL
+    bytes      BLOB NOT NULL,
+    snapshot   TEXT NOT NULL           -- the image's snapshot: gone with it
 );
 "#,
 ];

@@ -1,7 +1,7 @@
 //! Bounded memory: a multi-GiB stream, generated on the fly, ingests and exports in a small,
 //! fixed amount of memory. (Peak RSS is a bound, not a timing.)
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::process::Stdio;
 
 use sha2::{Digest, Sha256};
@@ -142,6 +142,61 @@ fn a_5_gib_stream_ingests_and_exports_in_bounded_memory() {
     eprintln!("export: peak RSS {} MiB", rss >> 10);
     assert_eq!(reader.join().unwrap(), sha);
     assert!(rss < RSS_LIMIT_KIB, "export peak RSS {} MiB", rss >> 10);
+
+    // Served as an OCI layer (the stream itself), streamed to a client that hashes it.
+    let mut child = measured(&store, &["serve", "--listen", "127.0.0.1:0"], &report)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve ended").unwrap();
+        if let Some(rest) = line.split("http://").nth(1) {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    let (len, served) = stream_get(&addr, &format!("/v2/big/blobs/sha256:{sha}"));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (rss, ok) = peak_rss(child, &report);
+    assert!(ok, "serve did not stop cleanly on SIGTERM");
+    eprintln!("serve: peak RSS {} MiB", rss >> 10);
+    assert_eq!(len, FILES * (FILE_SIZE + 512) + 1024);
+    assert_eq!(served, sha);
+    assert!(rss < RSS_LIMIT_KIB, "serve peak RSS {} MiB", rss >> 10);
+}
+
+/// GET `path` and hash the body as it arrives (never held whole): its length and sha256.
+fn stream_get(addr: &str, path: &str) -> (u64, String) {
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = std::io::BufReader::with_capacity(1 << 20, conn);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut sha = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = r.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+        len += n as u64;
+    }
+    (len, hex::encode(sha.finalize()))
 }
 
 /// A million small members: the tree and the new-chunk ids spill to the ingest's scratch

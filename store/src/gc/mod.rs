@@ -75,6 +75,7 @@ impl Store {
         mark::condemn(self, &mark, on_wait, &mut report)?;
         crate::failpoint::hit("gc:after-condemn");
         sweep::sweep(self, opts, on_wait, &mut report)?;
+        self.prune_image_cache()?;
         sweep::finish(self)?;
         Ok(report)
     }

@@ -54,16 +54,19 @@ impl Store {
         })
     }
 
+    /// Remember a config or manifest of an image of `snap` (dropped when `snap` is gone).
     pub(super) fn cache_small_blob(
         &self,
+        snap: &SnapshotId,
         digest: &Digest,
         media_type: &str,
         bytes: &[u8],
     ) -> Result<()> {
         self.db().immediate(|tx| {
             tx.execute(
-                "INSERT OR IGNORE INTO image_blobs (digest, media_type, bytes) VALUES (?1, ?2, ?3)",
-                params![digest.as_str(), media_type, bytes],
+                "INSERT OR IGNORE INTO image_blobs (digest, media_type, bytes, snapshot)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![digest.as_str(), media_type, bytes, snap.hex()],
             )?;
             Ok(())
         })
@@ -117,5 +120,53 @@ impl Store {
                 size: len as u64,
             })
         }))
+    }
+}
+
+impl Store {
+    /// Drop cached digests and image blobs that name a snapshot no longer in the index (gc
+    /// runs this): the cache never grows past what live snapshots can ask for.
+    pub(crate) fn prune_image_cache(&self) -> Result<usize> {
+        let live: std::collections::HashSet<String> =
+            self.list(None)?.into_iter().map(|s| s.id.hex()).collect();
+        let mut db = self.db();
+        db.immediate(|tx| {
+            let dead_keys: Vec<String> = {
+                let mut stmt = tx.prepare("SELECT key FROM layer_digests")?;
+                let keys = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                let mut dead = Vec::new();
+                for key in keys {
+                    let key = key?;
+                    let gone = match LayerKey::parse(&key) {
+                        None => true, // an older synthesis version: never asked for again
+                        Some(k) => k.snapshots().iter().any(|id| !live.contains(&id.hex())),
+                    };
+                    if gone {
+                        dead.push(key);
+                    }
+                }
+                dead
+            };
+            let dead_blobs: Vec<String> = {
+                let mut stmt = tx.prepare("SELECT digest, snapshot FROM image_blobs")?;
+                let rows =
+                    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                let mut dead = Vec::new();
+                for row in rows {
+                    let (digest, snap) = row?;
+                    if !live.contains(&snap) {
+                        dead.push(digest);
+                    }
+                }
+                dead
+            };
+            for k in &dead_keys {
+                tx.execute("DELETE FROM layer_digests WHERE key = ?1", [k])?;
+            }
+            for d in &dead_blobs {
+                tx.execute("DELETE FROM image_blobs WHERE digest = ?1", [d])?;
+            }
+            Ok(dead_keys.len() + dead_blobs.len())
+        })
     }
 }

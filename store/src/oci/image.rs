@@ -197,8 +197,8 @@ impl Store {
         };
         let manifest = serde_json::to_vec(&manifest).expect("manifests serialize");
         let manifest_digest = Digest::of(&manifest);
-        self.cache_small_blob(&config_digest, CONFIG_MEDIA_TYPE, &config)?;
-        self.cache_small_blob(&manifest_digest, MANIFEST_MEDIA_TYPE, &manifest)?;
+        self.cache_small_blob(&snap.id, &config_digest, CONFIG_MEDIA_TYPE, &config)?;
+        self.cache_small_blob(&snap.id, &manifest_digest, MANIFEST_MEDIA_TYPE, &manifest)?;
         Ok(Image {
             layers,
             config,

@@ -91,6 +91,14 @@ impl fmt::Display for LayerKey {
 }
 
 impl LayerKey {
+    /// The snapshots the layer is made of.
+    pub fn snapshots(&self) -> Vec<SnapshotId> {
+        match self.spec {
+            LayerSpec::Exact(s) | LayerSpec::Tree(s) => vec![s],
+            LayerSpec::Diff { from, to } => vec![from, to],
+        }
+    }
+
     /// Parse a cache key back (None for keys of another synthesis version or codec setting).
     pub fn parse(key: &str) -> Option<LayerKey> {
         let words: Vec<&str> = key.split(' ').collect();

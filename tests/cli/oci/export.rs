@@ -317,3 +317,62 @@ fn bad_export_arguments_are_usage_errors() {
     }
     assert!(!Path::new("x").exists());
 }
+
+/// Forgetting a snapshot reshapes its lineage's images (the next one becomes a base), and gc
+/// drops every cached digest and blob that named it.
+#[test]
+fn forgotten_snapshots_leave_the_images_and_the_cache() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    portable_tree(&root);
+    let s1 = snap_dir(&store, &root, "vm", "1");
+    write_file(&root.join("etc/more"), b"more\n");
+    let s2 = snap_dir(&store, &root, "vm", "2");
+    let layout = store.scratch("layout");
+    export_oci(
+        &store,
+        "vm",
+        &layout,
+        &["--layers", "incremental", "--tag", "before"],
+    );
+    assert_eq!(oci_image(&layout, "before").layers.len(), 2);
+
+    let naming_s1 = |store: &TestStore| -> i64 {
+        let db = store.db();
+        let like = format!("%{}%", s1.id);
+        let layers: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM layer_digests WHERE key LIKE ?1",
+                [&like],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let blobs: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM image_blobs WHERE snapshot LIKE ?1",
+                [&like],
+                |r| r.get(0),
+            )
+            .unwrap();
+        layers + blobs
+    };
+    assert!(naming_s1(&store) > 0);
+    store.ok(&["rm", &s1.id]);
+    store.ok(&["gc"]);
+    assert_eq!(
+        naming_s1(&store),
+        0,
+        "gc left cache rows naming a forgotten snapshot"
+    );
+
+    export_oci(
+        &store,
+        "vm",
+        &layout,
+        &["--layers", "incremental", "--tag", "after"],
+    );
+    let after = oci_image(&layout, "after");
+    assert_eq!(after.layers.len(), 1, "the only snapshot left is a base");
+    let rootfs = umoci_unpack(&layout, "after", &store.scratch("bundle"));
+    assert_same_tree(&s2.extraction, &rootfs);
+}

@@ -26,6 +26,7 @@ mod registry;
 mod tools;
 
 mod cellar;
+mod damage;
 mod export;
 mod harness;
 mod pack;

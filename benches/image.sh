@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): from a root filesystem's tar stream to an image pulled by a client,
+# with cellar (`snapshot`, then `serve` and skopeo pulling from it) beside the conventional
+# path (`umoci raw add-layer` into a layout, `skopeo copy` to a registry, skopeo pulling it).
+#
+#   benches/image.sh [TREE]        TREE defaults to /usr
+#
+# Installs skopeo, umoci and docker-registry with apt-get when missing. Prints seconds per
+# path and the ratio conventional/cellar (higher is better for cellar). Both pulls land in an
+# OCI layout on the same disk, so the pull itself costs both sides the same.
+set -euo pipefail
+tree=${1:-/usr}
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d /tmp/cellar-image-bench.XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+need=()
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v umoci >/dev/null || need+=(umoci)
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+if ((${#need[@]})); then apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; fi
+(cd "$here" && cargo build --release -q)
+cellar=$here/target/release/cellar
+export CELLAR_STORE=$work/store
+
+echo "writing the stream of $tree..." >&2
+tar --create --file="$work/stream.tar" --directory="$tree" . 2>/dev/null || true
+size=$(stat -c %s "$work/stream.tar")
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 100); do curl -sf "http://$1/v2/" >/dev/null 2>&1 && return; sleep 0.1; done; echo "no server at $1" >&2; exit 1; }
+now() { date +%s.%N; }
+pull() { skopeo --insecure-policy copy -q --src-tls-verify=false "docker://$1" "oci:$2:t"; }
+
+# cellar: ingest, serve, pull.
+port=$(free_port)
+t0=$(now)
+"$cellar" snapshot --name img "$work/stream.tar" >/dev/null
+t1=$(now)
+"$cellar" serve --listen "127.0.0.1:$port" 2>/dev/null &
+pids+=($!)
+wait_http "127.0.0.1:$port"
+pull "127.0.0.1:$port/img:latest" "$work/cellar-pulled"
+t2=$(now)
+
+# Conventional: a layout with the stream as a layer, pushed to a registry, pulled back.
+rport=$(free_port)
+mkdir -p "$work/registry"
+cat >"$work/registry.yml" <<YML
+version: 0.1
+storage: {filesystem: {rootdirectory: $work/registry}}
+http: {addr: 127.0.0.1:$rport}
+YML
+/usr/bin/docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
+pids+=($!)
+wait_http "127.0.0.1:$rport"
+c0=$(now)
+umoci init --layout "$work/layout"
+umoci new --image "$work/layout:t"
+umoci raw add-layer --image "$work/layout:t" "$work/stream.tar"
+skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$work/layout:t" "docker://127.0.0.1:$rport/img:t"
+c1=$(now)
+pull "127.0.0.1:$rport/img:t" "$work/conventional-pulled"
+c2=$(now)
+
+row() { printf '%-28s %10.2f %12.2f %8.1fx\n' "$1" "$2" "$3" "$(awk "BEGIN{print $3 / ($2 + 1e-9)}")"; }
+echo "stream: $tree, $((size >> 20)) MiB"
+printf '%-28s %10s %12s %9s\n' step cellar conventional ratio
+row "stream to registry" "$(awk "BEGIN{print $t1 - $t0}")" "$(awk "BEGIN{print $c1 - $c0}")"
+row "registry to pulled image" "$(awk "BEGIN{print $t2 - $t1}")" "$(awk "BEGIN{print $c2 - $c1}")"
+row "stream to pulled image" "$(awk "BEGIN{print $t2 - $t0}")" "$(awk "BEGIN{print $c2 - $c0}")"
