@@ -17,5 +17,6 @@ mod gc;
 mod memory;
 mod mount;
 mod prune;
+mod prune_crash;
 mod restore;
 mod verify;
