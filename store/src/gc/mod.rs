@@ -75,7 +75,7 @@ impl Store {
         mark::condemn(self, &mark, on_wait, &mut report)?;
         crate::failpoint::hit("gc:after-condemn");
         sweep::sweep(self, opts, on_wait, &mut report)?;
-        sweep::finish(self)?;
+        sweep::finish(self, on_wait)?;
         Ok(report)
     }
 }
