@@ -115,6 +115,15 @@ impl Db {
         let conn = Connection::open_with_flags(path, flags)?;
         // Writers queue behind each other's short commits; readers never wait (WAL).
         conn.busy_timeout(std::time::Duration::from_secs(600))?;
+        if create {
+            let tables: i64 =
+                conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
+            if tables == 0 {
+                // Only before the first table: free pages can then be handed back to the
+                // filesystem by `PRAGMA incremental_vacuum` (gc, FORMAT §15.3).
+                conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+            }
+        }
         // Entering WAL mode needs a moment alone with the file and does not wait on the busy
         // handler; a writer creating the store may hold it, so retry briefly.
         let mut tries = 0;

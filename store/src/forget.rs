@@ -2,6 +2,13 @@
 //!
 //! Forgetting writes a tombstone record to a pack before deleting the index rows, so an index
 //! rebuilt from the packs forgets the same snapshots. The data stays until `gc` reclaims it.
+//!
+//! The forget commits with its index transaction: every id goes in one transaction, so a kill
+//! leaves either all of them forgotten or none. A kill between the seal and that commit leaves
+//! a sealed tombstone no index row names (FORMAT §15.5): the snapshots stay listed, and the
+//! unindexed pack is an orphan gc deletes after its grace period. Until then `repair-index`
+//! would honour the tombstone (it cannot tell it was never committed); forgetting again is
+//! idempotent, so rerunning the killed `rm`/`prune` makes the index and the packs agree.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -28,14 +35,19 @@ impl Store {
             &RecordHeader::snapshots(RecordKind::Forget, &ids_as_chunks, 32),
             &payload,
         )?;
+        crate::failpoint::hit("forget:before-seal");
         let sealed = pack.seal()?;
+        crate::failpoint::hit("forget:after-tombstone");
         let mut db = self.db();
         db.immediate(|tx| {
             index_pack(self.root(), tx, &sealed, &Default::default())?;
+            // An id already gone (forgotten by a concurrent or an earlier, killed run) is no
+            // error: forgetting is idempotent.
             let mut stmt = tx.prepare_cached("DELETE FROM snapshots WHERE id = ?1")?;
             for id in ids {
                 stmt.execute(params![id.hex()])?;
             }
+            crate::failpoint::hit("forget:in-transaction");
             Ok(())
         })
     }

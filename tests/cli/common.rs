@@ -241,3 +241,97 @@ pub fn write_file(path: &Path, data: &[u8]) {
     }
     std::fs::write(path, data).expect("write file");
 }
+
+// Hand-made ustar streams: member orders and names no tar writer produces, and streams built
+// quickly without a tar process.
+
+/// A ustar header written by hand (uid/gid 0, fixed mtime), with a correct checksum.
+pub fn ustar_header(name: &[u8], typeflag: u8, size: u64, link: &[u8], mode: u32) -> [u8; 512] {
+    assert!(name.len() <= 100 && link.len() <= 100);
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name);
+    h[100..108].copy_from_slice(format!("{mode:07o}\0").as_bytes());
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    h[136..148].copy_from_slice(b"13000000000\0");
+    h[156] = typeflag;
+    h[157..157 + link.len()].copy_from_slice(link);
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+/// Append one member (header and padded data) to a hand-made stream.
+pub fn member(out: &mut Vec<u8>, name: &[u8], typeflag: u8, data: &[u8], link: &[u8], mode: u32) {
+    out.extend_from_slice(&ustar_header(name, typeflag, data.len() as u64, link, mode));
+    out.extend_from_slice(data);
+    out.resize(out.len().next_multiple_of(512), 0);
+}
+
+pub fn end_of_archive(out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0u8; 1024]);
+}
+
+// Tar writers and times, shared by the mount and restore tests (both compare with GNU tar's
+// extraction of the same stream).
+
+/// GNU tar's pax format with every xattr and sparse files detected.
+pub const GNU_POSIX_SPARSE: &[&str] = &[
+    "tar",
+    "--format=posix",
+    "--xattrs",
+    "--xattrs-include=*",
+    "--sparse",
+    "-cf",
+    "-",
+];
+pub const BSDTAR_PAX: &[&str] = &["bsdtar", "--format", "pax", "-cf", "-"];
+
+/// Set mtime (to the nanosecond) without following symlinks.
+pub fn set_mtime_ns(path: &Path, secs: i64, nsec: i64) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("no NUL in path");
+    let t = libc::timespec {
+        tv_sec: secs,
+        tv_nsec: nsec,
+    };
+    let times = [t, t];
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "utimensat {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// GNU tar restores a directory's mtime only when its members follow it directly, which
+/// bsdtar's member order defeats: give the extraction's directories the source tree's times
+/// (which the stream carries).
+pub fn dir_mtimes_from(source: &Path, extraction: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let rel = |p: &[u8]| source.join(std::ffi::OsStr::from_bytes(&p[1..]));
+    let mut dirs: Vec<(PathBuf, PathBuf)> = crate::browse::oracle::walk(extraction)
+        .into_iter()
+        .filter(|(_, p)| p.symlink_metadata().unwrap().is_dir())
+        .map(|(r, p)| (rel(&r), p))
+        .collect();
+    dirs.push((source.to_path_buf(), extraction.to_path_buf()));
+    for (src, dst) in dirs {
+        let m = src.symlink_metadata().unwrap();
+        set_mtime_ns(&dst, m.mtime(), m.mtime_nsec());
+    }
+}

@@ -285,3 +285,82 @@ fn gc_beside_an_export_of_a_forgotten_snapshot() {
     assert!(r["chunks_deleted"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(store.pack_files().len(), 0, "{r}");
 }
+
+/// A stream of `files` small files whose contents all change with `generation`: each
+/// snapshot of the lineage adds as many index rows as it has files.
+fn many_files(files: usize, generation: u64) -> Vec<u8> {
+    let mut t = Vec::new();
+    for i in 0..files {
+        let data = format!("generation {generation} file {i}\n").repeat(1 + i % 5);
+        member(
+            &mut t,
+            format!("d{}/f{i:05}", i % 20).as_bytes(),
+            b'0',
+            data.as_bytes(),
+            b"",
+            0o644,
+        );
+    }
+    end_of_archive(&mut t);
+    t
+}
+
+fn db_size(store: &TestStore) -> u64 {
+    ["cellar.db", "cellar.db-wal"]
+        .iter()
+        .map(|f| std::fs::metadata(store.path().join(f)).map_or(0, |m| m.len()))
+        .sum()
+}
+
+/// After a prune of most of a store's many small files, gc gives the index's space back:
+/// `cellar.db` ends up no bigger than a fresh store's holding only what is kept.
+#[test]
+fn gc_compacts_the_index_after_pruning_many_members() {
+    let store = TestStore::new();
+    let mut last = Vec::new();
+    for g in 0..5 {
+        last = many_files(2_000, g);
+        store.snapshot_bytes(&last, "vm");
+    }
+    store.ok(&["prune", "--keep-last", "1"]);
+    let before = db_size(&store);
+    let r = gc_json(&store, &["--grace", "0"]);
+    assert!(r["chunks_deleted"].as_u64().unwrap() >= 8_000, "{r}");
+    let after = db_size(&store);
+
+    // The same snapshot alone in a fresh store; its gc (nothing to reclaim) only folds the
+    // WAL into the file, so both sizes are of checkpointed databases.
+    let fresh = TestStore::new();
+    fresh.snapshot_bytes(&last, "vm");
+    gc_json(&fresh, &["--grace", "0"]);
+    let want = db_size(&fresh);
+    // The slack is for rows gc must keep: the kept snapshot's pieces and directory records are
+    // deltas against its forgotten parents' (FORMAT §8.4), so those bases stay live, each a
+    // chunk row and a frame row of its own (about 300 of each here) that a fresh store,
+    // whose only snapshot has no parent, does not have.
+    let bound = want + want / 10 + (128 << 10);
+    assert!(
+        before > bound,
+        "the pruned index ({before} bytes) is already within bounds of a fresh one ({want}): \
+         this test would not notice an index gc leaves as it is"
+    );
+    assert!(
+        after <= bound,
+        "after gc cellar.db is {after} bytes (it was {before}); a fresh store holding the same \
+         snapshot has {want}"
+    );
+    // And at most half of it is waste (gc's rule for when to VACUUM, FORMAT §15.3): a VACUUM
+    // of a copy packs it to no less than half its size.
+    let copy = store.scratch("vacuumed.db");
+    std::fs::copy(store.path().join("cellar.db"), &copy).unwrap();
+    let conn = rusqlite::Connection::open(&copy).unwrap();
+    conn.execute_batch("VACUUM").unwrap();
+    drop(conn);
+    let packed = std::fs::metadata(&copy).unwrap().len();
+    assert!(
+        after <= 2 * packed,
+        "after gc cellar.db is {after} bytes; VACUUM makes it {packed}"
+    );
+    assert!(store.export("vm") == last);
+    verify_ok(&store, true);
+}

@@ -18,5 +18,6 @@ mod memory;
 mod mount;
 mod oci;
 mod prune;
+mod prune_crash;
 mod restore;
 mod verify;

@@ -76,7 +76,7 @@ impl Store {
         crate::failpoint::hit("gc:after-condemn");
         sweep::sweep(self, opts, on_wait, &mut report)?;
         self.prune_image_cache()?;
-        sweep::finish(self)?;
+        sweep::finish(self, on_wait)?;
         Ok(report)
     }
 }

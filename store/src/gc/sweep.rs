@@ -226,16 +226,65 @@ fn orphans(store: &Store, opts: &GcOptions, report: &mut GcReport) -> Result<()>
     Ok(())
 }
 
-/// The end: fold the WAL back into the database. VACUUM would need the store to itself, so
-/// it is not run; with `auto_vacuum = INCREMENTAL` free pages are returned.
-pub(super) fn finish(store: &Store) -> Result<()> {
-    let db = store.db();
-    let auto: i64 = db
-        .conn()
-        .pragma_query_value(None, "auto_vacuum", |r| r.get(0))?;
-    if auto == 2 {
-        db.conn().execute_batch("PRAGMA incremental_vacuum")?;
+/// The index is rewritten (VACUUM) when at least this share of its file is free pages or
+/// unused bytes inside pages. A b-tree filled by random inserts (chunk ids are hashes) runs
+/// about 30% empty on its own, so a lower bar would rewrite healthy indexes; deleting most
+/// rows (a prune and a gc) leaves pages only a third full, which this catches.
+const VACUUM_WASTE_PERCENT: u64 = 50;
+
+/// The end: give the index's free space back to the filesystem, then fold the WAL back into
+/// the database file.
+///
+/// Freed pages go first: with `auto_vacuum = INCREMENTAL` (every store created since schema
+/// 3's gc), `PRAGMA incremental_vacuum` moves them to the end of the file, which the
+/// checkpoint truncates. Pages that rows were deleted from but that still hold a few rows
+/// are not free, though; only a rewrite packs them. So when the file is mostly waste, gc
+/// runs VACUUM, which also turns `auto_vacuum = INCREMENTAL` on for stores created before
+/// it. VACUUM holds the index's write lock while it copies the live rows (readers go on, in
+/// WAL mode; commits wait), so it runs under the commit lock and only when it pays.
+pub(super) fn finish(store: &Store, on_wait: &dyn Fn(&str)) -> Result<()> {
+    {
+        let _lock = store.commit_lock(on_wait)?;
+        let db = store.db();
+        let conn = db.conn();
+        let auto: i64 = conn.pragma_query_value(None, "auto_vacuum", |r| r.get(0))?;
+        if auto == 2 {
+            // One page per row: a single step (execute_batch) would free one page only.
+            let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
+        }
+        if mostly_waste(conn)? {
+            conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
+        }
     }
+    checkpoint(store)
+}
+
+/// Is at least `VACUUM_WASTE_PERCENT` of the index file free pages or unused page bytes?
+/// Small files are never worth a rewrite.
+fn mostly_waste(conn: &rusqlite::Connection) -> Result<bool> {
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+    let free: i64 = conn.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
+    let total = (pages * page_size) as u64;
+    if total < 256 << 10 {
+        return Ok(false);
+    }
+    // `dbstat` (compiled into the bundled SQLite) reads every page once, without locks.
+    let unused: Option<i64> = conn.query_row(
+        "SELECT SUM(unused) FROM dbstat WHERE aggregate = TRUE",
+        [],
+        |r| r.get(0),
+    )?;
+    let waste = (free * page_size + unused.unwrap_or(0)) as u64;
+    Ok(waste * 100 >= total * VACUUM_WASTE_PERCENT)
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)`: the WAL folded into the database file, which shrinks to
+/// its page count, and the WAL emptied.
+fn checkpoint(store: &Store) -> Result<()> {
+    let db = store.db();
     // TRUNCATE waits for readers to move on (an ingest's dedup transaction can last long):
     // try it without waiting; if a reader is in the way the WAL is checkpointed as far as it
     // can be and truncated by a later checkpoint.

@@ -1,6 +1,5 @@
 //! Inputs at the edges: absurdly deep paths, crafted sparse maps, xattr names with escapes.
 
-use super::ustar::{end_of_archive, member};
 use crate::common::*;
 
 /// A PAX `x` header carrying `records`, to precede the next member.

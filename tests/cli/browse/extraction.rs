@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::oracle::*;
-use super::ustar::*;
 use crate::common::*;
 use crate::trees::*;
 

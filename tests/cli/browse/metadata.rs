@@ -6,7 +6,6 @@ use std::path::Path;
 use serde_json::json;
 
 use super::oracle::*;
-use super::ustar::*;
 use crate::common::*;
 
 const DIRS: usize = 1000;

@@ -3,7 +3,6 @@
 //! (the tests run as root, so the extraction keeps owners, modes, devices and xattrs).
 
 pub(crate) mod oracle;
-mod ustar;
 
 mod diff;
 mod edge;

@@ -7,7 +7,6 @@ use serde_json::json;
 
 use super::errors::assert_usage_error;
 use super::oracle::*;
-use super::ustar::*;
 use crate::common::*;
 
 #[test]

@@ -10,41 +10,6 @@ use std::path::Path;
 use super::oracle::{archive, c_path, GNU_TAR};
 use crate::common::*;
 
-pub(super) const GNU_POSIX_SPARSE: &[&str] = &[
-    "tar",
-    "--format=posix",
-    "--xattrs",
-    "--xattrs-include=*",
-    "--sparse",
-    "-cf",
-    "-",
-];
-pub(super) const BSDTAR_PAX: &[&str] = &["bsdtar", "--format", "pax", "-cf", "-"];
-
-/// Set mtime (to the nanosecond) without following symlinks.
-pub(super) fn set_mtime_ns(path: &Path, secs: i64, nsec: i64) {
-    let t = libc::timespec {
-        tv_sec: secs,
-        tv_nsec: nsec,
-    };
-    let times = [t, t];
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c_path(path).as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "utimensat {}: {}",
-        path.display(),
-        io::Error::last_os_error()
-    );
-}
-
 pub(super) fn xattr_get(p: &Path, name: &str) -> io::Result<Vec<u8>> {
     let n = CString::new(name).unwrap();
     let cp = c_path(p);

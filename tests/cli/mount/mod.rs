@@ -17,4 +17,5 @@ mod access;
 mod faithful;
 mod lifecycle;
 mod load;
+mod prune_gc;
 mod view;

@@ -1,35 +1,10 @@
 //! rsync as the judge of a mount against GNU tar's extraction: a dry run both ways finds
 //! nothing to change (content, modes, owners, times, hardlinks, xattrs, devices).
 
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use super::fixtures::set_mtime_ns;
-use super::oracle::walk;
 use crate::common::*;
-
-fn rel(root: &Path, p: &[u8]) -> PathBuf {
-    root.join(OsStr::from_bytes(&p[1..]))
-}
-
-/// GNU tar restores a directory's mtime only when its members follow it directly, which
-/// bsdtar's member order defeats: give the extraction's directories the source tree's times
-/// (which the stream carries).
-pub(super) fn dir_mtimes_from(source: &Path, extraction: &Path) {
-    let mut dirs: Vec<(PathBuf, PathBuf)> = walk(extraction)
-        .into_iter()
-        .filter(|(_, p)| p.symlink_metadata().unwrap().is_dir())
-        .map(|(r, p)| (rel(source, &r), p))
-        .collect();
-    dirs.push((source.to_path_buf(), extraction.to_path_buf()));
-    for (src, dst) in dirs {
-        let m = src.symlink_metadata().unwrap();
-        set_mtime_ns(&dst, m.mtime(), m.mtime_nsec());
-    }
-}
 
 /// `rsync -n -a -c -H -X --itemize-changes FROM/ TO/`: (exit code, stdout, stderr).
 pub(super) fn rsync_dry(from: &Path, to: &Path) -> (Option<i32>, String, String) {

@@ -1,0 +1,193 @@
+//! A whole snapshot restored and compared with GNU tar's extraction of the same stream (GNU
+//! posix with sparse files and xattrs, bsdtar pax), and `--path` of a directory, a file and a
+//! symlink.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use super::*;
+
+/// Restore the whole snapshot and compare with the extraction: rsync both ways, sparse files
+/// still sparse, hardlinks one inode, the report; then a negative control.
+fn check_restore(what: &str, writer: &[&str], bsdtar_dir_order: bool) {
+    let Fixture {
+        store,
+        id,
+        ex,
+        root,
+        ..
+    } = fixture(writer, bsdtar_dir_order);
+    let out = store.scratch("out");
+    let done = restore_ok(&store, &[&id, s(&out), "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&done.stdout).expect("JSON report");
+    assert_eq!(
+        report["warnings"],
+        serde_json::json!([]),
+        "{what}: {report}"
+    );
+    assert_eq!(
+        report["files"].as_u64().unwrap(),
+        walk(&out).len() as u64,
+        "{what}: files counts every name created: {report}"
+    );
+    assert!(
+        report["bytes"].as_u64().unwrap() > 4_500_000,
+        "{what}: {report}"
+    );
+    assert!(
+        stderr(&done).contains("restored"),
+        "{what}: no summary line: {}",
+        stderr(&done)
+    );
+
+    assert_rsync_same(&out, &ex, what);
+
+    // Sparse files stay sparse: only their data blocks are allocated.
+    for (p, data) in [
+        ("sparse/disk.img", 3 * 4096u64),
+        ("sparse/holes-only.img", 0),
+    ] {
+        let m = out.join(p).symlink_metadata().unwrap();
+        let src = root.join(p).symlink_metadata().unwrap();
+        assert_eq!(m.len(), src.len(), "{what}: {p} length");
+        assert!(
+            m.blocks() * 512 <= data + (256 << 10),
+            "{what}: {p} allocates {} bytes for {data} bytes of data",
+            m.blocks() * 512
+        );
+    }
+    // Hardlinks share an inode.
+    let hard = format!("long/{}-hard", "h".repeat(110));
+    for (a, b) in [
+        ("etc/hostname", "etc/hostname.hard"),
+        ("usr/bin/tool", hard.as_str()),
+    ] {
+        let (ma, mb) = (
+            out.join(a).symlink_metadata().unwrap(),
+            out.join(b).symlink_metadata().unwrap(),
+        );
+        assert_eq!(ma.ino(), mb.ino(), "{what}: {a} and {b} are not one inode");
+        assert_eq!(ma.nlink(), 2, "{what}: nlink of {a}");
+    }
+    // Spot checks rsync also covers, stated plainly.
+    let st = |p: &str| out.join(p).symlink_metadata().unwrap();
+    assert!(st("dev/null").file_type().is_char_device(), "{what}");
+    assert_eq!(st("dev/loop9").rdev(), libc::makedev(7, 9), "{what}");
+    assert!(st("dev/fifo").file_type().is_fifo(), "{what}");
+    assert_eq!(st("modes/setuid").mode() & 0o7777, 0o4755, "{what}");
+    assert_eq!(st("modes/sticky").mode() & 0o7777, 0o1777, "{what}");
+    assert_eq!(
+        (st("ids/big-owner").uid(), st("ids/big-owner").gid()),
+        (3_000_000, 4_000_000),
+        "{what}"
+    );
+    assert_eq!(st("ids/far-future").mtime(), 10_000_000_000, "{what}");
+    assert_eq!(
+        fs::read_link(out.join("etc/tool-link")).unwrap(),
+        Path::new("../usr/bin/tool"),
+        "{what}"
+    );
+
+    // Negative control: rsync does see a changed byte (same size and mtime) and a chmod.
+    let victim = out.join("usr/share/doc/readme.txt");
+    let vm = victim.symlink_metadata().unwrap();
+    let mut data = fs::read(&victim).unwrap();
+    data[1000] ^= 0x20;
+    fs::write(&victim, &data).unwrap();
+    set_mtime_ns(&victim, vm.mtime(), vm.mtime_nsec());
+    fs::set_permissions(out.join("etc/hostname"), fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, diff, err) = rsync_dry(&out, &ex);
+    assert_eq!(code, Some(0), "{what}: control rsync: {err}");
+    let line = |p: &str| diff.lines().find(|l| l.ends_with(p)).map(str::to_string);
+    let changed = line("usr/share/doc/readme.txt")
+        .unwrap_or_else(|| panic!("{what}: rsync missed a changed byte:\n{diff}"));
+    assert!(changed.starts_with(">fc"), "{what}: {changed}");
+    let perms =
+        line("etc/hostname").unwrap_or_else(|| panic!("{what}: rsync missed a chmod:\n{diff}"));
+    assert_eq!(perms.as_bytes()[5], b'p', "{what}: {perms}");
+}
+
+#[test]
+fn restore_matches_gnu_tar_extraction_of_gnu_posix_sparse_stream() {
+    check_restore("gnu posix xattrs sparse", GNU_POSIX_SPARSE, false);
+}
+
+#[test]
+fn restore_matches_gnu_tar_extraction_of_bsdtar_pax_stream() {
+    check_restore("bsdtar pax", BSDTAR_PAX, true);
+}
+
+#[test]
+fn restore_path_of_a_directory_a_file_and_a_symlink() {
+    let Fixture { store, id, ex, .. } = fixture(GNU_POSIX_SPARSE, false);
+
+    // A directory: its contents (and its own attributes) go directly into DIR.
+    let usr = store.scratch("usr");
+    restore_ok(&store, &[&id, s(&usr), "--path", "/usr"]);
+    assert_rsync_same(&usr, &ex.join("usr"), "--path /usr");
+    let sparse = store.scratch("sparse");
+    restore_ok(&store, &[&id, s(&sparse), "--path", "sparse/"]);
+    assert_rsync_same(&sparse, &ex.join("sparse"), "--path sparse/");
+
+    // A file (one name of a hardlink pair): DIR/NAME, with its attributes.
+    let one = store.scratch("one");
+    restore_ok(&store, &[&id, s(&one), "--path", "/usr/bin/tool"]);
+    let names: Vec<_> = fs::read_dir(&one)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![OsStr::new("tool")]);
+    let (got, want) = (one.join("tool"), ex.join("usr/bin/tool"));
+    assert!(
+        fs::read(&got).unwrap() == fs::read(&want).unwrap(),
+        "tool bytes"
+    );
+    let (mg, mw) = (got.metadata().unwrap(), want.metadata().unwrap());
+    assert_eq!(
+        (
+            mg.mode(),
+            mg.uid(),
+            mg.gid(),
+            mg.mtime(),
+            mg.mtime_nsec(),
+            mg.nlink()
+        ),
+        (
+            mw.mode(),
+            mw.uid(),
+            mw.gid(),
+            mw.mtime(),
+            mw.mtime_nsec(),
+            1
+        ),
+        "--path /usr/bin/tool: mode, owner, mtime (a lone name: one link)"
+    );
+
+    // A symlink: the link itself, never its target.
+    let link = store.scratch("link");
+    restore_ok(&store, &[&id, s(&link), "--path", "/etc/tool-link"]);
+    let m = link.join("tool-link").symlink_metadata().unwrap();
+    assert!(m.file_type().is_symlink());
+    assert_eq!(
+        fs::read_link(link.join("tool-link")).unwrap(),
+        Path::new("../usr/bin/tool")
+    );
+    let mw = ex.join("etc/tool-link").symlink_metadata().unwrap();
+    assert_eq!((m.mtime(), m.mtime_nsec()), (mw.mtime(), mw.mtime_nsec()));
+
+    // A path not in the snapshot, and an unknown SNAP: exit 2, DIR not even created.
+    for args in [
+        vec![id.as_str(), "", "--path", "/no/such"],
+        vec!["nosuchsnap", "", "--path", "/"],
+        vec![id.as_str(), "", "--path", "/etc/hostname/below"],
+    ] {
+        let dir = store.scratch("never");
+        let mut args = args.clone();
+        args[1] = s(&dir);
+        let out = restore(&store, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(!dir.exists(), "{args:?} created DIR");
+    }
+}

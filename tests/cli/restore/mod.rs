@@ -1,0 +1,119 @@
+//! `cellar restore`: the restored directory against GNU tar's extraction of the same stream
+//! (rsync -n -a -c -H -X in both directions), sparse files and hardlinks on disk, `--path`,
+//! the non-empty-DIR rule, hostile streams and pre-existing symlinks that must not lead
+//! outside DIR, and damaged packs that must fail loudly instead of writing wrong bytes.
+//!
+//! This file holds what the modules share: running `restore`, rsync as the judge, and the
+//! fixture (a tree, its snapshot and GNU tar's extraction).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::browse::oracle::{archive, extract, walk};
+use crate::common::*;
+use crate::trees::*;
+
+mod damage;
+mod existing_dir;
+mod faithful;
+mod hostile;
+
+pub(super) fn restore(store: &TestStore, args: &[&str]) -> Output {
+    let mut argv = vec!["restore"];
+    argv.extend_from_slice(args);
+    store.run(&argv)
+}
+
+pub(super) fn restore_ok(store: &TestStore, args: &[&str]) -> Output {
+    let out = restore(store, args);
+    assert_success(&out, args);
+    out
+}
+
+pub(super) fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `rsync -n -a -c -H -X --numeric-ids --itemize-changes FROM/ TO/`: (exit code, stdout,
+/// stderr).
+pub(super) fn rsync_dry(from: &Path, to: &Path) -> (Option<i32>, String, String) {
+    rsync_dry_with(from, to, &[])
+}
+
+fn rsync_dry_with(from: &Path, to: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
+    require("rsync");
+    let out = Command::new("rsync")
+        .args([
+            "-n",
+            "-a",
+            "-c",
+            "-H",
+            "-X",
+            "--numeric-ids",
+            "--itemize-changes",
+        ])
+        .args(extra)
+        .arg(format!("{}/", from.display()))
+        .arg(format!("{}/", to.display()))
+        .output()
+        .expect("run rsync");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// rsync sees no difference in either direction.
+pub(super) fn assert_rsync_same(a: &Path, b: &Path, what: &str) {
+    assert_rsync_same_with(a, b, what, &[]);
+}
+
+pub(super) fn assert_rsync_same_with(a: &Path, b: &Path, what: &str, extra: &[&str]) {
+    for (from, to, dir) in [
+        (a, b, "restored -> extracted"),
+        (b, a, "extracted -> restored"),
+    ] {
+        let (code, out, err) = rsync_dry_with(from, to, extra);
+        assert_eq!(code, Some(0), "{what}: rsync {dir}; stderr:\n{err}");
+        assert!(
+            out.is_empty(),
+            "{what}: rsync {dir} found differences:\n{out}\nstderr:\n{err}"
+        );
+    }
+}
+
+/// A tree archived by `writer`, snapshotted, and GNU tar's extraction of the same stream.
+pub(super) struct Fixture {
+    pub(super) store: TestStore,
+    pub(super) root: PathBuf,
+    pub(super) id: String,
+    pub(super) ex: PathBuf,
+}
+
+pub(super) fn fixture(writer: &[&str], bsdtar_dir_order: bool) -> Fixture {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    varied_tree(&root);
+    let stream = archive(writer, &root);
+    let id = store.snapshot_bytes(&stream, "vm");
+    let ex = store.scratch("extract");
+    extract(&store, &stream, &ex);
+    if bsdtar_dir_order {
+        dir_mtimes_from(&root, &ex);
+    }
+    Fixture {
+        store,
+        root,
+        id,
+        ex,
+    }
+}
+
+/// Everything below `dir` (which must exist), for "nothing was written here" checks.
+pub(super) fn listing(dir: &Path) -> Vec<String> {
+    walk(dir)
+        .into_iter()
+        .map(|(p, _)| String::from_utf8_lossy(&p).into_owned())
+        .collect()
+}
