@@ -252,6 +252,9 @@ pub struct ExportArgs {
     /// The image's tag (oci, docker-archive)
     #[arg(long, value_name = "T", default_value = "latest")]
     pub tag: String,
+    /// With an image format: report the image as JSON on stdout (else its manifest digest)
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub layers: LayersArg,
     #[command(flatten)]
@@ -390,6 +393,9 @@ pub struct PackArgs {
     /// HOST:PORT smolvm's VM reaches the registry at (default: the listening address)
     #[arg(long, value_name = "HOST:PORT")]
     pub pull_host: Option<String>,
+    /// Report the image reference smolvm was given, and OUT, as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub layers: LayersArg,
     #[command(flatten)]

@@ -5,6 +5,7 @@ mod cmd;
 mod fuse;
 mod output;
 mod progress;
+mod registry;
 mod serve;
 
 use std::process::ExitCode;

@@ -4,10 +4,11 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::Context;
-use cellar_store::oci::{validate_tag, ImageOptions};
-use cellar_store::{Error, Store};
+use cellar_store::oci::{validate_tag, Image, ImageOptions};
+use cellar_store::{Error, Snapshot, Store};
 
 use crate::cli::{ExportArgs, ExportFormat, UsageError};
+use crate::output::print_json;
 
 pub fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
     let snap = store.resolve(&args.snap)?;
@@ -27,7 +28,12 @@ pub fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
             let repo_tag = format!("{}:{}", snap.name, args.tag);
             to_file_or_stdout(args.output.as_deref(), |out| {
                 store.write_docker_archive(&image, &repo_tag, out)
-            })
+            })?;
+            // With the archive on stdout there is no room for a report.
+            match args.output {
+                Some(_) => report(&snap, &args.tag, &image, args.json),
+                None => Ok(()),
+            }
         }
         ExportFormat::Oci => {
             let dir = args.output.as_deref().ok_or_else(|| {
@@ -36,15 +42,42 @@ pub fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
             let image = store.image(&snap, &opts)?;
             store.write_oci_layout(&image, dir, &args.tag)?;
             eprintln!(
-                "wrote {}:{} ({}) to {}",
+                "cellar: wrote {}:{} to {}",
                 snap.name,
                 args.tag,
-                image.manifest_digest,
                 dir.display()
             );
-            Ok(())
+            report(&snap, &args.tag, &image, args.json)
         }
     }
+}
+
+/// The image written: its manifest digest, or with `--json` the whole description.
+fn report(snap: &Snapshot, tag: &str, image: &Image, json: bool) -> anyhow::Result<()> {
+    if !json {
+        println!("{}", image.manifest_digest);
+        return Ok(());
+    }
+    let layers: Vec<_> = image
+        .layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "digest": l.digest.digest.as_str(),
+                "size": l.digest.size,
+                "diff_id": l.digest.diff_id.as_str(),
+                "media_type": l.media_type(),
+            })
+        })
+        .collect();
+    print_json(&serde_json::json!({
+        "snapshot": snap.id.hex(),
+        "name": snap.name,
+        "tag": tag,
+        "digest": image.manifest_digest.as_str(),
+        "config": image.config_digest.as_str(),
+        "layers": layers,
+    }))
 }
 
 /// Run `write` into FILE (written beside it and renamed into place, so a failed export leaves

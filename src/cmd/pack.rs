@@ -10,6 +10,7 @@ use cellar_store::oci::ImageOptions;
 use cellar_store::Store;
 
 use crate::cli::{PackArgs, UsageError};
+use crate::output::print_json;
 use crate::serve::{Server, Shared};
 
 /// How much of smolvm's stderr a failure message repeats.
@@ -42,7 +43,16 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
 
     let result = run_smolvm(&args, &reference);
     server.stop()?;
-    result
+    result?;
+    if args.json {
+        print_json(&serde_json::json!({
+            "snapshot": snap.id.hex(),
+            "image": reference,
+            "digest": image.manifest_digest.as_str(),
+            "output": args.output,
+        }))?;
+    }
+    Ok(())
 }
 
 fn run_smolvm(args: &PackArgs, reference: &str) -> anyhow::Result<()> {

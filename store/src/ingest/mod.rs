@@ -34,6 +34,7 @@ use crate::pack::{ChunkKind, PackWriter, RecordHeader, RecordKind, SealedPack};
 use crate::piece::{Cut, Item, PieceBuffer};
 use crate::snapshot::{validate_name, Snapshot};
 use crate::store::Store;
+use crate::tar::header::GNU_SPARSE;
 use crate::tar::{Member, TarReader};
 use crate::tree::meta::{self, Action, Sparse};
 use crate::tree::{Content, Node, TreeBuilder};
@@ -256,6 +257,11 @@ impl Store {
                     let (chunks, payload_len) =
                         chunk_payload(&mut chunker, sink, |b| tar.read_payload(b), capture)?;
                     progress.read.store(tar.offset(), Ordering::Relaxed);
+                    if m.typeflag == GNU_SPARSE {
+                        // Old GNU sparse members are not read by every layer extractor
+                        // (umoci refuses them): a layer of this stream is written anew.
+                        tree.not_exact();
+                    }
                     tree_member(&mut tree, &m, chunks.clone(), sparse, &prefix)?;
                     let item = Item {
                         head: std::mem::take(&mut m.head),

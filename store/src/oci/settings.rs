@@ -58,7 +58,7 @@ impl ImageSettings {
     /// Check what a user typed: env entries are `KEY=VALUE`, the platform `OS/ARCH[/VARIANT]`.
     pub fn validate(&self) -> Result<()> {
         for e in &self.env {
-            if !e.split_once('=').is_some_and(|(k, _)| !k.is_empty()) {
+            if e.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
                 return Err(Error::InvalidArgument(format!(
                     "--image-env {e:?}: expected KEY=VALUE"
                 )));

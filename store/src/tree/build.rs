@@ -30,7 +30,7 @@ pub struct TreeBuilder<'a> {
     last_parent: Option<Vec<u8>>,
     pub warnings: Vec<String>,
     /// A member name the stream's own extraction would put elsewhere than the tree does, or
-    /// that an OCI layer would read as a whiteout.
+    /// that an OCI layer would read as a whiteout (or a member not every extractor reads).
     odd_names: bool,
 }
 
@@ -146,6 +146,11 @@ impl<'a> TreeBuilder<'a> {
     /// out or moved, and no name reads as a whiteout.
     pub fn exact_layer(&self) -> bool {
         self.warnings.is_empty() && !self.odd_names
+    }
+
+    /// Something about the stream other than its names keeps it from being a layer as it is.
+    pub fn not_exact(&mut self) {
+        self.odd_names = true;
     }
 
     fn note_name(&mut self, path: &[u8]) {

@@ -30,6 +30,7 @@ mod damage;
 mod export;
 mod harness;
 mod pack;
+mod push;
 mod serve;
 
 pub(crate) use compare::*;

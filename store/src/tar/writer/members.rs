@@ -48,10 +48,16 @@ impl Entry {
     }
 }
 
+/// A sparse file's map: as the payload's first bytes, and as (offset, length) segments.
+pub struct SparseMap {
+    pub encoded: Vec<u8>,
+    pub segments: Vec<(u64, u64)>,
+}
+
 /// A file's data as the tar payload holds it: a sparse file's map, and how many data bytes
 /// follow it (its segments back to back).
 pub struct Payload {
-    pub map: Option<(Vec<u8>, Vec<(u64, u64)>)>,
+    pub map: Option<SparseMap>,
     pub data_len: u64,
 }
 
@@ -66,12 +72,15 @@ impl Payload {
                 let mut segments = segments.clone();
                 // Like `write_dir`, the map always reaches the file's size, so every reader
                 // gives the file its full length.
-                if segments.last().map_or(true, |&(o, l)| o + l < node.size) {
+                if segments.last().is_none_or(|&(o, l)| o + l < node.size) {
                     segments.push((node.size, 0));
                 }
                 let data_len = segments.iter().map(|&(_, l)| l).sum();
                 Payload {
-                    map: Some((sparse_map(&segments), segments)),
+                    map: Some(SparseMap {
+                        encoded: sparse_map(&segments),
+                        segments,
+                    }),
                     data_len,
                 }
             }
@@ -134,12 +143,12 @@ impl<'a> MemberWriter<'a> {
         }
         let payload = Payload::of(node);
         match &payload.map {
-            Some((map, segments)) => entry.make_sparse(map, segments, node.size),
+            Some(map) => entry.make_sparse(&map.encoded, &map.segments, node.size),
             None => entry.size = node.size,
         }
         self.header(&entry, rel)?;
-        if let Some((map, _)) = &payload.map {
-            self.out.write(map)?;
+        if let Some(map) = &payload.map {
+            self.out.write(&map.encoded)?;
         }
         let before = self.out.written();
         data(&mut self.out)?;

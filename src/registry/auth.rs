@@ -1,0 +1,352 @@
+//! Credentials and the auth handshake: docker's config file for user and password, and the
+//! `WWW-Authenticate` challenges of the distribution spec (Basic, or Bearer with a token server).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+use serde::Deserialize;
+
+/// Standard base64, accepting input with or without padding (docker writes padding; hand
+/// edited files and other tools sometimes do not).
+const B64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub pass: String,
+}
+
+impl Credentials {
+    pub fn basic_header(&self) -> String {
+        format!(
+            "Basic {}",
+            B64.encode(format!("{}:{}", self.user, self.pass))
+        )
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({:?}, <password>)", self.user)
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct DockerConfig {
+    #[serde(default)]
+    auths: std::collections::BTreeMap<String, AuthEntry>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+struct AuthEntry {
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
+pub fn docker_config_path() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir).join("config.json"));
+    }
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
+    Some(PathBuf::from(home).join(".docker/config.json"))
+}
+
+/// What an `auths` key names: `host[:port]`, with any scheme and path dropped
+/// (`https://index.docker.io/v1/` → `index.docker.io`).
+fn key_host(key: &str) -> String {
+    let key = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    key.split('/').next().unwrap_or("").to_ascii_lowercase()
+}
+
+/// The names docker may have stored `host`'s credentials under.
+fn aliases(host: &str) -> Vec<String> {
+    if matches!(
+        host,
+        "docker.io" | "index.docker.io" | "registry-1.docker.io"
+    ) {
+        vec![
+            "index.docker.io".into(),
+            "docker.io".into(),
+            "registry-1.docker.io".into(),
+        ]
+    } else {
+        vec![host.to_ascii_lowercase()]
+    }
+}
+
+/// The user and password docker's config holds for `host` (a missing file means none; a file
+/// that does not parse is an error, as it is for docker).
+pub fn load_credentials(host: &str) -> anyhow::Result<Option<Credentials>> {
+    let Some(path) = docker_config_path() else {
+        return Ok(None);
+    };
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let config: DockerConfig =
+        serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let names = aliases(host);
+    let entry = config
+        .auths
+        .iter()
+        .find(|(k, _)| names.contains(&key_host(k)))
+        .map(|(_, v)| v);
+    if let Some(entry) = entry {
+        let creds = entry_credentials(entry)
+            .with_context(|| format!("the credentials for {host} in {}", path.display()))?;
+        if creds.is_some() {
+            return Ok(creds);
+        }
+    }
+    let helper = names
+        .iter()
+        .find_map(|n| config.cred_helpers.get(n))
+        .or(config.creds_store.as_ref());
+    if let Some(helper) = helper {
+        eprintln!(
+            "cellar: note: {} names the credential helper docker-credential-{helper}, which cellar \
+             does not run; going on without credentials for {host}",
+            path.display()
+        );
+    }
+    Ok(None)
+}
+
+fn entry_credentials(entry: &AuthEntry) -> anyhow::Result<Option<Credentials>> {
+    if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
+        let raw = B64.decode(auth.trim()).context("\"auth\" is not base64")?;
+        let text = String::from_utf8(raw).context("\"auth\" is not UTF-8")?;
+        let Some((user, pass)) = text.split_once(':') else {
+            bail!("\"auth\" is not USER:PASSWORD");
+        };
+        return Ok(Some(Credentials {
+            user: user.into(),
+            pass: pass.into(),
+        }));
+    }
+    match (&entry.username, &entry.password) {
+        (Some(user), Some(pass)) if !user.is_empty() => Ok(Some(Credentials {
+            user: user.clone(),
+            pass: pass.clone(),
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// A `WWW-Authenticate` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
+}
+
+impl Challenge {
+    /// Parse `Scheme k="v", k2=v2` (quoted values may hold commas: `scope="repo:x:pull,push"`).
+    pub fn parse(header: &str) -> Option<Challenge> {
+        let header = header.trim();
+        let (scheme, params) = header.split_once(' ').unwrap_or((header, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return Some(Challenge::Basic);
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let params = parse_params(params);
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+        };
+        Some(Challenge::Bearer {
+            realm: get("realm")?,
+            service: get("service"),
+            scope: get("scope"),
+        })
+    }
+}
+
+fn parse_params(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
+            chars.next();
+        }
+        let mut name = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c == ',' {
+                break;
+            }
+            name.push(c);
+            chars.next();
+        }
+        if name.is_empty() {
+            return out;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'=') {
+            chars.next();
+            if chars.peek() == Some(&'"') {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => value.extend(chars.next()),
+                        c => value.push(c),
+                    }
+                }
+            } else {
+                while let Some(&c) = chars.peek() {
+                    if c == ',' {
+                        break;
+                    }
+                    value.push(c);
+                    chars.next();
+                }
+            }
+        }
+        out.push((name.trim().to_string(), value.trim().to_string()));
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+}
+
+/// Ask a token server for a bearer token with `scopes`, with basic auth if there are
+/// credentials. Returns the `Authorization` header value.
+pub fn fetch_token(
+    agent: &ureq::Agent,
+    realm: &str,
+    service: Option<&str>,
+    scopes: &[String],
+    creds: Option<&Credentials>,
+) -> anyhow::Result<String> {
+    let mut req = agent.get(realm);
+    if let Some(service) = service {
+        req = req.query("service", service);
+    }
+    for scope in scopes {
+        req = req.query("scope", scope);
+    }
+    if let Some(c) = creds {
+        req = req.header("Authorization", c.basic_header());
+    }
+    let mut resp = req
+        .call()
+        .map_err(|e| super::network_error(e, realm))
+        .context("fetching a registry token")?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 20)
+        .read_to_vec()
+        .unwrap_or_default();
+    if status != 200 {
+        let why = if matches!(status, 401 | 403) {
+            if creds.is_some() {
+                "the token server refused the credentials from docker's config"
+            } else {
+                "the token server wants credentials: none were found in docker's config \
+                 (docker login, or $DOCKER_CONFIG)"
+            }
+        } else {
+            "fetching a registry token failed"
+        };
+        bail!(
+            "{why}: GET {realm}: {}",
+            super::describe_status(status, &body)
+        );
+    }
+    let token: TokenResponse =
+        serde_json::from_slice(&body).with_context(|| format!("the token from {realm}"))?;
+    match token.token.or(token.access_token).filter(|t| !t.is_empty()) {
+        Some(t) => Ok(format!("Bearer {t}")),
+        None => bail!("the token server {realm} answered without a token"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_challenges() {
+        assert_eq!(
+            Challenge::parse(
+                r#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:a/b:pull,push""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://auth.example.com/token".into(),
+                service: Some("registry.example.com".into()),
+                scope: Some("repository:a/b:pull,push".into()),
+            })
+        );
+        assert_eq!(
+            Challenge::parse(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(
+            Challenge::parse("bearer realm=https://x/token"),
+            Some(Challenge::Bearer {
+                realm: "https://x/token".into(),
+                service: None,
+                scope: None,
+            })
+        );
+        assert_eq!(Challenge::parse("Negotiate"), None);
+    }
+
+    #[test]
+    fn reads_auth_entries() {
+        let e = AuthEntry {
+            auth: Some(B64.encode("me:p:w")),
+            ..Default::default()
+        };
+        let c = entry_credentials(&e).unwrap().unwrap();
+        assert_eq!((c.user.as_str(), c.pass.as_str()), ("me", "p:w"));
+        let e = AuthEntry {
+            auth: Some("bWU6cHc".into()), // me:pw without padding
+            ..Default::default()
+        };
+        assert_eq!(entry_credentials(&e).unwrap().unwrap().pass, "pw");
+        let e = AuthEntry {
+            username: Some("u".into()),
+            password: Some("p".into()),
+            ..Default::default()
+        };
+        assert_eq!(entry_credentials(&e).unwrap().unwrap().user, "u");
+        assert_eq!(key_host("https://index.docker.io/v1/"), "index.docker.io");
+        assert_eq!(key_host("127.0.0.1:5000"), "127.0.0.1:5000");
+    }
+}

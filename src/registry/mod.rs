@@ -1,0 +1,270 @@
+//! A client for the push side of the OCI distribution API, synchronous (ureq): check which
+//! blobs a registry has, upload the rest, put a manifest. Authentication follows the
+//! registry's challenges ([`auth`]); uploads stream ([`upload`]).
+
+mod auth;
+mod reference;
+mod upload;
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use ureq::http::Response;
+use ureq::Body;
+
+pub use reference::Reference;
+
+use auth::{Challenge, Credentials};
+
+/// How long a connection may take to open, and one read or write to make progress.
+const NET_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How much of an error body is read and shown.
+const ERROR_BODY_LIMIT: u64 = 64 << 10;
+
+pub struct Client {
+    agent: ureq::Agent,
+    /// `https://host:port`.
+    base: String,
+    reference: Reference,
+    creds: Option<Credentials>,
+    /// The `Authorization` value the handshake settled on, kept for the run.
+    auth: Option<String>,
+}
+
+impl Client {
+    /// A client for `reference`'s registry: plain HTTP for loopback hosts or with `insecure`
+    /// (which also accepts any TLS certificate), HTTPS otherwise.
+    pub fn new(reference: Reference, insecure: bool) -> anyhow::Result<Client> {
+        let scheme = if insecure || reference.is_loopback() {
+            "http"
+        } else {
+            "https"
+        };
+        let tls = ureq::tls::TlsConfig::builder()
+            .disable_verification(insecure)
+            .build();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(tls)
+            .timeout_connect(Some(NET_TIMEOUT))
+            .timeout_per_read(Some(NET_TIMEOUT))
+            .timeout_per_write(Some(NET_TIMEOUT))
+            .user_agent(concat!("cellar/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        let creds = auth::load_credentials(&reference.host)?;
+        Ok(Client {
+            agent,
+            base: format!("{scheme}://{}", reference.api_host()),
+            reference,
+            creds,
+            auth: None,
+        })
+    }
+
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v2/{}/{path}", self.base, self.reference.repo)
+    }
+
+    /// `GET /v2/`: the registry is there, speaks the API, and lets us in (any challenge is
+    /// met here, so later requests carry their credentials from the start).
+    pub fn ping(&mut self) -> anyhow::Result<()> {
+        let url = format!("{}/v2/", self.base);
+        let resp = self.send("GET", &url, |agent, auth| {
+            with_auth(agent.get(&url), auth).call()
+        })?;
+        check(resp, "GET", &url, &[200]).map(drop)
+    }
+
+    /// Run a request (built afresh by `call` for each attempt, with the current
+    /// `Authorization`); on 401 meet the challenge and try once more.
+    fn send(
+        &mut self,
+        method: &str,
+        url: &str,
+        call: impl Fn(&ureq::Agent, Option<&str>) -> Result<Response<Body>, ureq::Error>,
+    ) -> anyhow::Result<Response<Body>> {
+        let resp = call(&self.agent, self.auth.as_deref()).map_err(|e| network_error(e, url))?;
+        if resp.status().as_u16() != 401 {
+            return Ok(resp);
+        }
+        let header = resp
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let Some(header) = header else {
+            return Ok(resp);
+        };
+        let fresh = self.authenticate(&header)?;
+        if !fresh {
+            return Ok(resp);
+        }
+        let resp = call(&self.agent, self.auth.as_deref()).map_err(|e| network_error(e, url))?;
+        if resp.status().as_u16() == 401 {
+            let how = match &self.creds {
+                Some(c) => format!("as {:?}", c.user),
+                None => "without credentials (none in docker's config for this host)".into(),
+            };
+            let mut resp = resp;
+            let body = read_error_body(&mut resp);
+            bail!(
+                "{method} {url}: the registry refused access {how}: {}",
+                describe_status(401, &body)
+            );
+        }
+        Ok(resp)
+    }
+
+    /// Meet a challenge; false when there is nothing new to try.
+    fn authenticate(&mut self, header: &str) -> anyhow::Result<bool> {
+        let host = &self.reference.host;
+        let new = match Challenge::parse(header) {
+            Some(Challenge::Basic) => match &self.creds {
+                Some(c) => c.basic_header(),
+                None => bail!(
+                    "{host} asks for a user and password, and docker's config has none for it \
+                     (docker login {host}, or set $DOCKER_CONFIG)"
+                ),
+            },
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            }) => {
+                let mut scopes = vec![format!("repository:{}:pull,push", self.reference.repo)];
+                scopes.extend(scope.filter(|s| *s != scopes[0]));
+                auth::fetch_token(
+                    &self.agent,
+                    &realm,
+                    service.as_deref(),
+                    &scopes,
+                    self.creds.as_ref(),
+                )?
+            }
+            None => bail!("{host} asks for an authentication cellar does not speak: {header}"),
+        };
+        if self.auth.as_deref() == Some(new.as_str()) {
+            return Ok(false);
+        }
+        self.auth = Some(new);
+        Ok(true)
+    }
+
+    /// Resolve a `Location` header against the registry (it may be relative).
+    fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else if location.starts_with("//") {
+            let scheme = self.base.split("://").next().unwrap_or("https");
+            format!("{scheme}:{location}")
+        } else if location.starts_with('/') {
+            format!("{}{location}", self.base)
+        } else {
+            format!("{}/{location}", self.base)
+        }
+    }
+}
+
+fn with_auth<B>(req: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(a) => req.header("Authorization", a),
+        None => req,
+    }
+}
+
+/// The response if its status is one of `want`, else an error naming the request, the status
+/// and what the registry said.
+fn check(
+    mut resp: Response<Body>,
+    method: &str,
+    url: &str,
+    want: &[u16],
+) -> anyhow::Result<Response<Body>> {
+    let status = resp.status().as_u16();
+    if want.contains(&status) {
+        return Ok(resp);
+    }
+    let body = read_error_body(&mut resp);
+    Err(anyhow!(
+        "{method} {url}: {}",
+        describe_status(status, &body)
+    ))
+}
+
+fn read_error_body(resp: &mut Response<Body>) -> Vec<u8> {
+    resp.body_mut()
+        .with_config()
+        .limit(ERROR_BODY_LIMIT)
+        .read_to_vec()
+        .unwrap_or_default()
+}
+
+/// `404 Not Found: NAME_UNKNOWN: repository name not known to registry`: the status and the
+/// OCI error body's codes and messages (else the body's text, if it is short and printable).
+fn describe_status(status: u16, body: &[u8]) -> String {
+    let reason = ureq::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut out = format!("{status} {reason}").trim_end().to_string();
+    let errors = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("errors").and_then(|e| e.as_array()).cloned())
+        .unwrap_or_default();
+    let said: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            let field = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("");
+            let detail = match e.get("detail") {
+                None | Some(serde_json::Value::Null) => String::new(),
+                Some(serde_json::Value::String(s)) if s.is_empty() => String::new(),
+                Some(d) => format!(" ({d})"),
+            };
+            format!("{}: {}{detail}", field("code"), field("message"))
+        })
+        .collect();
+    if !said.is_empty() {
+        out.push_str(": ");
+        out.push_str(&said.join("; "));
+    } else if let Ok(text) = std::str::from_utf8(body) {
+        let text = text.trim();
+        if !text.is_empty() && text.len() <= 300 && !text.contains(['\0', '\x1b']) {
+            out.push_str(": ");
+            out.push_str(text);
+        }
+    }
+    out
+}
+
+/// A request that got no answer: name the host.
+fn network_error(e: ureq::Error, url: &str) -> anyhow::Error {
+    let host = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest.split('/').next().unwrap_or(rest));
+    anyhow!("cannot reach the registry at {host} ({url}): {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_oci_errors() {
+        let body = br#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry","detail":{"name":"x"}}]}"#;
+        assert_eq!(
+            describe_status(404, body),
+            r#"404 Not Found: NAME_UNKNOWN: repository name not known to registry ({"name":"x"})"#
+        );
+        assert_eq!(
+            describe_status(502, b"bad gateway"),
+            "502 Bad Gateway: bad gateway"
+        );
+        assert_eq!(describe_status(599, b""), "599");
+    }
+}
