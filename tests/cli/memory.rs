@@ -157,7 +157,14 @@ fn a_5_gib_stream_ingests_and_exports_in_bounded_memory() {
         }
     };
     let (len, served) = stream_get(&addr, &format!("/v2/big/blobs/sha256:{sha}"));
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // The signal goes to cellar itself: GNU time, killed, would report nothing.
+    let children = format!("/proc/{0}/task/{0}/children", child.id());
+    let cellar: i32 = std::fs::read_to_string(&children)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    unsafe { libc::kill(cellar, libc::SIGTERM) };
     let (rss, ok) = peak_rss(child, &report);
     assert!(ok, "serve did not stop cleanly on SIGTERM");
     eprintln!("serve: peak RSS {} MiB", rss >> 10);
