@@ -282,12 +282,11 @@ out=$work/results.md
             "$(awk -v c="${mnt[cellar,$k]}" -v b="${mnt[borg,$k]}" 'BEGIN{printf "%.1fx", b / (c + 1e-9)}')"
     done
     echo
-    # The image-serving comparison waits for `cellar serve` (OCI registry) and `cellar push`.
-    if "$cellar" help 2>&1 | grep -qE '^\s+(serve|push)\b'; then
-        echo "image serving: TODO: cellar serve exists; the registry comparison is not written yet"
-    else
-        echo "image serving (registry pull of step 3): n/a (needs cellar serve)"
-    fi
+    # Snapshot to pulled image, beside umoci raw add-layer + skopeo copy (benches/image.sh).
+    echo "image of step 3 (snapshot to an image a client pulled):"
+    echo '```'
+    "$here/benches/image.sh" "$work/step3.tar" | sed 's/^/    /'
+    echo '```'
     [[ -n $rustic_note ]] && echo "$rustic_note"
     true
 } | tee "$out"

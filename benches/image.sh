@@ -3,7 +3,7 @@
 # with cellar (`snapshot`, then `serve` and skopeo pulling from it) beside the conventional
 # path (`umoci raw add-layer` into a layout, `skopeo copy` to a registry, skopeo pulling it).
 #
-#   benches/image.sh [TREE]        TREE defaults to /usr
+#   benches/image.sh [TREE|FILE.tar]   TREE defaults to /usr; a tar file is used as the stream
 #
 # Installs skopeo, umoci and docker-registry with apt-get when missing. Prints seconds per
 # path and the ratio conventional/cellar (higher is better for cellar). Both pulls land in an
@@ -28,9 +28,13 @@ if ((${#need[@]})); then apt-get update -qq && apt-get install -y -qq "${need[@]
 cellar=$here/target/release/cellar
 export CELLAR_STORE=$work/store
 
-echo "writing the stream of $tree..." >&2
-tar --create --file="$work/stream.tar" --directory="$tree" . 2>/dev/null || true
-size=$(stat -c %s "$work/stream.tar")
+if [ -f "$tree" ]; then
+    ln -s "$(realpath "$tree")" "$work/stream.tar"
+else
+    echo "writing the stream of $tree..." >&2
+    tar --create --file="$work/stream.tar" --directory="$tree" . 2>/dev/null || true
+fi
+size=$(stat -L -c %s "$work/stream.tar")
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 100); do curl -sf "http://$1/v2/" >/dev/null 2>&1 && return; sleep 0.1; done; echo "no server at $1" >&2; exit 1; }
