@@ -430,3 +430,49 @@ fn old_gnu_sparse_members_give_a_written_layer() {
     let rootfs = umoci_unpack(&layout, "latest", &store.scratch("bundle"));
     assert_same_tree(&extraction, &rootfs);
 }
+
+/// A chain never grows past 16 layers: the 17th snapshot of a lineage starts a new base, and
+/// the ones after it build on that base.
+#[test]
+fn incremental_chains_restart_every_16_snapshots() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    let mut ids = Vec::new();
+    for i in 0..18 {
+        write_file(&root.join(format!("f{i}")), format!("{i}\n").as_bytes());
+        let stream = tar_stream(&["tar", "-cf", "-", "-C", root.to_str().unwrap(), "."]);
+        ids.push(store.snapshot_bytes(&stream, "vm"));
+    }
+    let layers = |id: &str| -> Vec<String> {
+        let dir = store.scratch(&format!("layout-{id}"));
+        let json = store.json(&[
+            "export",
+            id,
+            "--format",
+            "oci",
+            "-o",
+            dir.to_str().unwrap(),
+            "--layers",
+            "incremental",
+            "--json",
+        ]);
+        json["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(layers(&ids[0]).len(), 1);
+    let fifteenth = layers(&ids[15]);
+    assert_eq!(fifteenth.len(), 16);
+    assert_eq!(layers(&ids[16]).len(), 1, "the 17th snapshot is a new base");
+    let last = layers(&ids[17]);
+    assert_eq!(last.len(), 2);
+    assert_eq!(last[0], layers(&ids[16])[0]);
+    assert_eq!(
+        &layers(&ids[14])[..],
+        &fifteenth[..15],
+        "a chain's layers are shared"
+    );
+}
