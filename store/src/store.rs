@@ -22,6 +22,8 @@ const FRAME_CACHE: usize = 32;
 const OPEN_PACKS: usize = 64;
 /// Decoded directory records kept for reuse.
 const DIR_CACHE: usize = 1024;
+/// Chunk locations learned a frame at a time (about 100 bytes each).
+const LOCATION_CACHE: usize = 1 << 16;
 
 /// Decoded frames by where they are stored.
 type FrameCache = LruCache<(PackId, u64), Arc<Vec<u8>>>;
@@ -33,10 +35,18 @@ pub struct Store {
     frames: Mutex<FrameCache>,
     packs: Mutex<LruCache<PackId, Arc<File>>>,
     dirs: Mutex<LruCache<ChunkId, Arc<Vec<Node>>>>,
+    /// Where chunks are, learned whenever a frame is read from its pack: one query gives the
+    /// locations of all the frame's chunks, so reading a stream back costs a query per frame
+    /// rather than per chunk. A location gc has since moved can only fail (every object is
+    /// checked against its id), and is then looked up afresh.
+    locations: Mutex<LruCache<ChunkId, Location>>,
 }
 
 /// Where an object's bytes are.
+#[derive(Clone)]
 struct Location {
+    /// The `frames` row.
+    frame: i64,
     offset: usize,
     len: usize,
     pack: PackId,
@@ -83,6 +93,9 @@ impl Store {
             )),
             dirs: Mutex::new(LruCache::new(
                 NonZeroUsize::new(DIR_CACHE).expect("nonzero"),
+            )),
+            locations: Mutex::new(LruCache::new(
+                NonZeroUsize::new(LOCATION_CACHE).expect("nonzero"),
             )),
         })
     }
@@ -149,9 +162,10 @@ impl Store {
             })
             .optional()?
             .ok_or_else(|| Error::corrupt(format!("chunk {} is not in the index", id.short())))?;
-        let (offset, len, _frame, pack, payload_offset, stored_len, raw_len, codec, base) = loc;
+        let (offset, len, frame, pack, payload_offset, stored_len, raw_len, codec, base) = loc;
         let bad = || Error::corrupt(format!("index entry of chunk {} is malformed", id.short()));
         Ok(Location {
+            frame,
             offset: offset as usize,
             len: len as usize,
             pack: PackId::from_slice(&pack).ok_or_else(bad)?,
@@ -229,12 +243,47 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .put((loc.pack, loc.payload_offset), raw.clone());
+        self.learn_frame(loc)?;
         Ok(raw)
     }
-}
 
-impl ObjectSource for Store {
-    fn object(&self, id: &ChunkId) -> Result<Object> {
+    /// Remember where every chunk of the frame at `loc` is.
+    fn learn_frame(&self, loc: &Location) -> Result<()> {
+        let rows = {
+            let db = self.db();
+            let mut stmt = db
+                .conn()
+                .prepare_cached("SELECT id, offset, len FROM chunks WHERE frame = ?1")?;
+            let rows = stmt.query_map([loc.frame], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        let mut cache = self.locations.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, offset, len) in rows {
+            if let Some(id) = ChunkId::from_slice(&id) {
+                let mut l = loc.clone();
+                l.offset = offset as usize;
+                l.len = len as usize;
+                cache.put(id, l);
+            }
+        }
+        Ok(())
+    }
+
+    fn forget_location(&self, id: &ChunkId) {
+        self.locations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop(id);
+    }
+
+    /// The object, found through the index (not the location cache).
+    fn object_from_index(&self, id: &ChunkId) -> Result<Object> {
         let mut loc = self.locate(id)?;
         let frame = match self.frame(&loc) {
             // gc may have repacked the pack meanwhile: look the chunk up once more.
@@ -244,23 +293,47 @@ impl ObjectSource for Store {
             }
             other => other?,
         };
-        let range = loc.offset..loc.offset + loc.len;
-        if range.end > frame.len() {
-            return Err(Error::corrupt(format!(
-                "chunk {} lies outside its frame",
-                id.short()
-            )));
+        check_object(id, &loc, frame)
+    }
+}
+
+/// The object at `loc` in its decoded `frame`, if it is what `id` names.
+fn check_object(id: &ChunkId, loc: &Location, frame: Arc<Vec<u8>>) -> Result<Object> {
+    let range = loc.offset..loc.offset + loc.len;
+    if range.end > frame.len() {
+        return Err(Error::corrupt(format!(
+            "chunk {} lies outside its frame",
+            id.short()
+        )));
+    }
+    let obj = Object::new(frame, range);
+    if ChunkId::of(&obj) != *id {
+        return Err(Error::corrupt(format!(
+            "chunk {} (pack {}, offset {}) fails its checksum",
+            id.short(),
+            loc.pack.short(),
+            loc.payload_offset
+        )));
+    }
+    Ok(obj)
+}
+
+impl ObjectSource for Store {
+    fn object(&self, id: &ChunkId) -> Result<Object> {
+        let cached = self
+            .locations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned();
+        if let Some(loc) = cached {
+            // A location gc moved fails here; the index then says where the chunk is now.
+            match self.frame(&loc).and_then(|f| check_object(id, &loc, f)) {
+                Ok(obj) => return Ok(obj),
+                Err(_) => self.forget_location(id),
+            }
         }
-        let obj = Object::new(frame, range);
-        if ChunkId::of(&obj) != *id {
-            return Err(Error::corrupt(format!(
-                "chunk {} (pack {}, offset {}) fails its checksum",
-                id.short(),
-                loc.pack.short(),
-                loc.payload_offset
-            )));
-        }
-        Ok(obj)
+        self.object_from_index(id)
     }
 }
 

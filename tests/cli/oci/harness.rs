@@ -204,10 +204,18 @@ fn umoci_unpack_keeps_xattrs_and_nanoseconds() {
 }
 
 /// Serve `responses` (raw bytes) on one loopback port, one per connection; each connection's
-/// request is read to its blank line first. `hold`: keep the connection open after writing.
-fn canned_server(responses: Vec<(Vec<u8>, bool)>) -> (String, std::thread::JoinHandle<()>) {
+/// request is read to its blank line first. `hold`: keep the connection open after writing
+/// until the returned sender says (or drops), however slowly the client gets to its check.
+fn canned_server(
+    responses: Vec<(Vec<u8>, bool)>,
+) -> (
+    String,
+    std::thread::JoinHandle<()>,
+    std::sync::mpsc::Sender<()>,
+) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
+    let (release, released) = std::sync::mpsc::channel::<()>();
     let t = std::thread::spawn(move || {
         for (resp, hold) in responses {
             let (mut s, _) = l.accept().unwrap();
@@ -218,17 +226,17 @@ fn canned_server(responses: Vec<(Vec<u8>, bool)>) -> (String, std::thread::JoinH
             }
             s.write_all(&resp).unwrap();
             if hold {
-                std::thread::sleep(CLOSE_WAIT + std::time::Duration::from_secs(1));
+                let _ = released.recv();
             }
         }
     });
-    (addr, t)
+    (addr, t, release)
 }
 
 #[test]
 fn http_client_reads_every_framing_and_rejects_bad_ones() {
     let r = |s: &str| (s.as_bytes().to_vec(), false);
-    let (addr, server) = canned_server(vec![
+    let (addr, server, release) = canned_server(vec![
         r("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\nhello"),
         r("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
            3;ext=1\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nTrailer: x\r\n\r\n"),
@@ -257,6 +265,7 @@ fn http_client_reads_every_framing_and_rejects_bad_ones() {
     assert!(f.to_string().contains("shorter than Content-Length"), "{f}");
     let g = try_http_request(&addr, "GET", "/g", &[], b"").unwrap_err();
     assert!(g.to_string().contains("kept the connection open"), "{g}");
+    drop(release);
     server.join().unwrap();
 }
 
