@@ -282,6 +282,21 @@ impl Store {
             .pop(id);
     }
 
+    /// Decode the frame holding `id` into the frame cache ahead of a reader that will ask for
+    /// it (nothing is checked here: the reader checks what it gets). Errors are left for that
+    /// reader to meet.
+    pub(crate) fn warm(&self, id: &ChunkId) {
+        let cached = self
+            .locations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned();
+        if let Ok(loc) = cached.map(Ok).unwrap_or_else(|| self.locate(id)) {
+            let _ = self.frame(&loc);
+        }
+    }
+
     /// The object, found through the index (not the location cache).
     fn object_from_index(&self, id: &ChunkId) -> Result<Object> {
         let mut loc = self.locate(id)?;
