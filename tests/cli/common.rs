@@ -335,3 +335,53 @@ pub fn dir_mtimes_from(source: &Path, extraction: &Path) {
         set_mtime_ns(&dst, m.mtime(), m.mtime_nsec());
     }
 }
+
+/// `rsync -n -a -c -H -X --numeric-ids --itemize-changes EXTRA FROM/ TO/`: (exit code, stdout,
+/// stderr). rsync is the judge of a tree against GNU tar's extraction: content, modes, owners,
+/// times, hardlinks, xattrs, devices.
+pub fn rsync_dry_with(from: &Path, to: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
+    require("rsync");
+    let out = Command::new("rsync")
+        .args([
+            "-n",
+            "-a",
+            "-c",
+            "-H",
+            "-X",
+            "--numeric-ids",
+            "--itemize-changes",
+        ])
+        .args(extra)
+        .arg(format!("{}/", from.display()))
+        .arg(format!("{}/", to.display()))
+        .output()
+        .expect("run rsync");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn rsync_dry(from: &Path, to: &Path) -> (Option<i32>, String, String) {
+    rsync_dry_with(from, to, &[])
+}
+
+/// rsync finds no difference between `actual` and `expected`, in either direction.
+pub fn assert_rsync_same(actual: &Path, expected: &Path, what: &str) {
+    assert_rsync_same_with(actual, expected, what, &[]);
+}
+
+pub fn assert_rsync_same_with(actual: &Path, expected: &Path, what: &str, extra: &[&str]) {
+    for (from, to, dir) in [
+        (actual, expected, "actual -> expected"),
+        (expected, actual, "expected -> actual"),
+    ] {
+        let (code, out, err) = rsync_dry_with(from, to, extra);
+        assert_eq!(code, Some(0), "{what}: rsync {dir}; stderr:\n{err}");
+        assert!(
+            out.is_empty(),
+            "{what}: rsync {dir} found differences:\n{out}\nstderr:\n{err}"
+        );
+    }
+}

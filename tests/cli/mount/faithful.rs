@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use super::fixtures::*;
 use super::guard::*;
 use super::oracle::{archive, c_path, extract, lossy, walk, xattr_names};
-use super::rsync::*;
 use crate::common::*;
 use crate::trees::*;
 

@@ -11,7 +11,6 @@ use crate::browse::oracle;
 
 mod fixtures;
 mod guard;
-mod rsync;
 
 mod access;
 mod faithful;

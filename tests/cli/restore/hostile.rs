@@ -4,6 +4,7 @@
 use std::fs;
 
 use super::*;
+use std::process::Command;
 
 #[test]
 fn a_hostile_stream_writes_nothing_outside_dir() {

@@ -7,7 +7,7 @@
 //! fixture (a tree, its snapshot and GNU tar's extraction).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::browse::oracle::{archive, extract, walk};
 use crate::common::*;
@@ -32,55 +32,6 @@ pub(super) fn restore_ok(store: &TestStore, args: &[&str]) -> Output {
 
 pub(super) fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// `rsync -n -a -c -H -X --numeric-ids --itemize-changes FROM/ TO/`: (exit code, stdout,
-/// stderr).
-pub(super) fn rsync_dry(from: &Path, to: &Path) -> (Option<i32>, String, String) {
-    rsync_dry_with(from, to, &[])
-}
-
-fn rsync_dry_with(from: &Path, to: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
-    require("rsync");
-    let out = Command::new("rsync")
-        .args([
-            "-n",
-            "-a",
-            "-c",
-            "-H",
-            "-X",
-            "--numeric-ids",
-            "--itemize-changes",
-        ])
-        .args(extra)
-        .arg(format!("{}/", from.display()))
-        .arg(format!("{}/", to.display()))
-        .output()
-        .expect("run rsync");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// rsync sees no difference in either direction.
-pub(super) fn assert_rsync_same(a: &Path, b: &Path, what: &str) {
-    assert_rsync_same_with(a, b, what, &[]);
-}
-
-pub(super) fn assert_rsync_same_with(a: &Path, b: &Path, what: &str, extra: &[&str]) {
-    for (from, to, dir) in [
-        (a, b, "restored -> extracted"),
-        (b, a, "extracted -> restored"),
-    ] {
-        let (code, out, err) = rsync_dry_with(from, to, extra);
-        assert_eq!(code, Some(0), "{what}: rsync {dir}; stderr:\n{err}");
-        assert!(
-            out.is_empty(),
-            "{what}: rsync {dir} found differences:\n{out}\nstderr:\n{err}"
-        );
-    }
 }
 
 /// A tree archived by `writer`, snapshotted, and GNU tar's extraction of the same stream.

@@ -1,0 +1,71 @@
+//! Damaged gzip and zstd wrappers, and damaged tar inside good compression.
+
+use super::*;
+
+#[test]
+fn damaged_gzip_wrapper() {
+    require("gzip");
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    let gz = gzip(&tar, &ts);
+    let mut flipped = gz.clone();
+    flipped[gz.len() / 2] ^= 0xff;
+    let mut bad_crc = gz.clone();
+    let crc_at = gz.len() - 8;
+    bad_crc[crc_at] ^= 0xff;
+    for (what, bytes) in [
+        ("gzip cut in half", &gz[..gz.len() / 2]),
+        ("gzip cut before its trailer", &gz[..gz.len() - 8]),
+        ("gzip with a flipped byte", &flipped[..]),
+        ("gzip with a bad crc", &bad_crc[..]),
+        ("gzip magic alone", &gz[..2]),
+    ] {
+        let err = refuse_stdin(bytes, what);
+        assert_mentions(&err, "gzip", what);
+        named_offset(&err, what);
+        let err = refuse_file(bytes, "in.tar.gz", what);
+        assert_mentions(&err, "gzip", what);
+        named_offset(&err, what);
+    }
+}
+
+#[test]
+fn damaged_zstd_wrapper() {
+    require("zstd");
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    let zst = zstd(&tar, &ts);
+    let mut flipped = zst.clone();
+    flipped[zst.len() / 2] ^= 0xff;
+    for (what, bytes) in [
+        ("zstd cut in half", &zst[..zst.len() / 2]),
+        ("zstd cut before its checksum", &zst[..zst.len() - 4]),
+        ("zstd with a flipped byte", &flipped[..]),
+        ("zstd magic alone", &zst[..4]),
+    ] {
+        let err = refuse_stdin(bytes, what);
+        assert_mentions(&err, "zstd", what);
+        named_offset(&err, what);
+        let err = refuse_file(bytes, "in.tar.zst", what);
+        assert_mentions(&err, "zstd", what);
+        named_offset(&err, what);
+    }
+}
+
+#[test]
+fn damaged_tar_inside_good_compression() {
+    // The wrapper is fine, the tar inside is cut: offsets are in the decompressed stream.
+    require("gzip");
+    require("zstd");
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    let cut = &tar[..C_DATA + 700];
+    for (what, bytes) in [("gzip", gzip(cut, &ts)), ("zstd", zstd(cut, &ts))] {
+        let err = refuse_stdin(&bytes, what);
+        assert_offset(&err, C_DATA + 700, what);
+        assert_member(&err, "c.bin", what);
+        let err = refuse_file(&bytes, "cut.tar.z", what);
+        assert_offset(&err, C_DATA + 700, what);
+        assert_member(&err, "c.bin", what);
+    }
+}

@@ -1,0 +1,166 @@
+//! Input that fails late or comes from a failing command: nothing recorded, no pack left.
+
+use super::*;
+
+#[test]
+fn large_stream_failing_late_leaves_no_pack() {
+    // Several MiB go to pack files before the damage is found: they must all be removed.
+    let ts = TestStore::new();
+    let dir = ts.scratch("big");
+    write_file(&dir.join("big.bin"), &noise(3 << 20, 11));
+    write_file(&dir.join("text.txt"), &text(2 << 20, 12));
+    write_file(&dir.join("z.txt"), b"last\n");
+    let d = dir.to_str().unwrap();
+    let tar = tar_stream(&[
+        "tar",
+        "--format=gnu",
+        "-cf",
+        "-",
+        "-C",
+        d,
+        "big.bin",
+        "text.txt",
+        "z.txt",
+    ]);
+    let z_hdr = 512 + (3 << 20) + 512 + (2 << 20);
+    assert_eq!(&tar[z_hdr..z_hdr + 6], b"z.txt\0");
+
+    let what = "cut inside z.txt";
+    let err = refuse_stdin(&tar[..z_hdr + 514], what);
+    assert_offset(&err, z_hdr + 514, what);
+    assert_member(&err, "z.txt", what);
+
+    let mut s = tar.clone();
+    s[z_hdr + 1] ^= 0xff;
+    let err = refuse_stdin(&s, "z.txt header checksum");
+    assert_offset(&err, z_hdr, "z.txt header checksum");
+
+    let err = refuse_stdin(&tar[..z_hdr + 1024], "no end-of-archive blocks");
+    assert_offset(&err, z_hdr + 1024, "no end-of-archive blocks");
+
+    // A whole, valid stream from a command that then fails: stored, then thrown away.
+    let file = ts.scratch("big.tar");
+    write_file(&file, &tar);
+    let script = format!("cat '{}'; echo late failure >&2; exit 5", file.display());
+    let out = ts.run(&["snapshot", "--", "sh", "-c", &script]);
+    let err = refused(&ts, &out, "command failing after a large stream");
+    assert!(err.contains("late failure"), "{err}");
+}
+
+#[test]
+fn failing_command_records_nothing() {
+    let ts = TestStore::new();
+    let (dir, _) = fixture(&ts);
+    let script = format!(
+        "tar --format=gnu -cf - -C '{}' a.bin c.bin sub/b.txt; echo oops >&2; exit 3",
+        dir.display()
+    );
+    let out = ts.run(&["snapshot", "--", "sh", "-c", &script]);
+    let err = refused(&ts, &out, "command exiting 3");
+    assert!(
+        err.contains("oops"),
+        "the command's stderr is not shown:\n{err}"
+    );
+    assert!(err.contains('3'), "the exit status is not shown:\n{err}");
+
+    // Another code than the one allowed is still an error.
+    let out = ts.run(&["snapshot", "--allow-exit", "4", "--", "sh", "-c", &script]);
+    let err = refused(&ts, &out, "command exiting 3, 4 allowed");
+    assert!(
+        err.contains("oops"),
+        "the command's stderr is not shown:\n{err}"
+    );
+
+    // Killed by a signal: no exit code to allow.
+    let out = ts.run(&[
+        "snapshot",
+        "--allow-exit",
+        "3",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "tar -cf - -C '{}' a.bin; echo dying >&2; kill -9 $$",
+            dir.display()
+        ),
+    ]);
+    let err = refused(&ts, &out, "command killed");
+    assert!(
+        err.contains("dying"),
+        "the command's stderr is not shown:\n{err}"
+    );
+}
+
+#[test]
+fn failing_command_with_broken_stream() {
+    // The stream error and what the command said both show; --allow-exit does not make a
+    // damaged stream acceptable.
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    let cut = ts.scratch("cut.tar");
+    write_file(&cut, &tar[..C_DATA + 700]);
+    let script = format!(
+        "cat '{}'; echo broken pipe dream >&2; exit 2",
+        cut.display()
+    );
+    for args in [
+        &["snapshot", "--", "sh", "-c", &script][..],
+        &["snapshot", "--allow-exit", "2", "--", "sh", "-c", &script][..],
+    ] {
+        let out = ts.run(args);
+        let err = refused(&ts, &out, "command writing a cut stream");
+        assert_offset(&err, C_DATA + 700, "command writing a cut stream");
+        assert_member(&err, "c.bin", "command writing a cut stream");
+        assert!(
+            err.contains("broken pipe dream"),
+            "the command's stderr is not shown:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn allowed_exit_code_records_with_warning() {
+    let ts = TestStore::new();
+    let (dir, _) = fixture(&ts);
+    let copy = ts.scratch("as-written.tar");
+    // tee keeps exactly what tar wrote, to compare the export with.
+    let script = format!(
+        "tar --format=gnu -cf - -C '{}' a.bin c.bin sub/b.txt | tee '{}'; echo oops >&2; exit 3",
+        dir.display(),
+        copy.display()
+    );
+    let out = ts.run(&[
+        "snapshot",
+        "--name",
+        "cmd",
+        "--allow-exit",
+        "3",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let id = String::from_utf8(out.stdout).expect("utf-8");
+    let id = id.strip_suffix('\n').expect("one line");
+    assert!(
+        id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "stdout {id:?}"
+    );
+    assert_mentions(&err, "warning", "allowed exit");
+    assert!(
+        err.contains("oops"),
+        "the warning lacks the command's stderr:\n{err}"
+    );
+
+    let written = std::fs::read(&copy).expect("tee copy");
+    assert_eq!(written.len(), STREAM_LEN);
+    assert_eq!(ts.snapshot_count(), 1);
+    assert_eq!(ts.export(id), written, "export differs from what tar wrote");
+    let show = ts.json(&["show", id, "--json"]);
+    assert_eq!(show["sha256"], sha256_hex(&written));
+    assert_eq!(show["size"], written.len());
+    assert_eq!(show["name"], "cmd");
+}

@@ -1,0 +1,199 @@
+//! Bad tar streams: cut, corrupted and malformed at known offsets of a real GNU tar stream.
+
+use super::*;
+
+#[test]
+fn fixture_is_accepted_whole() {
+    // The control for everything below: the undamaged stream and its PAX-prefixed variant
+    // (built with this file's header helper) are accepted and exported bit for bit.
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    let id = ts.snapshot_bytes(&tar, "plain");
+    assert_eq!(ts.export(&id), tar);
+    assert_eq!(pax_record("path", "a/b/c.t"), b"16 path=a/b/c.t\n");
+    assert_eq!(pax_record("k", "v"), b"6 k=v\n");
+    assert_eq!(pax_record("k", "12345"), b"11 k=12345\n");
+    let pax = with_pax(b"16 path=a/b/c.t\n", &tar);
+    let id = ts.snapshot_bytes(&pax, "pax");
+    assert_eq!(ts.export(&id), pax);
+    let show = ts.json(&["show", &id, "--json"]);
+    assert_eq!(show["members"], 3);
+    assert_eq!(show["size"], pax.len());
+}
+
+#[test]
+fn truncated_inside_member_data() {
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    for cut in [C_DATA + 700, C_DATA + 1] {
+        let what = format!("cut at {cut} (inside c.bin's data)");
+        let err = refuse_stdin(&tar[..cut], &what);
+        assert_offset(&err, cut, &what);
+        assert_member(&err, "c.bin", &what);
+        // A file source says the same.
+        let err = refuse_file(&tar[..cut], "cut.tar", &what);
+        assert_offset(&err, cut, &what);
+        assert_member(&err, "c.bin", &what);
+    }
+    // Inside the first member's data.
+    let err = refuse_stdin(&tar[..2000], "cut at 2000");
+    assert_offset(&err, 2000, "cut at 2000");
+    assert_member(&err, "a.bin", "cut at 2000");
+    // Inside the last member's data.
+    let err = refuse_stdin(&tar[..B_DATA + 3], "cut inside sub/b.txt");
+    assert_offset(&err, B_DATA + 3, "cut inside sub/b.txt");
+    assert_member(&err, "sub/b.txt", "cut inside sub/b.txt");
+}
+
+#[test]
+fn truncated_inside_header_block() {
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    // The error names the header block that could not be read whole.
+    for (cut, header) in [
+        (C_HDR + 100, C_HDR),
+        (C_HDR + 511, C_HDR),
+        (B_HDR + 1, B_HDR),
+        (100, 0),
+    ] {
+        let what = format!("cut at {cut} (inside the header at {header})");
+        let err = refuse_stdin(&tar[..cut], &what);
+        assert_offset(&err, header, &what);
+    }
+}
+
+#[test]
+fn truncated_after_member_without_end_marker() {
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    // Right after the last member (data and padding), no zero blocks.
+    let err = refuse_stdin(&tar[..END], "no end-of-archive blocks");
+    assert_offset(&err, END, "no end-of-archive blocks");
+    // Right after an earlier member.
+    let err = refuse_stdin(&tar[..C_HDR], "cut after a.bin");
+    assert_offset(&err, C_HDR, "cut after a.bin");
+    // Right after the last member's data, before its block padding.
+    let err = refuse_stdin(&tar[..B_DATA + 6], "cut before padding");
+    assert_offset(&err, B_DATA + 6, "cut before padding");
+    assert_member(&err, "sub/b.txt", "cut before padding");
+}
+
+#[test]
+fn random_garbage() {
+    let junk = noise(4096, 7);
+    assert!(!junk.starts_with(&[0x1f, 0x8b]) && !junk.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]));
+    let err = refuse_stdin(&junk, "random bytes");
+    assert_offset(&err, 0, "random bytes");
+    let err = refuse_stdin(&text(3000, 3), "text");
+    assert_offset(&err, 0, "text");
+    // Less than one block of garbage.
+    let err = refuse_stdin(b"not a tar stream\n", "short text");
+    assert_offset(&err, 0, "short text");
+
+    // Garbage after a good first member: the offset is where the garbage starts.
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    let mut s = tar[..C_HDR].to_vec();
+    s.extend_from_slice(&noise(2048, 9));
+    let err = refuse_stdin(&s, "garbage after a.bin");
+    assert_offset(&err, C_HDR, "garbage after a.bin");
+}
+
+#[test]
+fn corrupted_header_checksum() {
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    // A flipped byte in the 2nd member's header (in its name field, then in its mode field),
+    // and in the 3rd member's header.
+    for (header, byte) in [(C_HDR, 20), (C_HDR, 102), (B_HDR, 3), (A_HDR, 60)] {
+        let mut s = tar.clone();
+        s[header + byte] ^= 0xff;
+        let what = format!("byte {} flipped (header at {header})", header + byte);
+        let err = refuse_stdin(&s, &what);
+        assert_offset(&err, header, &what);
+        assert_mentions(&err, "checksum", &what);
+    }
+}
+
+#[test]
+fn size_field_past_end_of_stream() {
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    // sub/b.txt claims 100000 bytes: its data runs to the end of the stream and beyond.
+    let mut s = tar.clone();
+    s[B_HDR + 124..B_HDR + 136].copy_from_slice(format!("{:011o}\0", 100_000).as_bytes());
+    set_checksum(&mut s[B_HDR..B_HDR + 512]);
+    let err = refuse_stdin(&s, "sub/b.txt size 100000");
+    assert_offset(&err, STREAM_LEN, "sub/b.txt size 100000");
+    assert_member(&err, "sub/b.txt", "sub/b.txt size 100000");
+
+    // c.bin claims the largest octal size the field holds.
+    let mut s = tar.clone();
+    s[C_HDR + 124..C_HDR + 136].copy_from_slice(b"77777777777\0");
+    set_checksum(&mut s[C_HDR..C_HDR + 512]);
+    let err = refuse_stdin(&s, "c.bin size 8 GiB");
+    assert_offset(&err, STREAM_LEN, "c.bin size 8 GiB");
+    assert_member(&err, "c.bin", "c.bin size 8 GiB");
+
+    // a.bin claims i64::MAX bytes in GNU base-256.
+    let mut s = tar.clone();
+    let mut field = [0xffu8; 12];
+    field[..5].copy_from_slice(&[0x80, 0, 0, 0, 0x7f]);
+    s[124..136].copy_from_slice(&field);
+    set_checksum(&mut s[..512]);
+    let err = refuse_stdin(&s, "a.bin size i64::MAX");
+    assert_offset(&err, STREAM_LEN, "a.bin size i64::MAX");
+    assert_member(&err, "a.bin", "a.bin size i64::MAX");
+}
+
+#[test]
+fn pax_size_record_past_end_of_stream() {
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    // A PAX `size` record overrides a.bin's header size.
+    let s = with_pax(&pax_record("size", "100000000"), &tar);
+    let err = refuse_stdin(&s, "PAX size 100000000");
+    assert_offset(&err, 1024 + STREAM_LEN, "PAX size 100000000");
+    assert_member(&err, "a.bin", "PAX size 100000000");
+
+    // The largest size a record can hold: no arithmetic may overflow on it.
+    for size in [u64::MAX, u64::MAX - 100, i64::MAX as u64 + 1] {
+        let s = with_pax(&pax_record("size", &size.to_string()), &tar);
+        let what = format!("PAX size {size}");
+        let err = refuse_stdin(&s, &what);
+        named_offset(&err, &what);
+    }
+}
+
+#[test]
+fn malformed_pax_records() {
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    // A good record (16 bytes, at 512) and then a bad one, at 528.
+    let good = b"16 path=a/b/c.t\n";
+    let cases: [(&str, &[u8]); 6] = [
+        ("length past the header's data", b"99 path=x\n"),
+        ("length not a number", b"1x path=ab\n"),
+        ("no length", b"path=abc\n"),
+        ("length too short for the key", b"2 path=abc\n"),
+        ("no '='", b"11 pathabc\n"),
+        ("no newline", b"9 path=ab"),
+    ];
+    for (what, bad) in cases {
+        let payload = [&good[..], bad].concat();
+        let err = refuse_stdin(&with_pax(&payload, &tar), what);
+        assert_offset(&err, 512 + good.len(), what);
+        assert_mentions(&err, "pax", what);
+        // The bad record first: its offset is the start of the data block.
+        let err = refuse_stdin(&with_pax(bad, &tar), what);
+        assert_offset(&err, 512, what);
+    }
+}
+
+#[test]
+fn empty_stream() {
+    let err = refuse_stdin(b"", "empty stdin");
+    assert_offset(&err, 0, "empty stdin");
+    let err = refuse_file(b"", "empty.tar", "empty file");
+    assert_offset(&err, 0, "empty file");
+}

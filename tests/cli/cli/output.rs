@@ -1,0 +1,229 @@
+//! What `snapshot`, `show`, `export` and `stats` print (the JSON contracts), inputs, exit codes.
+
+use super::*;
+
+#[test]
+fn snapshot_prints_short_id_and_show_json_has_the_contract_keys() {
+    let ts = TestStore::new();
+    let tar = tar_of(&tree(&ts, 1));
+    let out = ts.run_stdin(&["snapshot", "-"], &tar);
+    assert_success(&out, &["snapshot", "-"]);
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let id = stdout.strip_suffix('\n').expect("a line");
+    assert!(
+        is_short_id(id),
+        "stdout is {stdout:?}, not one short-id line"
+    );
+
+    let show = ts.json(&["show", id, "--json"]);
+    let obj = show.as_object().expect("object");
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let mut want = SHOW_KEYS.to_vec();
+    want.sort_unstable();
+    assert_eq!(keys, want, "show --json keys");
+
+    let full = show["id"].as_str().expect("id");
+    assert!(is_full_id(full), "id {full:?}");
+    assert!(full.starts_with(id));
+    assert_eq!(show["short_id"], id);
+    assert_eq!(show["name"], "default");
+    assert!(show["parent"].is_null(), "first of a lineage has no parent");
+    let created = show["created"].as_str().expect("created");
+    assert!(
+        is_rfc3339_utc(created),
+        "created {created:?} is not RFC 3339 UTC"
+    );
+    assert_eq!(show["size"], tar.len());
+    assert_eq!(show["sha256"], sha256_hex(&tar));
+    assert_eq!(show["members"], 3);
+    assert!(show["added_bytes"].as_u64().expect("added_bytes") > 0);
+    assert_eq!(show["labels"], serde_json::json!({}));
+
+    // The human form names the same snapshot.
+    let human = ts.ok(&["show", id]);
+    assert!(human.contains(full), "{human}");
+    assert!(human.contains(&sha256_hex(&tar)), "{human}");
+}
+
+#[test]
+fn snapshot_json_is_one_object_describing_the_snapshot() {
+    let ts = TestStore::new();
+    let tar = tar_of(&tree(&ts, 1));
+    let out = ts.run_stdin(&["snapshot", "--name", "web", "--json", "-"], &tar);
+    assert_success(&out, &["snapshot", "--json"]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is one JSON value");
+    assert!(report.is_object(), "{report}");
+    let show = ts.json(&["show", "web", "--json"]);
+    for key in SHOW_KEYS {
+        assert_eq!(
+            report[key], show[key],
+            "snapshot --json {key} differs from show --json"
+        );
+    }
+    assert_eq!(report["size"], tar.len());
+}
+
+#[test]
+fn export_is_the_exact_stream_from_stdin_or_file() {
+    let ts = TestStore::new();
+    let tar = tar_of(&tree(&ts, 1));
+    let from_stdin = ts.snapshot_bytes(&tar, "web");
+    let file = ts.scratch("in.tar");
+    write_file(&file, &tar);
+    let from_file = ts.ok(&["snapshot", "--name", "web", file.to_str().unwrap()]);
+    let from_file = from_file.trim_end();
+    assert!(is_short_id(from_file));
+    assert_ne!(from_stdin, from_file, "two snapshots, two ids");
+
+    for id in [from_stdin.as_str(), from_file] {
+        assert_eq!(ts.export(id), tar, "export {id}");
+        let show = ts.json(&["show", id, "--json"]);
+        assert_eq!(show["sha256"], sha256_hex(&tar));
+        assert_eq!(show["size"], tar.len());
+    }
+
+    // -o FILE writes the same bytes and nothing to stdout.
+    let dest = ts.scratch("out.tar");
+    let out = ts.run(&["export", from_file, "-o", dest.to_str().unwrap()]);
+    assert_success(&out, &["export", "-o"]);
+    assert!(out.stdout.is_empty());
+    assert_eq!(std::fs::read(&dest).expect("exported file"), tar);
+}
+
+#[test]
+fn compressed_input_is_stored_as_the_tar_inside() {
+    require("gzip");
+    require("zstd");
+    let ts = TestStore::new();
+    let dir = tree(&ts, 1);
+    let d = dir.to_str().unwrap();
+    let files = "etc/hostname usr/lib/libx.so usr/share/doc.txt";
+    let gz = ts.scratch("t.tar.gz");
+    let zst = ts.scratch("t.tar.zst");
+    sh(&format!(
+        "tar --format=gnu -czf '{}' -C '{d}' {files}",
+        gz.display()
+    ));
+    sh(&format!(
+        "tar --format=gnu --zstd -cf '{}' -C '{d}' {files}",
+        zst.display()
+    ));
+    for (path, unpack) in [(&gz, "gzip -dc"), (&zst, "zstd -dc")] {
+        let compressed = std::fs::read(path).expect("compressed tar");
+        let tar = sh(&format!("{unpack} '{}'", path.display()));
+        assert_ne!(compressed, tar);
+        assert!(tar.len().is_multiple_of(512));
+        let from_file = ts.ok(&["snapshot", path.to_str().unwrap()]);
+        let from_stdin = ts.snapshot_bytes(&compressed, "default");
+        for id in [from_file.trim_end(), from_stdin.as_str()] {
+            let show = ts.json(&["show", id, "--json"]);
+            assert_eq!(show["sha256"], sha256_hex(&tar), "{unpack}: sha256 of {id}");
+            assert_eq!(show["size"], tar.len(), "{unpack}: size of {id}");
+            assert_eq!(show["members"], 3);
+            assert!(
+                ts.export(id) == tar,
+                "{unpack}: export of {id} is not the tar inside"
+            );
+        }
+    }
+}
+
+#[test]
+fn snapshot_from_command_output() {
+    let ts = TestStore::new();
+    let dir = tree(&ts, 1);
+    let tar = tar_of(&dir);
+    let d = dir.to_str().unwrap();
+    let out = ts.run(&[
+        "snapshot",
+        "--name",
+        "cmd",
+        "--",
+        "tar",
+        "--format=gnu",
+        "-cf",
+        "-",
+        "-C",
+        d,
+        "etc/hostname",
+        "usr/lib/libx.so",
+        "usr/share/doc.txt",
+    ]);
+    assert_success(&out, &["snapshot", "--", "tar"]);
+    let err = stderr(&out);
+    assert!(!err.contains("warning"), "{err}");
+    let id = String::from_utf8(out.stdout).unwrap();
+    assert!(is_short_id(id.trim_end()), "{id:?}");
+    // GNU tar writes the same bytes for the same unchanged files.
+    assert_eq!(ts.export("cmd"), tar);
+}
+
+#[test]
+fn stats_json_has_the_contract_keys() {
+    let ts = TestStore::new();
+    let t1 = tar_of(&tree(&ts, 1));
+    let t2 = tar_of(&tree(&ts, 2));
+    ts.snapshot_bytes(&t1, "web");
+    ts.snapshot_bytes(&t1, "web");
+    ts.snapshot_bytes(&t2, "db");
+    let stats = ts.json(&["stats", "--json"]);
+    let mut keys: Vec<&str> = stats
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "chunks",
+            "dedup_ratio",
+            "logical_bytes",
+            "packs",
+            "snapshots",
+            "stored_bytes"
+        ]
+    );
+    assert_eq!(stats["snapshots"], 3);
+    let logical = (2 * t1.len() + t2.len()) as u64;
+    assert_eq!(stats["logical_bytes"], logical);
+    let packs = ts.pack_files();
+    assert_eq!(stats["packs"], packs.len());
+    let on_disk: u64 = packs
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(stats["stored_bytes"], on_disk);
+    assert!(stats["chunks"].as_u64().unwrap() > 0);
+    let ratio = stats["dedup_ratio"].as_f64().unwrap();
+    let want = logical as f64 / on_disk as f64;
+    assert!(
+        (ratio - want).abs() < 0.01,
+        "dedup_ratio {ratio}, logical/stored {want}"
+    );
+    assert!(ratio > 1.0, "the repeated stream should dedup: {ratio}");
+    ts.ok(&["stats"]);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let ts = TestStore::new();
+    let tar = tar_of(&tree(&ts, 1));
+    ts.snapshot_bytes(&tar, "web");
+    for args in [
+        &[][..],
+        &["frobnicate"],
+        &["snapshot"],
+        &["snapshot", "--bogus", "-"],
+        &["snapshot", "--allow-exit", "x", "--", "true"],
+        &["show"],
+        &["export"],
+        &["list", "--bogus"],
+    ] {
+        fails(&ts, args, 2);
+    }
+    assert_eq!(ts.snapshot_count(), 1);
+}
