@@ -1,5 +1,5 @@
-//! The input side of an ingest: a thread that reads the source, unwraps gzip or zstd, hashes
-//! the tar stream (sha256, length) and hands it on in blocks.
+//! The input side of an ingest: a thread that reads the source and unwraps gzip or zstd, and
+//! one that hashes the tar stream (sha256, length), handing it on in blocks.
 
 use std::io::{Cursor, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,8 +13,16 @@ use crate::error::{Error, Result};
 use crate::tar::ByteSource;
 
 const BLOCK: usize = 1 << 20;
-const QUEUE: usize = 4;
+const QUEUE: usize = 2;
 
+/// From the reader to the hasher.
+enum Raw {
+    Data(Vec<u8>),
+    End,
+    Failed(Error),
+}
+
+/// From the hasher to the parser.
 enum Msg {
     Data(Vec<u8>),
     End { len: u64, sha256: [u8; 32] },
@@ -65,12 +73,18 @@ impl ByteSource for ChannelSource {
 /// Start reading `input` on its own thread. The thread is not joined: if the ingest stops
 /// early it is left to finish when its source ends (or its reader is dropped).
 pub fn spawn(input: Box<dyn Read + Send>) -> ChannelSource {
+    let (raw_tx, raw_rx) = bounded(QUEUE);
     let (tx, rx) = bounded(QUEUE);
-    let (recycle, free) = bounded(QUEUE + 2);
+    let (recycle, free) = bounded(2 * QUEUE + 2);
     thread::Builder::new()
         .name("cellar-input".into())
-        .spawn(move || pump(input, tx, free))
+        .spawn(move || pump(input, raw_tx, free))
         .expect("spawn input thread");
+    // sha256 runs at about the speed of reading, so it gets a thread of its own.
+    thread::Builder::new()
+        .name("cellar-sha256".into())
+        .spawn(move || hash(raw_rx, tx))
+        .expect("spawn hashing thread");
     ChannelSource {
         rx,
         recycle,
@@ -80,7 +94,29 @@ pub fn spawn(input: Box<dyn Read + Send>) -> ChannelSource {
     }
 }
 
-fn pump(input: Box<dyn Read + Send>, tx: Sender<Msg>, free: Receiver<Vec<u8>>) {
+fn hash(rx: Receiver<Raw>, tx: Sender<Msg>) {
+    let mut sha = Sha256::new();
+    let mut len = 0u64;
+    for raw in rx {
+        let msg = match raw {
+            Raw::Data(block) => {
+                sha.update(&block);
+                len += block.len() as u64;
+                Msg::Data(block)
+            }
+            Raw::End => Msg::End {
+                len,
+                sha256: std::mem::take(&mut sha).finalize().into(),
+            },
+            Raw::Failed(e) => Msg::Failed(e),
+        };
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+fn pump(input: Box<dyn Read + Send>, tx: Sender<Raw>, free: Receiver<Vec<u8>>) {
     let consumed = Arc::new(AtomicU64::new(0));
     let mut input: Box<dyn Read + Send> = Box::new(Counting {
         inner: input,
@@ -89,12 +125,10 @@ fn pump(input: Box<dyn Read + Send>, tx: Sender<Msg>, free: Receiver<Vec<u8>>) {
     let (mut reader, codec) = match unwrap_compression(&mut input) {
         Ok(r) => r,
         Err(e) => {
-            let _ = tx.send(Msg::Failed(e));
+            let _ = tx.send(Raw::Failed(e));
             return;
         }
     };
-    let mut sha = Sha256::new();
-    let mut len = 0u64;
     loop {
         let mut block = free.try_recv().unwrap_or_default();
         block.resize(BLOCK, 0);
@@ -117,22 +151,17 @@ fn pump(input: Box<dyn Read + Send>, tx: Sender<Msg>, free: Receiver<Vec<u8>>) {
                         },
                         None => Error::Input(e),
                     };
-                    let _ = tx.send(Msg::Failed(err));
+                    let _ = tx.send(Raw::Failed(err));
                     return;
                 }
             }
         }
         block.truncate(n);
-        sha.update(&block);
-        len += n as u64;
-        if n > 0 && tx.send(Msg::Data(block)).is_err() {
+        if n > 0 && tx.send(Raw::Data(block)).is_err() {
             return;
         }
         if eof {
-            let _ = tx.send(Msg::End {
-                len,
-                sha256: sha.finalize().into(),
-            });
+            let _ = tx.send(Raw::End);
             return;
         }
     }

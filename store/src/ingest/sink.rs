@@ -211,7 +211,13 @@ impl<'a> Sink<'a> {
 
 impl ObjectSink for Sink<'_> {
     fn put(&mut self, kind: ChunkKind, bytes: &[u8]) -> Result<ChunkId> {
-        let id = ChunkId::of(bytes);
+        self.put_hashed(kind, ChunkId::of(bytes), bytes)
+    }
+}
+
+impl Sink<'_> {
+    /// [`ObjectSink::put`] of bytes whose id is already known (hashed by the parse stage).
+    pub fn put_hashed(&mut self, kind: ChunkKind, id: ChunkId, bytes: &[u8]) -> Result<ChunkId> {
         if self.known(&id)?.is_some() {
             if kind == ChunkKind::Data {
                 self.progress

@@ -33,6 +33,15 @@ fn show(path: &[u8]) -> String {
 }
 
 impl<'s> Tree<'s> {
+    /// The tree below a root node of this store's.
+    pub(crate) fn from_root(store: &'s Store, root: Node) -> Self {
+        Tree { store, root }
+    }
+
+    pub(crate) fn store(&self) -> &'s Store {
+        self.store
+    }
+
     pub fn root(&self) -> &Node {
         &self.root
     }
