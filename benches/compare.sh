@@ -15,7 +15,7 @@
 #   cellar  snapshot FILE                   (release build of this checkout)
 #   restic  backup --stdin                  (repository v2, compression auto; restic always
 #                                            encrypts: RESTIC_PASSWORD is set to a fixed value)
-#   rustic  backup -  (stdin)               (`cargo install rustic-rs` when missing; skipped with a
+#   rustic  backup --force -  (stdin)       (`cargo install rustic-rs` when missing; skipped with a
 #                                            note when that fails or takes longer than
 #                                            RUSTIC_INSTALL_TIMEOUT seconds, default 1500;
 #                                            rustic also always encrypts: RUSTIC_PASSWORD)
@@ -153,7 +153,10 @@ ingest() { # TOOL STEP
     case $1 in
     cellar) "$cellar" snapshot --name deb "$f" ;;
     restic) restic --repo "$repos/restic" backup -q --stdin --stdin-filename root.tar <"$f" ;;
-    rustic) "$rustic" -r "$repos/rustic" backup --stdin-filename root.tar - <"$f" ;;
+    # --force: without it rustic 0.11 takes stdin for unchanged against the parent snapshot
+    # of the same name (a stream has no mtime or size to compare) and records the parent's
+    # content again without storing the new stream.
+    rustic) "$rustic" -r "$repos/rustic" backup --force --stdin-filename root.tar - <"$f" ;;
     borg) borg import-tar --compression zstd,3 "$repos/borg::$2" "$f" ;;
     casync) casync make --compression=zstd --store="$repos/casync/default.castr" "$repos/casync/$2.caibx" "$f" ;;
     esac
