@@ -1,6 +1,12 @@
 //! FUSE over the engine's filesystem view: every trait method maps the view's `Result` to a
 //! reply and does nothing else. The mount is read-only, so the kernel answers writes with
 //! EROFS itself and no write operation is implemented here.
+//!
+//! Requests are what a full read through the mount costs (a round trip and two context
+//! switches each), so the kernel is asked to send as few as it can: no OPEN or RELEASE for
+//! files (they are all immutable), none for directories either when every directory is
+//! immutable, and READDIRPLUS, which hands over the entries' attributes with the listing so
+//! that `stat` of each entry needs no LOOKUP.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -9,8 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cellar_store::fsview::{Attr, FsView};
 use cellar_store::{Error, Kind};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, KernelConfig,
-    LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEntry, ReplyOpen, ReplyXattr, Request,
 };
 
 /// Snapshots never change: the kernel may cache their attributes and entries for good.
@@ -20,11 +27,73 @@ const VOLATILE: Duration = Duration::ZERO;
 
 pub struct CellarFs {
     view: FsView,
+    /// The kernel opens files without asking (it said so at init).
+    skip_open: bool,
+    /// The kernel opens directories without asking, and nothing in the view changes: a
+    /// directory opened that way has its listing cached by the kernel for good.
+    skip_opendir: bool,
 }
 
 impl CellarFs {
     pub fn new(view: FsView) -> Self {
-        CellarFs { view }
+        CellarFs {
+            view,
+            skip_open: false,
+            skip_opendir: false,
+        }
+    }
+
+    /// Entries from `offset` on (1 and 2 are `.` and `..`, then the directory's entries in
+    /// order), each given to `add` until it says the reply is full.
+    fn entries(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, u64, Kind, &[u8]) -> bool,
+    ) -> cellar_store::Result<()> {
+        let entries = self.view.readdir(ino)?;
+        let dots = [
+            (ino, Kind::Dir, b".".to_vec()),
+            (ino, Kind::Dir, b"..".to_vec()),
+        ];
+        for (i, (child, kind, name)) in dots
+            .into_iter()
+            .chain(entries)
+            .enumerate()
+            .skip(offset as usize)
+        {
+            if add(child, i as u64 + 1, kind, &name) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// A READDIRPLUS reply: every entry with the attributes LOOKUP would give it.
+    fn entries_plus(
+        &self,
+        ino: u64,
+        offset: u64,
+        reply: &mut ReplyDirectoryPlus,
+    ) -> cellar_store::Result<()> {
+        let mut failed = None;
+        self.entries(ino, offset, |child, next, _, name| {
+            match self.view.getattr(child) {
+                Ok(a) => reply.add(
+                    INodeNo(child),
+                    next,
+                    OsStr::from_bytes(name),
+                    &ttl(&a),
+                    &file_attr(&a),
+                    Generation(0),
+                ),
+                Err(e) => {
+                    failed = Some(e);
+                    true
+                }
+            }
+        })?;
+        failed.map_or(Ok(()), Err)
     }
 }
 
@@ -108,6 +177,16 @@ impl Filesystem for CellarFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Large sequential reads: the kernel may read ahead up to 1 MiB.
         let _ = config.set_max_readahead(1 << 20);
+        let offered = config.capabilities();
+        self.skip_open = offered.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
+        // A cached listing of a lineage directory would hide new snapshots, and the kernel
+        // skips OPENDIR for every directory or for none.
+        self.skip_opendir =
+            offered.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT) && !self.view.changes();
+        // READDIRPLUS where the kernel thinks it pays (it watches for lookups after a
+        // listing), plain READDIR elsewhere (`find` needs no attributes).
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         Ok(())
     }
 
@@ -130,6 +209,32 @@ impl Filesystem for CellarFs {
         match self.view.readlink(ino.0) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.skip_open {
+            // ENOSYS once tells the kernel to stop sending OPEN and RELEASE for files; it then
+            // keeps their cached pages across opens, as FOPEN_KEEP_CACHE below asks.
+            reply.error(Errno::ENOSYS);
+        } else {
+            reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.skip_opendir {
+            // As for files: no OPENDIR or RELEASEDIR from now on, and listings cached.
+            reply.error(Errno::ENOSYS);
+        } else {
+            match self.view.getattr(ino.0) {
+                Ok(a) if a.volatile => reply.opened(FileHandle(0), FopenFlags::empty()),
+                Ok(_) => reply.opened(
+                    FileHandle(0),
+                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+                ),
+                Err(e) => reply.error(errno(&e)),
+            }
         }
     }
 
@@ -158,31 +263,32 @@ impl Filesystem for CellarFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.view.readdir(ino.0) {
-            Ok(e) => e,
-            Err(e) => return reply.error(errno(&e)),
-        };
-        // Offsets: 1 and 2 are `.` and `..`, then the entries in order.
-        let dots = [
-            (ino.0, Kind::Dir, b".".to_vec()),
-            (ino.0, Kind::Dir, b"..".to_vec()),
-        ];
-        for (i, (child, kind, name)) in dots
-            .into_iter()
-            .chain(entries)
-            .enumerate()
-            .skip(offset as usize)
-        {
-            if reply.add(
+        let listed = self.entries(ino.0, offset, |child, next, kind, name| {
+            reply.add(
                 INodeNo(child),
-                i as u64 + 1,
+                next,
                 file_type(kind),
-                OsStr::from_bytes(&name),
-            ) {
-                break;
-            }
+                OsStr::from_bytes(name),
+            )
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
         }
-        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        match self.entries_plus(ino.0, offset, &mut reply) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

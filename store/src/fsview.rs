@@ -102,6 +102,12 @@ impl FsView {
         }
     }
 
+    /// Whether anything in the view can change while it is shown: the lineage directories of
+    /// the all-snapshots view do; a single snapshot never does.
+    pub fn changes(&self) -> bool {
+        matches!(self.get(ROOT_INO), Ok(Inode::Top))
+    }
+
     fn get(&self, ino: u64) -> Result<Inode> {
         let inodes = self.inodes.read().unwrap_or_else(|e| e.into_inner());
         ino.checked_sub(1)

@@ -12,6 +12,7 @@ pub mod error;
 mod export;
 mod failpoint;
 mod forget;
+mod frames;
 pub mod fsview;
 mod gc;
 pub mod ids;

@@ -1,5 +1,6 @@
 //! A store directory: the index, the packs, and reading objects back (verified, cached).
 
+use std::cell::RefCell;
 use std::fs::{self, File};
 use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
@@ -11,6 +12,7 @@ use rusqlite::OptionalExtension;
 
 use crate::db::Db;
 use crate::error::{Error, IoContext, Result};
+use crate::frames::Frames;
 use crate::ids::{ChunkId, PackId};
 use crate::layout;
 use crate::object::{Object, ObjectSource};
@@ -25,14 +27,17 @@ const DIR_CACHE: usize = 1024;
 /// Chunk locations learned a frame at a time (about 100 bytes each).
 const LOCATION_CACHE: usize = 1 << 16;
 
-/// Decoded frames by where they are stored.
-type FrameCache = LruCache<(PackId, u64), Arc<Vec<u8>>>;
+thread_local! {
+    /// A zstd context per reading thread, made once: making one costs about as much as
+    /// decoding a small frame.
+    static DCTX: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
 
 pub struct Store {
     root: PathBuf,
     db: Mutex<Db>,
     /// Keyed by (pack, payload offset): gc frees `frames` row ids for reuse.
-    frames: Mutex<FrameCache>,
+    frames: Frames,
     packs: Mutex<LruCache<PackId, Arc<File>>>,
     dirs: Mutex<LruCache<ChunkId, Arc<Vec<Node>>>>,
     /// Where chunks are, learned whenever a frame is read from its pack: one query gives the
@@ -85,9 +90,7 @@ impl Store {
         Ok(Store {
             root: root.to_path_buf(),
             db: Mutex::new(db),
-            frames: Mutex::new(LruCache::new(
-                NonZeroUsize::new(FRAME_CACHE).expect("nonzero"),
-            )),
+            frames: Frames::new(NonZeroUsize::new(FRAME_CACHE).expect("nonzero")),
             packs: Mutex::new(LruCache::new(
                 NonZeroUsize::new(OPEN_PACKS).expect("nonzero"),
             )),
@@ -191,14 +194,18 @@ impl Store {
     }
 
     fn frame(&self, loc: &Location) -> Result<Arc<Vec<u8>>> {
-        if let Some(f) = self
+        let (frame, decoded) = self
             .frames
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(loc.pack, loc.payload_offset))
-        {
-            return Ok(f.clone());
+            .get_or_decode((loc.pack, loc.payload_offset), |buf| self.decode(loc, buf))?;
+        if decoded {
+            self.learn_frame(loc)?;
         }
+        Ok(frame)
+    }
+
+    /// Read the frame at `loc` from its pack and decompress it (into `buf` where the codec
+    /// allows).
+    fn decode(&self, loc: &Location, mut buf: Vec<u8>) -> Result<Vec<u8>> {
         let file = self.pack_file(&loc.pack)?;
         let mut stored = vec![0u8; loc.stored_len];
         file.read_exact_at(&mut stored, loc.payload_offset)
@@ -218,7 +225,19 @@ impl Store {
         };
         let raw = match loc.codec {
             Codec::None => stored,
-            Codec::Zstd => zstd::bulk::decompress(&stored, loc.raw_len).map_err(damaged)?,
+            Codec::Zstd => {
+                buf.clear();
+                buf.reserve(loc.raw_len);
+                DCTX.with_borrow_mut(|dctx| {
+                    let dctx = match dctx {
+                        Some(d) => d,
+                        None => dctx.insert(zstd::bulk::Decompressor::new()?),
+                    };
+                    dctx.decompress_to_buffer(&stored, &mut buf)
+                })
+                .map_err(damaged)?;
+                buf
+            }
             Codec::ZstdDelta => {
                 let base_id = loc
                     .base
@@ -238,12 +257,6 @@ impl Store {
                 loc.raw_len
             )));
         }
-        let raw = Arc::new(raw);
-        self.frames
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .put((loc.pack, loc.payload_offset), raw.clone());
-        self.learn_frame(loc)?;
         Ok(raw)
     }
 
