@@ -3,8 +3,6 @@
 //! Cut points depend only on the payload's bytes, never on how they arrived: a cut found at the
 //! very end of the buffer is not trusted until more data (or the payload's end) confirms it.
 
-use std::ops::Range;
-
 use fastcdc::v2020::FastCDC;
 
 use crate::error::Result;
@@ -18,136 +16,85 @@ pub const MAX_CHUNK: usize = 64 << 10;
 const BUFFER: usize = 16 * MAX_CHUNK;
 
 pub struct Chunker {
-    /// Bytes `..used` are spoken for: chunks already emitted, then the current payload's bytes
-    /// that wait for a cut. A payload is appended after the ones before it, so many small
-    /// payloads share one buffer and the buffer is handed on only when it is full.
+    /// Allocated once; bytes `start..end` are waiting to be chunked.
     buf: Box<[u8]>,
-    used: usize,
 }
 
 impl Default for Chunker {
     fn default() -> Self {
         Chunker {
-            buf: Self::buffer(),
-            used: 0,
+            buf: vec![0u8; BUFFER].into_boxed_slice(),
         }
     }
 }
 
 impl Chunker {
-    /// A buffer of the size the chunker works in.
-    pub fn buffer() -> Box<[u8]> {
-        vec![0u8; BUFFER].into_boxed_slice()
-    }
-
     /// Split the bytes `fill` produces (it writes into the slice it is given and returns how
     /// many bytes it wrote, 0 at the end) into chunks, calling `emit` for each in order.
     pub fn chunk(
         &mut self,
         fill: impl FnMut(&mut [u8]) -> Result<usize>,
-        emit: impl FnMut(&[u8]) -> Result<()>,
+        mut emit: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        /// One buffer, reused: the waiting bytes move to its start.
-        struct InPlace<F>(F);
-        impl<F: FnMut(&[u8]) -> Result<()>> ChunkSink for InPlace<F> {
-            fn chunk(&mut self, buf: &[u8], at: Range<usize>, _: Option<ChunkId>) -> Result<()> {
-                (self.0)(&buf[at])
-            }
-            fn full(&mut self, buf: &mut Box<[u8]>, waiting: Range<usize>) -> Result<()> {
-                buf.copy_within(waiting, 0);
-                Ok(())
-            }
-        }
-        self.used = 0;
-        self.chunk_into(fill, &mut InPlace(emit), &[])
+        self.chunk_hinted(fill, &[], |c, _| emit(c))
     }
 
-    /// Chunk one payload into the shared buffer, after the payloads before it; `sink` gets
-    /// each chunk, and the buffer whenever it is full.
-    ///
-    /// `hints` are the chunks (length and id) of an earlier payload of the same length, all of
-    /// them or the first ones. While the bytes still hash to them, their cuts are taken
-    /// without scanning for cut points: the same bytes from the same start give the same cuts
-    /// (the last chunk was cut by the payload's end, which the same length keeps). From the
-    /// first chunk that differs on, cuts are found as usual. Hints from elsewhere cannot make
-    /// the chunks wrong, only different.
-    pub fn chunk_into(
+    /// [`Chunker::chunk`] with `hints`: the chunks (length and id) of an earlier payload of
+    /// the same length, all of them or the first ones. While the bytes still hash to them,
+    /// their cuts are taken without scanning for cut points (the same bytes from the same
+    /// start give the same cuts, and the last chunk was cut by the payload's end, which the
+    /// same length keeps), and `emit` gets the id too. From the first chunk that differs on,
+    /// cuts are found as usual. Hints from elsewhere cannot make the chunks wrong, only
+    /// different.
+    pub fn chunk_hinted(
         &mut self,
         mut fill: impl FnMut(&mut [u8]) -> Result<usize>,
-        sink: &mut impl ChunkSink,
         mut hints: &[(u32, ChunkId)],
+        mut emit: impl FnMut(&[u8], Option<ChunkId>) -> Result<()>,
     ) -> Result<()> {
-        let mut start = self.used;
+        let mut end = 0;
         let mut finished = false;
         loop {
             // Top the buffer up.
-            while !finished && self.used < self.buf.len() {
-                let n = fill(&mut self.buf[self.used..])?;
-                self.used += n;
+            while !finished && end < BUFFER {
+                let n = fill(&mut self.buf[end..])?;
+                end += n;
                 finished = n == 0;
             }
-            let end = self.used;
-            let cdc = FastCDC::new(
-                &self.buf[..end],
-                MIN_CHUNK as u32,
-                AVG_CHUNK as u32,
-                MAX_CHUNK as u32,
-            );
+            if end == 0 {
+                return Ok(());
+            }
+            let data = &self.buf[..end];
+            let cdc = FastCDC::new(data, MIN_CHUNK as u32, AVG_CHUNK as u32, MAX_CHUNK as u32);
+            let mut start = 0;
             while start < end {
                 if let Some(&(len, id)) = hints.first() {
                     let cut = start + len as usize;
                     if cut > end && !finished {
                         break; // the hinted chunk is not all here yet
                     }
-                    if cut <= end && ChunkId::of(&self.buf[start..cut]) == id {
-                        sink.chunk(&self.buf, start..cut, Some(id))?;
+                    if cut <= end && ChunkId::of(&data[start..cut]) == id {
+                        emit(&data[start..cut], Some(id))?;
                         start = cut;
                         hints = &hints[1..];
                         continue;
                     }
                     hints = &[]; // the payload changed here
                 }
-                // Offsets from `cut` are absolute; only the bytes from `start` are read.
                 let (_, cut) = cdc.cut(start, end - start);
                 if cut == end && !finished {
                     break; // may move once more data is here
                 }
-                sink.chunk(&self.buf, start..cut, None)?;
+                emit(&data[start..cut], None)?;
                 start = cut;
             }
             if finished && start == end {
                 return Ok(());
             }
-            // The buffer is full and `start..end` (less than a chunk) waits for more bytes.
-            sink.full(&mut self.buf, start..end)?;
-            debug_assert_eq!(self.buf.len(), BUFFER);
-            self.used = end - start;
-            start = 0;
+            self.buf.copy_within(start..end, 0);
+            end -= start;
         }
     }
-
-    /// Hand the buffer on between payloads, putting `fresh` in its place.
-    pub fn take(&mut self, fresh: Box<[u8]>) -> Box<[u8]> {
-        debug_assert_eq!(fresh.len(), BUFFER);
-        self.used = 0;
-        std::mem::replace(&mut self.buf, fresh)
-    }
-
-    /// The buffer, with the chunks of the last payloads in it.
-    pub fn into_buffer(self) -> Box<[u8]> {
-        self.buf
-    }
-}
-
-/// Where [`Chunker::chunk_into`] puts what it finds.
-pub trait ChunkSink {
-    /// A chunk: the range `at` of the buffer, with its id when the chunker has hashed it
-    /// (to check it against a hint).
-    fn chunk(&mut self, buf: &[u8], at: Range<usize>, id: Option<ChunkId>) -> Result<()>;
-    /// The buffer is full. Leave a buffer of the same size in its place (say, a fresh one,
-    /// handing the full one on with the chunks found in it), with the bytes `waiting` (the
-    /// start of a chunk not cut yet) moved to its start.
-    fn full(&mut self, buf: &mut Box<[u8]>, waiting: Range<usize>) -> Result<()>;
 }
 
 #[cfg(test)]
@@ -207,51 +154,37 @@ mod tests {
         }
     }
 
-    /// Collects chunks the way the ingest's parse stage does: payloads share a buffer, and a
-    /// full buffer is swapped for a fresh one.
-    #[derive(Default)]
-    struct Collect {
-        chunks: Vec<Vec<u8>>,
-        /// Chunks whose cut came from a hint.
-        hinted: usize,
-        swaps: usize,
-    }
-
-    impl ChunkSink for Collect {
-        fn chunk(&mut self, buf: &[u8], at: Range<usize>, id: Option<ChunkId>) -> Result<()> {
-            if let Some(id) = id {
-                assert_eq!(id, ChunkId::of(&buf[at.clone()]));
-                self.hinted += 1;
-            }
-            self.chunks.push(buf[at].to_vec());
-            Ok(())
-        }
-        fn full(&mut self, buf: &mut Box<[u8]>, waiting: Range<usize>) -> Result<()> {
-            let mut fresh = vec![0xa5; BUFFER].into_boxed_slice();
-            fresh[..waiting.len()].copy_from_slice(&buf[waiting]);
-            *buf = fresh;
-            self.swaps += 1;
-            Ok(())
-        }
-    }
-
     type Hints = Vec<(u32, ChunkId)>;
 
-    /// Chunk payloads one after another into one chunker, each with its hints.
-    fn chunk_payloads(payloads: &[(&[u8], Hints)], read_size: usize) -> Collect {
-        let mut chunker = Chunker::default();
-        let mut sink = Collect::default();
-        for (data, hints) in payloads {
-            let mut pos = 0;
-            let fill = |buf: &mut [u8]| {
-                let n = buf.len().min(read_size).min(data.len() - pos);
-                buf[..n].copy_from_slice(&data[pos..pos + n]);
-                pos += n;
-                Ok(n)
-            };
-            chunker.chunk_into(fill, &mut sink, hints).unwrap();
-        }
-        sink
+    /// Chunk `data` with hints, in reads of `read_size`; the chunks, and how many cuts came
+    /// from hints.
+    fn chunk_hinted(
+        data: &[u8],
+        hints: &[(u32, ChunkId)],
+        read_size: usize,
+    ) -> (Vec<Vec<u8>>, usize) {
+        let mut pos = 0;
+        let (mut out, mut hinted) = (Vec::new(), 0);
+        Chunker::default()
+            .chunk_hinted(
+                |buf| {
+                    let n = buf.len().min(read_size).min(data.len() - pos);
+                    buf[..n].copy_from_slice(&data[pos..pos + n]);
+                    pos += n;
+                    Ok(n)
+                },
+                hints,
+                |c, id| {
+                    if let Some(id) = id {
+                        assert_eq!(id, ChunkId::of(c));
+                        hinted += 1;
+                    }
+                    out.push(c.to_vec());
+                    Ok(())
+                },
+            )
+            .unwrap();
+        (out, hinted)
     }
 
     fn hints(chunks: &[Vec<u8>]) -> Hints {
@@ -263,26 +196,6 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(16))]
-        /// Payloads sharing a swapped buffer are cut as each would be alone.
-        #[test]
-        fn payloads_sharing_a_buffer_are_cut_as_alone(
-            lens in proptest::collection::vec(0usize..300_000, 1..12),
-            seed: u64,
-            read_size in 1usize..200_000,
-        ) {
-            let data: Vec<Vec<u8>> = lens
-                .iter()
-                .enumerate()
-                .map(|(i, &n)| pseudo_random(n, seed.wrapping_add(i as u64)))
-                .collect();
-            let payloads: Vec<_> = data.iter().map(|d| (d.as_slice(), Vec::new())).collect();
-            let shared = chunk_payloads(&payloads, read_size);
-            let alone: Vec<Vec<u8>> = data.iter().flat_map(|d| chunks_of(d, usize::MAX)).collect();
-            prop_assert_eq!(shared.chunks, alone);
-            let total: usize = lens.iter().sum();
-            prop_assert!(shared.swaps >= total / BUFFER);
-        }
-
         /// With the chunks of an earlier version as hints, a payload is cut exactly as without
         /// them, whatever changed: the hints are taken while they hold, then cuts are found.
         #[test]
@@ -305,10 +218,10 @@ mod tests {
                 }
             }
             let plain = chunks_of(&after, usize::MAX);
-            let hinted = chunk_payloads(&[(&after, hints(&chunks_of(&before, usize::MAX)))], read_size);
-            prop_assert_eq!(&hinted.chunks, &plain);
+            let (cut, hinted) = chunk_hinted(&after, &hints(&chunks_of(&before, usize::MAX)), read_size);
+            prop_assert_eq!(&cut, &plain);
             if edit.is_none() || at >= len {
-                prop_assert_eq!(hinted.hinted, plain.len(), "every cut of an unchanged payload comes from its hints");
+                prop_assert_eq!(hinted, plain.len(), "every cut of an unchanged payload comes from its hints");
             }
         }
     }
@@ -319,9 +232,9 @@ mod tests {
         // taken while the bytes match them: the chunks differ, the bytes never do.
         let data = pseudo_random(500_000, 3);
         let odd: Vec<Vec<u8>> = data.chunks(10_000).map(|c| c.to_vec()).collect();
-        let got = chunk_payloads(&[(&data, hints(&odd))], 1 << 20);
-        assert_eq!(got.chunks, odd);
-        assert_eq!(got.hinted, odd.len());
+        let (cut, hinted) = chunk_hinted(&data, &hints(&odd), 1 << 20);
+        assert_eq!(cut, odd);
+        assert_eq!(hinted, odd.len());
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! Ingest: turn a tar stream into a snapshot.
 //!
-//! Threads: the input thread (decompress, sha256) → this thread (parse, chunk, hash, dedup,
-//! build pieces) → compression workers → the pack writer. Queues between them are bounded, so
-//! memory is too. Nothing is visible until the commit step: packs are sealed (fsynced), then
+//! Threads: the input thread (decompress) → the hashing thread (sha256) → this thread (parse,
+//! chunk, hash, dedup, build pieces) → compression workers → the pack writer. Queues between
+//! them are bounded, so memory is too. Nothing is visible until the commit step: packs are sealed (fsynced), then
 //! the snapshot record is appended and synced, then one immediate transaction indexes it all.
 
+mod hints;
 mod input;
-mod parse;
 mod progress;
 mod scratch;
 pub(crate) mod sink;
@@ -17,7 +17,7 @@ use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::bounded;
 use rusqlite::params;
 
 pub use progress::Progress;
@@ -25,6 +25,7 @@ pub(crate) use scratch::Scratch;
 pub(crate) use sink::Sink;
 use workers::Written;
 
+use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::ids::{ChunkId, SnapshotId};
 use crate::list::{Entry, ListBuilder, ListRef};
@@ -35,11 +36,10 @@ use crate::piece::{Cut, Item, PieceBuffer};
 use crate::snapshot::{validate_name, Snapshot};
 use crate::store::Store;
 use crate::tar::header::GNU_SPARSE;
-use crate::tar::Member;
+use crate::tar::{Member, TarReader};
 use crate::tree::meta::{self, Action, Sparse};
 use crate::tree::{Content, Node, Tree, TreeBuilder};
 use crate::{layout, tar};
-use parse::Event;
 
 pub struct IngestOptions {
     pub name: String,
@@ -81,15 +81,6 @@ struct Base {
     anchors: HashMap<u64, ChunkId>,
     tree: Option<Node>,
     time: i64,
-}
-
-/// What the index stage built.
-struct Indexed {
-    root: ListRef,
-    depths: HashMap<ChunkId, u32>,
-    tree: Node,
-    exact_layer: bool,
-    warnings: Vec<String>,
 }
 
 /// Everything parsed out of the stream, before commit.
@@ -227,7 +218,6 @@ impl Store {
         Ok(anchors)
     }
 
-    /// Parse the stream on a thread of its own while this one indexes what it finds.
     fn parse(
         &self,
         source: input::ChannelSource,
@@ -236,72 +226,29 @@ impl Store {
         base: &Base,
         progress: &Progress,
     ) -> Result<Parsed> {
-        let parent = base.tree.clone().map(|root| Tree::from_root(self, root));
-        let (batches, received) = bounded(BATCHES_IN_FLIGHT);
-        let (spent, free) = bounded(BATCHES_IN_FLIGHT + 2);
-        std::thread::scope(|s| {
-            let parser = std::thread::Builder::new()
-                .name("cellar-parse".into())
-                .spawn_scoped(s, || {
-                    parse::run(source, batches, free, progress, parent.as_ref())
-                })
-                .expect("spawn parse thread");
-            // Returns (and drops its receiver) on error, so the parser never waits on it.
-            let indexed = self.index(received, spent, sink, scratch, base);
-            // A bad stream explains whatever the index stage made of its truncated end.
-            match parser.join().expect("parse thread panicked")? {
-                parse::Parsed::Complete {
-                    members,
-                    stream_len,
-                    sha256,
-                } => {
-                    let ix = indexed?;
-                    Ok(Parsed {
-                        root: ix.root,
-                        members,
-                        stream_len,
-                        sha256,
-                        depths: ix.depths,
-                        tree: ix.tree,
-                        exact_layer: ix.exact_layer,
-                        warnings: ix.warnings,
-                    })
-                }
-                parse::Parsed::Abandoned => Err(indexed
-                    .err()
-                    .unwrap_or_else(|| Error::corrupt("the index stage stopped early"))),
-            }
-        })
-    }
-
-    /// The index stage: dedup and store chunks, build pieces and the tree, from the parse
-    /// stage's batches.
-    fn index(
-        &self,
-        batches: Receiver<parse::Batch>,
-        spent: Sender<Box<[u8]>>,
-        sink: &mut Sink,
-        scratch: &Scratch,
-        base: &Base,
-    ) -> Result<Indexed> {
         let Base {
             anchors,
             tree: parent_tree,
             time,
         } = base;
+        let (parent_tree, time) = (parent_tree.as_ref(), *time);
+        // The parent's files give cut hints for the same paths.
+        let parent = parent_tree.map(|root| Tree::from_root(self, root.clone()));
+        let mut hints = Vec::new();
+        let mut tar = TarReader::new(source);
+        let mut chunker = Chunker::default();
         let mut pieces = PieceBuffer::default();
         let mut piece_list = ListBuilder::default();
-        let mut tree = TreeBuilder::new(scratch, *time)?;
-        let mut open = Payload::default();
-        let mut ended = false;
-        let mut store_piece = |cut: Cut, sink: &mut Sink| -> Result<()> {
+        let mut members = 0u64;
+        let mut tree = TreeBuilder::new(scratch, time)?;
+        let store_piece = |cut: Cut, sink: &mut Sink, list: &mut ListBuilder| -> Result<()> {
             let id = match anchors.get(&cut.anchor) {
                 Some(base) => {
                     sink.put_delta(ChunkKind::Piece, &cut.encoded, *base, || self.object(base))?
                 }
                 None => sink.put(ChunkKind::Piece, &cut.encoded)?,
             };
-            piece_list.push(
+            list.push(
                 Entry {
                     id,
                     len: cut.stream_len,
@@ -310,67 +257,73 @@ impl Store {
                 sink,
             )
         };
-        for batch in batches {
-            for event in batch.events {
-                match event {
-                    Event::Member(m) => open = Payload::of(Head::Member(m)),
-                    Event::Trailer(head) => open = Payload::of(Head::Trailer(head)),
-                    Event::Chunk { id, at } => {
-                        let bytes = &batch.data[at.start as usize..at.end as usize];
-                        open.chunk(id, bytes, sink)?;
+        loop {
+            match tar.next_member()? {
+                Ok(mut m) => {
+                    members += 1;
+                    let sparse = meta::sparse_layout(&m);
+                    let mut prefix = Vec::new();
+                    let capture = matches!(sparse, Sparse::InPayload).then_some(&mut prefix);
+                    hints.clear();
+                    if let Some(parent) = &parent {
+                        hints::hints_for(&m, parent, &mut hints);
                     }
-                    Event::PayloadEnd => {
-                        let Payload {
-                            head,
-                            chunks,
-                            len: payload_len,
-                            sparse,
-                            prefix,
-                        } = std::mem::take(&mut open);
-                        let chunks = chunks.finish(sink)?;
-                        let (head, path) = match head {
-                            Some(Head::Member(mut m)) => {
-                                if m.typeflag == GNU_SPARSE {
-                                    // Old GNU sparse members are not read by every layer
-                                    // extractor (umoci refuses them): a layer of this
-                                    // stream is written anew.
-                                    tree.not_exact();
-                                }
-                                tree_member(&mut tree, &m, chunks.clone(), sparse, &prefix)?;
-                                (std::mem::take(&mut m.head), std::mem::take(&mut m.path))
-                            }
-                            Some(Head::Trailer(head)) => {
-                                ended = true;
-                                (head, Vec::new())
-                            }
-                            None => return Err(Error::corrupt("a payload without a header")),
-                        };
-                        let item = Item {
-                            head,
-                            payload_len,
-                            chunks,
-                        };
-                        if let Some(cut) = pieces.push(item, &path) {
-                            store_piece(cut, sink)?;
-                        }
+                    let (chunks, payload_len) = chunk_payload(
+                        &mut chunker,
+                        sink,
+                        |b| tar.read_payload(b),
+                        capture,
+                        &hints,
+                    )?;
+                    progress.read.store(tar.offset(), Ordering::Relaxed);
+                    if m.typeflag == GNU_SPARSE {
+                        // Old GNU sparse members are not read by every layer extractor
+                        // (umoci refuses them): a layer of this stream is written anew.
+                        tree.not_exact();
+                    }
+                    tree_member(&mut tree, &m, chunks.clone(), sparse, &prefix)?;
+                    let item = Item {
+                        head: std::mem::take(&mut m.head),
+                        payload_len,
+                        chunks,
+                    };
+                    if let Some(cut) = pieces.push(item, &m.path) {
+                        store_piece(cut, sink, &mut piece_list)?;
                     }
                 }
+                Err(end) => {
+                    // The trailer: everything from the end-of-archive block on.
+                    let (chunks, payload_len) =
+                        chunk_payload(&mut chunker, sink, |b| tar.read_rest(b), None, &[])?;
+                    let item = Item {
+                        head: end.head,
+                        payload_len,
+                        chunks,
+                    };
+                    if let Some(cut) = pieces.push(item, b"") {
+                        store_piece(cut, sink, &mut piece_list)?;
+                    }
+                    break;
+                }
             }
-            let _ = spent.try_send(batch.data);
-        }
-        if !ended {
-            return Err(Error::corrupt("the parse stage stopped early"));
         }
         if let Some(cut) = pieces.finish() {
-            store_piece(cut, sink)?;
+            store_piece(cut, sink, &mut piece_list)?;
         }
         let root = piece_list.finish(sink)?;
         let exact_layer = tree.exact_layer();
         let warnings = std::mem::take(&mut tree.warnings);
-        let tree = tree.finish(sink, self, parent_tree.as_ref())?;
+        let tree = tree.finish(sink, self, parent_tree)?;
         sink.flush()?;
-        Ok(Indexed {
+        let (stream_len, sha256) = tar
+            .into_source()
+            .digest()
+            .ok_or_else(|| Error::Input(std::io::Error::other("input ended without a digest")))?;
+        Ok(Parsed {
             root,
+            members,
+            stream_len,
+            sha256,
             depths: sink.delta_depths()?,
             tree,
             exact_layer,
@@ -486,56 +439,35 @@ pub(crate) fn index_pack(
 
 /// How much of a payload is kept to read a PAX 1.0 sparse map from.
 const MAX_CAPTURE: usize = 1 << 20;
-/// Batches (about 1 MiB of payload each) between the parse and index stages.
-const BATCHES_IN_FLIGHT: usize = 2;
 
-enum Head {
-    Member(Box<Member>),
-    Trailer(Vec<u8>),
-}
-
-/// The payload being indexed: its chunk list so far.
-#[derive(Default)]
-struct Payload {
-    head: Option<Head>,
-    chunks: ListBuilder,
-    len: u64,
-    sparse: Sparse,
-    /// The start of the payload, kept when it holds a sparse map.
-    prefix: Vec<u8>,
-}
-
-impl Payload {
-    fn of(head: Head) -> Self {
-        let sparse = match &head {
-            Head::Member(m) => meta::sparse_layout(m),
-            Head::Trailer(_) => Sparse::None,
-        };
-        Payload {
-            head: Some(head),
-            sparse,
-            ..Payload::default()
+/// Chunk one payload (or the trailer), storing its chunks; returns its chunk list and length.
+fn chunk_payload(
+    chunker: &mut Chunker,
+    sink: &mut Sink,
+    mut fill: impl FnMut(&mut [u8]) -> Result<usize>,
+    mut capture: Option<&mut Vec<u8>>,
+    hints: &[(u32, ChunkId)],
+) -> Result<(ListRef, u64)> {
+    let mut list = ListBuilder::default();
+    let mut len = 0u64;
+    chunker.chunk_hinted(&mut fill, hints, |c, id| {
+        len += c.len() as u64;
+        if let Some(prefix) = capture.as_deref_mut() {
+            let room = MAX_CAPTURE.saturating_sub(prefix.len()).min(c.len());
+            prefix.extend_from_slice(&c[..room]);
         }
-    }
-
-    fn chunk(&mut self, id: ChunkId, bytes: &[u8], sink: &mut Sink) -> Result<()> {
-        self.len += bytes.len() as u64;
-        if matches!(self.sparse, Sparse::InPayload) {
-            let room = MAX_CAPTURE
-                .saturating_sub(self.prefix.len())
-                .min(bytes.len());
-            self.prefix.extend_from_slice(&bytes[..room]);
-        }
-        let id = sink.put_hashed(ChunkKind::Data, id, bytes)?;
-        self.chunks.push(
+        // A chunk cut from a hint was hashed to check it.
+        let id = sink.put_hashed(ChunkKind::Data, id.unwrap_or_else(|| ChunkId::of(c)), c)?;
+        list.push(
             Entry {
                 id,
-                len: bytes.len() as u64,
+                len: c.len() as u64,
                 aux: 0,
             },
             sink,
         )
-    }
+    })?;
+    Ok((list.finish(sink)?, len))
 }
 
 /// Put one member into the tree being built.

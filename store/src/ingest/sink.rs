@@ -216,7 +216,8 @@ impl ObjectSink for Sink<'_> {
 }
 
 impl Sink<'_> {
-    /// [`ObjectSink::put`] of bytes whose id is already known (hashed by the parse stage).
+    /// [`ObjectSink::put`] of bytes whose id is already known (a hinted cut was checked by
+    /// hashing it).
     pub fn put_hashed(&mut self, kind: ChunkKind, id: ChunkId, bytes: &[u8]) -> Result<ChunkId> {
         if self.known(&id)?.is_some() {
             if kind == ChunkKind::Data {

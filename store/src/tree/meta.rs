@@ -18,9 +18,7 @@ pub enum Action {
 }
 
 /// The sparse layout of a member, when it has one.
-#[derive(Default)]
 pub enum Sparse {
-    #[default]
     None,
     /// The map is known from the headers.
     Map(Vec<(u64, u64)>),
