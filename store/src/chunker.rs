@@ -103,23 +103,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn chunks_of(data: &[u8], read_size: usize) -> Vec<Vec<u8>> {
-        let mut pos = 0;
-        let mut out = Vec::new();
-        Chunker::default()
-            .chunk(
-                |buf| {
-                    let n = buf.len().min(read_size).min(data.len() - pos);
-                    buf[..n].copy_from_slice(&data[pos..pos + n]);
-                    pos += n;
-                    Ok(n)
-                },
-                |c| {
-                    out.push(c.to_vec());
-                    Ok(())
-                },
-            )
-            .unwrap();
-        out
+        chunk_hinted(data, &[], read_size).0
     }
 
     fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
