@@ -70,8 +70,9 @@ impl ByteSource for ChannelSource {
     }
 }
 
-/// Start reading `input` on its own thread. The thread is not joined: if the ingest stops
-/// early it is left to finish when its source ends (or its reader is dropped).
+/// Start reading `input` on a thread of its own, and hashing it on another. The threads are not
+/// joined: if the ingest stops early they are left to finish when the source ends (or their
+/// reader is dropped).
 pub fn spawn(input: Box<dyn Read + Send>) -> ChannelSource {
     let (raw_tx, raw_rx) = bounded(QUEUE);
     let (tx, rx) = bounded(QUEUE);

@@ -2,8 +2,9 @@
 //!
 //! Threads: the input thread (decompress) → the hashing thread (sha256) → this thread (parse,
 //! chunk, hash, dedup, build pieces) → compression workers → the pack writer. Queues between
-//! them are bounded, so memory is too. Nothing is visible until the commit step: packs are sealed (fsynced), then
-//! the snapshot record is appended and synced, then one immediate transaction indexes it all.
+//! them are bounded, so memory is too. Nothing is visible until the commit step: packs are
+//! sealed (fsynced), then the snapshot record is appended and synced, then one immediate
+//! transaction indexes it all.
 
 mod hints;
 mod input;
