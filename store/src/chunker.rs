@@ -2,6 +2,8 @@
 //!
 //! Cut points depend only on the payload's bytes, never on how they arrived: a cut found at the
 //! very end of the buffer is not trusted until more data (or the payload's end) confirms it.
+//! An incremental ingest passes the chunks a file had in the parent snapshot as hints, which
+//! spare the scan for cut points while the bytes still match them.
 
 use fastcdc::v2020::FastCDC;
 
