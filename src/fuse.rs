@@ -175,7 +175,8 @@ fn xattr_reply(reply: ReplyXattr, size: u32, bytes: &[u8]) {
 
 impl Filesystem for CellarFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Large sequential reads: the kernel may read ahead up to 1 MiB.
+        // Large sequential reads. Kernels cap this at the mount's `read_ahead_kb` (128 KiB by
+        // default), so it is an upper bound, not what a reader gets.
         let _ = config.set_max_readahead(1 << 20);
         let offered = config.capabilities();
         self.skip_open = offered.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);

@@ -288,6 +288,14 @@ impl Store {
         Ok(())
     }
 
+    fn cached_location(&self, id: &ChunkId) -> Option<Location> {
+        self.locations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
     fn forget_location(&self, id: &ChunkId) {
         self.locations
             .lock()
@@ -299,13 +307,11 @@ impl Store {
     /// it (nothing is checked here: the reader checks what it gets). Errors are left for that
     /// reader to meet.
     pub(crate) fn warm(&self, id: &ChunkId) {
-        let cached = self
-            .locations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned();
-        if let Ok(loc) = cached.map(Ok).unwrap_or_else(|| self.locate(id)) {
+        if let Ok(loc) = self
+            .cached_location(id)
+            .map(Ok)
+            .unwrap_or_else(|| self.locate(id))
+        {
             let _ = self.frame(&loc);
         }
     }
@@ -348,13 +354,7 @@ fn check_object(id: &ChunkId, loc: &Location, frame: Arc<Vec<u8>>) -> Result<Obj
 
 impl ObjectSource for Store {
     fn object(&self, id: &ChunkId) -> Result<Object> {
-        let cached = self
-            .locations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned();
-        if let Some(loc) = cached {
+        if let Some(loc) = self.cached_location(id) {
             // A location gc moved fails here; the index then says where the chunk is now.
             match self.frame(&loc).and_then(|f| check_object(id, &loc, f)) {
                 Ok(obj) => return Ok(obj),
