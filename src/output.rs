@@ -143,6 +143,18 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
+/// Unix seconds and nanoseconds as RFC 3339 (UTC); the bare seconds if out of range.
+pub fn rfc3339(secs: i64, nsec: u32) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .map(|t| t + time::Duration::nanoseconds(nsec as i64))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,13 +5,14 @@ use std::path::Path;
 
 use anyhow::Context;
 use cellar_store::oci::{validate_tag, Image, ImageOptions};
-use cellar_store::{Error, Snapshot, Store};
+use cellar_store::{Error, ReadLease, Snapshot};
 
 use crate::cli::{ExportArgs, ExportFormat, UsageError};
 use crate::output::print_json;
 
-pub fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
-    let snap = store.resolve(&args.snap)?;
+pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
+    let store = lease.store();
+    let snap = lease.resolve(&args.snap)?;
     let opts = ImageOptions {
         mode: args.layers.mode(),
         settings: args.image.settings(),
@@ -24,7 +25,7 @@ pub fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
             to_file_or_stdout(args.output.as_deref(), |out| store.export(&snap, out))
         }
         ExportFormat::DockerArchive => {
-            let image = store.image(&snap, &opts)?;
+            let image = lease.image(&snap, &opts)?;
             let repo_tag = format!("{}:{}", snap.name, args.tag);
             to_file_or_stdout(args.output.as_deref(), |out| {
                 store.write_docker_archive(&image, &repo_tag, out)
@@ -39,7 +40,7 @@ pub fn run(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
             let dir = args.output.as_deref().ok_or_else(|| {
                 UsageError("--format oci writes a directory: give it with -o DIR".into())
             })?;
-            let image = store.image(&snap, &opts)?;
+            let image = lease.image(&snap, &opts)?;
             store.write_oci_layout(&image, dir, &args.tag)?;
             eprintln!(
                 "cellar: wrote {}:{} to {}",

@@ -4,7 +4,7 @@ use cellar_store::{GcOptions, GcReport, Store};
 use serde::Serialize;
 
 use crate::cli::GcArgs;
-use crate::output::{human_bytes, print_json};
+use crate::output::{human_bytes, print_json, rfc3339};
 
 #[derive(Serialize)]
 struct GcJson {
@@ -17,6 +17,15 @@ struct GcJson {
     chunks_waiting: u64,
     orphans_deleted: u64,
     stale_leases: u64,
+    /// Live ingests and readers holding leases when gc finished.
+    leases: Vec<LeaseJson>,
+}
+
+#[derive(Serialize)]
+struct LeaseJson {
+    pid: i64,
+    holder: String,
+    started: String,
 }
 
 impl From<&GcReport> for GcJson {
@@ -31,6 +40,15 @@ impl From<&GcReport> for GcJson {
             chunks_waiting: r.chunks_waiting,
             orphans_deleted: r.orphans_deleted,
             stale_leases: r.stale_leases,
+            leases: r
+                .leases
+                .iter()
+                .map(|l| LeaseJson {
+                    pid: l.pid,
+                    holder: l.holder.clone(),
+                    started: rfc3339(l.started, 0),
+                })
+                .collect(),
         }
     }
 }
@@ -60,9 +78,17 @@ pub fn run(store: &Store, args: GcArgs) -> anyhow::Result<()> {
     println!("chunks deleted:   {}", r.chunks_deleted);
     if r.chunks_waiting > 0 {
         println!(
-            "chunks waiting:   {} (within --grace, or needed by a running ingest; a later gc \
-             deletes them)",
+            "chunks waiting:   {} (within --grace, or kept for a running ingest or reader; a \
+             later gc deletes them)",
             r.chunks_waiting
+        );
+    }
+    for l in &r.leases {
+        println!(
+            "lease held:       {} (pid {}) since {}",
+            l.holder,
+            l.pid,
+            rfc3339(l.started, 0)
         );
     }
     if !r.dry_run {

@@ -14,10 +14,12 @@ mod stats;
 mod tree;
 mod verify;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use cellar_store::Store;
+use std::sync::Arc;
+
+use cellar_store::{ReadLease, Store};
 
 use crate::cli::{Cli, Command};
 
@@ -30,25 +32,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshot(args) => snapshot::run(&root, args),
         Command::List(args) => list::list(&open(&root)?, args),
         Command::Show(args) => list::show(&open(&root)?, args),
-        Command::Export(args) => export::run(&open(&root)?, args),
+        Command::Export(args) => reading(&root, "export", |l| export::run(l, args)),
         Command::Stats(args) => stats::run(&open(&root)?, args),
         Command::Ls(args) => tree::ls(&open(&root)?, args),
-        Command::Cat(args) => tree::cat(&open(&root)?, args),
+        Command::Cat(args) => reading(&root, "cat", |l| tree::cat(l, args)),
         Command::Diff(args) => tree::diff(&open(&root)?, args),
         Command::Mount(args) => mount::run(&root, open(&root)?, args),
-        Command::Restore(args) => restore::run(&open(&root)?, args),
+        Command::Restore(args) => reading(&root, "restore", |l| restore::run(l, args)),
         Command::Rm(args) => prune::rm(&open(&root)?, args),
         Command::Prune(args) => prune::prune(&open(&root)?, args),
         Command::Verify(args) => verify::verify(&root, args),
         Command::RepairIndex(args) => verify::repair_index(&root, args),
         Command::Gc(args) => gc::run(&open(&root)?, args),
         Command::Serve(args) => serve::run(open(&root)?, args),
-        Command::Push(args) => push::run(&open(&root)?, args),
+        Command::Push(args) => reading(&root, "push", |l| push::run(l, args)),
         Command::Pack(args) => pack::run(open(&root)?, args),
     }
 }
 
-fn open(root: &std::path::Path) -> anyhow::Result<Store> {
+fn open(root: &Path) -> anyhow::Result<Store> {
     match Store::open(root) {
         Err(e @ cellar_store::Error::Db(_)) => Err(anyhow::Error::from(e).context(format!(
             "cannot open the index of {} (if it is damaged, `cellar repair-index` rebuilds it \
@@ -57,6 +59,20 @@ fn open(root: &std::path::Path) -> anyhow::Result<Store> {
         ))),
         other => Ok(other?),
     }
+}
+
+/// Run `f` under a reader's lease (FORMAT §15.4): each snapshot it resolves through the lease
+/// is pinned, so it reads to the end even if the snapshot is forgotten and gc runs meanwhile.
+/// Commands that read little (`ls`, `diff`, `show`) rely on gc's grace period instead, and so
+/// never wait on the index's write lock.
+fn reading(
+    root: &Path,
+    holder: &str,
+    f: impl FnOnce(&ReadLease) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let store = Arc::new(open(root)?);
+    let lease = store.read_lease(holder)?;
+    f(&lease)
 }
 
 /// `$XDG_DATA_HOME/cellar`, else `~/.local/share/cellar`.

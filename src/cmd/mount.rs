@@ -33,10 +33,15 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
         }
         return daemonize(root, &args);
     }
-    let store = Arc::new(store);
+    // The view holds the lease until the process ends: a snapshot it has gone into stays
+    // readable even if it is forgotten meanwhile.
+    let lease = Arc::new(store).read_lease("mount")?;
     let view = match &args.snap {
-        Some(spec) => FsView::snapshot(store.clone(), store.resolve(spec)?)?,
-        None => FsView::all(store.clone()),
+        Some(spec) => {
+            let snap = lease.resolve(spec)?;
+            FsView::snapshot(lease, snap)?
+        }
+        None => FsView::all(lease),
     };
     let mut config = Config::default();
     config.mount_options = vec![

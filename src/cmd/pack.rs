@@ -23,7 +23,10 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     opts.settings.validate()?;
-    let snap = store.resolve(&args.snap)?;
+    let store = Arc::new(store);
+    // Held until smolvm is done: the image's snapshots stay whole even if forgotten meanwhile.
+    let lease = store.read_lease("pack")?;
+    let snap = lease.resolve(&args.snap)?;
     if let Some(host) = &args.pull_host {
         if host.is_empty() || host.contains('/') || !host.contains(':') {
             return Err(UsageError(format!("--pull-host {host:?}: expected HOST:PORT")).into());
@@ -31,7 +34,7 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
     }
     // The manifest first: its digest names the image, and its layers' digests are then
     // known (synthesized ones are computed here, once).
-    let image = store.image(&snap, &opts)?;
+    let image = lease.image(&snap, &opts)?;
     let shared = Arc::new(Shared { store, opts });
     let server = Server::start(shared, &args.listen)?;
     let host = args

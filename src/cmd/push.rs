@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use anyhow::bail;
 use cellar_store::oci::{Codec, Layer, LayerDigest, LayerKey, LayerSpec, MANIFEST_MEDIA_TYPE};
-use cellar_store::Store;
+use cellar_store::{ReadLease, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -29,13 +29,17 @@ struct LayerReport {
     uploaded: bool,
 }
 
-pub fn run(store: &Store, args: PushArgs) -> anyhow::Result<()> {
+pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
+    let store: &Store = lease.store();
     let reference = Reference::parse(&args.target).map_err(UsageError)?;
     let codec = Codec::parse(&args.compression).expect("clap checked the codec");
     let settings = args.image.settings();
     settings.validate()?;
-    let snap = store.resolve(&args.snap)?;
+    let snap = lease.resolve(&args.snap)?;
     let specs = store.image_layers(&snap, args.layers.mode())?;
+    for spec in &specs {
+        lease.pin_layer(spec)?;
+    }
 
     let mut client = Client::new(reference, args.insecure)?;
     client.ping()?;

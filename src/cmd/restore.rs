@@ -3,7 +3,7 @@
 use std::os::unix::ffi::OsStrExt;
 
 use cellar_store::restore::{restore, RestoreOptions};
-use cellar_store::Store;
+use cellar_store::ReadLease;
 use serde::Serialize;
 
 use crate::cli::RestoreArgs;
@@ -19,8 +19,9 @@ struct RestoreJson<'a> {
     warnings: &'a [String],
 }
 
-pub fn run(store: &Store, args: RestoreArgs) -> anyhow::Result<()> {
-    let snap = store.resolve(&args.snap)?;
+pub fn run(lease: &ReadLease, args: RestoreArgs) -> anyhow::Result<()> {
+    let store = lease.store();
+    let snap = lease.resolve(&args.snap)?;
     // Raw bytes (names need not be UTF-8); the engine ignores surrounding slashes.
     let path = args
         .path

@@ -4,11 +4,11 @@ use std::ffi::OsStr;
 use std::io::{BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
 
-use cellar_store::{ChangeKind, Kind, Node, Store, Tree};
+use cellar_store::{ChangeKind, Kind, Node, ReadLease, Store, Tree};
 use serde::Serialize;
 
 use crate::cli::{CatArgs, DiffArgs, LsArgs, UsageError};
-use crate::output::{base64, escape_name, print_json};
+use crate::output::{base64, escape_name, print_json, rfc3339};
 
 /// A path inside a snapshot: raw bytes from the root, without the leading `/`.
 fn child_path(dir: &[u8], name: &[u8]) -> Vec<u8> {
@@ -117,17 +117,6 @@ fn mode_string(n: &Node) -> String {
     .collect()
 }
 
-fn rfc3339(secs: i64, nsec: u32) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .map(|t| t + time::Duration::nanoseconds(nsec as i64))
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| secs.to_string())
-}
-
 fn long_line(path: &[u8], n: &Node) -> String {
     let size = match n.kind {
         Kind::Char | Kind::Block => format!("{}, {}", n.rdev_major, n.rdev_minor),
@@ -217,8 +206,9 @@ pub fn ls(store: &Store, args: LsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn cat(store: &Store, args: CatArgs) -> anyhow::Result<()> {
-    let snap = store.resolve(&args.snap)?;
+pub fn cat(lease: &ReadLease, args: CatArgs) -> anyhow::Result<()> {
+    let store = lease.store();
+    let snap = lease.resolve(&args.snap)?;
     let tree = store.tree(&snap)?;
     let path = snapshot_path(&args.path);
     let node = tree.resolve(&path)?;

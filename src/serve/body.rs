@@ -99,7 +99,18 @@ pub fn layer_body(shared: Arc<Shared>, key: LayerKey, range: (u64, u64)) -> Body
             pos: 0,
             range,
         };
-        match shared.store.write_layer(&key, &mut w) {
+        // For the download's length: a snapshot forgotten meanwhile is served to the end.
+        let lease = match shared.store.read_lease("serve") {
+            Ok(lease) => lease,
+            Err(e) => return w.fail(e),
+        };
+        if let Err(e) = lease.pin_layer(&key.spec) {
+            return w.fail(e);
+        }
+        let written = shared.store.write_layer(&key, &mut w);
+        // Every byte is read: end the lease before the client can see the last of them.
+        drop(lease);
+        match written {
             Ok(_) => w.finish(),
             Err(e) => w.fail(e),
         }

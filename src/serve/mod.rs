@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 /// What every request shares.
 pub struct Shared {
-    pub store: Store,
+    pub store: Arc<Store>,
     pub opts: ImageOptions,
 }
 

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Schema per version; entry `i` migrates from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -98,6 +98,30 @@ CREATE TABLE image_blobs (
     bytes      BLOB NOT NULL,
     snapshot   TEXT NOT NULL           -- the image's snapshot: gone with it
 );
+"#,
+    r#"
+-- Readers take leases too (FORMAT §15.4): what holds each one, for gc's report, and the
+-- snapshots each reader pins, copied whole so that gc can walk them, and readers find them,
+-- after they are forgotten.
+ALTER TABLE leases ADD COLUMN holder TEXT NOT NULL DEFAULT 'ingest';
+CREATE TABLE pins (
+    lease         INTEGER NOT NULL,    -- leases.id of the reader
+    seq           INTEGER NOT NULL,    -- the snapshot's snapshots.seq
+    id            TEXT NOT NULL,       -- the rest as in snapshots
+    name          TEXT NOT NULL,
+    parent        TEXT,
+    created       TEXT NOT NULL,
+    stream_len    INTEGER NOT NULL,
+    stream_sha256 TEXT NOT NULL,
+    members       INTEGER NOT NULL,
+    added_bytes   INTEGER NOT NULL,
+    root          BLOB NOT NULL,
+    labels        TEXT NOT NULL,
+    tree          BLOB,
+    image         TEXT,
+    exact_layer   INTEGER NOT NULL,
+    PRIMARY KEY (lease, id)
+) WITHOUT ROWID;
 "#,
 ];
 

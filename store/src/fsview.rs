@@ -12,10 +12,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, Result};
+use crate::gc::ReadLease;
 use crate::ids::SnapshotId;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
-use crate::tree::{Kind, Node};
+use crate::tree::{Kind, Node, Tree};
 
 pub const ROOT_INO: u64 = 1;
 const LATEST: &[u8] = b"latest";
@@ -70,16 +71,19 @@ struct Inodes {
 }
 
 pub struct FsView {
-    store: Arc<Store>,
+    /// Every snapshot the view shows is pinned through it (FORMAT §15.4): forgotten while
+    /// shown, it stays readable until the view is dropped.
+    lease: ReadLease,
     inodes: RwLock<Inodes>,
 }
 
 impl FsView {
-    /// One snapshot's tree at the root.
-    pub fn snapshot(store: Arc<Store>, snap: Snapshot) -> Result<Self> {
-        let node = store.tree(&snap)?.root().clone();
+    /// One snapshot's tree at the root (`snap` pinned by `lease` already, or now).
+    pub fn snapshot(lease: ReadLease, snap: Snapshot) -> Result<Self> {
+        lease.pin(&snap.id)?;
+        let node = lease.store().tree(&snap)?.root().clone();
         Ok(Self::with_root(
-            store,
+            lease,
             Inode::Node {
                 snap: Arc::new(snap),
                 node: Arc::new(node),
@@ -87,19 +91,33 @@ impl FsView {
         ))
     }
 
-    /// Every snapshot: `NAME/ID/...` and `NAME/latest -> ID`.
-    pub fn all(store: Arc<Store>) -> Self {
-        Self::with_root(store, Inode::Top)
+    /// Every snapshot: `NAME/ID/...` and `NAME/latest -> ID`. A snapshot is pinned when the
+    /// view first goes into it.
+    pub fn all(lease: ReadLease) -> Self {
+        Self::with_root(lease, Inode::Top)
     }
 
-    fn with_root(store: Arc<Store>, root: Inode) -> Self {
+    fn with_root(lease: ReadLease, root: Inode) -> Self {
         FsView {
-            store,
+            lease,
             inodes: RwLock::new(Inodes {
                 by_ino: vec![root],
                 by_key: HashMap::new(),
             }),
         }
+    }
+
+    fn store(&self) -> &Store {
+        self.lease.store()
+    }
+
+    /// The tree of `snap`, about to be read below its root: pinned first (a no-op after the
+    /// first time), so it stays readable until the view is dropped even if it is forgotten.
+    /// Listing a lineage does not pin its snapshots; going into one does. One forgotten
+    /// before the view went into it is `NotFound`.
+    fn enter<'a>(&'a self, snap: &'a Snapshot) -> Result<Tree<'a>> {
+        self.lease.pin(&snap.id)?;
+        self.store().tree(snap)
     }
 
     /// Whether anything in the view can change while it is shown: the lineage directories of
@@ -129,7 +147,12 @@ impl FsView {
     }
 
     fn lineages(&self) -> Result<BTreeSet<String>> {
-        Ok(self.store.list(None)?.into_iter().map(|s| s.name).collect())
+        Ok(self
+            .store()
+            .list(None)?
+            .into_iter()
+            .map(|s| s.name)
+            .collect())
     }
 
     fn child_ino(&self, parent: u64, snap: &Arc<Snapshot>, node: &Node) -> u64 {
@@ -145,7 +168,7 @@ impl FsView {
     }
 
     fn snapshot_ino(&self, snap: Snapshot) -> Result<u64> {
-        let node = self.store.tree(&snap)?.root().clone();
+        let node = self.store().tree(&snap)?.root().clone();
         let id = snap.id;
         Ok(self.intern(Key::Root(id), move || Inode::Node {
             snap: Arc::new(snap),
@@ -172,7 +195,7 @@ impl FsView {
                     self.intern(Key::Latest(lineage.clone()), || Inode::Latest(lineage))
                 } else {
                     let found = self
-                        .store
+                        .store()
                         .list(Some(&lineage))?
                         .into_iter()
                         .find(|s| s.short_id().as_bytes() == name);
@@ -184,7 +207,7 @@ impl FsView {
             }
             Inode::Latest(_) => return Err(not_a_dir()),
             Inode::Node { snap, node } => {
-                let tree = self.store.tree(&snap)?;
+                let tree = self.enter(&snap)?;
                 match tree.lookup(&node, name)? {
                     Some(child) => self.child_ino(parent, &snap, &child),
                     None => return Ok(None),
@@ -237,7 +260,7 @@ impl FsView {
 
     fn latest_target(&self, lineage: &str) -> Result<Vec<u8>> {
         Ok(self
-            .store
+            .store()
             .latest(lineage, 0)?
             .map(|s| s.short_id().into_bytes())
             .unwrap_or_default())
@@ -257,7 +280,7 @@ impl FsView {
                 .collect()),
             Inode::Lineage(lineage) => {
                 let mut out = Vec::new();
-                for s in self.store.list(Some(&lineage))? {
+                for s in self.store().list(Some(&lineage))? {
                     let name = s.short_id().into_bytes();
                     out.push((self.snapshot_ino(s)?, Kind::Dir, name));
                 }
@@ -268,7 +291,7 @@ impl FsView {
             }
             Inode::Latest(_) => Err(not_a_dir()),
             Inode::Node { snap, node } => {
-                let tree = self.store.tree(&snap)?;
+                let tree = self.enter(&snap)?;
                 Ok(tree
                     .readdir(&node)?
                     .iter()
@@ -283,7 +306,7 @@ impl FsView {
         let Inode::Node { snap, node } = self.get(ino)? else {
             return Err(Error::InvalidArgument("not a file".into()));
         };
-        let tree = self.store.tree(&snap)?;
+        let tree = self.enter(&snap)?;
         let want = size.min(node.size.saturating_sub(offset) as usize);
         let mut buf = vec![0u8; want];
         let mut done = 0;

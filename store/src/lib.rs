@@ -35,7 +35,7 @@ pub use check::{repair_index, Hurt, Problem, RepairReport, VerifyReport};
 pub use chunker::{Chunker, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK};
 pub use error::{Error, Result};
 pub use forget::{apply as apply_policy, Decision, Policy};
-pub use gc::{GcOptions, GcReport};
+pub use gc::{GcOptions, GcReport, LeaseInfo, ReadLease};
 pub use ids::{ChunkId, PackId, SnapshotId, SHORT_ID_LEN};
 pub use ingest::{IngestOptions, IngestReport, Progress};
 pub use snapshot::{validate_name, Snapshot, DEFAULT_NAME};

@@ -156,10 +156,20 @@ impl Store {
         sql_tail: &str,
         args: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<Snapshot>> {
+        self.query_table("snapshots", sql_tail, args)
+    }
+
+    /// Snapshot rows of `table`: `snapshots`, or `pins` (the same columns).
+    fn query_table(
+        &self,
+        table: &str,
+        sql_tail: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<Snapshot>> {
         let db = self.db();
         let mut stmt = db
             .conn()
-            .prepare(&format!("SELECT {COLUMNS} FROM snapshots {sql_tail}"))?;
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM {table} {sql_tail}"))?;
         let rows = stmt.query_map(args, from_row)?;
         rows.map(|r| r?).collect()
     }
@@ -182,11 +192,44 @@ impl Store {
             .pop())
     }
 
-    /// The snapshot with this id.
+    /// The snapshot with this id; once forgotten, as long as a reader's lease pins it.
     pub fn snapshot_by_id(&self, id: &SnapshotId) -> Result<Snapshot> {
-        self.query_snapshots("WHERE id = ?1", &[&id.hex()])?
-            .pop()
-            .ok_or_else(|| Error::NotFound(format!("snapshot {} is gone", id.short())))
+        let hex = id.hex();
+        match self.query_snapshots("WHERE id = ?1", &[&hex])?.pop() {
+            Some(s) => Ok(s),
+            None => self
+                .query_table("pins", "WHERE id = ?1 LIMIT 1", &[&hex])?
+                .pop()
+                .ok_or_else(|| Error::NotFound(format!("snapshot {} is gone", id.short()))),
+        }
+    }
+
+    /// Forgotten snapshots that readers pin (each once) whose commit came after `seq`: what
+    /// gc must keep beyond the snapshots still listed.
+    pub(crate) fn pinned_after(&self, seq: i64) -> Result<Vec<Snapshot>> {
+        self.query_table(
+            "pins",
+            "WHERE seq > ?1 AND id NOT IN (SELECT id FROM snapshots) GROUP BY id",
+            &[&seq],
+        )
+    }
+
+    /// Pin `id` for the lease `lease` (a copy of its row); false if it has been forgotten.
+    pub(crate) fn pin_snapshot(&self, lease: i64, id: &SnapshotId) -> Result<bool> {
+        self.db().immediate(|tx| {
+            tx.execute(
+                &format!(
+                    "INSERT OR IGNORE INTO pins (lease, seq, {COLUMNS})
+                     SELECT ?1, seq, {COLUMNS} FROM snapshots WHERE id = ?2"
+                ),
+                rusqlite::params![lease, id.hex()],
+            )?;
+            Ok(tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM pins WHERE lease = ?1 AND id = ?2)",
+                rusqlite::params![lease, id.hex()],
+                |r| r.get(0),
+            )?)
+        })
     }
 
     /// Resolve a SNAP argument: NAME (its latest), NAME~N, a full id, or a unique id prefix of

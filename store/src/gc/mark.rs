@@ -132,14 +132,18 @@ pub(super) fn mark(store: &Store) -> Result<Mark> {
     for s in store.list(None)? {
         walk_snapshot(store, &s)?;
     }
+    // Snapshots readers pin stay live once forgotten (FORMAT §15.4).
+    for s in store.pinned_after(0)? {
+        walk_snapshot(store, &s)?;
+    }
     close_bases(store)?;
     // Only the temp table was written; committing keeps it.
     tx.commit()?;
     Ok(Mark { max_seq })
 }
 
-/// Step 3, under the commit lock in one transaction: snapshots committed since the mark join
-/// the live set, and every other indexed chunk is condemned under a new epoch.
+/// Step 3, under the commit lock in one transaction: snapshots committed since the mark (and
+/// pinned ones the mark did not see) join the live set, and every other indexed chunk is condemned under a new epoch.
 pub(super) fn condemn(
     store: &Store,
     mark: &Mark,
@@ -156,11 +160,17 @@ pub(super) fn condemn(
         let rows = stmt.query_map([mark.max_seq], |r| r.get(0))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
-    if !newer.is_empty() {
+    // A snapshot the mark did not see may have been pinned and then forgotten since: only the
+    // pin keeps it now.
+    let pinned = store.pinned_after(mark.max_seq)?;
+    if !newer.is_empty() || !pinned.is_empty() {
         for s in store.list(None)? {
             if newer.contains(&s.id.hex()) {
                 walk_snapshot(store, &s)?;
             }
+        }
+        for s in &pinned {
+            walk_snapshot(store, s)?;
         }
         close_bases(store)?;
     }

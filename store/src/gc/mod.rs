@@ -16,6 +16,7 @@ mod repack;
 mod sweep;
 
 pub(crate) use lease::Lease;
+pub use lease::{LeaseInfo, ReadLease};
 
 use crate::error::Result;
 use crate::store::Store;
@@ -55,8 +56,10 @@ pub struct GcReport {
     pub orphans_deleted: u64,
     /// Bytes of pack and temp files deleted, minus the bytes of new packs written.
     pub bytes_freed: u64,
-    /// Leases of ingests whose process is gone, removed.
+    /// Leases whose process is gone, removed.
     pub stale_leases: u64,
+    /// The leases of live ingests and readers when gc finished: chunks they keep wait.
+    pub leases: Vec<LeaseInfo>,
 }
 
 impl Store {
@@ -66,17 +69,21 @@ impl Store {
             dry_run: opts.dry_run,
             ..GcReport::default()
         };
+        if !opts.dry_run {
+            // Before the mark: a dead reader's pins keep nothing.
+            report.stale_leases = sweep::drop_stale_leases(self)?;
+        }
         let mark = mark::mark(self)?;
         if opts.dry_run {
             sweep::estimate(self, &mark, opts, &mut report)?;
             return Ok(report);
         }
-        report.stale_leases = sweep::drop_stale_leases(self)?;
         mark::condemn(self, &mark, on_wait, &mut report)?;
         crate::failpoint::hit("gc:after-condemn");
         sweep::sweep(self, opts, on_wait, &mut report)?;
         self.prune_image_cache()?;
         sweep::finish(self, on_wait)?;
+        report.leases = self.leases()?;
         Ok(report)
     }
 }

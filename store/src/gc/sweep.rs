@@ -26,10 +26,30 @@ pub(super) fn pid_dead(pid: i64) -> bool {
     }
     // SAFETY: signal 0 only checks whether the process exists.
     let r = unsafe { libc::kill(pid, 0) };
-    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    if r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        return true;
+    }
+    // A zombie (killed, not yet reaped: its parent may never reap it, as in a container
+    // without an init) holds nothing either.
+    zombie(pid)
 }
 
-/// Delete the leases of ingests whose process is gone (killed: nothing else ends a lease).
+/// Is the process a zombie? The state follows the command name's closing parenthesis in
+/// /proc/PID/stat (the name itself may hold any byte).
+fn zombie(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let close = stat.iter().rposition(|&b| b == b')')?;
+            stat[close + 1..]
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .copied()
+        })
+        == Some(b'Z')
+}
+
+/// Delete the leases of processes that are gone (killed: nothing else ends a lease).
 pub(super) fn drop_stale_leases(store: &Store) -> Result<u64> {
     let leases: Vec<(i64, i64)> = {
         let db = store.db();
@@ -47,6 +67,7 @@ pub(super) fn drop_stale_leases(store: &Store) -> Result<u64> {
     }
     store.db().immediate(|tx| {
         for id in &dead {
+            tx.execute("DELETE FROM pins WHERE lease = ?1", [id])?;
             tx.execute("DELETE FROM leases WHERE id = ?1", [id])?;
         }
         Ok(())
@@ -54,12 +75,16 @@ pub(super) fn drop_stale_leases(store: &Store) -> Result<u64> {
     Ok(dead.len() as u64)
 }
 
-/// Delete condemned rows whose epoch no live lease predates and whose grace has passed.
+/// Delete condemned rows whose epoch no live ingest's lease predates and whose grace has passed.
 fn delete_condemned(store: &Store, opts: &GcOptions, report: &mut GcReport) -> Result<()> {
     let cutoff = now_secs() - opts.grace_secs as i64;
     store.db().immediate(|tx| {
-        let min_lease: Option<i64> =
-            tx.query_row("SELECT MIN(started_epoch) FROM leases", [], |r| r.get(0))?;
+        // Readers' leases hold their pinned snapshots instead (mark.rs), not whole epochs.
+        let min_lease: Option<i64> = tx.query_row(
+            "SELECT MIN(started_epoch) FROM leases WHERE holder = ?1",
+            [super::lease::INGEST],
+            |r| r.get(0),
+        )?;
         let max_epoch: Option<i64> = tx.query_row(
             "SELECT MAX(CAST(substr(key, 14) AS INTEGER)) FROM meta
              WHERE key LIKE 'condemned_at:%' AND value <= ?1
@@ -179,9 +204,11 @@ fn orphans(store: &Store, opts: &GcOptions, report: &mut GcReport) -> Result<()>
         let mut stmt = db.conn().prepare("SELECT name FROM packs")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         let names = rows.collect::<rusqlite::Result<_>>()?;
-        let oldest = db
-            .conn()
-            .query_row("SELECT MIN(started) FROM leases", [], |r| r.get(0))?;
+        let oldest = db.conn().query_row(
+            "SELECT MIN(started) FROM leases WHERE holder = ?1",
+            [super::lease::INGEST],
+            |r| r.get(0),
+        )?;
         (names, oldest)
     };
     let grace = SystemTime::now() - Duration::from_secs(opts.grace_secs);

@@ -9,6 +9,7 @@ use super::digest::Digest;
 use super::layer::{Codec, LayerDigest, LayerKey, LayerMode, LayerSpec};
 use super::settings::{ImageSettings, Platform};
 use crate::error::Result;
+use crate::gc::ReadLease;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
 
@@ -121,8 +122,18 @@ impl Store {
     /// asked for), then config and manifest, which are remembered so they can be served by
     /// digest.
     pub fn image(&self, snap: &Snapshot, opts: &ImageOptions) -> Result<Image> {
+        self.image_of(snap, self.image_layers(snap, opts.mode)?, opts)
+    }
+
+    /// The image of `snap` made of `specs` (its `image_layers`).
+    fn image_of(
+        &self,
+        snap: &Snapshot,
+        specs: Vec<LayerSpec>,
+        opts: &ImageOptions,
+    ) -> Result<Image> {
         let mut layers = Vec::new();
-        for spec in self.image_layers(snap, opts.mode)? {
+        for spec in specs {
             let key = LayerKey {
                 spec,
                 codec: opts.codec,
@@ -206,6 +217,22 @@ impl Store {
             manifest,
             manifest_digest,
         })
+    }
+}
+
+impl ReadLease {
+    /// `Store::image`, with every snapshot its layers are made of pinned before any is read.
+    pub fn image(&self, snap: &Snapshot, opts: &ImageOptions) -> Result<Image> {
+        let specs = self.store().image_layers(snap, opts.mode)?;
+        for spec in &specs {
+            self.pin_layer(spec)?;
+        }
+        self.store().image_of(snap, specs, opts)
+    }
+
+    /// Pin the snapshots a layer is made of.
+    pub fn pin_layer(&self, spec: &LayerSpec) -> Result<()> {
+        spec.snapshots().iter().try_for_each(|id| self.pin(id))
     }
 }
 

@@ -26,6 +26,16 @@ pub enum LayerSpec {
     Diff { from: SnapshotId, to: SnapshotId },
 }
 
+impl LayerSpec {
+    /// The snapshots whose data the layer is made of.
+    pub fn snapshots(&self) -> Vec<SnapshotId> {
+        match *self {
+            LayerSpec::Exact(id) | LayerSpec::Tree(id) => vec![id],
+            LayerSpec::Diff { from, to } => vec![from, to],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Codec {
     #[default]

@@ -161,3 +161,58 @@ fn concurrent_pulls_all_get_the_blob() {
         }
     });
 }
+
+/// A download whose snapshot is forgotten while it streams completes, byte for byte: the
+/// download pinned the snapshot, so a gc with `--grace 0` meanwhile keeps it whole and names
+/// the server's lease. The layer is far larger than what the server and the socket buffer
+/// ahead, so most of it is read from the store after the gc.
+#[test]
+fn a_download_outlives_the_forgetting_of_its_snapshot() {
+    use std::io::{Read, Write};
+
+    let store = TestStore::new();
+    let dir = store.scratch("tree");
+    write_file(&dir.join("big.bin"), &noise(48_000_000, 5));
+    let stream = tar_stream(&["tar", "-cf", "-", "-C", dir.to_str().unwrap(), "."]);
+    let id = store.snapshot_bytes(&stream, "vm");
+    let served = Served::start(&store, &[]);
+
+    let mut conn = std::net::TcpStream::connect(served.addr()).expect("connect");
+    let digest = format!("sha256:{}", sha256_hex(&stream));
+    write!(
+        conn,
+        "GET /v2/vm/blobs/{digest} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        served.addr()
+    )
+    .unwrap();
+    let mut got = vec![0u8; 200_000];
+    conn.read_exact(&mut got).expect("the first bytes");
+
+    store.ok(&["rm", &id]);
+    let out = store.run(&["gc", "--grace", "0", "--json"]);
+    assert_success(&out, &["gc", "--grace", "0", "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["chunks_condemned"], 0, "the download's pin keeps it: {r}");
+    assert_eq!(r["leases"][0]["holder"], "serve", "{r}");
+
+    conn.read_to_end(&mut got)
+        .expect("the rest of the download");
+    let split = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response headers");
+    let head = String::from_utf8_lossy(&got[..split]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let body = &got[split + 4..];
+    assert_eq!(body.len(), stream.len(), "{head}");
+    assert!(
+        body == stream,
+        "the downloaded layer differs from the stream"
+    );
+
+    // The download done, its lease is gone and the next gc takes the snapshot.
+    let out = store.run(&["gc", "--grace", "0", "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["chunks_condemned"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["leases"], serde_json::json!([]), "{r}");
+}
