@@ -277,9 +277,10 @@ impl Store {
                         &hints,
                     )?;
                     progress.read.store(tar.offset(), Ordering::Relaxed);
-                    if m.typeflag == GNU_SPARSE {
-                        // Old GNU sparse members are not read by every layer extractor
-                        // (umoci refuses them): a layer of this stream is written anew.
+                    if m.typeflag == GNU_SPARSE || m.global_records > 0 {
+                        // Not every layer extractor reads old GNU sparse members (umoci
+                        // refuses them) or applies global PAX records (bsdtar and Go's
+                        // archive/tar do not): a layer of this stream is written anew.
                         tree.not_exact();
                     }
                     tree_member(&mut tree, &m, chunks.clone(), sparse, &prefix)?;

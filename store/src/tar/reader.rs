@@ -37,8 +37,12 @@ pub struct Member {
     pub gname: Vec<u8>,
     /// Bytes of payload that follow the headers in the stream.
     pub payload_len: u64,
-    /// Local PAX records (`x`) that apply to this member.
+    /// The PAX records that apply to this member: the last global header's (`g`, see
+    /// [`global_applies`]) first, then its local ones (`x`), so a local record overrides a
+    /// global one of the same key when looked up with `pax::lookup`.
     pub pax: Vec<PaxRecord>,
+    /// How many of `pax` came from a global header.
+    pub global_records: usize,
     /// Old GNU sparse members: the expanded size and the map (offset, length) of data.
     pub gnu_realsize: Option<u64>,
     pub gnu_sparse: Vec<(u64, u64)>,
@@ -101,6 +105,23 @@ pub struct TarReader<S> {
     /// Path of the last member, for errors between members.
     current: Option<String>,
     done: bool,
+    /// The records of the last global header that apply to the members after it.
+    global: Vec<PaxRecord>,
+}
+
+/// Whether a global header's record applies to the members after it. GNU tar applies every
+/// record of the last global header to each later member, under its local records; that
+/// includes `size`, `path` and `linkpath`, which would give every member the same length or
+/// name. Those, and the sparse records, which describe one member's layout, are left out:
+/// the stream's layout is read from each member's own headers, as bsdtar and Go's archive/tar
+/// read it (they ignore global headers entirely). So are xattrs: GNU tar 1.34 fails to set a
+/// global one (it asks for an attribute named ""), so no extractor sets them. `comment`
+/// changes nothing.
+pub fn global_applies(key: &[u8]) -> bool {
+    !matches!(key, b"size" | b"path" | b"linkpath" | b"comment")
+        && !key.starts_with(b"GNU.sparse.")
+        && !key.starts_with(b"SCHILY.xattr.")
+        && !key.starts_with(b"LIBARCHIVE.xattr.")
 }
 
 /// What follows the last member: the bytes up to and including the first zero block. The rest
@@ -118,6 +139,7 @@ impl<S: ByteSource> TarReader<S> {
             pad: 0,
             current: None,
             done: false,
+            global: Vec::new(),
         }
     }
 
@@ -201,10 +223,14 @@ impl<S: ByteSource> TarReader<S> {
                         header::GNU_LONGNAME => long_name = Some(header::cstr(data).to_vec()),
                         header::GNU_LONGLINK => long_link = Some(header::cstr(data).to_vec()),
                         header::PAX_GLOBAL => {
-                            // Validated, kept verbatim; global records do not change how the
-                            // stream is laid out.
-                            pax::parse_records(data)
+                            // Kept verbatim in the stream. A new global header replaces the
+                            // last one's records, as in GNU tar, from the next member on.
+                            let recs = pax::parse_records(data)
                                 .map_err(|(at, e)| self.bad(data_offset + at as u64, e))?;
+                            self.global = recs
+                                .into_iter()
+                                .filter(|r| global_applies(&r.key))
+                                .collect();
                         }
                         _ => {
                             let recs = pax::parse_records(data)
@@ -216,6 +242,8 @@ impl<S: ByteSource> TarReader<S> {
                 _ => {
                     m.offset = start;
                     m.typeflag = typeflag;
+                    m.global_records = self.global.len();
+                    m.pax.splice(0..0, self.global.iter().cloned());
                     self.fill_member(&mut m, &h, size, long_name, long_link)
                         .map_err(|e| self.bad(start, e))?;
                     self.current = Some(m.display_path());

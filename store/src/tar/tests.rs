@@ -134,3 +134,87 @@ proptest! {
         }
     }
 }
+
+/// A member: its header, then its data padded to a block.
+fn push_member(stream: &mut Vec<u8>, name: &[u8], typeflag: u8, data: &[u8]) {
+    stream.extend_from_slice(&header(name, data.len() as u64, typeflag, 0));
+    stream.extend_from_slice(data);
+    stream.resize(stream.len().next_multiple_of(BLOCK), 0);
+}
+
+/// PAX records as a header's data.
+fn records(recs: &[(&str, &str)]) -> Vec<u8> {
+    recs.iter()
+        .flat_map(|(k, v)| {
+            let body = format!(" {k}={v}\n");
+            // The length counts its own digits.
+            let digits = (body.len() + 1).to_string().len();
+            let len = body.len() + (body.len() + digits).to_string().len();
+            format!("{len}{body}").into_bytes()
+        })
+        .collect()
+}
+
+/// The last global header's records that apply come first in every later member's `pax`, its
+/// own local records after them (so they win a lookup); layout, name, xattr and comment
+/// records of a global header are not applied; a new global header replaces the last.
+#[test]
+fn global_records_apply_to_later_members() {
+    use super::pax::lookup;
+    let mut stream = Vec::new();
+    push_member(&mut stream, b"before", b'0', b"1");
+    let global = records(&[
+        ("mtime", "1000000000"),
+        ("uid", "4242"),
+        ("size", "99"),
+        ("path", "xx"),
+        ("comment", "cc"),
+        ("SCHILY.xattr.user.g", "gv"),
+    ]);
+    push_member(&mut stream, b"g", b'g', &global);
+    push_member(&mut stream, b"a", b'0', b"22");
+    push_member(&mut stream, b"x", b'x', &records(&[("uid", "7")]));
+    push_member(&mut stream, b"b", b'0', b"333");
+    push_member(&mut stream, b"g", b'g', &records(&[("gid", "55")]));
+    push_member(&mut stream, b"c", b'0', b"4444");
+    stream.extend_from_slice(&[0u8; 2 * BLOCK]);
+
+    let mut r = TarReader::new(IoSource(&stream[..]));
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 64];
+    while let Ok(m) = r.next_member().unwrap() {
+        let mut data = Vec::new();
+        loop {
+            let n = r.read_payload(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            data.extend_from_slice(&buf[..n]);
+        }
+        seen.push((m, data));
+    }
+    let names: Vec<&[u8]> = seen.iter().map(|(m, _)| &m.path[..]).collect();
+    assert_eq!(names, [&b"before"[..], b"a", b"b", b"c"], "no global path");
+    let lens: Vec<usize> = seen.iter().map(|(_, d)| d.len()).collect();
+    assert_eq!(lens, [1, 2, 3, 4], "no global size");
+    let (before, a, b, c) = (&seen[0].0, &seen[1].0, &seen[2].0, &seen[3].0);
+    assert!(before.pax.is_empty() && before.global_records == 0);
+    assert_eq!(a.global_records, 2, "{:?}", a.pax);
+    assert_eq!(lookup(&a.pax, "mtime"), Some(&b"1000000000"[..]));
+    assert_eq!(lookup(&a.pax, "uid"), Some(&b"4242"[..]));
+    assert_eq!(lookup(&a.pax, "SCHILY.xattr.user.g"), None);
+    assert_eq!(lookup(&a.pax, "comment"), None);
+    assert_eq!(
+        lookup(&b.pax, "uid"),
+        Some(&b"7"[..]),
+        "the local record wins"
+    );
+    assert_eq!(lookup(&b.pax, "mtime"), Some(&b"1000000000"[..]));
+    assert_eq!(c.global_records, 1);
+    assert_eq!(
+        lookup(&c.pax, "uid"),
+        None,
+        "the second global header replaced the first"
+    );
+    assert_eq!(lookup(&c.pax, "gid"), Some(&b"55"[..]));
+}
