@@ -1,7 +1,10 @@
-//! Credentials and the auth handshake: docker's config file for user and password, and the
-//! `WWW-Authenticate` challenges of the distribution spec (Basic, or Bearer with a token server).
+//! Credentials and the auth handshake: docker's config file (credential helpers, or the user
+//! and password it holds), and the `WWW-Authenticate` challenges of the distribution spec
+//! (Basic, or Bearer with a token server).
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -92,8 +95,10 @@ fn aliases(host: &str) -> Vec<String> {
     }
 }
 
-/// The user and password docker's config holds for `host` (a missing file means none; a file
-/// that does not parse is an error, as it is for docker).
+/// The user and password docker's config gives for `host`, found as docker finds them: from
+/// the credential helper `credHelpers` names for the host, else from the one `credsStore`
+/// names, else from the `auths` entry. A missing file means none; a file that does not parse,
+/// or a helper that fails, is an error, as it is for docker.
 pub fn load_credentials(host: &str) -> anyhow::Result<Option<Credentials>> {
     let Some(path) = docker_config_path() else {
         return Ok(None);
@@ -106,30 +111,91 @@ pub fn load_credentials(host: &str) -> anyhow::Result<Option<Credentials>> {
     let config: DockerConfig =
         serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
     let names = aliases(host);
-    let entry = config
-        .auths
-        .iter()
-        .find(|(k, _)| names.contains(&key_host(k)))
-        .map(|(_, v)| v);
-    if let Some(entry) = entry {
-        let creds = entry_credentials(entry)
-            .with_context(|| format!("the credentials for {host} in {}", path.display()))?;
-        if creds.is_some() {
-            return Ok(creds);
-        }
-    }
     let helper = names
         .iter()
         .find_map(|n| config.cred_helpers.get(n))
-        .or(config.creds_store.as_ref());
+        .or(config.creds_store.as_ref())
+        .filter(|h| !h.is_empty());
     if let Some(helper) = helper {
-        eprintln!(
-            "cellar: note: {} names the credential helper docker-credential-{helper}, which cellar \
-             does not run; going on without credentials for {host}",
-            path.display()
+        return helper_credentials(helper, host).with_context(|| {
+            format!(
+                "the credentials for {host} from docker-credential-{helper} (named in {})",
+                path.display()
+            )
+        });
+    }
+    match config
+        .auths
+        .iter()
+        .find(|(k, _)| names.contains(&key_host(k)))
+    {
+        Some((_, entry)) => entry_credentials(entry)
+            .with_context(|| format!("the credentials for {host} in {}", path.display())),
+        None => Ok(None),
+    }
+}
+
+/// What a credential helper answers to `get`.
+#[derive(Deserialize)]
+struct HelperReply {
+    #[serde(rename = "Username", default)]
+    username: String,
+    #[serde(rename = "Secret", default)]
+    secret: String,
+}
+
+/// Ask `docker-credential-HELPER get` (docker's credential helper protocol: the server on
+/// stdin, JSON on stdout) for `host`'s credentials. "credentials not found" means none.
+fn helper_credentials(helper: &str, host: &str) -> anyhow::Result<Option<Credentials>> {
+    let program = format!("docker-credential-{helper}");
+    // Docker Hub's credentials are stored under its old index address.
+    let server = if aliases(host).len() > 1 {
+        "https://index.docker.io/v1/"
+    } else {
+        host
+    };
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {program}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits without reading says why on its own output.
+        let _ = stdin.write_all(server.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("running {program}"))?;
+    let said = |bytes: &[u8]| String::from_utf8_lossy(bytes).trim().to_string();
+    if !out.status.success() {
+        let (stdout, stderr) = (said(&out.stdout), said(&out.stderr));
+        if stdout.contains("credentials not found") {
+            return Ok(None);
+        }
+        let why = [stdout, stderr]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        bail!("{program} get {server}: {}: {why}", out.status);
+    }
+    let reply: HelperReply = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("{program} get {server} printed no credentials JSON"))?;
+    if reply.username == "<token>" {
+        bail!(
+            "{program} holds an identity token for {server}; cellar can use a user and password \
+             only (docker login with a password, or an access token as the password)"
         );
     }
-    Ok(None)
+    if reply.username.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Credentials {
+        user: reply.username,
+        pass: reply.secret,
+    }))
 }
 
 fn entry_credentials(entry: &AuthEntry) -> anyhow::Result<Option<Credentials>> {

@@ -31,6 +31,7 @@ mod export;
 mod harness;
 mod pack;
 mod push;
+mod push_auth;
 mod serve;
 
 pub(crate) use compare::*;

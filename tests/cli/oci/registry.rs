@@ -1,5 +1,6 @@
 //! A throwaway registry: Debian's `docker-registry` (distribution 2.8) serving a temp dir on a
-//! loopback port, no auth, no TLS, deletes off. Dropping the guard kills it.
+//! loopback port, no TLS, deletes off, and no auth unless started with users (htpasswd, so
+//! HTTP Basic). Dropping the guard kills it.
 
 use std::fs::{self, File};
 use std::net::TcpListener;
@@ -34,10 +35,23 @@ fn free_port() -> u16 {
     l.local_addr().expect("local_addr").port()
 }
 
-fn config(storage: &Path, addr: &str) -> String {
+/// The one user of a registry started with `Registry::with_user`, and its password.
+pub(crate) const USER: &str = "cellar";
+pub(crate) const PASSWORD: &str = "cellar-secret";
+/// `PASSWORD` hashed with bcrypt (cost 5) for the registry's htpasswd file.
+const PASSWORD_BCRYPT: &str = "$2b$05$2vWXcxiV8rpqgrlUMdL/6OMgag2B15AK/yRj7zlPEIDjiNWX25oW.";
+
+fn config(storage: &Path, addr: &str, htpasswd: Option<&Path>) -> String {
+    let auth = match htpasswd {
+        Some(path) => format!(
+            "auth:\n  htpasswd:\n    realm: cellar-tests\n    path: \"{}\"\n",
+            path.display()
+        ),
+        None => String::new(),
+    };
     // Upload purging is off so no maintenance goroutine runs during a test; a fixed
     // http.secret silences the "No HTTP secret provided" warning (it signs upload state).
-    format!(
+    auth + &format!(
         r#"version: 0.1
 log:
   level: info
@@ -59,9 +73,9 @@ http:
 }
 
 /// Wait until it is ours that listens on `addr` (its log says so: a port someone else took
-/// would answer /v2/ too) and `GET /v2/` answers 200. Err(true): the port was taken, try
-/// another; Err(false): any other failure.
-fn wait_up(child: &mut Child, addr: &str, log: &Path) -> Result<(), bool> {
+/// would answer /v2/ too) and `GET /v2/` answers `ready` (200, or 401 behind auth). Err(true):
+/// the port was taken, try another; Err(false): any other failure.
+fn wait_up(child: &mut Child, addr: &str, log: &Path, ready: u16) -> Result<(), bool> {
     let listening = format!("listening on {addr}");
     let start = Instant::now();
     while start.elapsed() < START_BOUND {
@@ -71,7 +85,7 @@ fn wait_up(child: &mut Child, addr: &str, log: &Path) -> Result<(), bool> {
         }
         if text.contains(&listening) {
             if let Ok(r) = try_http_request(addr, "GET", "/v2/", &[], b"") {
-                if r.status == 200 {
+                if r.status == ready {
                     return Ok(());
                 }
             }
@@ -84,6 +98,15 @@ fn wait_up(child: &mut Child, addr: &str, log: &Path) -> Result<(), bool> {
 impl Registry {
     /// Start a registry and return once it listens and `GET /v2/` answers 200.
     pub(crate) fn start() -> Registry {
+        Self::launch(false)
+    }
+
+    /// A registry that lets only `USER` with `PASSWORD` in (HTTP Basic).
+    pub(crate) fn with_user() -> Registry {
+        Self::launch(true)
+    }
+
+    fn launch(auth: bool) -> Registry {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is not installed; run scripts/test, which installs what tests need"
@@ -91,12 +114,18 @@ impl Registry {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = dir.path().join("storage");
         fs::create_dir_all(&storage).expect("mkdir storage");
+        let htpasswd = auth.then(|| {
+            let path = dir.path().join("htpasswd");
+            fs::write(&path, format!("{USER}:{PASSWORD_BCRYPT}\n")).expect("write htpasswd");
+            path
+        });
         let mut logs = Vec::new();
         for attempt in 0..PORT_ATTEMPTS {
             let port = free_port();
             let addr = format!("127.0.0.1:{port}");
             let cfg = dir.path().join("config.yml");
-            fs::write(&cfg, config(&storage, &addr)).expect("write registry config");
+            fs::write(&cfg, config(&storage, &addr, htpasswd.as_deref()))
+                .expect("write registry config");
             let log = dir.path().join(format!("registry-{attempt}.log"));
             let out = File::create(&log).expect("registry log");
             let err = out.try_clone().expect("dup log");
@@ -114,7 +143,7 @@ impl Registry {
                 .stderr(err)
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawn {REGISTRY_BIN}: {e}"));
-            let up = wait_up(&mut child, &addr, &log);
+            let up = wait_up(&mut child, &addr, &log, if auth { 401 } else { 200 });
             if up.is_ok() {
                 return Registry { addr, child, dir };
             }
