@@ -18,10 +18,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // A reader that went away (`cellar export x | head`) is not an error worth a word.
-            if let Some(cellar_store::Error::Output(io)) = e.downcast_ref() {
-                if io.kind() == std::io::ErrorKind::BrokenPipe {
-                    return ExitCode::from(1);
-                }
+            if broken_pipe(&e) {
+                return ExitCode::from(1);
             }
             eprintln!("cellar: error: {e:#}");
             let usage = e
@@ -31,4 +29,15 @@ fn main() -> ExitCode {
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }
+}
+
+/// Whether the error is stdout's reader going away, however it reached us.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let io = match cause.downcast_ref::<cellar_store::Error>() {
+            Some(cellar_store::Error::Output(io)) => Some(io),
+            _ => cause.downcast_ref::<std::io::Error>(),
+        };
+        io.is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -127,8 +127,12 @@ fn unmount_lazily(mountpoint: &Path) {
 /// Start `cellar mount` again in the background, logging to a file, and return once it says
 /// the mount is up (or report its log if it fails).
 fn daemonize(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
-    let logs = root.join("logs");
-    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    // A store on a read-only filesystem keeps its mounts' logs in the temp directory.
+    let mut logs = root.join("logs");
+    if std::fs::create_dir_all(&logs).is_err() {
+        logs = std::env::temp_dir().join("cellar-logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    }
     let log_path = logs.join(format!("mount-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;

@@ -1,14 +1,28 @@
 //! The SQLite index: schema, migrations and the one way to write (an immediate transaction).
 //!
 //! The index is a cache of what the packs hold: every row can be rebuilt by scanning packs.
+//!
+//! A store on a read-only filesystem (a backup disk mounted `ro`, a snapshot of a volume) is
+//! opened read-only: SQLite's `immutable` mode, which needs no `-wal` or `-shm` file, with the
+//! caches readers fill (`CACHE_TABLES`) shadowed by temp copies. Readers then work as usual;
+//! anything that writes to the store fails with `Error::ReadOnly`.
 
-use std::path::Path;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
 pub const SCHEMA_VERSION: u32 = 5;
+
+/// The oldest schema a read-only store can be read at, since it cannot be migrated: schema 5
+/// adds only what leases use, and a read-only store needs no leases (no gc can run on it).
+const READ_ONLY_MIN_SCHEMA: u32 = 4;
+
+/// Tables that readers write to as caches (OCI digests, configs and manifests).
+const CACHE_TABLES: &[&str] = &["layer_digests", "image_blobs"];
 
 /// Schema per version; entry `i` migrates from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -127,11 +141,20 @@ CREATE TABLE pins (
 
 pub struct Db {
     conn: Connection,
+    /// The store's directory, when it is on a read-only filesystem.
+    read_only: Option<PathBuf>,
 }
 
 impl Db {
-    /// Open (and with `create`, create) the index, migrating it to the current schema.
+    /// Open (and with `create`, create) the index, migrating it to the current schema; on a
+    /// read-only filesystem, open it read-only.
     pub fn open(path: &Path, create: bool) -> Result<Db> {
+        if let Some(dir) = path.parent().filter(|d| on_read_only_fs(d)) {
+            if create {
+                return Err(Error::ReadOnly(dir.to_path_buf()));
+            }
+            return Self::open_read_only(path, dir);
+        }
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
@@ -163,7 +186,10 @@ impl Db {
             }
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
-        let mut db = Db { conn };
+        let mut db = Db {
+            conn,
+            read_only: None,
+        };
         db.migrate()?;
         Ok(db)
     }
@@ -192,18 +218,114 @@ impl Db {
         })
     }
 
+    /// `immutable`: SQLite takes no locks and keeps no `-shm` (nothing can change the file on a
+    /// read-only filesystem). The caches get temp tables of the same shape, which unqualified
+    /// names find first, so readers fill them in memory.
+    fn open_read_only(path: &Path, dir: &Path) -> Result<Db> {
+        let uri = format!(
+            "file:{}?immutable=1",
+            uri_escape(path.as_os_str().as_bytes())
+        );
+        let conn = Connection::open_with_flags(
+            uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if found > SCHEMA_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if found < READ_ONLY_MIN_SCHEMA {
+            return Err(Error::ReadOnlyOldSchema {
+                path: dir.to_path_buf(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        for table in CACHE_TABLES {
+            let sql: String = conn.query_row(
+                "SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )?;
+            let temp = sql.replacen("CREATE TABLE", "CREATE TEMP TABLE", 1);
+            conn.execute_batch(&format!(
+                "{temp}; INSERT INTO temp.{table} SELECT * FROM main.{table};"
+            ))?;
+        }
+        Ok(Db {
+            conn,
+            read_only: Some(dir.to_path_buf()),
+        })
+    }
+
+    /// True when the store is on a read-only filesystem.
+    pub fn read_only(&self) -> bool {
+        self.read_only.is_some()
+    }
+
+    /// `Error::ReadOnly` if the store is read-only: for writers to check before they begin.
+    pub fn writable(&self) -> Result<()> {
+        match &self.read_only {
+            Some(dir) => Err(Error::ReadOnly(dir.clone())),
+            None => Ok(()),
+        }
+    }
+
     pub fn conn(&self) -> &Connection {
         &self.conn
     }
 
     /// Run `f` in a `BEGIN IMMEDIATE` transaction: it holds the write lock from the start, so
     /// it never fails half-way on a lock upgrade. Commits if `f` succeeds.
+    /// On a read-only store only the temp caches can be written: a write to the index itself
+    /// fails with `Error::ReadOnly`.
     pub fn immediate<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let read_only = self.read_only.clone();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        let out = f(&tx).and_then(|out| {
+            tx.commit()?;
+            Ok(out)
+        });
+        match (out, read_only) {
+            (Err(Error::Db(rusqlite::Error::SqliteFailure(e, _))), Some(dir))
+                if e.code == rusqlite::ErrorCode::ReadOnly =>
+            {
+                Err(Error::ReadOnly(dir))
+            }
+            (out, _) => out,
+        }
     }
+}
+
+/// Is `dir` on a filesystem mounted read-only?
+pub(crate) fn on_read_only_fs(dir: &Path) -> bool {
+    let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statvfs fills the zeroed struct from a valid NUL-terminated path.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        libc::statvfs(c.as_ptr(), &mut st) == 0 && st.f_flag & libc::ST_RDONLY != 0
+    }
+}
+
+/// A path as the path part of an SQLite URI: everything but unreserved bytes %-escaped.
+fn uri_escape(path: &[u8]) -> String {
+    let mut out = String::with_capacity(path.len());
+    for &b in path {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

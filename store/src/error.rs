@@ -47,6 +47,22 @@ pub enum Error {
         "the store's format version {found} is newer than this cellar understands ({supported})"
     )]
     UnsupportedVersion { found: u32, supported: u32 },
+    /// A write to a store on a read-only filesystem.
+    #[error(
+        "the store at {0} is on a read-only filesystem: it can be read (list, export, restore, \
+         mount, serve...), not changed"
+    )]
+    ReadOnly(PathBuf),
+    /// A read-only store whose index is too old to read without migrating it.
+    #[error(
+        "the store at {path} is on a read-only filesystem and its index is schema {found}: open \
+         it once where it can be written, so that cellar migrates it to schema {supported}"
+    )]
+    ReadOnlyOldSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
 }
 
 // Causes are part of each message (not `source()`), so a report prints every cause once.

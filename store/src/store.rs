@@ -118,6 +118,7 @@ impl Store {
 
     /// Take the store's commit lock, the only lock writers share. Readers never take it.
     pub(crate) fn commit_lock(&self, waiting: &dyn Fn(&str)) -> Result<File> {
+        self.db().writable()?;
         lock_file(&self.root, waiting)
     }
 

@@ -19,5 +19,6 @@ mod mount;
 mod oci;
 mod prune;
 mod prune_crash;
+mod readonly;
 mod restore;
 mod verify;

@@ -77,6 +77,9 @@ pub fn repair_index(root: &Path, on_wait: &dyn Fn(&str)) -> Result<RepairReport>
     if !root.join(layout::PACKS_DIR).is_dir() {
         return Err(Error::NoStore(root.to_path_buf()));
     }
+    if crate::db::on_read_only_fs(root) {
+        return Err(Error::ReadOnly(root.to_path_buf()));
+    }
     fs::create_dir_all(root.join(layout::TMP_DIR)).at(root.join(layout::TMP_DIR))?;
     let _lock = lock_file(root, on_wait)?;
     refuse_if_busy(root)?;

@@ -21,6 +21,9 @@ use crate::store::Store;
 /// What an ingest's lease says it is (the column's default).
 pub(crate) const INGEST: &str = "ingest";
 
+/// The id of a reader's lease on a read-only store, which has no row.
+const NO_ROW: i64 = 0;
+
 /// An ingest's lease row; deleted by its commit transaction (`commit_in`), or on drop if the
 /// ingest failed. A killed process leaves its row, which gc deletes once the pid is dead.
 pub(crate) struct Lease<'s> {
@@ -64,7 +67,12 @@ impl Store {
     /// A reader's lease; `holder` names the reader in gc's report. Pin what it reads with
     /// [`ReadLease::resolve`] or [`ReadLease::pin`] before reading it.
     pub fn read_lease(self: &Arc<Self>, holder: &str) -> Result<ReadLease> {
-        let (id, _) = self.insert_lease(holder)?;
+        // Nothing can forget or collect anything in a read-only store: no row is needed.
+        let id = if self.db().read_only() {
+            NO_ROW
+        } else {
+            self.insert_lease(holder)?.0
+        };
         Ok(ReadLease {
             store: self.clone(),
             id,
@@ -114,7 +122,7 @@ impl ReadLease {
     /// has been forgotten already (a pin only holds what is still there).
     pub fn pin(&self, id: &SnapshotId) -> Result<()> {
         let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
-        if pinned.contains(id) {
+        if self.id == NO_ROW || pinned.contains(id) {
             return Ok(());
         }
         if !self.store.pin_snapshot(self.id, id)? {
@@ -144,6 +152,9 @@ impl ReadLease {
 impl Drop for ReadLease {
     fn drop(&mut self) {
         let id = self.id;
+        if id == NO_ROW {
+            return;
+        }
         let _ = self.store.db().immediate(|tx| {
             tx.execute("DELETE FROM pins WHERE lease = ?1", [id])?;
             tx.execute("DELETE FROM leases WHERE id = ?1", [id])?;

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::browse::oracle::extract;
@@ -56,10 +56,18 @@ pub(crate) struct Served {
 
 impl Served {
     pub(crate) fn start(store: &TestStore, args: &[&str]) -> Served {
+        Self::start_at(&store.path(), args)
+    }
+
+    /// `cellar --store DIR serve ...`: for a store seen at another path.
+    pub(crate) fn start_at(dir: &Path, args: &[&str]) -> Served {
         let mut argv = vec!["serve", "--listen", "127.0.0.1:0"];
         argv.extend_from_slice(args);
-        let mut child = store
-            .cmd(&argv)
+        let mut child = Command::new(cellar_bin())
+            .arg("--store")
+            .arg(dir)
+            .args(&argv)
+            .env_remove("CELLAR_STORE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -34,6 +34,7 @@ mod push;
 mod push_auth;
 mod serve;
 
+pub(crate) use cellar::Served;
 pub(crate) use compare::*;
 pub(crate) use http::*;
 pub(crate) use layout::*;

@@ -1,0 +1,163 @@
+//! A store on a read-only filesystem (here a read-only bind mount of a store, as a backup disk
+//! mounted `ro` would be): every reader works, image caches included; every writer fails with
+//! exit 1 and says why, and nothing in the store changes.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::common::*;
+use crate::oci::{http_get, Served};
+
+/// `src` bind-mounted read-only at `dst` until dropped.
+struct ReadOnlyView {
+    dst: PathBuf,
+}
+
+impl ReadOnlyView {
+    fn new(src: &Path, dst: &Path) -> ReadOnlyView {
+        fs::create_dir_all(dst).unwrap();
+        // Two steps: older mount(8)s ignore `ro` on the bind itself.
+        sh(&format!(
+            "mount --bind '{}' '{}'",
+            src.display(),
+            dst.display()
+        ));
+        let view = ReadOnlyView {
+            dst: dst.to_path_buf(),
+        };
+        sh(&format!("mount -o remount,bind,ro '{}'", dst.display()));
+        view
+    }
+}
+
+impl Drop for ReadOnlyView {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dst).status();
+    }
+}
+
+/// `cellar --store DIR ARGS`.
+fn cellar(dir: &Path, args: &[&str]) -> Output {
+    Command::new(cellar_bin())
+        .arg("--store")
+        .arg(dir)
+        .args(args)
+        .env_remove("CELLAR_STORE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cellar")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = cellar(dir, args);
+    assert_success(&out, args);
+    out.stdout
+}
+
+/// Every file under the store with its length and mtime.
+fn files(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path(), m.len(), m.modified().unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_store_on_a_read_only_filesystem_reads_and_refuses_writes() {
+    let store = TestStore::new();
+    let tree = store.scratch("tree");
+    write_file(&tree.join("etc/hostname"), b"vm1\n");
+    write_file(&tree.join("usr/lib/big.bin"), &noise(3_000_000, 11));
+    let one = tar_stream(&["tar", "-cf", "-", "-C", tree.to_str().unwrap(), "."]);
+    write_file(&tree.join("etc/hostname"), b"vm2\n");
+    let two = tar_stream(&["tar", "-cf", "-", "-C", tree.to_str().unwrap(), "."]);
+    let first = store.snapshot_bytes(&one, "vm");
+    store.snapshot_bytes(&two, "vm");
+    let before = files(&store.path());
+
+    let view = ReadOnlyView::new(&store.path(), &store.scratch("ro"));
+    let ro = view.dst.clone();
+    assert!(
+        fs::write(ro.join("probe"), b"x").is_err(),
+        "the view should be read-only"
+    );
+
+    // Readers.
+    let listed = String::from_utf8(ok(&ro, &["list"])).unwrap();
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    assert!(ok(&ro, &["export", "vm"]) == two);
+    assert!(ok(&ro, &["export", &first]) == one);
+    assert_eq!(ok(&ro, &["cat", "vm", "/etc/hostname"]), b"vm2\n");
+    let diff = String::from_utf8(ok(&ro, &["diff", "vm~1", "vm"])).unwrap();
+    assert!(diff.contains("/etc/hostname"), "{diff}");
+    let restored = store.scratch("restored");
+    ok(&ro, &["restore", "vm", &restored.to_string_lossy()]);
+    assert_eq!(
+        fs::read(restored.join("usr/lib/big.bin")).unwrap(),
+        noise(3_000_000, 11)
+    );
+    ok(&ro, &["verify", "--data"]);
+    // Image caches fill in memory: an OCI export, twice, and a registry download.
+    for i in 0..2 {
+        let layout = store.scratch(&format!("layout-{i}"));
+        ok(
+            &ro,
+            &[
+                "export",
+                "vm",
+                "--format",
+                "oci",
+                "-o",
+                &layout.to_string_lossy(),
+            ],
+        );
+    }
+    let served = Served::start_at(&ro, &[]);
+    let blob = http_get(
+        served.addr(),
+        &format!("/v2/vm/blobs/sha256:{}", sha256_hex(&two)),
+        &[],
+    );
+    assert_eq!(blob.status, 200);
+    assert!(blob.body == two);
+    drop(served);
+    let mnt = store.scratch("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    ok(&ro, &["mount", "--daemon", mnt.to_str().unwrap(), "vm"]);
+    let read = fs::read(mnt.join("etc/hostname"));
+    sh(&format!("umount '{}'", mnt.display()));
+    assert_eq!(read.expect("a file through the mount"), b"vm2\n");
+
+    // Writers: refused, saying why.
+    let stream_file = store.scratch("one.tar");
+    fs::write(&stream_file, &one).unwrap();
+    for args in [
+        vec!["snapshot", "--name", "other", stream_file.to_str().unwrap()],
+        vec!["rm", &first],
+        vec!["prune", "--keep-last", "1"],
+        vec!["gc"],
+        vec!["repair-index"],
+    ] {
+        let out = cellar(&ro, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("read-only filesystem"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    drop(view);
+    assert_eq!(files(&store.path()), before, "the store changed");
+    assert_eq!(store.snapshot_count(), 2);
+}
