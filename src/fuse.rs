@@ -10,6 +10,7 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cellar_store::fsview::{Attr, FsView};
@@ -26,7 +27,7 @@ const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
 const VOLATILE: Duration = Duration::ZERO;
 
 pub struct CellarFs {
-    view: FsView,
+    view: Arc<FsView>,
     /// The kernel opens files without asking (it said so at init).
     skip_open: bool,
     /// The kernel opens directories without asking, and nothing in the view changes: a
@@ -35,7 +36,7 @@ pub struct CellarFs {
 }
 
 impl CellarFs {
-    pub fn new(view: FsView) -> Self {
+    pub fn new(view: Arc<FsView>) -> Self {
         CellarFs {
             view,
             skip_open: false,
@@ -44,56 +45,27 @@ impl CellarFs {
     }
 
     /// Entries from `offset` on (1 and 2 are `.` and `..`, then the directory's entries in
-    /// order), each given to `add` until it says the reply is full.
+    /// order), each given to `add` with its next offset until it says the reply is full.
+    /// `counted`: the entries (not the dots) count as lookups (READDIRPLUS).
     fn entries(
         &self,
         ino: u64,
         offset: u64,
-        mut add: impl FnMut(u64, u64, Kind, &[u8]) -> bool,
+        counted: bool,
+        mut add: impl FnMut(u64, u64, Kind, &[u8]) -> cellar_store::Result<bool>,
     ) -> cellar_store::Result<()> {
-        let entries = self.view.readdir(ino)?;
-        let dots = [
-            (ino, Kind::Dir, b".".to_vec()),
-            (ino, Kind::Dir, b"..".to_vec()),
-        ];
-        for (i, (child, kind, name)) in dots
-            .into_iter()
-            .chain(entries)
-            .enumerate()
-            .skip(offset as usize)
-        {
-            if add(child, i as u64 + 1, kind, &name) {
-                break;
+        let mut next = offset;
+        for name in [&b"."[..], b".."].into_iter().skip(offset as usize) {
+            next += 1;
+            if add(ino, next, Kind::Dir, name)? {
+                return Ok(());
             }
         }
-        Ok(())
-    }
-
-    /// A READDIRPLUS reply: every entry with the attributes LOOKUP would give it.
-    fn entries_plus(
-        &self,
-        ino: u64,
-        offset: u64,
-        reply: &mut ReplyDirectoryPlus,
-    ) -> cellar_store::Result<()> {
-        let mut failed = None;
-        self.entries(ino, offset, |child, next, _, name| {
-            match self.view.getattr(child) {
-                Ok(a) => reply.add(
-                    INodeNo(child),
-                    next,
-                    OsStr::from_bytes(name),
-                    &ttl(&a),
-                    &file_attr(&a),
-                    Generation(0),
-                ),
-                Err(e) => {
-                    failed = Some(e);
-                    true
-                }
-            }
-        })?;
-        failed.map_or(Ok(()), Err)
+        let skip = offset.saturating_sub(2) as usize;
+        self.view.list(ino, skip, counted, |child, kind, name| {
+            next += 1;
+            add(child, next, kind, name)
+        })
     }
 }
 
@@ -264,13 +236,13 @@ impl Filesystem for CellarFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let listed = self.entries(ino.0, offset, |child, next, kind, name| {
-            reply.add(
+        let listed = self.entries(ino.0, offset, false, |child, next, kind, name| {
+            Ok(reply.add(
                 INodeNo(child),
                 next,
                 file_type(kind),
                 OsStr::from_bytes(name),
-            )
+            ))
         });
         match listed {
             Ok(()) => reply.ok(),
@@ -278,6 +250,8 @@ impl Filesystem for CellarFs {
         }
     }
 
+    /// Every entry with the attributes LOOKUP would give it; the kernel counts each (not the
+    /// dots) as a lookup.
     fn readdirplus(
         &self,
         _req: &Request,
@@ -286,10 +260,25 @@ impl Filesystem for CellarFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        match self.entries_plus(ino.0, offset, &mut reply) {
+        let listed = self.entries(ino.0, offset, true, |child, next, _, name| {
+            let a = self.view.getattr(child)?;
+            Ok(reply.add(
+                INodeNo(child),
+                next,
+                OsStr::from_bytes(name),
+                &ttl(&a),
+                &file_attr(&a),
+                Generation(0),
+            ))
+        });
+        match listed {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.view.forget(ino.0, nlookup);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

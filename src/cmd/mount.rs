@@ -57,7 +57,8 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
 
     // Signals are taken by one thread with sigwait; every other thread has them blocked.
     let signals = block_signals();
-    let session = fuser::spawn_mount(CellarFs::new(view), &args.mountpoint, &config)
+    let view = Arc::new(view);
+    let session = fuser::spawn_mount(CellarFs::new(view.clone()), &args.mountpoint, &config)
         .with_context(|| format!("mounting at {}", args.mountpoint.display()))?;
     eprintln!("cellar: mounted at {}", args.mountpoint.display());
     if let Some(fd) = std::env::var(READY_FD)
@@ -71,12 +72,19 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
 
     let (tx, rx) = mpsc::channel();
     let on_signal = tx.clone();
-    std::thread::spawn(move || {
+    std::thread::spawn(move || loop {
         let mut sig = 0;
         // SAFETY: `signals` is an initialized set; sigwait only writes `sig`.
-        if unsafe { libc::sigwait(&signals, &mut sig) } == 0 {
-            let _ = on_signal.send(Some(sig));
+        if unsafe { libc::sigwait(&signals, &mut sig) } != 0 {
+            return;
         }
+        if sig == libc::SIGUSR1 {
+            // What the mount holds, on demand (`kill -USR1`), into its log.
+            eprintln!("cellar: {} inodes held", view.inode_count());
+            continue;
+        }
+        let _ = on_signal.send(Some(sig));
+        return;
     });
     std::thread::spawn(move || {
         let _ = session.join();
@@ -102,7 +110,7 @@ fn block_signals() -> libc::sigset_t {
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1] {
             libc::sigaddset(&mut set, s);
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());

@@ -59,3 +59,20 @@ pub(super) fn small_stream(store: &TestStore, tree: &str, files: &[(&str, Vec<u8
     }
     archive(GNU_TAR, &root)
 }
+
+/// Every path under `mounted` is in `want` (GNU tar's extraction) and reads the same.
+pub(super) fn assert_reads_like(mounted: &Path, want: &Path, what: &str) {
+    let got = super::oracle::walk(mounted);
+    let expected = super::oracle::walk(want);
+    assert_eq!(got.len(), expected.len(), "{what}: path counts differ");
+    for ((g_rel, g), (w_rel, w)) in got.iter().zip(&expected) {
+        assert_eq!(g_rel, w_rel, "{what}");
+        if w.symlink_metadata().unwrap().is_file() {
+            assert!(
+                fs::read(g).unwrap() == fs::read(w).unwrap(),
+                "{what}: {} differs",
+                String::from_utf8_lossy(g_rel)
+            );
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::fixtures::*;
 use super::guard::*;
-use super::oracle::{extract, walk};
+use super::oracle::extract;
 use crate::common::*;
 
 fn gc_json(store: &TestStore, args: &[&str]) -> serde_json::Value {
@@ -27,25 +27,7 @@ fn assert_reads_like_export(store: &TestStore, snap: &str, mounted: &Path, what:
     let ex = store.scratch(&format!("export-{snap}"));
     let _ = fs::remove_dir_all(&ex);
     extract(store, &store.export(snap), &ex);
-    let want = walk(&ex);
-    let got = walk(mounted);
-    let names = |w: &[(Vec<u8>, std::path::PathBuf)]| -> Vec<Vec<u8>> {
-        w.iter().map(|(r, _)| r.clone()).collect()
-    };
-    assert_eq!(
-        names(&got),
-        names(&want),
-        "{what}: the mount lists other paths"
-    );
-    for ((rel, g), (_, w)) in got.iter().zip(&want) {
-        if w.symlink_metadata().unwrap().is_file() {
-            assert!(
-                fs::read(g).unwrap() == fs::read(w).unwrap(),
-                "{what}: {} reads differently through the mount",
-                String::from_utf8_lossy(rel)
-            );
-        }
-    }
+    assert_reads_like(mounted, &ex, what);
 }
 
 /// With the all-snapshots view mounted and a reader in the middle of a file, `prune` of the

@@ -8,43 +8,21 @@
 //! it likes; the lineage directories above them are read from the index on every call, so
 //! snapshots taken or removed while mounted appear and vanish.
 
-use std::collections::{BTreeSet, HashMap};
+mod inodes;
+
+use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
+
+use inodes::{Inode, Inodes, Key};
 
 use crate::error::{Error, Result};
 use crate::gc::ReadLease;
-use crate::ids::SnapshotId;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
 use crate::tree::{Kind, Node, Tree};
 
 pub const ROOT_INO: u64 = 1;
 const LATEST: &[u8] = b"latest";
-
-/// What the view shows at one inode.
-#[derive(Clone)]
-enum Inode {
-    /// All-snapshots view: the lineage names.
-    Top,
-    /// A lineage: its snapshots' short ids and `latest`.
-    Lineage(String),
-    /// `NAME/latest`, a symlink to the newest snapshot's id.
-    Latest(String),
-    /// A node inside a snapshot (its root included).
-    Node {
-        snap: Arc<Snapshot>,
-        node: Arc<Node>,
-    },
-}
-
-#[derive(Hash, PartialEq, Eq)]
-enum Key {
-    Lineage(String),
-    Latest(String),
-    Root(SnapshotId),
-    Child(u64, Vec<u8>),
-    Hardlink(SnapshotId, u64),
-}
 
 /// Attributes of an inode, as `stat` shows them.
 #[derive(Debug, Clone)]
@@ -62,12 +40,6 @@ pub struct Attr {
     pub rdev_minor: u64,
     /// True for the lineage directories, whose contents change while mounted.
     pub volatile: bool,
-}
-
-#[derive(Default)]
-struct Inodes {
-    by_ino: Vec<Inode>,
-    by_key: HashMap<Key, u64>,
 }
 
 pub struct FsView {
@@ -100,10 +72,7 @@ impl FsView {
     fn with_root(lease: ReadLease, root: Inode) -> Self {
         FsView {
             lease,
-            inodes: RwLock::new(Inodes {
-                by_ino: vec![root],
-                by_key: HashMap::new(),
-            }),
+            inodes: RwLock::new(Inodes::new(root)),
         }
     }
 
@@ -128,22 +97,28 @@ impl FsView {
 
     fn get(&self, ino: u64) -> Result<Inode> {
         let inodes = self.inodes.read().unwrap_or_else(|e| e.into_inner());
-        ino.checked_sub(1)
-            .and_then(|i| inodes.by_ino.get(i as usize))
+        inodes
+            .get(ino)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("no inode {ino}")))
     }
 
-    /// The inode for `key`, allocated on first sight.
-    fn intern(&self, key: Key, make: impl FnOnce() -> Inode) -> u64 {
+    /// The inode for `key`, allocated on first sight; `counted`: handed to the kernel as a
+    /// lookup (see `inodes`).
+    fn intern(&self, key: Key, counted: bool, make: impl FnOnce() -> Inode) -> u64 {
         let mut inodes = self.inodes.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(&ino) = inodes.by_key.get(&key) {
-            return ino;
-        }
-        inodes.by_ino.push(make());
-        let ino = inodes.by_ino.len() as u64;
-        inodes.by_key.insert(key, ino);
-        ino
+        inodes.intern(key, counted, make)
+    }
+
+    /// The kernel forgot `n` lookups of `ino` (FUSE FORGET): with none left, it is dropped.
+    pub fn forget(&self, ino: u64, n: u64) {
+        let mut inodes = self.inodes.write().unwrap_or_else(|e| e.into_inner());
+        inodes.forget(ino, n);
+    }
+
+    /// How many inodes the view holds now.
+    pub fn inode_count(&self) -> usize {
+        self.inodes.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     fn lineages(&self) -> Result<BTreeSet<String>> {
@@ -155,30 +130,45 @@ impl FsView {
             .collect())
     }
 
-    fn child_ino(&self, parent: u64, snap: &Arc<Snapshot>, node: &Node) -> u64 {
+    fn child_ino(&self, parent: u64, snap: &Arc<Snapshot>, node: &Node, counted: bool) -> u64 {
         let key = if node.ino != 0 {
             Key::Hardlink(snap.id, node.ino)
         } else {
             Key::Child(parent, node.name.clone())
         };
-        self.intern(key, || Inode::Node {
+        self.intern(key, counted, || Inode::Node {
             snap: snap.clone(),
             node: Arc::new(node.clone()),
         })
     }
 
-    fn snapshot_ino(&self, snap: Snapshot) -> Result<u64> {
+    fn snapshot_ino(&self, snap: Snapshot, counted: bool) -> Result<u64> {
         let node = self.store().tree(&snap)?.root().clone();
         let id = snap.id;
-        Ok(self.intern(Key::Root(id), move || Inode::Node {
+        Ok(self.intern(Key::Root(id), counted, move || Inode::Node {
             snap: Arc::new(snap),
             node: Arc::new(node),
         }))
     }
 
-    /// The entry `name` in directory `parent`, if there is one.
+    /// The entry `name` in directory `parent`, if there is one. A found entry counts as a
+    /// lookup the kernel holds until it forgets it.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<Attr>> {
-        let ino = match self.get(parent)? {
+        let Some(ino) = self.lookup_ino(parent, name)? else {
+            return Ok(None);
+        };
+        match self.getattr(ino) {
+            Ok(attr) => Ok(Some(attr)),
+            Err(e) => {
+                // Not handed out after all.
+                self.forget(ino, 1);
+                Err(e)
+            }
+        }
+    }
+
+    fn lookup_ino(&self, parent: u64, name: &[u8]) -> Result<Option<u64>> {
+        Ok(Some(match self.get(parent)? {
             Inode::Top => {
                 let Ok(name) = std::str::from_utf8(name) else {
                     return Ok(None);
@@ -186,13 +176,15 @@ impl FsView {
                 if !self.lineages()?.contains(name) {
                     return Ok(None);
                 }
-                self.intern(Key::Lineage(name.to_string()), || {
+                self.intern(Key::Lineage(name.to_string()), true, || {
                     Inode::Lineage(name.to_string())
                 })
             }
             Inode::Lineage(lineage) => {
                 if name == LATEST {
-                    self.intern(Key::Latest(lineage.clone()), || Inode::Latest(lineage))
+                    self.intern(Key::Latest(lineage.clone()), true, || {
+                        Inode::Latest(lineage)
+                    })
                 } else {
                     let found = self
                         .store()
@@ -200,7 +192,7 @@ impl FsView {
                         .into_iter()
                         .find(|s| s.short_id().as_bytes() == name);
                     match found {
-                        Some(s) => self.snapshot_ino(s)?,
+                        Some(s) => self.snapshot_ino(s, true)?,
                         None => return Ok(None),
                     }
                 }
@@ -209,12 +201,11 @@ impl FsView {
             Inode::Node { snap, node } => {
                 let tree = self.enter(&snap)?;
                 match tree.lookup(&node, name)? {
-                    Some(child) => self.child_ino(parent, &snap, &child),
+                    Some(child) => self.child_ino(parent, &snap, &child, true),
                     None => return Ok(None),
                 }
             }
-        };
-        self.getattr(ino).map(Some)
+        }))
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
@@ -266,39 +257,73 @@ impl FsView {
             .unwrap_or_default())
     }
 
-    /// A directory's entries (without `.` and `..`): inode, kind, name.
-    pub fn readdir(&self, ino: u64) -> Result<Vec<(u64, Kind, Vec<u8>)>> {
-        match self.get(ino)? {
-            Inode::Top => Ok(self
-                .lineages()?
-                .into_iter()
-                .map(|name| {
-                    let n = name.clone();
-                    let ino = self.intern(Key::Lineage(name.clone()), move || Inode::Lineage(n));
-                    (ino, Kind::Dir, name.into_bytes())
-                })
-                .collect()),
-            Inode::Lineage(lineage) => {
-                let mut out = Vec::new();
-                for s in self.store().list(Some(&lineage))? {
-                    let name = s.short_id().into_bytes();
-                    out.push((self.snapshot_ino(s)?, Kind::Dir, name));
-                }
-                let l = lineage.clone();
-                let latest = self.intern(Key::Latest(lineage), move || Inode::Latest(l));
-                out.push((latest, Kind::Symlink, LATEST.to_vec()));
-                Ok(out)
+    /// A directory's entries (without `.` and `..`) from the `skip`-th on, each handed to `add`
+    /// as (inode, kind, name) until it returns true. With `counted` (READDIRPLUS) each entry
+    /// counts as a lookup, except the one `add` refused (the reply was full).
+    pub fn list(
+        &self,
+        ino: u64,
+        skip: usize,
+        counted: bool,
+        mut add: impl FnMut(u64, Kind, &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let mut give = |child: u64, kind: Kind, name: &[u8]| -> Result<bool> {
+            let full = add(child, kind, name);
+            if counted && !matches!(full, Ok(false)) {
+                self.forget(child, 1);
             }
-            Inode::Latest(_) => Err(not_a_dir()),
+            full
+        };
+        match self.get(ino)? {
+            Inode::Top => {
+                for name in self.lineages()?.into_iter().skip(skip) {
+                    let n = name.clone();
+                    let child = self.intern(Key::Lineage(name.clone()), counted, move || {
+                        Inode::Lineage(n)
+                    });
+                    if give(child, Kind::Dir, name.as_bytes())? {
+                        break;
+                    }
+                }
+            }
+            Inode::Lineage(lineage) => {
+                let snaps = self.store().list(Some(&lineage))?;
+                let count = snaps.len();
+                for s in snaps.into_iter().skip(skip) {
+                    let name = s.short_id().into_bytes();
+                    if give(self.snapshot_ino(s, counted)?, Kind::Dir, &name)? {
+                        return Ok(());
+                    }
+                }
+                if skip <= count {
+                    let l = lineage.clone();
+                    let latest =
+                        self.intern(Key::Latest(lineage), counted, move || Inode::Latest(l));
+                    give(latest, Kind::Symlink, LATEST)?;
+                }
+            }
+            Inode::Latest(_) => return Err(not_a_dir()),
             Inode::Node { snap, node } => {
                 let tree = self.enter(&snap)?;
-                Ok(tree
-                    .readdir(&node)?
-                    .iter()
-                    .map(|c| (self.child_ino(ino, &snap, c), c.kind, c.name.clone()))
-                    .collect())
+                for c in tree.readdir(&node)?.iter().skip(skip) {
+                    if give(self.child_ino(ino, &snap, c, counted), c.kind, &c.name)? {
+                        break;
+                    }
+                }
             }
         }
+        Ok(())
+    }
+
+    /// A directory's entries (without `.` and `..`): inode, kind, name. None counts as a
+    /// lookup.
+    pub fn readdir(&self, ino: u64) -> Result<Vec<(u64, Kind, Vec<u8>)>> {
+        let mut out = Vec::new();
+        self.list(ino, 0, false, |child, kind, name| {
+            out.push((child, kind, name.to_vec()));
+            Ok(false)
+        })?;
+        Ok(out)
     }
 
     /// Up to `size` bytes of a file at `offset`.

@@ -1,0 +1,200 @@
+//! The view's inode table. A number is handed out on the first sight of a key (a node's name
+//! in its parent directory, a hard-link group, a snapshot's root, a lineage) and never reused.
+//! It is dropped again once the kernel has forgotten every lookup of it (FUSE counts one for
+//! each LOOKUP and READDIRPLUS entry it is given, and sends FORGET when it evicts the entry),
+//! so a mount that lives long and browses much holds what the kernel still caches, not every
+//! node it ever showed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::ids::SnapshotId;
+use crate::snapshot::Snapshot;
+use crate::tree::Node;
+
+use super::ROOT_INO;
+
+/// What the view shows at one inode.
+#[derive(Clone)]
+pub(super) enum Inode {
+    /// All-snapshots view: the lineage names.
+    Top,
+    /// A lineage: its snapshots' short ids and `latest`.
+    Lineage(String),
+    /// `NAME/latest`, a symlink to the newest snapshot's id.
+    Latest(String),
+    /// A node inside a snapshot (its root included).
+    Node {
+        snap: Arc<Snapshot>,
+        node: Arc<Node>,
+    },
+}
+
+/// What an inode number stands for, so that the same thing gets the same number.
+#[derive(Clone, Hash, PartialEq, Eq)]
+pub(super) enum Key {
+    Lineage(String),
+    Latest(String),
+    Root(SnapshotId),
+    Child(u64, Vec<u8>),
+    Hardlink(SnapshotId, u64),
+}
+
+struct Slot {
+    inode: Inode,
+    /// None for the root, which is never dropped.
+    key: Option<Key>,
+    /// Lookups the kernel holds: counted when handed out by LOOKUP or READDIRPLUS, given back
+    /// by FORGET.
+    lookups: u64,
+}
+
+/// Numbers handed out without a lookup (plain READDIR, whose numbers the kernel only shows)
+/// are kept, the newest this many, so a lookup soon after gets the number the listing showed.
+const UNCOUNTED_MAX: usize = 16 * 1024;
+
+pub(super) struct Inodes {
+    slots: HashMap<u64, Slot>,
+    by_key: HashMap<Key, u64>,
+    next: u64,
+    /// Slots made without a lookup, oldest first (some may have been counted since).
+    uncounted: VecDeque<u64>,
+}
+
+impl Inodes {
+    pub fn new(root: Inode) -> Self {
+        let mut slots = HashMap::new();
+        slots.insert(
+            ROOT_INO,
+            Slot {
+                inode: root,
+                key: None,
+                lookups: 0,
+            },
+        );
+        Inodes {
+            slots,
+            by_key: HashMap::new(),
+            next: ROOT_INO + 1,
+            uncounted: VecDeque::new(),
+        }
+    }
+
+    pub fn get(&self, ino: u64) -> Option<&Inode> {
+        self.slots.get(&ino).map(|s| &s.inode)
+    }
+
+    /// How many inodes the table holds (the root included).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The number for `key`, made by `make` on first sight, with one lookup counted if
+    /// `counted` (it is being handed to the kernel in a LOOKUP or READDIRPLUS reply).
+    pub fn intern(&mut self, key: Key, counted: bool, make: impl FnOnce() -> Inode) -> u64 {
+        let ino = match self.by_key.get(&key) {
+            Some(&ino) => ino,
+            None => self.insert(key, make(), counted),
+        };
+        if counted {
+            self.slots.get_mut(&ino).expect("interned").lookups += 1;
+        }
+        ino
+    }
+
+    fn insert(&mut self, key: Key, inode: Inode, counted: bool) -> u64 {
+        let ino = self.next;
+        self.next += 1;
+        self.slots.insert(
+            ino,
+            Slot {
+                inode,
+                key: Some(key.clone()),
+                lookups: 0,
+            },
+        );
+        self.by_key.insert(key, ino);
+        if !counted {
+            self.uncounted.push_back(ino);
+            while self.uncounted.len() > UNCOUNTED_MAX {
+                let old = self.uncounted.pop_front().expect("over the bound");
+                if self.slots.get(&old).is_some_and(|s| s.lookups == 0) {
+                    self.remove(old);
+                }
+            }
+        }
+        ino
+    }
+
+    /// The kernel gave back `n` lookups of `ino`: with none left, the number is dropped.
+    pub fn forget(&mut self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let Some(slot) = self.slots.get_mut(&ino) else {
+            return;
+        };
+        slot.lookups = slot.lookups.saturating_sub(n);
+        if slot.lookups == 0 {
+            self.remove(ino);
+        }
+    }
+
+    fn remove(&mut self, ino: u64) {
+        if let Some(Slot { key: Some(key), .. }) = self.slots.remove(&ino) {
+            if self.by_key.get(&key) == Some(&ino) {
+                self.by_key.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lineage(name: &str) -> (Key, Inode) {
+        (Key::Lineage(name.into()), Inode::Lineage(name.into()))
+    }
+
+    #[test]
+    fn numbers_live_while_the_kernel_holds_lookups() {
+        let mut t = Inodes::new(Inode::Top);
+        let (k, i) = lineage("vm");
+        let a = t.intern(k.clone(), true, || i.clone());
+        assert_eq!(
+            t.intern(k.clone(), true, || i.clone()),
+            a,
+            "same key, same number"
+        );
+        t.forget(a, 1);
+        assert!(t.get(a).is_some(), "one lookup is still held");
+        t.forget(a, 1);
+        assert!(t.get(a).is_none(), "all lookups given back");
+        let b = t.intern(k, false, || i);
+        assert_ne!(a, b, "numbers are never reused");
+        t.forget(ROOT_INO, 5);
+        assert!(t.get(ROOT_INO).is_some(), "the root stays");
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn uncounted_numbers_are_bounded_and_counted_ones_survive_the_bound() {
+        let mut t = Inodes::new(Inode::Top);
+        let (k, i) = lineage("kept");
+        let kept = t.intern(k.clone(), false, || i.clone());
+        t.intern(k, true, || i);
+        for n in 0..UNCOUNTED_MAX + 100 {
+            let (k, i) = lineage(&format!("l{n}"));
+            t.intern(k, false, || i);
+        }
+        assert!(t.len() <= UNCOUNTED_MAX + 2, "{} inodes", t.len());
+        assert!(
+            t.get(kept).is_some(),
+            "a counted number is never dropped for the bound"
+        );
+        let (k, i) = lineage("l0");
+        let again = t.intern(k, false, || i);
+        assert!(again > kept, "an evicted key gets a new number");
+    }
+}
