@@ -214,22 +214,21 @@ impl Store {
         )
     }
 
-    /// Pin `id` for the lease `lease` (a copy of its row); false if it has been forgotten.
-    pub(crate) fn pin_snapshot(&self, lease: i64, id: &SnapshotId) -> Result<bool> {
-        self.db().immediate(|tx| {
-            tx.execute(
-                &format!(
-                    "INSERT OR IGNORE INTO pins (lease, seq, {COLUMNS})
-                     SELECT ?1, seq, {COLUMNS} FROM snapshots WHERE id = ?2"
-                ),
-                rusqlite::params![lease, id.hex()],
-            )?;
-            Ok(tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM pins WHERE lease = ?1 AND id = ?2)",
-                rusqlite::params![lease, id.hex()],
-                |r| r.get(0),
-            )?)
-        })
+    /// In `tx`, pin `id` for the lease row `lease` (a copy of its row); false if it has been
+    /// forgotten.
+    pub(crate) fn pin_in(tx: &rusqlite::Transaction, lease: i64, id: &SnapshotId) -> Result<bool> {
+        tx.execute(
+            &format!(
+                "INSERT OR IGNORE INTO pins (lease, seq, {COLUMNS})
+                 SELECT ?1, seq, {COLUMNS} FROM snapshots WHERE id = ?2"
+            ),
+            rusqlite::params![lease, id.hex()],
+        )?;
+        Ok(tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pins WHERE lease = ?1 AND id = ?2)",
+            rusqlite::params![lease, id.hex()],
+            |r| r.get(0),
+        )?)
     }
 
     /// Resolve a SNAP argument: NAME (its latest), NAME~N, a full id, or a unique id prefix of

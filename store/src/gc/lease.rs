@@ -21,9 +21,6 @@ use crate::store::Store;
 /// What an ingest's lease says it is (the column's default).
 pub(crate) const INGEST: &str = "ingest";
 
-/// The id of a reader's lease on a read-only store, which has no row.
-const NO_ROW: i64 = 0;
-
 /// An ingest's lease row; deleted by its commit transaction (`commit_in`), or on drop if the
 /// ingest failed. A killed process leaves its row, which gc deletes once the pid is dead.
 pub(crate) struct Lease<'s> {
@@ -37,9 +34,19 @@ pub(crate) struct Lease<'s> {
 /// reader, when gc finds its pid dead).
 pub struct ReadLease {
     store: Arc<Store>,
-    id: i64,
+    holder: String,
+    /// On a read-only store nothing can forget or collect anything: no row is needed.
+    read_only: bool,
+    state: Mutex<Pins>,
+}
+
+#[derive(Default)]
+struct Pins {
+    /// The lease row, written with the first pin (so a reader that pins one snapshot commits
+    /// once to begin and once to end).
+    id: Option<i64>,
     /// Pinned already: pinning again would be a write for nothing.
-    pinned: Mutex<HashSet<SnapshotId>>,
+    pinned: HashSet<SnapshotId>,
 }
 
 /// A lease as gc found it, for its report.
@@ -67,33 +74,17 @@ impl Store {
     /// A reader's lease; `holder` names the reader in gc's report. Pin what it reads with
     /// [`ReadLease::resolve`] or [`ReadLease::pin`] before reading it.
     pub fn read_lease(self: &Arc<Self>, holder: &str) -> Result<ReadLease> {
-        // Nothing can forget or collect anything in a read-only store: no row is needed.
-        let id = if self.db().read_only() {
-            NO_ROW
-        } else {
-            self.insert_lease(holder)?.0
-        };
         Ok(ReadLease {
             store: self.clone(),
-            id,
-            pinned: Mutex::new(HashSet::new()),
+            holder: holder.to_string(),
+            read_only: self.db().read_only(),
+            state: Mutex::new(Pins::default()),
         })
     }
 
     /// A new lease row: its id and the gc epoch it started in.
     fn insert_lease(&self, holder: &str) -> Result<(i64, i64)> {
-        self.db().immediate(|tx| {
-            let epoch: i64 =
-                tx.query_row("SELECT value FROM meta WHERE key = 'gc_epoch'", [], |r| {
-                    r.get(0)
-                })?;
-            tx.execute(
-                "INSERT INTO leases (pid, started_epoch, started, holder)
-                 VALUES (?1, ?2, strftime('%s','now'), ?3)",
-                params![std::process::id(), epoch, holder],
-            )?;
-            Ok((tx.last_insert_rowid(), epoch))
-        })
+        self.db().immediate(|tx| insert_lease_in(tx, holder))
     }
 
     /// Every lease in the index, oldest first.
@@ -121,17 +112,28 @@ impl ReadLease {
     /// Keep snapshot `id` whole for as long as this lease lives. Fails with `NotFound` if it
     /// has been forgotten already (a pin only holds what is still there).
     pub fn pin(&self, id: &SnapshotId) -> Result<()> {
-        let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
-        if self.id == NO_ROW || pinned.contains(id) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if self.read_only || state.pinned.contains(id) {
             return Ok(());
         }
-        if !self.store.pin_snapshot(self.id, id)? {
+        let holder = &self.holder;
+        let lease = &mut state.id;
+        let pinned = self.store.db().immediate(|tx| {
+            let row = match *lease {
+                Some(row) => row,
+                None => insert_lease_in(tx, holder)?.0,
+            };
+            let pinned = Store::pin_in(tx, row, id)?;
+            *lease = Some(row);
+            Ok(pinned)
+        })?;
+        if !pinned {
             return Err(Error::NotFound(format!(
                 "snapshot {} was forgotten",
                 id.short()
             )));
         }
-        pinned.insert(*id);
+        state.pinned.insert(*id);
         Ok(())
     }
 
@@ -151,10 +153,10 @@ impl ReadLease {
 
 impl Drop for ReadLease {
     fn drop(&mut self) {
-        let id = self.id;
-        if id == NO_ROW {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        let Some(id) = state.id else {
             return;
-        }
+        };
         let _ = self.store.db().immediate(|tx| {
             tx.execute("DELETE FROM pins WHERE lease = ?1", [id])?;
             tx.execute("DELETE FROM leases WHERE id = ?1", [id])?;
@@ -196,4 +198,17 @@ impl Drop for Lease<'_> {
             });
         }
     }
+}
+
+/// Insert a lease row in `tx`: its id and the gc epoch it started in.
+fn insert_lease_in(tx: &rusqlite::Transaction, holder: &str) -> Result<(i64, i64)> {
+    let epoch: i64 = tx.query_row("SELECT value FROM meta WHERE key = 'gc_epoch'", [], |r| {
+        r.get(0)
+    })?;
+    tx.execute(
+        "INSERT INTO leases (pid, started_epoch, started, holder)
+         VALUES (?1, ?2, strftime('%s','now'), ?3)",
+        params![std::process::id(), epoch, holder],
+    )?;
+    Ok((tx.last_insert_rowid(), epoch))
 }
