@@ -385,3 +385,16 @@ pub fn assert_rsync_same_with(actual: &Path, expected: &Path, what: &str, extra:
         );
     }
 }
+
+/// `cellar --store DIR ARGS` for a store seen at a path other than a `TestStore`'s own (a
+/// read-only view of one, a store on another filesystem).
+pub fn cellar_at(store: &Path, args: &[&str]) -> Output {
+    Command::new(cellar_bin())
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("CELLAR_STORE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cellar")
+}

@@ -13,6 +13,7 @@ mod damage;
 mod dedup;
 mod dirsnap;
 mod exact;
+mod full_disk;
 mod gc;
 mod memory;
 mod mount;

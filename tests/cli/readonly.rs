@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use crate::common::*;
 use crate::oci::{http_get, Served};
@@ -37,20 +37,8 @@ impl Drop for ReadOnlyView {
     }
 }
 
-/// `cellar --store DIR ARGS`.
-fn cellar(dir: &Path, args: &[&str]) -> Output {
-    Command::new(cellar_bin())
-        .arg("--store")
-        .arg(dir)
-        .args(args)
-        .env_remove("CELLAR_STORE")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cellar")
-}
-
 fn ok(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = cellar(dir, args);
+    let out = cellar_at(dir, args);
     assert_success(&out, args);
     out.stdout
 }
@@ -149,7 +137,7 @@ fn a_store_on_a_read_only_filesystem_reads_and_refuses_writes() {
         vec!["gc"],
         vec!["repair-index"],
     ] {
-        let out = cellar(&ro, &args);
+        let out = cellar_at(&ro, &args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
         assert!(
             stderr(&out).contains("read-only filesystem"),

@@ -1,0 +1,108 @@
+//! A full disk: a snapshot that runs out of space fails with the path and the reason, records
+//! nothing, leaves the store whole, and gives its space back at once (the temp pack it was
+//! writing and the pack it had already sealed); gc finds nothing left over, and the next
+//! snapshot that fits succeeds.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::*;
+
+/// A size-limited tmpfs mounted at `dir` until dropped.
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    fn new(dir: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        sh(&format!(
+            "mount -t tmpfs -o size={size} cellar-full '{}'",
+            dir.display()
+        ));
+        SmallDisk {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Bytes in use.
+    fn used(&self) -> u64 {
+        let c = std::ffi::CString::new(self.dir.to_str().unwrap()).unwrap();
+        // SAFETY: statvfs fills the zeroed struct from a valid NUL-terminated path.
+        let st = unsafe {
+            let mut st: libc::statvfs = std::mem::zeroed();
+            assert_eq!(libc::statvfs(c.as_ptr(), &mut st), 0);
+            st
+        };
+        (st.f_blocks - st.f_bfree) * st.f_frsize
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// A tar stream of one file of `len` incompressible bytes, written to `file`.
+fn stream_file(scratch: &TestStore, name: &str, len: usize, seed: u64) -> (PathBuf, Vec<u8>) {
+    let dir = scratch.scratch(name);
+    write_file(&dir.join("data.bin"), &noise(len, seed));
+    let stream = tar_stream(&["tar", "-cf", "-", "-C", dir.to_str().unwrap(), "."]);
+    let file = scratch.scratch(&format!("{name}.tar"));
+    std::fs::write(&file, &stream).unwrap();
+    (file, stream)
+}
+
+#[test]
+fn a_full_disk_fails_the_snapshot_and_loses_nothing() {
+    let scratch = TestStore::new();
+    let disk = SmallDisk::new(&scratch.scratch("disk"), "48m");
+    let store = disk.dir.join("store");
+    let (small, small_stream) = stream_file(&scratch, "small", 2_000_000, 1);
+    // Larger than the disk, and than one 32 MiB pack: one pack is sealed before space runs out.
+    let (big, _) = stream_file(&scratch, "big", 80_000_000, 2);
+    let ok = |args: &[&str]| {
+        let out = cellar_at(&store, args);
+        assert_success(&out, args);
+        out.stdout
+    };
+    let first = String::from_utf8(ok(&["snapshot", "--name", "a", small.to_str().unwrap()]))
+        .unwrap()
+        .trim()
+        .to_string();
+    let before = disk.used();
+
+    let out = cellar_at(
+        &store,
+        &["snapshot", "--name", "big", big.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("No space left on device") && stderr(&out).contains("store/"),
+        "the reason and the path: {}",
+        stderr(&out)
+    );
+    let listed = String::from_utf8(ok(&["list"])).unwrap();
+    assert_eq!(listed.lines().count(), 2, "nothing recorded: {listed}");
+    assert!(ok(&["export", &first]) == small_stream);
+    ok(&["verify", "--data"]);
+    let tmp: Vec<_> = std::fs::read_dir(store.join("tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "temp files left behind: {tmp:?}");
+    assert!(
+        disk.used() <= before + 1_000_000,
+        "{} bytes in use after the failed snapshot, {before} before it",
+        disk.used()
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&ok(&["gc", "--grace", "0", "--json"])).unwrap();
+    assert_eq!(report["orphans_deleted"], 0, "{report}");
+    assert_eq!(report["bytes_freed"], 0, "{report}");
+    let (again, again_stream) = stream_file(&scratch, "again", 5_000_000, 3);
+    let id = String::from_utf8(ok(&["snapshot", "--name", "b", again.to_str().unwrap()]))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(ok(&["export", &id]) == again_stream);
+    ok(&["verify", "--data"]);
+}
