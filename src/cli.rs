@@ -83,7 +83,10 @@ pub struct VerifyArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct RepairIndexArgs {}
+pub struct RepairIndexArgs {
+    #[arg(long)]
+    pub json: bool,
+}
 
 #[derive(Args, Debug)]
 pub struct RmArgs {

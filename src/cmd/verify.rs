@@ -188,32 +188,69 @@ pub fn verify(root: &Path, args: VerifyArgs) -> anyhow::Result<()> {
     }
 }
 
-pub fn repair_index(root: &Path, _args: RepairIndexArgs) -> anyhow::Result<()> {
+#[derive(Serialize)]
+struct RepairJson {
+    /// Where the old index files went, relative to the store.
+    moved: Vec<String>,
+    packs: u64,
+    skipped_packs: u64,
+    records: u64,
+    chunks: u64,
+    duplicates: u64,
+    snapshots: u64,
+    forgotten: u64,
+    warnings: Vec<String>,
+    /// Whether the rebuilt index verifies (index level), and what it found if not.
+    verified: bool,
+    problems: Vec<ProblemJson>,
+}
+
+pub fn repair_index(root: &Path, args: RepairIndexArgs) -> anyhow::Result<()> {
     let report = cellar_store::repair_index(root, &|msg| eprintln!("cellar: {msg}"))?;
     for w in &report.warnings {
         eprintln!("cellar: warning: {w}");
     }
-    match report.moved.first() {
-        Some(db) => println!(
-            "moved the old index aside to {}",
-            db.strip_prefix(root).unwrap_or(db).display()
-        ),
-        None => println!("no old index to move aside"),
-    }
-    println!(
-        "indexed {} packs ({} skipped): {} records, {} chunks ({} duplicate copies left \
-         unindexed)",
-        report.packs, report.skipped_packs, report.frames, report.chunks, report.duplicates
-    );
-    println!(
-        "restored {} snapshots ({} forgotten ones left out)",
-        report.snapshots, report.forgotten
-    );
+    let moved: Vec<String> = report
+        .moved
+        .iter()
+        .map(|db| db.strip_prefix(root).unwrap_or(db).display().to_string())
+        .collect();
     // The rebuilt index must stand on its own: check it (index level; `verify --data` reads
     // everything).
     let check = Store::open(root)?.verify(false)?;
+    if args.json {
+        crate::output::print_json(&RepairJson {
+            moved,
+            packs: report.packs,
+            skipped_packs: report.skipped_packs,
+            records: report.frames,
+            chunks: report.chunks,
+            duplicates: report.duplicates,
+            snapshots: report.snapshots,
+            forgotten: report.forgotten,
+            warnings: report.warnings.clone(),
+            verified: check.ok(),
+            problems: check.problems.iter().map(problem_json).collect(),
+        })?;
+    } else {
+        match moved.first() {
+            Some(db) => println!("moved the old index aside to {db}"),
+            None => println!("no old index to move aside"),
+        }
+        println!(
+            "indexed {} packs ({} skipped): {} records, {} chunks ({} duplicate copies left \
+             unindexed)",
+            report.packs, report.skipped_packs, report.frames, report.chunks, report.duplicates
+        );
+        println!(
+            "restored {} snapshots ({} forgotten ones left out)",
+            report.snapshots, report.forgotten
+        );
+        if !check.ok() {
+            print_human(&check)?;
+        }
+    }
     if !check.ok() {
-        print_human(&check)?;
         bail!(
             "the rebuilt index has {} problem(s); see above (the old index is kept)",
             check.problems.len()
@@ -225,6 +262,8 @@ pub fn repair_index(root: &Path, _args: RepairIndexArgs) -> anyhow::Result<()> {
             report.skipped_packs
         );
     }
-    println!("the rebuilt index verifies");
+    if !args.json {
+        println!("the rebuilt index verifies");
+    }
     Ok(())
 }

@@ -54,25 +54,13 @@ fn lineage(store: &TestStore, name: &str, from: u64, to: u64) -> Vec<(String, Ve
         .collect()
 }
 
-/// `cellar --store PATH ARGS` for a store other than the test's own (a copy).
-fn run_at(path: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(cellar_bin())
-        .arg("--store")
-        .arg(path)
-        .args(args)
-        .env_remove("CELLAR_STORE")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
 /// The full ids `list` shows.
 fn listed(store: &TestStore) -> BTreeSet<String> {
     listed_at(&store.path())
 }
 
 fn listed_at(path: &Path) -> BTreeSet<String> {
-    let out = run_at(path, &["list", "--json"]);
+    let out = cellar_at(path, &["list", "--json"]);
     assert_success(&out, &["list", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v.as_array()
@@ -92,7 +80,7 @@ fn repaired(store: &TestStore, name: &str) -> BTreeSet<String> {
         store.path().display(),
         copy.display()
     ));
-    let out = run_at(&copy, &["repair-index"]);
+    let out = cellar_at(&copy, &["repair-index"]);
     assert_success(&out, &["repair-index", "(on a copy)"]);
     listed_at(&copy)
 }

@@ -239,12 +239,27 @@ fn repair_index_rebuilds_a_lost_index() {
     let out = f.store.run(&["list"]);
     assert_eq!(out.status.code(), Some(1), "no index, no store");
 
-    let text = f.store.ok(&["repair-index"]);
-    assert!(text.contains("restored 3 snapshots"), "{text}");
+    let report = f.store.json(&["repair-index", "--json"]);
+    assert_eq!(report["snapshots"], 3, "{report}");
+    assert_eq!(report["forgotten"], 0, "{report}");
+    assert_eq!(report["skipped_packs"], 0, "{report}");
+    assert_eq!(report["verified"], true, "{report}");
+    assert_eq!(
+        report["moved"],
+        serde_json::json!([]),
+        "no index to move: {report}"
+    );
+    assert!(report["chunks"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(
         list_json(&f.store),
         before,
         "the same snapshots, in the same order"
+    );
+    let text = f.store.ok(&["repair-index"]);
+    assert!(text.contains("restored 3 snapshots"), "{text}");
+    assert!(
+        text.contains("cellar.db.broken-"),
+        "the first rebuild moved aside: {text}"
     );
     assert_exports(&f);
     assert!(f.store.export(&vm2) == vm2_stream);
