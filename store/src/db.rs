@@ -247,6 +247,12 @@ impl Db {
             });
         }
         conn.pragma_update(None, "temp_store", "MEMORY")?;
+        if found < 5 {
+            // No pins before schema 5: an empty stand-in, for readers that look there.
+            conn.execute_batch(
+                "CREATE TEMP TABLE pins AS SELECT 0 AS lease, * FROM main.snapshots WHERE 0",
+            )?;
+        }
         for table in CACHE_TABLES {
             let sql: String = conn.query_row(
                 "SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?1",

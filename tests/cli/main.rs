@@ -22,4 +22,5 @@ mod prune;
 mod prune_crash;
 mod readonly;
 mod restore;
+mod schema;
 mod verify;

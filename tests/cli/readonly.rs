@@ -10,12 +10,12 @@ use crate::common::*;
 use crate::oci::{http_get, Served};
 
 /// `src` bind-mounted read-only at `dst` until dropped.
-struct ReadOnlyView {
-    dst: PathBuf,
+pub(crate) struct ReadOnlyView {
+    pub(crate) dst: PathBuf,
 }
 
 impl ReadOnlyView {
-    fn new(src: &Path, dst: &Path) -> ReadOnlyView {
+    pub(crate) fn new(src: &Path, dst: &Path) -> ReadOnlyView {
         fs::create_dir_all(dst).unwrap();
         // Two steps: older mount(8)s ignore `ro` on the bind itself.
         sh(&format!(
