@@ -3,6 +3,7 @@
 //! registry's challenges ([`auth`]); uploads stream ([`upload`]).
 
 mod auth;
+mod credentials;
 mod reference;
 mod upload;
 
@@ -14,7 +15,8 @@ use ureq::Body;
 
 pub use reference::Reference;
 
-use auth::{Challenge, Credentials};
+use auth::Challenge;
+use credentials::Credentials;
 
 /// How long a connection may take to open, and one read or write to make progress.
 const NET_TIMEOUT: Duration = Duration::from_secs(60);
@@ -53,7 +55,7 @@ impl Client {
             .user_agent(concat!("cellar/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        let creds = auth::load_credentials(&reference.host)?;
+        let creds = credentials::load_credentials(&reference.host)?;
         Ok(Client {
             agent,
             base: format!("{scheme}://{}", reference.api_host()),
