@@ -286,9 +286,11 @@ out=$work/results.md
     done
     echo
     # Snapshot to pulled image, beside umoci raw add-layer + skopeo copy (benches/image.sh).
-    echo "image of step 3 (snapshot to an image a client pulled):"
+    echo "image of step 3 (snapshot to an image a client pulled), into a fresh store and"
+    echo "into one holding step 2 (the machine frozen again):"
     echo '```'
     "$here/benches/image.sh" "$work/step3.tar" | sed 's/^/    /'
+    "$here/benches/image.sh" "$work/step3.tar" "$work/step2.tar" | sed 's/^/    /'
     echo '```'
     [[ -n $rustic_note ]] && echo "$rustic_note"
     true

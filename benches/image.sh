@@ -3,13 +3,18 @@
 # with cellar (`snapshot`, then `serve` and skopeo pulling from it) beside the conventional
 # path (`umoci raw add-layer` into a layout, `skopeo copy` to a registry, skopeo pulling it).
 #
-#   benches/image.sh [TREE|FILE.tar]   TREE defaults to /usr; a tar file is used as the stream
+#   benches/image.sh [TREE|FILE.tar] [PARENT.tar]
+#
+# TREE defaults to /usr; a tar file is used as the stream. With PARENT, cellar's store holds
+# PARENT's snapshot first (untimed), so the timed snapshot is the incremental one of a machine
+# frozen again; the conventional path has no such notion and is timed as before.
 #
 # Installs skopeo, umoci and docker-registry with apt-get when missing. Prints seconds per
 # path and the ratio conventional/cellar (higher is better for cellar). Both pulls land in an
 # OCI layout on the same disk, so the pull itself costs both sides the same.
 set -euo pipefail
 tree=${1:-/usr}
+parent=${2:-}
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/cellar-image-bench.XXXXXX)
 pids=()
@@ -45,6 +50,7 @@ pull() { skopeo --insecure-policy copy -q --src-tls-verify=false --dest-oci-acce
 
 # cellar: ingest, serve, pull.
 port=$(free_port)
+[ -n "$parent" ] && "$cellar" snapshot --name img "$parent" >/dev/null
 t0=$(now)
 "$cellar" snapshot --name img "$work/stream.tar" >/dev/null
 t1=$(now)
@@ -75,7 +81,7 @@ pull "127.0.0.1:$rport/img:t" "$work/conventional-pulled"
 c2=$(now)
 
 row() { printf '%-28s %10.2f %12.2f %8.1fx\n' "$1" "$2" "$3" "$(awk "BEGIN{print $3 / ($2 + 1e-9)}")"; }
-echo "stream: $tree, $((size >> 20)) MiB"
+echo "stream: $tree, $((size >> 20)) MiB${parent:+, the cellar snapshot incremental on $parent}"
 printf '%-28s %10s %12s %9s\n' step cellar conventional ratio
 row "stream to registry" "$(awk "BEGIN{print $t1 - $t0}")" "$(awk "BEGIN{print $c1 - $c0}")"
 row "registry to pulled image" "$(awk "BEGIN{print $t2 - $t1}")" "$(awk "BEGIN{print $c2 - $c1}")"
