@@ -15,6 +15,7 @@ mod dirsnap;
 mod exact;
 mod full_disk;
 mod gc;
+mod live_dir;
 mod memory;
 mod mount;
 mod oci;
