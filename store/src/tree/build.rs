@@ -101,6 +101,23 @@ impl<'a> TreeBuilder<'a> {
         bytes.map(|b| Node::from_bytes(&b)).transpose()
     }
 
+    /// Insert `node` at (dir, its name) unless something stands there already; false if so.
+    fn put_new(&self, dir: &[u8], node: &Node) -> Result<bool> {
+        let mut stmt = self.db.prepare_cached(
+            "INSERT INTO m (dir, name, node, ino) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (dir, name) DO NOTHING",
+        )?;
+        Ok(stmt.execute(params![dir, node.name, node.to_bytes(), node.ino as i64])? == 1)
+    }
+
+    /// Whether anything stands in the directory at `path` (joined components).
+    fn has_children(&self, path: &[u8]) -> Result<bool> {
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM m WHERE dir = ?1)")?;
+        Ok(stmt.query_row([path], |r| r.get(0))?)
+    }
+
     fn put(&self, dir: &[u8], node: &Node) -> Result<()> {
         let mut stmt = self.db.prepare_cached(
             "INSERT OR REPLACE INTO m (dir, name, node, ino) VALUES (?1, ?2, ?3, ?4)",
@@ -193,6 +210,25 @@ impl<'a> TreeBuilder<'a> {
         }
         let (dir, name) = split(&components);
         node.name = name;
+        if self.put_new(&dir, &node)? {
+            return Ok(());
+        }
+        // A later member for the same path replaces the earlier, as extraction does, with
+        // GNU tar's one exception: nothing but a directory can take the place of a directory
+        // that is not empty (it cannot be removed, and the member fails).
+        if !node.is_dir() {
+            if let Some(old) = self.get(&dir, &node.name)? {
+                if old.is_dir() && self.has_children(&full)? {
+                    self.warnings.push(format!(
+                        "{}: a {} where a non-empty directory stands is left out of the tree, \
+                         as GNU tar leaves it out",
+                        display(&full),
+                        node.kind.name()
+                    ));
+                    return Ok(());
+                }
+            }
+        }
         self.put(&dir, &node)
     }
 

@@ -1,7 +1,7 @@
 //! Inputs at the edges: absurdly deep paths, crafted sparse maps, xattr names with escapes,
 //! global PAX headers.
 
-use super::oracle::assert_matches_extraction;
+use super::oracle::{assert_matches_dir, assert_matches_extraction};
 
 use crate::common::*;
 
@@ -152,4 +152,55 @@ fn global_pax_records_apply_as_gnu_tar_applies_them() {
         format!("sha256:{}", sha256_hex(&stream)),
         "the stream itself served as the layer: {image}"
     );
+}
+
+/// A later member for a path replaces the earlier one, as extraction does, except where GNU
+/// tar cannot: a file where a non-empty directory stands is left out (with a warning; GNU tar
+/// fails that member and exits 2). A file replaces an empty directory, a directory replaces a
+/// file, and a directory over a directory keeps its contents and takes the new attributes.
+#[test]
+fn later_members_replace_earlier_ones_as_gnu_tar_extracts_them() {
+    let store = TestStore::new();
+    let mut stream = Vec::new();
+    member(&mut stream, b"d/", b'5', b"", b"", 0o755);
+    member(&mut stream, b"d/x", b'0', b"x\n", b"", 0o644);
+    member(&mut stream, b"d", b'0', b"over d\n", b"", 0o644);
+    member(&mut stream, b"e/", b'5', b"", b"", 0o755);
+    member(&mut stream, b"e", b'0', b"over e\n", b"", 0o644);
+    member(&mut stream, b"f", b'0', b"f\n", b"", 0o644);
+    member(&mut stream, b"f/", b'5', b"", b"", 0o755);
+    member(&mut stream, b"f/y", b'0', b"y\n", b"", 0o644);
+    member(&mut stream, b"g/", b'5', b"", b"", 0o755);
+    member(&mut stream, b"g/z", b'0', b"z\n", b"", 0o644);
+    member(&mut stream, b"g/", b'5', b"", b"", 0o700);
+    end_of_archive(&mut stream);
+
+    let out = store.run_stdin(&["snapshot", "--name", "r", "-"], &stream);
+    assert_success(&out, &["snapshot", "r"]);
+    assert!(
+        stderr(&out).contains("/d: a file where a non-empty directory stands is left out"),
+        "{}",
+        stderr(&out)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+
+    let file = store.scratch("r.tar");
+    std::fs::write(&file, &stream).unwrap();
+    let dir = store.scratch("extracted");
+    std::fs::create_dir_all(&dir).unwrap();
+    let gnu = std::process::Command::new("tar")
+        .args(["--numeric-owner", "-xpf"])
+        .arg(&file)
+        .arg("-C")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(gnu.status.code(), Some(2), "{}", stderr(&gnu));
+    assert!(
+        stderr(&gnu).contains("d: Cannot open: File exists"),
+        "{}",
+        stderr(&gnu)
+    );
+    assert_matches_dir(&store, &id, &dir, "replaced members", None);
+    assert!(store.export("r") == stream);
 }

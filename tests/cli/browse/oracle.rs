@@ -328,7 +328,18 @@ pub(super) fn assert_matches_extraction(
 ) -> (Vec<Vec<u8>>, Vec<Value>) {
     let dir = store.scratch("extracted");
     extract(store, stream, &dir);
-    let disk = walk(&dir);
+    assert_matches_dir(store, id, &dir, what, dir_mtimes_from)
+}
+
+/// `assert_matches_extraction` against a tree extracted already.
+pub(super) fn assert_matches_dir(
+    store: &TestStore,
+    id: &str,
+    dir: &Path,
+    what: &str,
+    dir_mtimes_from: Option<&Path>,
+) -> (Vec<Vec<u8>>, Vec<Value>) {
+    let disk = walk(dir);
     let listed = ls_json(store, &[id, "-R", "/"]);
 
     // The same set of paths, in depth-first name order.
