@@ -26,6 +26,8 @@ struct LeaseJson {
     pid: i64,
     holder: String,
     started: String,
+    /// Forgotten snapshots the lease pins (gc keeps them until it ends).
+    keeps_forgotten: u64,
 }
 
 impl From<&GcReport> for GcJson {
@@ -47,6 +49,7 @@ impl From<&GcReport> for GcJson {
                     pid: l.pid,
                     holder: l.holder.clone(),
                     started: rfc3339(l.started, 0),
+                    keeps_forgotten: l.keeps_forgotten,
                 })
                 .collect(),
         }
@@ -84,8 +87,13 @@ pub fn run(store: &Store, args: GcArgs) -> anyhow::Result<()> {
         );
     }
     for l in &r.leases {
+        let keeps = match l.keeps_forgotten {
+            0 => String::new(),
+            1 => ", keeping 1 forgotten snapshot".into(),
+            n => format!(", keeping {n} forgotten snapshots"),
+        };
         println!(
-            "lease held:       {} (pid {}) since {}",
+            "lease held:       {} (pid {}) since {}{keeps}",
             l.holder,
             l.pid,
             rfc3339(l.started, 0)

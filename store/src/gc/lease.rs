@@ -57,6 +57,8 @@ pub struct LeaseInfo {
     pub holder: String,
     /// Unix seconds.
     pub started: i64,
+    /// Forgotten snapshots it pins: what it keeps gc from taking.
+    pub keeps_forgotten: u64,
 }
 
 impl Store {
@@ -90,14 +92,18 @@ impl Store {
     /// Every lease in the index, oldest first.
     pub(crate) fn leases(&self) -> Result<Vec<LeaseInfo>> {
         let db = self.db();
-        let mut stmt = db
-            .conn()
-            .prepare("SELECT pid, holder, started FROM leases ORDER BY started, id")?;
+        let mut stmt = db.conn().prepare(
+            "SELECT pid, holder, started,
+                    (SELECT COUNT(*) FROM pins p
+                     WHERE p.lease = l.id AND p.id NOT IN (SELECT id FROM snapshots))
+             FROM leases l ORDER BY started, id",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok(LeaseInfo {
                 pid: r.get(0)?,
                 holder: r.get(1)?,
                 started: r.get(2)?,
+                keeps_forgotten: r.get::<_, i64>(3)? as u64,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

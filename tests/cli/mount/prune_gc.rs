@@ -167,6 +167,7 @@ fn a_forgotten_mounted_snapshot_reads_until_it_is_unmounted() {
     );
     assert_eq!(r["packs_deleted"], 0, "{r}");
     assert_eq!(leases(&r), vec![("mount".to_string(), pid)], "{r}");
+    assert_eq!(r["leases"][0]["keeps_forgotten"], 1, "{r}");
     for (name, data) in &files[1..] {
         assert!(
             fs::read(m.path(name)).unwrap() == *data,
@@ -176,10 +177,11 @@ fn a_forgotten_mounted_snapshot_reads_until_it_is_unmounted() {
     // The text report names the lease too.
     let out = store.run(&["gc", "--grace", "0"]);
     assert_success(&out, &["gc", "--grace", "0"]);
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains(&format!("mount (pid {pid})")),
-        "gc's report: {}",
-        String::from_utf8_lossy(&out.stdout)
+        text.contains(&format!("mount (pid {pid})"))
+            && text.contains("keeping 1 forgotten snapshot"),
+        "gc's report: {text}"
     );
 
     // Killed with -9: the lease stays in the index until gc sees its pid is dead.
