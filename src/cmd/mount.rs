@@ -35,7 +35,7 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
     }
     // The view holds the lease until the process ends: a snapshot it has gone into stays
     // readable even if it is forgotten meanwhile.
-    let lease = Arc::new(store).read_lease("mount")?;
+    let lease = Arc::new(store).read_lease("mount");
     let view = match &args.snap {
         Some(spec) => {
             let snap = lease.resolve(spec)?;

@@ -25,7 +25,7 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
     opts.settings.validate()?;
     let store = Arc::new(store);
     // Held until smolvm is done: the image's snapshots stay whole even if forgotten meanwhile.
-    let lease = store.read_lease("pack")?;
+    let lease = store.read_lease("pack");
     let snap = lease.resolve(&args.snap)?;
     if let Some(host) = &args.pull_host {
         if host.is_empty() || host.contains('/') || !host.contains(':') {

@@ -100,10 +100,7 @@ pub fn layer_body(shared: Arc<Shared>, key: LayerKey, range: (u64, u64)) -> Body
             range,
         };
         // For the download's length: a snapshot forgotten meanwhile is served to the end.
-        let lease = match shared.store.read_lease("serve") {
-            Ok(lease) => lease,
-            Err(e) => return w.fail(e),
-        };
+        let lease = shared.store.read_lease("serve");
         if let Err(e) = lease.pin_layer(&key.spec) {
             return w.fail(e);
         }

@@ -74,14 +74,15 @@ impl Store {
     }
 
     /// A reader's lease; `holder` names the reader in gc's report. Pin what it reads with
-    /// [`ReadLease::resolve`] or [`ReadLease::pin`] before reading it.
-    pub fn read_lease(self: &Arc<Self>, holder: &str) -> Result<ReadLease> {
-        Ok(ReadLease {
+    /// [`ReadLease::resolve`] or [`ReadLease::pin`] before reading it (the first pin writes
+    /// the lease's row: nothing is written before).
+    pub fn read_lease(self: &Arc<Self>, holder: &str) -> ReadLease {
+        ReadLease {
             store: self.clone(),
             holder: holder.to_string(),
             read_only: self.db().read_only(),
             state: Mutex::new(Pins::default()),
-        })
+        }
     }
 
     /// A new lease row: its id and the gc epoch it started in.
