@@ -205,11 +205,14 @@ impl Store {
     }
 
     /// Forgotten snapshots that readers pin (each once) whose commit came after `seq`: what
-    /// gc must keep beyond the snapshots still listed.
+    /// gc must keep beyond the snapshots still listed. Pins of the leases in
+    /// `temp.gc_dead_leases` (gc's dry run: readers that are gone) keep nothing.
     pub(crate) fn pinned_after(&self, seq: i64) -> Result<Vec<Snapshot>> {
         self.query_table(
             "pins",
-            "WHERE seq > ?1 AND id NOT IN (SELECT id FROM snapshots) GROUP BY id",
+            "WHERE seq > ?1 AND id NOT IN (SELECT id FROM snapshots)
+               AND lease NOT IN (SELECT id FROM temp.gc_dead_leases)
+             GROUP BY id",
             &[&seq],
         )
     }

@@ -114,13 +114,23 @@ fn close_bases(store: &Store) -> Result<()> {
     }
 }
 
-/// Step 2: the live set as of one read transaction. Takes no lock.
-pub(super) fn mark(store: &Store) -> Result<Mark> {
+/// Step 2: the live set as of one read transaction. Takes no lock. `dead_leases`: leases
+/// whose process is gone but whose rows are still there (a dry run deletes nothing): their
+/// pins keep nothing.
+pub(super) fn mark(store: &Store, dead_leases: &[i64]) -> Result<Mark> {
     store.db().conn().execute_batch(
         "PRAGMA temp_store = FILE;
          CREATE TEMP TABLE IF NOT EXISTS gc_live (id BLOB PRIMARY KEY) WITHOUT ROWID;
-         DELETE FROM temp.gc_live;",
+         DELETE FROM temp.gc_live;
+         CREATE TEMP TABLE IF NOT EXISTS gc_dead_leases (id INTEGER PRIMARY KEY);
+         DELETE FROM temp.gc_dead_leases;",
     )?;
+    for id in dead_leases {
+        store
+            .db()
+            .conn()
+            .execute("INSERT INTO temp.gc_dead_leases (id) VALUES (?1)", [id])?;
+    }
     let tx = ManualTx::begin(store, false)?;
     let max_seq: i64 =
         store

@@ -56,7 +56,8 @@ pub struct GcReport {
     pub orphans_deleted: u64,
     /// Bytes of pack and temp files deleted, minus the bytes of new packs written.
     pub bytes_freed: u64,
-    /// Leases whose process is gone, removed.
+    /// Leases whose process is gone, removed (dry run: that would be; their pins are not
+    /// counted as keeping anything).
     pub stale_leases: u64,
     /// The leases of live ingests and readers when gc finished: chunks they keep wait.
     pub leases: Vec<LeaseInfo>,
@@ -69,11 +70,15 @@ impl Store {
             dry_run: opts.dry_run,
             ..GcReport::default()
         };
-        if !opts.dry_run {
-            // Before the mark: a dead reader's pins keep nothing.
-            report.stale_leases = sweep::drop_stale_leases(self)?;
-        }
-        let mark = mark::mark(self)?;
+        // Before the mark: a dead reader's pins keep nothing (a dry run only says so).
+        let stale = sweep::stale_leases(self)?;
+        report.stale_leases = stale.len() as u64;
+        let mark = if opts.dry_run {
+            mark::mark(self, &stale)?
+        } else {
+            sweep::drop_leases(self, &stale)?;
+            mark::mark(self, &[])?
+        };
         if opts.dry_run {
             sweep::estimate(self, &mark, opts, &mut report)?;
             return Ok(report);

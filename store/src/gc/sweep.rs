@@ -49,30 +49,31 @@ fn zombie(pid: i32) -> bool {
         == Some(b'Z')
 }
 
-/// Delete the leases of processes that are gone (killed: nothing else ends a lease).
-pub(super) fn drop_stale_leases(store: &Store) -> Result<u64> {
-    let leases: Vec<(i64, i64)> = {
-        let db = store.db();
-        let mut stmt = db.conn().prepare("SELECT id, pid FROM leases")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    let dead: Vec<i64> = leases
+/// The leases of processes that are gone (killed: nothing else ends a lease).
+pub(super) fn stale_leases(store: &Store) -> Result<Vec<i64>> {
+    let db = store.db();
+    let mut stmt = db.conn().prepare("SELECT id, pid FROM leases")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?)))?;
+    let leases: Vec<(i64, i64)> = rows.collect::<rusqlite::Result<_>>()?;
+    Ok(leases
         .into_iter()
         .filter(|&(_, pid)| pid_dead(pid))
         .map(|(id, _)| id)
-        .collect();
-    if dead.is_empty() {
-        return Ok(0);
+        .collect())
+}
+
+/// Delete `leases` and their pins.
+pub(super) fn drop_leases(store: &Store, leases: &[i64]) -> Result<()> {
+    if leases.is_empty() {
+        return Ok(());
     }
     store.db().immediate(|tx| {
-        for id in &dead {
+        for id in leases {
             tx.execute("DELETE FROM pins WHERE lease = ?1", [id])?;
             tx.execute("DELETE FROM leases WHERE id = ?1", [id])?;
         }
         Ok(())
-    })?;
-    Ok(dead.len() as u64)
+    })
 }
 
 /// Delete condemned rows whose epoch no live ingest's lease predates and whose grace has passed.
