@@ -80,7 +80,11 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
         }
         if sig == libc::SIGUSR1 {
             // What the mount holds, on demand (`kill -USR1`), into its log.
-            eprintln!("cellar: {} inodes held", view.inode_count());
+            eprintln!(
+                "cellar: {} inodes held, {} snapshots pinned",
+                view.inode_count(),
+                view.pinned()
+            );
             continue;
         }
         let _ = on_signal.send(Some(sig));

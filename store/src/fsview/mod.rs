@@ -121,6 +121,11 @@ impl FsView {
         self.inodes.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// How many snapshots the view has gone into (and so keeps whole until it is dropped).
+    pub fn pinned(&self) -> usize {
+        self.lease.pinned()
+    }
+
     fn lineages(&self) -> Result<BTreeSet<String>> {
         Ok(self
             .store()

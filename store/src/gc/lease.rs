@@ -116,6 +116,15 @@ impl ReadLease {
         &self.store
     }
 
+    /// How many snapshots this lease pins.
+    pub fn pinned(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pinned
+            .len()
+    }
+
     /// Keep snapshot `id` whole for as long as this lease lives. Fails with `NotFound` if it
     /// has been forgotten already (a pin only holds what is still there).
     pub fn pin(&self, id: &SnapshotId) -> Result<()> {
