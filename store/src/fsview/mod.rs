@@ -320,17 +320,6 @@ impl FsView {
         Ok(())
     }
 
-    /// A directory's entries (without `.` and `..`): inode, kind, name. None counts as a
-    /// lookup.
-    pub fn readdir(&self, ino: u64) -> Result<Vec<(u64, Kind, Vec<u8>)>> {
-        let mut out = Vec::new();
-        self.list(ino, 0, false, |child, kind, name| {
-            out.push((child, kind, name.to_vec()));
-            Ok(false)
-        })?;
-        Ok(out)
-    }
-
     /// Up to `size` bytes of a file at `offset`.
     pub fn read(&self, ino: u64, offset: u64, size: usize) -> Result<Vec<u8>> {
         let Inode::Node { snap, node } = self.get(ino)? else {
