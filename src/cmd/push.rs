@@ -36,10 +36,7 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
     let settings = args.image.settings();
     settings.validate()?;
     let snap = lease.resolve(&args.snap)?;
-    let specs = store.image_layers(&snap, args.layers.mode())?;
-    for spec in &specs {
-        lease.pin_layer(spec)?;
-    }
+    let specs = lease.image_layers(&snap, args.layers.mode())?;
 
     let mut client = Client::new(reference, args.insecure)?;
     client.ping()?;

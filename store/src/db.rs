@@ -21,6 +21,9 @@ pub const SCHEMA_VERSION: u32 = 5;
 /// adds only what leases use, and a read-only store needs no leases (no gc can run on it).
 const READ_ONLY_MIN_SCHEMA: u32 = 4;
 
+/// The schema that added readers' pins.
+const PINS_SCHEMA: u32 = 5;
+
 /// Tables that readers write to as caches (OCI digests, configs and manifests).
 const CACHE_TABLES: &[&str] = &["layer_digests", "image_blobs"];
 
@@ -247,7 +250,7 @@ impl Db {
             });
         }
         conn.pragma_update(None, "temp_store", "MEMORY")?;
-        if found < 5 {
+        if found < PINS_SCHEMA {
             // No pins before schema 5: an empty stand-in, for readers that look there.
             conn.execute_batch(
                 "CREATE TEMP TABLE pins AS SELECT 0 AS lease, * FROM main.snapshots WHERE 0",

@@ -2,8 +2,8 @@
 //! (`NAME/ID/...` plus `NAME/latest`): what a FUSE adapter (or any other filesystem front end)
 //! needs, with no FUSE types in it.
 //!
-//! Inode numbers are handed out as nodes are looked up and stay fixed for the life of the
-//! view; the names of one hardlink group in one snapshot share one inode. Snapshots are
+//! Inode numbers are handed out as nodes are looked up and kept while the kernel holds them
+//! (`inodes.rs`); the names of one hardlink group in one snapshot share one inode. Snapshots are
 //! immutable, so everything below a snapshot's root may be cached by the kernel for as long as
 //! it likes; the lineage directories above them are read from the index on every call, so
 //! snapshots taken or removed while mounted appear and vanish.
@@ -43,7 +43,7 @@ pub struct Attr {
 }
 
 pub struct FsView {
-    /// Every snapshot the view shows is pinned through it (FORMAT §15.4): forgotten while
+    /// Every snapshot the view goes into is pinned through it (FORMAT §15.4): forgotten while
     /// shown, it stays readable until the view is dropped.
     lease: ReadLease,
     inodes: RwLock<Inodes>,

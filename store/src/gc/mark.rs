@@ -153,7 +153,8 @@ pub(super) fn mark(store: &Store, dead_leases: &[i64]) -> Result<Mark> {
 }
 
 /// Step 3, under the commit lock in one transaction: snapshots committed since the mark (and
-/// pinned ones the mark did not see) join the live set, and every other indexed chunk is condemned under a new epoch.
+/// pinned ones the mark did not see) join the live set, and every other indexed chunk is
+/// condemned under a new epoch.
 pub(super) fn condemn(
     store: &Store,
     mark: &Mark,

@@ -59,7 +59,8 @@ pub struct GcReport {
     /// Leases whose process is gone, removed (dry run: that would be; their pins are not
     /// counted as keeping anything).
     pub stale_leases: u64,
-    /// The leases of live ingests and readers when gc finished: chunks they keep wait.
+    /// The leases of live ingests and readers when gc finished: what an ingest's lease holds
+    /// waits (`chunks_waiting`), and what a reader pins was not condemned.
     pub leases: Vec<LeaseInfo>,
 }
 
@@ -70,19 +71,17 @@ impl Store {
             dry_run: opts.dry_run,
             ..GcReport::default()
         };
-        // Before the mark: a dead reader's pins keep nothing (a dry run only says so).
+        // Before the mark: a dead reader's pins keep nothing. A dry run writes nothing, so it
+        // has the mark pass over them instead of dropping them.
         let stale = sweep::stale_leases(self)?;
         report.stale_leases = stale.len() as u64;
-        let mark = if opts.dry_run {
-            mark::mark(self, &stale)?
-        } else {
-            sweep::drop_leases(self, &stale)?;
-            mark::mark(self, &[])?
-        };
         if opts.dry_run {
+            let mark = mark::mark(self, &stale)?;
             sweep::estimate(self, &mark, opts, &mut report)?;
             return Ok(report);
         }
+        sweep::drop_leases(self, &stale)?;
+        let mark = mark::mark(self, &[])?;
         mark::condemn(self, &mark, on_wait, &mut report)?;
         crate::failpoint::hit("gc:after-condemn");
         sweep::sweep(self, opts, on_wait, &mut report)?;

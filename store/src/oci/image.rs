@@ -223,11 +223,15 @@ impl Store {
 impl ReadLease {
     /// `Store::image`, with every snapshot its layers are made of pinned before any is read.
     pub fn image(&self, snap: &Snapshot, opts: &ImageOptions) -> Result<Image> {
-        let specs = self.store().image_layers(snap, opts.mode)?;
-        for spec in &specs {
-            self.pin_layer(spec)?;
-        }
+        let specs = self.image_layers(snap, opts.mode)?;
         self.store().image_of(snap, specs, opts)
+    }
+
+    /// `Store::image_layers`, with the snapshots of every layer pinned.
+    pub fn image_layers(&self, snap: &Snapshot, mode: LayerMode) -> Result<Vec<LayerSpec>> {
+        let specs = self.store().image_layers(snap, mode)?;
+        specs.iter().try_for_each(|spec| self.pin_layer(spec))?;
+        Ok(specs)
     }
 
     /// Pin the snapshots a layer is made of.
