@@ -189,6 +189,11 @@ pub fn sh(script: &str) -> Vec<u8> {
     out.stdout
 }
 
+/// GNU tar (default format) of everything in `dir`.
+pub fn tar_of_dir(dir: &Path) -> Vec<u8> {
+    tar_stream(&["tar", "-cf", "-", "-C", dir.to_str().unwrap(), "."])
+}
+
 /// Run a tar-writing command (argv) and return its stdout. Writers that exit 1 with a warning
 /// (e.g. a name too long for the format) still produce a stream the tests can use.
 pub fn tar_stream(argv: &[&str]) -> Vec<u8> {

@@ -57,7 +57,7 @@ fn big_stream(store: &TestStore) -> Vec<u8> {
             &noise(2_000_000, 50 + i),
         );
     }
-    tar_stream(&["tar", "-cf", "-", "-C", root.to_str().unwrap(), "."])
+    tar_of_dir(&root)
 }
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
@@ -80,7 +80,7 @@ fn kill_mid_ingest_records_nothing() {
     // An earlier snapshot, unrelated to the stream, must survive the crashes untouched.
     let other = store.scratch("other");
     crate::trees::portable_tree(&other);
-    let base = tar_stream(&["tar", "-cf", "-", "-C", other.to_str().unwrap(), "."]);
+    let base = tar_of_dir(&other);
     store.snapshot_bytes(&base, "base");
     let temp_files = || std::fs::read_dir(store.path().join("tmp")).unwrap().count();
     for fraction in [0.2, 0.5, 0.9] {

@@ -33,12 +33,12 @@ fn a_flipped_byte_fails_its_readers_and_spares_the_rest() {
     // Two snapshots in two separate ingests, so their data lives in different packs.
     let hurt = store.scratch("hurt");
     write_file(&hurt.join("big.bin"), &noise(6_000_000, 1));
-    let hurt_stream = tar_stream(&["tar", "-cf", "-", "-C", hurt.to_str().unwrap(), "."]);
+    let hurt_stream = tar_of_dir(&hurt);
     store.snapshot_bytes(&hurt_stream, "hurt");
     let packs_before: Vec<_> = store.pack_files();
     let safe = store.scratch("safe");
     write_file(&safe.join("other.bin"), &noise(200_000, 2));
-    let safe_stream = tar_stream(&["tar", "-cf", "-", "-C", safe.to_str().unwrap(), "."]);
+    let safe_stream = tar_of_dir(&safe);
     store.snapshot_bytes(&safe_stream, "safe");
 
     let biggest = packs_before

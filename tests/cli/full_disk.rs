@@ -48,7 +48,7 @@ impl Drop for SmallDisk {
 fn stream_file(scratch: &TestStore, name: &str, len: usize, seed: u64) -> (PathBuf, Vec<u8>) {
     let dir = scratch.scratch(name);
     write_file(&dir.join("data.bin"), &noise(len, seed));
-    let stream = tar_stream(&["tar", "-cf", "-", "-C", dir.to_str().unwrap(), "."]);
+    let stream = tar_of_dir(&dir);
     let file = scratch.scratch(&format!("{name}.tar"));
     std::fs::write(&file, &stream).unwrap();
     (file, stream)

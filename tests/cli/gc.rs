@@ -2,16 +2,11 @@
 //! step, not beside a running ingest or a reader of a forgotten snapshot.
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 use crate::crash::assert_consistent;
-
-fn tar_of(dir: &Path) -> Vec<u8> {
-    tar_stream(&["tar", "-cf", "-", "-C", dir.to_str().unwrap(), "."])
-}
 
 /// A lineage of `n` snapshots: a shared tree plus, in each, a large file of its own.
 fn lineage(store: &TestStore, n: u64, big: usize) -> Vec<(String, Vec<u8>)> {
@@ -22,7 +17,7 @@ fn lineage(store: &TestStore, n: u64, big: usize) -> Vec<(String, Vec<u8>)> {
         let _ = std::fs::remove_dir_all(dir.join("own"));
         write_file(&dir.join(format!("own/{i}.bin")), &noise(big, 900 + i));
         write_file(&dir.join("etc/version"), format!("{i}\n").as_bytes());
-        let stream = tar_of(&dir);
+        let stream = tar_of_dir(&dir);
         let id = store.snapshot_bytes(&stream, "vm");
         out.push((id, stream));
     }
@@ -211,12 +206,12 @@ fn gc_beside_a_slow_ingest() {
     let dir = store.scratch("old");
     write_file(&dir.join("a/shared.bin"), &noise(2_000_000, 11));
     write_file(&dir.join("b/gone.bin"), &noise(500_000, 12));
-    let old = store.snapshot_bytes(&tar_of(&dir), "old");
+    let old = store.snapshot_bytes(&tar_of_dir(&dir), "old");
     // The new stream starts with the old snapshot's data, then more of its own.
     let new_dir = store.scratch("new");
     write_file(&new_dir.join("a/shared.bin"), &noise(2_000_000, 11));
     write_file(&new_dir.join("z/own.bin"), &noise(1_000_000, 13));
-    let stream = tar_of(&new_dir);
+    let stream = tar_of_dir(&new_dir);
     let mut child = store
         .cmd(&["snapshot", "--name", "new", "-"])
         .stdin(Stdio::piped())
@@ -256,7 +251,7 @@ fn gc_beside_an_export_of_a_forgotten_snapshot() {
     let store = TestStore::new();
     let dir = store.scratch("old");
     write_file(&dir.join("big.bin"), &noise(24_000_000, 21));
-    let stream = tar_of(&dir);
+    let stream = tar_of_dir(&dir);
     let id = store.snapshot_bytes(&stream, "old");
     let mut child = store
         .cmd(&["export", &id])

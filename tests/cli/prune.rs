@@ -13,7 +13,7 @@ fn lineage(store: &TestStore, name: &str, count: usize) -> Vec<String> {
                 &root.join("etc/generation"),
                 format!("{name} {i}\n").as_bytes(),
             );
-            let stream = tar_stream(&["tar", "-cf", "-", "-C", root.to_str().unwrap(), "."]);
+            let stream = tar_of_dir(&root);
             store.snapshot_bytes(&stream, name)
         })
         .collect()

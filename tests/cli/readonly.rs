@@ -67,9 +67,9 @@ fn a_store_on_a_read_only_filesystem_reads_and_refuses_writes() {
     let tree = store.scratch("tree");
     write_file(&tree.join("etc/hostname"), b"vm1\n");
     write_file(&tree.join("usr/lib/big.bin"), &noise(3_000_000, 11));
-    let one = tar_stream(&["tar", "-cf", "-", "-C", tree.to_str().unwrap(), "."]);
+    let one = tar_of_dir(&tree);
     write_file(&tree.join("etc/hostname"), b"vm2\n");
-    let two = tar_stream(&["tar", "-cf", "-", "-C", tree.to_str().unwrap(), "."]);
+    let two = tar_of_dir(&tree);
     let first = store.snapshot_bytes(&one, "vm");
     store.snapshot_bytes(&two, "vm");
     let before = files(&store.path());

@@ -29,7 +29,7 @@ fn a_schema_4_store_reads_read_only_and_migrates_when_writable() {
     let tree = store.scratch("tree");
     write_file(&tree.join("etc/hostname"), b"vm1\n");
     write_file(&tree.join("bin/tool"), &noise(500_000, 7));
-    let stream = tar_stream(&["tar", "-cf", "-", "-C", tree.to_str().unwrap(), "."]);
+    let stream = tar_of_dir(&tree);
     let id = store.snapshot_bytes(&stream, "vm");
     downgrade_to_4(&store.path());
 

@@ -18,16 +18,12 @@ struct Fixture {
     db_pack: PathBuf,
 }
 
-fn tar_of(dir: &Path) -> Vec<u8> {
-    tar_stream(&["tar", "-cf", "-", "-C", dir.to_str().unwrap(), "."])
-}
-
 fn fixture() -> Fixture {
     let store = TestStore::new();
     let vm_dir = store.scratch("vm");
     crate::trees::portable_tree(&vm_dir);
     write_file(&vm_dir.join("big.bin"), &noise(4_000_000, 71));
-    let vm_stream = tar_of(&vm_dir);
+    let vm_stream = tar_of_dir(&vm_dir);
     let vm = store.snapshot_bytes(&vm_stream, "vm");
     let vm_packs = store.pack_files();
     assert_eq!(vm_packs.len(), 1, "one pack for the first snapshot");
@@ -35,7 +31,7 @@ fn fixture() -> Fixture {
     let db_dir = store.scratch("db");
     write_file(&db_dir.join("data/table.bin"), &noise(1_500_000, 72));
     write_file(&db_dir.join("etc/db.conf"), &text(20_000, 73));
-    let db_stream = tar_of(&db_dir);
+    let db_stream = tar_of_dir(&db_dir);
     let db = store.snapshot_bytes(&db_stream, "db");
     let db_pack = store
         .pack_files()
@@ -228,7 +224,7 @@ fn repair_index_rebuilds_a_lost_index() {
     // A second snapshot of vm: a parent chain, and pieces and records stored as deltas.
     let vm_dir = f.store.scratch("vm");
     write_file(&vm_dir.join("etc/hostname"), b"vm1-renamed\n");
-    let vm2_stream = tar_of(&vm_dir);
+    let vm2_stream = tar_of_dir(&vm_dir);
     let vm2 = f.store.snapshot_bytes(&vm2_stream, "vm");
     let before = list_json(&f.store);
     assert_eq!(before.as_array().unwrap().len(), 3);
@@ -325,7 +321,7 @@ fn repair_index_replaces_a_damaged_index() {
     let dir = f.store.scratch("new");
     write_file(&dir.join("new.bin"), &noise(200_000, 74));
     write_file(&dir.join("big.bin"), &noise(4_000_000, 71));
-    let stream = tar_of(&dir);
+    let stream = tar_of_dir(&dir);
     let id = f.store.snapshot_bytes(&stream, "vm");
     assert!(f.store.export(&id) == stream);
     assert_eq!(f.store.snapshot_count(), 3);

@@ -10,7 +10,7 @@ fn a_damaged_layer_is_never_served_whole() {
     let store = TestStore::new();
     let hurt = store.scratch("hurt");
     write_file(&hurt.join("big.bin"), &noise(6_000_000, 1));
-    let hurt_stream = tar_stream(&["tar", "-cf", "-", "-C", hurt.to_str().unwrap(), "."]);
+    let hurt_stream = tar_of_dir(&hurt);
     store.snapshot_bytes(&hurt_stream, "hurt");
     let packs = store.pack_files();
     let safe = store.scratch("safe");

@@ -243,7 +243,7 @@ fn image_settings_come_from_the_snapshot_and_the_flags() {
     let store = TestStore::new();
     let root = store.scratch("tree");
     portable_tree(&root);
-    let stream = tar_stream(&["tar", "-cf", "-", "-C", root.to_str().unwrap(), "."]);
+    let stream = tar_of_dir(&root);
     let out = store.run_stdin(
         &[
             "snapshot",
@@ -440,7 +440,7 @@ fn incremental_chains_restart_every_16_snapshots() {
     let mut ids = Vec::new();
     for i in 0..18 {
         write_file(&root.join(format!("f{i}")), format!("{i}\n").as_bytes());
-        let stream = tar_stream(&["tar", "-cf", "-", "-C", root.to_str().unwrap(), "."]);
+        let stream = tar_of_dir(&root);
         ids.push(store.snapshot_bytes(&stream, "vm"));
     }
     let layers = |id: &str| -> Vec<String> {

@@ -18,7 +18,7 @@ fn snapshot(store: &TestStore) -> String {
     let dir = store.scratch("tree");
     write_file(&dir.join("etc/hostname"), b"vm1\n");
     write_file(&dir.join("bin/tool"), &noise(200_000, 3));
-    let stream = tar_stream(&["tar", "-cf", "-", "-C", dir.to_str().unwrap(), "."]);
+    let stream = tar_of_dir(&dir);
     store.snapshot_bytes(&stream, "vm")
 }
 

@@ -173,7 +173,7 @@ fn a_download_outlives_the_forgetting_of_its_snapshot() {
     let store = TestStore::new();
     let dir = store.scratch("tree");
     write_file(&dir.join("big.bin"), &noise(48_000_000, 5));
-    let stream = tar_stream(&["tar", "-cf", "-", "-C", dir.to_str().unwrap(), "."]);
+    let stream = tar_of_dir(&dir);
     let id = store.snapshot_bytes(&stream, "vm");
     let served = Served::start(&store, &[]);
 
