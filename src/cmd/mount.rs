@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context};
 use cellar_store::fsview::FsView;
@@ -15,7 +15,7 @@ use cellar_store::Store;
 use fuser::{Config, MountOption, SessionACL};
 
 use crate::cli::{MountArgs, UsageError};
-use crate::fuse::CellarFs;
+use crate::fuse::{CellarFs, Feeder};
 
 /// Set in the background process: the fd to write one byte to once the mount is up.
 const READY_FD: &str = "CELLAR_MOUNT_READY_FD";
@@ -58,8 +58,15 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
     // Signals are taken by one thread with sigwait; every other thread has them blocked.
     let signals = block_signals();
     let view = Arc::new(view);
-    let session = fuser::spawn_mount(CellarFs::new(view.clone()), &args.mountpoint, &config)
-        .with_context(|| format!("mounting at {}", args.mountpoint.display()))?;
+    let notifier = Arc::new(OnceLock::new());
+    let (feeder, feeding) = Feeder::start(view.clone(), notifier.clone());
+    let session = fuser::spawn_mount(
+        CellarFs::new(view.clone(), feeder),
+        &args.mountpoint,
+        &config,
+    )
+    .with_context(|| format!("mounting at {}", args.mountpoint.display()))?;
+    let _ = notifier.set(session.notifier());
     eprintln!("cellar: mounted at {}", args.mountpoint.display());
     if let Some(fd) = std::env::var(READY_FD)
         .ok()
@@ -92,6 +99,8 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
     });
     std::thread::spawn(move || {
         let _ = session.join();
+        // The session's end dropped the filesystem, and with it the feeder's queue.
+        let _ = feeding.join();
         let _ = tx.send(None);
     });
     if let Ok(Some(sig)) = rx.recv() {

@@ -27,6 +27,8 @@ pub(super) enum Inode {
     Node {
         snap: Arc<Snapshot>,
         node: Arc<Node>,
+        /// The directory it was first found in (0 for a snapshot's root).
+        parent: u64,
     },
 }
 
@@ -82,6 +84,11 @@ impl Inodes {
 
     pub fn get(&self, ino: u64) -> Option<&Inode> {
         self.slots.get(&ino).map(|s| &s.inode)
+    }
+
+    /// The number `key` has now, without handing one out.
+    pub fn find(&self, key: &Key) -> Option<u64> {
+        self.by_key.get(key).copied()
     }
 
     /// How many inodes the table holds (the root included).

@@ -59,6 +59,7 @@ impl FsView {
             Inode::Node {
                 snap: Arc::new(snap),
                 node: Arc::new(node),
+                parent: 0,
             },
         ))
     }
@@ -135,15 +136,21 @@ impl FsView {
             .collect())
     }
 
-    fn child_ino(&self, parent: u64, snap: &Arc<Snapshot>, node: &Node, counted: bool) -> u64 {
-        let key = if node.ino != 0 {
+    fn child_key(parent: u64, snap: &Snapshot, node: &Node) -> Key {
+        if node.ino != 0 {
             Key::Hardlink(snap.id, node.ino)
         } else {
             Key::Child(parent, node.name.clone())
-        };
-        self.intern(key, counted, || Inode::Node {
-            snap: snap.clone(),
-            node: Arc::new(node.clone()),
+        }
+    }
+
+    fn child_ino(&self, parent: u64, snap: &Arc<Snapshot>, node: &Node, counted: bool) -> u64 {
+        self.intern(Self::child_key(parent, snap, node), counted, || {
+            Inode::Node {
+                snap: snap.clone(),
+                node: Arc::new(node.clone()),
+                parent,
+            }
         })
     }
 
@@ -153,6 +160,7 @@ impl FsView {
         Ok(self.intern(Key::Root(id), counted, move || Inode::Node {
             snap: Arc::new(snap),
             node: Arc::new(node),
+            parent: 0,
         }))
     }
 
@@ -203,7 +211,7 @@ impl FsView {
                 }
             }
             Inode::Latest(_) => return Err(not_a_dir()),
-            Inode::Node { snap, node } => {
+            Inode::Node { snap, node, .. } => {
                 let tree = self.enter(&snap)?;
                 match tree.lookup(&node, name)? {
                     Some(child) => self.child_ino(parent, &snap, &child, true),
@@ -308,7 +316,7 @@ impl FsView {
                 }
             }
             Inode::Latest(_) => return Err(not_a_dir()),
-            Inode::Node { snap, node } => {
+            Inode::Node { snap, node, .. } => {
                 let tree = self.enter(&snap)?;
                 for c in tree.readdir(&node)?.iter().skip(skip) {
                     if give(self.child_ino(ino, &snap, c, counted), c.kind, &c.name)? {
@@ -322,7 +330,7 @@ impl FsView {
 
     /// Up to `size` bytes of a file at `offset`.
     pub fn read(&self, ino: u64, offset: u64, size: usize) -> Result<Vec<u8>> {
-        let Inode::Node { snap, node } = self.get(ino)? else {
+        let Inode::Node { snap, node, .. } = self.get(ino)? else {
             return Err(Error::InvalidArgument("not a file".into()));
         };
         let tree = self.enter(&snap)?;
@@ -338,6 +346,29 @@ impl FsView {
         }
         buf.truncate(done);
         Ok(buf)
+    }
+
+    /// The plain files of at most `max_size` bytes (and more than none) listed after `ino` in
+    /// the directory it was found in, as (inode, size) by the numbers the kernel was given for
+    /// them (files it was never given are left out): what a reader going through the
+    /// directory in order (`tar`, `cp -r`) reads next.
+    pub fn files_after(&self, ino: u64, max_size: u64) -> Result<Vec<(u64, u64)>> {
+        let Inode::Node { snap, node, parent } = self.get(ino)? else {
+            return Ok(Vec::new());
+        };
+        let Ok(Inode::Node { node: dir, .. }) = self.get(parent) else {
+            return Ok(Vec::new());
+        };
+        let tree = self.enter(&snap)?;
+        let listing = tree.readdir(&dir)?;
+        let at = listing.partition_point(|c| c.name <= node.name);
+        let inodes = self.inodes.read().unwrap_or_else(|e| e.into_inner());
+        Ok(listing[at..]
+            .iter()
+            .filter(|c| c.kind == Kind::File && c.content.is_some())
+            .filter(|c| (1..=max_size).contains(&c.size))
+            .filter_map(|c| Some((inodes.find(&Self::child_key(parent, &snap, c))?, c.size)))
+            .collect())
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {

@@ -14,6 +14,7 @@ mod guard;
 
 mod access;
 mod faithful;
+mod feed;
 mod forget;
 mod lifecycle;
 mod load;

@@ -1,0 +1,157 @@
+//! The mount pushes small files into the kernel's page cache ahead of a reader going through a
+//! directory in order: which files, when (a read, never a listing), how far ahead, and that
+//! what lands in the cache is the files' bytes. `fincore` tells what the cache holds without
+//! reading anything.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use super::guard::*;
+use crate::common::*;
+
+/// Bytes of `path` held in the kernel's page cache.
+fn resident(path: &Path) -> u64 {
+    let out = Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("run fincore");
+    assert!(
+        out.status.success(),
+        "fincore {}: {}",
+        path.display(),
+        stderr(&out)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("fincore {}: {text:?}: {e}", path.display()))
+}
+
+/// What `len` bytes take in the page cache.
+fn pages(len: usize) -> u64 {
+    len.div_ceil(4096) as u64 * 4096
+}
+
+/// `f000` … `f099`, in the order the mount lists them.
+fn small(i: usize) -> (String, Vec<u8>) {
+    (format!("f{i:03}"), text(1_000 + i * 97, i as u64))
+}
+
+#[test]
+fn reading_a_file_pushes_the_next_small_files_of_its_directory() {
+    require("fusermount3");
+    require("fincore");
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    for i in 0..100 {
+        let (name, data) = small(i);
+        write_file(&root.join("d").join(name), &data);
+    }
+    let big = noise(1_500_000, 9);
+    write_file(&root.join("d/z-big.bin"), &big);
+    // Among the files: a directory, a symlink and an empty file, which are passed over.
+    write_file(&root.join("d/f030.dir/inner"), &text(2_000, 7));
+    std::os::unix::fs::symlink("f000", root.join("d/f040.link")).unwrap();
+    write_file(&root.join("d/f045.empty"), b"");
+    for i in 0..10 {
+        write_file(&root.join(format!("other/g{i}")), &text(2_000, 100 + i));
+    }
+    let id = store.snapshot_bytes(&tar_of_dir(&root), "vm");
+    let mut m = Mounted::new(&store, "mnt");
+    m.daemon(&store, Some(&id));
+    let d = m.path("d");
+
+    // Listing and stat read nothing, so nothing is pushed.
+    sh(&format!(
+        "find '{}' >/dev/null && ls -l '{}' >/dev/null",
+        m.dir_str(),
+        d.display()
+    ));
+    for p in [d.join("f001"), d.join("f050"), m.path("other/g0")] {
+        assert_eq!(resident(&p), 0, "{} is cached after a listing", p.display());
+    }
+
+    // Reading f000 pushes the 64 files after it, and nothing past them or elsewhere.
+    assert_eq!(fs::read(d.join("f000")).unwrap(), small(0).1);
+    let last = d.join("f064");
+    assert!(
+        wait_for(BOUND, || resident(&last) == pages(small(64).1.len())),
+        "f064 was not pushed: {} bytes cached",
+        resident(&last)
+    );
+    for i in 1..=64 {
+        let (name, data) = small(i);
+        assert_eq!(
+            resident(&d.join(&name)),
+            pages(data.len()),
+            "{name} pushed whole"
+        );
+    }
+    for p in [
+        d.join("f065"),
+        d.join("f099"),
+        d.join("z-big.bin"),
+        m.path("other/g0"),
+    ] {
+        assert_eq!(resident(&p), 0, "{} was pushed", p.display());
+    }
+
+    // What was pushed is the files' bytes; reading on pushes the rest.
+    for i in 0..100 {
+        let (name, data) = small(i);
+        assert!(
+            fs::read(d.join(&name)).unwrap() == data,
+            "{name} reads wrong"
+        );
+    }
+    assert!(fs::read(d.join("z-big.bin")).unwrap() == big);
+    assert_eq!(resident(&m.path("other/g0")), 0, "other/ was pushed");
+}
+
+/// Flip a byte of `needle` where it sits in one of the store's packs (noise is stored
+/// verbatim).
+fn flip_in_packs(store: &TestStore, needle: &[u8]) {
+    for pack in store.pack_files() {
+        let mut bytes = fs::read(&pack).unwrap();
+        if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+            bytes[at + needle.len() / 2] ^= 0xff;
+            fs::write(&pack, bytes).unwrap();
+            return;
+        }
+    }
+    panic!("the bytes are in no pack");
+}
+
+#[test]
+fn a_damaged_file_is_not_pushed_and_fails_its_reader() {
+    require("fusermount3");
+    require("fincore");
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    write_file(&root.join("d/a.txt"), &text(3_000, 1));
+    write_file(&root.join("d/c.txt"), &text(5_000, 3));
+    store.snapshot_bytes(&tar_of_dir(&root), "vm");
+    // b.bin arrives in a later ingest, so its bytes sit in a pack of their own.
+    let b = noise(60_000, 2);
+    write_file(&root.join("d/b.bin"), &b);
+    let id = store.snapshot_bytes(&tar_of_dir(&root), "vm");
+    flip_in_packs(&store, &b[30_000..30_064]);
+
+    let mut m = Mounted::new(&store, "mnt");
+    m.daemon(&store, Some(&id));
+    let d = m.path("d");
+    sh(&format!("ls -l '{}' >/dev/null", d.display()));
+    assert!(fs::read(d.join("a.txt")).unwrap() == text(3_000, 1));
+    // The feeder goes past the file it cannot read.
+    let c = d.join("c.txt");
+    assert!(
+        wait_for(BOUND, || resident(&c) == pages(5_000)),
+        "c.txt was not pushed"
+    );
+    assert_eq!(resident(&d.join("b.bin")), 0, "damaged b.bin was pushed");
+    let err = fs::read(d.join("b.bin")).expect_err("reading damaged data must fail");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(fs::read(&c).unwrap() == text(5_000, 3));
+}
