@@ -23,6 +23,7 @@ mod object;
 pub mod oci;
 pub mod pack;
 mod piece;
+mod process;
 pub mod restore;
 mod snapshot;
 mod stats;

@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::params;
 
-use super::index::pid_alive;
 use super::reason;
 use crate::db::Db;
 use crate::error::{Error, IoContext, Result};
@@ -35,6 +34,7 @@ use crate::ingest::index_pack;
 use crate::layout;
 use crate::list::ListRef;
 use crate::pack::{ChunkKind, Codec, RecordKind, SealedPack};
+use crate::process;
 use crate::snapshot::{Snapshot, SnapshotRecord};
 use crate::store::{lock_file, Store};
 use crate::tree::Node;
@@ -72,7 +72,8 @@ struct PackContents {
 }
 
 /// Rebuild `root/cellar.db` from the pack files under `root/packs`. Runs under the store's
-/// commit lock; refuses while another process is in the middle of an ingest.
+/// commit lock; refuses while another process is in the middle of an ingest, or reading
+/// through the index it replaces.
 pub fn repair_index(root: &Path, on_wait: &dyn Fn(&str)) -> Result<RepairReport> {
     if !root.join(layout::PACKS_DIR).is_dir() {
         return Err(Error::NoStore(root.to_path_buf()));
@@ -83,6 +84,7 @@ pub fn repair_index(root: &Path, on_wait: &dyn Fn(&str)) -> Result<RepairReport>
     fs::create_dir_all(root.join(layout::TMP_DIR)).at(root.join(layout::TMP_DIR))?;
     let _lock = lock_file(root, on_wait)?;
     refuse_if_busy(root)?;
+    refuse_if_read(root)?;
     let mut report = RepairReport::default();
     let files = pack_files(root, &mut report.warnings);
     let tmp = layout::new_temp_path(root, "db");
@@ -105,7 +107,7 @@ pub fn repair_index(root: &Path, on_wait: &dyn Fn(&str)) -> Result<RepairReport>
     }
     // An ingest that started meanwhile has the old index open and would commit into it once
     // the lock is free: check again, just before the swap.
-    if let Err(e) = refuse_if_busy(root) {
+    if let Err(e) = refuse_if_busy(root).and_then(|()| refuse_if_read(root)) {
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
@@ -132,13 +134,51 @@ fn refuse_if_busy(root: &Path) -> Result<()> {
         let Some(pid) = name.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
             continue;
         };
-        if pid != me && pid_alive(pid) {
+        if pid != me && process::alive(pid.into()) {
             return Err(Error::io(
                 f.path(),
                 io::Error::other(format!(
                     "process {pid} is writing to the store (an ingest in progress); let it \
                      finish, then run repair-index again (remove this file if process {pid} \
                      is not cellar)"
+                )),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A reader (a mount, `serve`, an export) goes on reading through the index it opened, which
+/// the rebuild moves aside, and pins what it reads there, which the new index would not know:
+/// gc could then take a forgotten snapshot from under it. So the leases of live processes in
+/// the old index refuse the rebuild. An index too damaged to tell names no one.
+fn refuse_if_read(root: &Path) -> Result<()> {
+    let path = root.join(layout::DB_FILE);
+    let leases = || -> rusqlite::Result<Vec<(i64, String)>> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Leases before schema 5 have no holder: only ingests took them.
+        let mut query = match conn.prepare("SELECT pid, holder FROM leases") {
+            Ok(q) => q,
+            Err(_) => conn.prepare("SELECT pid, 'ingest' FROM leases")?,
+        };
+        let rows = query.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    };
+    if !path.exists() {
+        return Ok(());
+    }
+    let me = std::process::id() as i64;
+    for (pid, holder) in leases().unwrap_or_default() {
+        if pid != me && process::alive(pid) {
+            return Err(Error::io(
+                path,
+                io::Error::other(format!(
+                    "process {pid} ({holder}) is reading the store through this index; end it \
+                     (`fusermount3 -u` for a mount), then run repair-index again"
                 )),
             ));
         }

@@ -14,40 +14,8 @@ use super::{mark, now_secs, GcOptions, GcReport};
 use crate::error::{IoContext, Result};
 use crate::ids::PackId;
 use crate::layout;
+use crate::process;
 use crate::store::Store;
-
-/// Is no process with this pid alive on this host?
-pub(super) fn pid_dead(pid: i64) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return true;
-    };
-    if pid <= 0 {
-        return true;
-    }
-    // SAFETY: signal 0 only checks whether the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    if r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
-        return true;
-    }
-    // A zombie (killed, not yet reaped: its parent may never reap it, as in a container
-    // without an init) holds nothing either.
-    zombie(pid)
-}
-
-/// Is the process a zombie? The state follows the command name's closing parenthesis in
-/// /proc/PID/stat (the name itself may hold any byte).
-fn zombie(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let close = stat.iter().rposition(|&b| b == b')')?;
-            stat[close + 1..]
-                .iter()
-                .find(|b| !b.is_ascii_whitespace())
-                .copied()
-        })
-        == Some(b'Z')
-}
 
 /// The leases of processes that are gone (killed: nothing else ends a lease).
 pub(super) fn stale_leases(store: &Store) -> Result<Vec<i64>> {
@@ -57,7 +25,7 @@ pub(super) fn stale_leases(store: &Store) -> Result<Vec<i64>> {
     let leases: Vec<(i64, i64)> = rows.collect::<rusqlite::Result<_>>()?;
     Ok(leases
         .into_iter()
-        .filter(|&(_, pid)| pid_dead(pid))
+        .filter(|&(_, pid)| !process::alive(pid))
         .map(|(id, _)| id)
         .collect())
 }
@@ -246,7 +214,7 @@ fn orphans(store: &Store, opts: &GcOptions, report: &mut GcReport) -> Result<()>
             .and_then(|n| n.split('-').next())
             .and_then(|p| p.parse::<i64>().ok());
         if let Some(pid) = pid {
-            if pid != std::process::id() as i64 && pid_dead(pid) && older_than(&f, grace) {
+            if pid != std::process::id() as i64 && !process::alive(pid) && older_than(&f, grace) {
                 remove(&f)?;
             }
         }

@@ -10,16 +10,7 @@ use crate::check::Verifier;
 use crate::error::Result;
 use crate::ids::PackId;
 use crate::layout;
-
-/// Is a process with this pid running (as far as this host can tell)?
-pub(in crate::check) fn pid_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks whether the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
+use crate::process;
 
 fn sorted_dir(path: &Path) -> Vec<fs::DirEntry> {
     let mut v: Vec<_> = fs::read_dir(path)
@@ -77,7 +68,7 @@ pub(in crate::check) fn leftovers(v: &mut Verifier, packs: &[PackRow]) -> Result
         let rel = format!("{}/{fname}", layout::TMP_DIR);
         let size = f.metadata().map(|m| m.len()).unwrap_or(0);
         match fname.split('-').next().and_then(|p| p.parse::<i32>().ok()) {
-            Some(pid) if pid_alive(pid) => v.notes.push(format!(
+            Some(pid) if process::alive(pid.into()) => v.notes.push(format!(
                 "{rel}: being written by process {pid} ({size} bytes): an ingest in progress"
             )),
             Some(pid) => v.notes.push(format!(

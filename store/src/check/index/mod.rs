@@ -11,7 +11,7 @@ use std::path::Path;
 use crate::ids::PackId;
 use crate::layout;
 
-pub(super) use leftovers::{leftovers, pid_alive};
+pub(super) use leftovers::leftovers;
 pub(super) use snapshots::{check_snapshots, load_snapshots};
 pub(super) use tables::check_tables;
 
