@@ -34,7 +34,7 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
         return daemonize(root, &args);
     }
     // The view holds the lease until the process ends: a snapshot it has gone into stays
-    // readable even if it is forgotten meanwhile.
+    // readable while the kernel holds anything of it, even if it is forgotten meanwhile.
     let lease = Arc::new(store).read_lease("mount");
     let view = match &args.snap {
         Some(spec) => {

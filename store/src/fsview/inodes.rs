@@ -3,7 +3,8 @@
 //! It is dropped again once the kernel has forgotten every lookup of it (FUSE counts one for
 //! each LOOKUP and READDIRPLUS entry it is given, and sends FORGET when it evicts the entry),
 //! so a mount that lives long and browses much holds what the kernel still caches, not every
-//! node it ever showed.
+//! node it ever showed. It also counts each snapshot's inodes: a snapshot whose last one is
+//! dropped is one the kernel holds nothing of, which the view can stop pinning.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -61,11 +62,25 @@ pub(super) struct Inodes {
     next: u64,
     /// Slots made without a lookup, oldest first (some may have been counted since).
     uncounted: VecDeque<u64>,
+    /// Inodes of each snapshot (nodes below its root, the root included).
+    per_snapshot: HashMap<SnapshotId, usize>,
+    /// Snapshots whose last inode was dropped since `take_released`.
+    released: Vec<SnapshotId>,
+}
+
+/// The snapshot an inode shows a node of.
+fn snapshot_of(inode: &Inode) -> Option<SnapshotId> {
+    match inode {
+        Inode::Node { snap, .. } => Some(snap.id),
+        _ => None,
+    }
 }
 
 impl Inodes {
     pub fn new(root: Inode) -> Self {
         let mut slots = HashMap::new();
+        // A single snapshot's root is never dropped, so neither is that snapshot.
+        let per_snapshot = snapshot_of(&root).map(|id| (id, 1)).into_iter().collect();
         slots.insert(
             ROOT_INO,
             Slot {
@@ -79,6 +94,8 @@ impl Inodes {
             by_key: HashMap::new(),
             next: ROOT_INO + 1,
             uncounted: VecDeque::new(),
+            per_snapshot,
+            released: Vec::new(),
         }
     }
 
@@ -112,6 +129,9 @@ impl Inodes {
     fn insert(&mut self, key: Key, inode: Inode, counted: bool) -> u64 {
         let ino = self.next;
         self.next += 1;
+        if let Some(id) = snapshot_of(&inode) {
+            *self.per_snapshot.entry(id).or_default() += 1;
+        }
         self.slots.insert(
             ino,
             Slot {
@@ -148,11 +168,33 @@ impl Inodes {
     }
 
     fn remove(&mut self, ino: u64) {
-        if let Some(Slot { key: Some(key), .. }) = self.slots.remove(&ino) {
-            if self.by_key.get(&key) == Some(&ino) {
-                self.by_key.remove(&key);
+        let Some(Slot {
+            key: Some(key),
+            inode,
+            ..
+        }) = self.slots.remove(&ino)
+        else {
+            return;
+        };
+        if self.by_key.get(&key) == Some(&ino) {
+            self.by_key.remove(&key);
+        }
+        if let Some(id) = snapshot_of(&inode) {
+            let left = self
+                .per_snapshot
+                .get_mut(&id)
+                .expect("counted when inserted");
+            *left -= 1;
+            if *left == 0 {
+                self.per_snapshot.remove(&id);
+                self.released.push(id);
             }
         }
+    }
+
+    /// The snapshots whose last inode was dropped since the last call.
+    pub fn take_released(&mut self) -> Vec<SnapshotId> {
+        std::mem::take(&mut self.released)
     }
 }
 

@@ -44,7 +44,7 @@ pub struct Attr {
 
 pub struct FsView {
     /// Every snapshot the view goes into is pinned through it (FORMAT §15.4): forgotten while
-    /// shown, it stays readable until the view is dropped.
+    /// shown, it stays readable while the view holds inodes in it.
     lease: ReadLease,
     inodes: RwLock<Inodes>,
 }
@@ -81,8 +81,9 @@ impl FsView {
         self.lease.store()
     }
 
-    /// The tree of `snap`, about to be read below its root: pinned first (a no-op after the
-    /// first time), so it stays readable until the view is dropped even if it is forgotten.
+    /// The tree of `snap`, about to be read below its root: pinned first (a no-op while it is
+    /// pinned), so it stays readable while the view holds inodes in it, even if it is
+    /// forgotten.
     /// Listing a lineage does not pin its snapshots; going into one does. One forgotten
     /// before the view went into it is `NotFound`.
     fn enter<'a>(&'a self, snap: &'a Snapshot) -> Result<Tree<'a>> {
@@ -104,17 +105,28 @@ impl FsView {
             .ok_or_else(|| Error::NotFound(format!("no inode {ino}")))
     }
 
+    /// Change the inode table; then stop pinning each snapshot it dropped the last inode of.
+    /// That is done before the table is unlocked: an inode made in the snapshot afterwards
+    /// (a new lookup) pins it again before anything is read through it (`enter`).
+    fn inodes_mut<R>(&self, change: impl FnOnce(&mut Inodes) -> R) -> R {
+        let mut inodes = self.inodes.write().unwrap_or_else(|e| e.into_inner());
+        let out = change(&mut inodes);
+        for id in inodes.take_released() {
+            self.lease.unpin(&id);
+        }
+        out
+    }
+
     /// The inode for `key`, allocated on first sight; `counted`: handed to the kernel as a
     /// lookup (see `inodes`).
     fn intern(&self, key: Key, counted: bool, make: impl FnOnce() -> Inode) -> u64 {
-        let mut inodes = self.inodes.write().unwrap_or_else(|e| e.into_inner());
-        inodes.intern(key, counted, make)
+        self.inodes_mut(|inodes| inodes.intern(key, counted, make))
     }
 
-    /// The kernel forgot `n` lookups of `ino` (FUSE FORGET): with none left, it is dropped.
+    /// The kernel forgot `n` lookups of `ino` (FUSE FORGET): with none left, it is dropped,
+    /// and with it, if it was the last inode of its snapshot, the view's pin of that snapshot.
     pub fn forget(&self, ino: u64, n: u64) {
-        let mut inodes = self.inodes.write().unwrap_or_else(|e| e.into_inner());
-        inodes.forget(ino, n);
+        self.inodes_mut(|inodes| inodes.forget(ino, n));
     }
 
     /// How many inodes the view holds now.
@@ -122,7 +134,8 @@ impl FsView {
         self.inodes.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// How many snapshots the view has gone into (and so keeps whole until it is dropped).
+    /// How many snapshots the view pins: those it has gone into of which the kernel still
+    /// holds something.
     pub fn pinned(&self) -> usize {
         self.lease.pinned()
     }

@@ -153,6 +153,26 @@ impl ReadLease {
         Ok(())
     }
 
+    /// Stop keeping snapshot `id` (the reader is done with it; reading it again needs a new
+    /// pin, which fails if it has been forgotten meanwhile).
+    pub fn unpin(&self, id: &SnapshotId) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !state.pinned.remove(id) {
+            return;
+        }
+        if let Some(row) = state.id {
+            // Left in place if this fails: the pin then keeps the snapshot a while longer,
+            // until the lease ends (a new pin of it is a no-op).
+            let _ = self.store.db().immediate(|tx| {
+                tx.execute(
+                    "DELETE FROM pins WHERE lease = ?1 AND id = ?2",
+                    params![row, id.hex()],
+                )?;
+                Ok(())
+            });
+        }
+    }
+
     /// `Store::resolve`, then pin what it names. A snapshot forgotten in between is resolved
     /// again (`NAME` may name another one by then).
     pub fn resolve(&self, spec: &str) -> Result<Snapshot> {

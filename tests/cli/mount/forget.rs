@@ -12,31 +12,9 @@ use super::guard::*;
 use super::oracle::extract;
 use crate::common::*;
 
-/// What `kill -USR1` makes the mount log: the inodes it holds.
+/// The inodes the mount holds, as it logs them on `kill -USR1`.
 fn inodes_held(pid: i32, log: &Path) -> usize {
-    let count = |text: &str| text.matches(" inodes held, ").count();
-    let before = count(&fs::read_to_string(log).unwrap_or_default());
-    unsafe { libc::kill(pid, libc::SIGUSR1) };
-    let mut text = String::new();
-    assert!(
-        wait_for(BOUND, || {
-            text = fs::read_to_string(log).unwrap_or_default();
-            count(&text) > before
-        }),
-        "the mount did not report its inodes; log:\n{text}"
-    );
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.contains(" inodes held, "))
-        .unwrap();
-    // The view went into one snapshot.
-    assert!(line.ends_with(", 1 snapshots pinned"), "{line}");
-    line.trim_start_matches("cellar: ")
-        .split(' ')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{line}"))
+    mount_report(pid, log).0
 }
 
 #[test]
@@ -64,7 +42,8 @@ fn the_mount_gives_back_what_the_kernel_forgets() {
     let root = m.path(&format!("vm/{id}"));
 
     assert_reads_like(&root, &want, "first pass");
-    let held = inodes_held(pid, Path::new(&log));
+    let (held, pinned) = mount_report(pid, Path::new(&log));
+    assert_eq!(pinned, 1, "the view went into one snapshot");
     assert!(held > 3000, "{held} inodes after reading 3030 paths");
 
     // Make the kernel evict what it can (nothing is open): it sends FORGET for each inode.
@@ -78,4 +57,5 @@ fn the_mount_gives_back_what_the_kernel_forgets() {
         "the mount still holds {after} of {held} inodes after the kernel dropped its caches"
     );
     assert_reads_like(&root, &want, "after the kernel forgot");
+    assert_eq!(mount_report(pid, Path::new(&log)).1, 1, "pinned again");
 }

@@ -4,7 +4,7 @@
 
 use std::fs::{self, File};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -274,6 +274,57 @@ fn the_all_snapshots_view_pins_what_it_goes_into() {
         fs::read(&through).expect("a1.bin through the held directory") == a1,
         "a, gone into before the forget, reads on"
     );
+    let out = store.run(&["verify", "--data"]);
+    assert_success(&out, &["verify", "--data"]);
+}
+
+/// The all-snapshots view lets a snapshot go once the kernel holds nothing of it: after the
+/// kernel drops its caches, a forgotten snapshot the view went into is pinned no more, and gc
+/// takes it while the mount stays up and reads the others.
+#[test]
+fn the_all_snapshots_view_lets_go_what_the_kernel_forgot() {
+    require("fusermount3");
+    let store = TestStore::new();
+    let old_data = noise(1_500_000, 95);
+    let old = store.snapshot_bytes(
+        &small_stream(&store, "old", &[("a.bin", old_data.clone())]),
+        "old",
+    );
+    let kept = noise(300_000, 96);
+    let keep = store.snapshot_bytes(
+        &small_stream(&store, "keep", &[("k.bin", kept.clone())]),
+        "keep",
+    );
+    let mut m = Mounted::new(&store, "mnt");
+    let said = m.daemon(&store, None);
+    let log = PathBuf::from(said.rsplit("log: ").next().unwrap().trim());
+    let pid = m.daemon.expect("the mount's pid");
+    assert!(fs::read(m.path(&format!("old/{old}/a.bin"))).unwrap() == old_data);
+    assert!(fs::read(m.path(&format!("keep/{keep}/k.bin"))).unwrap() == kept);
+    assert_eq!(mount_report(pid, &log).1, 2, "both gone into");
+
+    store.ok(&["rm", &old]);
+    let r = gc_json(&store, &["--grace", "0"]);
+    assert_eq!(r["chunks_deleted"], 0, "the mount pins old: {r}");
+    assert_eq!(r["leases"][0]["keeps_forgotten"], 1, "{r}");
+
+    // Nothing is open: the kernel forgets every inode, and the view its pins.
+    fs::write("/proc/sys/vm/drop_caches", "2").expect("drop the kernel's caches (root)");
+    let mut pinned = 2;
+    assert!(
+        wait_for(BOUND, || {
+            pinned = mount_report(pid, &log).1;
+            pinned == 0
+        }),
+        "{pinned} snapshots still pinned after the kernel dropped its caches"
+    );
+    let r = gc_json(&store, &["--grace", "0"]);
+    assert!(r["chunks_deleted"].as_u64().unwrap() > 0, "old goes: {r}");
+    assert_eq!(r["leases"][0]["keeps_forgotten"], 0, "{r}");
+
+    assert!(!m.path("old").exists(), "old left the view");
+    assert!(fs::read(m.path(&format!("keep/{keep}/k.bin"))).unwrap() == kept);
+    assert_eq!(mount_report(pid, &log).1, 1, "keep is pinned again");
     let out = store.run(&["verify", "--data"]);
     assert_success(&out, &["verify", "--data"]);
 }
