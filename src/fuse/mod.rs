@@ -1,6 +1,7 @@
 //! FUSE over the engine's filesystem view: every trait method maps the view's `Result` to a
-//! reply and does nothing else. The mount is read-only, so the kernel answers writes with
-//! EROFS itself and no write operation is implemented here.
+//! reply and does nothing else (a read from a file's start is also told to the feeder). The
+//! mount is read-only, so the kernel answers writes with EROFS itself and no write operation
+//! is implemented here.
 //!
 //! Requests are what a full read through the mount costs (a round trip and two context
 //! switches each), so the kernel is asked to send as few as it can: no OPEN or RELEASE for
@@ -10,109 +11,22 @@
 //! cache ahead of a reader going through a directory ([`Feeder`]), so it sends no READ for
 //! them either.
 
-use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+mod feeder;
+
+pub use feeder::Feeder;
 
 use cellar_store::fsview::{Attr, FsView};
 use cellar_store::{Error, Kind};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, Notifier, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEntry, ReplyOpen, ReplyXattr, Request,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEntry, ReplyOpen, ReplyXattr, Request,
 };
-
-/// Files up to this size are pushed into the kernel's cache ahead of a reader (larger ones
-/// would take the whole window).
-const FEED_MAX_SIZE: u64 = 1 << 20;
-/// How far ahead of a reader files are pushed: this many, or this many bytes.
-const FEED_FILES: usize = 64;
-const FEED_BYTES: u64 = 4 << 20;
-/// Files remembered as read or pushed; past this the memory starts over.
-const FEED_REMEMBERED: usize = 1 << 18;
-
-/// Pushes small files into the kernel's page cache (FUSE_NOTIFY_STORE) ahead of a reader
-/// that goes through a directory in order: each READ from a file's start (the reader has come
-/// to a file not pushed yet) pushes the next small files listed after it. `tar`, `cp -r` and
-/// `rsync` then find them cached and send no READ for them; a READ costs a round trip through
-/// the kernel and two context switches, more than a small file's bytes. Readers that only
-/// list or stat (`ls`, `find`) read nothing and get nothing pushed.
-#[derive(Clone)]
-pub struct Feeder {
-    tx: SyncSender<u64>,
-    /// Files read from their start or pushed, so none is pushed after it was read, or twice.
-    seen: Arc<Mutex<HashSet<u64>>>,
-}
-
-impl Feeder {
-    /// The feeder and its thread, which pushes nothing until `notifier` is set (once
-    /// mounted) and ends once every `Feeder` is dropped (with the session's filesystem).
-    /// Join it before exiting: it holds the view, and with it the view's lease.
-    pub fn start(view: Arc<FsView>, notifier: Arc<OnceLock<Notifier>>) -> (Self, JoinHandle<()>) {
-        let (tx, rx) = sync_channel(64);
-        let feeder = Feeder {
-            tx,
-            seen: Arc::default(),
-        };
-        let seen = feeder.seen.clone();
-        let thread = std::thread::Builder::new()
-            .name("cellar-feeder".into())
-            .spawn(move || feed(&view, &notifier, &seen, rx))
-            .expect("spawn feeder thread");
-        (feeder, thread)
-    }
-
-    /// A reader asked for the start of `ino`. Dropped when the feeder is behind.
-    fn first_read(&self, ino: u64) {
-        if first_sight(&self.seen, ino) {
-            let _ = self.tx.try_send(ino);
-        }
-    }
-}
-
-/// Whether `ino` is new to `seen` (now in it).
-fn first_sight(seen: &Mutex<HashSet<u64>>, ino: u64) -> bool {
-    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-    if seen.len() >= FEED_REMEMBERED {
-        seen.clear();
-    }
-    seen.insert(ino)
-}
-
-fn feed(
-    view: &FsView,
-    notifier: &OnceLock<Notifier>,
-    seen: &Mutex<HashSet<u64>>,
-    rx: Receiver<u64>,
-) {
-    for ino in rx {
-        let Some(notifier) = notifier.get() else {
-            continue;
-        };
-        let Ok(files) = view.files_after(ino, FEED_MAX_SIZE) else {
-            continue;
-        };
-        let (mut count, mut bytes) = (0, 0);
-        for (file, size) in files {
-            if count == FEED_FILES || bytes >= FEED_BYTES {
-                break;
-            }
-            if !first_sight(seen, file) {
-                continue;
-            }
-            // A file that cannot be read is left for its reader to meet the error.
-            if let Ok(data) = view.read(file, 0, size as usize) {
-                let _ = notifier.store(INodeNo(file), 0, &data);
-            }
-            count += 1;
-            bytes += size;
-        }
-    }
-}
 
 /// Snapshots never change: the kernel may cache their attributes and entries for good.
 const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
