@@ -120,6 +120,54 @@ fn prune_then_gc_reclaims_space_and_keeps_data() {
     assert_eq!(again["chunks_condemned"], 0, "{again}");
 }
 
+/// `--dry-run` says what gc would do now. After a prune, with the default grace period, the
+/// newly condemned chunks wait and nothing is freed yet, as the real run then shows; with
+/// `--grace 0` the waiting chunks go, and their packs with them, as the real run then does.
+#[test]
+fn dry_run_says_what_gc_then_does() {
+    let store = TestStore::new();
+    let snaps = lineage(&store, 4, 3_000_000);
+    store.ok(&["prune", "--keep-last", "1"]);
+    let same = |dry: &serde_json::Value, real: &serde_json::Value| {
+        let what = format!("\ndry  {dry}\nreal {real}");
+        for f in [
+            "packs_repacked",
+            "chunks_condemned",
+            "chunks_deleted",
+            "chunks_waiting",
+        ] {
+            assert_eq!(dry[f], real[f], "{f}:{what}");
+        }
+        // Packs of tombstones alone (prune's) are decided when swept, so not counted.
+        let packs = |r: &serde_json::Value| r["packs_deleted"].as_u64().unwrap();
+        assert!(
+            (packs(dry)..=packs(dry) + 1).contains(&packs(real)),
+            "packs_deleted:{what}"
+        );
+        let (d, r) = (
+            dry["bytes_freed"].as_u64().unwrap() as f64,
+            real["bytes_freed"].as_u64().unwrap() as f64,
+        );
+        // A repack's saving is estimated from the frames' compressed sizes.
+        assert!((d - r).abs() <= r * 0.05, "bytes_freed:{what}");
+    };
+
+    let dry = gc_json(&store, &["--dry-run"]);
+    assert!(dry["chunks_condemned"].as_u64().unwrap() > 0, "{dry}");
+    assert_eq!(dry["chunks_deleted"], 0, "{dry}");
+    assert_eq!(dry["bytes_freed"], 0, "{dry}");
+    same(&dry, &gc_json(&store, &[]));
+
+    let dry = gc_json(&store, &["--dry-run", "--grace", "0"]);
+    assert_eq!(dry["chunks_condemned"], 0, "condemned already: {dry}");
+    assert!(dry["chunks_deleted"].as_u64().unwrap() > 0, "{dry}");
+    assert!(dry["bytes_freed"].as_u64().unwrap() > 6_000_000, "{dry}");
+    same(&dry, &gc_json(&store, &["--grace", "0"]));
+
+    let (kept, stream) = snaps.last().unwrap();
+    assert!(store.export(kept) == *stream);
+}
+
 /// Kill gc at each of its steps, twice over: the store stays consistent, and the next gc
 /// finishes the work.
 #[test]

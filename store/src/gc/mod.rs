@@ -40,7 +40,7 @@ impl Default for GcOptions {
     }
 }
 
-/// What gc did (or, with `dry_run`, would do as far as it can tell without condemning).
+/// What gc did (or, with `dry_run`, would do now).
 #[derive(Debug, Clone, Default)]
 pub struct GcReport {
     pub dry_run: bool,
@@ -76,8 +76,8 @@ impl Store {
         let stale = sweep::stale_leases(self)?;
         report.stale_leases = stale.len() as u64;
         if opts.dry_run {
-            let mark = mark::mark(self, &stale)?;
-            sweep::estimate(self, &mark, opts, &mut report)?;
+            mark::mark(self, &stale)?;
+            sweep::estimate(self, &stale, opts, &mut report)?;
             return Ok(report);
         }
         sweep::drop_leases(self, &stale)?;

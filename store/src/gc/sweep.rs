@@ -44,24 +44,43 @@ pub(super) fn drop_leases(store: &Store, leases: &[i64]) -> Result<()> {
     })
 }
 
+/// The oldest epoch a running ingest's lease started in (`skip`: leases about to be dropped).
+/// Readers' leases hold their pinned snapshots instead (mark.rs), not whole epochs.
+fn oldest_ingest_epoch(conn: &rusqlite::Connection, skip: &[i64]) -> Result<Option<i64>> {
+    let mut stmt = conn.prepare_cached("SELECT id, started_epoch FROM leases WHERE holder = ?1")?;
+    let rows = stmt.query_map([super::lease::INGEST], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut oldest = None;
+    for row in rows {
+        let (id, epoch): (i64, i64) = row?;
+        if !skip.contains(&id) {
+            oldest = Some(oldest.map_or(epoch, |o: i64| o.min(epoch)));
+        }
+    }
+    Ok(oldest)
+}
+
+/// The newest condemned epoch whose rows may go: condemned before `cutoff` (the grace
+/// period), and before every running ingest began.
+fn last_deletable_epoch(
+    conn: &rusqlite::Connection,
+    cutoff: i64,
+    oldest_ingest: Option<i64>,
+) -> Result<Option<i64>> {
+    Ok(conn.query_row(
+        "SELECT MAX(CAST(substr(key, 14) AS INTEGER)) FROM meta
+         WHERE key LIKE 'condemned_at:%' AND value <= ?1
+           AND CAST(substr(key, 14) AS INTEGER) <= ?2",
+        params![cutoff, oldest_ingest.unwrap_or(i64::MAX)],
+        |r| r.get(0),
+    )?)
+}
+
 /// Delete condemned rows whose epoch no live ingest's lease predates and whose grace has passed.
 fn delete_condemned(store: &Store, opts: &GcOptions, report: &mut GcReport) -> Result<()> {
     let cutoff = now_secs() - opts.grace_secs as i64;
     store.db().immediate(|tx| {
-        // Readers' leases hold their pinned snapshots instead (mark.rs), not whole epochs.
-        let min_lease: Option<i64> = tx.query_row(
-            "SELECT MIN(started_epoch) FROM leases WHERE holder = ?1",
-            [super::lease::INGEST],
-            |r| r.get(0),
-        )?;
-        let max_epoch: Option<i64> = tx.query_row(
-            "SELECT MAX(CAST(substr(key, 14) AS INTEGER)) FROM meta
-             WHERE key LIKE 'condemned_at:%' AND value <= ?1
-               AND CAST(substr(key, 14) AS INTEGER) <= ?2",
-            params![cutoff, min_lease.unwrap_or(i64::MAX)],
-            |r| r.get(0),
-        )?;
-        if let Some(e) = max_epoch {
+        let oldest = oldest_ingest_epoch(tx, &[])?;
+        if let Some(e) = last_deletable_epoch(tx, cutoff, oldest)? {
             report.chunks_deleted =
                 tx.execute("DELETE FROM condemned WHERE epoch <= ?1", [e])? as u64;
             tx.execute(
@@ -299,29 +318,57 @@ fn checkpoint(store: &Store) -> Result<()> {
     }
 }
 
-/// A dry run: what condemning now would leave unreferenced, and which packs that would
-/// empty or leave under half live (an estimate: grace periods and leases are not applied).
+/// A dry run: what gc with these options would do now, without doing it. Condemning would
+/// move the unreferenced chunks to a new epoch; the condemned rows the grace period and
+/// running ingests (not `stale`, the leases gc would drop) let go would be deleted, the new
+/// epoch's too with `--grace 0` and no ingest running; and packs that this leaves empty
+/// would be deleted, those under half live repacked (the bytes a repack frees are estimated
+/// from the frames' compressed sizes). Orphan files and packs holding only tombstones are
+/// not counted: what happens to them depends on the sweep's other steps.
 pub(super) fn estimate(
     store: &Store,
-    _mark: &mark::Mark,
-    _opts: &GcOptions,
+    stale: &[i64],
+    opts: &GcOptions,
     report: &mut GcReport,
 ) -> Result<()> {
     report.chunks_condemned = mark::unreferenced(store)?;
     let db = store.db();
-    report.chunks_waiting = db
-        .conn()
-        .query_row("SELECT COUNT(*) FROM condemned", [], |r| r.get::<_, i64>(0))?
-        as u64;
-    let mut stmt = db.conn().prepare(
+    let conn = db.conn();
+    let now = now_secs();
+    let cutoff = now - opts.grace_secs as i64;
+    let oldest = oldest_ingest_epoch(conn, stale)?;
+    let epoch: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'gc_epoch'", [], |r| {
+        r.get(0)
+    })?;
+    // As delete_condemned will decide once condemn has added epoch + 1, at `now`.
+    let new_goes = now <= cutoff && oldest.is_none_or(|o| epoch < o);
+    let last_gone = if new_goes {
+        Some(epoch + 1)
+    } else {
+        last_deletable_epoch(conn, cutoff, oldest)?
+    };
+    let old_gone: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM condemned WHERE epoch <= ?1",
+        [last_gone.unwrap_or(i64::MIN)],
+        |r| r.get(0),
+    )?;
+    let condemned: i64 = conn.query_row("SELECT COUNT(*) FROM condemned", [], |r| r.get(0))?;
+    report.chunks_deleted = old_gone as u64 + if new_goes { report.chunks_condemned } else { 0 };
+    report.chunks_waiting = condemned as u64 + report.chunks_condemned - report.chunks_deleted;
+    // What each frame still holds after the run: referenced chunks (all of them while the new
+    // epoch waits) and the condemned rows that wait.
+    let mut stmt = conn.prepare(
         "SELECT p.size,
-                COALESCE(SUM(f.stored_len * 1.0 * (SELECT COALESCE(SUM(c.len), 0) FROM chunks c
-                    WHERE c.frame = f.id AND c.id IN (SELECT id FROM temp.gc_live))
+                COALESCE(SUM(f.stored_len * 1.0 * (
+                    (SELECT COALESCE(SUM(c.len), 0) FROM chunks c
+                     WHERE c.frame = f.id AND (?1 OR c.id IN (SELECT id FROM temp.gc_live)))
+                    + (SELECT COALESCE(SUM(k.len), 0) FROM condemned k
+                       WHERE k.frame = f.id AND k.epoch > ?2))
                     / MAX(f.raw_len, 1)), 0),
                 COUNT(f.id)
          FROM packs p LEFT JOIN frames f ON f.pack = p.id GROUP BY p.id",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map(params![!new_goes, last_gone.unwrap_or(i64::MIN)], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, f64>(1)?,
