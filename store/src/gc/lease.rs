@@ -37,16 +37,13 @@ pub struct ReadLease {
     holder: String,
     /// On a read-only store nothing can forget or collect anything: no row is needed.
     read_only: bool,
-    state: Mutex<Pins>,
-}
-
-#[derive(Default)]
-struct Pins {
     /// The lease row, written with the first pin (so a reader that pins one snapshot commits
-    /// once to begin and once to end).
-    id: Option<i64>,
-    /// Pinned already: pinning again would be a write for nothing.
-    pinned: HashSet<SnapshotId>,
+    /// once to begin and once to end). Held across each pin's or unpin's transaction, so they
+    /// happen one at a time.
+    row: Mutex<Option<i64>>,
+    /// Pinned already: pinning again would be a write for nothing. Its own lock, so checking
+    /// a snapshot pinned long ago never waits for another one's pin to commit.
+    pinned: Mutex<HashSet<SnapshotId>>,
 }
 
 /// A lease as gc found it, for its report.
@@ -81,7 +78,8 @@ impl Store {
             store: self.clone(),
             holder: holder.to_string(),
             read_only: self.db().read_only(),
-            state: Mutex::new(Pins::default()),
+            row: Mutex::new(None),
+            pinned: Mutex::new(HashSet::new()),
         }
     }
 
@@ -118,59 +116,59 @@ impl ReadLease {
 
     /// How many snapshots this lease pins.
     pub fn pinned(&self) -> usize {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pinned
-            .len()
+        self.pinned_set().len()
     }
 
     /// Keep snapshot `id` whole for as long as this lease lives. Fails with `NotFound` if it
     /// has been forgotten already (a pin only holds what is still there).
     pub fn pin(&self, id: &SnapshotId) -> Result<()> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if self.read_only || state.pinned.contains(id) {
+        if self.read_only || self.pinned_set().contains(id) {
             return Ok(());
         }
-        let holder = &self.holder;
-        let lease = &mut state.id;
-        let pinned = self.store.db().immediate(|tx| {
-            let row = match *lease {
-                Some(row) => row,
-                None => insert_lease_in(tx, holder)?.0,
+        let mut row = self.row.lock().unwrap_or_else(|e| e.into_inner());
+        if self.pinned_set().contains(id) {
+            return Ok(()); // by another thread, while this one waited
+        }
+        let (lease, pinned) = self.store.db().immediate(|tx| {
+            let lease = match *row {
+                Some(lease) => lease,
+                None => insert_lease_in(tx, &self.holder)?.0,
             };
-            let pinned = Store::pin_in(tx, row, id)?;
-            *lease = Some(row);
-            Ok(pinned)
+            Ok((lease, Store::pin_in(tx, lease, id)?))
         })?;
+        *row = Some(lease);
         if !pinned {
             return Err(Error::NotFound(format!(
                 "snapshot {} was forgotten",
                 id.short()
             )));
         }
-        state.pinned.insert(*id);
+        self.pinned_set().insert(*id);
         Ok(())
     }
 
     /// Stop keeping snapshot `id` (the reader is done with it; reading it again needs a new
     /// pin, which fails if it has been forgotten meanwhile).
     pub fn unpin(&self, id: &SnapshotId) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if !state.pinned.remove(id) {
+        let row = self.row.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.pinned_set().remove(id) {
             return;
         }
-        if let Some(row) = state.id {
+        if let Some(lease) = *row {
             // Left in place if this fails: the pin then keeps the snapshot a while longer,
             // until the lease ends (a new pin of it is a no-op).
             let _ = self.store.db().immediate(|tx| {
                 tx.execute(
                     "DELETE FROM pins WHERE lease = ?1 AND id = ?2",
-                    params![row, id.hex()],
+                    params![lease, id.hex()],
                 )?;
                 Ok(())
             });
         }
+    }
+
+    fn pinned_set(&self) -> std::sync::MutexGuard<'_, HashSet<SnapshotId>> {
+        self.pinned.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `Store::resolve`, then pin what it names. A snapshot forgotten in between is resolved
@@ -189,8 +187,7 @@ impl ReadLease {
 
 impl Drop for ReadLease {
     fn drop(&mut self) {
-        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        let Some(id) = state.id else {
+        let Some(id) = *self.row.get_mut().unwrap_or_else(|e| e.into_inner()) else {
             return;
         };
         let _ = self.store.db().immediate(|tx| {
