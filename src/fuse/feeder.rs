@@ -75,23 +75,25 @@ fn feed(
         let Some(notifier) = notifier.get() else {
             continue;
         };
-        let Ok(files) = view.files_after(ino, FEED_MAX_SIZE) else {
+        // The window: files after `ino` not read or pushed yet. Chosen first, pushed after,
+        // so the view's inode table is not held while files are read.
+        let mut window = Vec::new();
+        let mut bytes = 0;
+        let listed = view.files_after(ino, FEED_MAX_SIZE, |file, size| {
+            if first_sight(seen, file) {
+                window.push((file, size));
+                bytes += size;
+            }
+            window.len() < FEED_FILES && bytes < FEED_BYTES
+        });
+        if listed.is_err() {
             continue;
-        };
-        let (mut count, mut bytes) = (0, 0);
-        for (file, size) in files {
-            if count == FEED_FILES || bytes >= FEED_BYTES {
-                break;
-            }
-            if !first_sight(seen, file) {
-                continue;
-            }
+        }
+        for (file, size) in window {
             // A file that cannot be read is left for its reader to meet the error.
             if let Ok(data) = view.read(file, 0, size as usize) {
                 let _ = notifier.store(INodeNo(file), 0, &data);
             }
-            count += 1;
-            bytes += size;
         }
     }
 }

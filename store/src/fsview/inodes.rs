@@ -103,9 +103,11 @@ impl Inodes {
         self.slots.get(&ino).map(|s| &s.inode)
     }
 
-    /// The number `key` has now, without handing one out.
-    pub fn find(&self, key: &Key) -> Option<u64> {
-        self.by_key.get(key).copied()
+    /// The number `key` has now, if the kernel holds a lookup of it (so it has an inode
+    /// for it), without handing one out.
+    pub fn find_held(&self, key: &Key) -> Option<u64> {
+        let ino = *self.by_key.get(key)?;
+        (self.slots.get(&ino)?.lookups > 0).then_some(ino)
     }
 
     /// How many inodes the table holds (the root included).

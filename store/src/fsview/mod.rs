@@ -362,26 +362,40 @@ impl FsView {
     }
 
     /// The plain files of at most `max_size` bytes (and more than none) listed after `ino` in
-    /// the directory it was found in, as (inode, size) by the numbers the kernel was given for
-    /// them (files it was never given are left out): what a reader going through the
-    /// directory in order (`tar`, `cp -r`) reads next.
-    pub fn files_after(&self, ino: u64, max_size: u64) -> Result<Vec<(u64, u64)>> {
+    /// the directory it was found in, in order, handed to `visit` as (inode, size) until it
+    /// returns false or a file comes that the kernel holds no inode of (it was listed without
+    /// attributes and not looked up yet): what a reader going through the directory in order
+    /// (`tar`, `cp -r`) reads next. `visit` runs with the inode table locked for reading.
+    pub fn files_after(
+        &self,
+        ino: u64,
+        max_size: u64,
+        mut visit: impl FnMut(u64, u64) -> bool,
+    ) -> Result<()> {
         let Inode::Node { snap, node, parent } = self.get(ino)? else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let Ok(Inode::Node { node: dir, .. }) = self.get(parent) else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let tree = self.enter(&snap)?;
         let listing = tree.readdir(&dir)?;
         let at = listing.partition_point(|c| c.name <= node.name);
         let inodes = self.inodes.read().unwrap_or_else(|e| e.into_inner());
-        Ok(listing[at..]
-            .iter()
-            .filter(|c| c.kind == Kind::File && c.content.is_some())
-            .filter(|c| (1..=max_size).contains(&c.size))
-            .filter_map(|c| Some((inodes.find(&Self::child_key(parent, &snap, c))?, c.size)))
-            .collect())
+        for c in &listing[at..] {
+            if c.kind != Kind::File || c.content.is_none() || !(1..=max_size).contains(&c.size) {
+                continue;
+            }
+            // A reader looks entries up in order: past the first one the kernel holds no
+            // inode of, nothing can be pushed yet.
+            let Some(file) = inodes.find_held(&Self::child_key(parent, &snap, c)) else {
+                break;
+            };
+            if !visit(file, c.size) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
