@@ -166,10 +166,11 @@ impl Filesystem for CellarFs {
         // skips OPENDIR for every directory or for none.
         self.skip_opendir =
             offered.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT) && !self.view.changes();
-        // READDIRPLUS where the kernel thinks it pays (it watches for lookups after a
-        // listing), plain READDIR elsewhere (`find` needs no attributes).
-        let _ = config
-            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        // READDIRPLUS for every page of a listing. With READDIRPLUS_AUTO the kernel asks for
+        // it on a listing's first page only until it sees lookups, so `tar` (which lists a
+        // whole directory before it stats anything) sent a LOOKUP for each entry past the
+        // first page, and the feeder had no inode to push into. `find` is no slower.
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         Ok(())
     }
 
