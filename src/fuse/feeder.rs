@@ -23,7 +23,6 @@ const FEED_REMEMBERED: usize = 1 << 18;
 /// `rsync` then find them cached and send no READ for them; a READ costs a round trip through
 /// the kernel and two context switches, more than a small file's bytes. Readers that only
 /// list or stat (`ls`, `find`) read nothing and get nothing pushed.
-#[derive(Clone)]
 pub struct Feeder {
     tx: SyncSender<u64>,
     /// Files read from their start or pushed, so none is pushed after it was read, or twice.
@@ -32,7 +31,7 @@ pub struct Feeder {
 
 impl Feeder {
     /// The feeder and its thread, which pushes nothing until `notifier` is set (once
-    /// mounted) and ends once every `Feeder` is dropped (with the session's filesystem).
+    /// mounted) and ends once the `Feeder` is dropped (with the session's filesystem).
     /// Join it before exiting: it holds the view, and with it the view's lease.
     pub fn start(view: Arc<FsView>, notifier: Arc<OnceLock<Notifier>>) -> (Self, JoinHandle<()>) {
         let (tx, rx) = sync_channel(64);

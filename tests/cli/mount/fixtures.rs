@@ -28,28 +28,6 @@ pub(super) fn xattr_get(p: &Path, name: &str) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// What `kill -USR1` makes the mount `pid` log into `log`: the inodes it holds and the
-/// snapshots it pins.
-pub(super) fn mount_report(pid: i32, log: &Path) -> (usize, usize) {
-    const SAID: &str = " inodes held, ";
-    let count = |text: &str| text.matches(SAID).count();
-    let before = count(&fs::read_to_string(log).unwrap_or_default());
-    unsafe { libc::kill(pid, libc::SIGUSR1) };
-    let mut text = String::new();
-    assert!(
-        super::guard::wait_for(super::guard::BOUND, || {
-            text = fs::read_to_string(log).unwrap_or_default();
-            count(&text) > before
-        }),
-        "the mount did not report its inodes; log:\n{text}"
-    );
-    let line = text.lines().rev().find(|l| l.contains(SAID)).unwrap();
-    // "cellar: N inodes held, M snapshots pinned"
-    let numbers: Vec<usize> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
-    assert_eq!(numbers.len(), 2, "{line}");
-    (numbers[0], numbers[1])
-}
-
 pub(super) fn errno_of(r: io::Result<impl Sized>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
 }

@@ -4,18 +4,12 @@
 //! drops its caches, the same paths are looked up again (new numbers) and read exactly.
 
 use std::fs;
-use std::path::Path;
 use std::time::Duration;
 
 use super::fixtures::*;
 use super::guard::*;
 use super::oracle::extract;
 use crate::common::*;
-
-/// The inodes the mount holds, as it logs them on `kill -USR1`.
-fn inodes_held(pid: i32, log: &Path) -> usize {
-    mount_report(pid, log).0
-}
 
 #[test]
 fn the_mount_gives_back_what_the_kernel_forgets() {
@@ -36,13 +30,11 @@ fn the_mount_gives_back_what_the_kernel_forgets() {
     extract(&store, &stream, &want);
 
     let mut m = Mounted::new(&store, "mnt");
-    let said = m.daemon(&store, None);
-    let log = said.rsplit("log: ").next().unwrap().trim().to_string();
-    let pid = m.daemon.expect("the mount's pid");
+    m.daemon(&store, None);
     let root = m.path(&format!("vm/{id}"));
 
     assert_reads_like(&root, &want, "first pass");
-    let (held, pinned) = mount_report(pid, Path::new(&log));
+    let (held, pinned) = m.report();
     assert_eq!(pinned, 1, "the view went into one snapshot");
     assert!(held > 3000, "{held} inodes after reading 3030 paths");
 
@@ -51,11 +43,11 @@ fn the_mount_gives_back_what_the_kernel_forgets() {
     let mut after = held;
     assert!(
         wait_for(Duration::from_secs(10), || {
-            after = inodes_held(pid, Path::new(&log));
+            after = m.report().0;
             after < held / 4
         }),
         "the mount still holds {after} of {held} inodes after the kernel dropped its caches"
     );
     assert_reads_like(&root, &want, "after the kernel forgot");
-    assert_eq!(mount_report(pid, Path::new(&log)).1, 1, "pinned again");
+    assert_eq!(m.report().1, 1, "pinned again");
 }

@@ -126,6 +126,7 @@ pub(super) struct Mounted {
     pub(super) dir: PathBuf,
     pub(super) child: Option<Child>,
     pub(super) daemon: Option<i32>,
+    /// The foreground process's stderr, or the log the background one named.
     pub(super) log: PathBuf,
 }
 
@@ -173,7 +174,11 @@ impl Mounted {
             "exactly one background process serves {}: {pids:?}",
             self.dir.display()
         );
-        stderr(&out)
+        let said = stderr(&out);
+        if let Some(log) = said.rsplit_once("log: ") {
+            self.log = PathBuf::from(log.1.trim());
+        }
+        said
     }
 
     /// `cellar mount DIR [SNAP]` in the foreground, returned once the mount is up.
@@ -203,6 +208,29 @@ impl Mounted {
             self.log_text()
         );
         pid
+    }
+
+    /// What `kill -USR1` makes the background mount log: the inodes it holds and the
+    /// snapshots it pins.
+    pub(super) fn report(&self) -> (usize, usize) {
+        const SAID: &str = " inodes held, ";
+        let count = |text: &str| text.matches(SAID).count();
+        let before = count(&self.log_text());
+        let pid = self.daemon.expect("a background mount");
+        unsafe { libc::kill(pid, libc::SIGUSR1) };
+        let mut text = String::new();
+        assert!(
+            wait_for(BOUND, || {
+                text = self.log_text();
+                count(&text) > before
+            }),
+            "the mount did not report its inodes; log:\n{text}"
+        );
+        let line = text.lines().rev().find(|l| l.contains(SAID)).unwrap();
+        // "cellar: N inodes held, M snapshots pinned"
+        let numbers: Vec<usize> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
+        assert_eq!(numbers.len(), 2, "{line}");
+        (numbers[0], numbers[1])
     }
 
     pub(super) fn log_text(&self) -> String {

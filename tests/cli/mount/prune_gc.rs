@@ -4,7 +4,7 @@
 
 use std::fs::{self, File};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -296,12 +296,10 @@ fn the_all_snapshots_view_lets_go_what_the_kernel_forgot() {
         "keep",
     );
     let mut m = Mounted::new(&store, "mnt");
-    let said = m.daemon(&store, None);
-    let log = PathBuf::from(said.rsplit("log: ").next().unwrap().trim());
-    let pid = m.daemon.expect("the mount's pid");
+    m.daemon(&store, None);
     assert!(fs::read(m.path(&format!("old/{old}/a.bin"))).unwrap() == old_data);
     assert!(fs::read(m.path(&format!("keep/{keep}/k.bin"))).unwrap() == kept);
-    assert_eq!(mount_report(pid, &log).1, 2, "both gone into");
+    assert_eq!(m.report().1, 2, "both gone into");
 
     store.ok(&["rm", &old]);
     let r = gc_json(&store, &["--grace", "0"]);
@@ -313,7 +311,7 @@ fn the_all_snapshots_view_lets_go_what_the_kernel_forgot() {
     let mut pinned = 2;
     assert!(
         wait_for(BOUND, || {
-            pinned = mount_report(pid, &log).1;
+            pinned = m.report().1;
             pinned == 0
         }),
         "{pinned} snapshots still pinned after the kernel dropped its caches"
@@ -324,7 +322,7 @@ fn the_all_snapshots_view_lets_go_what_the_kernel_forgot() {
 
     assert!(!m.path("old").exists(), "old left the view");
     assert!(fs::read(m.path(&format!("keep/{keep}/k.bin"))).unwrap() == kept);
-    assert_eq!(mount_report(pid, &log).1, 1, "keep is pinned again");
+    assert_eq!(m.report().1, 1, "keep is pinned again");
     let out = store.run(&["verify", "--data"]);
     assert_success(&out, &["verify", "--data"]);
 }
