@@ -31,15 +31,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Run a store call off the async threads.
+/// Run a store call off the async threads, on the index in place now (`repair-index` may
+/// have replaced it since the last request).
 async fn blocking<T: Send + 'static>(
     shared: &Arc<Shared>,
     f: impl FnOnce(&Shared) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let shared = shared.clone();
-    tokio::task::spawn_blocking(move || f(&shared))
-        .await
-        .map_err(ApiError::internal)?
+    tokio::task::spawn_blocking(move || {
+        shared.store.follow_index()?;
+        f(&shared)
+    })
+    .await
+    .map_err(ApiError::internal)?
 }
 
 fn json_response(value: serde_json::Value) -> Response {

@@ -146,17 +146,23 @@ pub struct Db {
     conn: Connection,
     /// The store's directory, when it is on a read-only filesystem.
     read_only: Option<PathBuf>,
+    /// The index file's (device, inode) as it was just before it was opened: `repair-index`
+    /// puts a new file in its place (`Store::follow_index`).
+    file: Option<(u64, u64)>,
 }
 
 impl Db {
     /// Open (and with `create`, create) the index, migrating it to the current schema; on a
     /// read-only filesystem, open it read-only.
     pub fn open(path: &Path, create: bool) -> Result<Db> {
+        // Read before the open: if the file is swapped in between, the next check reopens once
+        // more rather than missing the swap.
+        let file = file_id(path);
         if let Some(dir) = path.parent().filter(|d| on_read_only_fs(d)) {
             if create {
                 return Err(Error::ReadOnly(dir.to_path_buf()));
             }
-            return Self::open_read_only(path, dir);
+            return Self::open_read_only(path, dir, file);
         }
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if create {
@@ -192,6 +198,8 @@ impl Db {
         let mut db = Db {
             conn,
             read_only: None,
+            // A new store's file is the one just made.
+            file: file.or_else(|| file_id(path)),
         };
         db.migrate()?;
         Ok(db)
@@ -224,7 +232,7 @@ impl Db {
     /// `immutable`: SQLite takes no locks and keeps no `-shm` (nothing can change the file on a
     /// read-only filesystem). The caches get temp tables of the same shape, which unqualified
     /// names find first, so readers fill them in memory.
-    fn open_read_only(path: &Path, dir: &Path) -> Result<Db> {
+    fn open_read_only(path: &Path, dir: &Path, file: Option<(u64, u64)>) -> Result<Db> {
         let uri = format!(
             "file:{}?immutable=1",
             uri_escape(path.as_os_str().as_bytes())
@@ -270,6 +278,7 @@ impl Db {
         Ok(Db {
             conn,
             read_only: Some(dir.to_path_buf()),
+            file,
         })
     }
 
@@ -284,6 +293,11 @@ impl Db {
             Some(dir) => Err(Error::ReadOnly(dir.clone())),
             None => Ok(()),
         }
+    }
+
+    /// Is the file at `path` the one this connection opened?
+    pub fn opened(&self, path: &Path) -> bool {
+        self.file.is_some() && file_id(path) == self.file
     }
 
     pub fn conn(&self) -> &Connection {
@@ -312,6 +326,12 @@ impl Db {
             (out, _) => out,
         }
     }
+}
+
+/// A file's (device, inode), or None if it is not there.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Is `dir` on a filesystem mounted read-only?

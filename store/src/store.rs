@@ -111,6 +111,27 @@ impl Store {
         self.db.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Reopen the index if `repair-index` has put a new one in its place since this `Store`
+    /// opened it; true if it did. For long-running readers that hold no lease between
+    /// requests (`serve`): a lease makes `repair-index` refuse, so a mount or an export never
+    /// sees its index replaced. Packs are not touched by a repair, so only the cache of chunk
+    /// locations (which names `frames` rows of the old index) is dropped.
+    pub fn follow_index(&self) -> Result<bool> {
+        let path = self.root.join(layout::DB_FILE);
+        let mut db = self.db();
+        // Missing: the swap is under way (or the index is lost); the old one serves meanwhile.
+        if db.opened(&path) || !path.is_file() {
+            return Ok(false);
+        }
+        *db = Db::open(&path, false)?;
+        drop(db);
+        self.locations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok(true)
+    }
+
     /// A second connection, for work that runs beside readers of this `Store`.
     pub(crate) fn open_connection(&self) -> Result<Db> {
         Db::open(&self.root.join(layout::DB_FILE), false)

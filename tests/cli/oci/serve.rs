@@ -216,3 +216,35 @@ fn a_download_outlives_the_forgetting_of_its_snapshot() {
     assert!(r["chunks_condemned"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(r["leases"], serde_json::json!([]), "{r}");
 }
+
+/// `repair-index` puts a new index in place while `serve` runs (an idle server holds no
+/// lease, so the repair goes ahead). The server's next request reads the new index: a
+/// snapshot committed after the repair is listed and pulled, and the old one still is.
+#[test]
+fn serve_follows_the_index_repair_index_put_in_place() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    image_tree(&root);
+    let s1 = snap_dir(&store, &root, "vm", "1");
+    let served = Served::start(&store, &[]);
+    let addr = served.addr();
+    let tags = || http_get(addr, "/v2/vm/tags/list", &[]).json()["tags"].clone();
+    assert_eq!(tags(), serde_json::json!(["latest", s1.id]));
+
+    store.ok(&["repair-index"]);
+    write_file(&root.join("etc/after-repair"), b"new\n");
+    let s2 = snap_dir(&store, &root, "vm", "2");
+    assert_eq!(tags(), serde_json::json!(["latest", s1.id, s2.id]));
+
+    for snap in [&s1, &s2] {
+        let layout = store.scratch(&format!("pulled-{}", snap.id));
+        skopeo_copy(
+            &served.docker_ref(&format!("vm:{}", snap.id)),
+            &format!("oci:{}:x", layout.display()),
+            &[],
+        );
+        oci_image(&layout, "x").assert_diff_ids();
+        let rootfs = umoci_unpack(&layout, "x", &store.scratch(&format!("b-{}", snap.id)));
+        assert_same_tree(&snap.extraction, &rootfs);
+    }
+}
