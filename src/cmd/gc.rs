@@ -99,8 +99,6 @@ pub fn run(store: &Store, args: GcArgs) -> anyhow::Result<()> {
             rfc3339(l.started, 0)
         );
     }
-    if !r.dry_run {
-        println!("orphan files deleted: {}", r.orphans_deleted);
-    }
+    println!("orphan files {verb}: {}", r.orphans_deleted);
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! step, not beside a running ingest or a reader of a forgotten snapshot.
 
 use std::io::{Read, Write};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -122,7 +122,8 @@ fn prune_then_gc_reclaims_space_and_keeps_data() {
 
 /// `--dry-run` says what gc would do now. After a prune, with the default grace period, the
 /// newly condemned chunks wait and nothing is freed yet, as the real run then shows; with
-/// `--grace 0` the waiting chunks go, and their packs with them, as the real run then does.
+/// `--grace 0` the waiting chunks go, and their packs with them, as the real run then does,
+/// and so do orphan files.
 #[test]
 fn dry_run_says_what_gc_then_does() {
     let store = TestStore::new();
@@ -135,6 +136,7 @@ fn dry_run_says_what_gc_then_does() {
             "chunks_condemned",
             "chunks_deleted",
             "chunks_waiting",
+            "orphans_deleted",
         ] {
             assert_eq!(dry[f], real[f], "{f}:{what}");
         }
@@ -158,11 +160,28 @@ fn dry_run_says_what_gc_then_does() {
     assert_eq!(dry["bytes_freed"], 0, "{dry}");
     same(&dry, &gc_json(&store, &[]));
 
+    // Left by killed runs: a pack no row names, and a dead process's temp file.
+    let pack = &store.pack_files()[0];
+    let orphan = pack.with_file_name(format!("{}.pack", "ab".repeat(32)));
+    std::fs::copy(pack, &orphan).unwrap();
+    let dead = {
+        let mut child = Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    };
+    let temp = store.path().join(format!("tmp/{dead}-1-0.pack"));
+    write_file(&temp, b"a pack cut short");
     let dry = gc_json(&store, &["--dry-run", "--grace", "0"]);
+    assert_eq!(dry["orphans_deleted"], 2, "{dry}");
+    assert!(
+        orphan.exists() && temp.exists(),
+        "--dry-run deleted orphans"
+    );
     assert_eq!(dry["chunks_condemned"], 0, "condemned already: {dry}");
     assert!(dry["chunks_deleted"].as_u64().unwrap() > 0, "{dry}");
     assert!(dry["bytes_freed"].as_u64().unwrap() > 6_000_000, "{dry}");
     same(&dry, &gc_json(&store, &["--grace", "0"]));
+    assert!(!orphan.exists() && !temp.exists(), "gc left the orphans");
 
     let (kept, stream) = snaps.last().unwrap();
     assert!(store.export(kept) == *stream);

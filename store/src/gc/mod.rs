@@ -52,7 +52,7 @@ pub struct GcReport {
     pub chunks_waiting: u64,
     pub packs_deleted: u64,
     pub packs_repacked: u64,
-    /// Pack and temp files no row named, deleted.
+    /// Pack and temp files no row named, deleted (dry run: that would be).
     pub orphans_deleted: u64,
     /// Bytes of pack and temp files deleted, minus the bytes of new packs written.
     pub bytes_freed: u64,
@@ -78,6 +78,7 @@ impl Store {
         if opts.dry_run {
             mark::mark(self, &stale)?;
             sweep::estimate(self, &stale, opts, &mut report)?;
+            sweep::orphans(self, opts, &mut report)?;
             return Ok(report);
         }
         sweep::drop_leases(self, &stale)?;

@@ -184,8 +184,8 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
 
 /// Pack files no row names and dead processes' temp files, once old enough. Runs under the
 /// commit lock: forget and commit seal their last pack under it, and an ingest's earlier
-/// packs are younger than its lease.
-fn orphans(store: &Store, opts: &GcOptions, report: &mut GcReport) -> Result<()> {
+/// packs are younger than its lease. A dry run counts them and deletes nothing.
+pub(super) fn orphans(store: &Store, opts: &GcOptions, report: &mut GcReport) -> Result<()> {
     let root = store.root();
     let (indexed, oldest_lease): (HashSet<Vec<u8>>, Option<i64>) = {
         let db = store.db();
@@ -208,7 +208,9 @@ fn orphans(store: &Store, opts: &GcOptions, report: &mut GcReport) -> Result<()>
     }
     let mut remove = |path: &Path| -> Result<()> {
         let size = fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
-        fs::remove_file(path).at(path)?;
+        if !opts.dry_run {
+            fs::remove_file(path).at(path)?;
+        }
         report.orphans_deleted += 1;
         report.bytes_freed += size;
         Ok(())
