@@ -40,6 +40,9 @@ pub enum Error {
     Corrupt(String),
     #[error("{0}")]
     InvalidArgument(String),
+    /// Something the input makes (a directory's record) is larger than one stored object.
+    #[error("{0}")]
+    TooLarge(String),
     /// A snapshot reference that names nothing or more than one thing.
     #[error("{0}")]
     NotFound(String),

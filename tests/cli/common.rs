@@ -264,10 +264,15 @@ pub fn ustar_header(name: &[u8], typeflag: u8, size: u64, link: &[u8], mode: u32
     h[157..157 + link.len()].copy_from_slice(link);
     h[257..263].copy_from_slice(b"ustar\0");
     h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| b as u32).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    set_checksum(&mut h);
     h
+}
+
+/// Recompute a header block's checksum (unsigned sum, checksum field counted as spaces).
+pub fn set_checksum(block: &mut [u8]) {
+    block[148..156].fill(b' ');
+    let sum: u32 = block[..512].iter().map(|&b| b as u32).sum();
+    block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
 }
 
 /// Append one member (header and padded data) to a hand-made stream.

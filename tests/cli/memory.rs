@@ -23,9 +23,7 @@ fn ustar_header(name: &str, size: u64) -> [u8; 512] {
     h[156] = b'0';
     h[257..263].copy_from_slice(b"ustar\0");
     h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| b as u32).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    set_checksum(&mut h);
     h
 }
 

@@ -314,7 +314,7 @@ impl Store {
         }
         let root = piece_list.finish(sink)?;
         let exact_layer = tree.exact_layer();
-        let warnings = std::mem::take(&mut tree.warnings);
+        let warnings = tree.take_warnings();
         let tree = tree.finish(sink, self, parent_tree)?;
         sink.flush()?;
         let (stream_len, sha256) = tar
@@ -506,7 +506,7 @@ fn tree_member(
             })
             .ok_or_else(|| bad("sparse member without its real size"))?;
         // The map must describe exactly the data that follows it, within the file.
-        let data: u64 = segs.iter().map(|s| s.1).sum();
+        let data = segs.iter().try_fold(0u64, |sum, s| sum.checked_add(s.1));
         // ...in file order, without overlaps.
         let mut end_of_previous = 0;
         let fits = segs.iter().all(|&(o, l)| {
@@ -514,7 +514,7 @@ fn tree_member(
             end_of_previous = o.saturating_add(l);
             ok
         });
-        if !fits || Some(data) != m.payload_len.checked_sub(data_offset) {
+        if !fits || data.is_none() || data != m.payload_len.checked_sub(data_offset) {
             return Err(bad("sparse map does not match the member's data"));
         }
         real_size = Some(size);
@@ -524,7 +524,7 @@ fn tree_member(
         data_offset,
         segments,
     };
-    match meta::action(m, Some(content), real_size) {
+    match meta::action(m, Some(content), real_size, &mut |w| tree.warn(w)) {
         Action::Put(node) => tree.put_member(meta::member_path(m), *node),
         Action::Link(target) => tree.put_link(meta::member_path(m), &target),
         Action::Skip => Ok(()),

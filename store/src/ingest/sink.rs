@@ -20,6 +20,9 @@ use crate::pack::ChunkKind;
 /// New chunks are compressed together in frames of about this many raw bytes.
 const FRAME_TARGET: usize = 1 << 20;
 const FRAME_MAX_ENTRIES: usize = 4096;
+/// The largest object stored: record lengths are 32-bit, and a frame holds an object and up
+/// to a frame's worth of others. Only a directory record of a hostile stream comes near it.
+pub const MAX_OBJECT: usize = 1 << 30;
 /// Longest chain of deltas behind a piece; past it the piece is stored whole.
 pub const MAX_DELTA_DEPTH: u32 = 16;
 /// Ids of new objects kept in memory (about 64 bytes each) before they move to the scratch
@@ -162,16 +165,13 @@ impl<'a> Sink<'a> {
         let committed = self.queued_depth(&base)?.is_none();
         match self.known(&base)? {
             Some(depth) if depth < MAX_DELTA_DEPTH && committed => {
+                let len = object_len(kind, bytes)?;
                 self.remember(id, depth + 1)?;
                 self.progress
                     .new_bytes
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 self.send(Job::Delta {
-                    entry: Entry {
-                        id,
-                        kind,
-                        len: bytes.len() as u32,
-                    },
+                    entry: Entry { id, kind, len },
                     raw: bytes.to_vec(),
                     base,
                     dict: dict()?,
@@ -227,21 +227,30 @@ impl Sink<'_> {
             }
             return Ok(id);
         }
+        let len = object_len(kind, bytes)?;
         self.remember(id, 0)?;
         self.progress
             .new_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let meta = kind != ChunkKind::Data;
         let buf = if meta { &mut self.meta } else { &mut self.data };
-        buf.entries.push(Entry {
-            id,
-            kind,
-            len: bytes.len() as u32,
-        });
+        buf.entries.push(Entry { id, kind, len });
         buf.raw.extend_from_slice(bytes);
         if buf.raw.len() >= FRAME_TARGET || buf.entries.len() >= FRAME_MAX_ENTRIES {
             self.flush_buf(meta)?;
         }
         Ok(id)
+    }
+}
+
+/// An object's length as a record entry holds it, or `Error::TooLarge`.
+fn object_len(kind: ChunkKind, bytes: &[u8]) -> Result<u32> {
+    match u32::try_from(bytes.len()) {
+        Ok(n) if bytes.len() <= MAX_OBJECT => Ok(n),
+        _ => Err(Error::TooLarge(format!(
+            "a {kind:?} object of {} bytes is more than cellar stores in one ({} MiB)",
+            bytes.len(),
+            MAX_OBJECT >> 20
+        ))),
     }
 }

@@ -7,15 +7,26 @@ pub struct PaxRecord {
     pub value: Vec<u8>,
 }
 
-/// Split a PAX header payload into records. On error returns the byte offset inside `data`
-/// and what is wrong.
-pub fn parse_records(data: &[u8]) -> Result<Vec<PaxRecord>, (usize, String)> {
+/// Most PAX records one member may have, over all its headers. Each costs two small
+/// allocations, so without a bound 64 MiB of five-byte records would take gigabytes; real
+/// members have a few (and Linux allows no more than 64 KiB of xattr names on a file).
+pub const MAX_RECORDS: usize = 1 << 16;
+
+/// Split a PAX header payload into records, for a member that has `already` records from
+/// earlier headers. On error returns the byte offset inside `data` and what is wrong.
+pub fn parse_records(data: &[u8], already: usize) -> Result<Vec<PaxRecord>, (usize, String)> {
     let mut records = Vec::new();
     let mut pos = 0;
     while pos < data.len() {
         // Some writers pad the block with NULs after the last record.
         if data[pos..].iter().all(|&b| b == 0) {
             break;
+        }
+        if already + records.len() >= MAX_RECORDS {
+            return Err((
+                pos,
+                format!("more than {MAX_RECORDS} PAX records for one member"),
+            ));
         }
         let rest = &data[pos..];
         let space = rest
@@ -82,15 +93,23 @@ mod tests {
 
     #[test]
     fn parses_records_and_rejects_malformed_ones() {
-        let recs = parse_records(b"16 path=a/b/c.t\n11 size=42\n").unwrap();
+        let recs = parse_records(b"16 path=a/b/c.t\n11 size=42\n", 0).unwrap();
         assert_eq!(recs.len(), 2);
         assert_eq!(lookup(&recs, "path"), Some(&b"a/b/c.t"[..]));
         assert_eq!(lookup(&recs, "size").and_then(parse_decimal), Some(42));
-        assert!(parse_records(b"99 path=x\n").is_err());
-        assert!(parse_records(b"10 pathx\n\n").is_err());
-        assert!(parse_records(b"x path=a\n").is_err());
-        assert!(parse_records(b"9 path=ab").is_err());
-        assert!(parse_records(b"3 =\n").is_err());
-        assert_eq!(parse_records(b"11 size=42\n\0\0\0").unwrap().len(), 1);
+        assert!(parse_records(b"99 path=x\n", 0).is_err());
+        assert!(parse_records(b"10 pathx\n\n", 0).is_err());
+        assert!(parse_records(b"x path=a\n", 0).is_err());
+        assert!(parse_records(b"9 path=ab", 0).is_err());
+        assert!(parse_records(b"3 =\n", 0).is_err());
+        assert_eq!(
+            parse_records(b"11 size=42\n\0\0\0", MAX_RECORDS - 1)
+                .unwrap()
+                .len(),
+            1
+        );
+        let (at, what) =
+            parse_records(b"16 path=a/b/c.t\n11 size=42\n", MAX_RECORDS - 1).unwrap_err();
+        assert_eq!(at, 16, "{what}");
     }
 }

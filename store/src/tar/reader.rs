@@ -116,12 +116,13 @@ pub struct TarReader<S> {
 /// the stream's layout is read from each member's own headers, as bsdtar and Go's archive/tar
 /// read it (they ignore global headers entirely). So are xattrs: GNU tar 1.34 fails to set a
 /// global one (it asks for an attribute named ""), so no extractor sets them. `comment`
-/// changes nothing.
+/// changes nothing, and neither do keys the tree does not read. What is left is the owner and
+/// the times.
 pub fn global_applies(key: &[u8]) -> bool {
-    !matches!(key, b"size" | b"path" | b"linkpath" | b"comment")
-        && !key.starts_with(b"GNU.sparse.")
-        && !key.starts_with(b"SCHILY.xattr.")
-        && !key.starts_with(b"LIBARCHIVE.xattr.")
+    matches!(
+        key,
+        b"uid" | b"gid" | b"uname" | b"gname" | b"mtime" | b"atime" | b"ctime"
+    )
 }
 
 /// What follows the last member: the bytes up to and including the first zero block. The rest
@@ -224,16 +225,19 @@ impl<S: ByteSource> TarReader<S> {
                         header::GNU_LONGLINK => long_link = Some(header::cstr(data).to_vec()),
                         header::PAX_GLOBAL => {
                             // Kept verbatim in the stream. A new global header replaces the
-                            // last one's records, as in GNU tar, from the next member on.
-                            let recs = pax::parse_records(data)
+                            // last one's records, as in GNU tar, from the next member on. Only
+                            // the last record of each key counts, so every later member is
+                            // given a handful of records, not the header's thousands.
+                            let recs = pax::parse_records(data, 0)
                                 .map_err(|(at, e)| self.bad(data_offset + at as u64, e))?;
-                            self.global = recs
-                                .into_iter()
-                                .filter(|r| global_applies(&r.key))
-                                .collect();
+                            self.global.clear();
+                            for r in recs.into_iter().filter(|r| global_applies(&r.key)) {
+                                self.global.retain(|g| g.key != r.key);
+                                self.global.push(r);
+                            }
                         }
                         _ => {
-                            let recs = pax::parse_records(data)
+                            let recs = pax::parse_records(data, m.pax.len())
                                 .map_err(|(at, e)| self.bad(data_offset + at as u64, e))?;
                             m.pax.extend(recs);
                         }
@@ -319,6 +323,13 @@ impl<S: ByteSource> TarReader<S> {
         loop {
             let start = self.src.offset;
             let at = head.len();
+            // A block may hold no entry and still say another follows.
+            if at + BLOCK > MAX_HEAD {
+                return Err(self.bad(
+                    start,
+                    format!("more than {} MiB of extension headers", MAX_HEAD >> 20),
+                ));
+            }
             if self.read_block(head)? < BLOCK {
                 return Err(self.bad(start, "truncated sparse extension header"));
             }

@@ -156,8 +156,9 @@ fn records(recs: &[(&str, &str)]) -> Vec<u8> {
 }
 
 /// The last global header's records that apply come first in every later member's `pax`, its
-/// own local records after them (so they win a lookup); layout, name, xattr and comment
-/// records of a global header are not applied; a new global header replaces the last.
+/// own local records after them (so they win a lookup); only the last owner and time record
+/// of each key is applied (not layout, name, xattr, comment or other records); a new global
+/// header replaces the last.
 #[test]
 fn global_records_apply_to_later_members() {
     use super::pax::lookup;
@@ -165,7 +166,9 @@ fn global_records_apply_to_later_members() {
     push_member(&mut stream, b"before", b'0', b"1");
     let global = records(&[
         ("mtime", "1000000000"),
+        ("uid", "1"),
         ("uid", "4242"),
+        ("LIBARCHIVE.creationtime", "5"),
         ("size", "99"),
         ("path", "xx"),
         ("comment", "cc"),
@@ -199,7 +202,11 @@ fn global_records_apply_to_later_members() {
     assert_eq!(lens, [1, 2, 3, 4], "no global size");
     let (before, a, b, c) = (&seen[0].0, &seen[1].0, &seen[2].0, &seen[3].0);
     assert!(before.pax.is_empty() && before.global_records == 0);
-    assert_eq!(a.global_records, 2, "{:?}", a.pax);
+    assert_eq!(
+        a.global_records, 2,
+        "the last uid and mtime only: {:?}",
+        a.pax
+    );
     assert_eq!(lookup(&a.pax, "mtime"), Some(&b"1000000000"[..]));
     assert_eq!(lookup(&a.pax, "uid"), Some(&b"4242"[..]));
     assert_eq!(lookup(&a.pax, "SCHILY.xattr.user.g"), None);
@@ -217,4 +224,94 @@ fn global_records_apply_to_later_members() {
         "the second global header replaced the first"
     );
     assert_eq!(lookup(&c.pax, "gid"), Some(&b"55"[..]));
+}
+
+/// Reads as `head`, then `block` `times` times, then zeros without end: a large stream in
+/// no memory.
+struct Repeated {
+    head: Vec<u8>,
+    block: [u8; BLOCK],
+    times: usize,
+    at: usize,
+}
+
+impl std::io::Read for Repeated {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let repeated_end = self.head.len() + self.times * BLOCK;
+        let n = if self.at < self.head.len() {
+            let n = buf.len().min(self.head.len() - self.at);
+            buf[..n].copy_from_slice(&self.head[self.at..self.at + n]);
+            n
+        } else if self.at < repeated_end {
+            let off = (self.at - self.head.len()) % BLOCK;
+            let n = buf.len().min(BLOCK - off);
+            buf[..n].copy_from_slice(&self.block[off..off + n]);
+            n
+        } else {
+            buf.fill(0);
+            buf.len()
+        };
+        self.at += n;
+        Ok(n)
+    }
+}
+
+fn first_member_error(src: impl std::io::Read) -> (u64, String) {
+    let mut r = TarReader::new(IoSource(src));
+    match r.next_member() {
+        Err(Error::BadTar { offset, what, .. }) => (offset, what),
+        Err(e) => panic!("expected a bad stream, got {e}"),
+        Ok(m) => panic!(
+            "expected a bad stream, got {:?}",
+            m.ok().map(|m| m.display_path())
+        ),
+    }
+}
+
+/// An old GNU sparse member whose extension blocks hold no entry and each say another follows
+/// is cut off at the header limit. Its headers were read into memory without end, and a run
+/// of them ended after 4 GiB was stored as a record whose 32-bit length wrapped.
+#[test]
+fn long_runs_of_sparse_extension_blocks_are_refused_at_the_header_limit() {
+    let mut h = header(b"sparse", 0, b'S', 0);
+    h[482] = 1; // the map continues in extension blocks
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut block = [0u8; BLOCK];
+    block[504] = 1; // another follows
+                    // 80 MiB of them, then a block that ends the map.
+    let (offset, what) = first_member_error(Repeated {
+        head: h.to_vec(),
+        block,
+        times: 80 << 11,
+        at: 0,
+    });
+    assert!(what.contains("MiB of extension headers"), "{what}");
+    assert_eq!(offset, 64 << 20, "{what}");
+}
+
+/// A PAX header of more records than any member has is refused where the record past the
+/// limit starts: records cost far more memory than their bytes in the stream.
+#[test]
+fn pax_headers_of_too_many_records_are_refused() {
+    let recs = vec![("a", "b"); super::pax::MAX_RECORDS + 1];
+    let data = records(&recs);
+    let mut stream = Vec::new();
+    push_member(&mut stream, b"x", b'x', &data);
+    push_member(&mut stream, b"f", b'0', b"1");
+    stream.extend_from_slice(&[0u8; 2 * BLOCK]);
+    let (offset, what) = first_member_error(&stream[..]);
+    assert!(what.contains("more than 65536 PAX records"), "{what}");
+    assert_eq!(offset, (BLOCK + 6 * super::pax::MAX_RECORDS) as u64);
+
+    // Split over two headers of one member, the same.
+    let half = records(&recs[..recs.len() / 2 + 1]);
+    let mut stream = Vec::new();
+    push_member(&mut stream, b"x", b'x', &half);
+    push_member(&mut stream, b"x", b'x', &half);
+    push_member(&mut stream, b"f", b'0', b"1");
+    stream.extend_from_slice(&[0u8; 2 * BLOCK]);
+    let (_, what) = first_member_error(&stream[..]);
+    assert!(what.contains("more than 65536 PAX records"), "{what}");
 }

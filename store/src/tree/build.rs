@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::node::{decode_dir, encode_dir, Kind, Node};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::ChunkId;
+use crate::ingest::sink::MAX_OBJECT;
 use crate::ingest::{Scratch, Sink};
 use crate::object::{ObjectSink, ObjectSource};
 use crate::pack::ChunkKind;
@@ -28,7 +29,9 @@ pub struct TreeBuilder<'a> {
     next_ino: u64,
     /// The last parent directory made sure of (tar streams come directory by directory).
     last_parent: Option<Vec<u8>>,
-    pub warnings: Vec<String>,
+    /// The first `MAX_WARNINGS`; `more_warnings` counts the rest.
+    warnings: Vec<String>,
+    more_warnings: u64,
     /// A member name the stream's own extraction would put elsewhere than the tree does, or
     /// that an OCI layer would read as a whiteout (or a member not every extractor reads).
     odd_names: bool,
@@ -65,7 +68,12 @@ pub fn normalize(path: &[u8]) -> Option<Vec<&[u8]>> {
     (out.len() <= MAX_DEPTH).then_some(out)
 }
 
-/// Marks directories no member named until the snapshot's time is known.
+/// Warnings kept for the report. A stream can earn one per member (millions): past these, only
+/// a count is kept.
+const MAX_WARNINGS: usize = 1000;
+
+/// Marks directories no member named until the snapshot's time is known. No member's node has
+/// it (`meta::action` moves such a time one second on).
 const IMPLICIT_TIME: i64 = i64::MIN;
 
 fn display(path: &[u8]) -> String {
@@ -87,6 +95,7 @@ impl<'a> TreeBuilder<'a> {
             next_ino: 1,
             last_parent: None,
             warnings: Vec::new(),
+            more_warnings: 0,
             odd_names: false,
         })
     }
@@ -140,7 +149,7 @@ impl<'a> TreeBuilder<'a> {
                 Some(n) if n.is_dir() => {}
                 Some(n) => {
                     let path = display(&parents[..=i].join(&b'/'));
-                    self.warnings.push(format!(
+                    self.warn(format!(
                         "{path} is a {}, not a directory: members below it are left out",
                         n.kind.name()
                     ));
@@ -157,6 +166,27 @@ impl<'a> TreeBuilder<'a> {
         }
         self.last_parent = Some(joined);
         Ok(true)
+    }
+
+    /// Something about a member the tree leaves out or changes.
+    pub fn warn(&mut self, msg: String) {
+        if self.warnings.len() < MAX_WARNINGS {
+            self.warnings.push(msg);
+        } else {
+            self.more_warnings += 1;
+        }
+    }
+
+    /// The warnings so far, the last one counting those not kept.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        let mut out = std::mem::take(&mut self.warnings);
+        if self.more_warnings > 0 {
+            out.push(format!(
+                "and {} more warnings like these",
+                std::mem::take(&mut self.more_warnings)
+            ));
+        }
+        out
     }
 
     /// Whether the stream, as it is, extracts to this tree as an OCI layer: nothing was left
@@ -185,7 +215,7 @@ impl<'a> TreeBuilder<'a> {
         self.note_name(path);
         self.newest = Some(self.newest.map_or(node.mtime, |t| t.max(node.mtime)));
         let Some(components) = normalize(path) else {
-            self.warnings.push(format!(
+            self.warn(format!(
                 "{}: a name with '..' (or over {MAX_PATH} bytes or {MAX_DEPTH} levels) is left out of the tree",
                 String::from_utf8_lossy(&path[..path.len().min(200)])
             ));
@@ -219,7 +249,7 @@ impl<'a> TreeBuilder<'a> {
         if !node.is_dir() {
             if let Some(old) = self.get(&dir, &node.name)? {
                 if old.is_dir() && self.has_children(&full)? {
-                    self.warnings.push(format!(
+                    self.warn(format!(
                         "{}: a {} where a non-empty directory stands is left out of the tree, \
                          as GNU tar leaves it out",
                         display(&full),
@@ -236,7 +266,7 @@ impl<'a> TreeBuilder<'a> {
     pub fn put_link(&mut self, path: &[u8], target: &[u8]) -> Result<()> {
         self.note_name(target);
         let (Some(components), Some(target_c)) = (normalize(path), normalize(target)) else {
-            self.warnings.push(format!(
+            self.warn(format!(
                 "{}: a hardlink with '..' is left out of the tree",
                 String::from_utf8_lossy(path)
             ));
@@ -249,7 +279,7 @@ impl<'a> TreeBuilder<'a> {
             self.get(&tdir, &tname)?
         };
         let Some(mut t) = found.filter(|t| !t.is_dir()) else {
-            self.warnings.push(format!(
+            self.warn(format!(
                 "{}: hardlink to {}, which is not an earlier file, is left out",
                 display(&components.join(&b'/')),
                 display(&target_c.join(&b'/'))
@@ -355,6 +385,16 @@ impl Build<'_, '_> {
             }
         }
         let record = encode_dir(&nodes);
+        if record.len() > MAX_OBJECT {
+            return Err(Error::TooLarge(format!(
+                "{}: the directory's record ({} entries, {} bytes) is more than cellar stores \
+                 in one object ({} MiB)",
+                display(path),
+                nodes.len(),
+                record.len(),
+                MAX_OBJECT >> 20
+            )));
+        }
         let id = match base {
             Some(b) => self
                 .sink

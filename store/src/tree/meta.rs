@@ -88,7 +88,13 @@ pub fn parse_payload_map(prefix: &[u8]) -> Option<(Vec<(u64, u64)>, u64)> {
 }
 
 /// The effective attributes of a member. `content` is its payload's chunk list (files only).
-pub fn action(m: &Member, content: Option<Content>, real_size: Option<u64>) -> Action {
+/// What of the member the tree leaves out is said through `warn`.
+pub fn action(
+    m: &Member,
+    content: Option<Content>,
+    real_size: Option<u64>,
+    warn: &mut dyn FnMut(String),
+) -> Action {
     let kind = match m.typeflag {
         b'1' => return Action::Link(m.link.clone()),
         b'2' => Kind::Symlink,
@@ -107,7 +113,19 @@ pub fn action(m: &Member, content: Option<Content>, real_size: Option<u64>) -> A
     (n.mtime, n.mtime_nsec) = pax::lookup(&m.pax, "mtime")
         .and_then(parse_time)
         .unwrap_or((m.mtime, 0));
-    n.xattrs = xattrs(&m.pax);
+    // i64::MIN marks directories no member named (`TreeBuilder`); no file system stores a
+    // time 292 billion years back, so a member's is moved one second later.
+    n.mtime = n.mtime.max(i64::MIN + 1);
+    let (xattrs, left_out) = xattrs(&m.pax);
+    n.xattrs = xattrs;
+    if left_out > 0 {
+        warn(format!(
+            "{}: {left_out} extended attribute(s) over Linux's limits (a name over \
+             {XATTR_NAME_MAX} bytes, a value over {XATTR_SIZE_MAX} bytes, or over {XATTRS_MAX} \
+             bytes in all) left out of the tree",
+            String::from_utf8_lossy(member_path(m))
+        ));
+    }
     match kind {
         Kind::File => {
             n.size = real_size.unwrap_or(m.payload_len);
@@ -134,7 +152,7 @@ fn pax_number(recs: &[PaxRecord], key: &str) -> Option<u64> {
     pax::lookup(recs, key).and_then(pax::parse_decimal)
 }
 
-/// A PAX time: `[-]SECS[.FRACTION]`.
+/// A PAX time: `[-]SECS[.FRACTION]`, digits only after the one sign.
 fn parse_time(v: &[u8]) -> Option<(i64, u32)> {
     let s = std::str::from_utf8(v).ok()?;
     let (neg, s) = match s.strip_prefix('-') {
@@ -142,10 +160,10 @@ fn parse_time(v: &[u8]) -> Option<(i64, u32)> {
         None => (false, s),
     };
     let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
-    let secs: i64 = secs.parse().ok()?;
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if secs.is_empty() || !secs.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
         return None;
     }
+    let secs: i64 = secs.parse().ok()?;
     let mut digits: String = frac.chars().take(9).collect();
     while digits.len() < 9 {
         digits.push('0');
@@ -154,28 +172,56 @@ fn parse_time(v: &[u8]) -> Option<(i64, u32)> {
     if !neg {
         Some((secs, nsec))
     } else if nsec == 0 {
-        Some((-secs, 0))
+        Some((secs.checked_neg()?, 0))
     } else {
-        Some((-secs - 1, 1_000_000_000 - nsec))
+        Some((secs.checked_neg()?.checked_sub(1)?, 1_000_000_000 - nsec))
     }
 }
 
+/// An extended attribute: name, value.
+type Xattr = (Vec<u8>, Vec<u8>);
+
+/// Linux's limits on extended attributes (`XATTR_NAME_MAX`, `XATTR_SIZE_MAX`): the kernel
+/// refuses larger ones, so no extraction sets them.
+const XATTR_NAME_MAX: usize = 255;
+const XATTR_SIZE_MAX: usize = 64 << 10;
+/// Names and values of one node's xattrs together: more than a file system keeps for a file,
+/// and small enough that a directory of such nodes costs what its stream does.
+const XATTRS_MAX: usize = 64 << 10;
+
 /// xattrs from GNU/star (`SCHILY.xattr.NAME`, raw value) and libarchive
 /// (`LIBARCHIVE.xattr.NAME`, name %-encoded, value base64) records; the last one for a name
-/// wins.
-fn xattrs(recs: &[PaxRecord]) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// wins. Those over Linux's limits are left out, and so is what comes past `XATTRS_MAX` in
+/// name order; returns how many were.
+fn xattrs(recs: &[PaxRecord]) -> (Vec<Xattr>, usize) {
+    // None: a value too large to set, which still replaces an earlier one of the name.
+    let value = |v: &[u8]| (v.len() <= XATTR_SIZE_MAX).then(|| v.to_vec());
     let mut out = std::collections::BTreeMap::new();
     for r in recs {
         if let Some(name) = r.key.strip_prefix(b"SCHILY.xattr.") {
             // GNU tar writes '%' and '=' in names as %25 and %3D.
-            out.insert(percent_decode(name), r.value.clone());
+            out.insert(percent_decode(name), value(&r.value));
         } else if let Some(name) = r.key.strip_prefix(b"LIBARCHIVE.xattr.") {
-            if let Some(value) = base64_decode(&r.value) {
-                out.insert(percent_decode(name), value);
+            if let Some(decoded) = base64_decode(&r.value) {
+                out.insert(percent_decode(name), value(&decoded));
             }
         }
     }
-    out.into_iter().collect()
+    let mut total = 0;
+    let mut left_out = 0;
+    let mut kept = Vec::new();
+    for (name, value) in out {
+        match value {
+            Some(v)
+                if name.len() <= XATTR_NAME_MAX && total + name.len() + v.len() <= XATTRS_MAX =>
+            {
+                total += name.len() + v.len();
+                kept.push((name, v));
+            }
+            _ => left_out += 1,
+        }
+    }
+    (kept, left_out)
 }
 
 fn percent_decode(s: &[u8]) -> Vec<u8> {
@@ -234,6 +280,17 @@ mod tests {
         assert_eq!(parse_time(b"-1.25"), Some((-2, 750_000_000)));
         assert_eq!(parse_time(b"12"), Some((12, 0)));
         assert_eq!(parse_time(b"x"), None);
+        // One sign, digits only, and no overflow on the way to a negative time.
+        assert_eq!(parse_time(b"--5"), None);
+        assert_eq!(parse_time(b"-+5"), None);
+        assert_eq!(parse_time(b"+5"), None);
+        assert_eq!(parse_time(b"-.5"), None);
+        assert_eq!(parse_time(b"-9223372036854775808"), None);
+        assert_eq!(parse_time(b"--9223372036854775808.5"), None);
+        assert_eq!(
+            parse_time(b"-9223372036854775807.5"),
+            Some((i64::MIN, 500_000_000))
+        );
         assert_eq!(base64_decode(b"aGVsbG8").unwrap(), b"hello");
         assert_eq!(base64_decode(b"aGVsbG8=").unwrap(), b"hello");
         assert_eq!(percent_decode(b"user.a%3Db"), b"user.a=b");
@@ -241,5 +298,35 @@ mod tests {
         assert_eq!(map, vec![(0, 10), (4096, 5)]);
         assert_eq!(data, 512);
         assert!(parse_payload_map(b"2\n0\n10\n").is_none());
+    }
+
+    fn xattr(name: &str, len: usize) -> PaxRecord {
+        PaxRecord {
+            key: format!("SCHILY.xattr.{name}").into_bytes(),
+            value: vec![b'v'; len],
+        }
+    }
+
+    /// What Linux cannot set is left out and counted: a name over 255 bytes, a value over
+    /// 64 KiB (which also drops an earlier value of the name), and what comes past 64 KiB in
+    /// all, in name order.
+    #[test]
+    fn xattrs_over_linux_limits_are_left_out() {
+        let long = format!("user.{}", "n".repeat(251));
+        let recs = [
+            xattr("user.a", 10),
+            xattr("user.big", 100),
+            xattr("user.big", XATTR_SIZE_MAX + 1),
+            xattr(&long, 1),
+            xattr("user.b", 40_000),
+            xattr("user.c", 40_000),
+            xattr("user.d", 20_000),
+        ];
+        let (kept, left_out) = xattrs(&recs);
+        let names: Vec<&[u8]> = kept.iter().map(|(n, _)| n.as_slice()).collect();
+        assert_eq!(names, [&b"user.a"[..], b"user.b", b"user.d"]);
+        assert_eq!(left_out, 3, "user.big, the long name and user.c");
+        let (kept, left_out) = xattrs(&[xattr(&long[1..], XATTR_SIZE_MAX - 260)]);
+        assert_eq!((kept.len(), left_out), (1, 0), "at the limits is kept");
     }
 }

@@ -57,13 +57,6 @@ pub(super) fn fixture(ts: &TestStore) -> (PathBuf, Vec<u8>) {
     (dir, tar)
 }
 
-/// Recompute a header block's checksum (unsigned sum, checksum field counted as spaces).
-pub(super) fn set_checksum(block: &mut [u8]) {
-    block[148..156].fill(b' ');
-    let sum: u32 = block[..512].iter().map(|&b| b as u32).sum();
-    block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-}
-
 /// A 512-byte ustar header with a correct checksum.
 pub(super) fn ustar_header(name: &[u8], size: u64, typeflag: u8) -> Vec<u8> {
     let mut h = vec![0u8; 512];

@@ -204,3 +204,103 @@ fn later_members_replace_earlier_ones_as_gnu_tar_extracts_them() {
     assert_matches_dir(&store, &id, &dir, "replaced members", None);
     assert!(store.export("r") == stream);
 }
+
+/// A warning per member could be millions: the first thousand are kept and the rest counted,
+/// on stderr and in `--json`. The stream is stored whole all the same.
+#[test]
+fn warnings_stop_at_a_thousand_and_count_the_rest() {
+    let store = TestStore::new();
+    let mut stream = Vec::new();
+    for i in 0..1500 {
+        member(
+            &mut stream,
+            format!("../x{i}").as_bytes(),
+            b'0',
+            b"",
+            b"",
+            0o644,
+        );
+    }
+    member(&mut stream, b"kept", b'0', b"k\n", b"", 0o644);
+    end_of_archive(&mut stream);
+    let out = store.run_stdin(&["snapshot", "-"], &stream);
+    assert_success(&out, &["snapshot"]);
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches("is left out of the tree").count(),
+        1000,
+        "{err}"
+    );
+    assert!(
+        err.contains("cellar: warning: and 500 more warnings like these"),
+        "{err}"
+    );
+    let out = store.run_stdin(&["snapshot", "--json", "-"], &stream);
+    assert_success(&out, &["snapshot", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = report["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1001, "{report}");
+    assert_eq!(warnings[1000], "and 500 more warnings like these");
+    assert_eq!(store.ok(&["ls", "default"]), "/kept\n");
+    assert!(store.export("default") == stream);
+}
+
+/// xattrs Linux would refuse to set (a value over 64 KiB, a name over 255 bytes, more than
+/// 64 KiB in all) are left out of the tree with a warning that names the member; the rest
+/// are kept, and the stream exports unchanged.
+#[test]
+fn xattrs_over_linux_limits_are_left_out_with_a_warning() {
+    let store = TestStore::new();
+    let mut stream = Vec::new();
+    let big = vec![b'v'; 70_000];
+    let long = format!("SCHILY.xattr.user.{}", "n".repeat(260));
+    pax(
+        &mut stream,
+        &[
+            ("SCHILY.xattr.user.small", b"s"),
+            ("SCHILY.xattr.user.big", &big),
+            (&long, b"l"),
+        ],
+    );
+    member(&mut stream, b"f", b'0', b"data\n", b"", 0o644);
+    end_of_archive(&mut stream);
+    let out = store.run_stdin(&["snapshot", "-"], &stream);
+    assert_success(&out, &["snapshot"]);
+    assert!(
+        stderr(&out).contains("f: 2 extended attribute(s) over Linux's limits"),
+        "{}",
+        stderr(&out)
+    );
+    let f = store.json(&["ls", "default", "/f", "--json"]);
+    assert_eq!(f[0]["xattrs"], serde_json::json!(["user.small"]), "{f}");
+    assert!(store.export("default") == stream);
+}
+
+/// A member may carry the earliest time a tar header holds (i64::MIN seconds, GNU base-256).
+/// The tree used that value to mark directories no member named, and gave the member the
+/// snapshot's time; it now keeps a time one second later, its own.
+#[test]
+fn the_earliest_time_a_header_holds_stays_the_members() {
+    let store = TestStore::new();
+    let mut old = ustar_header(b"old", b'0', 0, b"", 0o644);
+    old[136..148].fill(0xff); // base-256, two's complement
+    old[140..148].copy_from_slice(&i64::MIN.to_be_bytes());
+    old[136] = 0xff;
+    set_checksum(&mut old);
+    let mut stream = old.to_vec();
+    member(&mut stream, b"new", b'0', b"", b"", 0o644);
+    end_of_archive(&mut stream);
+    store.snapshot_bytes(&stream, "default");
+    let ls = store.json(&["ls", "default", "--json"]);
+    let mtime = |path: &str| {
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == path)
+            .unwrap_or_else(|| panic!("{path} in {ls}"))["mtime"]
+            .clone()
+    };
+    assert_eq!(mtime("/old"), "-9223372036854775807", "{ls}");
+    assert_ne!(mtime("/old"), mtime("/new"), "{ls}");
+    assert!(store.export("default") == stream);
+}

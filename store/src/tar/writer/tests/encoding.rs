@@ -16,7 +16,7 @@ fn pax_record_lengths_count_themselves() {
     for value_len in 0..1100 {
         let value = vec![b'v'; value_len];
         let record = pax_record(b"path", &value);
-        let parsed = pax::parse_records(&record).expect("well-formed");
+        let parsed = pax::parse_records(&record, 0).expect("well-formed");
         assert_eq!(
             parsed,
             vec![PaxRecord {
@@ -100,7 +100,7 @@ fn header_blocks_are_valid_ustar() {
     let x: &[u8; BLOCK] = blocks[..BLOCK].try_into().unwrap();
     header::Header(x).checksum_ok().unwrap();
     let data = &blocks[BLOCK..blocks.len() - BLOCK];
-    let records = pax::parse_records(data).unwrap();
+    let records = pax::parse_records(data, 0).unwrap();
     let keys: Vec<&[u8]> = records.iter().map(|r| r.key.as_slice()).collect();
     assert_eq!(
         keys,
