@@ -51,7 +51,9 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -92,7 +94,11 @@ fn walk(store: &Store, snap: &cellar_store::Snapshot) {
     }
 }
 
-fn ingest_once(store: &Store, name: &str, data: &[u8]) -> Result<cellar_store::IngestReport, Error> {
+fn ingest_once(
+    store: &Store,
+    name: &str,
+    data: &[u8],
+) -> Result<cellar_store::IngestReport, Error> {
     store.ingest(
         Box::new(Cursor::new(data.to_vec())),
         IngestOptions::new(name),
@@ -105,7 +111,11 @@ fn check_exported(store: &Store, snap: &cellar_store::Snapshot, want: &[u8]) {
     store
         .export(snap, &mut out)
         .unwrap_or_else(|e| panic!("export of a fresh snapshot failed: {e}"));
-    assert_eq!(out.len(), want.len(), "exported length differs from the input");
+    assert_eq!(
+        out.len(),
+        want.len(),
+        "exported length differs from the input"
+    );
     assert!(out == want, "exported bytes differ from the input");
     assert_eq!(snap.stream_len, want.len() as u64);
     assert_eq!(snap.stream_sha256, hex::encode(Sha256::digest(want)));
