@@ -295,9 +295,9 @@ impl Db {
         }
     }
 
-    /// Is the file at `path` the one this connection opened?
-    pub fn opened(&self, path: &Path) -> bool {
-        self.file.is_some() && file_id(path) == self.file
+    /// The (device, inode) of the file this connection opened.
+    pub fn file(&self) -> Option<(u64, u64)> {
+        self.file
     }
 
     pub fn conn(&self) -> &Connection {
@@ -329,7 +329,7 @@ impl Db {
 }
 
 /// A file's (device, inode), or None if it is not there.
-fn file_id(path: &Path) -> Option<(u64, u64)> {
+pub(crate) fn file_id(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }

@@ -118,9 +118,12 @@ impl Store {
     /// locations (which names `frames` rows of the old index) is dropped.
     pub fn follow_index(&self) -> Result<bool> {
         let path = self.root.join(layout::DB_FILE);
-        let mut db = self.db();
         // Missing: the swap is under way (or the index is lost); the old one serves meanwhile.
-        if db.opened(&path) || !path.is_file() {
+        let Some(now) = crate::db::file_id(&path) else {
+            return Ok(false);
+        };
+        let mut db = self.db();
+        if db.file() == Some(now) {
             return Ok(false);
         }
         *db = Db::open(&path, false)?;

@@ -19,10 +19,15 @@ fn header(name: &[u8], size: u64, typeflag: u8, mtime: i64) -> [u8; BLOCK] {
     h[156] = typeflag;
     h[257..263].copy_from_slice(b"ustar\0");
     h[263..265].copy_from_slice(b"00");
+    set_checksum(&mut h);
+    h
+}
+
+/// Recompute a header's checksum (the field counted as spaces).
+fn set_checksum(h: &mut [u8; BLOCK]) {
     h[148..156].copy_from_slice(b"        ");
     let sum: u32 = h.iter().map(|&b| b as u32).sum();
     h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    h
 }
 
 /// Octal when it fits, else GNU base-256 (two's complement for negatives).
@@ -275,9 +280,7 @@ fn first_member_error(src: impl std::io::Read) -> (u64, String) {
 fn long_runs_of_sparse_extension_blocks_are_refused_at_the_header_limit() {
     let mut h = header(b"sparse", 0, b'S', 0);
     h[482] = 1; // the map continues in extension blocks
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| b as u32).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    set_checksum(&mut h);
     let mut block = [0u8; BLOCK];
     block[504] = 1; // another follows
                     // 80 MiB of them, then a block that ends the map.
