@@ -17,6 +17,11 @@ use crate::error::{Error, Result};
 
 pub const SCHEMA_VERSION: u32 = 5;
 
+/// SQLite's page cache per connection, in KiB (negative: a size, not a page count), taken as
+/// pages are read. Readers look chunks up by id, all over the index: with SQLite's 2 MiB
+/// default, a full read of a 50,000-file mount read 65,000 pages back from the file.
+const CACHE_SIZE: i64 = -16384;
+
 /// The oldest schema a read-only store can be read at, since it cannot be migrated: schema 5
 /// adds only what leases use, and a read-only store needs no leases (no gc can run on it).
 const READ_ONLY_MIN_SCHEMA: u32 = 4;
@@ -195,6 +200,7 @@ impl Db {
             }
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "cache_size", CACHE_SIZE)?;
         let mut db = Db {
             conn,
             read_only: None,
@@ -258,6 +264,7 @@ impl Db {
             });
         }
         conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.pragma_update(None, "cache_size", CACHE_SIZE)?;
         if found < PINS_SCHEMA {
             // No pins before schema 5: an empty stand-in, for readers that look there.
             conn.execute_batch(

@@ -128,12 +128,9 @@ impl Store {
             time: now.unix_timestamp(),
         };
         let source = input::spawn(input);
-        // Dedup lookups run inside one read transaction with a larger cache: no lock calls per
-        // chunk. Chunks other ingests commit meanwhile are not seen, and at worst stored twice.
+        // Dedup lookups run inside one read transaction: no lock calls per chunk. Chunks other ingests commit meanwhile are not seen, and at worst stored twice.
         let lookups = self.open_connection()?;
-        lookups
-            .conn()
-            .execute_batch("PRAGMA cache_size = -16384; BEGIN")?;
+        lookups.conn().execute_batch("BEGIN")?;
         let scratch = Scratch::new(&self.root().join(layout::TMP_DIR))?;
         let progress = opts.progress.clone();
 
