@@ -254,3 +254,27 @@ fn object_len(kind: ChunkKind, bytes: &[u8]) -> Result<u32> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_over_the_limit_are_refused_by_length() {
+        // Zeroed allocations are not touched until written: these cost no memory.
+        let at_limit = vec![0u8; MAX_OBJECT];
+        assert_eq!(
+            object_len(ChunkKind::Data, &at_limit).unwrap(),
+            MAX_OBJECT as u32
+        );
+        drop(at_limit);
+        let over = vec![0u8; MAX_OBJECT + 1];
+        match object_len(ChunkKind::Dir, &over) {
+            Err(Error::TooLarge(m)) => {
+                assert!(m.contains("1073741825 bytes"), "{m}");
+                assert!(m.contains("1024 MiB"), "{m}");
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+    }
+}
