@@ -325,8 +325,9 @@ fn checkpoint(store: &Store) -> Result<()> {
 /// running ingests (not `stale`, the leases gc would drop) let go would be deleted, the new
 /// epoch's too with `--grace 0` and no ingest running; and packs that this leaves empty
 /// would be deleted, those under half live repacked (the bytes a repack frees are estimated
-/// from the frames' compressed sizes). Orphan files and packs holding only tombstones are
-/// not counted: what happens to them depends on the sweep's other steps.
+/// from the frames' compressed sizes). Packs holding only tombstones are not counted: whether
+/// a tombstone stays depends on the snapshot records the sweep's other steps leave. (Orphan
+/// files are counted apart, by `orphans`.)
 pub(super) fn estimate(
     store: &Store,
     stale: &[i64],
