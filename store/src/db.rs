@@ -311,6 +311,19 @@ impl Db {
         &self.conn
     }
 
+    /// SQLite's `integrity_check` (at most `max` findings; empty when the file is sound):
+    /// pages, b-trees, and every index against its table. SQLite keeps no checksums, so a
+    /// damaged page can read as valid rows; an index that disagrees with its table is how
+    /// most such damage shows.
+    pub fn integrity_problems(&self, max: u32) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("PRAGMA main.integrity_check({max})"))?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let lines = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(lines.into_iter().filter(|l| l != "ok").collect())
+    }
+
     /// Run `f` in a `BEGIN IMMEDIATE` transaction: it holds the write lock from the start, so
     /// it never fails half-way on a lock upgrade. Commits if `f` succeeds.
     /// On a read-only store only the temp caches can be written: a write to the index itself

@@ -24,6 +24,13 @@ pub enum Error {
     },
     #[error("no store at {0} (create one with `cellar snapshot`)")]
     NoStore(PathBuf),
+    /// The store has pack files but its index is gone: a new index would know none of them
+    /// (and gc would then delete them all as leftovers).
+    #[error(
+        "the index of the store at {0} (cellar.db) is missing, but its packs/ holds data: \
+         `cellar repair-index` rebuilds the index from the packs"
+    )]
+    NoIndex(PathBuf),
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
     /// The program producing the stream failed (or ended in a way not allowed).

@@ -43,7 +43,7 @@ impl Store {
             index_pack(self.root(), tx, &sealed, &Default::default())?;
             // An id already gone (forgotten by a concurrent or an earlier, killed run) is no
             // error: forgetting is idempotent.
-            let mut stmt = tx.prepare_cached("DELETE FROM snapshots WHERE id = ?1")?;
+            let mut stmt = tx.prepare_cached("DELETE FROM snapshots NOT INDEXED WHERE id = ?1")?;
             for id in ids {
                 stmt.execute(params![id.hex()])?;
             }

@@ -71,8 +71,12 @@ fn is_false(b: &bool) -> bool {
 impl Snapshot {
     /// The record's bytes and the id they give.
     pub(crate) fn to_record(&self) -> Vec<u8> {
+        self.record_of_version(RECORD_VERSION)
+    }
+
+    fn record_of_version(&self, v: u32) -> Vec<u8> {
         let record = SnapshotRecord {
-            v: RECORD_VERSION,
+            v,
             name: self.name.clone(),
             parent: self.parent.map(|p| p.hex()),
             created: self.created.clone(),
@@ -87,6 +91,16 @@ impl Snapshot {
             exact_layer: self.exact_layer,
         };
         serde_json::to_vec(&record).expect("records serialize")
+    }
+
+    /// Whether the snapshot's fields are the ones its id was computed from (the id is the
+    /// hash of its record, `to_record`). Records before version 2 had no tree; those
+    /// snapshots' rows have none either. An index row that fails this is damaged, or mixed
+    /// with another row's through a damaged index.
+    pub(crate) fn matches_id(&self) -> bool {
+        let id_of = |record: &[u8]| SnapshotId(*blake3::hash(record).as_bytes());
+        id_of(&self.to_record()) == self.id
+            || (self.tree.is_none() && id_of(&self.record_of_version(1)) == self.id)
     }
 
     pub fn short_id(&self) -> String {
@@ -146,7 +160,17 @@ fn from_row(r: &Row) -> rusqlite::Result<Result<Snapshot>> {
             },
             exact_layer,
         })
-    })();
+    })()
+    .and_then(|s: Snapshot| {
+        if s.matches_id() {
+            Ok(s)
+        } else {
+            Err(Error::corrupt(format!(
+                "snapshot {id}: its index row does not match its id (the index is damaged; \
+                 `cellar repair-index` rebuilds it from the packs)"
+            )))
+        }
+    });
     Ok(snap)
 }
 
@@ -156,7 +180,10 @@ impl Store {
         sql_tail: &str,
         args: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<Snapshot>> {
-        self.query_table("snapshots", sql_tail, args)
+        // Never through the indexes of `snapshots`: a damaged index entry would hand back
+        // another snapshot's row, or mix its columns with that row's. The table is small, and
+        // each row is checked against its id (`from_row`).
+        self.query_table("snapshots NOT INDEXED", sql_tail, args)
     }
 
     /// Snapshot rows of `table`: `snapshots`, or `pins` (the same columns).
@@ -258,20 +285,32 @@ impl Store {
                 "no snapshot named {spec:?} (an id prefix needs at least {MIN_PREFIX} hex characters)"
             )));
         }
-        let found = self.query_snapshots(
-            "WHERE id >= ?1 AND id < ?2 ORDER BY seq",
-            &[&prefix, &format!("{prefix}g")],
-        )?;
-        match found.len() {
-            0 => Err(Error::NotFound(format!(
+        // The candidates by id and name only: the one chosen is then read whole (and checked
+        // against its id), a damaged row among the others does not hide the ambiguity.
+        let found: Vec<(String, String)> = {
+            let db = self.db();
+            let mut stmt = db.conn().prepare_cached(
+                "SELECT id, name FROM snapshots NOT INDEXED
+                 WHERE id >= ?1 AND id < ?2 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([&prefix, &format!("{prefix}g")], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        match found.as_slice() {
+            [] => Err(Error::NotFound(format!(
                 "no snapshot named {spec:?} or with an id starting {prefix}"
             ))),
-            1 => Ok(found.into_iter().next().expect("one")),
+            [(id, _)] => self
+                .query_snapshots("WHERE id = ?1", &[id])?
+                .pop()
+                .ok_or_else(|| Error::NotFound(format!("snapshot {id} is gone"))),
             _ => Err(Error::NotFound(format!(
                 "id prefix {prefix} is ambiguous; it matches: {}",
                 found
                     .iter()
-                    .map(|s| format!("{} ({})", s.id.short(), s.name))
+                    .map(|(id, name)| format!("{} ({name})", &id[..id.len().min(12)]))
                     .collect::<Vec<_>>()
                     .join(", ")
             ))),

@@ -66,6 +66,9 @@ impl Store {
     /// Open an existing store.
     pub fn open(root: &Path) -> Result<Store> {
         if !root.join(layout::DB_FILE).is_file() {
+            if has_pack_files(root) {
+                return Err(Error::NoIndex(root.to_path_buf()));
+            }
             return Err(Error::NoStore(root.to_path_buf()));
         }
         Self::open_db(root, false)
@@ -82,6 +85,11 @@ impl Store {
         // Creating the database and switching it to WAL cannot wait on a busy handler the way
         // transactions do, so writers that start on a new store at once take turns here.
         let _lock = lock_file(root, &|_| {})?;
+        // A store whose index was lost keeps its packs: a new, empty index beside them would
+        // make them all look like leftovers of failed ingests, which gc deletes.
+        if !root.join(layout::DB_FILE).is_file() && has_pack_files(root) {
+            return Err(Error::NoIndex(root.to_path_buf()));
+        }
         Self::open_db(root, true)
     }
 
@@ -408,4 +416,18 @@ pub(crate) fn lock_file(root: &Path, waiting: &dyn Fn(&str)) -> Result<File> {
         Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
     }
     Ok(file)
+}
+
+/// Whether `packs/` holds any pack file.
+fn has_pack_files(root: &Path) -> bool {
+    let Ok(dirs) = fs::read_dir(root.join(layout::PACKS_DIR)) else {
+        return false;
+    };
+    dirs.flatten().any(|d| {
+        fs::read_dir(d.path()).is_ok_and(|files| {
+            files
+                .flatten()
+                .any(|f| f.file_name().to_string_lossy().ends_with(".pack"))
+        })
+    })
 }

@@ -10,6 +10,7 @@ mod cli;
 mod concurrency;
 mod crash;
 mod damage;
+mod damaged_index;
 mod dedup;
 mod dirsnap;
 mod exact;

@@ -205,6 +205,9 @@ impl Store {
             notes: Vec::new(),
             bad: HashMap::new(),
         };
+        for line in self.db().integrity_problems(100)? {
+            v.problem(format!("the index file is damaged (SQLite: {line})"));
+        }
         let packs = index::check_tables(&mut v)?;
         let snaps = index::load_snapshots(&mut v)?;
         index::check_snapshots(&mut v, &snaps)?;

@@ -18,7 +18,7 @@ mod sweep;
 pub(crate) use lease::Lease;
 pub use lease::{LeaseInfo, ReadLease};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::Store;
 
 /// The default `--grace`: condemned chunks stay readable this long, and unindexed files this
@@ -67,6 +67,17 @@ pub struct GcReport {
 impl Store {
     /// Collect garbage. Never blocks snapshots for more than one short step.
     pub fn gc(&self, opts: &GcOptions, on_wait: &dyn Fn(&str)) -> Result<GcReport> {
+        // gc deletes what the index does not name: a damaged index (an index entry that
+        // disagrees with its row hides a pack from the orphan sweep, or a frame from its
+        // pack's plan) would have it delete live data. Checked before anything is read.
+        let damage = self.db().integrity_problems(10)?;
+        if let Some(first) = damage.first() {
+            return Err(Error::corrupt(format!(
+                "the index (cellar.db) is damaged, so gc will not delete anything; \
+                 `cellar repair-index` rebuilds it from the packs (SQLite: {first}{})",
+                if damage.len() > 1 { ", ..." } else { "" }
+            )));
+        }
         let mut report = GcReport {
             dry_run: opts.dry_run,
             ..GcReport::default()

@@ -22,7 +22,7 @@ pub(in crate::check) fn load_snapshots(v: &mut Verifier) -> Result<Vec<Snapshot>
         let mut stmt = db.conn().prepare(
             "SELECT id, name, parent, created, stream_len, stream_sha256, members, added_bytes,
                     labels, root, tree, image, exact_layer
-             FROM snapshots ORDER BY seq",
+             FROM snapshots NOT INDEXED ORDER BY seq",
         )?;
         let rows = stmt.query_map([], |r| {
             let id: String = r.get(0)?;
@@ -72,6 +72,11 @@ pub(in crate::check) fn load_snapshots(v: &mut Verifier) -> Result<Vec<Snapshot>
     let mut snaps = Vec::with_capacity(parsed.len());
     for p in parsed {
         match p {
+            Ok(s) if !s.matches_id() => v.problem(format!(
+                "snapshot row {}: its columns do not match its id (the row, or an index of \
+                 the snapshots table, is damaged)",
+                s.id.hex()
+            )),
             Ok(s) => snaps.push(s),
             Err((id, what)) => v.problem(format!("snapshot row {id}: {what}")),
         }

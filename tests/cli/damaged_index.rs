@@ -1,0 +1,229 @@
+//! A damaged index (`cellar.db`), as after a bad disk. SQLite keeps no checksums: a flipped
+//! byte in one of its own indexes leaves the file readable, with an index entry that
+//! disagrees with its row. Readers must never hand out another snapshot than the one asked
+//! for, gc must not delete what the damaged entry hides, and a lost index is rebuilt from the
+//! packs, never replaced by an empty one that would make every pack look like a leftover.
+
+use std::path::PathBuf;
+
+use crate::common::*;
+
+/// Two snapshots in packs of their own: "vm" (seq 1), then "db" (seq 2). The packs are made
+/// old, as in a store in use for a while, so gc's grace period does not protect them.
+struct Fixture {
+    store: TestStore,
+    vm_stream: Vec<u8>,
+    db: String,
+    db_stream: Vec<u8>,
+}
+
+fn fixture() -> Fixture {
+    let store = TestStore::new();
+    let vm_dir = store.scratch("vm");
+    write_file(&vm_dir.join("big.bin"), &noise(2_000_000, 81));
+    write_file(&vm_dir.join("etc/hostname"), b"vm\n");
+    let vm_stream = tar_of_dir(&vm_dir);
+    store.snapshot_bytes(&vm_stream, "vm");
+    let db_dir = store.scratch("db");
+    write_file(&db_dir.join("data/table.bin"), &noise(1_000_000, 82));
+    let db_stream = tar_of_dir(&db_dir);
+    let db = store.snapshot_bytes(&db_stream, "db");
+    assert_eq!(store.pack_files().len(), 2, "a pack per snapshot");
+    let day_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 86_400;
+    for p in store.pack_files() {
+        set_mtime_ns(&p, day_ago, 0);
+    }
+    Fixture {
+        store,
+        vm_stream,
+        db,
+        db_stream,
+    }
+}
+
+fn db_file(store: &TestStore) -> PathBuf {
+    store.path().join("cellar.db")
+}
+
+/// Change one byte of the index file, at `needle`'s first byte plus `at`, where `needle`
+/// lies inside the root page of `btree` (a table or index small enough to be one page).
+fn damage_in(store: &TestStore, btree: &str, needle: &[u8], at: usize, to: impl Fn(u8) -> u8) {
+    let (root, page_size): (i64, i64) = {
+        let conn = store.db();
+        let root = conn
+            .query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = ?1",
+                [btree],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let size = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        (root, size)
+    };
+    let path = db_file(store);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page = ((root - 1) * page_size) as usize..(root * page_size) as usize;
+    let found = bytes[page.clone()]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap_or_else(|| panic!("{needle:?} is not in the root page of {btree}"));
+    let i = page.start + found + at;
+    bytes[i] = to(bytes[i]);
+    std::fs::write(&path, &bytes).unwrap();
+}
+
+fn code(out: &std::process::Output) -> Option<i32> {
+    out.status.code()
+}
+
+fn pack_names(store: &TestStore) -> Vec<PathBuf> {
+    let mut p = store.pack_files();
+    p.sort();
+    p
+}
+
+fn snapshots_named(store: &TestStore, name: &str) -> usize {
+    store
+        .json(&["list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == name)
+        .count()
+}
+
+#[test]
+fn gc_deletes_nothing_when_the_pack_name_index_disagrees_with_its_rows() {
+    let f = fixture();
+    let packs = pack_names(&f.store);
+    let name: Vec<u8> = f
+        .store
+        .db()
+        .query_row("SELECT name FROM packs ORDER BY id LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    // One bit of vm's pack name in `packs`' unique index: the row is intact, so every reader
+    // finds the pack, but a scan of the index (gc's orphan sweep) no longer names it.
+    damage_in(&f.store, "sqlite_autoindex_packs_1", &name, 31, |b| b ^ 1);
+
+    for args in [&["gc"][..], &["gc", "--dry-run"], &["gc", "--grace", "0"]] {
+        let out = f.store.run(args);
+        assert_eq!(code(&out), Some(1), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("damaged") && err.contains("repair-index"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(pack_names(&f.store), packs, "{args:?} deleted a pack");
+    }
+    let out = f.store.run(&["verify"]);
+    assert_eq!(code(&out), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("the index file is damaged"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    f.store.ok(&["repair-index"]);
+    f.store.ok(&["gc", "--grace", "0"]);
+    assert_eq!(pack_names(&f.store), packs);
+    assert!(f.store.export("vm") == f.vm_stream);
+    assert!(f.store.export(&f.db) == f.db_stream);
+}
+
+#[test]
+fn a_damaged_snapshots_index_never_gives_another_snapshot() {
+    let f = fixture();
+    // The entry ('db', seq 2, rowid 2) of snapshots(name, seq) now leads to vm's row.
+    damage_in(
+        &f.store,
+        "snapshots_name",
+        b"\x04\x11\x01\x01db\x02\x02",
+        7,
+        |_| 1,
+    );
+
+    let out = f.store.run(&["export", "db"]);
+    assert!(
+        out.stdout != f.vm_stream,
+        "export db gave vm's stream (exit {:?})",
+        code(&out)
+    );
+    if code(&out) == Some(0) {
+        assert!(out.stdout == f.db_stream);
+    }
+    let listed = f.store.ok(&["list", "--name", "db"]);
+    assert!(!listed.contains(" vm "), "{listed}");
+
+    // Forgetting db must not forget vm instead.
+    let out = f.store.run(&["rm", "db"]);
+    assert!(matches!(code(&out), Some(0) | Some(1)), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    f.store.ok(&["repair-index"]);
+    assert_eq!(snapshots_named(&f.store, "vm"), 1, "vm was forgotten");
+    assert!(f.store.export("vm") == f.vm_stream);
+}
+
+#[test]
+fn a_damaged_snapshot_row_is_an_error_not_a_wrong_answer() {
+    let f = fixture();
+    let created: String = f
+        .store
+        .db()
+        .query_row("SELECT created FROM snapshots WHERE name = 'db'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    // The year's last digit: a row that still parses, now a year off.
+    damage_in(&f.store, "snapshots", created.as_bytes(), 3, |b| b ^ 1);
+
+    for args in [&["list"][..], &["show", "db"], &["export", "db"]] {
+        let out = f.store.run(args);
+        assert_eq!(code(&out), Some(1), "{args:?} gave a damaged row");
+        let err = stderr(&out);
+        assert!(
+            err.contains("does not match its id") && err.contains("repair-index"),
+            "{args:?}: {err}"
+        );
+    }
+    let out = f.store.run(&["verify"]);
+    assert_eq!(code(&out), Some(1), "verify passes a damaged snapshot row");
+
+    f.store.ok(&["repair-index"]);
+    assert!(f.store.export("db") == f.db_stream);
+    f.store.ok(&["verify"]);
+}
+
+#[test]
+fn a_lost_index_is_rebuilt_not_replaced_by_an_empty_one() {
+    let f = fixture();
+    let packs = pack_names(&f.store);
+    for n in ["cellar.db", "cellar.db-wal", "cellar.db-shm"] {
+        let _ = std::fs::remove_file(f.store.path().join(n));
+    }
+    let out = f.store.run(&["list"]);
+    assert_eq!(code(&out), Some(1));
+    assert!(stderr(&out).contains("repair-index"), "{}", stderr(&out));
+
+    let dir = f.store.scratch("new");
+    write_file(&dir.join("new.bin"), &noise(100_000, 83));
+    let out = f
+        .store
+        .run_stdin(&["snapshot", "--name", "new", "-"], &tar_of_dir(&dir));
+    assert_eq!(code(&out), Some(1), "a snapshot started a new, empty index");
+    assert!(stderr(&out).contains("repair-index"), "{}", stderr(&out));
+    assert!(!db_file(&f.store).exists());
+    assert_eq!(pack_names(&f.store), packs);
+
+    f.store.ok(&["repair-index"]);
+    f.store.ok(&["gc", "--grace", "0"]);
+    assert!(f.store.export("vm") == f.vm_stream);
+    assert!(f.store.export(&f.db) == f.db_stream);
+}
