@@ -250,7 +250,7 @@ impl Store {
         tx.execute(
             &format!(
                 "INSERT OR IGNORE INTO pins (lease, seq, {COLUMNS})
-                 SELECT ?1, seq, {COLUMNS} FROM snapshots WHERE id = ?2"
+                 SELECT ?1, seq, {COLUMNS} FROM snapshots NOT INDEXED WHERE id = ?2"
             ),
             rusqlite::params![lease, id.hex()],
         )?;
