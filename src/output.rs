@@ -60,6 +60,17 @@ impl From<&Stats> for StatsJson {
     }
 }
 
+/// `println!` for reports: a reader that went away (`cellar show x | head -1`) is an output
+/// error, returned from the enclosing function with `?` and reported quietly by `main`, not
+/// the panic `println!` makes of it.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(cellar_store::Error::Output)?;
+    }};
+}
+pub(crate) use outln;
+
 /// Print one JSON document on stdout. A reader that went away is an output error (reported
 /// quietly by `main`), not a panic as `println!` would make it.
 pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {

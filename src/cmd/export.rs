@@ -1,5 +1,6 @@
 //! `cellar export`: the exact ingested stream, an OCI image layout, or a `docker save` archive.
 
+use crate::output::outln;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::Path;
 
@@ -56,7 +57,7 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
 /// The image written: its manifest digest, or with `--json` the whole description.
 fn report(snap: &Snapshot, tag: &str, image: &Image, json: bool) -> anyhow::Result<()> {
     if !json {
-        println!("{}", image.manifest_digest);
+        outln!("{}", image.manifest_digest);
         return Ok(());
     }
     let layers: Vec<_> = image

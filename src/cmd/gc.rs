@@ -1,5 +1,6 @@
 //! `cellar gc [--dry-run] [--grace SECONDS] [--json]`.
 
+use crate::output::outln;
 use cellar_store::{GcOptions, GcReport, Store};
 use serde::Serialize;
 
@@ -70,17 +71,17 @@ pub fn run(store: &Store, args: GcArgs) -> anyhow::Result<()> {
     } else {
         ("deleted", "freed")
     };
-    println!("packs {verb}:   {}", r.packs_deleted);
-    println!("packs repacked:   {}", r.packs_repacked);
-    println!(
+    outln!("packs {verb}:   {}", r.packs_deleted);
+    outln!("packs repacked:   {}", r.packs_repacked);
+    outln!(
         "bytes {freed}:  {} ({})",
         r.bytes_freed,
         human_bytes(r.bytes_freed)
     );
-    println!("chunks condemned: {}", r.chunks_condemned);
-    println!("chunks deleted:   {}", r.chunks_deleted);
+    outln!("chunks condemned: {}", r.chunks_condemned);
+    outln!("chunks deleted:   {}", r.chunks_deleted);
     if r.chunks_waiting > 0 {
-        println!(
+        outln!(
             "chunks waiting:   {} (within --grace, or kept for a running ingest or reader; a \
              later gc deletes them)",
             r.chunks_waiting
@@ -92,13 +93,13 @@ pub fn run(store: &Store, args: GcArgs) -> anyhow::Result<()> {
             1 => ", keeping 1 forgotten snapshot".into(),
             n => format!(", keeping {n} forgotten snapshots"),
         };
-        println!(
+        outln!(
             "lease held:       {} (pid {}) since {}{keeps}",
             l.holder,
             l.pid,
             rfc3339(l.started, 0)
         );
     }
-    println!("orphan files {verb}: {}", r.orphans_deleted);
+    outln!("orphan files {verb}: {}", r.orphans_deleted);
     Ok(())
 }

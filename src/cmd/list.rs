@@ -1,5 +1,6 @@
 //! `cellar list` and `cellar show`.
 
+use crate::output::outln;
 use cellar_store::Store;
 
 use crate::cli::{ListArgs, ShowArgs};
@@ -18,12 +19,16 @@ pub fn list(store: &Store, args: ListArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let width = snaps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
-    println!(
+    outln!(
         "{:<12}  {:<width$}  {:<19}  {:>10}  {:>10}",
-        "ID", "NAME", "CREATED", "SIZE", "ADDED"
+        "ID",
+        "NAME",
+        "CREATED",
+        "SIZE",
+        "ADDED"
     );
     for s in &snaps {
-        println!(
+        outln!(
             "{:<12}  {:<width$}  {:<19}  {:>10}  {:>10}",
             s.short_id(),
             s.name,
@@ -41,23 +46,23 @@ pub fn show(store: &Store, args: ShowArgs) -> anyhow::Result<()> {
     if args.json {
         return print_json(&SnapshotJson::from(&s));
     }
-    println!("id:       {}", s.id);
-    println!("name:     {}", s.name);
-    println!(
+    outln!("id:       {}", s.id);
+    outln!("name:     {}", s.name);
+    outln!(
         "parent:   {}",
         s.parent.map(|p| p.hex()).unwrap_or_else(|| "-".into())
     );
-    println!("created:  {}", s.created);
-    println!("size:     {} ({})", s.stream_len, human_bytes(s.stream_len));
-    println!(
+    outln!("created:  {}", s.created);
+    outln!("size:     {} ({})", s.stream_len, human_bytes(s.stream_len));
+    outln!(
         "added:    {} ({})",
         s.added_bytes,
         human_bytes(s.added_bytes)
     );
-    println!("members:  {}", s.members);
-    println!("sha256:   {}", s.stream_sha256);
+    outln!("members:  {}", s.members);
+    outln!("sha256:   {}", s.stream_sha256);
     let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!(
+    outln!(
         "labels:   {}",
         if labels.is_empty() {
             "-".into()

@@ -1,5 +1,6 @@
 //! `cellar rm` and `cellar prune`: forget snapshots by name or by retention policy.
 
+use crate::output::outln;
 use cellar_store::{apply_policy, Policy, Store};
 use serde::Serialize;
 
@@ -110,7 +111,7 @@ pub fn prune(store: &Store, args: PruneArgs) -> anyhow::Result<()> {
             } else {
                 e.reasons.join(", ")
             };
-            println!("{verb} {} {} {when} ({why})", e.short_id, e.name);
+            outln!("{verb} {} {} {when} ({why})", e.short_id, e.name);
         }
     }
     eprintln!(

@@ -2,6 +2,7 @@
 //! registry already has (known by their cached digests) are skipped; the rest stream from the
 //! store to the registry without being staged anywhere.
 
+use crate::output::outln;
 use std::io::IsTerminal;
 
 use anyhow::bail;
@@ -106,7 +107,7 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
             config: config.to_string(),
         })
     } else {
-        println!("{digest}");
+        outln!("{digest}");
         Ok(())
     }
 }

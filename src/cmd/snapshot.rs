@@ -1,5 +1,6 @@
 //! `cellar snapshot`: ingest a tar stream from stdin, a file, or a command's stdout.
 
+use crate::output::outln;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
@@ -78,7 +79,7 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
             warnings,
         })
     } else {
-        println!("{}", report.snapshot.short_id());
+        outln!("{}", report.snapshot.short_id());
         Ok(())
     }
 }

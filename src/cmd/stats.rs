@@ -1,5 +1,6 @@
 //! `cellar stats`.
 
+use crate::output::outln;
 use cellar_store::Store;
 
 use crate::cli::JsonArg;
@@ -10,19 +11,19 @@ pub fn run(store: &Store, args: JsonArg) -> anyhow::Result<()> {
     if args.json {
         return print_json(&StatsJson::from(&s));
     }
-    println!("snapshots:      {}", s.snapshots);
-    println!(
+    outln!("snapshots:      {}", s.snapshots);
+    outln!(
         "logical bytes:  {} ({})",
         s.logical_bytes,
         human_bytes(s.logical_bytes)
     );
-    println!(
+    outln!(
         "stored bytes:   {} ({})",
         s.stored_bytes,
         human_bytes(s.stored_bytes)
     );
-    println!("chunks:         {}", s.chunks);
-    println!("packs:          {}", s.packs);
-    println!("dedup ratio:    {:.2}x", s.dedup_ratio());
+    outln!("chunks:         {}", s.chunks);
+    outln!("packs:          {}", s.packs);
+    outln!("dedup ratio:    {:.2}x", s.dedup_ratio());
     Ok(())
 }

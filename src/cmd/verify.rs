@@ -1,5 +1,6 @@
 //! `cellar verify [--data] [--json]` and `cellar repair-index`.
 
+use crate::output::outln;
 use std::io::Write;
 use std::path::Path;
 
@@ -234,17 +235,22 @@ pub fn repair_index(root: &Path, args: RepairIndexArgs) -> anyhow::Result<()> {
         })?;
     } else {
         match moved.first() {
-            Some(db) => println!("moved the old index aside to {db}"),
-            None => println!("no old index to move aside"),
+            Some(db) => outln!("moved the old index aside to {db}"),
+            None => outln!("no old index to move aside"),
         }
-        println!(
+        outln!(
             "indexed {} packs ({} skipped): {} records, {} chunks ({} duplicate copies left \
              unindexed)",
-            report.packs, report.skipped_packs, report.frames, report.chunks, report.duplicates
+            report.packs,
+            report.skipped_packs,
+            report.frames,
+            report.chunks,
+            report.duplicates
         );
-        println!(
+        outln!(
             "restored {} snapshots ({} forgotten ones left out)",
-            report.snapshots, report.forgotten
+            report.snapshots,
+            report.forgotten
         );
         if !check.ok() {
             print_human(&check)?;
@@ -263,7 +269,7 @@ pub fn repair_index(root: &Path, args: RepairIndexArgs) -> anyhow::Result<()> {
         );
     }
     if !args.json {
-        println!("the rebuilt index verifies");
+        outln!("the rebuilt index verifies");
     }
     Ok(())
 }

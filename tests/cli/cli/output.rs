@@ -227,3 +227,29 @@ fn usage_errors_exit_2() {
     }
     assert_eq!(ts.snapshot_count(), 1);
 }
+
+#[test]
+fn a_reader_that_went_away_ends_every_report_quietly() {
+    let ts = TestStore::new();
+    let id = ts.snapshot_bytes(&tar_of(&tree(&ts, 1)), "web");
+    for args in [
+        &["show", id.as_str()][..],
+        &["show", id.as_str(), "--json"],
+        &["list"],
+        &["list", "--json"],
+        &["stats"],
+        &["ls", id.as_str(), "/"],
+        &["export", id.as_str()],
+        &["verify"],
+        &["gc", "--dry-run"],
+    ] {
+        // stdout is a pipe nobody reads: every write fails with EPIPE (SIGPIPE is ignored).
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = ts.cmd(args).stdout(writer).output().expect("run cellar");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.contains("error"), "{args:?} is not quiet: {err}");
+    }
+}
