@@ -47,6 +47,10 @@ pub enum Error {
     Corrupt(String),
     #[error("{0}")]
     InvalidArgument(String),
+    /// The store is in a state where the command would lose data; the message says what
+    /// to run first.
+    #[error("{0}")]
+    Refused(String),
     /// Something the input makes (a directory's record) is larger than one stored object.
     #[error("{0}")]
     TooLarge(String),

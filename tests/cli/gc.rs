@@ -435,3 +435,79 @@ fn gc_compacts_the_index_after_pruning_many_members() {
     assert!(store.export("vm") == last);
     verify_ok(&store, true);
 }
+
+/// A snapshot whose pack is sealed but whose commit never reached the index (an ingest killed
+/// right after sealing, or an index that lost its last commits) is one `repair-index` restores:
+/// gc must not delete its pack as a leftover. It refuses, names the pack and the snapshot, and
+/// runs once the index lists it (or once it is forgotten).
+#[test]
+fn gc_refuses_while_an_unindexed_pack_holds_a_snapshot_repair_index_would_restore() {
+    let store = TestStore::new();
+    let first = lineage(&store, 1, 300_000);
+    let dir = store.scratch("tree");
+    write_file(&dir.join("own/late.bin"), &noise(400_000, 77));
+    let stream = tar_of_dir(&dir);
+    let killed = store
+        .cmd(&["snapshot", "--name", "vm", "-"])
+        .env("CELLAR_FAILPOINT", "commit:after-seal")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let out = {
+        let mut child = killed;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&stream)
+            .expect("write stream");
+        child.wait_with_output().expect("wait")
+    };
+    assert!(!out.status.success(), "the failpoint should have killed it");
+    assert_eq!(store.snapshot_count(), 1);
+    let packs = store.pack_files();
+
+    for args in [
+        &["gc", "--grace", "0"][..],
+        &["gc", "--grace", "0", "--dry-run"],
+    ] {
+        let out = store.run(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("which the index does not list"), "{err}");
+        assert!(err.contains("repair-index"), "{err}");
+        assert_eq!(store.pack_files(), packs, "{args:?} deleted a pack");
+    }
+    let out = store.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "verify: {}", stderr(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("that the index does not list"),
+        "verify: {report}"
+    );
+    // The default grace period covers a pack this young: gc goes on and leaves it.
+    store.ok(&["gc"]);
+    assert_eq!(store.pack_files(), packs);
+
+    store.ok(&["repair-index"]);
+    assert_eq!(
+        store.snapshot_count(),
+        2,
+        "repair-index restores the snapshot"
+    );
+    let restored = store.json(&["list", "--json"])[1]["short_id"]
+        .as_str()
+        .expect("short id")
+        .to_string();
+    assert!(store.export(&restored) == stream);
+    store.ok(&["gc", "--grace", "0"]);
+    assert!(store.export(&restored) == stream);
+    assert!(store.export(&first[0].0) == first[0].1);
+    // Once forgotten, it goes as any forgotten snapshot does.
+    store.ok(&["rm", &restored]);
+    store.ok(&["gc", "--grace", "0"]);
+    assert_consistent(&store);
+    assert!(store.export(&first[0].0) == first[0].1);
+}

@@ -17,6 +17,7 @@ mod sweep;
 
 pub(crate) use lease::Lease;
 pub use lease::{LeaseInfo, ReadLease};
+pub(crate) use sweep::unlisted_in;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -86,10 +87,25 @@ impl Store {
         // has the mark pass over them instead of dropping them.
         let stale = sweep::stale_leases(self)?;
         report.stale_leases = stale.len() as u64;
+        let unlisted = sweep::unlisted_snapshots(self, &stale, opts)?;
+        if let Some((pack, id)) = unlisted.first() {
+            return Err(Error::Refused(format!(
+                "{} holds snapshot {}{}, which the index does not list: an ingest \
+                 killed while committing, or an index that lost its last commits. gc deletes \
+                 nothing while such a snapshot would go with it: `cellar repair-index` restores \
+                 it (then `cellar rm` it if it is not wanted)",
+                pack.display(),
+                id.short(),
+                match unlisted.len() - 1 {
+                    0 => String::new(),
+                    more => format!(" (and {more} more snapshots are in such packs)"),
+                }
+            )));
+        }
         if opts.dry_run {
             mark::mark(self, &stale)?;
             sweep::estimate(self, &stale, opts, &mut report)?;
-            sweep::orphans(self, opts, &mut report)?;
+            sweep::orphans(self, &stale, opts, &mut report)?;
             return Ok(report);
         }
         sweep::drop_leases(self, &stale)?;

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::params;
@@ -12,8 +12,9 @@ use rusqlite::params;
 use super::repack::{self, PackPlan};
 use super::{mark, now_secs, GcOptions, GcReport};
 use crate::error::{IoContext, Result};
-use crate::ids::PackId;
+use crate::ids::{PackId, SnapshotId};
 use crate::layout;
+use crate::pack::RecordKind;
 use crate::process;
 use crate::store::Store;
 
@@ -106,7 +107,7 @@ pub(super) fn sweep(
         let _lock = store.commit_lock(on_wait)?;
         delete_condemned(store, opts, report)?;
         // Orphans first: a snapshot record in one keeps tombstones alive.
-        orphans(store, opts, report)?;
+        orphans(store, &[], opts, report)?;
     }
     let packs: Vec<(i64, Vec<u8>)> = {
         let db = store.db();
@@ -182,30 +183,123 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
         .unwrap_or_default()
 }
 
-/// Pack files no row names and dead processes' temp files, once old enough. Runs under the
-/// commit lock: forget and commit seal their last pack under it, and an ingest's earlier
-/// packs are younger than its lease. A dry run counts them and deletes nothing.
-pub(super) fn orphans(store: &Store, opts: &GcOptions, report: &mut GcReport) -> Result<()> {
-    let root = store.root();
-    let (indexed, oldest_lease): (HashSet<Vec<u8>>, Option<i64>) = {
-        let db = store.db();
-        let mut stmt = db.conn().prepare("SELECT name FROM packs")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        let names = rows.collect::<rusqlite::Result<_>>()?;
-        let oldest = db.conn().query_row(
-            "SELECT MIN(started) FROM leases WHERE holder = ?1",
-            [super::lease::INGEST],
-            |r| r.get(0),
-        )?;
-        (names, oldest)
-    };
-    let grace = SystemTime::now() - Duration::from_secs(opts.grace_secs);
-    let mut limit = grace;
-    if let Some(s) = oldest_lease {
+/// The pack names the index holds, and the time before which an unindexed pack is a
+/// leftover: the grace period, and the oldest live ingest (its packs are sealed long before
+/// its commit indexes them).
+/// Leases in `stale` (their processes are gone) hold nothing.
+fn indexed_and_limit(
+    store: &Store,
+    grace_secs: u64,
+    stale: &[i64],
+) -> Result<(HashSet<Vec<u8>>, SystemTime)> {
+    let db = store.db();
+    let mut stmt = db.conn().prepare("SELECT name FROM packs")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    let indexed = rows.collect::<rusqlite::Result<_>>()?;
+    let mut stmt = db
+        .conn()
+        .prepare("SELECT id, started FROM leases WHERE holder = ?1")?;
+    let mut oldest: Option<i64> = None;
+    for row in stmt.query_map([super::lease::INGEST], |r| Ok((r.get(0)?, r.get(1)?)))? {
+        let (id, started): (i64, i64) = row?;
+        if !stale.contains(&id) {
+            oldest = Some(oldest.map_or(started, |o| o.min(started)));
+        }
+    }
+    let mut limit = SystemTime::now() - Duration::from_secs(grace_secs);
+    if let Some(s) = oldest {
         // Lease times are whole seconds: one more keeps a pack sealed that second.
         let lease = SystemTime::UNIX_EPOCH + Duration::from_secs((s.max(1) - 1) as u64);
         limit = limit.min(lease);
     }
+    Ok((indexed, limit))
+}
+
+/// Pack files under `packs/` that no index row names and that are older than `limit`.
+fn unindexed_packs(root: &Path, indexed: &HashSet<Vec<u8>>, limit: SystemTime) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in files(&root.join(layout::PACKS_DIR)) {
+        for f in files(&dir) {
+            let id = f
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".pack"))
+                .and_then(PackId::from_hex);
+            if id.is_some_and(|id| !indexed.contains(&id.0[..])) && older_than(&f, limit) {
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+/// Snapshot records in the packs gc would delete as leftovers that name a snapshot the index
+/// does not list and no forget record names. Such a pack is left by an ingest killed between
+/// sealing its last pack and committing, or by an index that lost its last commits (a lost
+/// `-wal`, a restored copy of `cellar.db`): `repair-index` restores those snapshots (FORMAT
+/// §14), so gc must delete neither their packs nor anything they reach.
+pub(super) fn unlisted_snapshots(
+    store: &Store,
+    stale: &[i64],
+    opts: &GcOptions,
+) -> Result<Vec<(PathBuf, SnapshotId)>> {
+    let (indexed, limit) = indexed_and_limit(store, opts.grace_secs, stale)?;
+    unlisted_in(store, &unindexed_packs(store.root(), &indexed, limit))
+}
+
+/// The records in `packs` (files no index row names) of snapshots that the index does not
+/// list and no forget record names: snapshots `repair-index` would restore.
+pub(crate) fn unlisted_in(store: &Store, packs: &[PathBuf]) -> Result<Vec<(PathBuf, SnapshotId)>> {
+    let mut found = Vec::new();
+    for pack in packs {
+        // A pack that does not scan cleanly is left to verify; the records read before the
+        // damage count.
+        let _ = crate::pack::scan(pack, |rec| {
+            if rec.header.kind == RecordKind::Snapshot {
+                for e in &rec.header.entries {
+                    found.push((pack.clone(), SnapshotId(e.id.0)));
+                }
+            }
+            Ok(())
+        });
+    }
+    if found.is_empty() {
+        return Ok(found);
+    }
+    let listed: HashSet<String> = {
+        let db = store.db();
+        let mut stmt = db.conn().prepare("SELECT id FROM snapshots NOT INDEXED")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut forgotten = HashSet::new();
+    for dir in files(&store.root().join(layout::PACKS_DIR)) {
+        for f in files(&dir) {
+            let _ = crate::pack::scan(&f, |rec| {
+                if rec.header.kind == RecordKind::Forget {
+                    forgotten.extend(rec.header.entries.iter().map(|e| e.id.0));
+                }
+                Ok(())
+            });
+        }
+    }
+    found.retain(|(_, id)| !listed.contains(&id.hex()) && !forgotten.contains(&id.0));
+    Ok(found)
+}
+
+/// Pack files no row names and dead processes' temp files, once old enough. Runs under the
+/// commit lock: forget and commit seal their last pack under it, and an ingest's earlier
+/// packs are younger than its lease. A dry run counts them and deletes nothing.
+/// `stale`: leases of gone processes that a dry run has not dropped.
+pub(super) fn orphans(
+    store: &Store,
+    stale: &[i64],
+    opts: &GcOptions,
+    report: &mut GcReport,
+) -> Result<()> {
+    let root = store.root();
+    let (indexed, limit) = indexed_and_limit(store, opts.grace_secs, stale)?;
+    let grace = SystemTime::now() - Duration::from_secs(opts.grace_secs);
     let mut remove = |path: &Path| -> Result<()> {
         let size = fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
         if !opts.dry_run {
@@ -215,18 +309,8 @@ pub(super) fn orphans(store: &Store, opts: &GcOptions, report: &mut GcReport) ->
         report.bytes_freed += size;
         Ok(())
     };
-    for dir in files(&root.join(layout::PACKS_DIR)) {
-        for f in files(&dir) {
-            let id = f
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".pack"))
-                .and_then(PackId::from_hex);
-            let Some(id) = id else { continue };
-            if !indexed.contains(&id.0[..]) && older_than(&f, limit) {
-                remove(&f)?;
-            }
-        }
+    for f in unindexed_packs(root, &indexed, limit) {
+        remove(&f)?;
     }
     for f in files(&root.join(layout::TMP_DIR)) {
         let pid = f

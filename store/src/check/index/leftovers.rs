@@ -24,6 +24,7 @@ fn sorted_dir(path: &Path) -> Vec<fs::DirEntry> {
 pub(in crate::check) fn leftovers(v: &mut Verifier, packs: &[PackRow]) -> Result<()> {
     let root = v.store.root().to_path_buf();
     let indexed: HashSet<PackId> = packs.iter().map(|p| p.id).collect();
+    let mut unindexed = Vec::new();
     for dir in sorted_dir(&root.join(layout::PACKS_DIR)) {
         let dname = dir.file_name().to_string_lossy().into_owned();
         if !dir.path().is_dir() {
@@ -43,14 +44,35 @@ pub(in crate::check) fn leftovers(v: &mut Verifier, packs: &[PackRow]) -> Result
                 .filter(|id| id.hex()[..2] == dname);
             match id {
                 Some(id) if indexed.contains(&id) => {}
-                Some(_) => v.notes.push(format!(
-                    "{rel}: not in the index ({size} bytes): left by an ingest that did not \
-                     commit, or one still running; reclaimable by gc"
-                )),
+                Some(_) => unindexed.push((f.path(), rel, size)),
                 None => v
                     .notes
                     .push(format!("{rel}: not a pack file name ({size} bytes)")),
             }
+        }
+    }
+    let paths: Vec<_> = unindexed.iter().map(|(p, _, _)| p.clone()).collect();
+    let unlisted = crate::gc::unlisted_in(v.store, &paths)?;
+    for (path, rel, size) in unindexed {
+        let held: Vec<String> = unlisted
+            .iter()
+            .filter(|(p, _)| *p == path)
+            .map(|(_, id)| id.short())
+            .collect();
+        if held.is_empty() {
+            v.notes.push(format!(
+                "{rel}: not in the index ({size} bytes): left by an ingest that did not \
+                 commit, or one still running; reclaimable by gc"
+            ));
+        } else {
+            // An ingest killed between sealing and committing, or an index that lost its
+            // last commits: gc refuses to run until the index lists the snapshot again.
+            v.problem(format!(
+                "{rel}: not in the index, and holds snapshot {} that the index does not list \
+                 (an ingest still committing, one killed while committing, or an index that \
+                 lost its last commits): `cellar repair-index` restores it",
+                held.join(", ")
+            ));
         }
     }
     for f in sorted_dir(&root) {
