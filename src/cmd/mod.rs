@@ -52,11 +52,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn open(root: &Path) -> anyhow::Result<Store> {
     match Store::open(root) {
-        Err(e @ cellar_store::Error::Db(_)) => Err(anyhow::Error::from(e).context(format!(
-            "cannot open the index of {} (if it is damaged, `cellar repair-index` rebuilds it \
-             from the packs)",
-            root.display()
-        ))),
+        // The error says what to do when SQLite finds the file damaged.
+        Err(e @ cellar_store::Error::Db(_)) => {
+            Err(anyhow::Error::from(e)
+                .context(format!("cannot open the index of {}", root.display())))
+        }
         other => Ok(other?),
     }
 }

@@ -40,7 +40,7 @@ pub enum Error {
     Input(std::io::Error),
     #[error("writing the output: {0}")]
     Output(std::io::Error),
-    #[error("index database: {0}")]
+    #[error("index database: {0}{hint}", hint = repair_hint(.0))]
     Db(rusqlite::Error),
     /// The store's on-disk data does not match what the index says.
     #[error("store damaged: {0}")]
@@ -86,6 +86,16 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
+/// What to do when SQLite finds the index file damaged, wherever in a command it does.
+fn repair_hint(e: &rusqlite::Error) -> &'static str {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            " (the index is damaged: `cellar repair-index` rebuilds it from the packs)"
+        }
+        _ => "",
+    }
+}
+
 fn member_suffix(member: &Option<String>) -> String {
     match member {
         Some(m) => format!(" (member {m})"),
@@ -120,5 +130,28 @@ pub(crate) trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(code: std::ffi::c_int) -> Error {
+        Error::Db(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            None,
+        ))
+    }
+
+    #[test]
+    fn a_damaged_index_file_points_at_repair_index() {
+        for code in [rusqlite::ffi::SQLITE_CORRUPT, rusqlite::ffi::SQLITE_NOTADB] {
+            let m = sqlite(code).to_string();
+            assert!(m.starts_with("index database: "), "{m}");
+            assert!(m.contains("`cellar repair-index`"), "{m}");
+        }
+        let busy = sqlite(rusqlite::ffi::SQLITE_BUSY).to_string();
+        assert!(!busy.contains("repair-index"), "{busy}");
     }
 }
