@@ -1,5 +1,8 @@
 //! `gc`: reclaim what no snapshot references (FORMAT §15).
 //!
+//! 0. Refuse when the index cannot be trusted to name everything gc must keep: SQLite's
+//!    `integrity_check` finds damage, or an unindexed pack old enough to go holds a snapshot
+//!    the index does not list (`repair-index` would restore it).
 //! 1. `mark` (no lock, one read transaction): the live set of chunk ids, from every snapshot's
 //!    recipe and tree plus the delta bases behind them, in a temp SQLite table.
 //! 2. `condemn` (commit lock, one transaction): add what snapshots committed since the mark
