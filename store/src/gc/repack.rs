@@ -36,15 +36,16 @@ pub(super) enum PackPlan {
     Repack(Vec<Carry>),
 }
 
-/// Snapshot ids whose record is in some pack file (so their tombstones must stay).
-fn snapshot_records(store: &Store) -> Result<HashSet<[u8; 32]>> {
+/// The snapshot ids named by the records of `kind` in every pack file: snapshot records (so
+/// their tombstones must stay), or forget records (the snapshots they forget).
+pub(super) fn ids_in_records(store: &Store, kind: RecordKind) -> Result<HashSet<[u8; 32]>> {
     let mut out = HashSet::new();
     let packs = store.root().join(layout::PACKS_DIR);
     for dir in fs::read_dir(&packs).at(&packs)?.flatten() {
         for f in fs::read_dir(dir.path()).at(dir.path())?.flatten() {
             // A pack that does not scan cleanly is left to verify; its records count.
             let _ = crate::pack::scan(&f.path(), |rec| {
-                if rec.header.kind == RecordKind::Snapshot {
+                if rec.header.kind == kind {
                     out.extend(rec.header.entries.iter().map(|e| e.id.0));
                 }
                 Ok(())
@@ -152,7 +153,7 @@ pub(super) fn plan(
         )));
     }
     if needs_records && records.is_none() {
-        *records = Some(snapshot_records(store)?);
+        *records = Some(ids_in_records(store, RecordKind::Snapshot)?);
     }
     for (h, payload_offset, whole) in tombstones {
         // A tombstone stays while its snapshot's record is in some pack (repair-index needs it).

@@ -272,17 +272,7 @@ pub(crate) fn unlisted_in(store: &Store, packs: &[PathBuf]) -> Result<Vec<(PathB
         let rows = stmt.query_map([], |r| r.get(0))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
-    let mut forgotten = HashSet::new();
-    for dir in files(&store.root().join(layout::PACKS_DIR)) {
-        for f in files(&dir) {
-            let _ = crate::pack::scan(&f, |rec| {
-                if rec.header.kind == RecordKind::Forget {
-                    forgotten.extend(rec.header.entries.iter().map(|e| e.id.0));
-                }
-                Ok(())
-            });
-        }
-    }
+    let forgotten = repack::ids_in_records(store, RecordKind::Forget)?;
     found.retain(|(_, id)| !listed.contains(&id.hex()) && !forgotten.contains(&id.0));
     Ok(found)
 }
