@@ -221,7 +221,20 @@ impl Store {
             return Ok(f.clone());
         }
         let path = layout::pack_path(&self.root, id);
-        let f = Arc::new(File::open(&path).at(&path)?);
+        let f = match File::open(&path) {
+            Ok(f) => Arc::new(f),
+            // The index lists the pack, so either its file was lost or the index is damaged.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::corrupt(format!(
+                    "pack {} is in the index but {} is missing (`cellar verify` lists what \
+                     it hurts; if the index is what is wrong, `cellar repair-index` \
+                     rebuilds it from the packs)",
+                    id.short(),
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(Error::io(&path, e)),
+        };
         packs.put(*id, f.clone());
         Ok(f)
     }

@@ -69,3 +69,32 @@ fn a_flipped_byte_fails_its_readers_and_spares_the_rest() {
     assert!(other == noise(200_000, 2));
     assert!(store.export("safe") == safe_stream);
 }
+
+#[test]
+fn a_lost_pack_file_is_named_as_damage_with_the_way_out() {
+    let store = TestStore::new();
+    let lost = store.scratch("lost");
+    write_file(&lost.join("big.bin"), &noise(3_000_000, 3));
+    store.snapshot_bytes(&tar_of_dir(&lost), "lost");
+    let pack = store.pack_files().into_iter().next().unwrap();
+    let id = pack.file_stem().unwrap().to_str().unwrap()[..12].to_string();
+    std::fs::remove_file(&pack).unwrap();
+
+    for args in [&["export", "lost"][..], &["cat", "lost", "/big.bin"]] {
+        let out = store.run(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} wrote data");
+        for want in [
+            "store damaged",
+            &id,
+            "is missing",
+            "cellar verify",
+            "repair-index",
+        ] {
+            assert!(err.contains(want), "{args:?}: {want:?} not in {err}");
+        }
+    }
+    let out = store.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}
