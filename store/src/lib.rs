@@ -14,6 +14,10 @@ mod failpoint;
 mod forget;
 mod frames;
 pub mod fsview;
+/// The fuzz targets' harnesses (`fuzz/`), which the tests run too; not the engine's API.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod gc;
 pub mod ids;
 mod ingest;
