@@ -13,6 +13,8 @@ use crate::output::{base64, escape_name};
 
 /// How many of a problem's hurts the human report lists (`--json` lists all).
 const SHOWN_HURTS: usize = 20;
+/// How many bad chunks in a row that are `alike` the human report lists (`--json` lists all).
+const SHOWN_ALIKE: usize = 5;
 
 #[derive(Serialize)]
 struct VerifyJson {
@@ -111,34 +113,23 @@ fn write_human(out: &mut dyn Write, r: &VerifyReport) -> std::io::Result<()> {
         "checked {scope}: {} packs, {} chunks, {} snapshots",
         r.packs, r.chunks, r.snapshots
     )?;
-    for p in &r.problems {
-        write!(out, "problem: {}", p.what)?;
-        if let Some(pack) = p.pack {
-            write!(out, " [pack {}", pack.short())?;
-            if let Some(o) = p.offset {
-                write!(out, ", offset {o}")?;
+    let mut rest = &r.problems[..];
+    while let Some(first) = rest.first() {
+        let alike = 1 + rest[1..].iter().take_while(|q| alike(first, q)).count();
+        for p in &rest[..alike.min(SHOWN_ALIKE)] {
+            write_problem(out, p)?;
+        }
+        if let (Some(more), Some(pack)) = (alike.checked_sub(SHOWN_ALIKE), first.pack) {
+            if more > 0 {
+                writeln!(
+                    out,
+                    "... and {more} more chunks in pack {} with the same problem and the same \
+                     hurts (see --json)",
+                    pack.short()
+                )?;
             }
-            write!(out, "]")?;
         }
-        writeln!(out)?;
-        if p.unreferenced {
-            writeln!(out, "  unreferenced: no snapshot uses it")?;
-        } else if p.chunk.is_some() && p.hurts.is_empty() {
-            writeln!(
-                out,
-                "  hurts: unknown (the metadata that would name its users is damaged too)"
-            )?;
-        }
-        for h in p.hurts.iter().take(SHOWN_HURTS) {
-            writeln!(out, "  hurts {}", hurt_line(h))?;
-        }
-        if p.hurts.len() > SHOWN_HURTS {
-            writeln!(
-                out,
-                "  ... and {} more (see --json)",
-                p.hurts.len() - SHOWN_HURTS
-            )?;
-        }
+        rest = &rest[alike..];
     }
     for n in &r.notes {
         writeln!(out, "note: {n}")?;
@@ -147,6 +138,49 @@ fn write_human(out: &mut dyn Write, r: &VerifyReport) -> std::io::Result<()> {
         writeln!(out, "ok: no problems found")?;
     }
     out.flush()
+}
+
+/// Two bad chunks of one pack, damaged the same way, hurting the same things: a lost pack or
+/// a damaged frame makes runs of these, which the human report counts instead of listing.
+fn alike(a: &Problem, b: &Problem) -> bool {
+    let reason = |p: &Problem| p.what.split_once(": ").map(|(_, r)| r.to_owned());
+    a.chunk.is_some()
+        && b.chunk.is_some()
+        && a.pack == b.pack
+        && a.unreferenced == b.unreferenced
+        && a.hurts == b.hurts
+        && reason(a) == reason(b)
+}
+
+fn write_problem(out: &mut dyn Write, p: &Problem) -> std::io::Result<()> {
+    write!(out, "problem: {}", p.what)?;
+    if let Some(pack) = p.pack {
+        write!(out, " [pack {}", pack.short())?;
+        if let Some(o) = p.offset {
+            write!(out, ", offset {o}")?;
+        }
+        write!(out, "]")?;
+    }
+    writeln!(out)?;
+    if p.unreferenced {
+        writeln!(out, "  unreferenced: no snapshot uses it")?;
+    } else if p.chunk.is_some() && p.hurts.is_empty() {
+        writeln!(
+            out,
+            "  hurts: unknown (the metadata that would name its users is damaged too)"
+        )?;
+    }
+    for h in p.hurts.iter().take(SHOWN_HURTS) {
+        writeln!(out, "  hurts {}", hurt_line(h))?;
+    }
+    if p.hurts.len() > SHOWN_HURTS {
+        writeln!(
+            out,
+            "  ... and {} more (see --json)",
+            p.hurts.len() - SHOWN_HURTS
+        )?;
+    }
+    Ok(())
 }
 
 /// Open the store for verify, pointing at repair-index when the index itself is unreadable.

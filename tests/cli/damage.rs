@@ -95,6 +95,19 @@ fn a_lost_pack_file_is_named_as_damage_with_the_way_out() {
             assert!(err.contains(want), "{args:?}: {want:?} not in {err}");
         }
     }
+    // verify names every chunk in --json, and counts runs of alike ones for a person.
     let out = store.run(&["verify"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let human = String::from_utf8_lossy(&out.stdout).into_owned();
+    let out = store.run(&["verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = json["problems"].as_array().unwrap();
+    let missing = |p: &&serde_json::Value| p["what"].as_str().unwrap().contains("missing");
+    assert!(problems.iter().filter(missing).count() > 100, "{json}");
+    assert!(
+        human.contains(&format!("more chunks in pack {id} with the same problem")),
+        "{human}"
+    );
+    assert!(human.lines().count() < 40, "{human}");
 }
