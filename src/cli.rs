@@ -68,6 +68,7 @@ pub struct GcArgs {
     /// no index row names are left alone
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub grace: u64,
+    /// Print the result as one JSON document on stdout
     #[arg(long)]
     pub json: bool,
 }
@@ -78,12 +79,14 @@ pub struct VerifyArgs {
     /// snapshots and paths each damaged chunk hurts
     #[arg(long)]
     pub data: bool,
+    /// Print the result as one JSON document on stdout
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct RepairIndexArgs {
+    /// Print the result as one JSON document on stdout
     #[arg(long)]
     pub json: bool,
 }
@@ -93,6 +96,7 @@ pub struct RmArgs {
     /// Snapshots: ids, unique id prefixes, NAME or NAME~N
     #[arg(required = true)]
     pub snaps: Vec<String>,
+    /// Print the result as one JSON document on stdout
     #[arg(long)]
     pub json: bool,
 }
@@ -120,6 +124,7 @@ pub struct PruneArgs {
     /// Show what would be kept and forgotten, and change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Print the result as one JSON document on stdout
     #[arg(long)]
     pub json: bool,
 }
@@ -170,6 +175,7 @@ pub struct LsArgs {
     /// Everything below the directory, depth first
     #[arg(short = 'R')]
     pub recursive: bool,
+    /// Print the result as one JSON document on stdout
     #[arg(long)]
     pub json: bool,
 }
@@ -188,6 +194,7 @@ pub struct DiffArgs {
     pub a: String,
     /// The newer snapshot
     pub b: String,
+    /// Print the result as one JSON document on stdout
     #[arg(long)]
     pub json: bool,
 }
@@ -204,6 +211,7 @@ pub struct SnapshotArgs {
     /// An exit code of CMD that still records the snapshot, with a warning (repeatable)
     #[arg(long = "allow-exit", value_name = "CODE")]
     pub allow_exit: Vec<i32>,
+    /// Print the result as one JSON document on stdout
     #[arg(long)]
     pub json: bool,
     /// Archive a local directory natively (no external tar), in cellar's deterministic dialect
@@ -230,6 +238,7 @@ pub struct ListArgs {
     /// Only snapshots of this name
     #[arg(long)]
     pub name: Option<String>,
+    /// Print the result as one JSON document on stdout
     #[arg(long)]
     pub json: bool,
 }
@@ -238,6 +247,7 @@ pub struct ListArgs {
 pub struct ShowArgs {
     /// Snapshot: id, unique id prefix, NAME or NAME~N
     pub snap: String,
+    /// Print the result as one JSON document on stdout
     #[arg(long)]
     pub json: bool,
 }
@@ -372,6 +382,7 @@ pub struct PushArgs {
     /// Allow plain HTTP and unverified TLS (loopback registries get plain HTTP anyway)
     #[arg(long)]
     pub insecure: bool,
+    /// Print the result as one JSON document on stdout
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -410,6 +421,7 @@ pub struct PackArgs {
 
 #[derive(Args, Debug)]
 pub struct JsonArg {
+    /// Print the result as one JSON document on stdout
     #[arg(long)]
     pub json: bool,
 }
