@@ -7,6 +7,7 @@
 
 pub mod damage;
 pub mod ingest;
+mod pristine;
 
 #[cfg(test)]
 mod tests;
