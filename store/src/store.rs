@@ -366,8 +366,11 @@ impl Store {
     fn object_from_index(&self, id: &ChunkId) -> Result<Object> {
         let mut loc = self.locate(id)?;
         let frame = match self.frame(&loc) {
-            // gc may have repacked the pack meanwhile: look the chunk up once more.
-            Err(Error::Io { .. }) if !layout::pack_path(&self.root, &loc.pack).exists() => {
+            // gc may have repacked the pack meanwhile (its file is gone, which `pack_file`
+            // reports as damage): look the chunk up once more.
+            Err(Error::Io { .. } | Error::Corrupt(_))
+                if !layout::pack_path(&self.root, &loc.pack).exists() =>
+            {
                 loc = self.locate(id)?;
                 self.frame(&loc)?
             }
