@@ -8,6 +8,7 @@ mod progress;
 mod registry;
 mod serve;
 
+use crate::output::errln;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -21,7 +22,7 @@ fn main() -> ExitCode {
             if broken_pipe(&e) {
                 return ExitCode::from(1);
             }
-            eprintln!("cellar: error: {e:#}");
+            errln!("cellar: error: {e:#}");
             let usage = e
                 .downcast_ref::<cellar_store::Error>()
                 .is_some_and(|e| e.is_usage())

@@ -71,6 +71,16 @@ macro_rules! outln {
 }
 pub(crate) use outln;
 
+/// `eprintln!` for messages: a stderr that went away (`cellar verify 2>&1 | head`) loses the
+/// message instead of panicking, as `eprintln!` would.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+pub(crate) use errln;
+
 /// Print one JSON document on stdout. A reader that went away is an output error (reported
 /// quietly by `main`), not a panic as `println!` would make it.
 pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {

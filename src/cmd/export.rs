@@ -1,5 +1,6 @@
 //! `cellar export`: the exact ingested stream, an OCI image layout, or a `docker save` archive.
 
+use crate::output::errln;
 use crate::output::outln;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::Path;
@@ -43,7 +44,7 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
             })?;
             let image = lease.image(&snap, &opts)?;
             store.write_oci_layout(&image, dir, &args.tag)?;
-            eprintln!(
+            errln!(
                 "cellar: wrote {}:{} to {}",
                 snap.name,
                 args.tag,

@@ -1,5 +1,6 @@
 //! `cellar gc [--dry-run] [--grace SECONDS] [--json]`.
 
+use crate::output::errln;
 use crate::output::outln;
 use cellar_store::{GcOptions, GcReport, Store};
 use serde::Serialize;
@@ -62,7 +63,7 @@ pub fn run(store: &Store, args: GcArgs) -> anyhow::Result<()> {
         dry_run: args.dry_run,
         grace_secs: args.grace,
     };
-    let r = store.gc(&opts, &|msg| eprintln!("cellar: {msg}"))?;
+    let r = store.gc(&opts, &|msg| errln!("cellar: {msg}"))?;
     if args.json {
         return print_json(&GcJson::from(&r));
     }

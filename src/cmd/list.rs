@@ -1,5 +1,6 @@
 //! `cellar list` and `cellar show`.
 
+use crate::output::errln;
 use crate::output::outln;
 use cellar_store::Store;
 
@@ -15,7 +16,7 @@ pub fn list(store: &Store, args: ListArgs) -> anyhow::Result<()> {
         return print_json(&snaps.iter().map(SnapshotJson::from).collect::<Vec<_>>());
     }
     if snaps.is_empty() {
-        eprintln!("no snapshots");
+        errln!("no snapshots");
         return Ok(());
     }
     let width = snaps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);

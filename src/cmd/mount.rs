@@ -1,6 +1,7 @@
 //! `cellar mount`: serve snapshots over FUSE until unmounted, in the foreground or, with
 //! `--daemon`, in a background process that this one waits on until the mount answers.
 
+use crate::output::errln;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -67,7 +68,7 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
     )
     .with_context(|| format!("mounting at {}", args.mountpoint.display()))?;
     let _ = notifier.set(session.notifier());
-    eprintln!("cellar: mounted at {}", args.mountpoint.display());
+    errln!("cellar: mounted at {}", args.mountpoint.display());
     if let Some(fd) = std::env::var(READY_FD)
         .ok()
         .and_then(|v| v.parse::<i32>().ok())
@@ -87,7 +88,7 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
         }
         if sig == libc::SIGUSR1 {
             // What the mount holds, on demand (`kill -USR1`), into its log.
-            eprintln!(
+            errln!(
                 "cellar: {} inodes held, {} snapshots pinned",
                 view.inode_count(),
                 view.pinned()
@@ -104,7 +105,7 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
         let _ = tx.send(None);
     });
     if let Ok(Some(sig)) = rx.recv() {
-        eprintln!(
+        errln!(
             "cellar: signal {sig}: unmounting {}",
             args.mountpoint.display()
         );
@@ -114,7 +115,7 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
         // ENOTCONN).
         let _ = rx.recv_timeout(std::time::Duration::from_secs(1));
     }
-    eprintln!("cellar: unmounted {}", args.mountpoint.display());
+    errln!("cellar: unmounted {}", args.mountpoint.display());
     Ok(())
 }
 
@@ -189,7 +190,7 @@ fn daemonize(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
     drop(ready_tx);
     let mut byte = [0u8; 1];
     if ready_rx.read(&mut byte).unwrap_or(0) == 1 {
-        eprintln!(
+        errln!(
             "cellar: mounted at {} in the background; log: {}",
             args.mountpoint.display(),
             log_path.display()

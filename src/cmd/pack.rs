@@ -1,6 +1,7 @@
 //! `cellar pack`: serve the snapshot's image in-process and run `smolvm pack create` on it, so
 //! smolvm's agent pulls the layers straight from the store. Nothing is left running after.
 
+use crate::output::errln;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -42,7 +43,7 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| server.addr().to_string());
     let reference = format!("{host}/{}@{}", snap.name, image.manifest_digest);
-    eprintln!("cellar: serving {reference}; running smolvm pack create");
+    errln!("cellar: serving {reference}; running smolvm pack create");
 
     let result = run_smolvm(&args, &reference);
     server.stop()?;
@@ -80,7 +81,7 @@ fn run_smolvm(args: &PackArgs, reference: &str) -> anyhow::Result<()> {
     }
     let status = child.wait().context("waiting for smolvm")?;
     if status.success() {
-        eprintln!(
+        errln!(
             "cellar: packed {} into {}",
             reference,
             args.output.display()

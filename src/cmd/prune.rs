@@ -1,5 +1,6 @@
 //! `cellar rm` and `cellar prune`: forget snapshots by name or by retention policy.
 
+use crate::output::errln;
 use crate::output::outln;
 use cellar_store::{apply_policy, Policy, Store};
 use serde::Serialize;
@@ -26,7 +27,7 @@ pub fn rm(store: &Store, args: RmArgs) -> anyhow::Result<()> {
         }
     }
     let ids: Vec<_> = snaps.iter().map(|s| s.id).collect();
-    store.forget(&ids, &|m| eprintln!("cellar: {m}"))?;
+    store.forget(&ids, &|m| errln!("cellar: {m}"))?;
     if args.json {
         let out: Vec<Forgotten> = snaps
             .iter()
@@ -41,7 +42,7 @@ pub fn rm(store: &Store, args: RmArgs) -> anyhow::Result<()> {
         return print_json(&out);
     }
     for s in &snaps {
-        eprintln!("cellar: forgot {} ({})", s.short_id(), s.name);
+        errln!("cellar: forgot {} ({})", s.short_id(), s.name);
     }
     Ok(())
 }
@@ -98,7 +99,7 @@ pub fn prune(store: &Store, args: PruneArgs) -> anyhow::Result<()> {
             .filter(|d| !d.keep())
             .map(|d| d.snapshot.id)
             .collect();
-        store.forget(&ids, &|m| eprintln!("cellar: {m}"))?;
+        store.forget(&ids, &|m| errln!("cellar: {m}"))?;
     }
     if args.json {
         return print_json(&report);
@@ -114,7 +115,7 @@ pub fn prune(store: &Store, args: PruneArgs) -> anyhow::Result<()> {
             outln!("{verb} {} {} {when} ({why})", e.short_id, e.name);
         }
     }
-    eprintln!(
+    errln!(
         "cellar: {} kept, {} {}",
         report.keep.len(),
         report.drop.len(),

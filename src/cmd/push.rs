@@ -2,6 +2,7 @@
 //! registry already has (known by their cached digests) are skipped; the rest stream from the
 //! store to the registry without being staged anywhere.
 
+use crate::output::errln;
 use crate::output::outln;
 use std::io::IsTerminal;
 
@@ -51,7 +52,7 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
         let n = format!("layer {}/{count}", i + 1);
         if let Some(known) = known_digest(store, &key)? {
             if client.blob_exists(known.digest.as_str())? {
-                eprintln!("{n}: {} exists", known.digest);
+                errln!("{n}: {} exists", known.digest);
                 reports.push(LayerReport {
                     digest: known.digest.to_string(),
                     size: known.size,
@@ -61,7 +62,7 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
                 continue;
             }
         }
-        eprintln!("{n}: uploading");
+        errln!("{n}: uploading");
         let bar = upload_bar(&n);
         let digest = client.put_blob_streaming(
             |out| Ok(store.write_layer(&key, out)?),
@@ -70,7 +71,7 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
         );
         bar.finish_and_clear();
         let digest = digest?;
-        eprintln!(
+        errln!(
             "{n}: {} uploaded ({})",
             digest.digest,
             human_bytes(digest.size)
@@ -86,9 +87,9 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
     let image = store.assemble(&snap, &settings, layers)?;
     let config = image.config_digest.as_str();
     if client.put_small_blob(config, &image.config)? {
-        eprintln!("config: {config} uploaded");
+        errln!("config: {config} uploaded");
     } else {
-        eprintln!("config: {config} exists");
+        errln!("config: {config} exists");
     }
     let answered = client.put_manifest(MANIFEST_MEDIA_TYPE, &image.manifest)?;
     let digest = image.manifest_digest.as_str();
@@ -98,7 +99,7 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
              (the registry altered it?)"
         );
     }
-    eprintln!("pushed {target} ({digest})");
+    errln!("pushed {target} ({digest})");
     if args.json {
         print_json(&Report {
             target,

@@ -1,5 +1,6 @@
 //! `cellar restore`: write a snapshot's tree (or one path in it) into a directory.
 
+use crate::output::errln;
 use std::os::unix::ffi::OsStrExt;
 
 use cellar_store::restore::{restore, RestoreOptions};
@@ -31,14 +32,14 @@ pub fn run(lease: &ReadLease, args: RestoreArgs) -> anyhow::Result<()> {
     let opts = RestoreOptions { force: args.force };
     let report = restore(store, &snap, &path, &args.dir, &opts)?;
     for w in &report.warnings {
-        eprintln!("cellar: warning: {w}");
+        errln!("cellar: warning: {w}");
     }
     let components: Vec<&[u8]> = path
         .split(|&b| b == b'/')
         .filter(|c| !c.is_empty() && *c != b".")
         .collect();
     let shown_path = format!("/{}", String::from_utf8_lossy(&components.join(&b'/')));
-    eprintln!(
+    errln!(
         "restored {} {} ({}) of {} into {}",
         report.files,
         if report.files == 1 {

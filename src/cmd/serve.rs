@@ -1,5 +1,6 @@
 //! `cellar serve`: the store as a read-only OCI registry, until SIGINT or SIGTERM.
 
+use crate::output::errln;
 use std::sync::Arc;
 
 use cellar_store::oci::ImageOptions;
@@ -20,6 +21,6 @@ pub fn run(store: Store, args: ServeArgs) -> anyhow::Result<()> {
         opts,
     });
     serve_until_signal(shared, &args.listen, |addr| {
-        eprintln!("cellar: serving the store's snapshots at http://{addr}/v2/ (read-only)");
+        errln!("cellar: serving the store's snapshots at http://{addr}/v2/ (read-only)");
     })
 }

@@ -1,5 +1,6 @@
 //! `cellar snapshot`: ingest a tar stream from stdin, a file, or a command's stdout.
 
+use crate::output::errln;
 use crate::output::outln;
 use std::ffi::OsString;
 use std::fs::File;
@@ -41,7 +42,7 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
     let mut opts = IngestOptions::new(&args.name);
     opts.labels = args.labels.iter().cloned().collect();
     opts.image = args.image.settings();
-    opts.on_wait = Box::new(|msg| eprintln!("cellar: {msg}"));
+    opts.on_wait = Box::new(|msg| errln!("cellar: {msg}"));
     let _bar = IngestBar::start(opts.progress.clone());
 
     let mut warnings = Vec::new();
@@ -69,7 +70,7 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
     drop(_bar);
     warnings.extend(report.warnings.iter().cloned());
     for w in &warnings {
-        eprintln!("cellar: warning: {w}");
+        errln!("cellar: warning: {w}");
     }
     if args.json {
         print_json(&SnapshotReport {

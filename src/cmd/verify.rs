@@ -1,5 +1,6 @@
 //! `cellar verify [--data] [--json]` and `cellar repair-index`.
 
+use crate::output::errln;
 use crate::output::outln;
 use std::io::Write;
 use std::path::Path;
@@ -241,9 +242,9 @@ struct RepairJson {
 }
 
 pub fn repair_index(root: &Path, args: RepairIndexArgs) -> anyhow::Result<()> {
-    let report = cellar_store::repair_index(root, &|msg| eprintln!("cellar: {msg}"))?;
+    let report = cellar_store::repair_index(root, &|msg| errln!("cellar: {msg}"))?;
     for w in &report.warnings {
-        eprintln!("cellar: warning: {w}");
+        errln!("cellar: warning: {w}");
     }
     let moved: Vec<String> = report
         .moved

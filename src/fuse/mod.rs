@@ -11,6 +11,7 @@
 //! cache ahead of a reader going through a directory ([`Feeder`]), so it sends no READ for
 //! them either.
 
+use crate::output::errln;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -86,7 +87,7 @@ fn errno(e: &Error) -> Errno {
         Error::InvalidArgument(_) => Errno::EINVAL,
         other => {
             // Damage or I/O trouble: this file fails, the mount goes on.
-            eprintln!("cellar mount: {other}");
+            errln!("cellar mount: {other}");
             Errno::EIO
         }
     }

@@ -4,6 +4,7 @@
 //! `PUT ?digest=` only after the writer has finished and named the digest, so a layer whose
 //! bytes went wrong is never committed (the registry also checks the digest itself).
 
+use crate::output::errln;
 use std::io::{self, Read, Seek, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
@@ -120,7 +121,7 @@ impl Client {
         };
         if CHUNKED_REFUSED.contains(&status) {
             let why = super::describe_status(status, &body);
-            eprintln!(
+            errln!(
                 "cellar: the registry refused a chunked upload ({why}); uploading from a \
                  temporary file instead"
             );

@@ -6,6 +6,7 @@
 //! ends the response short of its Content-Length and the client sees a failed download,
 //! never a complete blob with wrong bytes.
 
+use crate::output::errln;
 use std::io::{self, Write};
 use std::sync::Arc;
 
@@ -56,7 +57,7 @@ impl ChannelWriter {
     }
 
     fn fail(mut self, e: impl std::fmt::Display) {
-        eprintln!("cellar serve: aborting a download: {e}");
+        errln!("cellar serve: aborting a download: {e}");
         let _ = self.send(Err(io::Error::other(e.to_string())));
     }
 }

@@ -253,3 +253,22 @@ fn a_reader_that_went_away_ends_every_report_quietly() {
         assert!(!err.contains("error"), "{args:?} is not quiet: {err}");
     }
 }
+
+#[test]
+fn a_stderr_that_went_away_costs_the_messages_not_the_exit_status() {
+    let ts = TestStore::new();
+    let id = ts.snapshot_bytes(&tar_of(&tree(&ts, 1)), "web");
+    for (args, code) in [
+        (&["show", "nosuch"][..], 2),              // an error message
+        (&["snapshot", "/nonexistent.tar"], 1),    // another
+        (&["restore", id.as_str(), "/proc/x"], 1), // an error after warnings
+        (&["list"], 0),                            // a report on stdout only
+        (&["prune", "--keep-last", "1"], 0),       // messages on a success
+    ] {
+        // stderr is a pipe nobody reads: every message fails with EPIPE (SIGPIPE is ignored).
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = ts.cmd(args).stderr(writer).output().expect("run cellar");
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+    }
+}
