@@ -8,10 +8,11 @@ mod progress;
 mod registry;
 mod serve;
 
-use crate::output::errln;
 use std::process::ExitCode;
 
 use clap::Parser;
+
+use crate::output::errln;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

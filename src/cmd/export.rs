@@ -1,7 +1,5 @@
 //! `cellar export`: the exact ingested stream, an OCI image layout, or a `docker save` archive.
 
-use crate::output::errln;
-use crate::output::outln;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::Path;
 
@@ -10,7 +8,7 @@ use cellar_store::oci::{validate_tag, Image, ImageOptions};
 use cellar_store::{Error, ReadLease, Snapshot};
 
 use crate::cli::{ExportArgs, ExportFormat, UsageError};
-use crate::output::print_json;
+use crate::output::{errln, outln, print_json};
 
 pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
     let store = lease.store();

@@ -1,12 +1,10 @@
 //! `cellar gc [--dry-run] [--grace SECONDS] [--json]`.
 
-use crate::output::errln;
-use crate::output::outln;
 use cellar_store::{GcOptions, GcReport, Store};
 use serde::Serialize;
 
 use crate::cli::GcArgs;
-use crate::output::{human_bytes, print_json, rfc3339};
+use crate::output::{errln, human_bytes, outln, print_json, rfc3339};
 
 #[derive(Serialize)]
 struct GcJson {

@@ -1,11 +1,9 @@
 //! `cellar list` and `cellar show`.
 
-use crate::output::errln;
-use crate::output::outln;
 use cellar_store::Store;
 
 use crate::cli::{ListArgs, ShowArgs};
-use crate::output::{human_bytes, print_json, SnapshotJson};
+use crate::output::{errln, human_bytes, outln, print_json, SnapshotJson};
 
 pub fn list(store: &Store, args: ListArgs) -> anyhow::Result<()> {
     if let Some(name) = &args.name {

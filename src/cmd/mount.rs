@@ -1,7 +1,6 @@
 //! `cellar mount`: serve snapshots over FUSE until unmounted, in the foreground or, with
 //! `--daemon`, in a background process that this one waits on until the mount answers.
 
-use crate::output::errln;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -17,6 +16,7 @@ use fuser::{Config, MountOption, SessionACL};
 
 use crate::cli::{MountArgs, UsageError};
 use crate::fuse::{CellarFs, Feeder};
+use crate::output::errln;
 
 /// Set in the background process: the fd to write one byte to once the mount is up.
 const READY_FD: &str = "CELLAR_MOUNT_READY_FD";

@@ -1,7 +1,6 @@
 //! `cellar pack`: serve the snapshot's image in-process and run `smolvm pack create` on it, so
 //! smolvm's agent pulls the layers straight from the store. Nothing is left running after.
 
-use crate::output::errln;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -11,7 +10,7 @@ use cellar_store::oci::ImageOptions;
 use cellar_store::Store;
 
 use crate::cli::{PackArgs, UsageError};
-use crate::output::print_json;
+use crate::output::{errln, print_json};
 use crate::serve::{Server, Shared};
 
 /// How much of smolvm's stderr a failure message repeats.

@@ -1,12 +1,10 @@
 //! `cellar rm` and `cellar prune`: forget snapshots by name or by retention policy.
 
-use crate::output::errln;
-use crate::output::outln;
 use cellar_store::{apply_policy, Policy, Store};
 use serde::Serialize;
 
 use crate::cli::{PruneArgs, RmArgs, UsageError};
-use crate::output::print_json;
+use crate::output::{errln, outln, print_json};
 
 #[derive(Serialize)]
 struct Forgotten {

@@ -2,8 +2,6 @@
 //! registry already has (known by their cached digests) are skipped; the rest stream from the
 //! store to the registry without being staged anywhere.
 
-use crate::output::errln;
-use crate::output::outln;
 use std::io::IsTerminal;
 
 use anyhow::bail;
@@ -13,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::cli::{PushArgs, UsageError};
-use crate::output::{human_bytes, print_json};
+use crate::output::{errln, human_bytes, outln, print_json};
 use crate::registry::{Client, Reference};
 
 #[derive(Serialize)]

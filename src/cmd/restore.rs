@@ -1,6 +1,5 @@
 //! `cellar restore`: write a snapshot's tree (or one path in it) into a directory.
 
-use crate::output::errln;
 use std::os::unix::ffi::OsStrExt;
 
 use cellar_store::restore::{restore, RestoreOptions};
@@ -8,7 +7,7 @@ use cellar_store::ReadLease;
 use serde::Serialize;
 
 use crate::cli::RestoreArgs;
-use crate::output::{human_bytes, print_json};
+use crate::output::{errln, human_bytes, print_json};
 
 #[derive(Serialize)]
 struct RestoreJson<'a> {

@@ -1,12 +1,12 @@
 //! `cellar serve`: the store as a read-only OCI registry, until SIGINT or SIGTERM.
 
-use crate::output::errln;
 use std::sync::Arc;
 
 use cellar_store::oci::ImageOptions;
 use cellar_store::Store;
 
 use crate::cli::ServeArgs;
+use crate::output::errln;
 use crate::serve::{serve_until_signal, Shared};
 
 pub fn run(store: Store, args: ServeArgs) -> anyhow::Result<()> {

@@ -1,7 +1,5 @@
 //! `cellar snapshot`: ingest a tar stream from stdin, a file, or a command's stdout.
 
-use crate::output::errln;
-use crate::output::outln;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
@@ -16,7 +14,7 @@ use cellar_store::{Error, IngestOptions, IngestReport, Store};
 use serde::Serialize;
 
 use crate::cli::{SnapshotArgs, UsageError};
-use crate::output::{print_json, SnapshotJson};
+use crate::output::{errln, outln, print_json, SnapshotJson};
 use crate::progress::IngestBar;
 
 /// How much of a command's stderr is kept to show when it fails.

@@ -1,10 +1,9 @@
 //! `cellar stats`.
 
-use crate::output::outln;
 use cellar_store::Store;
 
 use crate::cli::JsonArg;
-use crate::output::{human_bytes, print_json, StatsJson};
+use crate::output::{human_bytes, outln, print_json, StatsJson};
 
 pub fn run(store: &Store, args: JsonArg) -> anyhow::Result<()> {
     let s = store.stats()?;

@@ -1,7 +1,5 @@
 //! `cellar verify [--data] [--json]` and `cellar repair-index`.
 
-use crate::output::errln;
-use crate::output::outln;
 use std::io::Write;
 use std::path::Path;
 
@@ -10,7 +8,7 @@ use cellar_store::{Error, Hurt, Problem, Store, VerifyReport};
 use serde::Serialize;
 
 use crate::cli::{RepairIndexArgs, VerifyArgs};
-use crate::output::{base64, escape_name};
+use crate::output::{base64, errln, escape_name, outln};
 
 /// How many of a problem's hurts the human report lists (`--json` lists all).
 const SHOWN_HURTS: usize = 20;

@@ -11,7 +11,6 @@
 //! cache ahead of a reader going through a directory ([`Feeder`]), so it sends no READ for
 //! them either.
 
-use crate::output::errln;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -28,6 +27,8 @@ use fuser::{
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
     ReplyEntry, ReplyOpen, ReplyXattr, Request,
 };
+
+use crate::output::errln;
 
 /// Snapshots never change: the kernel may cache their attributes and entries for good.
 const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);

@@ -4,7 +4,6 @@
 //! `PUT ?digest=` only after the writer has finished and named the digest, so a layer whose
 //! bytes went wrong is never committed (the registry also checks the digest itself).
 
-use crate::output::errln;
 use std::io::{self, Read, Seek, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
@@ -13,6 +12,7 @@ use indicatif::ProgressBar;
 use ureq::SendBody;
 
 use super::{check, network_error, read_error_body, with_auth, Client};
+use crate::output::errln;
 
 /// The size of the pieces handed from the writer to the uploading thread.
 const CHUNK: usize = 256 << 10;

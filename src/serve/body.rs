@@ -6,7 +6,6 @@
 //! ends the response short of its Content-Length and the client sees a failed download,
 //! never a complete blob with wrong bytes.
 
-use crate::output::errln;
 use std::io::{self, Write};
 use std::sync::Arc;
 
@@ -17,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::Shared;
+use crate::output::errln;
 
 /// Pieces handed to the connection: with a queue of 4, at most ~1 MiB in flight per download.
 const PIECE: usize = 256 * 1024;
