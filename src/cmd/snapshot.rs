@@ -4,9 +4,10 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cellar_store::tar::{write_dir, DirOptions};
@@ -19,6 +20,8 @@ use crate::progress::IngestBar;
 
 /// How much of a command's stderr is kept to show when it fails.
 const STDERR_KEEP: usize = 64 << 10;
+/// How long a command whose stream broke may take to exit before it is stopped.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Serialize)]
 struct SnapshotReport<'a> {
@@ -211,22 +214,51 @@ impl SourceCommand {
         }
     }
 
-    /// The ingest failed: stop the command and add what it said to the error.
+    /// The ingest failed before the stream was accepted. A command that failed is the cause
+    /// and the broken stream only its symptom (`machine exec` of a stopped VM writes nothing
+    /// and exits 1), so its exit status leads, even one `--allow-exit` names (that allows a
+    /// whole stream from a command that complained); a command still writing is stopped.
     fn explain(mut self, e: Error) -> anyhow::Error {
         if self.finished {
             return e.into();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let status = self.exited_within(EXIT_WAIT);
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
         let stderr = self.stderr_text();
-        let e = anyhow::Error::from(e);
-        if stderr.is_empty() {
-            e
+        let said = if stderr.is_empty() {
+            String::new()
         } else {
-            e.context(format!(
-                "while reading from `{}`, which said:\n{stderr}",
+            format!("; its stderr:\n{stderr}")
+        };
+        match status {
+            Some(status) if !status.success() => Error::SourceFailed(format!(
+                "`{}` failed ({status}); nothing was recorded; what it wrote: {e}{said}",
                 self.display
             ))
+            .into(),
+            _ if said.is_empty() || e.is_usage() => e.into(),
+            _ => Error::SourceFailed(format!(
+                "{e}; reading the output of `{}`{}{said}",
+                self.display,
+                if status.is_none() { " (stopped)" } else { "" }
+            ))
+            .into(),
+        }
+    }
+
+    /// The command's exit status, if it ends within `wait` (it closed its stdout, so it is
+    /// usually on its way out).
+    fn exited_within(&mut self, wait: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if start.elapsed() < wait => std::thread::sleep(Duration::from_millis(5)),
+                _ => return None,
+            }
         }
     }
 }

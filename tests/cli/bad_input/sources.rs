@@ -92,6 +92,38 @@ fn failing_command_records_nothing() {
 }
 
 #[test]
+fn a_command_that_fails_before_writing_a_stream_leads_with_its_exit_status() {
+    // What `smolvm machine exec` does when the machine is not running: nothing on stdout, a
+    // complaint on stderr, a failing status. The status is the cause, the empty stream only
+    // its symptom.
+    let ts = TestStore::new();
+    let script = "echo 'machine vm1 is not running' >&2; exit 3";
+    let out = ts.run(&["snapshot", "--", "sh", "-c", script]);
+    let err = refused(&ts, &out, "command failing before writing");
+    let want =
+        format!("cellar: error: `sh -c {script}` failed (exit status: 3); nothing was recorded");
+    assert!(err.starts_with(&want), "{err}");
+    assert!(
+        err.contains("its stderr:\nmachine vm1 is not running"),
+        "{err}"
+    );
+    // --allow-exit allows a whole stream from a command that complained, not an empty one.
+    let out = ts.run(&["snapshot", "--allow-exit", "3", "--", "sh", "-c", script]);
+    let err = refused(
+        &ts,
+        &out,
+        "command failing before writing, its status allowed",
+    );
+    assert!(err.starts_with(&want), "{err}");
+    let out = ts.run(&["snapshot", "--", "false"]);
+    let err = refused(&ts, &out, "false");
+    assert!(
+        err.starts_with("cellar: error: `false` failed (exit status: 1)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn failing_command_with_broken_stream() {
     // The stream error and what the command said both show; --allow-exit does not make a
     // damaged stream acceptable.
