@@ -7,6 +7,7 @@ mod output;
 mod progress;
 mod registry;
 mod serve;
+mod signals;
 
 use std::process::ExitCode;
 

@@ -1,6 +1,7 @@
 //! `cellar export`: the exact ingested stream, an OCI image layout, or a `docker save` archive.
 
 use std::io::{BufWriter, IsTerminal, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -37,9 +38,13 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
             }
         }
         ExportFormat::Oci => {
-            let dir = args.output.as_deref().ok_or_else(|| {
-                UsageError("--format oci writes a directory: give it with -o DIR".into())
-            })?;
+            let dir = args
+                .output
+                .as_deref()
+                .filter(|d| *d != Path::new("-"))
+                .ok_or_else(|| {
+                    UsageError("--format oci writes a directory: give it with -o DIR".into())
+                })?;
             let image = lease.image(&snap, &opts)?;
             store.write_oci_layout(&image, dir, &args.tag)?;
             errln!(
@@ -81,13 +86,14 @@ fn report(snap: &Snapshot, tag: &str, image: &Image, json: bool) -> anyhow::Resu
     }))
 }
 
-/// Run `write` into FILE (written beside it and renamed into place, so a failed export leaves
-/// no partial file behind) or into stdout, which must not be a terminal.
+/// Run `write` into FILE (written beside it and renamed into place, so a failed or
+/// interrupted export leaves no partial file behind) or into stdout (no FILE, or `-`), which
+/// must not be a terminal.
 fn to_file_or_stdout(
     path: Option<&Path>,
     write: impl FnOnce(&mut dyn Write) -> cellar_store::Result<()>,
 ) -> anyhow::Result<()> {
-    let Some(path) = path else {
+    let Some(path) = path.filter(|p| *p != Path::new("-")) else {
         let stdout = std::io::stdout();
         if stdout.is_terminal() {
             return Err(UsageError(
@@ -100,18 +106,42 @@ fn to_file_or_stdout(
         write(&mut out)?;
         return out.flush().map_err(|e| Error::Output(e).into());
     };
+    if path.is_dir() {
+        return Err(UsageError(format!(
+            "-o {}: is a directory (give a file name)",
+            path.display()
+        ))
+        .into());
+    }
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(".".as_ref());
-    let tmp = tempfile::NamedTempFile::new_in(dir)
+    if !dir.is_dir() {
+        return Err(UsageError(format!(
+            "-o {}: no directory {}",
+            path.display(),
+            dir.display()
+        ))
+        .into());
+    }
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    // Named for its file, so a leftover (the machine went down) says what it was; mode
+    // 0666 less the umask, as any other new file.
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".cellar-tmp")
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
         .with_context(|| format!("creating a file in {}", dir.display()))?;
+    crate::signals::remove_on_interrupt(tmp.path().to_path_buf());
     let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
     write(&mut out)?;
     out.flush()?;
     drop(out);
     tmp.as_file().sync_all()?;
     tmp.persist(path)
+        .map_err(|e| e.error)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

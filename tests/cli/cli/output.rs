@@ -90,6 +90,67 @@ fn export_is_the_exact_stream_from_stdin_or_file() {
     assert_success(&out, &["export", "-o"]);
     assert!(out.stdout.is_empty());
     assert_eq!(std::fs::read(&dest).expect("exported file"), tar);
+    // Made as any new file is: 0666 less the umask (the tests' is 022), not a temp file's 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o666 & !umask(), "{mode:o}");
+    // -o - is stdout, as for tar.
+    let cwd = ts.scratch("cwd");
+    std::fs::create_dir(&cwd).unwrap();
+    let args = ["export", from_file, "-o", "-"];
+    let out = ts.cmd(&args).current_dir(&cwd).output().unwrap();
+    assert_success(&out, &args);
+    assert!(out.stdout == tar);
+    assert!(!cwd.join("-").exists());
+}
+
+/// The process's umask.
+fn umask() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+    u32::from_str_radix(line["Umask:".len()..].trim(), 8).unwrap()
+}
+
+#[test]
+fn an_interrupted_export_to_a_file_leaves_no_file_behind() {
+    let ts = TestStore::new();
+    let dir = ts.scratch("big");
+    write_file(&dir.join("noise"), &noise(96 << 20, 5));
+    ts.snapshot_bytes(&tar_of_dir(&dir), "big");
+    let out_dir = ts.scratch("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let mut child = ts
+            .cmd(&[
+                "export",
+                "big",
+                "-o",
+                out_dir.join("big.tar").to_str().unwrap(),
+            ])
+            .spawn()
+            .unwrap();
+        // Stop it as soon as its file exists, so the signal lands mid-export.
+        let start = std::time::Instant::now();
+        while std::fs::read_dir(&out_dir).unwrap().next().is_none() {
+            assert!(start.elapsed().as_secs() < 30, "no file appeared");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: signals to our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGSTOP);
+            libc::kill(pid, signal);
+            libc::kill(pid, libc::SIGCONT);
+        }
+        let status = child.wait().unwrap();
+        let left: Vec<_> = std::fs::read_dir(&out_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "signal {signal}: left {left:?}");
+        assert_eq!(status.code(), Some(128 + signal), "{status}");
+    }
 }
 
 #[test]
