@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
@@ -149,15 +149,12 @@ fn unmount_lazily(mountpoint: &Path) {
 /// Start `cellar mount` again in the background, logging to a file, and return once it says
 /// the mount is up (or report its log if it fails).
 fn daemonize(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
-    // A store on a read-only filesystem keeps its mounts' logs in the temp directory.
-    let mut logs = root.join("logs");
-    if std::fs::create_dir_all(&logs).is_err() {
-        logs = std::env::temp_dir().join("cellar-logs");
-        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    }
-    let log_path = logs.join(format!("mount-{}.log", std::process::id()));
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
+    // A store whose logs cannot be written (a read-only filesystem, even with `logs/` there
+    // from an earlier mount; no permission) keeps its mounts' logs in the temp directory.
+    let (log_path, log) = match create_log(&root.join("logs")) {
+        Ok(created) => created,
+        Err(_) => create_log(&std::env::temp_dir().join("cellar-logs"))?,
+    };
 
     let (mut ready_rx, ready_tx) = std::io::pipe().context("creating a pipe")?;
     let fd = ready_tx.as_raw_fd();
@@ -203,4 +200,13 @@ fn daemonize(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
         log_path.display(),
         log.trim_end()
     )
+}
+
+/// A new log file for a background mount in `dir` (made if missing).
+fn create_log(dir: &Path) -> anyhow::Result<(PathBuf, std::fs::File)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("mount-{}.log", std::process::id()));
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    Ok((path, file))
 }

@@ -159,11 +159,21 @@ impl Mounted {
 
     /// `cellar mount --daemon DIR [SNAP]`: requires success; returns its stderr.
     pub(super) fn daemon(&mut self, store: &TestStore, snap: Option<&str>) -> String {
+        self.daemon_by(store.cmd(&[]), snap)
+    }
+
+    /// `cellar mount --daemon DIR [SNAP]` through `cellar` (a command with its global options
+    /// and environment set): requires success; returns its stderr.
+    pub(super) fn daemon_by(&mut self, mut cellar: Command, snap: Option<&str>) -> String {
         let mut args = vec!["mount", "--daemon", self.dir_str()];
         args.extend(snap);
         let args: Vec<String> = args.into_iter().map(String::from).collect();
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = store.run(&argv);
+        let out = cellar
+            .args(&argv)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cellar");
         // Whatever happened, find the background process so the guard can reap it.
         let pids = mount_processes(&self.dir);
         self.daemon = pids.first().copied();

@@ -12,6 +12,7 @@ use super::fixtures::*;
 use super::guard::*;
 use super::oracle::archive;
 use crate::common::*;
+use crate::readonly::ReadOnlyView;
 use crate::trees::*;
 
 #[test]
@@ -209,4 +210,33 @@ fn kill_9_leaves_a_mount_umount_clears_and_the_store_is_intact() {
     assert!(st.success(), "umount -l of the dead mount");
     assert!(!is_mounted(&again.path("")));
     assert!(store.export(&id) == stream);
+}
+
+/// A read-only store that has a `logs/` directory (any store once mounted with --daemon): the
+/// background mount logs to $TMPDIR/cellar-logs/, as it does on a read-only store without one.
+#[test]
+fn daemon_on_a_read_only_store_with_a_logs_dir_logs_to_the_temp_dir() {
+    require("fusermount3");
+    let store = TestStore::new();
+    let stream = small_stream(&store, "tree", &[("etc/hostname", b"vm1\n".to_vec())]);
+    let id = store.snapshot_bytes(&stream, "vm");
+    fs::create_dir_all(store.path().join("logs")).unwrap();
+    let view = ReadOnlyView::new(&store.path(), &store.scratch("ro"));
+    let tmp = store.scratch("tmp");
+    fs::create_dir_all(&tmp).unwrap();
+
+    let mut m = Mounted::new(&store, "mnt");
+    let mut cellar = Command::new(cellar_bin());
+    cellar
+        .arg("--store")
+        .arg(&view.dst)
+        .env_remove("CELLAR_STORE")
+        .env("TMPDIR", &tmp);
+    m.daemon_by(cellar, Some(&id));
+    assert!(
+        m.log.starts_with(tmp.join("cellar-logs")) && m.log.is_file(),
+        "the log is {}",
+        m.log.display()
+    );
+    assert_eq!(fs::read(m.path("etc/hostname")).unwrap(), b"vm1\n");
 }
