@@ -157,8 +157,8 @@ pub struct MountArgs {
     /// Let other users see the mount (needs user_allow_other in /etc/fuse.conf unless root)
     #[arg(long)]
     pub allow_other: bool,
-    /// Return once the mount answers; the mount keeps running in the background and logs to a
-    /// file it names
+    /// Return once the mount answers; the mount keeps running in the background, as the process
+    /// it names, and logs to a file it names
     #[arg(long)]
     pub daemon: bool,
 }

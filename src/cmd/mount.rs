@@ -183,12 +183,26 @@ fn daemonize(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
             Ok(())
         });
     }
-    cmd.spawn().context("starting the background mount")?;
+    let child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = std::fs::remove_file(&log_path);
+            return Err(e).context("starting the background mount");
+        }
+    };
     drop(ready_tx);
+    // The log is named after the process that writes it (the pid to signal), which did not
+    // exist yet when the log had to be opened for it.
+    let pid = child.id();
+    let named = log_path.with_file_name(format!("mount-{pid}.log"));
+    let log_path = match std::fs::rename(&log_path, &named) {
+        Ok(()) => named,
+        Err(_) => log_path,
+    };
     let mut byte = [0u8; 1];
     if ready_rx.read(&mut byte).unwrap_or(0) == 1 {
         errln!(
-            "cellar: mounted at {} in the background; log: {}",
+            "cellar: mounted at {} in the background (pid {pid}); log: {}",
             args.mountpoint.display(),
             log_path.display()
         );
@@ -202,10 +216,11 @@ fn daemonize(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
     )
 }
 
-/// A new log file for a background mount in `dir` (made if missing).
+/// A new log file for a background mount in `dir` (made if missing), named after this
+/// process until the background one exists.
 fn create_log(dir: &Path) -> anyhow::Result<(PathBuf, std::fs::File)> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(format!("mount-{}.log", std::process::id()));
+    let path = dir.join(format!("mount-starting-{}.log", std::process::id()));
     let file =
         std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     Ok((path, file))

@@ -240,3 +240,29 @@ fn daemon_on_a_read_only_store_with_a_logs_dir_logs_to_the_temp_dir() {
     );
     assert_eq!(fs::read(m.path("etc/hostname")).unwrap(), b"vm1\n");
 }
+
+/// --daemon says which process serves the mount (the pid `kill -USR1` and `kill` need), and its
+/// log is named after that process.
+#[test]
+fn daemon_says_the_background_pid_and_names_the_log_after_it() {
+    require("fusermount3");
+    let store = TestStore::new();
+    let stream = small_stream(&store, "tree", &[("etc/hostname", b"vm1\n".to_vec())]);
+    let id = store.snapshot_bytes(&stream, "vm");
+
+    let mut m = Mounted::new(&store, "mnt");
+    let said = m.daemon(&store, Some(&id));
+    // The process serving the mount, found by its argv.
+    let pid = m.daemon.expect("background pid");
+    assert!(
+        said.contains(&format!(" in the background (pid {pid}); log: ")),
+        "the background process is {pid}: {said}"
+    );
+    assert_eq!(
+        m.log.file_name().unwrap().to_str().unwrap(),
+        format!("mount-{pid}.log"),
+        "{said}"
+    );
+    // It is the log that process writes: it reports there on SIGUSR1.
+    m.report();
+}
