@@ -1,8 +1,11 @@
 //! `cellar mount`: serve snapshots over FUSE until unmounted, in the foreground or, with
 //! `--daemon`, in a background process that this one waits on until the mount answers.
 
+use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,6 +29,14 @@ const THREADS: usize = 4;
 pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
     if !args.mountpoint.is_dir() {
         return Err(UsageError(format!("{}: not a directory", args.mountpoint.display())).into());
+    }
+    // Mounting there would hide what is mounted, not replace it, and succeed silently.
+    if is_mount_point(&args.mountpoint)? {
+        bail!(
+            "{dir} is already a mount point (of what, cellar cannot tell); unmount it first \
+             (`umount {dir}` or `fusermount3 -u {dir}`)",
+            dir = args.mountpoint.display()
+        );
     }
     if args.daemon {
         // A SNAP that names nothing is a usage error here, not a failed background process.
@@ -130,6 +141,34 @@ fn block_signals() -> libc::sigset_t {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
+}
+
+/// Whether `dir` is the root of a mount (of any filesystem, a bind mount included).
+fn is_mount_point(dir: &Path) -> anyhow::Result<bool> {
+    let c = CString::new(dir.as_os_str().as_bytes())?;
+    // SAFETY: an all-zero statx is valid; statx only writes into it.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a statx buffer of the right type.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            0,
+            libc::STATX_BASIC_STATS,
+            &mut stx,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| dir.display().to_string());
+    }
+    let root = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if stx.stx_attributes_mask & root != 0 {
+        return Ok(stx.stx_attributes & root != 0);
+    }
+    // Kernels before 5.8 do not say; the root of another filesystem has another device.
+    let parent = dir.join("..");
+    let parent = std::fs::metadata(&parent).with_context(|| parent.display().to_string())?;
+    Ok(libc::makedev(stx.stx_dev_major, stx.stx_dev_minor) != parent.dev())
 }
 
 /// Detach the mount even if it is busy (open files keep working until closed).

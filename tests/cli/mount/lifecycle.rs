@@ -266,3 +266,45 @@ fn daemon_says_the_background_pid_and_names_the_log_after_it() {
     // It is the log that process writes: it reports there on SIGUSR1.
     m.report();
 }
+
+/// A mount point already in use (by a cellar mount or any other) is refused, saying how to
+/// unmount it: mounting there would hide what is mounted, and both would seem to work.
+#[test]
+fn a_mount_point_already_in_use_is_refused() {
+    require("fusermount3");
+    let store = TestStore::new();
+    let one = small_stream(&store, "t1", &[("etc/hostname", b"vm1\n".to_vec())]);
+    let id = store.snapshot_bytes(&one, "vm");
+    let two = small_stream(&store, "t2", &[("etc/hostname", b"db\n".to_vec())]);
+    let other = store.snapshot_bytes(&two, "db");
+
+    let mut m = Mounted::new(&store, "mnt");
+    m.daemon(&store, Some(&id));
+    let dir = m.dir_str().to_string();
+    let bound = Mounted::new(&store, "bound");
+    sh(&format!("mount --bind '{0}' '{0}'", bound.dir_str()));
+    for (at, args) in [
+        (&dir, vec!["mount", "--daemon", &dir, &other]),
+        (&dir, vec!["mount", &dir, &other]),
+        (&dir, vec!["mount", "--daemon", &dir]),
+        (
+            &bound.dir_str().to_string(),
+            vec!["mount", bound.dir_str(), &other],
+        ),
+    ] {
+        let out = run_bounded(&store, &args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("{at} is already a mount point"))
+                && err.contains(&format!("`umount {at}` or `fusermount3 -u {at}`")),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(
+        mount_processes(&m.dir),
+        vec![m.daemon.unwrap()],
+        "one process serves the mount"
+    );
+    assert_eq!(fs::read(m.path("etc/hostname")).unwrap(), b"vm1\n");
+}
