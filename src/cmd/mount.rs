@@ -100,9 +100,9 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
         if sig == libc::SIGUSR1 {
             // What the mount holds, on demand (`kill -USR1`), into its log.
             errln!(
-                "cellar: {} inodes held, {} snapshots pinned",
-                view.inode_count(),
-                view.pinned()
+                "cellar: {} held, {} pinned",
+                counted(view.inode_count(), "inode"),
+                counted(view.pinned(), "snapshot")
             );
             continue;
         }
@@ -128,6 +128,11 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
     }
     errln!("cellar: unmounted {}", args.mountpoint.display());
     Ok(())
+}
+
+/// `n` and `word`, in the plural unless `n` is 1.
+fn counted(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 fn block_signals() -> libc::sigset_t {

@@ -14,6 +14,8 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
 use inodes::{Inode, Inodes, Key};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 use crate::gc::ReadLease;
@@ -33,6 +35,8 @@ pub struct Attr {
     pub uid: u64,
     pub gid: u64,
     pub size: u64,
+    /// 512-byte blocks of data: a sparse file's holes take none.
+    pub blocks: u64,
     pub mtime: i64,
     pub mtime_nsec: u32,
     pub nlink: u64,
@@ -235,29 +239,39 @@ impl FsView {
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
-        let dir = |volatile| Attr {
-            ino,
-            kind: Kind::Dir,
-            mode: 0o555,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            mtime: 0,
-            mtime_nsec: 0,
-            nlink: 2,
-            rdev_major: 0,
-            rdev_minor: 0,
-            volatile,
+        // The view's own directories (and `latest`) have the time the newest snapshot in them
+        // was taken (not 1970), read from the index on every call, as their listings are.
+        let synthetic = |snaps: &[Snapshot]| {
+            let (mtime, mtime_nsec) = newest(snaps);
+            Attr {
+                ino,
+                kind: Kind::Dir,
+                mode: 0o555,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                blocks: 0,
+                mtime,
+                mtime_nsec,
+                nlink: 2,
+                rdev_major: 0,
+                rdev_minor: 0,
+                volatile: true,
+            }
         };
         Ok(match self.get(ino)? {
-            Inode::Top | Inode::Lineage(_) => dir(true),
-            Inode::Latest(lineage) => Attr {
-                kind: Kind::Symlink,
-                mode: 0o777,
-                size: self.latest_target(&lineage)?.len() as u64,
-                nlink: 1,
-                ..dir(true)
-            },
+            Inode::Top => synthetic(&self.store().list(None)?),
+            Inode::Lineage(lineage) => synthetic(&self.store().list(Some(&lineage))?),
+            Inode::Latest(lineage) => {
+                let latest = self.store().latest(&lineage, 0)?;
+                Attr {
+                    kind: Kind::Symlink,
+                    mode: 0o777,
+                    size: latest.as_ref().map_or(0, |s| s.short_id().len() as u64),
+                    nlink: 1,
+                    ..synthetic(latest.as_slice())
+                }
+            }
             Inode::Node { node, .. } => Attr {
                 ino,
                 kind: node.kind,
@@ -265,6 +279,7 @@ impl FsView {
                 uid: node.uid,
                 gid: node.gid,
                 size: node.size,
+                blocks: data_len(&node).div_ceil(512),
                 mtime: node.mtime,
                 mtime_nsec: node.mtime_nsec,
                 nlink: node.nlink,
@@ -411,6 +426,24 @@ impl FsView {
             Inode::Node { node, .. } => node.xattrs.clone(),
             _ => Vec::new(),
         })
+    }
+}
+
+/// When the newest of `snaps` was taken (seconds and nanoseconds since the epoch), or the
+/// epoch for none.
+fn newest(snaps: &[Snapshot]) -> (i64, u32) {
+    snaps
+        .iter()
+        .filter_map(|s| OffsetDateTime::parse(&s.created, &Rfc3339).ok())
+        .max()
+        .map_or((0, 0), |t| (t.unix_timestamp(), t.nanosecond()))
+}
+
+/// The bytes of a node's data: a sparse file's data segments, not its holes.
+fn data_len(node: &Node) -> u64 {
+    match node.content.as_ref().and_then(|c| c.segments.as_ref()) {
+        Some(segments) => segments.iter().map(|(_, len)| len).sum(),
+        None => node.size,
     }
 }
 

@@ -387,3 +387,28 @@ fn mount_shows_wide_device_numbers_and_old_times() {
     assert_eq!(t("old"), (1_000_000_000, 1), "old");
     assert_rsync_same(&mnt, &ex, "wide devices and old times");
 }
+
+/// A sparse file's blocks are its data, as on the disk it came from: `du` shows the holes.
+#[test]
+fn mount_counts_only_the_data_of_a_sparse_file_in_its_blocks() {
+    require("fusermount3");
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    fs::create_dir_all(&root).unwrap();
+    // 8 KiB of data in 10 MiB.
+    sparse_file(&root.join("disk.img"), 10 << 20, &[0, 5 << 20]);
+    write_file(&root.join("plain"), &noise(100_000, 4));
+    let id = store.snapshot_bytes(&archive(GNU_POSIX_SPARSE, &root), "vm");
+
+    let mut m = Mounted::new(&store, "mnt");
+    m.daemon(&store, Some(&id));
+    let disk = fs::metadata(m.path("disk.img")).unwrap();
+    assert_eq!(disk.len(), 10 << 20);
+    assert_eq!(disk.blocks(), 8192 / 512, "st_blocks of the sparse file");
+    let plain = fs::metadata(m.path("plain")).unwrap();
+    assert_eq!(
+        plain.blocks(),
+        100_000u64.div_ceil(512),
+        "st_blocks of a plain file"
+    );
+}

@@ -223,7 +223,16 @@ impl Mounted {
     /// What `kill -USR1` makes the background mount log: the inodes it holds and the
     /// snapshots it pins.
     pub(super) fn report(&self) -> (usize, usize) {
-        const SAID: &str = " inodes held, ";
+        let line = self.report_line();
+        // "cellar: N inodes held, M snapshots pinned" (or "1 inode", "1 snapshot")
+        let numbers: Vec<usize> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
+        assert_eq!(numbers.len(), 2, "{line}");
+        (numbers[0], numbers[1])
+    }
+
+    /// The line `kill -USR1` makes the background mount log.
+    pub(super) fn report_line(&self) -> String {
+        const SAID: &str = " held, ";
         let count = |text: &str| text.matches(SAID).count();
         let before = count(&self.log_text());
         let pid = self.daemon.expect("a background mount");
@@ -236,11 +245,11 @@ impl Mounted {
             }),
             "the mount did not report its inodes; log:\n{text}"
         );
-        let line = text.lines().rev().find(|l| l.contains(SAID)).unwrap();
-        // "cellar: N inodes held, M snapshots pinned"
-        let numbers: Vec<usize> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
-        assert_eq!(numbers.len(), 2, "{line}");
-        (numbers[0], numbers[1])
+        text.lines()
+            .rev()
+            .find(|l| l.contains(SAID))
+            .unwrap()
+            .to_string()
     }
 
     pub(super) fn log_text(&self) -> String {

@@ -308,3 +308,29 @@ fn a_mount_point_already_in_use_is_refused() {
     );
     assert_eq!(fs::read(m.path("etc/hostname")).unwrap(), b"vm1\n");
 }
+
+/// SIGUSR1's report says "1 snapshot", not "1 snapshots" (and the same of inodes).
+#[test]
+fn the_usr1_report_says_one_in_the_singular() {
+    require("fusermount3");
+    let store = TestStore::new();
+    let stream = small_stream(&store, "tree", &[("etc/hostname", b"vm1\n".to_vec())]);
+    let id = store.snapshot_bytes(&stream, "vm");
+
+    let mut m = Mounted::new(&store, "mnt");
+    m.daemon(&store, Some(&id));
+    let inodes = |n: usize| if n == 1 { "inode" } else { "inodes" };
+    // The root (and whatever the kernel has looked up), in one snapshot.
+    for read in [false, true] {
+        if read {
+            assert_eq!(fs::read(m.path("etc/hostname")).unwrap(), b"vm1\n");
+        }
+        let line = m.report_line();
+        let held: usize = line.split(' ').nth(1).and_then(|n| n.parse().ok()).unwrap();
+        assert!(!read || held >= 3, "the root, etc, etc/hostname: {line}");
+        assert_eq!(
+            line,
+            format!("cellar: {held} {} held, 1 snapshot pinned", inodes(held))
+        );
+    }
+}

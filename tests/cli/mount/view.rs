@@ -2,6 +2,7 @@
 //! following snapshots taken while it is mounted.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -130,4 +131,39 @@ fn all_snapshots_view_follows_new_snapshots_without_remounting() {
         "after umount: {exit:?}; stderr:\n{}",
         m.log_text()
     );
+}
+
+/// The view's own entries (the root, each NAME/ and NAME/latest) show when the newest snapshot
+/// in them was taken, not 1970.
+#[test]
+fn all_snapshots_view_directories_show_when_their_newest_snapshot_was_taken() {
+    require("fusermount3");
+    let store = TestStore::new();
+    let stream = small_stream(&store, "t", &[("f", b"f\n".to_vec())]);
+    let _vm1 = store.snapshot_bytes(&stream, "vm");
+    let vm2 = store.snapshot_bytes(&stream, "vm");
+    let db = store.snapshot_bytes(&stream, "db");
+    // `created` (RFC 3339, nanoseconds) as (seconds, nanoseconds) since the epoch.
+    let created = |id: &str| -> (i64, i64) {
+        let show = store.json(&["show", id, "--json"]);
+        let at = show["created"].as_str().expect("created");
+        let out = Command::new("date")
+            .args(["-u", "-d", at, "+%s %N"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8(out.stdout).unwrap();
+        let (s, ns) = said.trim().split_once(' ').expect("date +%s %N");
+        (s.parse().unwrap(), ns.parse().unwrap())
+    };
+
+    let mut m = Mounted::new(&store, "mnt");
+    m.daemon(&store, None);
+    for (path, newest) in [("", &db), ("vm", &vm2), ("vm/latest", &vm2), ("db", &db)] {
+        let st = fs::symlink_metadata(m.path(path)).unwrap();
+        assert_eq!(
+            (st.mtime(), st.mtime_nsec()),
+            created(newest),
+            "MOUNT/{path}: the time of {newest}"
+        );
+    }
 }
