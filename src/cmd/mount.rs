@@ -68,7 +68,8 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
     config.n_threads = Some(THREADS);
 
     // Signals are taken by one thread with sigwait; every other thread has them blocked.
-    let signals = block_signals();
+    let signals =
+        crate::signals::block(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1]);
     let view = Arc::new(view);
     let notifier = Arc::new(OnceLock::new());
     let (feeder, feeding) = Feeder::start(view.clone(), notifier.clone());
@@ -133,19 +134,6 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
 /// `n` and `word`, in the plural unless `n` is 1.
 fn counted(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
-}
-
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: plain libc signal-set manipulation on a local set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
 }
 
 /// Whether `dir` is the root of a mount (of any filesystem, a bind mount included).
