@@ -64,6 +64,8 @@ fn run_smolvm(args: &PackArgs, reference: &str) -> anyhow::Result<()> {
         .arg(&args.output)
         .args(&args.extra)
         .stdin(Stdio::null())
+        // Our stdout is for the report (`--json`): what smolvm says is a message.
+        .stdout(std::io::stderr())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot run {}", args.smolvm.display()))?;
@@ -79,6 +81,13 @@ fn run_smolvm(args: &PackArgs, reference: &str) -> anyhow::Result<()> {
         tail.push_back(line);
     }
     let status = child.wait().context("waiting for smolvm")?;
+    if status.success() && !args.output.exists() {
+        anyhow::bail!(
+            "{} pack create exited 0 but wrote no {}",
+            args.smolvm.display(),
+            args.output.display()
+        );
+    }
     if status.success() {
         errln!(
             "cellar: packed {} into {}",

@@ -26,6 +26,7 @@ echo "$*" > "$out.extra"
 if [ -n "${FAIL_WITH:-}" ]; then echo "smolvm: cannot boot: $FAIL_WITH" >&2; exit 3; fi
 skopeo --insecure-policy copy -q --src-tls-verify=false "docker://$image" "oci:$out:packed"
 umoci unpack --image "$out:packed" "$out.bundle" >/dev/null
+echo "packed $image into $out"
 "#,
     )
     .unwrap();
@@ -42,17 +43,20 @@ fn pack_feeds_smolvm_the_snapshot_image() {
     let smolvm = stand_in(store.dir.path());
     let out = store.scratch("vm.smolmachine");
     let beside = |ext: &str| PathBuf::from(format!("{}.{ext}", out.display()));
-    store.ok(&[
+    // smolvm's own stdout goes to stderr: stdout is cellar's report alone.
+    let report = store.json(&[
         "pack",
         "vm",
         "-o",
         out.to_str().unwrap(),
         "--smolvm",
         smolvm.to_str().unwrap(),
+        "--json",
         "--",
         "--cpus",
         "2",
     ]);
+    assert_eq!(report["output"], out.to_str().unwrap());
     let image = std::fs::read_to_string(beside("image")).unwrap();
     let image = image.trim();
     assert!(
@@ -95,6 +99,15 @@ fn pack_feeds_smolvm_the_snapshot_image() {
     );
     let image = std::fs::read_to_string(store.scratch("x.image")).unwrap();
     assert!(image.starts_with("10.0.2.2:7000/vm@sha256:"), "{image}");
+
+    // A smolvm that says it succeeded but wrote nothing has failed.
+    let nothing = store.run(&["pack", "vm", "-o", "z", "--smolvm", "/bin/true"]);
+    assert_eq!(nothing.status.code(), Some(1));
+    assert!(
+        stderr(&nothing).contains("wrote no z"),
+        "{}",
+        stderr(&nothing)
+    );
 
     let missing = store.run(&["pack", "vm", "-o", "y", "--smolvm", "/nonexistent/smolvm"]);
     assert_eq!(missing.status.code(), Some(1));
