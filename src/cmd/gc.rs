@@ -65,25 +65,49 @@ pub fn run(store: &Store, args: GcArgs) -> anyhow::Result<()> {
     if args.json {
         return print_json(&GcJson::from(&r));
     }
-    let (verb, freed) = if r.dry_run {
-        ("would delete", "would free")
-    } else {
-        ("deleted", "freed")
-    };
-    outln!("packs {verb}:   {}", r.packs_deleted);
-    outln!("packs repacked:   {}", r.packs_repacked);
-    outln!(
-        "bytes {freed}:  {} ({})",
-        r.bytes_freed,
-        human_bytes(r.bytes_freed)
-    );
-    outln!("chunks condemned: {}", r.chunks_condemned);
-    outln!("chunks deleted:   {}", r.chunks_deleted);
+    // A dry run says what a run now would do, in the same order.
+    let label = |done: &str, would: &str| if r.dry_run { would } else { done }.to_string();
+    if r.dry_run {
+        outln!("dry run: nothing was changed; gc now would:");
+    }
+    let rows = [
+        (
+            label("packs deleted", "packs to delete"),
+            r.packs_deleted.to_string(),
+        ),
+        (
+            label("packs repacked", "packs to repack"),
+            r.packs_repacked.to_string(),
+        ),
+        (
+            label("bytes freed", "bytes to free"),
+            format!("{} ({})", r.bytes_freed, human_bytes(r.bytes_freed)),
+        ),
+        (
+            label("chunks condemned", "chunks to condemn"),
+            r.chunks_condemned.to_string(),
+        ),
+        (
+            label("chunks deleted", "chunks to delete"),
+            r.chunks_deleted.to_string(),
+        ),
+    ];
+    for (what, n) in &rows {
+        outln!("{:<25}{n}", format!("{what}:"));
+    }
     if r.chunks_waiting > 0 {
         outln!(
-            "chunks waiting:   {} (within --grace, or kept for a running ingest or reader; a \
-             later gc deletes them)",
+            "{:<25}{} (within --grace, or kept for a running ingest or reader; a later gc \
+             deletes them)",
+            label("chunks waiting:", "chunks to keep:"),
             r.chunks_waiting
+        );
+    }
+    if r.stale_leases > 0 {
+        outln!(
+            "{:<25}{} (of processes that are gone)",
+            label("stale leases removed:", "stale leases to drop:"),
+            r.stale_leases
         );
     }
     for l in &r.leases {
@@ -93,12 +117,17 @@ pub fn run(store: &Store, args: GcArgs) -> anyhow::Result<()> {
             n => format!(", keeping {n} forgotten snapshots"),
         };
         outln!(
-            "lease held:       {} (pid {}) since {}{keeps}",
+            "{:<25}{} (pid {}) since {}{keeps}",
+            "lease held:",
             l.holder,
             l.pid,
             rfc3339(l.started, 0)
         );
     }
-    outln!("orphan files {verb}: {}", r.orphans_deleted);
+    outln!(
+        "{:<25}{}",
+        label("orphan files deleted:", "orphan files to delete:"),
+        r.orphans_deleted
+    );
     Ok(())
 }

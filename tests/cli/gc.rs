@@ -173,6 +173,19 @@ fn dry_run_says_what_gc_then_does() {
     write_file(&temp, b"a pack cut short");
     let dry = gc_json(&store, &["--dry-run", "--grace", "0"]);
     assert_eq!(dry["orphans_deleted"], 2, "{dry}");
+    // The human report of a dry run speaks of what gc would do, not of what it did.
+    let text = store.ok(&["gc", "--dry-run", "--grace", "0"]);
+    assert!(
+        text.starts_with("dry run: nothing was changed; gc now would:\n"),
+        "{text}"
+    );
+    for want in [
+        "packs to delete:",
+        "bytes to free:",
+        "orphan files to delete:  2",
+    ] {
+        assert!(text.contains(want), "{want:?} not in {text}");
+    }
     assert!(
         orphan.exists() && temp.exists(),
         "--dry-run deleted orphans"
