@@ -16,6 +16,11 @@ use clap::Parser;
 use crate::output::errln;
 
 fn main() -> ExitCode {
+    // An empty CELLAR_STORE is unset, as an empty XDG_DATA_HOME is (clap would take it as
+    // an empty --store and complain about a flag nobody gave).
+    if std::env::var_os("CELLAR_STORE").is_some_and(|v| v.is_empty()) {
+        std::env::remove_var("CELLAR_STORE");
+    }
     let cli = cli::Cli::parse();
     match cmd::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

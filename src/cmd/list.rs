@@ -60,7 +60,18 @@ pub fn show(store: &Store, args: ShowArgs) -> anyhow::Result<()> {
     );
     outln!("members:  {}", s.members);
     outln!("sha256:   {}", s.stream_sha256);
-    let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    // Space separates labels, so a value with space (or nothing) in it is quoted.
+    let labels: Vec<String> = s
+        .labels
+        .iter()
+        .map(|(k, v)| {
+            if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '"') {
+                format!("{k}={v:?}")
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect();
     outln!(
         "labels:   {}",
         if labels.is_empty() {

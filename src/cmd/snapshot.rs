@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -38,6 +38,17 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
     cellar_store::validate_name(&args.name)?;
     if args.dir.is_none() && (!args.exclude.is_empty() || args.one_file_system) {
         return Err(UsageError("--exclude and --one-file-system need --dir".into()).into());
+    }
+    let from_stdin = args.dir.is_none()
+        && args.command.is_empty()
+        && args.source.as_deref() == Some("-".as_ref());
+    if from_stdin && std::io::stdin().is_terminal() {
+        return Err(UsageError(
+            "refusing to read a tar stream from a terminal; pipe one in, or give a FILE, -- CMD \
+             or --dir DIR"
+                .into(),
+        )
+        .into());
     }
     let store = Store::create(root)?;
     let mut opts = IngestOptions::new(&args.name);

@@ -333,3 +333,64 @@ fn a_stderr_that_went_away_costs_the_messages_not_the_exit_status() {
         assert_eq!(out.status.code(), Some(code), "{args:?}");
     }
 }
+
+#[test]
+fn an_empty_cellar_store_is_unset() {
+    let ts = TestStore::new();
+    let data = ts.scratch("xdg");
+    let out = std::process::Command::new(cellar_bin())
+        .arg("list")
+        .env("CELLAR_STORE", "")
+        .env("XDG_DATA_HOME", &data)
+        .output()
+        .unwrap();
+    // The default store is used (there is none there yet), not an empty --store.
+    let err = stderr(&out);
+    assert!(err.contains("no store at") && err.contains("xdg/cellar"), "{err}");
+    assert!(!err.contains("--store"), "{err}");
+}
+
+#[test]
+fn a_terminal_on_stdin_is_refused_not_waited_on() {
+    require("script");
+    let ts = TestStore::new();
+    // script(1) gives the command a terminal for stdin; -e passes its exit status on.
+    let cmd = format!(
+        "{} --store '{}' snapshot -",
+        cellar_bin(),
+        ts.path().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("refusing to read a tar stream from a terminal"),
+        "{said}"
+    );
+    assert!(!ts.path().exists(), "a refused snapshot made a store");
+}
+
+#[test]
+fn show_quotes_a_label_value_that_has_spaces() {
+    let ts = TestStore::new();
+    let tar = tar_of(&tree(&ts, 1));
+    let args = [
+        "snapshot",
+        "-",
+        "--label",
+        "owner=ci",
+        "--label",
+        "k=v with space",
+    ];
+    let out = ts.run_stdin(&args, &tar);
+    assert_success(&out, &args);
+    let text = ts.ok(&["show", "default"]);
+    assert!(
+        text.contains("labels:   k=\"v with space\" owner=ci\n"),
+        "{text}"
+    );
+}
