@@ -33,11 +33,8 @@ pub fn run(lease: &ReadLease, args: RestoreArgs) -> anyhow::Result<()> {
     for w in &report.warnings {
         errln!("cellar: warning: {w}");
     }
-    let components: Vec<&[u8]> = path
-        .split(|&b| b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-        .collect();
-    let shown_path = format!("/{}", String::from_utf8_lossy(&components.join(&b'/')));
+    let normal = cellar_store::tree::normalize_path(&path);
+    let shown_path = format!("/{}", String::from_utf8_lossy(&normal));
     errln!(
         "restored {} {} ({}) of {} into {}",
         report.files,
@@ -47,7 +44,7 @@ pub fn run(lease: &ReadLease, args: RestoreArgs) -> anyhow::Result<()> {
             "entries"
         },
         human_bytes(report.bytes),
-        if components.is_empty() {
+        if normal.is_empty() {
             snap.short_id()
         } else {
             format!("{}:{shown_path}", snap.short_id())

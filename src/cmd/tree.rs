@@ -167,12 +167,10 @@ fn collect(
     Ok(())
 }
 
-/// A PATH argument as raw bytes (names need not be UTF-8), without surrounding slashes.
+/// A PATH argument as raw bytes (names need not be UTF-8), normalized (no surrounding or
+/// doubled slashes, no `.` components), since the paths `ls` prints are built on it.
 fn snapshot_path(path: &OsStr) -> Vec<u8> {
-    let b = path.as_bytes();
-    let start = b.iter().position(|&c| c != b'/').unwrap_or(b.len());
-    let end = b.iter().rposition(|&c| c != b'/').map_or(start, |e| e + 1);
-    b[start..end].to_vec()
+    cellar_store::tree::normalize_path(path.as_bytes())
 }
 
 pub fn ls(store: &Store, args: LsArgs) -> anyhow::Result<()> {

@@ -81,11 +81,7 @@ pub fn restore(
 ) -> Result<RestoreReport> {
     let tree = store.tree(snap)?;
     let node = tree.resolve(path)?;
-    let prefix: Vec<u8> = path
-        .split(|&b| b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-        .collect::<Vec<_>>()
-        .join(&b'/');
+    let prefix = crate::tree::normalize_path(path);
 
     let root_fd = open_target(dir, opts.force)?;
     let mut r = Restorer {

@@ -10,4 +10,4 @@ mod vfs;
 pub(crate) use build::TreeBuilder;
 pub use diff::{changed_fields, Change, ChangeKind};
 pub use node::{Content, Kind, Node};
-pub use vfs::Tree;
+pub use vfs::{normalize_path, Tree};

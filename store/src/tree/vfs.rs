@@ -32,6 +32,16 @@ fn show(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
 
+/// A snapshot path as `resolve` reads it: the components without empty and `.` ones, joined
+/// by single slashes, without the leading `/` (`..` is kept, for `resolve` to refuse). Whatever
+/// echoes a user's path prints this, so `/./etc//motd` and `etc/motd` show the same.
+pub fn normalize_path(path: &[u8]) -> Vec<u8> {
+    path.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect::<Vec<_>>()
+        .join(&b'/')
+}
+
 impl<'s> Tree<'s> {
     /// The tree below a root node of this store's.
     pub(crate) fn from_root(store: &'s Store, root: Node) -> Self {

@@ -153,6 +153,52 @@ fn ls_lists_one_directory_or_one_entry() {
     }
 }
 
+/// `.` components and doubled slashes in PATH are ignored, and never echoed: every path `ls`
+/// (plain, `-l`, `-R`, `--json`) and `cat` print is the normalized one from the root.
+#[test]
+fn dot_components_are_not_echoed() {
+    let store = TestStore::new();
+    let id = snapshot_tree(&store, portable_tree, GNU_TAR).id;
+
+    assert_eq!(store.ok(&["ls", &id, "."]), store.ok(&["ls", &id]));
+    assert_eq!(store.ok(&["ls", &id, ".//./"]), store.ok(&["ls", &id]));
+    assert_eq!(
+        store.ok(&["ls", &id, "./etc", "-l"]),
+        store.ok(&["ls", &id, "/etc", "-l"])
+    );
+    assert_eq!(
+        store.ok(&["ls", &id, "-R", "./usr/."]),
+        store.ok(&["ls", &id, "-R", "/usr"])
+    );
+    assert_eq!(store.ok(&["ls", &id, "etc/./hostname"]), "/etc/hostname\n");
+    assert!(store
+        .ok(&["ls", &id, "etc/./hostname", "-l"])
+        .ends_with(" /etc/hostname\n"));
+    let paths: Vec<Value> = ls_json(&store, &[&id, "./etc"])
+        .iter()
+        .map(|e| e["path"].clone())
+        .collect();
+    let want: Vec<Value> = ls_json(&store, &[&id, "/etc"])
+        .iter()
+        .map(|e| e["path"].clone())
+        .collect();
+    assert_eq!(paths, want);
+    assert_eq!(
+        ls_json(&store, &[&id, "./etc//./hostname"])[0]["path"],
+        "/etc/hostname"
+    );
+
+    let out = store.run(&["cat", &id, "./etc/."]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains(" /etc: "), "{}", stderr(&out));
+    let out = store.run(&["cat", &id, "./etc/./tool-link"]);
+    assert!(
+        stderr(&out).contains(" /etc/tool-link "),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// `ls -l` against GNU `ls -lnd` of the extracted tree: mode string, link count (non
 /// directories), numeric owners, size (or device numbers), time, and `-> target`.
 #[test]
