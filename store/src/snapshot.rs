@@ -280,10 +280,16 @@ impl Store {
             });
         }
         let prefix = spec.to_ascii_lowercase();
-        if prefix.len() < MIN_PREFIX || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::NotFound(format!(
-                "no snapshot named {spec:?} (an id prefix needs at least {MIN_PREFIX} hex characters)"
-            )));
+        let hex = !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex || prefix.len() < MIN_PREFIX {
+            // The hint only helps with what would be an id prefix if it were longer: for
+            // anything else ("nosuch", "e0af8573abadXX") it is noise.
+            let hint = if hex {
+                format!(" (an id prefix needs at least {MIN_PREFIX} hex characters)")
+            } else {
+                String::new()
+            };
+            return Err(Error::NotFound(format!("no snapshot named {spec:?}{hint}")));
         }
         // The candidates by id and name only: the one chosen is then read whole (and checked
         // against its id), a damaged row among the others does not hide the ambiguity.

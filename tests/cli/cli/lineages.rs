@@ -181,9 +181,20 @@ fn snap_accepts_ids_prefixes_and_names() {
         assert_eq!(resolves_to(&ts, spec), full, "SNAP {spec:?}");
     }
     assert_eq!(ts.export(&id[..4]), t1);
-    // Too short to be a prefix, or matching nothing: exit 2.
-    fails(&ts, &["show", &id[..3]], 2);
+    // Too short to be a prefix, or matching nothing: exit 2. The hint about prefixes is
+    // there only for what would be a prefix if it were longer.
+    for short in [&id[..1], &id[..3]] {
+        let err = fails(&ts, &["show", short], 2);
+        assert!(err.contains("needs at least 4 hex characters"), "{err}");
+    }
     fails(&ts, &["export", &id[..3]], 2);
+    for not_hex in ["nosuch", "zz", &format!("{id}XX")] {
+        let err = fails(&ts, &["show", not_hex], 2);
+        assert!(
+            err.contains(&format!("no snapshot named {not_hex:?}")) && !err.contains("hex"),
+            "{err}"
+        );
+    }
     let other = if id.starts_with('0') { "1111" } else { "0000" };
     let err = fails(&ts, &["show", other], 2);
     assert!(err.contains(other), "{err}");
