@@ -210,16 +210,19 @@ pub fn cat(lease: &ReadLease, args: CatArgs) -> anyhow::Result<()> {
     let tree = store.tree(&snap)?;
     let path = snapshot_path(&args.path);
     let node = tree.resolve(&path)?;
-    if node.kind == Kind::Symlink {
-        return Err(UsageError(format!(
-            "{} is a symlink to {}",
-            shown(&path),
-            escape_name(&node.link)
-        ))
-        .into());
-    }
-    if node.kind == Kind::Dir {
-        return Err(UsageError(format!("{}: is a directory", shown(&path))).into());
+    // Refused here rather than by `Tree::cat`, which knows only the node's name: the message
+    // names the whole path, in the `PATH: ...` form of the other path errors.
+    match node.kind {
+        Kind::File => {}
+        Kind::Symlink => {
+            return Err(UsageError(format!(
+                "{}: is a symlink to {}",
+                shown(&path),
+                escape_name(&node.link)
+            ))
+            .into())
+        }
+        k => return Err(UsageError(format!("{}: is a {}", shown(&path), k.describe())).into()),
     }
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());

@@ -151,7 +151,7 @@ impl<'a> TreeBuilder<'a> {
                     let path = display(&parents[..=i].join(&b'/'));
                     self.warn(format!(
                         "{path} is a {}, not a directory: members below it are left out",
-                        n.kind.name()
+                        n.kind.describe()
                     ));
                     return Ok(false);
                 }
@@ -253,7 +253,7 @@ impl<'a> TreeBuilder<'a> {
                         "{}: a {} where a non-empty directory stands is left out of the tree, \
                          as GNU tar leaves it out",
                         display(&full),
-                        node.kind.name()
+                        node.kind.describe()
                     ));
                     return Ok(());
                 }

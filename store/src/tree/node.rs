@@ -32,6 +32,7 @@ impl Kind {
         })
     }
 
+    /// The short name `ls --json` gives as `type` (a contract: see the README).
     pub fn name(self) -> &'static str {
         match self {
             Kind::File => "file",
@@ -39,6 +40,18 @@ impl Kind {
             Kind::Symlink => "symlink",
             Kind::Char => "char",
             Kind::Block => "block",
+            Kind::Fifo => "fifo",
+        }
+    }
+
+    /// The kind spelled out, for messages ("/dev/null: is a character device").
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "directory",
+            Kind::Symlink => "symlink",
+            Kind::Char => "character device",
+            Kind::Block => "block device",
             Kind::Fifo => "fifo",
         }
     }

@@ -87,15 +87,15 @@ impl<'s> Tree<'s> {
         {
             if c == b".." {
                 return Err(Error::InvalidArgument(format!(
-                    "{}: '..' is not allowed in snapshot paths",
-                    show(path)
+                    "/{}: '..' is not allowed in snapshot paths",
+                    show(&normalize_path(path))
                 )));
             }
             if !node.is_dir() {
                 return Err(Error::InvalidArgument(format!(
                     "/{}: not a directory (it is a {})",
                     show(&walked),
-                    node.kind.name()
+                    node.kind.describe()
                 )));
             }
             if !walked.is_empty() {
@@ -115,7 +115,7 @@ impl<'s> Tree<'s> {
             k => Err(Error::InvalidArgument(format!(
                 "{} is a {}, not a symlink",
                 show(&node.name),
-                k.name()
+                k.describe()
             ))),
         }
     }
@@ -255,7 +255,7 @@ fn file_content(node: &Node) -> Result<&super::node::Content> {
         (k, _) => Err(Error::InvalidArgument(format!(
             "{} is a {}, not a file",
             show(&node.name),
-            k.name()
+            k.describe()
         ))),
     }
 }

@@ -67,3 +67,44 @@ fn bad_paths_and_snapshots_exit_2() {
     let out = store.run(&["cat", &id]);
     assert_eq!(out.status.code(), Some(2), "cat without a path");
 }
+
+/// Every path error names the whole path from the root, in one form (`PATH: ...`), with the
+/// kind spelled out.
+#[test]
+fn path_errors_name_the_whole_path_and_the_kind() {
+    let store = TestStore::new();
+    let id = snapshot_tree(&store, varied_tree, GNU_TAR).id;
+    let cases: &[(&[&str], &str)] = &[
+        (&["cat", "/dev/null"], "/dev/null: is a character device"),
+        (&["cat", "dev/loop9"], "/dev/loop9: is a block device"),
+        (&["cat", "/dev/fifo"], "/dev/fifo: is a fifo"),
+        (
+            &["cat", "/etc/tool-link"],
+            "/etc/tool-link: is a symlink to ../usr/bin/tool",
+        ),
+        (&["cat", "/etc/"], "/etc: is a directory"),
+        (
+            &["ls", "/etc/.."],
+            "/etc/..: '..' is not allowed in snapshot paths",
+        ),
+        (
+            &["ls", "etc/../x"],
+            "/etc/../x: '..' is not allowed in snapshot paths",
+        ),
+        (
+            &["ls", "/dev/null/x"],
+            "/dev/null: not a directory (it is a character device)",
+        ),
+    ];
+    for (args, message) in cases {
+        let argv = [&[args[0], id.as_str()][..], &args[1..]].concat();
+        let out = store.run(&argv);
+        let what = argv.join(" ");
+        assert_usage_error(&out, &what, &[]);
+        assert_eq!(
+            stderr(&out),
+            format!("cellar: error: {message}\n"),
+            "{what}"
+        );
+    }
+}

@@ -193,7 +193,7 @@ fn dot_components_are_not_echoed() {
     assert!(stderr(&out).contains(" /etc: "), "{}", stderr(&out));
     let out = store.run(&["cat", &id, "./etc/./tool-link"]);
     assert!(
-        stderr(&out).contains(" /etc/tool-link "),
+        stderr(&out).contains(" /etc/tool-link:"),
         "{}",
         stderr(&out)
     );
