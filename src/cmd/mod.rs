@@ -75,6 +75,24 @@ fn reading(
     f(&lease)
 }
 
+/// Why `path` is not a directory to work in (following symlinks, as opening it does), or None
+/// if it is one: "not a directory" alone would be wrong for a path that does not exist.
+fn not_a_dir(path: &Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => None,
+        Ok(_) => Some("not a directory".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(
+            if path.symlink_metadata().is_ok() {
+                "is a symlink to a path that does not exist"
+            } else {
+                "does not exist"
+            }
+            .into(),
+        ),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
 /// `$XDG_DATA_HOME/cellar`, else `~/.local/share/cellar`.
 fn default_store() -> anyhow::Result<PathBuf> {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {

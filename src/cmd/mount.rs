@@ -27,8 +27,8 @@ const READY_FD: &str = "CELLAR_MOUNT_READY_FD";
 const THREADS: usize = 4;
 
 pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
-    if !args.mountpoint.is_dir() {
-        return Err(UsageError(format!("{}: not a directory", args.mountpoint.display())).into());
+    if let Some(why) = super::not_a_dir(&args.mountpoint) {
+        return Err(UsageError(format!("{}: {why}", args.mountpoint.display())).into());
     }
     // Mounting there would hide what is mounted, not replace it, and succeed silently.
     if is_mount_point(&args.mountpoint)? {

@@ -50,6 +50,14 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
         )
         .into());
     }
+    // Reading a directory as a tar file would fail only once the store is open, with EISDIR.
+    if let Some(source) = args.source.as_ref().filter(|s| s.is_dir()) {
+        return Err(UsageError(format!(
+            "{src} is a directory, not a tar stream; to snapshot a directory use --dir {src}",
+            src = source.display()
+        ))
+        .into());
+    }
     let store = Store::create(root)?;
     let mut opts = IngestOptions::new(&args.name);
     opts.labels = args.labels.iter().cloned().collect();
@@ -105,8 +113,8 @@ fn snapshot_dir(
     opts: IngestOptions,
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<IngestReport> {
-    if !dir.is_dir() {
-        return Err(UsageError(format!("--dir {}: not a directory", dir.display())).into());
+    if let Some(why) = super::not_a_dir(dir) {
+        return Err(UsageError(format!("--dir {}: {why}", dir.display())).into());
     }
     let dir_opts = DirOptions {
         excludes: args.exclude.clone(),

@@ -199,12 +199,22 @@ fn excludes_and_bad_directories() {
     );
     assert!(listing.contains("/usr/bin/tool\n"), "{listing}");
 
-    let out = store.run(&[
-        "snapshot",
-        "--dir",
-        store.scratch("missing").to_str().unwrap(),
-    ]);
+    let missing = store.scratch("missing");
+    let out = store.run(&["snapshot", "--dir", missing.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("--dir {}: does not exist", missing.display())),
+        "{}",
+        stderr(&out)
+    );
+    // A directory as SOURCE: refused up front, pointing at --dir.
+    let out = store.run(&["snapshot", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("use --dir {}", src.display())),
+        "{}",
+        stderr(&out)
+    );
     let out = store.run(&["snapshot", "--exclude", "x", "-"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }

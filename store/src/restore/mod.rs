@@ -123,11 +123,27 @@ pub fn restore(
 /// component, and check it is empty unless `force`.
 fn open_target(dir: &Path, force: bool) -> Result<OwnedFd> {
     let shown = dir.display();
+    // What was being done, since a bare "No such file or directory" does not say.
+    let failed = |doing: &str, e: io::Error| {
+        Error::io(
+            dir,
+            io::Error::new(e.kind(), format!("{doing} the restore directory: {e}")),
+        )
+    };
+    let symlink = || {
+        Error::InvalidArgument(format!(
+            "{shown} is a symlink, and DIR must not be one: restore into the directory it \
+             points to"
+        ))
+    };
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|e| failed("creating", e))?;
         }
-        Err(e) => return Err(Error::io(dir, e)),
+        Err(e) => return Err(failed("looking up", e)),
+        // Said before opening: `open_dir` of a symlink (even to a directory) fails with
+        // ENOTDIR, which would call it "not a directory".
+        Ok(m) if m.file_type().is_symlink() => return Err(symlink()),
         Ok(_) => {}
     }
     let c = CString::new(dir.as_os_str().as_bytes())
@@ -136,17 +152,15 @@ fn open_target(dir: &Path, force: bool) -> Result<OwnedFd> {
         Ok(fd) => fd,
         Err(e) => {
             return Err(match e.raw_os_error() {
-                Some(libc::ELOOP) => Error::InvalidArgument(format!(
-                    "{shown} is a symlink; restore into the directory it points to"
-                )),
+                Some(libc::ELOOP) => symlink(),
                 Some(libc::ENOTDIR) => {
                     Error::InvalidArgument(format!("{shown} is not a directory"))
                 }
-                _ => Error::io(dir, e),
+                _ => failed("opening", e),
             })
         }
     };
-    if !force && !fs::is_empty(fd.as_fd()).map_err(|e| Error::io(dir, e))? {
+    if !force && !fs::is_empty(fd.as_fd()).map_err(|e| failed("reading", e))? {
         return Err(Error::InvalidArgument(format!(
             "{shown} is not empty (use --force to restore into it anyway)"
         )));

@@ -186,12 +186,12 @@ fn bad_snapshot_or_mount_point_exits_2() {
         ),
         (
             vec!["mount", &missing, &id, "--daemon"],
-            "no-such-dir",
+            "no-such-dir: does not exist",
             "a missing MOUNTPOINT, --daemon",
         ),
         (
             vec!["mount", &missing],
-            "no-such-dir",
+            "no-such-dir: does not exist",
             "a missing MOUNTPOINT",
         ),
     ];

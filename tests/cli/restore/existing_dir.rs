@@ -57,22 +57,40 @@ fn a_non_empty_dir_is_refused_without_force_and_reused_with_it() {
     assert_rsync_same_with(&out, &ex, "--force twice", &past_mine);
     assert_eq!(fs::read(out.join("mine.txt")).unwrap(), b"keep me\n");
 
-    // DIR itself a symlink: refused (exit 2); a file: refused.
+    // DIR itself a symlink (even to an empty directory): refused (exit 2), saying so; a
+    // file: refused as not a directory.
     let link = store.scratch("dirlink");
     let target = store.scratch("dirlink-target");
     fs::create_dir(&target).unwrap();
     symlink(&target, &link).unwrap();
-    for dir in [&link, &out.join("etc/hostname")] {
-        let r = restore(&store, &[&id, s(dir), "--force"]);
-        assert_eq!(
-            r.status.code(),
-            Some(2),
-            "{}: {}",
-            dir.display(),
-            stderr(&r)
-        );
+    let file = out.join("etc/hostname");
+    for (dir, force, says) in [
+        (&link, true, "dirlink is a symlink, and DIR must not be one"),
+        (
+            &link,
+            false,
+            "dirlink is a symlink, and DIR must not be one",
+        ),
+        (&file, true, "hostname is not a directory"),
+    ] {
+        let mut args = vec![id.as_str(), s(dir)];
+        if force {
+            args.push("--force");
+        }
+        let r = restore(&store, &args);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {}", stderr(&r));
+        assert!(stderr(&r).contains(says), "{args:?}: {}", stderr(&r));
     }
     assert_eq!(fs::read_dir(&target).unwrap().count(), 0);
+
+    // A DIR that cannot be created: the error says what restore was doing (exit 1).
+    let r = restore(&store, &[&id, "/proc/nope/x"]);
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("/proc/nope/x: creating the restore directory: "),
+        "{}",
+        stderr(&r)
+    );
 }
 
 #[test]
