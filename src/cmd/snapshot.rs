@@ -50,6 +50,11 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
         )
         .into());
     }
+    // Bad arguments are refused before the store is opened (or made).
+    if let Some(why) = args.dir.as_deref().and_then(super::not_a_dir) {
+        let dir = args.dir.as_deref().unwrap_or(Path::new(""));
+        return Err(UsageError(format!("--dir {}: {why}", dir.display())).into());
+    }
     // Reading a directory as a tar file would fail only once the store is open, with EISDIR.
     if let Some(source) = args.source.as_ref().filter(|s| s.is_dir()) {
         return Err(UsageError(format!(
@@ -113,9 +118,6 @@ fn snapshot_dir(
     opts: IngestOptions,
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<IngestReport> {
-    if let Some(why) = super::not_a_dir(dir) {
-        return Err(UsageError(format!("--dir {}: {why}", dir.display())).into());
-    }
     let dir_opts = DirOptions {
         excludes: args.exclude.clone(),
         one_file_system: args.one_file_system,

@@ -207,6 +207,11 @@ fn excludes_and_bad_directories() {
         "{}",
         stderr(&out)
     );
+    // Refused before a store is made.
+    let fresh = store.scratch("fresh-store");
+    let out = cellar_at(&fresh, &["snapshot", "--dir", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!fresh.exists(), "a refused snapshot made a store");
     // A directory as SOURCE: refused up front, pointing at --dir.
     let out = store.run(&["snapshot", src.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

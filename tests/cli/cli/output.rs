@@ -346,7 +346,10 @@ fn an_empty_cellar_store_is_unset() {
         .unwrap();
     // The default store is used (there is none there yet), not an empty --store.
     let err = stderr(&out);
-    assert!(err.contains("no store at") && err.contains("xdg/cellar"), "{err}");
+    assert!(
+        err.contains("no store at") && err.contains("xdg/cellar"),
+        "{err}"
+    );
     assert!(!err.contains("--store"), "{err}");
 }
 
