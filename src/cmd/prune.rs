@@ -71,7 +71,12 @@ pub fn prune(store: &Store, args: PruneArgs) -> anyhow::Result<()> {
     if let Some(name) = &args.name {
         cellar_store::validate_name(name)?;
     }
-    let decisions = apply_policy(&policy, store.list(args.name.as_deref())?)?;
+    let snaps = store.list(args.name.as_deref())?;
+    if let (Some(name), true) = (&args.name, snaps.is_empty()) {
+        // A typo forgets nothing either way, but should not look like a prune that ran.
+        errln!("cellar: no snapshots named {name}");
+    }
+    let decisions = apply_policy(&policy, snaps)?;
     let mut report = PruneReport {
         dry_run: args.dry_run,
         keep: Vec::new(),
@@ -119,6 +124,8 @@ pub fn prune(store: &Store, args: PruneArgs) -> anyhow::Result<()> {
         report.drop.len(),
         if args.dry_run {
             "would be forgotten (dry run)"
+        } else if report.drop.is_empty() {
+            "forgotten"
         } else {
             "forgotten; run `cellar gc` to reclaim space"
         }
