@@ -200,7 +200,10 @@ pub struct DiffArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(group(ArgGroup::new("input").required(true).args(["source", "command", "dir"])))]
+#[command(
+    group(ArgGroup::new("input").required(true).args(["source", "command", "dir"])),
+    override_usage = "cellar snapshot [OPTIONS] <SOURCE | -- CMD [ARGS]... | --dir DIR>"
+)]
 pub struct SnapshotArgs {
     /// Lineage name: lowercase [a-z0-9][a-z0-9._-]*
     #[arg(long, default_value = cellar_store::DEFAULT_NAME)]
