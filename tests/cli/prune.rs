@@ -98,7 +98,10 @@ fn prune_keeps_by_policy_per_lineage() {
     assert_eq!(out.status.code(), Some(0));
     let err = stderr(&out);
     assert!(err.contains("no snapshots named nosuch"), "{err}");
-    assert!(err.contains("0 kept, 0 forgotten") && !err.contains("gc"), "{err}");
+    assert!(
+        err.contains("0 kept, 0 forgotten") && !err.contains("gc"),
+        "{err}"
+    );
 
     // For real: the newest of each lineage by --keep-last 1 --keep-daily 1.
     store.ok(&["prune", "--keep-last", "1", "--keep-daily", "1"]);

@@ -228,3 +228,79 @@ fn diff_lists_what_changed_between_extractions() {
     let b2 = store.snapshot_bytes(&stream_b, "other");
     assert_eq!(store.ok(&["diff", &b, &b2]), "");
 }
+
+/// One file stored sparse (cellar's `--dir`, GNU sparse 1.0) and dense (GNU tar without -S):
+/// the same bytes, so no content change; a real change inside it still shows.
+#[test]
+fn the_same_bytes_stored_sparse_and_dense_are_not_a_content_change() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    std::fs::create_dir(&root).unwrap();
+    let file = root.join("disk.img");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&file).unwrap();
+        f.set_len(4 << 20).unwrap();
+        f.write_all_at(b"data in the middle", 2 << 20).unwrap();
+    }
+    set_mtime(&file, 1_600_000_000);
+    let sparse = store.ok(&[
+        "snapshot",
+        "--name",
+        "sparse",
+        "--dir",
+        root.to_str().unwrap(),
+    ]);
+    let dense = tar_stream(&[
+        "tar",
+        "--format=posix",
+        "-cf",
+        "-",
+        "-C",
+        root.to_str().unwrap(),
+        ".",
+    ]);
+    let dense = store.snapshot_bytes(&dense, "dense");
+    let changed = store.json(&["diff", sparse.trim(), &dense, "--json"]);
+    let img = changed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == "/disk.img");
+    assert!(
+        img.is_none_or(|c| !c["fields"].as_array().unwrap().contains(&json!("content"))),
+        "{changed}"
+    );
+
+    // One byte changed (size and mtime kept): that is a content change.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.write_all_at(b"D", 2 << 20).unwrap();
+    }
+    set_mtime(&file, 1_600_000_000);
+    let edited = tar_stream(&[
+        "tar",
+        "--format=posix",
+        "-cf",
+        "-",
+        "-C",
+        root.to_str().unwrap(),
+        ".",
+    ]);
+    let edited = store.snapshot_bytes(&edited, "edited");
+    let changed = store.json(&["diff", sparse.trim(), &edited, "--json"]);
+    let img = changed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == "/disk.img")
+        .expect("disk.img changed");
+    assert!(
+        img["fields"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("content")),
+        "{changed}"
+    );
+}
