@@ -268,7 +268,7 @@ pub struct ExportArgs {
     /// The image's tag (oci, docker-archive)
     #[arg(long, value_name = "T", default_value = "latest")]
     pub tag: String,
-    /// With an image format: report the image as JSON on stdout (else its manifest digest)
+    /// Report as JSON on stdout (needs -o): the image, or for tar the stream's size and sha256
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

@@ -21,9 +21,25 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
     };
     opts.settings.validate()?;
     validate_tag(&args.tag)?;
+    let to_stdout = args.output.as_deref().is_none_or(|p| p == Path::new("-"));
+    if to_stdout && args.json && args.format != ExportFormat::Oci {
+        return Err(
+            UsageError("--json needs -o FILE: stdout carries what is exported".into()).into(),
+        );
+    }
     match args.format {
         ExportFormat::Tar => {
-            to_file_or_stdout(args.output.as_deref(), |out| store.export(&snap, out))
+            to_file_or_stdout(args.output.as_deref(), |out| store.export(&snap, out))?;
+            if args.json {
+                print_json(&serde_json::json!({
+                    "snapshot": snap.id.hex(),
+                    "name": snap.name,
+                    "size": snap.stream_len,
+                    "sha256": snap.stream_sha256,
+                    "output": args.output,
+                }))?;
+            }
+            Ok(())
         }
         ExportFormat::DockerArchive => {
             let image = lease.image(&snap, &opts)?;
@@ -32,10 +48,10 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
                 store.write_docker_archive(&image, &repo_tag, out)
             })?;
             // With the archive on stdout there is no room for a report.
-            match args.output {
-                Some(_) => report(&snap, &args.tag, &image, args.json),
-                None => Ok(()),
+            if to_stdout {
+                return Ok(());
             }
+            report(&snap, &args.tag, &image, args.json)
         }
         ExportFormat::Oci => {
             let dir = args

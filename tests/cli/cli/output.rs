@@ -102,6 +102,17 @@ fn export_is_the_exact_stream_from_stdin_or_file() {
     assert_success(&out, &args);
     assert!(out.stdout == tar);
     assert!(!cwd.join("-").exists());
+    // --json reports the file written; with the stream on stdout there is no room for it.
+    let report = ts.json(&["export", from_file, "-o", dest.to_str().unwrap(), "--json"]);
+    assert_eq!(report["sha256"], sha256_hex(&tar));
+    assert_eq!(report["size"], tar.len());
+    assert_eq!(report["output"], dest.to_str().unwrap());
+    for args in [
+        &["export", from_file, "--json"][..],
+        &["export", from_file, "-o", "-", "--json"],
+    ] {
+        assert_eq!(ts.run(args).status.code(), Some(2), "{args:?}");
+    }
 }
 
 /// The process's umask.
