@@ -51,8 +51,11 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
         .into());
     }
     // Bad arguments are refused before the store is opened (or made).
-    if let Some(why) = args.dir.as_deref().and_then(super::not_a_dir) {
-        let dir = args.dir.as_deref().unwrap_or(Path::new(""));
+    if let Some((dir, why)) = args
+        .dir
+        .as_deref()
+        .and_then(|d| Some((d, super::not_a_dir(d)?)))
+    {
         return Err(UsageError(format!("--dir {}: {why}", dir.display())).into());
     }
     // Reading a directory as a tar file would fail only once the store is open, with EISDIR.
@@ -270,8 +273,8 @@ impl SourceCommand {
         }
     }
 
-    /// The command's exit status, if it ends within `wait` (it closed its stdout, so it is
-    /// usually on its way out).
+    /// The command's exit status, if it ends within `wait`. Usually it has closed its stdout
+    /// and is on its way out; one still writing into the pipe nobody reads now is not.
     fn exited_within(&mut self, wait: Duration) -> Option<ExitStatus> {
         let start = Instant::now();
         loop {
