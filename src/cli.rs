@@ -86,6 +86,10 @@ pub struct VerifyArgs {
 
 #[derive(Args, Debug)]
 pub struct RepairIndexArgs {
+    /// Replace a readable index even when damaged packs had to be skipped (the rebuilt one
+    /// then lacks what only they hold)
+    #[arg(long)]
+    pub force: bool,
     /// Print the result as one JSON document on stdout
     #[arg(long)]
     pub json: bool,

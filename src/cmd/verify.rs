@@ -240,7 +240,7 @@ struct RepairJson {
 }
 
 pub fn repair_index(root: &Path, args: RepairIndexArgs) -> anyhow::Result<()> {
-    let report = cellar_store::repair_index(root, &|msg| errln!("cellar: {msg}"))?;
+    let report = cellar_store::repair_index(root, args.force, &|msg| errln!("cellar: {msg}"))?;
     for w in &report.warnings {
         errln!("cellar: warning: {w}");
     }
@@ -254,7 +254,7 @@ pub fn repair_index(root: &Path, args: RepairIndexArgs) -> anyhow::Result<()> {
     let check = Store::open(root)?.verify(false)?;
     if args.json {
         crate::output::print_json(&RepairJson {
-            moved,
+            moved: moved.clone(),
             packs: report.packs,
             skipped_packs: report.skipped_packs,
             records: report.frames,
@@ -291,8 +291,11 @@ pub fn repair_index(root: &Path, args: RepairIndexArgs) -> anyhow::Result<()> {
     }
     if !check.ok() {
         bail!(
-            "the rebuilt index has {} problem(s); see above (the old index is kept)",
-            check.problems.len()
+            "the rebuilt index has {} problem(s); see above (the old index is kept as {})",
+            check.problems.len(),
+            moved
+                .first()
+                .map_or("nothing: there was none", String::as_str)
         );
     }
     if report.skipped_packs > 0 {

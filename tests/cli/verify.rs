@@ -327,3 +327,38 @@ fn repair_index_replaces_a_damaged_index() {
     assert_eq!(f.store.snapshot_count(), 3);
     f.store.ok(&["verify", "--data"]);
 }
+
+/// A damaged pack is no reason to rebuild a readable index: the rebuilt one would lose every
+/// snapshot the pack holds, undamaged files and all. repair-index refuses, changing nothing,
+/// unless told --force.
+#[test]
+fn repair_index_keeps_a_readable_index_when_a_pack_is_damaged() {
+    let f = fixture();
+    let mut bytes = std::fs::read(&f.db_pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&f.db_pack, bytes).unwrap();
+    let before = list_json(&f.store);
+
+    let out = f.store.run(&["repair-index"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    for want in ["1 pack(s) could not be read", "left as it is", "--force"] {
+        assert!(err.contains(want), "{want:?} not in {err}");
+    }
+    assert_eq!(list_json(&f.store), before, "the index was replaced");
+    let moved_aside = std::fs::read_dir(f.store.path())
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains("broken"));
+    assert!(!moved_aside, "the index was moved aside");
+    assert!(f.store.export(&f.vm) == f.vm_stream);
+
+    // --force: the rebuilt index, without the damaged pack's snapshot; the old one kept aside.
+    let out = f.store.run(&["repair-index", "--force", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["skipped_packs"], 1, "{report}");
+    assert_eq!(report["moved"].as_array().unwrap().len(), 3, "{report}");
+    assert!(f.store.export(&f.vm) == f.vm_stream);
+}

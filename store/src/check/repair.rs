@@ -74,7 +74,11 @@ struct PackContents {
 /// Rebuild `root/cellar.db` from the pack files under `root/packs`. Runs under the store's
 /// commit lock; refuses while another process is in the middle of an ingest, or reading
 /// through the index it replaces.
-pub fn repair_index(root: &Path, on_wait: &dyn Fn(&str)) -> Result<RepairReport> {
+///
+/// When packs had to be skipped, the rebuilt index lacks what only they hold; it replaces a
+/// readable index (one SQLite finds no damage in) only with `force`, since that index still
+/// reaches everything the damage spares.
+pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<RepairReport> {
     if !root.join(layout::PACKS_DIR).is_dir() {
         return Err(Error::NoStore(root.to_path_buf()));
     }
@@ -105,6 +109,18 @@ pub fn repair_index(root: &Path, on_wait: &dyn Fn(&str)) -> Result<RepairReport>
     for f in &sidecars(&tmp)[1..] {
         let _ = fs::remove_file(f);
     }
+    if report.skipped_packs > 0 && !force && readable_index(root) {
+        let _ = fs::remove_file(&tmp);
+        let why: Vec<&str> = report.warnings.iter().map(String::as_str).take(3).collect();
+        return Err(Error::Refused(format!(
+            "{} pack(s) could not be read ({}), so a rebuilt index would lose what only they \
+             hold; the current index is readable and was left as it is. `cellar verify --data` \
+             names what the damage hurts; `cellar repair-index --force` replaces the index \
+             anyway",
+            report.skipped_packs,
+            why.join("; ")
+        )));
+    }
     // An ingest that started meanwhile has the old index open and would commit into it once
     // the lock is free: check again, just before the swap.
     if let Err(e) = refuse_if_busy(root).and_then(|()| refuse_if_read(root)) {
@@ -116,6 +132,14 @@ pub fn repair_index(root: &Path, on_wait: &dyn Fn(&str)) -> Result<RepairReport>
     fs::rename(&tmp, &db).at(&db)?;
     layout::sync_dir(root)?;
     Ok(report)
+}
+
+/// Whether `root` has an index SQLite can open and finds no damage in.
+fn readable_index(root: &Path) -> bool {
+    root.join(layout::DB_FILE).is_file()
+        && Store::open(root)
+            .and_then(|s| s.db().integrity_problems(1))
+            .is_ok_and(|problems| problems.is_empty())
 }
 
 fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
