@@ -35,6 +35,15 @@ impl ApiError {
         )
     }
 
+    /// A reference that is a digest in form but not a valid one (`sha256:xyz`).
+    pub fn digest_invalid(what: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            format!("invalid digest {what:?}"),
+        )
+    }
+
     pub fn blob_unknown(digest: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

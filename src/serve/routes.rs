@@ -132,7 +132,7 @@ async fn manifest(
     let (digest, bytes) = blocking(&shared, move |s| {
         if reference.starts_with("sha256:") {
             let digest =
-                Digest::parse(&reference).map_err(|_| ApiError::manifest_unknown(&reference))?;
+                Digest::parse(&reference).map_err(|_| ApiError::digest_invalid(&reference))?;
             return match s.store.find_blob(&digest)? {
                 Some(Blob::Small { media_type, bytes }) if media_type == MANIFEST_MEDIA_TYPE => {
                     Ok((digest, bytes))
@@ -190,7 +190,7 @@ async fn blob(
     State(shared): State<Arc<Shared>>,
     Path((name, digest)): Path<(String, String)>,
 ) -> ApiResult {
-    let digest = Digest::parse(&digest).map_err(|_| ApiError::blob_unknown(&digest))?;
+    let digest = Digest::parse(&digest).map_err(|_| ApiError::digest_invalid(&digest))?;
     let found = {
         let digest = digest.clone();
         blocking(&shared, move |s| {

@@ -122,6 +122,9 @@ fn distribution_api_answers_as_the_spec_says() {
             404,
             "BLOB_UNKNOWN",
         ),
+        ("/v2/vm/manifests/sha256:xyz", 400, "DIGEST_INVALID"),
+        ("/v2/vm/blobs/sha256:xyz", 400, "DIGEST_INVALID"),
+        ("/v2/vm/blobs/nodigest", 400, "DIGEST_INVALID"),
     ] {
         let r = http_get(addr, path, &accept);
         assert_eq!(r.status, status, "{path}");
