@@ -144,13 +144,14 @@ fn to_file_or_stdout(
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     // Named for its file, so a leftover (the machine went down) says what it was; mode
     // 0666 less the umask, as any other new file.
+    let held = crate::signals::hold_interrupts();
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".cellar-tmp")
         .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
         .with_context(|| format!("creating a file in {}", dir.display()))?;
-    crate::signals::remove_on_interrupt(tmp.path().to_path_buf());
+    crate::signals::remove_on_interrupt(held, tmp.path().to_path_buf());
     let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
     write(&mut out)?;
     out.flush()?;
