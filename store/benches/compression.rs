@@ -1,5 +1,5 @@
-//! zstd frames as the pack writer stores them: chunks grouped into ~1 MiB frames, compressed
-//! at level 3 with one reused context per worker; and decompressing them back (every read).
+//! zstd frames as the pack writer stores them: chunks grouped into ~2 MiB frames, compressed
+//! with the writer's settings and one reused context per worker; and decompressing them back (every read).
 //! Throughput is raw (uncompressed) bytes.
 
 mod common;
@@ -12,7 +12,7 @@ fn compression(c: &mut Criterion) {
     for (name, data) in [("mixed", common::mixed()), (label.as_str(), &tar[..])] {
         let frames = common::frames(data);
         let raw: usize = frames.iter().map(Vec::len).sum();
-        let mut zstd = zstd::bulk::Compressor::new(common::ZSTD_LEVEL).expect("zstd");
+        let mut zstd = cellar_store::pack::compress::frame_compressor().expect("zstd");
         let compressed: Vec<Vec<u8>> = frames
             .iter()
             .map(|f| zstd.compress(f).expect("compress"))
@@ -24,7 +24,7 @@ fn compression(c: &mut Criterion) {
             raw as f64 / stored as f64
         );
         g.throughput(Throughput::Bytes(raw as u64));
-        g.bench_function(format!("zstd-3 compress/{name}"), |b| {
+        g.bench_function(format!("zstd compress/{name}"), |b| {
             b.iter(|| {
                 let mut n = 0;
                 for f in &frames {

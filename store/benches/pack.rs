@@ -13,10 +13,10 @@ use cellar_store::pack::{scan, ChunkKind, Codec, PackWriter, RecordHeader, Recor
 use cellar_store::ChunkId;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-/// Records for `data`: its chunks in ~1 MiB frames, compressed at level 3 unless that does not
+/// Records for `data`: its chunks in ~2 MiB frames, compressed as the writer does unless that does not
 /// shrink them, exactly as the compression workers build them.
 fn records(data: &[u8]) -> Vec<(RecordHeader, Vec<u8>)> {
-    let mut zstd = zstd::bulk::Compressor::new(common::ZSTD_LEVEL).expect("zstd");
+    let mut zstd = cellar_store::pack::compress::frame_compressor().expect("zstd");
     let mut out = Vec::new();
     let mut entries = Vec::new();
     let mut raw = Vec::new();

@@ -1,10 +1,13 @@
 //! The cache of decoded frames: an LRU keyed by where a frame is stored, in which a frame
 //! being decoded already has its slot, so a second reader of it (the export's read-ahead
-//! and its replay, two FUSE threads) waits for that decode instead of doing it again.
-//! Buffers of frames that leave the cache are decoded into again: a fresh 1 MiB buffer
-//! costs as much in page faults as a sixth of its decompression.
+//! and its replay, two FUSE threads) waits for that decode instead of doing it again. It is
+//! bounded by decoded bytes, not by frames: a store holds frames of different sizes (1 MiB
+//! from older writers, 2 MiB now, small metadata frames).
+//! Buffers of frames that leave the cache are decoded into again: a fresh buffer costs as
+//! much in page faults as a sixth of its decompression.
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
@@ -17,21 +20,32 @@ pub(crate) type FrameKey = (PackId, u64);
 
 /// Spare buffers kept for decoding into.
 const SPARE: usize = 4;
+/// Most frames kept, however small they are.
+const MAX_FRAMES: usize = 1024;
 
 /// One frame's place in the cache: empty until its first reader has decoded it. That reader
 /// holds the lock while decoding; a failed decode leaves it empty for the next to try.
+/// `len` is the decoded length once there is one, readable without that lock.
 #[derive(Default)]
-struct Slot(Mutex<Option<Arc<Vec<u8>>>>);
+struct Slot {
+    frame: Mutex<Option<Arc<Vec<u8>>>>,
+    len: AtomicUsize,
+}
 
 pub(crate) struct Frames {
     slots: Mutex<LruCache<FrameKey, Arc<Slot>>>,
+    /// Decoded bytes kept, at most (but always the frame just decoded).
+    budget: usize,
     spare: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Frames {
-    pub(crate) fn new(capacity: NonZeroUsize) -> Self {
+    pub(crate) fn new(budget: usize) -> Self {
         Frames {
-            slots: Mutex::new(LruCache::new(capacity)),
+            slots: Mutex::new(LruCache::new(
+                NonZeroUsize::new(MAX_FRAMES).expect("nonzero"),
+            )),
+            budget,
             spare: Mutex::new(Vec::new()),
         }
     }
@@ -56,7 +70,7 @@ impl Frames {
                 }
             }
         };
-        let mut decoded = slot.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut decoded = slot.frame.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(frame) = &*decoded {
             return Ok((frame.clone(), false));
         }
@@ -67,8 +81,29 @@ impl Frames {
             .pop()
             .unwrap_or_default();
         let frame = Arc::new(decode(buf)?);
+        slot.len.store(frame.len(), Ordering::Relaxed);
         *decoded = Some(frame.clone());
+        drop(decoded);
+        self.trim();
         Ok((frame, true))
+    }
+
+    /// Evict least recently used frames until the decoded bytes fit the budget. Only the
+    /// slots lock is taken (never a slot's own, which a decoding reader holds while it waits
+    /// for this one), and the sum is over at most `MAX_FRAMES` counters.
+    fn trim(&self) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept: usize = slots
+            .iter()
+            .map(|(_, s)| s.len.load(Ordering::Relaxed))
+            .sum();
+        while kept > self.budget && slots.len() > 1 {
+            let Some((_, evicted)) = slots.pop_lru() else {
+                break;
+            };
+            kept -= evicted.len.load(Ordering::Relaxed);
+            self.recycle(evicted);
+        }
     }
 
     /// Keep an evicted frame's buffer for the next decode, unless something still reads it.
@@ -77,7 +112,7 @@ impl Frames {
             return;
         };
         let Some(Ok(mut buf)) = slot
-            .0
+            .frame
             .into_inner()
             .unwrap_or_else(|e| e.into_inner())
             .map(Arc::try_unwrap)
@@ -89,5 +124,47 @@ impl Frames {
             buf.clear();
             spare.push(buf);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> FrameKey {
+        (PackId([n; 32]), u64::from(n))
+    }
+
+    /// Decode `n` as a frame of `len` bytes; says whether the decode ran.
+    fn get(frames: &Frames, n: u8, len: usize) -> bool {
+        let (frame, decoded) = frames
+            .get_or_decode(key(n), |mut buf| {
+                buf.resize(len, n);
+                Ok(buf)
+            })
+            .unwrap();
+        assert_eq!(frame.len(), len);
+        decoded
+    }
+
+    #[test]
+    fn the_budget_is_in_decoded_bytes() {
+        let frames = Frames::new(10);
+        for n in 1..=4 {
+            assert!(get(&frames, n, 4));
+        }
+        // 4 + 4 fit in 10 bytes; the older two were evicted.
+        assert!(!get(&frames, 4, 4));
+        assert!(!get(&frames, 3, 4));
+        assert!(get(&frames, 1, 4));
+        // Small frames: more of them fit.
+        for n in 10..15 {
+            assert!(get(&frames, n, 2));
+        }
+        assert!(!get(&frames, 10, 2));
+        // A frame over the budget is still kept, alone.
+        assert!(get(&frames, 20, 100));
+        assert!(!get(&frames, 20, 100));
+        assert!(get(&frames, 14, 2));
     }
 }

@@ -19,8 +19,9 @@ use crate::object::{Object, ObjectSource};
 use crate::pack::Codec;
 use crate::tree::Node;
 
-/// Decoded frames kept for reuse (each up to about 1 MiB).
-const FRAME_CACHE: usize = 32;
+/// Decoded frame bytes kept for reuse: 16 frames as ingest writes them now (about 2 MiB each,
+/// `pack::compress::FRAME_TARGET`), 32 of the 1 MiB frames written before.
+const FRAME_CACHE: usize = 32 << 20;
 const OPEN_PACKS: usize = 64;
 /// Decoded directory records kept for reuse.
 const DIR_CACHE: usize = 1024;
@@ -98,7 +99,7 @@ impl Store {
         Ok(Store {
             root: root.to_path_buf(),
             db: Mutex::new(db),
-            frames: Frames::new(NonZeroUsize::new(FRAME_CACHE).expect("nonzero")),
+            frames: Frames::new(FRAME_CACHE),
             packs: Mutex::new(LruCache::new(
                 NonZeroUsize::new(OPEN_PACKS).expect("nonzero"),
             )),

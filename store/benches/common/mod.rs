@@ -18,10 +18,8 @@ use cellar_store::{Chunker, IngestOptions, Snapshot, Store};
 use criterion::Criterion;
 
 pub const MIXED_LEN: usize = 32 << 20;
-/// Ingest compresses new chunks together in frames of about this many raw bytes
-/// (`FRAME_TARGET` in the sink), at zstd level 3 (`ZSTD_LEVEL` in the workers).
-pub const FRAME_TARGET: usize = 1 << 20;
-pub const ZSTD_LEVEL: i32 = 3;
+/// Ingest compresses new chunks together in frames of about this many raw bytes.
+pub use cellar_store::pack::compress::FRAME_TARGET;
 
 /// Short runs: the inputs are tens of MiB, so a handful of samples is already stable.
 pub fn criterion() -> Criterion {

@@ -11,6 +11,7 @@ use rusqlite::params;
 use crate::error::{Error, IoContext, Result};
 use crate::ids::{ChunkId, PackId};
 use crate::layout;
+use crate::pack::compress::frame_compressor;
 use crate::pack::format::{Entry, PACK_HEADER_LEN};
 use crate::pack::{Codec, PackWriter, RecordHeader, RecordKind};
 use crate::store::Store;
@@ -247,7 +248,9 @@ fn rewrite(file: &fs::File, c: &Carry) -> Result<(RecordHeader, Vec<u8>, Vec<Mov
         out.extend_from_slice(bytes);
         entries.push(e);
     }
-    let z = zstd::bulk::compress(&out, 3).map_err(Error::Output)?;
+    let z = frame_compressor()
+        .and_then(|mut z| z.compress(&out))
+        .map_err(Error::Output)?;
     let (codec, payload) = if z.len() < out.len() {
         (Codec::Zstd, z)
     } else {

@@ -14,11 +14,10 @@ use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::ids::ChunkId;
 use crate::object::{Object, ObjectSink};
+use crate::pack::compress::FRAME_TARGET;
 use crate::pack::format::Entry;
 use crate::pack::ChunkKind;
 
-/// New chunks are compressed together in frames of about this many raw bytes.
-const FRAME_TARGET: usize = 1 << 20;
 const FRAME_MAX_ENTRIES: usize = 4096;
 /// The largest object stored: record lengths are 32-bit, and a frame holds an object and up
 /// to a frame's worth of others. Only a directory record of a hostile stream comes near it.

@@ -9,9 +9,9 @@ use crossbeam_channel::{Receiver, Sender};
 use super::progress::Progress;
 use super::sink::Job;
 use crate::error::{Error, Result};
+use crate::pack::compress::{frame_compressor, DELTA_LEVEL};
 use crate::pack::{Codec, PackWriter, RecordHeader, RecordKind, SealedPack};
 
-const ZSTD_LEVEL: i32 = 3;
 /// Packs are sealed once they reach this size.
 pub const PACK_TARGET: u64 = 32 << 20;
 
@@ -20,7 +20,7 @@ pub type Record = (RecordHeader, Vec<u8>);
 /// Compress jobs until the job queue closes or the writer hangs up.
 pub fn compress(jobs: Receiver<Job>, out: Sender<Record>) -> Result<()> {
     // One context per worker, reused: allocating one per frame costs time and churns memory.
-    let mut zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(Error::Output)?;
+    let mut zstd = frame_compressor().map_err(Error::Output)?;
     for job in jobs {
         let record = match job {
             Job::Frame { entries, raw } => {
@@ -49,7 +49,7 @@ pub fn compress(jobs: Receiver<Job>, out: Sender<Record>) -> Result<()> {
                 base,
                 dict,
             } => {
-                let z = zstd::bulk::Compressor::with_dictionary(ZSTD_LEVEL, &dict)
+                let z = zstd::bulk::Compressor::with_dictionary(DELTA_LEVEL, &dict)
                     .and_then(|mut c| c.compress(&raw))
                     .map_err(Error::Output)?;
                 (

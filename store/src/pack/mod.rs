@@ -1,5 +1,6 @@
 //! Pack files: where chunk bytes live.
 
+pub mod compress;
 pub mod format;
 mod scan;
 mod writer;
