@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Seek};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cellar_store::tar::{write_dir, DirOptions};
-use cellar_store::{Error, IngestOptions, IngestReport, Store};
+use cellar_store::{Error, IngestInput, IngestOptions, IngestReport, Store};
 use serde::Serialize;
 
 use crate::cli::{SnapshotArgs, UsageError};
@@ -78,15 +78,17 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
         snapshot_dir(&store, dir, &args, opts, &mut warnings)?
     } else if args.command.is_empty() {
         let source = args.source.expect("clap requires a source");
-        let input: Box<dyn Read + Send> = if source.as_os_str() == "-" {
-            Box::new(std::io::stdin())
+        let input = if source.as_os_str() == "-" {
+            stdin_input()?
         } else {
-            Box::new(File::open(&source).with_context(|| format!("opening {}", source.display()))?)
+            IngestInput::File(
+                File::open(&source).with_context(|| format!("opening {}", source.display()))?,
+            )
         };
         store.ingest(input, opts, || Ok(()))?
     } else {
         let mut cmd = SourceCommand::spawn(&args.command)?;
-        let stdout = Box::new(cmd.child.stdout.take().expect("piped stdout"));
+        let stdout = IngestInput::stream(cmd.child.stdout.take().expect("piped stdout"));
         let result = store.ingest(stdout, opts, || {
             cmd.finish(&args.allow_exit).map(|w| warnings.extend(w))
         });
@@ -111,6 +113,25 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
         outln!("{}", report.snapshot.short_id());
         Ok(())
     }
+}
+
+/// Standard input: a stream, or a file when the shell redirected one (`cellar snapshot - <
+/// FILE`), which the engine can then map instead of copying it in.
+fn stdin_input() -> anyhow::Result<IngestInput> {
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let mut file = File::from(
+        stdin
+            .as_fd()
+            .try_clone_to_owned()
+            .context("reading stdin")?,
+    );
+    // A mapping starts at the file's start; stdin may have been read from already.
+    let at_start = file.stream_position().is_ok_and(|p| p == 0);
+    Ok(match file.metadata() {
+        Ok(m) if m.file_type().is_file() && at_start => IngestInput::File(file),
+        _ => IngestInput::Stream(Box::new(stdin)),
+    })
 }
 
 /// `--dir`: archive the directory natively on a thread, ingesting the stream as it is written.
@@ -139,7 +160,7 @@ fn snapshot_dir(
             })
             .transpose()
     };
-    let result = store.ingest(Box::new(reader), opts, || {
+    let result = store.ingest(IngestInput::stream(reader), opts, || {
         if let Some(report) = join()? {
             warnings.extend(report.warnings);
         }

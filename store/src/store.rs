@@ -459,7 +459,7 @@ mod tests {
 
     use super::*;
     use crate::gc::GcOptions;
-    use crate::ingest::IngestOptions;
+    use crate::ingest::{IngestInput, IngestOptions};
 
     /// A GNU tar stream of `files`, written under `dir`.
     fn tar_of(dir: &Path, files: &[(&str, &[u8])]) -> Vec<u8> {
@@ -494,7 +494,7 @@ mod tests {
             let stream = tar_of(src.path(), files);
             store
                 .ingest(
-                    Box::new(Cursor::new(stream)),
+                    IngestInput::stream(Cursor::new(stream)),
                     IngestOptions::new(name),
                     || Ok(()),
                 )

@@ -5,8 +5,9 @@ use std::path::Path;
 use crate::common::*;
 use crate::trees::{portable_tree, varied_tree};
 
-/// Ingest `stream` (from a file, and again from stdin), and check the recorded size and
-/// sha256 and the exported bytes.
+/// Ingest `stream` (from a file, which is mapped; from stdin redirected from that file, which
+/// is mapped too; and from a pipe), and check the recorded size and sha256 and the exported
+/// bytes.
 fn assert_round_trip(store: &TestStore, stream: &[u8], what: &str) {
     let file = store.scratch("stream.tar");
     std::fs::write(&file, stream).unwrap();
@@ -29,11 +30,42 @@ fn assert_round_trip(store: &TestStore, stream: &[u8], what: &str) {
         stream.len()
     );
 
+    let redirected = store
+        .cmd(&["snapshot", "-"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert_success(&redirected, &["snapshot", "-", "<", "FILE"]);
+    let id_redirected = String::from_utf8(redirected.stdout).unwrap();
+    assert!(
+        store.export(id_redirected.trim()) == stream,
+        "{what}: export after ingest from redirected stdin differs"
+    );
+
     let id2 = store.snapshot_bytes(stream, "stdin");
     assert!(
         store.export(&id2) == stream,
         "{what}: export after stdin ingest differs"
     );
+}
+
+/// Standard input redirected from a file that the shell (or a caller) has already read from:
+/// the stream is what is left, not the file from its start.
+#[test]
+fn stdin_from_a_partly_read_file_is_the_rest_of_it() {
+    let store = TestStore::new();
+    let root = tree(&store, false);
+    let stream = tar_stream(&["tar", "-cf", "-", "-C", &root, "."]);
+    let file = store.scratch("prefixed.tar");
+    let mut prefixed = b"junk before the stream".to_vec();
+    prefixed.extend_from_slice(&stream);
+    std::fs::write(&file, &prefixed).unwrap();
+    let mut input = std::fs::File::open(&file).unwrap();
+    std::io::Read::read_exact(&mut input, &mut [0u8; 22]).unwrap();
+    let out = store.cmd(&["snapshot", "-"]).stdin(input).output().unwrap();
+    assert_success(&out, &["snapshot", "-"]);
+    let id = String::from_utf8(out.stdout).unwrap();
+    assert!(store.export(id.trim()) == stream, "export differs");
 }
 
 fn tree(store: &TestStore, varied: bool) -> String {

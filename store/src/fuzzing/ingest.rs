@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::files_under;
 use crate::error::Result;
-use crate::ingest::{IngestOptions, IngestReport};
+use crate::ingest::{IngestInput, IngestOptions, IngestReport};
 use crate::snapshot::Snapshot;
 use crate::store::Store;
 use crate::tree::Kind;
@@ -148,7 +148,7 @@ fn walk(store: &Store, snap: &Snapshot) {
 
 fn ingest_once(store: &Store, name: &str, data: &[u8]) -> Result<IngestReport> {
     store.ingest(
-        Box::new(Cursor::new(data.to_vec())),
+        IngestInput::stream(Cursor::new(data.to_vec())),
         IngestOptions::new(name),
         || Ok(()),
     )

@@ -182,7 +182,7 @@ fn ingest_all(root: &Path, src: &Path) -> Ingested {
         let stream = tar_of(src);
         let rep = store
             .ingest(
-                Box::new(std::io::Cursor::new(stream.clone())),
+                crate::ingest::IngestInput::stream(std::io::Cursor::new(stream.clone())),
                 IngestOptions::new("s"),
                 || Ok(()),
             )

@@ -1,7 +1,9 @@
 //! The input side of an ingest: a thread that reads the source and unwraps gzip or zstd, and
-//! one that hashes the tar stream (sha256, length), handing it on in blocks.
+//! one that hashes the tar stream (sha256, length), handing it on in blocks. A plain tar file
+//! is mapped rather than read (`mapped.rs`).
 
-use std::io::{Cursor, Read};
+use std::fs::File;
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -9,22 +11,48 @@ use std::thread;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use sha2::{Digest, Sha256};
 
+use super::mapped::{Block, MappedRange, Mapping};
 use crate::error::{Error, Result};
 use crate::tar::ByteSource;
 
 const BLOCK: usize = 1 << 20;
 const QUEUE: usize = 2;
 
+/// What an ingest reads: any stream, or a file, which is mapped when it is a plain tar file.
+pub enum IngestInput {
+    Stream(Box<dyn Read + Send>),
+    File(File),
+}
+
+impl IngestInput {
+    /// Any reader, read as a stream.
+    pub fn stream(r: impl Read + Send + 'static) -> Self {
+        IngestInput::Stream(Box::new(r))
+    }
+}
+
+impl From<Box<dyn Read + Send>> for IngestInput {
+    fn from(r: Box<dyn Read + Send>) -> Self {
+        IngestInput::Stream(r)
+    }
+}
+
+impl From<File> for IngestInput {
+    fn from(f: File) -> Self {
+        IngestInput::File(f)
+    }
+}
+
 /// From the reader to the hasher.
 enum Raw {
-    Data(Vec<u8>),
+    Data(Block),
     End,
     Failed(Error),
 }
 
 /// From the hasher to the parser.
 enum Msg {
-    Data(Vec<u8>),
+    Data(Block),
     End { len: u64, sha256: [u8; 32] },
     Failed(Error),
 }
@@ -34,7 +62,7 @@ pub struct ChannelSource {
     rx: Receiver<Msg>,
     /// Spent blocks go back to the input thread for reuse.
     recycle: Sender<Vec<u8>>,
-    block: Vec<u8>,
+    block: Block,
     pos: usize,
     end: Option<(u64, [u8; 32])>,
 }
@@ -54,8 +82,9 @@ impl ByteSource for ChannelSource {
             }
             match self.rx.recv() {
                 Ok(Msg::Data(b)) => {
-                    let spent = std::mem::replace(&mut self.block, b);
-                    let _ = self.recycle.try_send(spent);
+                    if let Block::Owned(spent) = std::mem::replace(&mut self.block, b) {
+                        let _ = self.recycle.try_send(spent);
+                    }
                     self.pos = 0;
                 }
                 Ok(Msg::End { len, sha256 }) => self.end = Some((len, sha256)),
@@ -65,6 +94,8 @@ impl ByteSource for ChannelSource {
         }
         let n = buf.len().min(self.block.len() - self.pos);
         buf[..n].copy_from_slice(&self.block[self.pos..self.pos + n]);
+        // After the copy: a file cut under it was read as zeros, which must go no further.
+        self.block.check()?;
         self.pos += n;
         Ok(n)
     }
@@ -73,7 +104,7 @@ impl ByteSource for ChannelSource {
 /// Start reading `input` on a thread of its own, and hashing it on another. The threads are not
 /// joined: if the ingest stops early they are left to finish when the source ends (or their
 /// reader is dropped).
-pub fn spawn(input: Box<dyn Read + Send>) -> ChannelSource {
+pub fn spawn(input: IngestInput) -> ChannelSource {
     let (raw_tx, raw_rx) = bounded(QUEUE);
     let (tx, rx) = bounded(QUEUE);
     let (recycle, free) = bounded(2 * QUEUE + 2);
@@ -89,7 +120,7 @@ pub fn spawn(input: Box<dyn Read + Send>) -> ChannelSource {
     ChannelSource {
         rx,
         recycle,
-        block: Vec::new(),
+        block: Block::default(),
         pos: 0,
         end: None,
     }
@@ -101,7 +132,7 @@ fn hash(rx: Receiver<Raw>, tx: Sender<Msg>) {
     for raw in rx {
         let msg = match raw {
             Raw::Data(block) => {
-                sha.update(&block);
+                sha.update(&block[..]);
                 len += block.len() as u64;
                 Msg::Data(block)
             }
@@ -117,19 +148,83 @@ fn hash(rx: Receiver<Raw>, tx: Sender<Msg>) {
     }
 }
 
-fn pump(input: Box<dyn Read + Send>, tx: Sender<Raw>, free: Receiver<Vec<u8>>) {
+fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Vec<u8>>) {
+    let input = match input {
+        IngestInput::Stream(r) => r,
+        IngestInput::File(file) => match Mapping::new(&file) {
+            Some(map) if !compressed(map.bytes()) => {
+                let len = map.len() as u64;
+                if !send_mapped(map, &tx) {
+                    return;
+                }
+                // Whatever was appended to the file after it was mapped is read as usual.
+                let mut file = file;
+                if let Err(e) = file.seek(SeekFrom::Start(len)) {
+                    let _ = tx.send(Raw::Failed(Error::Input(e)));
+                    return;
+                }
+                return read_blocks(Box::new(file), None, Arc::default(), &tx, &free);
+            }
+            _ => Box::new(file),
+        },
+    };
     let consumed = Arc::new(AtomicU64::new(0));
     let mut input: Box<dyn Read + Send> = Box::new(Counting {
         inner: input,
         count: consumed.clone(),
     });
-    let (mut reader, codec) = match unwrap_compression(&mut input) {
+    let (reader, codec) = match unwrap_compression(&mut input) {
         Ok(r) => r,
         Err(e) => {
             let _ = tx.send(Raw::Failed(e));
             return;
         }
     };
+    read_blocks(reader, codec, consumed, &tx, &free)
+}
+
+/// Hand the mapped file on in blocks, each populated first; false if the ingest stopped
+/// listening or the file shrank (which has been reported).
+fn send_mapped(map: Mapping, tx: &Sender<Raw>) -> bool {
+    let map = Arc::new(map);
+    let mut at = 0;
+    while at < map.len() {
+        let end = map.len().min(at + BLOCK);
+        if let Err(e) = map.populate(at..end) {
+            let e = std::io::Error::new(
+                e.kind(),
+                format!("the file could not be read at byte {at} (was it cut short while it was being read?): {e}"),
+            );
+            let _ = tx.send(Raw::Failed(Error::Input(e)));
+            return false;
+        }
+        if tx
+            .send(Raw::Data(Block::Mapped(MappedRange::new(
+                map.clone(),
+                at..end,
+            ))))
+            .is_err()
+        {
+            return false;
+        }
+        at = end;
+    }
+    true
+}
+
+/// Whether a stream starts like gzip or zstd (which are unwrapped by reading, not mapped).
+fn compressed(start: &[u8]) -> bool {
+    start.starts_with(&[0x1f, 0x8b]) || start.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+}
+
+/// Read `reader` to its end in blocks (recycled from `free`), then send the end.
+fn read_blocks(
+    mut reader: Box<dyn Read + '_>,
+    codec: Option<&'static str>,
+    consumed: Arc<AtomicU64>,
+    tx: &Sender<Raw>,
+    free: &Receiver<Vec<u8>>,
+) {
     loop {
         let mut block = free.try_recv().unwrap_or_default();
         block.resize(BLOCK, 0);
@@ -158,7 +253,7 @@ fn pump(input: Box<dyn Read + Send>, tx: Sender<Raw>, free: Receiver<Vec<u8>>) {
             }
         }
         block.truncate(n);
-        if n > 0 && tx.send(Raw::Data(block)).is_err() {
+        if n > 0 && tx.send(Raw::Data(Block::Owned(block))).is_err() {
             return;
         }
         if eof {

@@ -8,13 +8,14 @@
 
 mod hints;
 mod input;
+pub use input::IngestInput;
+mod mapped;
 mod progress;
 mod scratch;
 pub(crate) mod sink;
 mod workers;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -103,7 +104,7 @@ impl Store {
     /// made visible; an error from it (say, the producing command failed) records nothing.
     pub fn ingest(
         &self,
-        input: Box<dyn Read + Send>,
+        input: impl Into<IngestInput>,
         opts: IngestOptions,
         before_commit: impl FnOnce() -> Result<()>,
     ) -> Result<IngestReport> {
@@ -127,7 +128,7 @@ impl Store {
             tree: parent.as_ref().and_then(|p| p.tree.clone()),
             time: now.unix_timestamp(),
         };
-        let source = input::spawn(input);
+        let source = input::spawn(input.into());
         // Dedup lookups run inside one read transaction: no lock calls per chunk. Chunks other ingests commit meanwhile are not seen, and at worst stored twice.
         let lookups = self.open_connection()?;
         lookups.conn().execute_batch("BEGIN")?;

@@ -196,3 +196,45 @@ fn allowed_exit_code_records_with_warning() {
     assert_eq!(show["size"], written.len());
     assert_eq!(show["name"], "cmd");
 }
+
+/// A tar file is mapped, not read, and a mapping faults where the file has been cut short:
+/// cutting the file while it is being ingested must still give exit 1 and a message (the
+/// file shrank, or the stream ends early, depending on how far the ingest had got), never a
+/// bus error, and record nothing.
+#[test]
+fn a_file_cut_short_while_it_is_ingested_is_refused() {
+    let source = TestStore::new();
+    let dir = source.scratch("big");
+    for i in 0..6 {
+        write_file(&dir.join(format!("{i}.bin")), &noise(8 << 20, i));
+    }
+    let tar = tar_stream(&["tar", "-cf", "-", "-C", dir.to_str().unwrap(), "."]);
+    for delay_ms in [0, 50, 150, 300, 600] {
+        let ts = TestStore::new();
+        let file = ts.scratch("cut.tar");
+        write_file(&file, &tar);
+        let child = ts
+            .cmd(&["snapshot", file.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            continue; // it was all read before the cut: a snapshot of the whole file
+        }
+        let what = format!("file cut after {delay_ms} ms");
+        let err = refused(&ts, &out, &what);
+        assert!(
+            ["cut short", "stream ends"].iter().any(|m| err.contains(m)),
+            "{what}: {err}"
+        );
+    }
+}
