@@ -200,7 +200,7 @@ impl Store {
             .optional()?
             .ok_or_else(|| Error::corrupt(format!("chunk {} is not in the index", id.short())))?;
         let (offset, len, frame, pack, payload_offset, stored_len, raw_len, codec, base) = loc;
-        let bad = || Error::corrupt(format!("index entry of chunk {} is malformed", id.short()));
+        let bad = || Error::corrupt(format!("chunk {} has a malformed index entry", id.short()));
         Ok(Location {
             frame,
             offset: offset as usize,

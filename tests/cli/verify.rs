@@ -194,6 +194,44 @@ fn damage_no_snapshot_uses_is_unreferenced() {
     assert!(f.store.export(&f.vm) == f.vm_stream);
 }
 
+/// Chunks the index lost (a piece, read by every walk of the recipe, and a list node of
+/// big.bin's chunk list) are each named once in their problem: `chunk ID: not in the index`,
+/// not `chunk ID: chunk ID is not in the index`.
+#[test]
+fn a_chunk_the_index_lost_is_named_once() {
+    let f = fixture();
+    {
+        let db = rusqlite::Connection::open(f.store.path().join("cellar.db")).unwrap();
+        for kind in [1, 2] {
+            db.execute(
+                "DELETE FROM chunks WHERE id = (SELECT id FROM chunks WHERE kind = ?1 LIMIT 1)",
+                [kind],
+            )
+            .unwrap();
+        }
+    }
+    let out = f.store.run(&["verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lost: Vec<&serde_json::Value> = j["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["chunk"].is_string())
+        .collect();
+    assert_eq!(lost.len(), 2, "{j:#}");
+    for p in lost {
+        let short = &p["chunk"].as_str().unwrap()[..12];
+        let what = p["what"].as_str().unwrap();
+        assert_eq!(what, format!("chunk {short}: not in the index"), "{j:#}");
+    }
+    let text = stdout(&f.store.run(&["verify"]));
+    for line in text.lines().filter(|l| l.starts_with("problem: chunk ")) {
+        let short = &line["problem: chunk ".len()..][..12];
+        assert_eq!(line.matches(short).count(), 1, "{text}");
+    }
+}
+
 #[test]
 fn missing_pack_is_found_without_reading_data() {
     let f = fixture();

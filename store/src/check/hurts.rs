@@ -8,7 +8,7 @@ use std::rc::Rc;
 use rusqlite::OptionalExtension;
 
 use super::walk::Probe;
-use super::{chunk_kind, kind_name, reason, Bad, Hurt, Problem, Verifier};
+use super::{chunk_kind, chunk_problem, reason, Bad, Hurt, Problem, Verifier};
 use crate::error::{Error, Result};
 use crate::ids::{ChunkId, PackId};
 use crate::list::ListRef;
@@ -269,7 +269,7 @@ pub(super) fn report_bad(v: &mut Verifier, snaps: &[Snapshot]) -> Result<()> {
             })
             .collect();
         v.problems.push(Problem {
-            what: format!("{} {}: {}", kind_name(b.kind), id.short(), b.what),
+            what: chunk_problem(b.kind, &id, &b.what),
             pack: b.pack,
             offset: b.offset,
             chunk: Some(id),

@@ -146,6 +146,28 @@ impl Verifier<'_> {
     }
 }
 
+/// What a problem about chunk `id` says: `KIND ID: REASON`, naming the chunk once. A reason
+/// from a read of the chunk itself names it already, as its subject ("chunk ID is not in the
+/// index", "list node ID is at level 2, expected 1"): that subject is dropped, and with it a
+/// "(pack P, offset O)" right after it, which the problem carries as fields.
+fn chunk_problem(kind: Option<ChunkKind>, id: &ChunkId, reason: &str) -> String {
+    let short = id.short();
+    let rest = ["chunk", "list node"]
+        .iter()
+        .find_map(|subject| reason.strip_prefix(&format!("{subject} {short}")));
+    let reason = match rest {
+        Some(rest) => {
+            let rest = match rest.strip_prefix(" (").and_then(|r| r.split_once(") ")) {
+                Some((_where, r)) => r,
+                None => rest.trim_start(),
+            };
+            rest.strip_prefix("is ").unwrap_or(rest)
+        }
+        None => reason,
+    };
+    format!("{} {short}: {reason}", kind_name(kind))
+}
+
 pub(crate) fn kind_name(kind: Option<ChunkKind>) -> &'static str {
     match kind {
         Some(ChunkKind::Data) => "data chunk",

@@ -111,6 +111,9 @@ impl DamageHarness {
         }
         for p in &report.problems {
             assert!(!p.what.is_empty());
+            if let Some(c) = p.chunk {
+                assert_eq!(p.what.matches(&c.short()).count(), 1, "{}", p.what);
+            }
         }
         failed.len()
     }
