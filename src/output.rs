@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use cellar_store::oci::LeftOut;
 use cellar_store::{Snapshot, Stats};
 use serde::Serialize;
 
@@ -58,6 +59,59 @@ impl From<&Stats> for StatsJson {
             dedup_ratio: (s.dedup_ratio() * 1000.0).round() / 1000.0,
         }
     }
+}
+
+/// Paths an image leaves out (names starting `.wh.`, which a layer cannot carry), in the
+/// `--json` reports of `export`, `push` and `pack`.
+#[derive(Serialize)]
+pub struct LeftOutJson {
+    /// How many in all.
+    pub count: u64,
+    /// The first 1,000, from the root, escaped as `ls` shows names.
+    pub paths: Vec<String>,
+}
+
+impl From<&LeftOut> for LeftOutJson {
+    fn from(l: &LeftOut) -> Self {
+        LeftOutJson {
+            count: l.count,
+            paths: l.paths.iter().map(|p| rooted(p)).collect(),
+        }
+    }
+}
+
+/// How many left-out paths a message names; the rest are counted.
+const LEFT_OUT_SHOWN: usize = 5;
+
+/// Paths left out, for a message: `2 paths named .wh.* (OCI reads such names as whiteouts):
+/// /a/.wh.x, /b/.wh.y`, the first few named and the rest counted.
+pub fn left_out_summary(l: &LeftOut) -> String {
+    let shown: Vec<String> = l
+        .paths
+        .iter()
+        .take(LEFT_OUT_SHOWN)
+        .map(|p| rooted(p))
+        .collect();
+    let more = l.count - shown.len() as u64;
+    format!(
+        "{} named .wh.* (OCI reads such names as whiteouts): {}{}",
+        if l.count == 1 {
+            "1 path".to_string()
+        } else {
+            format!("{} paths", l.count)
+        },
+        shown.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// A path relative to the root as `ls` would show it from the root: `/etc/.wh.x`.
+fn rooted(path: &[u8]) -> String {
+    format!("/{}", escape_name(path))
 }
 
 /// `println!` for reports: a reader that went away (`cellar show x | head -1`) is an output
@@ -188,6 +242,30 @@ mod tests {
         assert_eq!(escape_name(b"bad\xffx"), "bad\\377x");
         assert_eq!(escape_name("ü".as_bytes()), "ü");
         assert_eq!(escape_name(b"\x01"), "\\001");
+    }
+
+    #[test]
+    fn left_out_paths_fold_into_a_count() {
+        let one = LeftOut {
+            paths: vec![b"etc/.wh.x".to_vec()],
+            count: 1,
+        };
+        assert_eq!(
+            left_out_summary(&one),
+            "1 path named .wh.* (OCI reads such names as whiteouts): /etc/.wh.x"
+        );
+        let many = LeftOut {
+            paths: (0..1000)
+                .map(|i| format!("d/.wh.{i}").into_bytes())
+                .collect(),
+            count: 1500,
+        };
+        let s = left_out_summary(&many);
+        assert!(
+            s.starts_with("1500 paths named")
+                && s.ends_with(": /d/.wh.0, /d/.wh.1, /d/.wh.2, /d/.wh.3, /d/.wh.4 and 1495 more"),
+            "{s}"
+        );
     }
 
     #[test]

@@ -5,11 +5,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::Context;
-use cellar_store::oci::{validate_tag, Image, ImageOptions};
+use cellar_store::oci::{validate_tag, Image, ImageOptions, LeftOut};
 use cellar_store::{Error, ReadLease, Snapshot};
 
 use crate::cli::{ExportArgs, ExportFormat, UsageError};
-use crate::output::{errln, outln, print_json};
+use crate::output::{errln, outln, print_json, LeftOutJson};
 
 pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
     let store = lease.store();
@@ -43,6 +43,7 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
         }
         ExportFormat::DockerArchive => {
             let image = lease.image(&snap, &opts)?;
+            let left_out = super::warn_left_out(store, &snap)?;
             let repo_tag = format!("{}:{}", snap.name, args.tag);
             to_file_or_stdout(args.output.as_deref(), |out| {
                 store.write_docker_archive(&image, &repo_tag, out)
@@ -51,7 +52,7 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
             if to_stdout {
                 return Ok(());
             }
-            report(&snap, &args.tag, &image, args.json)
+            report(&snap, &args.tag, &image, &left_out, args.json)
         }
         ExportFormat::Oci => {
             let dir = args
@@ -62,6 +63,7 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
                     UsageError("--format oci writes a directory: give it with -o DIR".into())
                 })?;
             let image = lease.image(&snap, &opts)?;
+            let left_out = super::warn_left_out(store, &snap)?;
             store.write_oci_layout(&image, dir, &args.tag)?;
             errln!(
                 "cellar: wrote {}:{} to {}",
@@ -69,13 +71,19 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
                 args.tag,
                 dir.display()
             );
-            report(&snap, &args.tag, &image, args.json)
+            report(&snap, &args.tag, &image, &left_out, args.json)
         }
     }
 }
 
 /// The image written: its manifest digest, or with `--json` the whole description.
-fn report(snap: &Snapshot, tag: &str, image: &Image, json: bool) -> anyhow::Result<()> {
+fn report(
+    snap: &Snapshot,
+    tag: &str,
+    image: &Image,
+    left_out: &LeftOut,
+    json: bool,
+) -> anyhow::Result<()> {
     if !json {
         outln!("{}", image.manifest_digest);
         return Ok(());
@@ -99,6 +107,7 @@ fn report(snap: &Snapshot, tag: &str, image: &Image, json: bool) -> anyhow::Resu
         "digest": image.manifest_digest.as_str(),
         "config": image.config_digest.as_str(),
         "layers": layers,
+        "left_out": LeftOutJson::from(left_out),
     }))
 }
 

@@ -19,9 +19,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use std::sync::Arc;
 
-use cellar_store::{ReadLease, Store};
+use cellar_store::oci::LeftOut;
+use cellar_store::{ReadLease, Snapshot, Store};
 
 use crate::cli::{Cli, Command};
+use crate::output::{errln, left_out_summary};
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let root = match cli.store {
@@ -73,6 +75,21 @@ fn reading(
     let store = Arc::new(open(root)?);
     let lease = store.read_lease(holder);
     f(&lease)
+}
+
+/// What `snap`'s image leaves out (names starting `.wh.`), said as a warning on stderr; the
+/// commands that make images (`export --format`, `push`, `pack`) also put it in `--json`.
+fn warn_left_out(store: &Store, snap: &Snapshot) -> anyhow::Result<LeftOut> {
+    let left_out = store.image_left_out(snap)?;
+    if !left_out.is_empty() {
+        errln!(
+            "cellar: warning: the image of {} ({}) leaves out {}",
+            snap.name,
+            snap.short_id(),
+            left_out_summary(&left_out)
+        );
+    }
+    Ok(left_out)
 }
 
 /// Why `path` is not a directory to work in (following symlinks, as opening it does), or None

@@ -10,7 +10,7 @@ use cellar_store::oci::ImageOptions;
 use cellar_store::Store;
 
 use crate::cli::{PackArgs, UsageError};
-use crate::output::{errln, print_json};
+use crate::output::{errln, print_json, LeftOutJson};
 use crate::serve::{Server, Shared};
 
 /// How much of smolvm's stderr a failure message repeats.
@@ -35,6 +35,7 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
     // The manifest first: its digest names the image, and its layers' digests are then
     // known (synthesized ones are computed here, once).
     let image = lease.image(&snap, &opts)?;
+    let left_out = super::warn_left_out(&store, &snap)?;
     let shared = Arc::new(Shared { store, opts });
     let server = Server::start(shared, &args.listen)?;
     let host = args
@@ -53,6 +54,7 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
             "image": reference,
             "digest": image.manifest_digest.as_str(),
             "output": args.output,
+            "left_out": LeftOutJson::from(&left_out),
         }))?;
     }
     Ok(())

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::cli::{PushArgs, UsageError};
-use crate::output::{errln, human_bytes, outln, print_json};
+use crate::output::{errln, human_bytes, outln, print_json, LeftOutJson};
 use crate::registry::{Client, Reference};
 
 #[derive(Serialize)]
@@ -20,6 +20,7 @@ struct Report {
     digest: String,
     layers: Vec<LayerReport>,
     config: String,
+    left_out: LeftOutJson,
 }
 
 #[derive(Serialize)]
@@ -37,6 +38,7 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
     settings.validate()?;
     let snap = lease.resolve(&args.snap)?;
     let specs = lease.image_layers(&snap, args.layers.mode())?;
+    let left_out = super::warn_left_out(store, &snap)?;
 
     let mut client = Client::new(reference, args.insecure)?;
     client.ping()?;
@@ -63,7 +65,7 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
         errln!("{n}: uploading");
         let bar = upload_bar(&n);
         let digest = client.put_blob_streaming(
-            |out| Ok(store.write_layer(&key, out)?),
+            |out| Ok(store.write_layer(&key, out)?.digest),
             |d: &LayerDigest| d.digest.to_string(),
             &bar,
         );
@@ -104,6 +106,7 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
             digest: digest.to_string(),
             layers: reports,
             config: config.to_string(),
+            left_out: LeftOutJson::from(&left_out),
         })
     } else {
         outln!("{digest}");

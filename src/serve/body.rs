@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::Shared;
-use crate::output::errln;
+use crate::output::{errln, left_out_summary};
 
 /// Pieces handed to the connection: with a queue of 4, at most ~1 MiB in flight per download.
 const PIECE: usize = 256 * 1024;
@@ -109,7 +109,16 @@ pub fn layer_body(shared: Arc<Shared>, key: LayerKey, range: (u64, u64)) -> Body
         // Every byte is read: end the lease before the client can see the last of them.
         drop(lease);
         match written {
-            Ok(_) => w.finish(),
+            Ok(layer) => {
+                if !layer.left_out.is_empty() {
+                    errln!(
+                        "cellar serve: layer {} leaves out {}",
+                        layer.digest.digest,
+                        left_out_summary(&layer.left_out)
+                    );
+                }
+                w.finish()
+            }
             Err(e) => w.fail(e),
         }
     });

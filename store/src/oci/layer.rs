@@ -7,6 +7,7 @@ use std::io::Write;
 use sha2::{Digest as _, Sha256};
 
 use super::digest::Digest;
+use super::synth::LeftOut;
 use crate::error::{Error, Result};
 use crate::ids::SnapshotId;
 use crate::snapshot::Snapshot;
@@ -140,6 +141,13 @@ pub struct LayerDigest {
     pub diff_id: Digest,
 }
 
+/// A layer written: its digests, and the paths it left out (names starting `.wh.`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenLayer {
+    pub digest: LayerDigest,
+    pub left_out: LeftOut,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LayerMode {
     /// One layer holding the whole snapshot.
@@ -248,37 +256,40 @@ impl Store {
     /// cached, the bytes written must hash to it: a mismatch is an error (the caller holds
     /// back its last bytes until this returns, so wrong bytes never complete). Otherwise the
     /// digest is cached for next time.
-    pub fn write_layer(&self, key: &LayerKey, out: &mut dyn Write) -> Result<LayerDigest> {
+    pub fn write_layer(&self, key: &LayerKey, out: &mut dyn Write) -> Result<WrittenLayer> {
         if let (LayerSpec::Exact(id), Codec::None) = (key.spec, key.codec) {
             // The stream itself: export checks its length and sha256 against the snapshot's
             // record, which is what the digest is, so it is not hashed twice.
             let snap = self.snapshot_by_id(&id)?;
             self.export(&snap, out)?;
-            return self.layer_digest(key);
+            return Ok(WrittenLayer {
+                digest: self.layer_digest(key)?,
+                left_out: LeftOut::default(),
+            });
         }
         let cached = self.cached_layer_digest(key)?;
         let stored = Hashing::new(out);
-        let (stored, diff_id) = match key.codec {
+        let (stored, diff_id, left_out) = match key.codec {
             Codec::None => {
                 let mut raw = Hashing::new(stored);
-                self.write_raw_layer(&key.spec, &mut raw)?;
+                let left_out = self.write_raw_layer(&key.spec, &mut raw)?;
                 let (stored, d, _) = raw.finish();
-                (stored, d)
+                (stored, d, left_out)
             }
             Codec::Gzip => {
                 let enc =
                     flate2::write::GzEncoder::new(stored, flate2::Compression::new(GZIP_LEVEL));
                 let mut raw = Hashing::new(enc);
-                self.write_raw_layer(&key.spec, &mut raw)?;
+                let left_out = self.write_raw_layer(&key.spec, &mut raw)?;
                 let (enc, d, _) = raw.finish();
-                (enc.finish().map_err(out_err)?, d)
+                (enc.finish().map_err(out_err)?, d, left_out)
             }
             Codec::Zstd => {
                 let enc = zstd::stream::write::Encoder::new(stored, ZSTD_LEVEL).map_err(out_err)?;
                 let mut raw = Hashing::new(enc);
-                self.write_raw_layer(&key.spec, &mut raw)?;
+                let left_out = self.write_raw_layer(&key.spec, &mut raw)?;
                 let (enc, d, _) = raw.finish();
-                (enc.finish().map_err(out_err)?, d)
+                (enc.finish().map_err(out_err)?, d, left_out)
             }
         };
         let (out, digest, size) = stored.finish();
@@ -289,16 +300,19 @@ impl Store {
             diff_id,
         };
         match cached {
-            Some(want) if want != got => Err(Error::corrupt(format!(
-                "layer {key} was {} ({} bytes) when first made, but now gives {} ({} bytes)",
-                want.digest, want.size, got.digest, got.size
-            ))),
-            Some(_) => Ok(got),
-            None => {
-                self.cache_layer(key, &got)?;
-                Ok(got)
+            Some(want) if want != got => {
+                return Err(Error::corrupt(format!(
+                    "layer {key} was {} ({} bytes) when first made, but now gives {} ({} bytes)",
+                    want.digest, want.size, got.digest, got.size
+                )))
             }
+            Some(_) => {}
+            None => self.cache_layer(key, &got)?,
         }
+        Ok(WrittenLayer {
+            digest: got,
+            left_out,
+        })
     }
 
     /// A layer's digests: from the cache, from the snapshot for its exact stream, or by
@@ -318,16 +332,29 @@ impl Store {
             self.cache_layer(key, &d)?;
             return Ok(d);
         }
-        self.write_layer(key, &mut Discard)
+        Ok(self.write_layer(key, &mut Discard)?.digest)
     }
 
-    /// The uncompressed tar of a layer.
-    fn write_raw_layer(&self, spec: &LayerSpec, out: &mut dyn Write) -> Result<()> {
+    /// The paths of `snap`'s tree that no layer can carry (names starting `.wh.`), so its
+    /// image, in any mode, lacks them. Found without writing a layer, and only looked for when
+    /// the stream has such names (else its full layer would be the stream itself).
+    pub fn image_left_out(&self, snap: &Snapshot) -> Result<LeftOut> {
+        if snap.exact_layer {
+            return Ok(LeftOut::default());
+        }
+        super::synth::write_tree(&self.tree(snap)?, None)
+    }
+
+    /// The uncompressed tar of a layer, and what it left out.
+    fn write_raw_layer(&self, spec: &LayerSpec, out: &mut dyn Write) -> Result<LeftOut> {
         match *spec {
-            LayerSpec::Exact(id) => self.export(&self.snapshot_by_id(&id)?, out),
+            LayerSpec::Exact(id) => {
+                self.export(&self.snapshot_by_id(&id)?, out)?;
+                Ok(LeftOut::default())
+            }
             LayerSpec::Tree(id) => {
                 let snap = self.snapshot_by_id(&id)?;
-                super::synth::write_tree(&self.tree(&snap)?, out)
+                super::synth::write_tree(&self.tree(&snap)?, Some(out))
             }
             LayerSpec::Diff { from, to } => {
                 let (a, b) = (self.snapshot_by_id(&from)?, self.snapshot_by_id(&to)?);

@@ -17,6 +17,7 @@ pub use digest::Digest;
 pub use image::{
     Image, ImageOptions, Layer, CONFIG_MEDIA_TYPE, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE,
 };
-pub use layer::{Codec, LayerDigest, LayerKey, LayerMode, LayerSpec, CHAIN_LEN};
+pub use layer::{Codec, LayerDigest, LayerKey, LayerMode, LayerSpec, WrittenLayer, CHAIN_LEN};
 pub use layout::validate_tag;
 pub use settings::{ImageSettings, Platform};
+pub use synth::LeftOut;

@@ -3,7 +3,8 @@
 //!
 //! Both are written in the `--dir` pax dialect (see `tar::writer`), depth-first in name order,
 //! so the same snapshots always give the same bytes. Names starting `.wh.` cannot be carried
-//! by an OCI layer (they would read as whiteouts) and are left out.
+//! by an OCI layer (they would read as whiteouts): they are left out, and each writer returns
+//! the paths it left out (a directory's, not what is below it) for the caller to report.
 //!
 //! A diff layer from A to B holds, in B's order:
 //! - every path that is new in B or whose node differs (type, mode, owner, time, content,
@@ -26,6 +27,31 @@ use crate::tree::{changed_fields, Kind, Node, Tree};
 const WHITEOUT: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
 
+/// How many left-out paths are kept (the rest are counted).
+const MAX_LEFT_OUT: usize = 1000;
+
+/// The paths a layer would have carried but cannot, since their names start `.wh.`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeftOut {
+    /// The first [`MAX_LEFT_OUT`], relative to the root, in the layer's order.
+    pub paths: Vec<Vec<u8>>,
+    /// How many in all.
+    pub count: u64,
+}
+
+impl LeftOut {
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn add(&mut self, path: &[u8]) {
+        self.count += 1;
+        if self.paths.len() < MAX_LEFT_OUT {
+            self.paths.push(path.to_vec());
+        }
+    }
+}
+
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     if dir.is_empty() {
         name.to_vec()
@@ -44,6 +70,7 @@ struct Synth<'t, 'w> {
     whole: HashSet<u64>,
     /// Where each group's file went in this layer.
     first: HashMap<u64, Vec<u8>>,
+    left_out: LeftOut,
 }
 
 impl<'t, 'w> Synth<'t, 'w> {
@@ -54,6 +81,7 @@ impl<'t, 'w> Synth<'t, 'w> {
             groups: HashSet::new(),
             whole: HashSet::new(),
             first: HashMap::new(),
+            left_out: LeftOut::default(),
         }
     }
 
@@ -92,6 +120,7 @@ impl<'t, 'w> Synth<'t, 'w> {
     /// `node` at `rel` and, for a directory, everything below it.
     fn whole_subtree(&mut self, rel: &[u8], node: &Node) -> Result<()> {
         if node.name.starts_with(WHITEOUT) {
+            self.left_out.add(rel);
             return Ok(());
         }
         self.node(rel, node)?;
@@ -105,14 +134,21 @@ impl<'t, 'w> Synth<'t, 'w> {
 
     /// In a part of B the diff has no other reason to write: the names of groups written whole.
     fn group_members(&mut self, rel: &[u8], node: &Node) -> Result<()> {
-        if self.whole.is_empty() || node.name.starts_with(WHITEOUT) {
+        if self.whole.is_empty() {
+            return Ok(());
+        }
+        let in_group = node.kind == Kind::File && self.whole.contains(&node.ino);
+        if node.name.starts_with(WHITEOUT) {
+            if in_group {
+                self.left_out.add(rel);
+            }
             return Ok(());
         }
         if node.is_dir() {
             for child in self.tree.readdir(node)?.iter() {
                 self.group_members(&join(rel, &child.name), child)?;
             }
-        } else if node.kind == Kind::File && self.whole.contains(&node.ino) {
+        } else if in_group {
             self.node(rel, node)?;
         }
         Ok(())
@@ -154,7 +190,14 @@ impl<'t, 'w> Synth<'t, 'w> {
                     let (p, q) = (&la[i], &lb[j]);
                     let path = join(rel, &q.name);
                     if q.name.starts_with(WHITEOUT) {
-                        // Not carried by any layer, so nothing to change.
+                        // Not carried by any layer: left out if this one would write it.
+                        let written = p.kind != q.kind
+                            || p.child != q.child
+                            || !changed_fields(p, q).is_empty()
+                            || (q.ino != 0 && self.whole.contains(&q.ino));
+                        if written {
+                            self.left_out.add(&path);
+                        }
                     } else if p.kind != q.kind {
                         self.whiteout(rel, &q.name)?;
                         self.whole_subtree(&path, q)?;
@@ -177,23 +220,23 @@ impl<'t, 'w> Synth<'t, 'w> {
         Ok(())
     }
 
-    fn finish(self) -> Result<()> {
-        match self.out {
-            Some(w) => w.finish(),
-            None => Ok(()),
+    fn finish(self) -> Result<LeftOut> {
+        if let Some(w) = self.out {
+            w.finish()?;
         }
+        Ok(self.left_out)
     }
 }
 
-/// The whole tree as a tar.
-pub(super) fn write_tree(tree: &Tree, out: &mut dyn Write) -> Result<()> {
-    let mut s = Synth::new(tree, Some(out));
+/// The whole tree as a tar (with no `out`, only what it leaves out is found).
+pub(super) fn write_tree(tree: &Tree, out: Option<&mut dyn Write>) -> Result<LeftOut> {
+    let mut s = Synth::new(tree, out);
     s.whole_subtree(b"", tree.root())?;
     s.finish()
 }
 
 /// The diff layer that turns `a` into `b`.
-pub(super) fn write_diff(a: &Tree, b: &Tree, out: &mut dyn Write) -> Result<()> {
+pub(super) fn write_diff(a: &Tree, b: &Tree, out: &mut dyn Write) -> Result<LeftOut> {
     let run = |s: &mut Synth| -> Result<()> {
         if !changed_fields(a.root(), b.root()).is_empty() {
             s.node(b"", b.root())?;

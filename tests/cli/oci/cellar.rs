@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::browse::oracle::extract;
@@ -15,6 +16,44 @@ use crate::common::*;
 pub(crate) fn image_tree(root: &Path) {
     crate::trees::varied_tree(root);
     std::fs::remove_file(root.join("ids/far-future")).unwrap();
+}
+
+/// `portable_tree` with regular files whose names start `.wh.`, which no OCI layer can carry
+/// (they would read as whiteouts): `/etc/.wh.keep` and eight in `/many`, nine in all.
+pub(crate) fn whiteout_named_tree(root: &Path) {
+    crate::trees::portable_tree(root);
+    write_file(&root.join("etc/.wh.keep"), b"not a whiteout\n");
+    for i in 0..8 {
+        write_file(&root.join(format!("many/.wh.{i}")), b"x");
+    }
+    write_file(&root.join("many/plain"), b"kept\n");
+}
+
+/// How a warning names what an image of `whiteout_named_tree` leaves out.
+pub(crate) const WHITEOUT_NAMED_LEFT_OUT: &str = "9 paths named .wh.* (OCI reads such names as \
+    whiteouts): /etc/.wh.keep, /many/.wh.0, /many/.wh.1, /many/.wh.2, /many/.wh.3 and 4 more";
+
+/// `cellar ARGS --json` (`export`, `push`, `pack`) made an image of snapshot `id` of "vm", a
+/// `whiteout_named_tree`: it succeeded, warned of what the image leaves out and reported it.
+/// Returns the report.
+pub(crate) fn assert_left_out_reported(
+    out: &std::process::Output,
+    args: &[&str],
+    id: &str,
+) -> serde_json::Value {
+    assert_success(out, args);
+    let warning =
+        format!("cellar: warning: the image of vm ({id}) leaves out {WHITEOUT_NAMED_LEFT_OUT}");
+    assert!(stderr(out).contains(&warning), "{args:?}: {}", stderr(out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut paths = vec!["/etc/.wh.keep".to_string()];
+    paths.extend((0..8).map(|i| format!("/many/.wh.{i}")));
+    assert_eq!(
+        report["left_out"],
+        serde_json::json!({ "count": 9, "paths": paths }),
+        "{args:?}"
+    );
+    report
 }
 
 /// A snapshot of `fill`'s tree as GNU tar streams it, and GNU tar's extraction of the stream.
@@ -52,6 +91,8 @@ pub(crate) fn snap_dir(store: &TestStore, root: &Path, name: &str, label: &str) 
 pub(crate) struct Served {
     child: Child,
     addr: String,
+    /// What it has written on stderr so far, line by line.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Served {
@@ -86,8 +127,37 @@ impl Served {
             }
         };
         // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Served { child, addr }
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            lines
+                .map_while(Result::ok)
+                .for_each(|l| kept.lock().unwrap().push(l))
+        });
+        Served { child, addr, log }
+    }
+
+    /// Wait (a few seconds at most) for a line of its stderr that contains `needle`.
+    pub(crate) fn log_line(&self, needle: &str) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned();
+            if found.is_some() || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its stderr so far.
+    pub(crate) fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     pub(crate) fn addr(&self) -> &str {

@@ -29,6 +29,7 @@ mod cellar;
 mod damage;
 mod export;
 mod harness;
+mod left_out;
 mod pack;
 mod push;
 mod push_auth;

@@ -34,29 +34,36 @@ echo "packed $image into $out"
     path
 }
 
-#[test]
-fn pack_feeds_smolvm_the_snapshot_image() {
+/// A store holding snapshot "vm" of `fill`'s tree, the stand-in smolvm, a path to pack to,
+/// and `pack vm -o OUT --smolvm SMOLVM --json` for that.
+fn packable(fill: fn(&Path)) -> (TestStore, Snap, PathBuf, PathBuf, Vec<String>) {
     let store = TestStore::new();
     let root = store.scratch("tree");
-    portable_tree(&root);
+    fill(&root);
     let snap = snap_dir(&store, &root, "vm", "1");
     let smolvm = stand_in(store.dir.path());
     let out = store.scratch("vm.smolmachine");
+    let args = ["pack", "vm", "-o", out.to_str().unwrap(), "--smolvm"]
+        .into_iter()
+        .chain([smolvm.to_str().unwrap(), "--json"])
+        .map(String::from)
+        .collect();
+    (store, snap, smolvm, out, args)
+}
+
+#[test]
+fn pack_feeds_smolvm_the_snapshot_image() {
+    let (store, snap, smolvm, out, args) = packable(portable_tree);
     let beside = |ext: &str| PathBuf::from(format!("{}.{ext}", out.display()));
     // smolvm's own stdout goes to stderr: stdout is cellar's report alone.
-    let report = store.json(&[
-        "pack",
-        "vm",
-        "-o",
-        out.to_str().unwrap(),
-        "--smolvm",
-        smolvm.to_str().unwrap(),
-        "--json",
-        "--",
-        "--cpus",
-        "2",
-    ]);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["--", "--cpus", "2"]);
+    let report = store.json(&args);
     assert_eq!(report["output"], out.to_str().unwrap());
+    assert_eq!(
+        report["left_out"],
+        serde_json::json!({ "count": 0, "paths": [] })
+    );
     let image = std::fs::read_to_string(beside("image")).unwrap();
     let image = image.trim();
     assert!(
@@ -112,4 +119,16 @@ fn pack_feeds_smolvm_the_snapshot_image() {
     let missing = store.run(&["pack", "vm", "-o", "y", "--smolvm", "/nonexistent/smolvm"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(stderr(&missing).contains("/nonexistent/smolvm"));
+}
+
+/// Names starting `.wh.` are left out of the image smolvm gets: a warning, and `--json` says
+/// which.
+#[test]
+fn pack_says_which_paths_the_image_leaves_out() {
+    let (store, snap, _, out, args) = packable(whiteout_named_tree);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_left_out_reported(&store.run(&args), &args, &snap.id);
+    let unpacked = PathBuf::from(format!("{}.bundle/rootfs", out.display()));
+    assert!(unpacked.join("many/plain").exists());
+    assert!(!unpacked.join("etc/.wh.keep").exists());
 }

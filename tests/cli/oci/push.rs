@@ -234,6 +234,22 @@ fn zstd_and_uncompressed_layers_push() {
     }
 }
 
+/// Names starting `.wh.` are left out of the pushed image, with a warning and in `--json`;
+/// a second push, which uploads nothing, says so again.
+#[test]
+fn push_says_which_paths_the_image_leaves_out() {
+    let registry = Registry::start();
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    whiteout_named_tree(&root);
+    let snap = snap_dir(&store, &root, "vm", "1");
+    for (tag, sent) in [("vm:a", true), ("vm:b", false)] {
+        let args = ["vm", &registry.reference(tag), "--json"];
+        let report = assert_left_out_reported(&push(&store, &args), &args, &snap.id);
+        assert_eq!(uploaded(&report), [sent]);
+    }
+}
+
 /// A malformed target is a usage error (exit 2) that says what is wrong; a registry that is
 /// not there is a runtime error (exit 1) that names the host.
 #[test]
