@@ -44,6 +44,16 @@ impl ApiError {
         )
     }
 
+    /// A page size (`?n=`) that is not a whole number. The spec has no code of its own for
+    /// it: UNSUPPORTED is its code for "an invalid set of parameters".
+    pub fn bad_page_size(n: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "UNSUPPORTED",
+            format!("invalid n={n:?}: the number of results must be a whole number"),
+        )
+    }
+
     pub fn blob_unknown(digest: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

@@ -5,6 +5,7 @@
 
 mod body;
 mod errors;
+mod page;
 mod routes;
 
 use std::net::SocketAddr;

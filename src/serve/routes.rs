@@ -1,11 +1,12 @@
-//! The distribution API's read side: `/v2/`, catalog, tags, manifests and blobs (GET and
-//! HEAD, blobs with Range). Every write is refused. Store calls run on blocking threads.
+//! The distribution API's read side: `/v2/`, catalog and tags (paged with `?n=` and
+//! `?last=`), manifests and blobs (GET and HEAD, blobs with Range). Every write is refused.
+//! Store calls run on blocking threads.
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -15,6 +16,7 @@ use serde_json::json;
 
 use super::body::layer_body;
 use super::errors::ApiError;
+use super::page::{page, Page, PageQuery};
 use super::Shared;
 
 type ApiResult = Result<Response, ApiError>;
@@ -74,7 +76,21 @@ async fn fallback(method: Method) -> ApiError {
     }
 }
 
-async fn catalog(State(shared): State<Arc<Shared>>) -> ApiResult {
+/// A listing's page as a response: `key` holding the entries, `Link` naming the next page.
+fn page_response(mut body: serde_json::Value, key: &str, page: Page) -> Response {
+    body[key] = json!(page.entries);
+    let mut r = json_response(body);
+    if let Some(next) = page.next {
+        r.headers_mut().insert(header::LINK, value(&next));
+    }
+    r
+}
+
+async fn catalog(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<PageQuery>,
+    uri: Uri,
+) -> ApiResult {
     let names = blocking(&shared, |s| {
         let mut names: Vec<String> = s.store.list(None)?.into_iter().map(|s| s.name).collect();
         names.sort();
@@ -82,7 +98,8 @@ async fn catalog(State(shared): State<Arc<Shared>>) -> ApiResult {
         Ok(names)
     })
     .await?;
-    Ok(json_response(json!({ "repositories": names })))
+    let page = page(&names, &q, uri.path())?;
+    Ok(page_response(json!({}), "repositories", page))
 }
 
 fn lineage(store: &Store, name: &str) -> Result<Vec<Snapshot>, ApiError> {
@@ -93,15 +110,24 @@ fn lineage(store: &Store, name: &str) -> Result<Vec<Snapshot>, ApiError> {
     Ok(snaps)
 }
 
-async fn tags(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
-    let tags = blocking(&shared, move |s| {
+async fn tags(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Query(q): Query<PageQuery>,
+    uri: Uri,
+) -> ApiResult {
+    let (name, tags) = blocking(&shared, move |s| {
         let snaps = lineage(&s.store, &name)?;
         let mut tags = vec!["latest".to_string()];
         tags.extend(snaps.iter().map(|s| s.short_id()));
-        Ok(json!({ "name": name, "tags": tags }))
+        // In lexical order, as the spec says, so that `last` means where a page ends.
+        tags.sort();
+        tags.dedup();
+        Ok((name, tags))
     })
     .await?;
-    Ok(json_response(tags))
+    let page = page(&tags, &q, uri.path())?;
+    Ok(page_response(json!({ "name": name }), "tags", page))
 }
 
 /// A small blob (manifest or config) as a response.

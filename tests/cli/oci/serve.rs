@@ -8,6 +8,15 @@ use super::*;
 use crate::common::*;
 use crate::trees::portable_tree;
 
+/// A lineage's tags as `tags/list` gives them: `latest` and each snapshot's short id, in
+/// lexical order as the spec says.
+fn tag_list(ids: &[&str]) -> serde_json::Value {
+    let mut tags = vec!["latest"];
+    tags.extend_from_slice(ids);
+    tags.sort();
+    serde_json::json!(tags)
+}
+
 #[test]
 fn skopeo_pulls_full_and_incremental_images_that_unpack_to_the_tree() {
     let store = TestStore::new();
@@ -58,7 +67,7 @@ fn distribution_api_answers_as_the_spec_says() {
         serde_json::json!(["vm"])
     );
     let tags = http_get(addr, "/v2/vm/tags/list", &[]).json();
-    assert_eq!(tags["tags"], serde_json::json!(["latest", s1.id]));
+    assert_eq!(tags["tags"], tag_list(&[&s1.id]));
 
     let accept = [("Accept", ACCEPT_MANIFESTS)];
     let m = http_get(addr, "/v2/vm/manifests/latest", &accept);
@@ -140,9 +149,106 @@ fn distribution_api_answers_as_the_spec_says() {
     write_file(&root.join("etc/more"), b"more\n");
     let s2 = snap_dir(&store, &root, "vm", "2");
     let tags = http_get(addr, "/v2/vm/tags/list", &[]).json();
-    assert_eq!(tags["tags"], serde_json::json!(["latest", s1.id, s2.id]));
+    assert_eq!(tags["tags"], tag_list(&[&s1.id, &s2.id]));
     let m2 = http_get(addr, "/v2/vm/manifests/latest", &accept);
     assert_ne!(m2.body, m.body);
+}
+
+/// The `Link` header's next page, as a path to ask for.
+fn next_page(r: &Response) -> Option<String> {
+    let link = r.header("link")?;
+    let path = link.strip_prefix('<')?.split_once(">; rel=\"next\"")?.0;
+    Some(path.to_string())
+}
+
+/// Every page of a listing, following `Link` from `first`: the entries under `key`, page by
+/// page.
+fn pages(addr: &str, first: &str, key: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut at = Some(first.to_string());
+    while let Some(path) = at {
+        let r = http_get(addr, &path, &[]);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        out.push(r.json()[key].clone());
+        at = next_page(&r);
+        assert!(out.len() < 20, "{path}: the links go on");
+    }
+    out
+}
+
+/// `tags/list` and `_catalog` page with `?n=` and `?last=` as the spec says, and skopeo still
+/// lists every tag.
+#[test]
+fn tags_and_catalog_page_with_n_and_last() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    portable_tree(&root);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        write_file(&root.join("etc/step"), format!("{i}\n").as_bytes());
+        ids.push(store.snapshot_bytes(&tar_of_dir(&root), "vm"));
+    }
+    for name in ["db", "app"] {
+        store.snapshot_bytes(&tar_of_dir(&root), name);
+    }
+    let served = Served::start(&store, &[]);
+    let addr = served.addr();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let all = tag_list(&ids);
+    let tags = all.as_array().unwrap();
+    assert_eq!(http_get(addr, "/v2/vm/tags/list", &[]).json()["tags"], all);
+
+    let first = http_get(addr, "/v2/vm/tags/list?n=2", &[]);
+    assert_eq!(first.json()["name"], "vm");
+    assert_eq!(first.json()["tags"], serde_json::json!(tags[..2]));
+    let last = tags[1].as_str().unwrap();
+    assert_eq!(
+        first.header("link"),
+        Some(format!("</v2/vm/tags/list?n=2&last={last}>; rel=\"next\"").as_str())
+    );
+    let rest = http_get(addr, &next_page(&first).unwrap(), &[]);
+    assert_eq!(rest.json()["tags"], serde_json::json!(tags[2..]));
+    assert_eq!(rest.header("link"), None, "nothing remains");
+    let one_by_one = pages(addr, "/v2/vm/tags/list?n=1", "tags");
+    let flat: Vec<_> = one_by_one
+        .iter()
+        .flat_map(|p| p.as_array().unwrap().clone())
+        .collect();
+    assert_eq!(
+        (one_by_one.len(), serde_json::json!(flat)),
+        (4, all.clone())
+    );
+    let after = http_get(addr, &format!("/v2/vm/tags/list?last={last}"), &[]);
+    assert_eq!(after.json()["tags"], serde_json::json!(tags[2..]));
+    let none = http_get(addr, "/v2/vm/tags/list?n=0", &[]);
+    assert_eq!(none.json()["tags"], serde_json::json!([]));
+    assert_eq!(none.header("link"), None);
+
+    assert_eq!(
+        pages(addr, "/v2/_catalog?n=2", "repositories"),
+        [serde_json::json!(["app", "db"]), serde_json::json!(["vm"])]
+    );
+    let after_db = http_get(addr, "/v2/_catalog?last=db", &[]);
+    assert_eq!(after_db.json()["repositories"], serde_json::json!(["vm"]));
+
+    for path in [
+        "/v2/vm/tags/list?n=abc",
+        "/v2/vm/tags/list?n=-1",
+        "/v2/_catalog?n=2x",
+    ] {
+        let r = http_get(addr, path, &[]);
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert_eq!(r.json()["errors"][0]["code"], "UNSUPPORTED", "{path}");
+    }
+
+    let listed = run_tool(&[
+        "skopeo",
+        "list-tags",
+        "--tls-verify=false",
+        &served.docker_ref("vm"),
+    ]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["Tags"], all);
 }
 
 /// Many clients at once, each getting every byte right.
@@ -232,12 +338,12 @@ fn serve_follows_the_index_repair_index_put_in_place() {
     let served = Served::start(&store, &[]);
     let addr = served.addr();
     let tags = || http_get(addr, "/v2/vm/tags/list", &[]).json()["tags"].clone();
-    assert_eq!(tags(), serde_json::json!(["latest", s1.id]));
+    assert_eq!(tags(), tag_list(&[&s1.id]));
 
     store.ok(&["repair-index"]);
     write_file(&root.join("etc/after-repair"), b"new\n");
     let s2 = snap_dir(&store, &root, "vm", "2");
-    assert_eq!(tags(), serde_json::json!(["latest", s1.id, s2.id]));
+    assert_eq!(tags(), tag_list(&[&s1.id, &s2.id]));
 
     for snap in [&s1, &s2] {
         let layout = store.scratch(&format!("pulled-{}", snap.id));
