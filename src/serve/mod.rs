@@ -3,6 +3,7 @@
 //! remembered in the index); layers are synthesized and streamed as they are read, checked
 //! on the way, in bounded memory. New snapshots appear as soon as they are committed.
 
+mod accept;
 mod body;
 mod errors;
 mod page;

@@ -14,6 +14,7 @@ use cellar_store::oci::{Blob, Digest, MANIFEST_MEDIA_TYPE};
 use cellar_store::{Snapshot, Store};
 use serde_json::json;
 
+use super::accept::accepts;
 use super::body::layer_body;
 use super::errors::ApiError;
 use super::page::{page, Page, PageQuery};
@@ -152,6 +153,7 @@ fn value(s: &str) -> HeaderValue {
 
 async fn manifest(
     method: Method,
+    headers: HeaderMap,
     State(shared): State<Arc<Shared>>,
     Path((name, reference)): Path<(String, String)>,
 ) -> ApiResult {
@@ -177,6 +179,16 @@ async fn manifest(
         Ok((image.manifest_digest, image.manifest))
     })
     .await?;
+    if !accepts(&headers, MANIFEST_MEDIA_TYPE) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            format!(
+                "OCI manifest found, but the Accept header does not take \
+                 {MANIFEST_MEDIA_TYPE} (cellar serves OCI manifests only)"
+            ),
+        ));
+    }
     Ok(small(&method, MANIFEST_MEDIA_TYPE, &digest, bytes))
 }
 

@@ -251,6 +251,64 @@ fn tags_and_catalog_page_with_n_and_last() {
     assert_eq!(listed["Tags"], all);
 }
 
+/// The OCI manifest, the one cellar has, goes to a client whose `Accept` takes it or that
+/// sends none; one that asks only for other types (Docker schema 2) gets 404
+/// MANIFEST_UNKNOWN, by tag and by digest, as distribution answers for a representation it
+/// cannot give. skopeo, which accepts OCI, still inspects it.
+#[test]
+fn manifests_go_to_clients_that_accept_oci() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    portable_tree(&root);
+    store.snapshot_bytes(&tar_of_dir(&root), "vm");
+    let served = Served::start(&store, &[]);
+    let addr = served.addr();
+    let m = http_get(addr, "/v2/vm/manifests/latest", &[("Accept", OCI_MANIFEST)]);
+    assert_eq!(m.status, 200, "{}", m.text());
+    let digest = format!("sha256:{}", sha256_hex(&m.body));
+    let paths = [
+        "/v2/vm/manifests/latest".to_string(),
+        format!("/v2/vm/manifests/{digest}"),
+    ];
+
+    let both = format!("{DOCKER_MANIFEST}, {OCI_MANIFEST}");
+    for accept in [
+        None,
+        Some("*/*"),
+        Some(ACCEPT_MANIFESTS),
+        Some(both.as_str()),
+    ] {
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("Accept", a)).into_iter().collect();
+        for path in &paths {
+            let r = http_get(addr, path, &headers);
+            assert_eq!((r.status, &r.body), (200, &m.body), "{accept:?} {path}");
+            assert_eq!(r.header("content-type"), Some(OCI_MANIFEST));
+            assert_eq!(
+                http_head(addr, path, &headers).status,
+                200,
+                "{accept:?} {path}"
+            );
+        }
+    }
+    let list = "application/vnd.docker.distribution.manifest.list.v2+json";
+    let docker_only = format!("{DOCKER_MANIFEST}, {list}");
+    let refused = format!("{OCI_MANIFEST};q=0, {DOCKER_MANIFEST}");
+    for accept in [DOCKER_MANIFEST, &docker_only, &refused] {
+        for path in &paths {
+            let r = http_get(addr, path, &[("Accept", accept)]);
+            assert_eq!(r.status, 404, "{accept} {path}: {}", r.text());
+            let error = &r.json()["errors"][0];
+            assert_eq!(error["code"], "MANIFEST_UNKNOWN", "{accept} {path}");
+            assert!(error["message"]
+                .as_str()
+                .unwrap()
+                .contains("OCI manifests only"));
+            assert_eq!(http_head(addr, path, &[("Accept", accept)]).status, 404);
+        }
+    }
+    assert_eq!(skopeo_inspect_raw(&served.docker_ref("vm:latest")), m.body);
+}
+
 /// Many clients at once, each getting every byte right.
 #[test]
 fn concurrent_pulls_all_get_the_blob() {
