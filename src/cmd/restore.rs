@@ -2,7 +2,7 @@
 
 use std::os::unix::ffi::OsStrExt;
 
-use cellar_store::restore::{restore, RestoreOptions};
+use cellar_store::restore::{restore, RestoreFailure, RestoreOptions};
 use cellar_store::ReadLease;
 use serde::Serialize;
 
@@ -17,7 +17,12 @@ struct RestoreJson<'a> {
     files: u64,
     bytes: u64,
     warnings: &'a [String],
+    failed: u64,
+    failures: &'a [RestoreFailure],
 }
+
+/// Failures named in the error that ends a restore that could not write everything.
+const FAILURES_SHOWN: usize = 5;
 
 pub fn run(lease: &ReadLease, args: RestoreArgs) -> anyhow::Result<()> {
     let store = lease.store();
@@ -59,7 +64,29 @@ pub fn run(lease: &ReadLease, args: RestoreArgs) -> anyhow::Result<()> {
             files: report.files,
             bytes: report.bytes,
             warnings: &report.warnings,
+            failed: report.failed,
+            failures: &report.failures,
         })?;
     }
+    if report.failed > 0 {
+        return Err(incomplete(report.failed, &report.failures));
+    }
     Ok(())
+}
+
+/// The error for a restore that went on past members it could not write: how many, and the
+/// first few with the reason. Exit 1 (GNU tar's is 2, which cellar keeps for usage errors).
+fn incomplete(failed: u64, failures: &[RestoreFailure]) -> anyhow::Error {
+    let mut msg = format!(
+        "{failed} {} could not be restored:",
+        if failed == 1 { "member" } else { "members" }
+    );
+    for f in failures.iter().take(FAILURES_SHOWN) {
+        msg.push_str(&format!("\n  {}: {}", f.path, f.reason));
+    }
+    let more = failed.saturating_sub(FAILURES_SHOWN.min(failures.len()) as u64);
+    if more > 0 {
+        msg.push_str(&format!("\n  ... and {more} more (--json lists them)"));
+    }
+    anyhow::anyhow!(msg)
 }

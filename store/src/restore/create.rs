@@ -12,7 +12,7 @@ use crate::tree::{Kind, Node};
 impl Restorer<'_, '_> {
     /// Run `make` to create a name; if something is already there, clear it (a non-directory
     /// is unlinked, an empty directory removed) and try once more. None when a non-empty
-    /// directory is in the way (a warning says so).
+    /// directory is in the way: `rel` is then a failure of the restore.
     pub(super) fn create<T>(
         &mut self,
         parent: BorrowedFd,
@@ -32,11 +32,11 @@ impl Restorer<'_, '_> {
             Err(e)
                 if is_dir && matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) =>
             {
-                let msg = format!(
-                    "{}: a non-empty directory is in the way; left as it is",
+                let reason = format!(
+                    "a non-empty directory is in the way at {}",
                     self.disk(rel).display()
                 );
-                self.warn(msg);
+                self.fail(rel, reason);
                 return Ok(None);
             }
             Err(e) => return Err(self.io_err(rel, e)),

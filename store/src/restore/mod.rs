@@ -10,6 +10,12 @@
 //! hardlink is only ever made to a name this restore wrote inside DIR. Nothing can be written
 //! outside DIR through a name, a symlinked parent or a hardlink.
 //!
+//! A member that cannot be restored because a non-empty directory is in its way (with
+//! `--force`) is a failure, not a warning: the restore goes on with everything else, as GNU
+//! tar does, and the report lists it. A hardlink whose group's first name failed is not
+//! written either (as with tar, whose link member has no data of its own to fall back on); it
+//! fails too, naming that first name.
+//!
 //! File data is streamed through one 1 MiB buffer. A read error from the store (damaged
 //! data) stops the restore with an error naming the path, and the partly written file is
 //! removed: a restore never leaves wrong bytes behind silently.
@@ -55,9 +61,22 @@ pub struct RestoreReport {
     /// Things left out or not fully restored (e.g. a device when not root, an xattr the
     /// filesystem refused), one line each.
     pub warnings: Vec<String>,
+    /// How many members should have been restored and could not be (the restore went on
+    /// without them); the first of them are in `failures`.
+    pub failed: u64,
+    pub failures: Vec<RestoreFailure>,
 }
 
-/// Warnings kept in the report; past this they are only counted.
+/// A member that could not be restored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RestoreFailure {
+    /// Its path in the snapshot (`/etc/motd`).
+    pub path: String,
+    /// Why, naming the path on disk where that helps.
+    pub reason: String,
+}
+
+/// Warnings, and failures, kept in the report; past this they are only counted.
 const MAX_WARNINGS: usize = 1000;
 /// File data moves through one buffer of this size.
 const BUF_SIZE: usize = 1 << 20;
@@ -68,6 +87,9 @@ const MAX_DEPTH: usize = 1024;
 /// `snap` into `dir`. A directory's contents go directly into `dir` (and `dir` gets its
 /// owner, mode, xattrs and mtime); anything else is written as `dir/NAME`. `dir` is created
 /// if missing; an existing one must be empty unless `opts.force`.
+///
+/// Members that could not be restored (something in the way with `opts.force`) do not stop
+/// it: they are counted in the report's `failed` and listed in its `failures`.
 ///
 /// Errors: `NotFound`/`InvalidArgument` (usage: unknown path, `dir` not a directory, a
 /// symlink, or not empty); `Corrupt` naming the path when the store's data is damaged; `Io`
@@ -176,9 +198,8 @@ struct Restorer<'a, 's> {
     prefix: Vec<u8>,
     root: OwnedFd,
     as_root: bool,
-    /// Hardlink groups: `ino` -> the first name written for it (relative to DIR) and how
-    /// many more names the group has; forgotten once all are linked.
-    links: HashMap<u64, (Vec<u8>, u64)>,
+    /// Hardlink groups met so far, by `ino`.
+    links: HashMap<u64, links::Group>,
     /// Directories open on the current path.
     depth: usize,
     report: RestoreReport,
@@ -204,6 +225,15 @@ impl Restorer<'_, '_> {
             self.report.warnings.push(msg);
         } else {
             self.dropped += 1;
+        }
+    }
+
+    /// `rel` could not be restored, for `reason`: the restore goes on, and reports it.
+    fn fail(&mut self, rel: &[u8], reason: String) {
+        self.report.failed += 1;
+        if self.report.failures.len() < MAX_WARNINGS {
+            let path = self.snap_path(rel);
+            self.report.failures.push(RestoreFailure { path, reason });
         }
     }
 
@@ -287,6 +317,7 @@ impl Restorer<'_, '_> {
             return Ok(());
         }
 
+        let failed_before = self.report.failed;
         let created = match node.kind {
             Kind::Dir => {
                 let Some(fd) = self.make_dir(parent, &cname, rel)? else {
@@ -302,7 +333,11 @@ impl Restorer<'_, '_> {
         };
         if created {
             self.report.files += 1;
-            self.remember_link(rel, node);
+        }
+        // A name skipped on purpose (a device when not root) is neither: the group's next
+        // name is tried as a first one.
+        if created || self.report.failed > failed_before {
+            self.remember_link(rel, node, created);
         }
         Ok(())
     }

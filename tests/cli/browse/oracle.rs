@@ -287,17 +287,24 @@ pub(crate) fn walk(root: &Path) -> Vec<(Vec<u8>, PathBuf)> {
 
 /// Extract `stream` into a new directory `dir` as GNU tar does with everything kept.
 pub(crate) fn extract(store: &TestStore, stream: &[u8], dir: &Path) {
+    let file = stream_file_for(store, stream, dir);
+    sh(&format!(
+        "tar --numeric-owner --xattrs --xattrs-include='*' -xpf '{}' -C '{}'",
+        file.display(),
+        dir.display()
+    ));
+}
+
+/// `stream` as a scratch file named for `dir`, for tar to extract into `dir` (made here if
+/// missing).
+pub(crate) fn stream_file_for(store: &TestStore, stream: &[u8], dir: &Path) -> PathBuf {
     let file = store.scratch(&format!(
         "{}.tar",
         dir.file_name().unwrap().to_str().unwrap()
     ));
     std::fs::write(&file, stream).unwrap();
     std::fs::create_dir_all(dir).unwrap();
-    sh(&format!(
-        "tar --numeric-owner --xattrs --xattrs-include='*' -xpf '{}' -C '{}'",
-        file.display(),
-        dir.display()
-    ));
+    file
 }
 
 pub(super) fn ls_json(store: &TestStore, args: &[&str]) -> Vec<Value> {

@@ -7,9 +7,9 @@
 //! fixture (a tree, its snapshot and GNU tar's extraction).
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
-use crate::browse::oracle::{archive, extract, walk};
+use crate::browse::oracle::{archive, extract, stream_file_for, walk};
 use crate::common::*;
 use crate::trees::*;
 
@@ -67,4 +67,19 @@ pub(super) fn listing(dir: &Path) -> Vec<String> {
         .into_iter()
         .map(|(p, _)| String::from_utf8_lossy(&p).into_owned())
         .collect()
+}
+
+/// GNU tar's extraction of `stream` into `dir` (created if missing), which exits 2 on the
+/// members it refuses or cannot write: what it does extract is the oracle.
+pub(super) fn extract_allowing_errors(store: &TestStore, stream: &[u8], dir: &Path) {
+    let file = stream_file_for(store, stream, dir);
+    let out = Command::new("tar")
+        .args(["--numeric-owner", "-xpf", s(&file), "-C", s(dir)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.code().is_some_and(|c| c <= 2),
+        "tar: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
