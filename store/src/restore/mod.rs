@@ -91,8 +91,8 @@ const MAX_DEPTH: usize = 1024;
 /// Members that could not be restored (something in the way with `opts.force`) do not stop
 /// it: they are counted in the report's `failed` and listed in its `failures`.
 ///
-/// Errors: `NotFound`/`InvalidArgument` (usage: unknown path, `dir` not a directory, a
-/// symlink, or not empty); `Corrupt` naming the path when the store's data is damaged; `Io`
+/// Errors: `NotFound`/`InvalidArgument` (usage: unknown path, named `SHORT_ID:/path: ...`;
+/// `dir` not a directory, a symlink, or not empty); `Corrupt` naming the path when the store's data is damaged; `Io`
 /// naming the path on disk when writing fails.
 pub fn restore(
     store: &Store,
@@ -102,7 +102,7 @@ pub fn restore(
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
     let tree = store.tree(snap)?;
-    let node = tree.resolve(path)?;
+    let node = tree.resolve(path).map_err(|e| in_snapshot(e, snap))?;
     let prefix = crate::tree::normalize_path(path);
 
     let root_fd = open_target(dir, opts.force)?;
@@ -139,6 +139,18 @@ pub fn restore(
             .push(format!("... and {n} more warnings not shown"));
     }
     Ok(r.report)
+}
+
+/// A path error from `Tree::resolve` (`/etc/x: no such file or directory`), with the path
+/// named in the snapshot as the summary line names it (`SHORT_ID:/etc/x: ...`): SNAP may be
+/// a NAME or NAME~N, and the message says which snapshot was looked in.
+fn in_snapshot(e: Error, snap: &Snapshot) -> Error {
+    let short = snap.short_id();
+    match e {
+        Error::NotFound(m) => Error::NotFound(format!("{short}:{m}")),
+        Error::InvalidArgument(m) => Error::InvalidArgument(format!("{short}:{m}")),
+        e => e,
+    }
 }
 
 /// Open (creating if missing) the target directory, without following a symlink at its last

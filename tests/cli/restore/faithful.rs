@@ -177,17 +177,29 @@ fn restore_path_of_a_directory_a_file_and_a_symlink() {
     let mw = ex.join("etc/tool-link").symlink_metadata().unwrap();
     assert_eq!((m.mtime(), m.mtime_nsec()), (mw.mtime(), mw.mtime_nsec()));
 
-    // A path not in the snapshot, and an unknown SNAP: exit 2, DIR not even created.
-    for args in [
-        vec![id.as_str(), "", "--path", "/no/such"],
-        vec!["nosuchsnap", "", "--path", "/"],
-        vec![id.as_str(), "", "--path", "/etc/hostname/below"],
+    // A path not in the snapshot, and an unknown SNAP: exit 2, DIR not even created. The
+    // path is named in the snapshot looked in, as the summary line names it (SNAP may be a
+    // name: `vm`, `vm~1`).
+    let no_such = format!("cellar: error: {id}:/no: no such file or directory\n");
+    let not_dir = format!("cellar: error: {id}:/etc/hostname: not a directory (it is a file)\n");
+    for (args, says) in [
+        (
+            vec![id.as_str(), "", "--path", "/no/such"],
+            no_such.as_str(),
+        ),
+        (vec!["vm", "", "--path", "no/such"], &no_such),
+        (vec!["nosuchsnap", "", "--path", "/"], "nosuchsnap"),
+        (
+            vec![id.as_str(), "", "--path", "/etc/hostname/below"],
+            &not_dir,
+        ),
     ] {
         let dir = store.scratch("never");
         let mut args = args.clone();
         args[1] = s(&dir);
         let out = restore(&store, &args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
         assert!(!dir.exists(), "{args:?} created DIR");
     }
 }
