@@ -22,7 +22,9 @@ fn main() -> ExitCode {
         std::env::remove_var("CELLAR_STORE");
     }
     let cli = cli::Cli::parse();
-    match cmd::run(cli) {
+    let result = cmd::run(cli);
+    signals::settle();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // A reader that went away (`cellar export x | head`) is not an error worth a word.

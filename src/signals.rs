@@ -1,7 +1,8 @@
 //! Signals taken by a thread of their own with `sigwait`, not by handlers, so what they do runs
 //! as ordinary code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Block `signals` in this thread, and so in every thread it starts from now on; returns the
 /// set, for `sigwait`.
@@ -22,25 +23,58 @@ pub fn block(signals: &[libc::c_int]) -> libc::sigset_t {
 const INTERRUPTS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 /// Interrupts held back from this thread (and threads it starts) until `remove_on_interrupt`
-/// takes them: blocked before a file is made, so none can end the process between the file's
-/// creation and its cleaner's start (one that arrives meanwhile waits, pending).
+/// takes them: blocked before a file (or directory) is made, so none can end the process
+/// between its creation and its cleaner's start (one that arrives meanwhile waits, pending).
 pub struct Held(libc::sigset_t);
 
 pub fn hold_interrupts() -> Held {
     Held(block(&INTERRUPTS))
 }
 
-/// From now on, an interrupt (SIGINT, SIGTERM, SIGHUP) removes `path` and ends the process as
-/// the signal would have (exit 128 + the signal): for a file being written that must not
-/// outlive a run that did not finish it. Threads started before `hold_interrupts` could take
-/// the signal themselves, so hold them before starting any.
+/// Taken by an interrupt's cleanup for good (the process ends holding it), and by `settle`.
+static ENDING: Mutex<()> = Mutex::new(());
+
+/// From now on, an interrupt (SIGINT, SIGTERM, SIGHUP) removes `path` (a file, or a
+/// directory with everything in it) and ends the process as the signal would have (exit 128 +
+/// the signal): for a file or directory being written that must not outlive a run that did
+/// not finish it. Threads started before `hold_interrupts` could take the signal themselves,
+/// so hold them before starting any.
+///
+/// The writer goes on meanwhile, so a directory is first renamed aside and removed there: the
+/// writer's paths then lead nowhere, and it can make nothing more in what is being removed,
+/// provided it never creates the directory itself.
 pub fn remove_on_interrupt(held: Held, path: PathBuf) {
     std::thread::spawn(move || {
         let mut sig = 0;
         // SAFETY: `held.0` is an initialized set; sigwait only writes `sig`.
         if unsafe { libc::sigwait(&held.0, &mut sig) } == 0 {
-            let _ = std::fs::remove_file(&path);
+            // Not poisoned: no thread panics holding it.
+            let _ending = ENDING.lock();
+            remove(&path);
             std::process::exit(128 + sig);
         }
     });
+}
+
+fn remove(path: &Path) {
+    let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+    if !is_dir {
+        let _ = std::fs::remove_file(path);
+        return;
+    }
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".removing");
+    let gone = match std::fs::rename(path, &aside) {
+        Ok(()) => Path::new(&aside),
+        Err(_) => path,
+    };
+    let _ = std::fs::remove_dir_all(gone);
+}
+
+/// Called once the command is done, before the process ends: waits for an interrupt's
+/// cleanup under way, so the process ends as that says (exit 128 + the signal, nothing left
+/// behind), not with the error the cleanup caused the command; after it, an interrupt waits
+/// for the process to end (the command's own outcome stands).
+pub fn settle() {
+    std::mem::forget(ENDING.lock());
 }

@@ -64,7 +64,9 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
                 })?;
             let image = lease.image(&snap, &opts)?;
             let left_out = super::warn_left_out(store, &snap)?;
-            store.write_oci_layout(&image, dir, &args.tag)?;
+            to_layout(dir, |layout, scratch| {
+                store.write_oci_layout(&image, layout, &args.tag, scratch)
+            })?;
             errln!(
                 "cellar: wrote {}:{} to {}",
                 snap.name,
@@ -138,10 +140,7 @@ fn to_file_or_stdout(
         ))
         .into());
     }
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(".".as_ref());
+    let dir = parent_dir(path);
     if !dir.is_dir() {
         return Err(UsageError(format!(
             "-o {}: no directory {}",
@@ -170,4 +169,62 @@ fn to_file_or_stdout(
         .map_err(|e| e.error)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// Run `write(layout, scratch)` to write the OCI layout DIR so that a failed or interrupted
+/// export leaves no partial layout behind. A new DIR is written beside it under a temporary
+/// name (`layout` = `scratch` = that directory) and renamed into place when complete. An
+/// existing DIR (a layout to add to) is written in place, each file made whole in a
+/// temporary `scratch` directory inside it before it is renamed in, `index.json` last: it
+/// stays the layout it was, plus whole blobs. Either temporary directory is removed on an
+/// error or an interrupt.
+fn to_layout(
+    dir: &Path,
+    write: impl FnOnce(&Path, &Path) -> cellar_store::Result<()>,
+) -> anyhow::Result<()> {
+    // Interrupts are held from before the directory is made until its cleaner takes them.
+    let temp_dir = |name: &str, in_dir: &Path| {
+        let held = crate::signals::hold_interrupts();
+        let made = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".cellar-tmp")
+            .tempdir_in(in_dir)
+            .with_context(|| format!("creating a directory in {}", in_dir.display()))?;
+        crate::signals::remove_on_interrupt(held, made.path().to_path_buf());
+        anyhow::Ok(made)
+    };
+    let exists = match std::fs::symlink_metadata(dir) {
+        // A symlink to a directory is written through, as before.
+        Ok(_) if dir.is_dir() => true,
+        Ok(_) => {
+            return Err(UsageError(format!("-o {}: is not a directory", dir.display())).into())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e).with_context(|| format!("looking up {}", dir.display())),
+    };
+    if exists {
+        let scratch = temp_dir("incoming", dir)?;
+        write(dir, scratch.path())?;
+        let shown = scratch.path().display().to_string();
+        return scratch.close().with_context(|| format!("removing {shown}"));
+    }
+    let parent = parent_dir(dir);
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    // Named for its layout, so a leftover (the machine went down) says what it was.
+    let staged = temp_dir(
+        &dir.file_name().unwrap_or_default().to_string_lossy(),
+        parent,
+    )?;
+    write(staged.path(), staged.path())?;
+    std::fs::rename(staged.path(), dir).with_context(|| format!("writing {}", dir.display()))?;
+    // Renamed into place: nothing is left to remove.
+    let _ = staged.keep();
+    Ok(())
+}
+
+/// The directory `path` is in (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(".".as_ref())
 }

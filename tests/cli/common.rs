@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
@@ -140,6 +140,51 @@ impl TestStore {
         )
         .expect("open index")
     }
+}
+
+/// Snapshot `name`: one file of 96 MiB of noise, big enough for an export of it to be
+/// interrupted part way (see `interrupt_when`).
+pub fn snapshot_big(store: &TestStore, name: &str) {
+    let dir = store.scratch(name);
+    write_file(&dir.join("noise"), &noise(96 << 20, 5));
+    store.snapshot_bytes(&tar_of_dir(&dir), name);
+}
+
+/// Send `signal` to `child` as soon as `started()` says it is under way (polled every
+/// millisecond, for at most 30 s): stopped first and continued after, so the signal lands
+/// mid-work, not after the work is done. Returns how the child ended.
+pub fn interrupt_when(
+    mut child: Child,
+    signal: libc::c_int,
+    started: impl Fn() -> bool,
+) -> ExitStatus {
+    let start = std::time::Instant::now();
+    while !started() {
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "the command never got going"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: signals to our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+        libc::kill(pid, signal);
+        libc::kill(pid, libc::SIGCONT);
+    }
+    child.wait().unwrap()
+}
+
+/// The paths of what is in `dir` (not below it), sorted.
+pub fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
 }
 
 pub fn assert_success(out: &Output, args: &[&str]) {

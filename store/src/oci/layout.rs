@@ -2,7 +2,7 @@
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
@@ -33,30 +33,55 @@ pub fn validate_tag(tag: &str) -> Result<()> {
     }
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+/// Write `bytes` as `path`: into a file in `scratch` first, renamed into place.
+fn write_file(scratch: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = scratch_path(scratch, path);
     fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
+/// Where `path` is written before it is renamed into place: in `scratch`, under its own
+/// name with `.tmp` added.
+fn scratch_path(scratch: &Path, path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    scratch.join(name)
+}
+
 impl Store {
-    /// Write `image` into the OCI layout at `dir` (created if missing), tagged `tag`. Blobs
+    /// Write `image` into the OCI layout at `dir` (which must exist), tagged `tag`. Blobs
     /// already there with the right size are kept, so exporting a lineage into one layout
     /// writes each shared layer once; index entries for other tags are kept.
-    pub fn write_oci_layout(&self, image: &Image, dir: &Path, tag: &str) -> Result<()> {
+    ///
+    /// Every file is written in full in `scratch` (a directory on `dir`'s filesystem, which
+    /// may be `dir` itself) and then renamed into place, blobs first, `oci-layout` and
+    /// `index.json` last: a write that stops part way leaves a layout that was there as it
+    /// was, plus whole blobs, and anything else in `scratch`, for the caller to remove. Neither
+    /// `dir` nor `scratch` is ever created here, so a caller that moves one away (to remove
+    /// it) while this runs gets errors, not a new directory at the old path.
+    pub fn write_oci_layout(
+        &self,
+        image: &Image,
+        dir: &Path,
+        tag: &str,
+        scratch: &Path,
+    ) -> Result<()> {
         validate_tag(tag)?;
         let blobs = dir.join("blobs").join("sha256");
-        fs::create_dir_all(&blobs).map_err(|e| Error::io(&blobs, e))?;
-        write_file(
-            &dir.join("oci-layout"),
-            br#"{"imageLayoutVersion":"1.0.0"}"#,
-        )?;
+        for d in [dir.join("blobs"), blobs.clone()] {
+            match fs::create_dir(&d) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::io(&d, e))
+                }
+                _ => {}
+            }
+        }
         for layer in &image.layers {
             let path = blobs.join(layer.digest.digest.hex());
             if fs::metadata(&path).is_ok_and(|m| m.len() == layer.digest.size) {
                 continue;
             }
-            let tmp = path.with_extension("tmp");
+            let tmp = scratch_path(scratch, &path);
             let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
             let mut out = BufWriter::with_capacity(1 << 20, file);
             let written = self.write_layer(&layer.key, &mut out);
@@ -76,8 +101,14 @@ impl Store {
                 }
             }
         }
-        write_file(&blobs.join(image.config_digest.hex()), &image.config)?;
-        write_file(&blobs.join(image.manifest_digest.hex()), &image.manifest)?;
+        let blob = |digest: &Digest| blobs.join(digest.hex());
+        write_file(scratch, &blob(&image.config_digest), &image.config)?;
+        write_file(scratch, &blob(&image.manifest_digest), &image.manifest)?;
+        write_file(
+            scratch,
+            &dir.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )?;
 
         let index_path = dir.join("index.json");
         let mut manifests: Vec<Value> = match fs::read(&index_path) {
@@ -105,7 +136,11 @@ impl Store {
             "mediaType": INDEX_MEDIA_TYPE,
             "manifests": manifests,
         });
-        write_file(&index_path, &serde_json::to_vec(&index).expect("json"))
+        write_file(
+            scratch,
+            &index_path,
+            &serde_json::to_vec(&index).expect("json"),
+        )
     }
 
     /// Write `image` as a `docker save` archive (docker's `manifest.json` format, which

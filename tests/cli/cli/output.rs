@@ -125,41 +125,31 @@ fn umask() -> u32 {
 #[test]
 fn an_interrupted_export_to_a_file_leaves_no_file_behind() {
     let ts = TestStore::new();
-    let dir = ts.scratch("big");
-    write_file(&dir.join("noise"), &noise(96 << 20, 5));
-    ts.snapshot_bytes(&tar_of_dir(&dir), "big");
+    snapshot_big(&ts, "big");
     let out_dir = ts.scratch("out");
     std::fs::create_dir(&out_dir).unwrap();
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        let mut child = ts
+    for (format, signal) in [
+        ("tar", libc::SIGINT),
+        ("tar", libc::SIGTERM),
+        ("docker-archive", libc::SIGINT),
+    ] {
+        let child = ts
             .cmd(&[
                 "export",
                 "big",
+                "--format",
+                format,
                 "-o",
                 out_dir.join("big.tar").to_str().unwrap(),
             ])
             .spawn()
             .unwrap();
-        // Stop it as soon as its file exists, so the signal lands mid-export.
-        let start = std::time::Instant::now();
-        while std::fs::read_dir(&out_dir).unwrap().next().is_none() {
-            assert!(start.elapsed().as_secs() < 30, "no file appeared");
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        let pid = child.id() as libc::pid_t;
-        // SAFETY: signals to our own child.
-        unsafe {
-            libc::kill(pid, libc::SIGSTOP);
-            libc::kill(pid, signal);
-            libc::kill(pid, libc::SIGCONT);
-        }
-        let status = child.wait().unwrap();
-        let left: Vec<_> = std::fs::read_dir(&out_dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        assert!(left.is_empty(), "signal {signal}: left {left:?}");
+        // As soon as its file exists.
+        let status = interrupt_when(child, signal, || {
+            std::fs::read_dir(&out_dir).unwrap().next().is_some()
+        });
+        let left = entries(&out_dir);
+        assert!(left.is_empty(), "{format}, signal {signal}: left {left:?}");
         assert_eq!(status.code(), Some(128 + signal), "{status}");
     }
 }

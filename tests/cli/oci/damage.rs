@@ -5,8 +5,9 @@ use super::cellar::*;
 use super::*;
 use crate::common::*;
 
-#[test]
-fn a_damaged_layer_is_never_served_whole() {
+/// A store with snapshot `hurt` (its stream returned), whose pack has a flipped byte in the
+/// middle of its data, and the undamaged snapshot `safe`, in packs of its own.
+fn damaged_store() -> (TestStore, Vec<u8>, Snap) {
     let store = TestStore::new();
     let hurt = store.scratch("hurt");
     write_file(&hurt.join("big.bin"), &noise(6_000_000, 1));
@@ -25,6 +26,12 @@ fn a_damaged_layer_is_never_served_whole() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(biggest, bytes).unwrap();
+    (store, hurt_stream, safe_snap)
+}
+
+#[test]
+fn a_damaged_layer_is_never_served_whole() {
+    let (store, hurt_stream, safe_snap) = damaged_store();
 
     let served = Served::start(&store, &[]);
     let path = format!("/v2/hurt/blobs/sha256:{}", sha256_hex(&hurt_stream));
@@ -51,4 +58,44 @@ fn a_damaged_layer_is_never_served_whole() {
     );
     let rootfs = umoci_unpack(&layout, "safe", &store.scratch("bundle"));
     assert_same_tree(&safe_snap.extraction, &rootfs);
+}
+
+/// An export that fails on damaged data leaves no partial layout: nothing of a new DIR, and an
+/// existing layout as it was.
+#[test]
+fn a_damaged_layer_leaves_no_partial_layout() {
+    let (store, _, _) = damaged_store();
+    let out = store.scratch("out");
+    let existing = out.join("existing");
+    let export = |dir: &std::path::Path| {
+        let args = [
+            "export",
+            "hurt",
+            "--format",
+            "oci",
+            "-o",
+            dir.to_str().unwrap(),
+        ];
+        let done = store.run(&args);
+        assert_eq!(done.status.code(), Some(1), "{args:?}: {}", stderr(&done));
+        assert!(stderr(&done).contains("damaged"), "{}", stderr(&done));
+    };
+    store.ok(&[
+        "export",
+        "safe",
+        "--format",
+        "oci",
+        "-o",
+        existing.to_str().unwrap(),
+    ]);
+    let before = layout_state(&existing);
+
+    export(&out.join("new"));
+    assert_eq!(
+        entries(&out),
+        std::slice::from_ref(&existing),
+        "a failed export left"
+    );
+    export(&existing);
+    assert_layout_kept(&existing, &before, "a failed export");
 }

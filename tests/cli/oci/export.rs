@@ -294,6 +294,59 @@ fn image_settings_come_from_the_snapshot_and_the_flags() {
     assert_eq!(run["Labels"]["team"], "infra");
 }
 
+/// An interrupted export leaves no partial layout: nothing of a new DIR (it is written beside
+/// it and renamed into place), and an existing layout as it was, plus whole blobs at most.
+#[test]
+fn an_interrupted_export_leaves_no_partial_layout() {
+    let store = TestStore::new();
+    snapshot_big(&store, "big");
+    let small = store.scratch("small");
+    write_file(&small.join("f"), b"small\n");
+    store.snapshot_bytes(&tar_of_dir(&small), "small");
+    let out = store.scratch("out");
+    let existing = out.join("existing");
+    export_oci(&store, "small", &existing, &["--tag", "small"]);
+    let before = layout_state(&existing);
+    let count = |dir: &Path| fs::read_dir(dir).unwrap().count();
+    let blobs = existing.join("blobs/sha256");
+    let (top, blob_count) = (count(&existing), count(&blobs));
+
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        let export = |dir: &Path| {
+            store
+                .cmd(&[
+                    "export",
+                    "big",
+                    "--format",
+                    "oci",
+                    "-o",
+                    dir.to_str().unwrap(),
+                    "--tag",
+                    "big",
+                ])
+                .spawn()
+                .unwrap()
+        };
+        // A new DIR, as soon as the export has made anything.
+        let status = interrupt_when(export(&out.join("new")), signal, || count(&out) > 1);
+        assert_eq!(status.code(), Some(128 + signal), "{status}");
+        assert_eq!(
+            entries(&out),
+            std::slice::from_ref(&existing),
+            "signal {signal}: left"
+        );
+
+        // The existing layout, as soon as anything new is in it.
+        let status = interrupt_when(export(&existing), signal, || {
+            count(&existing) != top || count(&blobs) != blob_count
+        });
+        assert_eq!(status.code(), Some(128 + signal), "{status}");
+        assert_layout_kept(&existing, &before, &format!("signal {signal}"));
+    }
+    oci_image(&existing, "small").assert_diff_ids();
+    assert_eq!(oci_tags(&existing), ["small"]);
+}
+
 #[test]
 fn bad_export_arguments_are_usage_errors() {
     let store = TestStore::new();

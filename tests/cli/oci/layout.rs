@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+use crate::browse::oracle::walk;
 use crate::common::sha256_hex;
 
 pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -355,4 +356,32 @@ pub(crate) fn decompress(c: Compression, data: &[u8]) -> Vec<u8> {
 /// A layer's blob (checked against the descriptor), uncompressed as its media type says.
 pub(crate) fn layer_tar(dir: &Path, desc: &Descriptor) -> Vec<u8> {
     decompress(layer_compression(&desc.media_type), &read_blob(dir, desc))
+}
+
+/// What a layout holds: every name below it, and `index.json`'s bytes.
+pub(crate) struct LayoutState {
+    names: Vec<Vec<u8>>,
+    index: Vec<u8>,
+}
+
+pub(crate) fn layout_state(dir: &Path) -> LayoutState {
+    LayoutState {
+        names: walk(dir).into_iter().map(|(p, _)| p).collect(),
+        index: std::fs::read(dir.join("index.json")).unwrap(),
+    }
+}
+
+/// `dir` is the layout `before` was, plus at most some whole blobs: what an export into it
+/// that did not finish may leave.
+pub(crate) fn assert_layout_kept(dir: &Path, before: &LayoutState, what: &str) {
+    let now = layout_state(dir);
+    assert!(now.index == before.index, "{what}: index.json changed");
+    for name in now.names.iter().filter(|n| !before.names.contains(n)) {
+        let shown = String::from_utf8_lossy(name);
+        let hex = shown
+            .strip_prefix("/blobs/sha256/")
+            .unwrap_or_else(|| panic!("{what}: left {shown}"));
+        let blob = std::fs::read(dir.join(&shown[1..])).unwrap();
+        assert_eq!(sha256_hex(&blob), hex, "{what}: a partial blob {shown}");
+    }
 }
