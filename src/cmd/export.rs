@@ -149,17 +149,15 @@ fn to_file_or_stdout(
         ))
         .into());
     }
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    // Named for its file, so a leftover (the machine went down) says what it was; mode
-    // 0666 less the umask, as any other new file.
-    let held = crate::signals::hold_interrupts();
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".cellar-tmp")
-        .permissions(std::fs::Permissions::from_mode(0o666))
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a file in {}", dir.display()))?;
-    crate::signals::remove_on_interrupt(held, tmp.path().to_path_buf());
+    // Mode 0666 less the umask, as any other new file.
+    let tmp = staged(
+        path,
+        |b| {
+            b.permissions(std::fs::Permissions::from_mode(0o666))
+                .tempfile_in(dir)
+        },
+        |t| t.path(),
+    )?;
     let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
     write(&mut out)?;
     out.flush()?;
@@ -182,17 +180,6 @@ fn to_layout(
     dir: &Path,
     write: impl FnOnce(&Path, &Path) -> cellar_store::Result<()>,
 ) -> anyhow::Result<()> {
-    // Interrupts are held from before the directory is made until its cleaner takes them.
-    let temp_dir = |name: &str, in_dir: &Path| {
-        let held = crate::signals::hold_interrupts();
-        let made = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".cellar-tmp")
-            .tempdir_in(in_dir)
-            .with_context(|| format!("creating a directory in {}", in_dir.display()))?;
-        crate::signals::remove_on_interrupt(held, made.path().to_path_buf());
-        anyhow::Ok(made)
-    };
     let exists = match std::fs::symlink_metadata(dir) {
         // A symlink to a directory is written through, as before.
         Ok(_) if dir.is_dir() => true,
@@ -203,23 +190,43 @@ fn to_layout(
         Err(e) => return Err(e).with_context(|| format!("looking up {}", dir.display())),
     };
     if exists {
-        let scratch = temp_dir("incoming", dir)?;
+        let scratch = staged(&dir.join("incoming"), |b| b.tempdir_in(dir), |d| d.path())?;
         write(dir, scratch.path())?;
         let shown = scratch.path().display().to_string();
         return scratch.close().with_context(|| format!("removing {shown}"));
     }
     let parent = parent_dir(dir);
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    // Named for its layout, so a leftover (the machine went down) says what it was.
-    let staged = temp_dir(
-        &dir.file_name().unwrap_or_default().to_string_lossy(),
-        parent,
-    )?;
-    write(staged.path(), staged.path())?;
-    std::fs::rename(staged.path(), dir).with_context(|| format!("writing {}", dir.display()))?;
+    let layout = staged(dir, |b| b.tempdir_in(parent), |d| d.path())?;
+    write(layout.path(), layout.path())?;
+    std::fs::rename(layout.path(), dir).with_context(|| format!("writing {}", dir.display()))?;
     // Renamed into place: nothing is left to remove.
-    let _ = staged.keep();
+    let _ = layout.keep();
     Ok(())
+}
+
+/// A temporary file or directory, made by `make` (given a builder with the name set), that
+/// is to become `target`: named `.NAME.XXXX.cellar-tmp` after it, so a leftover (the machine
+/// went down) says what it was, and removed by an interrupt. Interrupts are held from before
+/// it is made until its cleaner takes them.
+fn staged<T>(
+    target: &Path,
+    make: impl FnOnce(&mut tempfile::Builder) -> std::io::Result<T>,
+    path: impl Fn(&T) -> &Path,
+) -> anyhow::Result<T> {
+    let prefix = format!(
+        ".{}.",
+        target.file_name().unwrap_or_default().to_string_lossy()
+    );
+    let held = crate::signals::hold_interrupts();
+    let made = make(
+        tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".cellar-tmp"),
+    )
+    .with_context(|| format!("creating a temporary {}", target.display()))?;
+    crate::signals::remove_on_interrupt(held, path(&made).to_path_buf());
+    Ok(made)
 }
 
 /// The directory `path` is in (`.` for a bare name).
