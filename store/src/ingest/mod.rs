@@ -138,23 +138,24 @@ impl Store {
         let (parsed, mut written) = std::thread::scope(|s| {
             let (job_tx, job_rx) = bounded(4);
             let (rec_tx, rec_rx) = bounded(4);
+            let (spare_tx, spare_rx) = bounded(2);
             let workers: Vec<_> = (0..worker_count())
                 .map(|_| {
-                    let (jobs, out) = (job_rx.clone(), rec_tx.clone());
+                    let (jobs, out, spare) = (job_rx.clone(), rec_tx.clone(), spare_tx.clone());
                     std::thread::Builder::new()
                         .name("cellar-zstd".into())
-                        .spawn_scoped(s, move || workers::compress(jobs, out))
+                        .spawn_scoped(s, move || workers::compress(jobs, out, spare))
                         .expect("spawn compression worker")
                 })
                 .collect();
-            drop((job_rx, rec_tx));
+            drop((job_rx, rec_tx, spare_tx));
             let p = progress.clone();
             let writer = std::thread::Builder::new()
                 .name("cellar-packs".into())
                 .spawn_scoped(s, move || workers::write(self.root(), rec_rx, p))
                 .expect("spawn pack writer");
 
-            let mut sink = Sink::new(&lookups, &scratch, job_tx, progress.clone());
+            let mut sink = Sink::new(&lookups, &scratch, job_tx, spare_rx, progress.clone());
             let parsed = self.parse(source, &mut sink, &scratch, &base, &progress);
             drop(sink);
             let mut error = None;

@@ -18,7 +18,8 @@ pub const PACK_TARGET: u64 = 32 << 20;
 pub type Record = (RecordHeader, Vec<u8>);
 
 /// Compress jobs until the job queue closes or the writer hangs up.
-pub fn compress(jobs: Receiver<Job>, out: Sender<Record>) -> Result<()> {
+/// Frame buffers whose bytes went out compressed go back on `spare` for the next frame.
+pub fn compress(jobs: Receiver<Job>, out: Sender<Record>, spare: Sender<Vec<u8>>) -> Result<()> {
     // One context per worker, reused: allocating one per frame costs time and churns memory.
     let mut zstd = frame_compressor().map_err(Error::Output)?;
     for job in jobs {
@@ -27,6 +28,7 @@ pub fn compress(jobs: Receiver<Job>, out: Sender<Record>) -> Result<()> {
                 let z = zstd.compress(&raw).map_err(Error::Output)?;
                 // Incompressible frames (already compressed files) are stored as they are.
                 let (codec, payload) = if z.len() < raw.len() {
+                    let _ = spare.try_send(raw);
                     (Codec::Zstd, z)
                 } else {
                     (Codec::None, raw)
