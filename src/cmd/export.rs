@@ -166,7 +166,7 @@ fn to_file_or_stdout(
     tmp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    sync_dir(dir)
 }
 
 /// Run `write(layout, scratch)` to write the OCI layout DIR so that a failed or interrupted
@@ -202,7 +202,14 @@ fn to_layout(
     std::fs::rename(layout.path(), dir).with_context(|| format!("writing {}", dir.display()))?;
     // Renamed into place: nothing is left to remove.
     let _ = layout.keep();
-    Ok(())
+    sync_dir(parent)
+}
+
+/// fsync a directory, so that a name just renamed into it survives a crash.
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
 }
 
 /// A temporary file or directory, made by `make` (given a builder with the name set), that

@@ -33,10 +33,16 @@ pub fn validate_tag(tag: &str) -> Result<()> {
     }
 }
 
-/// Write `bytes` as `path`: into a file in `scratch` first, renamed into place.
+/// Write `bytes` as `path`: into a file in `scratch` first, synced, renamed into place. (The
+/// directory's entry is made durable by syncing it: see `write_oci_layout`.)
 fn write_file(scratch: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = scratch_path(scratch, path);
-    fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .map_err(|e| Error::io(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
@@ -104,6 +110,8 @@ impl Store {
         let blob = |digest: &Digest| blobs.join(digest.hex());
         write_file(scratch, &blob(&image.config_digest), &image.config)?;
         write_file(scratch, &blob(&image.manifest_digest), &image.manifest)?;
+        // Every blob the index will name survives a crash before the index names it.
+        crate::layout::sync_dir(&blobs)?;
         write_file(
             scratch,
             &dir.join("oci-layout"),
@@ -140,7 +148,8 @@ impl Store {
             scratch,
             &index_path,
             &serde_json::to_vec(&index).expect("json"),
-        )
+        )?;
+        crate::layout::sync_dir(dir)
     }
 
     /// Write `image` as a `docker save` archive (docker's `manifest.json` format, which
