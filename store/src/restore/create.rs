@@ -131,13 +131,14 @@ impl Restorer<'_, '_> {
                 Ok(true)
             }
             Ok(None) => Ok(false),
-            Err(Error::Io { err, .. }) if dev && err.raw_os_error() == Some(libc::EPERM) => {
-                let msg = format!(
-                    "{}: cannot create a {} device ({err}); skipped",
-                    self.disk(rel).display(),
+            // Devices need root (CAP_MKNOD): a failure, as with tar, saying so.
+            Err(Error::Io { path, err }) if dev && err.raw_os_error() == Some(libc::EPERM) => {
+                let reason = format!(
+                    "{}: cannot create a {} device ({err}): that needs root",
+                    path.display(),
                     node.kind.name()
                 );
-                self.warn(msg);
+                self.fail(rel, reason);
                 Ok(false)
             }
             Err(e) => Err(e),

@@ -10,11 +10,11 @@
 //! hardlink is only ever made to a name this restore wrote inside DIR. Nothing can be written
 //! outside DIR through a name, a symlinked parent or a hardlink.
 //!
-//! A member that cannot be restored because a non-empty directory is in its way (with
-//! `--force`) is a failure, not a warning: the restore goes on with everything else, as GNU
-//! tar does, and the report lists it. A hardlink whose group's first name failed is not
-//! written either (as with tar, whose link member has no data of its own to fall back on); it
-//! fails too, naming that first name.
+//! A member that cannot be written (a non-empty directory in its way with `--force`, a
+//! directory that refuses it, a full disk, a device when not root) is a failure, not a
+//! warning: the restore goes on with everything else, as GNU tar does, and the report lists
+//! it. A hardlink whose group's first name failed is not written either (as with tar, whose
+//! link member has no data of its own to fall back on); it fails too, naming that first name.
 //!
 //! File data is streamed through one 1 MiB buffer. A read error from the store (damaged
 //! data) stops the restore with an error naming the path, and the partly written file is
@@ -31,7 +31,7 @@ mod links;
 mod meta;
 
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -58,7 +58,7 @@ pub struct RestoreReport {
     pub files: u64,
     /// File data written (hardlinks and holes of sparse files not counted).
     pub bytes: u64,
-    /// Things left out or not fully restored (e.g. a device when not root, an xattr the
+    /// Things left out on purpose or not fully restored (e.g. an unsafe name, an xattr the
     /// filesystem refused), one line each.
     pub warnings: Vec<String>,
     /// How many members should have been restored and could not be (the restore went on
@@ -88,8 +88,9 @@ const MAX_DEPTH: usize = 1024;
 /// owner, mode, xattrs and mtime); anything else is written as `dir/NAME`. `dir` is created
 /// if missing; an existing one must be empty unless `opts.force`.
 ///
-/// Members that could not be restored (something in the way with `opts.force`) do not stop
-/// it: they are counted in the report's `failed` and listed in its `failures`.
+/// Members that could not be written (something in the way with `opts.force`, an error
+/// writing them) do not stop it: they are counted in the report's `failed` and listed in its
+/// `failures`.
 ///
 /// Errors: `NotFound`/`InvalidArgument` (usage: unknown path, named `SHORT_ID:/path: ...`;
 /// `dir` not a directory, a symlink, or not empty); `Corrupt` naming the path when the store's data is damaged; `Io`
@@ -267,8 +268,9 @@ impl Restorer<'_, '_> {
         Error::io(self.disk(rel), err)
     }
 
-    /// An error reading the store while restoring `rel`: damaged data keeps its kind (exit 1)
-    /// and gains the path; anything else becomes an I/O error at the path on disk.
+    /// An error reading the store while restoring `rel`, which stops the restore: damaged
+    /// data keeps its kind and gains the path; anything else becomes an I/O error at the
+    /// store (never at a path in DIR, which would make it a failure of `rel` alone).
     fn read_err(&self, rel: &[u8], e: Error) -> Error {
         match e {
             Error::Corrupt(m) => Error::Corrupt(format!(
@@ -276,11 +278,12 @@ impl Restorer<'_, '_> {
                 self.snap_path(rel),
                 self.disk(rel).display()
             )),
-            e => self.io_err(
-                rel,
+            e => Error::io(
+                self.tree.store().root(),
                 io::Error::other(format!(
-                    "reading {} from the store: {e}",
-                    self.snap_path(rel)
+                    "reading {} (restoring {}): {e}",
+                    self.snap_path(rel),
+                    self.disk(rel).display()
                 )),
             ),
         }
@@ -330,27 +333,41 @@ impl Restorer<'_, '_> {
         }
 
         let failed_before = self.report.failed;
-        let created = match node.kind {
-            Kind::Dir => {
-                let Some(fd) = self.make_dir(parent, &cname, rel)? else {
-                    return Ok(());
-                };
-                self.contents(fd.as_fd(), rel, node)?;
-                self.meta_fd(fd.as_fd(), rel, node);
-                true
+        let created = match self.make(parent, &cname, rel, node) {
+            Ok(created) => created,
+            // Writing this name failed (an error at its own path; the store's errors are
+            // elsewhere): the restore goes on without it, as tar's extraction does.
+            Err(Error::Io { path, err }) if path == self.disk(rel) => {
+                self.fail(rel, format!("{}: {err}", path.display()));
+                false
             }
-            Kind::File => self.file(parent, &cname, rel, node)?,
-            Kind::Symlink => self.symlink(parent, &cname, rel, node)?,
-            Kind::Char | Kind::Block | Kind::Fifo => self.special(parent, &cname, rel, node)?,
+            Err(e) => return Err(e),
         };
         if created {
             self.report.files += 1;
         }
-        // A name skipped on purpose (a device when not root) is neither: the group's next
-        // name is tried as a first one.
+        // A name skipped on purpose (an unsafe symlink target, say) is neither: the group's
+        // next name is tried as a first one.
         if created || self.report.failed > failed_before {
             self.remember_link(rel, node, created);
         }
         Ok(())
+    }
+
+    /// Make `node` as `rel`: true if made, false if skipped or failed (and reported).
+    fn make(&mut self, parent: BorrowedFd, name: &CStr, rel: &[u8], node: &Node) -> Result<bool> {
+        match node.kind {
+            Kind::Dir => {
+                let Some(fd) = self.make_dir(parent, name, rel)? else {
+                    return Ok(false);
+                };
+                self.contents(fd.as_fd(), rel, node)?;
+                self.meta_fd(fd.as_fd(), rel, node);
+                Ok(true)
+            }
+            Kind::File => self.file(parent, name, rel, node),
+            Kind::Symlink => self.symlink(parent, name, rel, node),
+            Kind::Char | Kind::Block | Kind::Fifo => self.special(parent, name, rel, node),
+        }
     }
 }

@@ -17,6 +17,7 @@ mod damage;
 mod existing_dir;
 mod faithful;
 mod hostile;
+mod write_errors;
 
 pub(super) fn restore(store: &TestStore, args: &[&str]) -> Output {
     let mut argv = vec!["restore"];
@@ -28,6 +29,18 @@ pub(super) fn restore_ok(store: &TestStore, args: &[&str]) -> Output {
     let out = restore(store, args);
     assert_success(&out, args);
     out
+}
+
+/// A `restore --json` report's `failed` count and the paths its `failures` list.
+pub(super) fn failures(out: &Output) -> (u64, Vec<String>) {
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json");
+    let paths = report["failures"]
+        .as_array()
+        .expect("failures")
+        .iter()
+        .map(|f| f["path"].as_str().expect("path").to_string())
+        .collect();
+    (report["failed"].as_u64().expect("failed"), paths)
 }
 
 pub(super) fn s(p: &Path) -> &str {

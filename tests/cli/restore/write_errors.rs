@@ -1,0 +1,98 @@
+//! Members the restore cannot write fail on their own: a directory on disk that refuses
+//! them (EACCES), a device the process may not make (EPERM). Everything else is written and
+//! the restore exits 1 naming them, as GNU tar (exit 2) does under the same limits.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use super::*;
+
+/// `argv` run without the capabilities that let root write into any directory and make
+/// devices, as an unprivileged user's restore would run.
+fn unprivileged(argv: &[&str]) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--bounding-set=-dac_override,-dac_read_search,-mknod", "--"])
+        .args(argv)
+        .env_remove("CELLAR_STORE");
+    c
+}
+
+#[test]
+fn members_that_cannot_be_written_fail_after_the_rest_is_written() {
+    let store = TestStore::new();
+    // By hand, in name order, so the walk meets the names in the stream's order.
+    let mut t = Vec::new();
+    member(&mut t, b"a/ok", b'0', b"ok\n", b"", 0o644);
+    member(&mut t, b"dev/c0", b'3', b"", b"", 0o600);
+    // 1, 3 (/dev/null's numbers): 0, 0 would be a whiteout, which anyone may make.
+    let header = t.len() - 512;
+    t[header + 329..header + 337].copy_from_slice(b"0000001\0");
+    t[header + 337..header + 345].copy_from_slice(b"0000003\0");
+    set_checksum(&mut t[header..]);
+    member(&mut t, b"dev/c0-hard", b'1', b"", b"dev/c0", 0o600);
+    member(&mut t, b"ro/", b'5', b"", b"", 0o755);
+    member(&mut t, b"ro/f1", b'0', b"one\n", b"", 0o644);
+    member(&mut t, b"ro/f2", b'0', b"two\n", b"", 0o644);
+    member(&mut t, b"z/ok", b'0', b"z\n", b"", 0o644);
+    end_of_archive(&mut t);
+    let id = store.snapshot_bytes(&t, "vm");
+    // A directory already in DIR that lets nobody but a privileged process write in it.
+    let prepare = |dir: &Path| {
+        fs::create_dir_all(dir.join("ro")).unwrap();
+        fs::set_permissions(dir.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
+    };
+
+    let out = store.scratch("out");
+    prepare(&out);
+    let store_dir = store.path();
+    let r = unprivileged(&[
+        cellar_bin(),
+        "--store",
+        s(&store_dir),
+        "restore",
+        &id,
+        s(&out),
+        "--force",
+        "--json",
+    ])
+    .output()
+    .unwrap();
+    let err = stderr(&r);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("4 members could not be restored:")
+            && err.contains(&format!(
+                "/dev/c0: {}: cannot create a char device (Operation not permitted",
+                s(&out.join("dev/c0"))
+            ))
+            && err.contains("/dev/c0-hard: a hardlink to /dev/c0, which could not be restored")
+            && err.contains(&format!(
+                "/ro/f1: {}: Permission denied",
+                s(&out.join("ro/f1"))
+            ))
+            && err.contains("/ro/f2: "),
+        "{err}"
+    );
+    assert_eq!(
+        failures(&r),
+        (
+            4,
+            ["/dev/c0", "/dev/c0-hard", "/ro/f1", "/ro/f2"]
+                .map(String::from)
+                .to_vec()
+        )
+    );
+    assert_eq!(fs::read(out.join("a/ok")).unwrap(), b"ok\n");
+    assert_eq!(fs::read(out.join("z/ok")).unwrap(), b"z\n");
+
+    // GNU tar under the same limits leaves the same names.
+    let ex = store.scratch("extract");
+    prepare(&ex);
+    let file = store.scratch("stream.tar");
+    fs::write(&file, &t).unwrap();
+    let tar = unprivileged(&["tar", "--numeric-owner", "-xpf", s(&file), "-C", s(&ex)])
+        .output()
+        .unwrap();
+    assert_eq!(tar.status.code(), Some(2), "{}", stderr(&tar));
+    assert_eq!(listing(&out), listing(&ex), "not what GNU tar leaves");
+}
