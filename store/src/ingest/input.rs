@@ -75,10 +75,10 @@ impl ChannelSource {
 }
 
 impl ByteSource for ChannelSource {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+    fn fill_buf(&mut self) -> Result<&[u8]> {
         while self.pos == self.block.len() {
             if self.end.is_some() {
-                return Ok(0);
+                return Ok(&[]);
             }
             match self.rx.recv() {
                 Ok(Msg::Data(b)) => {
@@ -92,12 +92,14 @@ impl ByteSource for ChannelSource {
                 Err(_) => return Err(Error::Input(std::io::Error::other("input reader stopped"))),
             }
         }
-        let n = buf.len().min(self.block.len() - self.pos);
-        buf[..n].copy_from_slice(&self.block[self.pos..self.pos + n]);
-        // After the copy: a file cut under it was read as zeros, which must go no further.
-        self.block.check()?;
+        Ok(&self.block[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) -> Result<()> {
         self.pos += n;
-        Ok(n)
+        // After use: bytes of a file cut under them were read as zeros. The ingest fails here,
+        // before anything made of them is committed.
+        self.block.check()
     }
 }
 

@@ -27,7 +27,7 @@ pub(crate) use scratch::Scratch;
 pub(crate) use sink::Sink;
 use workers::Written;
 
-use crate::chunker::Chunker;
+use crate::chunker::{Chunker, Feed};
 use crate::error::{Error, Result};
 use crate::ids::{ChunkId, SnapshotId};
 use crate::list::{Entry, ListBuilder, ListRef};
@@ -38,7 +38,7 @@ use crate::piece::{Cut, Item, PieceBuffer};
 use crate::snapshot::{validate_name, Snapshot};
 use crate::store::Store;
 use crate::tar::header::GNU_SPARSE;
-use crate::tar::{Member, TarReader};
+use crate::tar::{ByteSource, Member, TarReader};
 use crate::tree::meta::{self, Action, Sparse};
 use crate::tree::{Content, Node, Tree, TreeBuilder};
 use crate::{layout, tar};
@@ -271,7 +271,7 @@ impl Store {
                     let (chunks, payload_len) = chunk_payload(
                         &mut chunker,
                         sink,
-                        |b| tar.read_payload(b),
+                        &mut Payload(&mut tar, TarReader::payload_slice),
                         capture,
                         &hints,
                     )?;
@@ -294,8 +294,9 @@ impl Store {
                 }
                 Err(end) => {
                     // The trailer: everything from the end-of-archive block on.
+                    let mut rest = Payload(&mut tar, TarReader::rest_slice);
                     let (chunks, payload_len) =
-                        chunk_payload(&mut chunker, sink, |b| tar.read_rest(b), None, &[])?;
+                        chunk_payload(&mut chunker, sink, &mut rest, None, &[])?;
                     let item = Item {
                         head: end.head,
                         payload_len,
@@ -317,7 +318,7 @@ impl Store {
         let tree = tree.finish(sink, self, parent_tree)?;
         sink.flush()?;
         let (stream_len, sha256) = tar
-            .into_source()
+            .into_source()?
             .digest()
             .ok_or_else(|| Error::Input(std::io::Error::other("input ended without a digest")))?;
         Ok(Parsed {
@@ -441,17 +442,31 @@ pub(crate) fn index_pack(
 /// How much of a payload is kept to read a PAX 1.0 sparse map from.
 const MAX_CAPTURE: usize = 1 << 20;
 
+/// How the tar reader lends a payload: [`TarReader::payload_slice`] or
+/// [`TarReader::rest_slice`].
+type Lend<S> = fn(&mut TarReader<S>) -> Result<(&[u8], bool)>;
+
+/// A member's payload (or the trailer), lent by the tar reader to the chunker: chunks are cut
+/// and hashed in the input's own blocks, not copied out of them first.
+struct Payload<'a, S>(&'a mut TarReader<S>, Lend<S>);
+
+impl<S: ByteSource> Feed for Payload<'_, S> {
+    fn next(&mut self) -> Result<(&[u8], bool)> {
+        (self.1)(self.0)
+    }
+}
+
 /// Chunk one payload (or the trailer), storing its chunks; returns its chunk list and length.
 fn chunk_payload(
     chunker: &mut Chunker,
     sink: &mut Sink,
-    mut fill: impl FnMut(&mut [u8]) -> Result<usize>,
+    feed: &mut impl Feed,
     mut capture: Option<&mut Vec<u8>>,
     hints: &[(u32, ChunkId)],
 ) -> Result<(ListRef, u64)> {
     let mut list = ListBuilder::default();
     let mut len = 0u64;
-    chunker.chunk_hinted(&mut fill, hints, |c, id| {
+    chunker.chunk_hinted(feed, hints, |c, id| {
         len += c.len() as u64;
         if let Some(prefix) = capture.as_deref_mut() {
             let room = MAX_CAPTURE.saturating_sub(prefix.len()).min(c.len());

@@ -54,24 +54,42 @@ impl Member {
     }
 }
 
-/// Where the stream's bytes come from. Errors are the engine's own, so a source can report a
-/// damaged compressed wrapper or a failed command as what it is.
+/// Where the stream's bytes come from, as `io::BufRead` hands them out: borrowed from the
+/// source's own buffer, so payloads can be chunked and hashed where they already are. Errors
+/// are the engine's own, so a source can report a damaged compressed wrapper or a failed
+/// command as what it is.
 pub trait ByteSource {
-    /// Like `Read::read`: 0 means end of stream.
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize>;
+    /// The next bytes of the stream, not yet consumed; empty at the end of the stream.
+    fn fill_buf(&mut self) -> Result<&[u8]>;
+    /// The first `n` bytes `fill_buf` gave have been used. An error here is about those
+    /// bytes (say, a mapped file was cut short under them).
+    fn consume(&mut self, n: usize) -> Result<()>;
 }
 
-/// Any `io::Read` as a source (tests, plain files).
-pub struct IoSource<R>(pub R);
+/// Any `io::Read` as a source (tests, plain files), through a buffer of its own.
+pub struct IoSource<R>(std::io::BufReader<R>);
+
+impl<R: Read> IoSource<R> {
+    pub fn new(inner: R) -> Self {
+        IoSource(std::io::BufReader::with_capacity(64 << 10, inner))
+    }
+}
 
 impl<R: Read> ByteSource for IoSource<R> {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
-        loop {
-            match self.0.read(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => return r.map_err(Error::Input),
+    fn fill_buf(&mut self) -> Result<&[u8]> {
+        use std::io::BufRead;
+        while let Err(e) = self.0.fill_buf() {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::Input(e));
             }
         }
+        // Filled: this hands back what the buffer holds.
+        self.0.fill_buf().map_err(Error::Input)
+    }
+
+    fn consume(&mut self, n: usize) -> Result<()> {
+        std::io::BufRead::consume(&mut self.0, n);
+        Ok(())
     }
 }
 
@@ -86,20 +104,27 @@ impl<S: ByteSource> Source<S> {
     fn fill(&mut self, buf: &mut [u8]) -> Result<usize> {
         let mut n = 0;
         while n < buf.len() {
-            match self.inner.read(&mut buf[n..])? {
-                0 => break,
-                k => n += k,
+            let got = self.inner.fill_buf()?;
+            if got.is_empty() {
+                break;
             }
+            let k = got.len().min(buf.len() - n);
+            buf[n..n + k].copy_from_slice(&got[..k]);
+            self.inner.consume(k)?;
+            self.offset += k as u64;
+            n += k;
         }
-        self.offset += n as u64;
         Ok(n)
     }
 }
 
 pub struct TarReader<S> {
     src: Source<S>,
-    /// Payload bytes of the current member not yet read.
+    /// Payload bytes of the current member not yet read (or lent).
     remaining: u64,
+    /// Bytes lent by [`TarReader::payload_slice`] or [`TarReader::rest_slice`], consumed
+    /// from the source at the reader's next call.
+    lent: usize,
     /// Padding owed after the current payload.
     pad: u64,
     /// Path of the last member, for errors between members.
@@ -137,6 +162,7 @@ impl<S: ByteSource> TarReader<S> {
         TarReader {
             src: Source { inner, offset: 0 },
             remaining: 0,
+            lent: 0,
             pad: 0,
             current: None,
             done: false,
@@ -144,12 +170,24 @@ impl<S: ByteSource> TarReader<S> {
         }
     }
 
+    /// Bytes of the stream read (or lent) so far.
     pub fn offset(&self) -> u64 {
-        self.src.offset
+        self.src.offset + self.lent as u64
     }
 
-    pub fn into_source(self) -> S {
-        self.src.inner
+    pub fn into_source(mut self) -> Result<S> {
+        self.settle()?;
+        Ok(self.src.inner)
+    }
+
+    /// The bytes lent last are done with: consume them.
+    fn settle(&mut self) -> Result<()> {
+        if self.lent > 0 {
+            let n = std::mem::take(&mut self.lent);
+            self.src.inner.consume(n)?;
+            self.src.offset += n as u64;
+        }
+        Ok(())
     }
 
     fn bad(&self, offset: u64, what: impl Into<String>) -> Error {
@@ -163,6 +201,7 @@ impl<S: ByteSource> TarReader<S> {
     /// The next member, or `Err(End)` at the end-of-archive marker. The previous member's
     /// payload must have been read completely.
     pub fn next_member(&mut self) -> Result<std::result::Result<Member, End>> {
+        self.settle()?;
         assert_eq!(self.remaining, 0, "payload not consumed");
         assert!(!self.done, "read past the end of the archive");
         let mut head = Vec::with_capacity(BLOCK * 3);
@@ -370,6 +409,7 @@ impl<S: ByteSource> TarReader<S> {
     /// Read payload bytes of the current member. Returns 0 once the payload is complete; a
     /// stream that ends early is an error naming the member.
     pub fn read_payload(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.settle()?;
         if self.remaining == 0 {
             return Ok(0);
         }
@@ -391,7 +431,43 @@ impl<S: ByteSource> TarReader<S> {
     /// After the end-of-archive block: the rest of the source, whatever it holds.
     pub fn read_rest(&mut self, buf: &mut [u8]) -> Result<usize> {
         debug_assert!(self.done);
+        self.settle()?;
         self.src.fill(buf)
+    }
+
+    /// [`TarReader::read_payload`] without a copy: the next bytes of the current member's
+    /// payload as the source holds them, and whether the payload ends with them; `(&[],
+    /// true)` once it has ended. They are the caller's until its next call to the reader.
+    pub fn payload_slice(&mut self) -> Result<(&[u8], bool)> {
+        self.settle()?;
+        if self.remaining == 0 {
+            return Ok((&[], true));
+        }
+        let held = self.src.inner.fill_buf()?.len();
+        if held == 0 {
+            return Err(self.bad(
+                self.src.offset,
+                format!(
+                    "stream ends inside the member's data ({} bytes missing)",
+                    self.remaining
+                ),
+            ));
+        }
+        let n = held.min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        self.remaining -= n as u64;
+        self.lent = n;
+        let last = self.remaining == 0;
+        Ok((&self.src.inner.fill_buf()?[..n], last))
+    }
+
+    /// [`TarReader::read_rest`] without a copy, as [`TarReader::payload_slice`]: `(&[],
+    /// true)` at the end of the source.
+    pub fn rest_slice(&mut self) -> Result<(&[u8], bool)> {
+        debug_assert!(self.done);
+        self.settle()?;
+        let held = self.src.inner.fill_buf()?.len();
+        self.lent = held;
+        Ok((&self.src.inner.fill_buf()?[..held], held == 0))
     }
 }
 

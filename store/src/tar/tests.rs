@@ -74,7 +74,7 @@ proptest! {
         stream.extend_from_slice(&[0u8; 2 * BLOCK]);
         stream.extend_from_slice(&trailer);
 
-        let mut r = TarReader::new(IoSource(&stream[..]));
+        let mut r = TarReader::new(IoSource::new(&stream[..]));
         let mut replay = Vec::new();
         let mut seen = Vec::new();
         loop {
@@ -123,7 +123,7 @@ proptest! {
         }
         stream.extend_from_slice(&noise);
         stream.truncate(cut.min(stream.len()));
-        let mut r = TarReader::new(IoSource(&stream[..]));
+        let mut r = TarReader::new(IoSource::new(&stream[..]));
         let mut buf = [0u8; 4096];
         let outcome: Result<(), Error> = (|| loop {
             match r.next_member()? {
@@ -187,7 +187,7 @@ fn global_records_apply_to_later_members() {
     push_member(&mut stream, b"c", b'0', b"4444");
     stream.extend_from_slice(&[0u8; 2 * BLOCK]);
 
-    let mut r = TarReader::new(IoSource(&stream[..]));
+    let mut r = TarReader::new(IoSource::new(&stream[..]));
     let mut seen = Vec::new();
     let mut buf = [0u8; 64];
     while let Ok(m) = r.next_member().unwrap() {
@@ -262,7 +262,7 @@ impl std::io::Read for Repeated {
 }
 
 fn first_member_error(src: impl std::io::Read) -> (u64, String) {
-    let mut r = TarReader::new(IoSource(src));
+    let mut r = TarReader::new(IoSource::new(src));
     match r.next_member() {
         Err(Error::BadTar { offset, what, .. }) => (offset, what),
         Err(e) => panic!("expected a bad stream, got {e}"),

@@ -46,7 +46,7 @@ impl Read {
 }
 
 fn read_back(stream: &[u8]) -> Vec<Read> {
-    let mut reader = TarReader::new(IoSource(stream));
+    let mut reader = TarReader::new(IoSource::new(stream));
     let mut members = Vec::new();
     while let Ok(m) = reader.next_member().expect("the reader accepts the stream") {
         let mut payload = vec![0; m.payload_len as usize];
