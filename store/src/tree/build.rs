@@ -1,15 +1,15 @@
 //! Building a snapshot's tree while its stream is ingested.
 //!
 //! Members arrive in stream order, not tree order, and a stream may hold millions of them, so
-//! nodes are spilled to a scratch SQLite file keyed by (parent path, name): the last member for
-//! a path replaces earlier ones, as extraction would. At the end the directories are built
+//! nodes are kept by (parent path, name) in memory up to a budget and in a scratch SQLite file
+//! past it (`members.rs`): the last member for a path replaces earlier ones, as extraction
+//! would. At the end the directories are built
 //! depth-first, each stored as a content-addressed record (delta-compressed against the parent
 //! snapshot's record for the same path), so an unchanged directory costs nothing.
 
 use std::collections::HashMap;
 
-use rusqlite::{params, Connection, OptionalExtension};
-
+use super::members::{Members, BUDGET};
 use super::node::{decode_dir, encode_dir, Kind, Node};
 use crate::error::{Error, Result};
 use crate::ids::ChunkId;
@@ -19,7 +19,7 @@ use crate::object::{ObjectSink, ObjectSource};
 use crate::pack::ChunkKind;
 
 pub struct TreeBuilder<'a> {
-    db: &'a Connection,
+    members: Members<'a>,
     root: Node,
     /// The snapshot's time, for directories no member names: the newest mtime in the
     /// stream, so the same stream always gives the same tree (and the same record ids). The
@@ -81,14 +81,15 @@ fn display(path: &[u8]) -> String {
 }
 
 impl<'a> TreeBuilder<'a> {
-    /// Build in the scratch space's `m` table.
+    /// Build in memory, or in the scratch space's `m` table once the members outgrow
+    /// `members::BUDGET`.
     pub fn new(scratch: &'a Scratch, time: i64) -> Result<Self> {
-        let db = &scratch.conn;
+        let members = Members::new(&scratch.conn, BUDGET);
         let mut root = Node::new(Kind::Dir);
         root.mode = 0o755;
         root.mtime = IMPLICIT_TIME;
         Ok(TreeBuilder {
-            db,
+            members,
             root,
             newest: None,
             clock: time,
@@ -101,38 +102,21 @@ impl<'a> TreeBuilder<'a> {
     }
 
     fn get(&self, dir: &[u8], name: &[u8]) -> Result<Option<Node>> {
-        let mut stmt = self
-            .db
-            .prepare_cached("SELECT node FROM m WHERE dir = ?1 AND name = ?2")?;
-        let bytes: Option<Vec<u8>> = stmt
-            .query_row(params![dir, name], |r| r.get(0))
-            .optional()?;
-        bytes.map(|b| Node::from_bytes(&b)).transpose()
+        self.members.get(dir, name)
     }
 
     /// Insert `node` at (dir, its name) unless something stands there already; false if so.
-    fn put_new(&self, dir: &[u8], node: &Node) -> Result<bool> {
-        let mut stmt = self.db.prepare_cached(
-            "INSERT INTO m (dir, name, node, ino) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (dir, name) DO NOTHING",
-        )?;
-        Ok(stmt.execute(params![dir, node.name, node.to_bytes(), node.ino as i64])? == 1)
+    fn put_new(&mut self, dir: &[u8], node: &Node) -> Result<bool> {
+        self.members.put_new(dir, node)
     }
 
     /// Whether anything stands in the directory at `path` (joined components).
     fn has_children(&self, path: &[u8]) -> Result<bool> {
-        let mut stmt = self
-            .db
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM m WHERE dir = ?1)")?;
-        Ok(stmt.query_row([path], |r| r.get(0))?)
+        self.members.has_children(path)
     }
 
-    fn put(&self, dir: &[u8], node: &Node) -> Result<()> {
-        let mut stmt = self.db.prepare_cached(
-            "INSERT OR REPLACE INTO m (dir, name, node, ino) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        stmt.execute(params![dir, node.name, node.to_bytes(), node.ino as i64])?;
-        Ok(())
+    fn put(&mut self, dir: &[u8], node: &Node) -> Result<()> {
+        self.members.put(dir, node)
     }
 
     /// Make sure every directory above `components` exists (as an implicit directory if the
@@ -302,20 +286,10 @@ impl<'a> TreeBuilder<'a> {
         src: &dyn ObjectSource,
         parent: Option<&Node>,
     ) -> Result<Node> {
-        let mut links = HashMap::new();
-        {
-            let mut stmt = self
-                .db
-                .prepare("SELECT ino, COUNT(*) FROM m WHERE ino != 0 GROUP BY ino")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
-            for row in rows {
-                let (ino, count) = row?;
-                links.insert(ino as u64, count as u64);
-            }
-        }
+        let links = self.members.link_counts()?;
         let time = self.newest.unwrap_or(self.clock);
         let mut b = Build {
-            db: self.db,
+            members: &self.members,
             sink,
             src,
             links,
@@ -334,7 +308,7 @@ impl<'a> TreeBuilder<'a> {
 }
 
 struct Build<'a, 's> {
-    db: &'a Connection,
+    members: &'a Members<'a>,
     sink: &'a mut Sink<'s>,
     src: &'a dyn ObjectSource,
     links: HashMap<u64, u64>,
@@ -345,16 +319,7 @@ impl Build<'_, '_> {
     /// Build the directory at `path`; returns its record id and how many subdirectories it
     /// has (for its link count).
     fn dir(&mut self, path: &[u8], base: Option<ChunkId>) -> Result<(ChunkId, u64)> {
-        let mut nodes = Vec::new();
-        {
-            let mut stmt = self
-                .db
-                .prepare_cached("SELECT node FROM m WHERE dir = ?1 ORDER BY name")?;
-            let rows = stmt.query_map([path], |r| r.get::<_, Vec<u8>>(0))?;
-            for row in rows {
-                nodes.push(Node::from_bytes(&row?)?);
-            }
-        }
+        let mut nodes = self.members.dir(path)?;
         let base_nodes = match base {
             Some(id) => decode_dir(&self.src.object(&id)?)?,
             None => Vec::new(),

@@ -3,6 +3,7 @@
 
 mod build;
 mod diff;
+mod members;
 pub mod meta;
 mod node;
 mod vfs;
