@@ -60,8 +60,9 @@ enum Msg {
 /// The receiving end: a byte source for the tar reader.
 pub struct ChannelSource {
     rx: Receiver<Msg>,
-    /// Spent blocks go back to the input thread for reuse.
-    recycle: Sender<Vec<u8>>,
+    /// Spent blocks go back to the input thread: read ones for reuse, mapped ones to be
+    /// released there (`MADV_DONTNEED` is not free, and this thread is the busiest).
+    recycle: Sender<Block>,
     block: Block,
     pos: usize,
     end: Option<(u64, [u8; 32])>,
@@ -82,9 +83,8 @@ impl ByteSource for ChannelSource {
             }
             match self.rx.recv() {
                 Ok(Msg::Data(b)) => {
-                    if let Block::Owned(spent) = std::mem::replace(&mut self.block, b) {
-                        let _ = self.recycle.try_send(spent);
-                    }
+                    // With the input thread gone (or behind), the block is dropped here.
+                    let _ = self.recycle.try_send(std::mem::replace(&mut self.block, b));
                     self.pos = 0;
                 }
                 Ok(Msg::End { len, sha256 }) => self.end = Some((len, sha256)),
@@ -150,13 +150,13 @@ fn hash(rx: Receiver<Raw>, tx: Sender<Msg>) {
     }
 }
 
-fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Vec<u8>>) {
+fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Block>) {
     let input = match input {
         IngestInput::Stream(r) => r,
         IngestInput::File(file) => match Mapping::new(&file) {
             Some(map) if !compressed(map.bytes()) => {
                 let len = map.len() as u64;
-                if !send_mapped(map, &tx) {
+                if !send_mapped(map, &tx, &free) {
                     return;
                 }
                 // Whatever was appended to the file after it was mapped is read as usual.
@@ -187,10 +187,12 @@ fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Vec<u8>>) {
 
 /// Hand the mapped file on in blocks, each populated first; false if the ingest stopped
 /// listening or the file shrank (which has been reported).
-fn send_mapped(map: Mapping, tx: &Sender<Raw>) -> bool {
+fn send_mapped(map: Mapping, tx: &Sender<Raw>, free: &Receiver<Block>) -> bool {
     let map = Arc::new(map);
     let mut at = 0;
     while at < map.len() {
+        // Release the blocks the parser is done with.
+        while free.try_recv().is_ok() {}
         let end = map.len().min(at + BLOCK);
         if let Err(e) = map.populate(at..end) {
             let e = std::io::Error::new(
@@ -214,21 +216,32 @@ fn send_mapped(map: Mapping, tx: &Sender<Raw>) -> bool {
     true
 }
 
+/// A buffer for the next read block: a spent read one if one came back (mapped ones coming
+/// back are released by dropping them), else a new one.
+fn spare(free: &Receiver<Block>) -> Vec<u8> {
+    while let Ok(block) = free.try_recv() {
+        if let Block::Owned(v) = block {
+            return v;
+        }
+    }
+    Vec::new()
+}
+
 /// Whether a stream starts like gzip or zstd (which are unwrapped by reading, not mapped).
 fn compressed(start: &[u8]) -> bool {
     start.starts_with(&[0x1f, 0x8b]) || start.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
 }
 
-/// Read `reader` to its end in blocks (recycled from `free`), then send the end.
+/// Read `reader` to its end in blocks (reusing read ones from `free`), then send the end.
 fn read_blocks(
     mut reader: Box<dyn Read + '_>,
     codec: Option<&'static str>,
     consumed: Arc<AtomicU64>,
     tx: &Sender<Raw>,
-    free: &Receiver<Vec<u8>>,
+    free: &Receiver<Block>,
 ) {
     loop {
-        let mut block = free.try_recv().unwrap_or_default();
+        let mut block = spare(free);
         block.resize(BLOCK, 0);
         let mut n = 0;
         let mut eof = false;

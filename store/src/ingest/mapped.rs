@@ -210,8 +210,8 @@ pub enum Block {
     Mapped(MappedRange),
 }
 
-/// A range of a mapping, handed over once. Dropping it (the parser is done with it) releases
-/// its pages from the process, so a mapped file costs the blocks in flight in memory, not all
+/// A range of a mapping, handed over once. Dropping it (the parser is done with it, and has
+/// sent it back to the input thread to drop) releases its pages from the process, so a mapped file costs the blocks in flight in memory, not all
 /// the file read so far (they stay in the page cache).
 pub struct MappedRange {
     map: Arc<Mapping>,
