@@ -2,9 +2,11 @@
 //! chunker takes those cuts while the bytes still hash to them, with no scan for cut points
 //! (see [`Chunker::chunk_hinted`](crate::chunker::Chunker::chunk_hinted)).
 
+use rusqlite::{params, Connection, OptionalExtension};
+
 use crate::chunker::{MAX_CHUNK, MIN_CHUNK};
-use crate::error::Error;
-use crate::ids::ChunkId;
+use crate::error::{Error, Result};
+use crate::ids::{ChunkId, SnapshotId};
 use crate::tar::Member;
 use crate::tree::meta::{self, Sparse};
 use crate::tree::Tree;
@@ -49,4 +51,43 @@ pub(super) fn hints_for(m: &Member, parent: &Tree, out: &mut Vec<(u32, ChunkId)>
     if damaged {
         out.clear();
     }
+}
+
+/// `meta` key: the `seq` of the last snapshot committed before the index could be trusted to
+/// hold every chunk of the snapshots after it (see [`trusted`]). The first commit that finds
+/// it missing sets it, to the snapshot before its own: in a new store, in one an older cellar
+/// wrote, and in every index `repair-index` builds (which starts without it).
+const TRUSTED_AFTER: &str = "hints_trusted_after_seq";
+
+/// Whether a chunk that hashes to one of `parent`'s hints can be taken as stored, with no
+/// lookup in the index (for chunks already stored, the lookup is most of what is left of an
+/// ingest's work besides hashing).
+///
+/// It can when the parent was committed after [`TRUSTED_AFTER`]: a commit leaves every chunk
+/// its snapshot names in the index (those gc condemned meanwhile are moved back by the
+/// lease), and from then on only gc removes chunks, never those of a snapshot still listed.
+/// `repair-index` can lose chunks (those of packs it could not read), and its index has no
+/// mark: the next snapshot of each lineage looks every chunk up, and stores again what the
+/// repair lost.
+pub(super) fn trusted(index: &Connection, parent: &SnapshotId) -> Result<bool> {
+    let after: Option<bool> = index
+        .query_row(
+            "SELECT s.seq > CAST(m.value AS INTEGER) FROM snapshots s
+             JOIN meta m ON m.key = ?2 WHERE s.id = ?1",
+            params![parent.hex(), TRUSTED_AFTER],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(after.unwrap_or(false))
+}
+
+/// In a commit, before the snapshot's row: set the [`TRUSTED_AFTER`] mark at the last snapshot
+/// listed, if it is missing.
+pub(super) fn mark_trusted_after(tx: &Connection) -> Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO meta (key, value)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) FROM snapshots))",
+        [TRUSTED_AFTER],
+    )?;
+    Ok(())
 }

@@ -82,6 +82,8 @@ pub struct IngestReport {
 struct Base {
     anchors: HashMap<u64, ChunkId>,
     tree: Option<Node>,
+    /// Chunks that hash to the parent's hints are taken as stored (`hints::trusted`).
+    trusted: bool,
     time: i64,
 }
 
@@ -120,18 +122,23 @@ impl Store {
         // The lease comes before the first index read, so gc keeps what this ingest may find.
         let lease = self.take_lease()?;
         let parent = self.latest(&opts.name, 0)?;
+        // Dedup lookups run inside one read transaction: no lock calls per chunk. Chunks other
+        // ingests commit meanwhile are not seen, and at worst stored twice.
+        let lookups = self.open_connection()?;
+        lookups.conn().execute_batch("BEGIN")?;
         let base = Base {
             anchors: match &parent {
                 Some(p) => self.piece_anchors(&p.root)?,
                 None => HashMap::new(),
             },
             tree: parent.as_ref().and_then(|p| p.tree.clone()),
+            trusted: match &parent {
+                Some(p) => hints::trusted(lookups.conn(), &p.id)?,
+                None => false,
+            },
             time: now.unix_timestamp(),
         };
         let source = input::spawn(input.into());
-        // Dedup lookups run inside one read transaction: no lock calls per chunk. Chunks other ingests commit meanwhile are not seen, and at worst stored twice.
-        let lookups = self.open_connection()?;
-        lookups.conn().execute_batch("BEGIN")?;
         let scratch = Scratch::new(&self.root().join(layout::TMP_DIR))?;
         let progress = opts.progress.clone();
 
@@ -229,6 +236,7 @@ impl Store {
         let Base {
             anchors,
             tree: parent_tree,
+            trusted,
             time,
         } = base;
         let (parent_tree, time) = (parent_tree.as_ref(), *time);
@@ -274,6 +282,7 @@ impl Store {
                         &mut Payload(&mut tar, TarReader::payload_slice),
                         capture,
                         &hints,
+                        *trusted,
                     )?;
                     progress.read.store(tar.offset(), Ordering::Relaxed);
                     if m.typeflag == GNU_SPARSE || m.global_records > 0 {
@@ -296,7 +305,7 @@ impl Store {
                     // The trailer: everything from the end-of-archive block on.
                     let mut rest = Payload(&mut tar, TarReader::rest_slice);
                     let (chunks, payload_len) =
-                        chunk_payload(&mut chunker, sink, &mut rest, None, &[])?;
+                        chunk_payload(&mut chunker, sink, &mut rest, None, &[], false)?;
                     let item = Item {
                         head: end.head,
                         payload_len,
@@ -373,6 +382,7 @@ impl Store {
                 for pack in &written.sealed {
                     index_pack(self.root(), tx, pack, depths)?;
                 }
+                hints::mark_trusted_after(tx)?;
                 Store::insert_snapshot(tx, &snap)?;
                 crate::failpoint::hit("commit:in-transaction");
                 Ok(())
@@ -457,12 +467,15 @@ impl<S: ByteSource> Feed for Payload<'_, S> {
 }
 
 /// Chunk one payload (or the trailer), storing its chunks; returns its chunk list and length.
+/// With `trusted`, a chunk that hashes to one of `hints` is taken as stored without a lookup
+/// (`hints::trusted`).
 fn chunk_payload(
     chunker: &mut Chunker,
     sink: &mut Sink,
     feed: &mut impl Feed,
     mut capture: Option<&mut Vec<u8>>,
     hints: &[(u32, ChunkId)],
+    trusted: bool,
 ) -> Result<(ListRef, u64)> {
     let mut list = ListBuilder::default();
     let mut len = 0u64;
@@ -473,7 +486,11 @@ fn chunk_payload(
             prefix.extend_from_slice(&c[..room]);
         }
         // A chunk cut from a hint was hashed to check it.
-        let id = sink.put_hashed(ChunkKind::Data, id.unwrap_or_else(|| ChunkId::of(c)), c)?;
+        let id = match id {
+            Some(id) if trusted => sink.put_stored(id, c.len()),
+            Some(id) => sink.put_hashed(ChunkKind::Data, id, c)?,
+            None => sink.put_hashed(ChunkKind::Data, ChunkId::of(c), c)?,
+        };
         list.push(
             Entry {
                 id,

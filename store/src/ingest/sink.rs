@@ -240,6 +240,15 @@ impl ObjectSink for Sink<'_> {
 }
 
 impl Sink<'_> {
+    /// A data chunk of `len` bytes known to be stored (it hashed to a trusted hint): nothing
+    /// to look up or write.
+    pub fn put_stored(&mut self, id: ChunkId, len: usize) -> ChunkId {
+        self.progress
+            .known_bytes
+            .fetch_add(len as u64, Ordering::Relaxed);
+        id
+    }
+
     /// [`ObjectSink::put`] of bytes whose id is already known (a hinted cut was checked by
     /// hashing it).
     pub fn put_hashed(&mut self, kind: ChunkKind, id: ChunkId, bytes: &[u8]) -> Result<ChunkId> {
