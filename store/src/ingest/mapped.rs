@@ -211,8 +211,9 @@ pub enum Block {
 }
 
 /// A range of a mapping, handed over once. Dropping it (the parser is done with it, and has
-/// sent it back to the input thread to drop) releases its pages from the process, so a mapped file costs the blocks in flight in memory, not all
-/// the file read so far (they stay in the page cache).
+/// sent it back to the input thread to drop) releases its pages from the process, so a mapped
+/// file costs the blocks in flight in memory, not all the file read so far (they stay in the
+/// page cache).
 pub struct MappedRange {
     map: Arc<Mapping>,
     range: Range<usize>,
