@@ -28,6 +28,8 @@ struct VerifyJson {
 #[derive(Serialize)]
 struct ProblemJson {
     what: String,
+    /// `what` without the chunk it names, the same for chunks damaged the same way.
+    reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pack: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,6 +76,7 @@ fn hurt_json(h: &Hurt) -> HurtJson {
 fn problem_json(p: &Problem) -> ProblemJson {
     ProblemJson {
         what: p.what.clone(),
+        reason: p.reason.clone(),
         pack: p.pack.map(|p| p.hex()),
         offset: p.offset,
         chunk: p.chunk.map(|c| c.hex()),
@@ -142,13 +145,12 @@ fn write_human(out: &mut dyn Write, r: &VerifyReport) -> std::io::Result<()> {
 /// Two bad chunks of one pack, damaged the same way, hurting the same things: a lost pack or
 /// a damaged frame makes runs of these, which the human report counts instead of listing.
 fn alike(a: &Problem, b: &Problem) -> bool {
-    let reason = |p: &Problem| p.what.split_once(": ").map(|(_, r)| r.to_owned());
     a.chunk.is_some()
         && b.chunk.is_some()
         && a.pack == b.pack
         && a.unreferenced == b.unreferenced
         && a.hurts == b.hurts
-        && reason(a) == reason(b)
+        && a.reason == b.reason
 }
 
 fn write_problem(out: &mut dyn Write, p: &Problem) -> std::io::Result<()> {

@@ -105,6 +105,17 @@ fn a_lost_pack_file_is_named_as_damage_with_the_way_out() {
     let problems = json["problems"].as_array().unwrap();
     let missing = |p: &&serde_json::Value| p["what"].as_str().unwrap().contains("missing");
     assert!(problems.iter().filter(missing).count() > 100, "{json}");
+    // Each names its chunk; the reason, without it, is the same for all of them.
+    let reasons: std::collections::BTreeSet<&str> = problems
+        .iter()
+        .filter(missing)
+        .map(|p| {
+            let reason = p["reason"].as_str().unwrap();
+            assert!(p["what"].as_str().unwrap().ends_with(reason), "{p}");
+            reason
+        })
+        .collect();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert!(
         human.contains(&format!("more chunks in pack {id} with the same problem")),
         "{human}"

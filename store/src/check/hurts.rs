@@ -270,6 +270,7 @@ pub(super) fn report_bad(v: &mut Verifier, snaps: &[Snapshot]) -> Result<()> {
             .collect();
         v.problems.push(Problem {
             what: chunk_problem(b.kind, &id, &b.what),
+            reason: b.what,
             pack: b.pack,
             offset: b.offset,
             chunk: Some(id),

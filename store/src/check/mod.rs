@@ -58,6 +58,9 @@ impl VerifyReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub what: String,
+    /// Why, without the chunk `what` names: problems of many chunks damaged the same way
+    /// (a lost pack, a damaged frame) share it.
+    pub reason: String,
     pub pack: Option<PackId>,
     /// A byte offset in `pack`: of the record's payload for chunks, else of what is damaged.
     pub offset: Option<u64>,
@@ -85,6 +88,7 @@ impl Problem {
     /// A problem that is not about one chunk, at `pack` and `offset` if known.
     fn new(what: String, pack: Option<PackId>, offset: Option<u64>) -> Self {
         Problem {
+            reason: what.clone(),
             what,
             pack,
             offset,

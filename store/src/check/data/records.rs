@@ -88,6 +88,7 @@ pub(super) fn check_entries(
                     kind_name(Some(e.kind)),
                     e.id.short()
                 ),
+                reason: why,
                 pack: Some(pack),
                 offset: Some(offset),
                 chunk: Some(e.id),
