@@ -36,7 +36,7 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
     // known (synthesized ones are computed here, once).
     let image = lease.image(&snap, &opts)?;
     let left_out = super::warn_left_out(&store, &snap)?;
-    let shared = Arc::new(Shared { store, opts });
+    let shared = Arc::new(Shared::new(store, opts));
     let server = Server::start(shared, &args.listen)?;
     let host = args
         .pull_host

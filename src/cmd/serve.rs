@@ -16,10 +16,7 @@ pub fn run(store: Store, args: ServeArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     opts.settings.validate()?;
-    let shared = Arc::new(Shared {
-        store: Arc::new(store),
-        opts,
-    });
+    let shared = Arc::new(Shared::new(Arc::new(store), opts));
     serve_until_signal(shared, &args.listen, |addr| {
         errln!("cellar: serving the store's snapshots at http://{addr}/v2/ (read-only)");
     })

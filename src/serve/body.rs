@@ -110,7 +110,11 @@ pub fn layer_body(shared: Arc<Shared>, key: LayerKey, range: (u64, u64)) -> Body
         drop(lease);
         match written {
             Ok(layer) => {
-                if !layer.left_out.is_empty() {
+                let first = || {
+                    let mut logged = shared.left_out_logged.lock().expect("log set");
+                    logged.insert(layer.digest.digest.to_string())
+                };
+                if !layer.left_out.is_empty() && first() {
                     errln!(
                         "cellar serve: layer {} leaves out {}",
                         layer.digest.digest,

@@ -9,8 +9,9 @@ mod errors;
 mod page;
 mod routes;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use cellar_store::oci::ImageOptions;
@@ -21,6 +22,18 @@ use tokio::sync::oneshot;
 pub struct Shared {
     pub store: Arc<Store>,
     pub opts: ImageOptions,
+    /// Layers whose left-out paths have been logged: once per layer, not per download.
+    pub left_out_logged: Mutex<HashSet<String>>,
+}
+
+impl Shared {
+    pub fn new(store: Arc<Store>, opts: ImageOptions) -> Self {
+        Shared {
+            store,
+            opts,
+            left_out_logged: Mutex::default(),
+        }
+    }
 }
 
 /// A server running on its own threads until stopped.

@@ -1,6 +1,6 @@
 //! Names starting `.wh.`, which no layer can carry (OCI reads them as whiteouts): every
 //! command that makes an image leaves them out and says so, on stderr and in `--json`, and
-//! `serve` logs it each time it builds such a layer. `push` and `pack` are checked beside
+//! `serve` logs it once for each such layer it builds. `push` and `pack` are checked beside
 //! their other tests.
 
 use std::path::Path;
@@ -93,12 +93,10 @@ fn serve_logs_what_a_layer_it_builds_leaves_out() {
         assert_eq!(b.status, 200);
         assert_eq!(format!("sha256:{}", sha256_hex(&b.body)), layer);
         assert_eq!(served.log_line(&logged), Some(logged.clone()));
-        // One line per layer built, whatever it leaves out.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while builds() < pulls && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        assert_eq!(builds(), pulls, "{:#?}", served.log());
+        // One line per layer, however often it is downloaded (the log is read after the
+        // download's end, when the line would be written).
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(builds(), 1, "pull {pulls}: {:#?}", served.log());
     }
 
     // A diff layer leaves out what it would have carried: the name added since, not the
