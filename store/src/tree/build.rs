@@ -3,9 +3,9 @@
 //! Members arrive in stream order, not tree order, and a stream may hold millions of them, so
 //! nodes are kept by (parent path, name) in memory up to a budget and in a scratch SQLite file
 //! past it (`members.rs`): the last member for a path replaces earlier ones, as extraction
-//! would. At the end the directories are built
-//! depth-first, each stored as a content-addressed record (delta-compressed against the parent
-//! snapshot's record for the same path), so an unchanged directory costs nothing.
+//! would. At the end the directories are built depth-first, each stored as a content-addressed
+//! record (delta-compressed against the parent snapshot's record for the same path), so an
+//! unchanged directory costs nothing.
 
 use std::collections::HashMap;
 
@@ -101,24 +101,6 @@ impl<'a> TreeBuilder<'a> {
         })
     }
 
-    fn get(&self, dir: &[u8], name: &[u8]) -> Result<Option<Node>> {
-        self.members.get(dir, name)
-    }
-
-    /// Insert `node` at (dir, its name) unless something stands there already; false if so.
-    fn put_new(&mut self, dir: &[u8], node: &Node) -> Result<bool> {
-        self.members.put_new(dir, node)
-    }
-
-    /// Whether anything stands in the directory at `path` (joined components).
-    fn has_children(&self, path: &[u8]) -> Result<bool> {
-        self.members.has_children(path)
-    }
-
-    fn put(&mut self, dir: &[u8], node: &Node) -> Result<()> {
-        self.members.put(dir, node)
-    }
-
     /// Make sure every directory above `components` exists (as an implicit directory if the
     /// stream never named it). False if one of them is not a directory: nothing may be
     /// reached through a symlink or a file.
@@ -129,7 +111,7 @@ impl<'a> TreeBuilder<'a> {
         }
         for i in 0..parents.len() {
             let (dir, name) = split(&parents[..=i]);
-            match self.get(&dir, &name)? {
+            match self.members.get(&dir, &name)? {
                 Some(n) if n.is_dir() => {}
                 Some(n) => {
                     let path = display(&parents[..=i].join(&b'/'));
@@ -144,7 +126,7 @@ impl<'a> TreeBuilder<'a> {
                     d.name = name;
                     d.mode = 0o755;
                     d.mtime = IMPLICIT_TIME;
-                    self.put(&dir, &d)?;
+                    self.members.put(&dir, &d)?;
                 }
             }
         }
@@ -224,15 +206,15 @@ impl<'a> TreeBuilder<'a> {
         }
         let (dir, name) = split(&components);
         node.name = name;
-        if self.put_new(&dir, &node)? {
+        if self.members.put_new(&dir, &node)? {
             return Ok(());
         }
         // A later member for the same path replaces the earlier, as extraction does, with
         // GNU tar's one exception: nothing but a directory can take the place of a directory
         // that is not empty (it cannot be removed, and the member fails).
         if !node.is_dir() {
-            if let Some(old) = self.get(&dir, &node.name)? {
-                if old.is_dir() && self.has_children(&full)? {
+            if let Some(old) = self.members.get(&dir, &node.name)? {
+                if old.is_dir() && self.members.has_children(&full)? {
                     self.warn(format!(
                         "{}: a {} where a non-empty directory stands is left out of the tree, \
                          as GNU tar leaves it out",
@@ -243,7 +225,7 @@ impl<'a> TreeBuilder<'a> {
                 }
             }
         }
-        self.put(&dir, &node)
+        self.members.put(&dir, &node)
     }
 
     /// A hardlink member: the same inode as `target`'s node at this point of the stream.
@@ -260,7 +242,7 @@ impl<'a> TreeBuilder<'a> {
         let found = if target_c.is_empty() {
             None
         } else {
-            self.get(&tdir, &tname)?
+            self.members.get(&tdir, &tname)?
         };
         let Some(mut t) = found.filter(|t| !t.is_dir()) else {
             self.warn(format!(
@@ -273,7 +255,7 @@ impl<'a> TreeBuilder<'a> {
         if t.ino == 0 {
             t.ino = self.next_ino;
             self.next_ino += 1;
-            self.put(&tdir, &t)?;
+            self.members.put(&tdir, &t)?;
         }
         self.put_member(path, t)
     }
