@@ -36,8 +36,8 @@ pub mod tar;
 pub mod tree;
 
 pub use check::{repair_index, Hurt, Problem, RepairReport, VerifyReport};
-/// The content-defined chunker ingest uses, exposed for the benches.
-pub use chunker::{Chunker, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK};
+/// The content-defined chunker ingest uses (and what it reads from), exposed for the benches.
+pub use chunker::{Chunker, Feed, FillFeed, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK};
 pub use error::{Error, Result};
 pub use forget::{apply as apply_policy, Decision, Policy};
 pub use gc::{GcOptions, GcReport, LeaseInfo, ReadLease};
