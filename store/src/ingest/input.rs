@@ -16,7 +16,13 @@ use crate::error::{Error, Result};
 use crate::tar::ByteSource;
 
 const BLOCK: usize = 1 << 20;
+/// Blocks read ahead of the hashing thread.
 const QUEUE: usize = 2;
+/// Blocks hashed ahead of the parser. sha256's work per byte is the same everywhere; the
+/// parser's rises and falls with the stream's contents (large files already stored are quick
+/// to parse, small files slow). A deep queue lets the hasher run ahead through the slow parts,
+/// so the parser does not wait on it through the quick ones.
+const HASHED_AHEAD: usize = 8;
 
 /// What an ingest reads: any stream, or a file, which is mapped when it is a plain tar file.
 pub enum IngestInput {
@@ -108,8 +114,8 @@ impl ByteSource for ChannelSource {
 /// reader is dropped).
 pub fn spawn(input: IngestInput) -> ChannelSource {
     let (raw_tx, raw_rx) = bounded(QUEUE);
-    let (tx, rx) = bounded(QUEUE);
-    let (recycle, free) = bounded(2 * QUEUE + 2);
+    let (tx, rx) = bounded(HASHED_AHEAD);
+    let (recycle, free) = bounded(QUEUE + HASHED_AHEAD + 2);
     thread::Builder::new()
         .name("cellar-input".into())
         .spawn(move || pump(input, raw_tx, free))
