@@ -27,6 +27,7 @@ mod tools;
 
 mod cellar;
 mod damage;
+mod durable;
 mod export;
 mod harness;
 mod left_out;
