@@ -25,7 +25,14 @@ pub struct PackWriter {
     hasher: blake3::Hasher,
     len: u64,
     records: usize,
+    /// How much of the file has been handed to writeback (see [`WRITEBACK_STEP`]).
+    kicked: u64,
 }
+
+/// Writeback of a pack's data is started every this many bytes, so the fsync that seals it
+/// waits for the last few MiB only, not for all 32 MiB: that fsync stops the writer thread,
+/// and behind it the compression workers, and the last one is on the commit's critical path.
+const WRITEBACK_STEP: u64 = 4 << 20;
 
 impl PackWriter {
     pub fn create(root: &Path) -> Result<Self> {
@@ -46,6 +53,7 @@ impl PackWriter {
             hasher,
             len: header.len() as u64,
             records: 0,
+            kicked: 0,
         })
     }
 
@@ -66,7 +74,26 @@ impl PackWriter {
         self.hasher.update(payload);
         self.records += 1;
         self.len += (h.len() + payload.len()) as u64;
+        if self.len - self.kicked >= WRITEBACK_STEP {
+            self.start_writeback();
+        }
         Ok(())
+    }
+
+    /// Start writing back what was appended since the last call, without waiting for it.
+    fn start_writeback(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain syscall on a descriptor this writer owns. It only asks the kernel to
+        // start writeback early; an error it would report, fsync reports at the seal.
+        unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                self.kicked as i64,
+                (self.len - self.kicked) as i64,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+        self.kicked = self.len;
     }
 
     /// Flush written data to disk without sealing (so a later seal has little left to sync).
