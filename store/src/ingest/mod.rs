@@ -7,6 +7,7 @@
 //! transaction indexes it all.
 
 mod hints;
+mod index;
 mod input;
 pub use input::IngestInput;
 mod mapped;
@@ -20,8 +21,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_channel::bounded;
-use rusqlite::params;
 
+pub(crate) use index::index_pack;
 pub use progress::Progress;
 pub(crate) use scratch::Scratch;
 pub(crate) use sink::Sink;
@@ -33,7 +34,7 @@ use crate::ids::{ChunkId, SnapshotId};
 use crate::list::{Entry, ListBuilder, ListRef};
 use crate::object::{ObjectSink, ObjectSource};
 use crate::oci::{ImageSettings, Platform};
-use crate::pack::{ChunkKind, PackWriter, RecordHeader, RecordKind, SealedPack};
+use crate::pack::{ChunkKind, PackWriter, RecordHeader, RecordKind};
 use crate::piece::{Cut, Item, PieceBuffer};
 use crate::snapshot::{validate_name, Snapshot};
 use crate::store::Store;
@@ -394,59 +395,6 @@ impl Store {
         }
         Ok(snap)
     }
-}
-
-/// Index one sealed pack's records. Chunks already indexed (stored twice by concurrent
-/// ingests) keep their first location and depth.
-pub(crate) fn index_pack(
-    root: &std::path::Path,
-    tx: &rusqlite::Transaction,
-    pack: &SealedPack,
-    depths: &HashMap<ChunkId, u32>,
-) -> Result<()> {
-    tx.execute(
-        "INSERT INTO packs (name, size, created) VALUES (?1, ?2, strftime('%s','now'))",
-        params![&pack.id.0[..], pack.size as i64],
-    )?;
-    let pack_row = tx.last_insert_rowid();
-    let path = layout::pack_path(root, &pack.id);
-    let mut frame_stmt = tx.prepare_cached(
-        "INSERT INTO frames (pack, offset, stored_len, raw_len, codec, base)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    let mut chunk_stmt = tx.prepare_cached(
-        "INSERT OR IGNORE INTO chunks (id, frame, offset, len, kind, depth)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    crate::pack::scan(&path, |rec| {
-        let h = &rec.header;
-        if h.kind != RecordKind::Chunks {
-            return Ok(());
-        }
-        frame_stmt.execute(params![
-            pack_row,
-            rec.payload_offset as i64,
-            h.stored_len,
-            h.raw_len,
-            h.codec as u8,
-            h.base.map(|b| b.0.to_vec()),
-        ])?;
-        let frame = tx.last_insert_rowid();
-        let mut offset = 0u64;
-        for e in &h.entries {
-            let depth = depths.get(&e.id).copied().unwrap_or(0);
-            chunk_stmt.execute(params![
-                &e.id.0[..],
-                frame,
-                offset as i64,
-                e.len,
-                e.kind as u8,
-                depth
-            ])?;
-            offset += e.len as u64;
-        }
-        Ok(())
-    })
 }
 
 /// How much of a payload is kept to read a PAX 1.0 sparse map from.
