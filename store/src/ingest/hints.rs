@@ -2,54 +2,119 @@
 //! chunker takes those cuts while the bytes still hash to them, with no scan for cut points
 //! (see [`Chunker::chunk_hinted`](crate::chunker::Chunker::chunk_hinted)).
 
+use std::sync::Arc;
+
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::chunker::{MAX_CHUNK, MIN_CHUNK};
+use crate::chunker::MAX_CHUNK;
 use crate::error::{Error, Result};
 use crate::ids::{ChunkId, SnapshotId};
 use crate::tar::Member;
 use crate::tree::meta::{self, Sparse};
-use crate::tree::Tree;
+use crate::tree::{Node, Tree};
 
 /// Hints for one payload at most: 64k chunks, about 1 GiB of payload, 2.3 MiB of memory.
 const MAX_HINTS: usize = 1 << 16;
-/// Payloads smaller than this are not worth a lookup: they are one chunk or two.
-const HINT_MIN: u64 = 4 * MIN_CHUNK as u64;
 
-/// The chunks the file at the member's path had in `parent`, when it is a plain file of the
-/// same length. Anything else (no such file, a sparse one, a damaged record) gives no hints:
-/// they only save work. An error reading the list gives the hints read before it.
-pub(super) fn hints_for(m: &Member, parent: &Tree, out: &mut Vec<(u32, ChunkId)>) {
-    let plain = matches!(m.typeflag, b'0' | b'\0' | b'7');
-    if !plain || m.payload_len < HINT_MIN || !matches!(meta::sparse_layout(m), Sparse::None) {
-        return;
-    }
-    let Ok(node) = parent.resolve(meta::member_path(m)) else {
-        return;
-    };
-    let Some(content) = node
-        .content
-        .filter(|c| c.segments.is_none() && c.data_offset == 0)
-    else {
-        return;
-    };
-    if content.chunks.total_len() != m.payload_len {
-        return;
-    }
-    // A prefix of the chunks is as good a hint as all of them, and bounds the memory.
-    let mut damaged = false;
-    let _ = content.chunks.for_each(parent.store(), &mut |e| {
-        if e.len == 0 || e.len > MAX_CHUNK as u64 {
-            damaged = true;
+/// The parent snapshot's files, found by path for hints. A tar stream lists a directory's
+/// files one after another, so the directory of the last lookup is kept: most files are one
+/// binary search away, with no walk from the root and no node copied. That makes a hint
+/// cheaper than the index lookup it saves even for a file of one small chunk.
+pub(super) struct ParentFiles<'s> {
+    tree: Tree<'s>,
+    /// The path of the kept directory (components joined by `/`, no leading one) ...
+    dir_path: Vec<u8>,
+    /// ... and its nodes, or None when the parent has no directory there.
+    dir: Option<Arc<Vec<Node>>>,
+    /// The member's path, normalized: reused from one call to the next.
+    path: Vec<u8>,
+}
+
+impl<'s> ParentFiles<'s> {
+    pub(super) fn new(tree: Tree<'s>) -> Self {
+        let dir = tree.readdir(tree.root()).ok();
+        ParentFiles {
+            tree,
+            dir_path: Vec::new(),
+            dir,
+            path: Vec::new(),
         }
-        if damaged || out.len() == MAX_HINTS {
-            return Err(Error::corrupt("enough hints")); // stops the walk
+    }
+
+    /// The parent's node at `path`, if it has one (a path with `..` has none).
+    fn node(&mut self, path: &[u8]) -> Option<&Node> {
+        self.path.clear();
+        for c in path.split(|&b| b == b'/') {
+            match c {
+                b"" | b"." => {}
+                b".." => return None,
+                c => {
+                    if !self.path.is_empty() {
+                        self.path.push(b'/');
+                    }
+                    self.path.extend_from_slice(c);
+                }
+            }
         }
-        out.push((e.len as u32, e.id));
-        Ok(())
-    });
-    if damaged {
-        out.clear();
+        let (dir, name) = match self.path.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&self.path[..i], &self.path[i + 1..]),
+            None => (&[][..], &self.path[..]),
+        };
+        if name.is_empty() {
+            return None; // the root
+        }
+        if dir != self.dir_path.as_slice() {
+            self.dir = self
+                .tree
+                .resolve(dir)
+                .and_then(|n| self.tree.readdir(&n))
+                .ok();
+            self.dir_path.clear();
+            self.dir_path.extend_from_slice(dir);
+        }
+        let nodes = self.dir.as_ref()?;
+        let i = nodes
+            .binary_search_by(|n| n.name.as_slice().cmp(name))
+            .ok()?;
+        Some(&nodes[i])
+    }
+
+    /// The chunks the file at the member's path had in the parent, when it is a plain file of
+    /// the same length. Anything else (no such file, a sparse one, a damaged record) gives no
+    /// hints: they only save work. An error reading the list gives the hints read before it.
+    pub(super) fn hints_for(&mut self, m: &Member, out: &mut Vec<(u32, ChunkId)>) {
+        let plain = matches!(m.typeflag, b'0' | b'\0' | b'7');
+        if !plain || m.payload_len == 0 || !matches!(meta::sparse_layout(m), Sparse::None) {
+            return;
+        }
+        let store = self.tree.store();
+        let Some(content) = self
+            .node(meta::member_path(m))
+            .and_then(|n| n.content.as_ref())
+        else {
+            return;
+        };
+        if content.segments.is_some()
+            || content.data_offset != 0
+            || content.chunks.total_len() != m.payload_len
+        {
+            return;
+        }
+        // A prefix of the chunks is as good a hint as all of them, and bounds the memory.
+        let mut damaged = false;
+        let _ = content.chunks.for_each(store, &mut |e| {
+            if e.len == 0 || e.len > MAX_CHUNK as u64 {
+                damaged = true;
+            }
+            if damaged || out.len() == MAX_HINTS {
+                return Err(Error::corrupt("enough hints")); // stops the walk
+            }
+            out.push((e.len as u32, e.id));
+            Ok(())
+        });
+        if damaged {
+            out.clear();
+        }
     }
 }
 

@@ -242,7 +242,8 @@ impl Store {
         } = base;
         let (parent_tree, time) = (parent_tree.as_ref(), *time);
         // The parent's files give cut hints for the same paths.
-        let parent = parent_tree.map(|root| Tree::from_root(self, root.clone()));
+        let mut parent =
+            parent_tree.map(|root| hints::ParentFiles::new(Tree::from_root(self, root.clone())));
         let mut hints = Vec::new();
         let mut tar = TarReader::new(source);
         let mut chunker = Chunker::default();
@@ -274,8 +275,8 @@ impl Store {
                     let mut prefix = Vec::new();
                     let capture = matches!(sparse, Sparse::InPayload).then_some(&mut prefix);
                     hints.clear();
-                    if let Some(parent) = &parent {
-                        hints::hints_for(&m, parent, &mut hints);
+                    if let Some(parent) = &mut parent {
+                        parent.hints_for(&m, &mut hints);
                     }
                     let (chunks, payload_len) = chunk_payload(
                         &mut chunker,
