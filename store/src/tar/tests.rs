@@ -318,3 +318,32 @@ fn pax_headers_of_too_many_records_are_refused() {
     let (_, what) = first_member_error(&stream[..]);
     assert!(what.contains("more than 65536 PAX records"), "{what}");
 }
+
+/// Checksums summed as unsigned bytes (POSIX) and as signed chars (old writers) are both
+/// taken; one that is neither is refused at the header's offset, naming both values.
+#[test]
+fn header_checksums_are_summed_unsigned_or_signed() {
+    let mut h = header("caf\u{e9}-\u{fc}ber".as_bytes(), 0, b'0', 0);
+    let read = |h: &[u8; BLOCK]| {
+        let mut stream = h.to_vec();
+        stream.extend_from_slice(&[0u8; 2 * BLOCK]);
+        match TarReader::new(IoSource::new(&stream[..])).next_member() {
+            Ok(Ok(m)) => m.path.clone(),
+            Ok(Err(_)) => panic!("no member"),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(read(&h), "caf\u{e9}-\u{fc}ber".as_bytes());
+    // The same header, its checksum as a signed-char writer sums it (bytes over 0x7f count
+    // as negative): four such bytes here.
+    h[148..156].copy_from_slice(b"        ");
+    let signed: i64 = h.iter().map(|&b| b as i8 as i64).sum();
+    h[148..156].copy_from_slice(format!("{signed:06o}\0 ").as_bytes());
+    assert_eq!(read(&h), "caf\u{e9}-\u{fc}ber".as_bytes());
+    h[148..156].copy_from_slice(format!("{:06o}\0 ", signed + 1).as_bytes());
+    let mut stream = h.to_vec();
+    stream.extend_from_slice(&[0u8; 2 * BLOCK]);
+    let (offset, what) = first_member_error(&stream[..]);
+    assert_eq!(offset, 0, "{what}");
+    assert!(what.contains("header checksum mismatch"), "{what}");
+}
