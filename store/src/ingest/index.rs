@@ -55,11 +55,23 @@ pub(crate) fn index_pack(
                 depth,
             });
             offset += e.len as u64;
+            if rows.len() == SORTED_ROWS {
+                insert_chunks(tx, &mut rows)?;
+            }
         }
         Ok(())
     })?;
-    // In id order (stable: of two copies in one pack, the first is kept), many rows to a
-    // statement: the ids are random, and this is most of a cold commit's time.
+    insert_chunks(tx, &mut rows)
+}
+
+/// Chunk rows sorted and inserted together, at most: 4 MiB of them. A pack of tiny files
+/// holds a million.
+const SORTED_ROWS: usize = 1 << 16;
+
+/// Insert `rows` (and clear it) in id order, many to a statement: the ids are random, and
+/// inserting them is most of a cold commit's time. The sort is stable: of two copies of a
+/// chunk, the first is kept, as it is across calls.
+fn insert_chunks(tx: &rusqlite::Transaction, rows: &mut Vec<ChunkRow>) -> Result<()> {
     rows.sort_by_key(|r| r.id);
     let mut batch = rows.chunks_exact(CHUNK_ROWS_PER_INSERT);
     let mut stmt = tx.prepare_cached(&chunk_insert(CHUNK_ROWS_PER_INSERT))?;
@@ -73,6 +85,7 @@ pub(crate) fn index_pack(
         bind_chunk_rows(&mut stmt, rest)?;
         stmt.raw_execute()?;
     }
+    rows.clear();
     Ok(())
 }
 
