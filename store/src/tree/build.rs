@@ -105,11 +105,26 @@ impl<'a> TreeBuilder<'a> {
     /// stream never named it). False if one of them is not a directory: nothing may be
     /// reached through a symlink or a file.
     fn ensure_parents(&mut self, parents: &[&[u8]]) -> Result<bool> {
-        let joined = parents.join(&b'/');
-        if self.last_parent.as_deref() == Some(&joined[..]) {
-            return Ok(true);
-        }
-        for i in 0..parents.len() {
+        // The directories of the last parent path are known to be directories still (a member
+        // that replaces one clears `last_parent`): only those below them are looked up. A tar
+        // stream lists a directory's members together and recurses into its subdirectories,
+        // so that is mostly one lookup, or none.
+        let shared = match &self.last_parent {
+            Some(last) => {
+                let known = last.split(|&b| b == b'/').filter(|c| !c.is_empty());
+                let shared = parents
+                    .iter()
+                    .zip(known.clone())
+                    .take_while(|(a, b)| *a == b)
+                    .count();
+                if shared == parents.len() && shared == known.count() {
+                    return Ok(true);
+                }
+                shared
+            }
+            None => 0,
+        };
+        for i in shared..parents.len() {
             let (dir, name) = split(&parents[..=i]);
             match self.members.get(&dir, &name)? {
                 Some(n) if n.is_dir() => {}
@@ -130,7 +145,7 @@ impl<'a> TreeBuilder<'a> {
                 }
             }
         }
-        self.last_parent = Some(joined);
+        self.last_parent = Some(parents.join(&b'/'));
         Ok(true)
     }
 

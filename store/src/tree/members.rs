@@ -26,6 +26,11 @@ struct Stored {
     ino: u64,
 }
 
+/// What an entry counts against the budget.
+fn entry_cost(key: &(Vec<u8>, Vec<u8>), s: &Stored) -> usize {
+    key.0.len() + key.1.len() + s.node.len() + ENTRY_OVERHEAD
+}
+
 pub(super) struct Members<'a> {
     db: &'a Connection,
     /// Every member while `spilled` is false; none after.
@@ -69,10 +74,18 @@ impl<'a> Members<'a> {
     pub(super) fn put_new(&mut self, dir: &[u8], node: &Node) -> Result<bool> {
         if !self.spilled {
             let key = (dir.to_vec(), node.name.clone());
-            if self.mem.contains_key(&key) {
+            let std::collections::btree_map::Entry::Vacant(slot) = self.mem.entry(key) else {
                 return Ok(false);
+            };
+            let stored = Stored {
+                node: node.to_bytes(),
+                ino: node.ino,
+            };
+            self.bytes += entry_cost(slot.key(), &stored);
+            slot.insert(stored);
+            if self.bytes > self.budget {
+                self.spill()?;
             }
-            self.insert(key, node)?;
             return Ok(true);
         }
         let mut stmt = self.db.prepare_cached(
@@ -95,14 +108,11 @@ impl<'a> Members<'a> {
     }
 
     fn insert(&mut self, key: (Vec<u8>, Vec<u8>), node: &Node) -> Result<()> {
-        let cost = |k: &(Vec<u8>, Vec<u8>), s: &Stored| {
-            k.0.len() + k.1.len() + s.node.len() + ENTRY_OVERHEAD
-        };
         let stored = Stored {
             node: node.to_bytes(),
             ino: node.ino,
         };
-        self.bytes += cost(&key, &stored);
+        self.bytes += entry_cost(&key, &stored);
         let key_len = key.0.len() + key.1.len();
         if let Some(old) = self.mem.insert(key, stored) {
             self.bytes -= key_len + old.node.len() + ENTRY_OVERHEAD;
