@@ -127,8 +127,9 @@ pub struct TarReader<S> {
     lent: usize,
     /// Padding owed after the current payload.
     pad: u64,
-    /// Path of the last member, for errors between members.
-    current: Option<String>,
+    /// Path of the last member, for errors between members (bytes, made text only for an
+    /// error: every member passes here).
+    current: Option<Vec<u8>>,
     done: bool,
     /// The records of the last global header that apply to the members after it.
     global: Vec<PaxRecord>,
@@ -193,7 +194,10 @@ impl<S: ByteSource> TarReader<S> {
     fn bad(&self, offset: u64, what: impl Into<String>) -> Error {
         Error::BadTar {
             offset,
-            member: self.current.clone(),
+            member: self
+                .current
+                .as_deref()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
             what: what.into(),
         }
     }
@@ -289,7 +293,9 @@ impl<S: ByteSource> TarReader<S> {
                     m.pax.splice(0..0, self.global.iter().cloned());
                     self.fill_member(&mut m, &h, size, long_name, long_link)
                         .map_err(|e| self.bad(start, e))?;
-                    self.current = Some(m.display_path());
+                    let current = self.current.get_or_insert_with(Vec::new);
+                    current.clear();
+                    current.extend_from_slice(&m.path);
                     if typeflag == header::GNU_SPARSE {
                         let extended = h.gnu_sparse_extended();
                         m.gnu_sparse =
