@@ -155,15 +155,19 @@ impl<'a> Sink<'a> {
     }
 
     fn flush_buf(&mut self, meta: bool) -> Result<()> {
+        // An empty frame keeps its buffer: a spare taken for it would sit unused.
+        if (if meta { &self.meta } else { &self.data })
+            .entries
+            .is_empty()
+        {
+            return Ok(());
+        }
         let next = FrameBuf::new(self.spare.try_recv().ok());
         let buf = std::mem::replace(if meta { &mut self.meta } else { &mut self.data }, next);
-        if !buf.entries.is_empty() {
-            self.send(Job::Frame {
-                entries: buf.entries,
-                raw: buf.raw,
-            })?;
-        }
-        Ok(())
+        self.send(Job::Frame {
+            entries: buf.entries,
+            raw: buf.raw,
+        })
     }
 
     /// Send every pending frame to the workers.
