@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use super::members::{Members, BUDGET};
-use super::node::{decode_dir, encode_dir, Kind, Node};
+use super::node::{decode_dir, dir_header, Kind, Node};
 use crate::error::{Error, Result};
 use crate::ids::ChunkId;
 use crate::ingest::sink::MAX_OBJECT;
@@ -314,45 +314,56 @@ struct Build<'a, 's> {
 
 impl Build<'_, '_> {
     /// Build the directory at `path`; returns its record id and how many subdirectories it
-    /// has (for its link count).
+    /// has (for its link count). Most members are plain files, symlinks and devices whose
+    /// nodes are final as collected: their encodings go into the record as they are. Only
+    /// directories (a child record, a link count, maybe the snapshot's time) and hard links
+    /// (a link count) are decoded to be completed.
     fn dir(&mut self, path: &[u8], base: Option<ChunkId>) -> Result<(ChunkId, u64)> {
-        let mut nodes = self.members.dir(path)?;
-        let base_nodes = match base {
-            Some(id) => decode_dir(&self.src.object(&id)?)?,
-            None => Vec::new(),
-        };
+        let members = self.members.dir(path)?;
+        let mut record = dir_header(members.len());
+        // The parent's record for this path, decoded only to find a subdirectory's base.
+        let mut base_nodes = None;
         let mut subdirs = 0;
-        for n in &mut nodes {
-            if n.mtime == IMPLICIT_TIME {
-                n.mtime = self.time;
+        for (encoded, ino) in &members {
+            let kind = Node::kind_of(encoded)?;
+            if kind != Kind::Dir && *ino == 0 {
+                record.extend_from_slice(encoded);
+                continue;
             }
-            match n.kind {
-                Kind::Dir => {
-                    subdirs += 1;
-                    let child_path = if path.is_empty() {
-                        n.name.clone()
-                    } else {
-                        [path, b"/", &n.name].concat()
-                    };
-                    let child_base = base_nodes
-                        .binary_search_by(|b| b.name.as_slice().cmp(&n.name))
-                        .ok()
-                        .and_then(|i| base_nodes[i].child);
-                    let (child, child_subdirs) = self.dir(&child_path, child_base)?;
-                    n.child = Some(child);
-                    n.nlink = 2 + child_subdirs;
+            let mut n = Node::from_bytes(encoded)?;
+            if kind == Kind::Dir {
+                if n.mtime == IMPLICIT_TIME {
+                    n.mtime = self.time;
                 }
-                _ if n.ino != 0 => n.nlink = self.links.get(&n.ino).copied().unwrap_or(1),
-                _ => {}
+                subdirs += 1;
+                let child_path = if path.is_empty() {
+                    n.name.clone()
+                } else {
+                    [path, b"/", &n.name].concat()
+                };
+                let base_nodes = match (&mut base_nodes, base) {
+                    (Some(nodes), _) => nodes,
+                    (None, Some(id)) => base_nodes.insert(decode_dir(&self.src.object(&id)?)?),
+                    (None, None) => base_nodes.insert(Vec::new()),
+                };
+                let child_base = base_nodes
+                    .binary_search_by(|b| b.name.as_slice().cmp(&n.name))
+                    .ok()
+                    .and_then(|i| base_nodes[i].child);
+                let (child, child_subdirs) = self.dir(&child_path, child_base)?;
+                n.child = Some(child);
+                n.nlink = 2 + child_subdirs;
+            } else {
+                n.nlink = self.links.get(ino).copied().unwrap_or(1);
             }
+            n.encode(&mut record);
         }
-        let record = encode_dir(&nodes);
         if record.len() > MAX_OBJECT {
             return Err(Error::TooLarge(format!(
                 "{}: the directory's record ({} entries, {} bytes) is more than cellar stores \
                  in one object ({} MiB)",
                 display(path),
-                nodes.len(),
+                members.len(),
                 record.len(),
                 MAX_OBJECT >> 20
             )));

@@ -6,6 +6,7 @@
 //! ingest's parsing thread, for trees that almost always fit in a few MiB. Both homes order
 //! names the same way (bytewise, shorter first), so a directory lists the same either way.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
@@ -172,22 +173,28 @@ impl<'a> Members<'a> {
         Ok(links)
     }
 
-    /// The nodes in the directory at `path`, by name.
-    pub(super) fn dir(&self, path: &[u8]) -> Result<Vec<Node>> {
+    /// The members of the directory at `path`, by name: each node as it was encoded, with
+    /// its inode number (0 unless it is in a hard-link group).
+    pub(super) fn dir(&self, path: &[u8]) -> Result<Vec<(Cow<'_, [u8]>, u64)>> {
         if !self.spilled {
             let from = (path.to_vec(), Vec::new());
-            return self
+            return Ok(self
                 .mem
                 .range((Bound::Included(from), Bound::Unbounded))
                 .take_while(|((dir, _), _)| dir == path)
-                .map(|(_, s)| Node::from_bytes(&s.node))
-                .collect();
+                .map(|(_, s)| (Cow::Borrowed(&s.node[..]), s.ino))
+                .collect());
         }
         let mut stmt = self
             .db
-            .prepare_cached("SELECT node FROM m WHERE dir = ?1 ORDER BY name")?;
-        let rows = stmt.query_map([path], |r| r.get::<_, Vec<u8>>(0))?;
-        rows.map(|row| Node::from_bytes(&row?)).collect()
+            .prepare_cached("SELECT node, ino FROM m WHERE dir = ?1 ORDER BY name")?;
+        let rows = stmt.query_map([path], |r| {
+            Ok((
+                Cow::Owned(r.get::<_, Vec<u8>>(0)?),
+                r.get::<_, i64>(1)? as u64,
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }
 
@@ -219,11 +226,14 @@ mod tests {
     fn answers(m: &Members, dirs: &[&[u8]], names: &[&[u8]]) -> String {
         let mut out = String::new();
         for &d in dirs {
-            let listing: Vec<(Vec<u8>, u64)> = m
+            let listing: Vec<(Vec<u8>, u64, u64)> = m
                 .dir(d)
                 .unwrap()
                 .into_iter()
-                .map(|n| (n.name, n.size))
+                .map(|(encoded, ino)| {
+                    let n = Node::from_bytes(&encoded).unwrap();
+                    (n.name, n.size, ino)
+                })
                 .collect();
             out += &format!("{d:?}: {listing:?} {}\n", m.has_children(d).unwrap());
             for &n in names {

@@ -222,6 +222,13 @@ impl Node {
         v
     }
 
+    /// The kind of an encoded node, read without decoding the rest of it.
+    pub fn kind_of(encoded: &[u8]) -> Result<Kind> {
+        let mut d = Decoder::new(encoded, "tree node");
+        d.bytes()?;
+        Kind::from_u8(d.u8()?)
+    }
+
     pub fn from_bytes(b: &[u8]) -> Result<Self> {
         let mut d = Decoder::new(b, "tree node");
         let n = Node::decode(&mut d)?;
@@ -230,9 +237,17 @@ impl Node {
     }
 }
 
-pub fn encode_dir(nodes: &[Node]) -> Vec<u8> {
+/// The start of a directory record of `count` nodes: their encodings follow, in name order.
+pub fn dir_header(count: usize) -> Vec<u8> {
     let mut out = vec![DIR_VERSION];
-    put_varint(&mut out, nodes.len() as u64);
+    put_varint(&mut out, count as u64);
+    out
+}
+
+/// A whole record at once (the tree builder writes its records node by node).
+#[cfg(test)]
+pub fn encode_dir(nodes: &[Node]) -> Vec<u8> {
+    let mut out = dir_header(nodes.len());
     for n in nodes {
         n.encode(&mut out);
     }
