@@ -7,6 +7,7 @@
 mod check;
 mod chunker;
 mod db;
+mod dispose;
 mod encoding;
 pub mod error;
 mod export;

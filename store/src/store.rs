@@ -11,6 +11,7 @@ use lru::LruCache;
 use rusqlite::OptionalExtension;
 
 use crate::db::Db;
+use crate::dispose::dispose;
 use crate::error::{Error, IoContext, Result};
 use crate::frames::Frames;
 use crate::ids::{ChunkId, PackId};
@@ -404,6 +405,26 @@ fn check_object(id: &ChunkId, loc: &Location, frame: Arc<Vec<u8>>) -> Result<Obj
         )));
     }
     Ok(obj)
+}
+
+impl Drop for Store {
+    /// The caches are freed on another thread (`dispose`); the index is closed on this one, so
+    /// its WAL is checkpointed by the time the store is gone.
+    fn drop(&mut self) {
+        fn take<K: std::hash::Hash + Eq, V>(m: &mut Mutex<LruCache<K, V>>) -> LruCache<K, V> {
+            std::mem::replace(
+                m.get_mut().unwrap_or_else(|e| e.into_inner()),
+                LruCache::unbounded(),
+            )
+        }
+        let frames = std::mem::replace(&mut self.frames, Frames::new(0));
+        dispose((
+            frames,
+            take(&mut self.dirs),
+            take(&mut self.locations),
+            take(&mut self.packs),
+        ));
+    }
 }
 
 impl ObjectSource for Store {

@@ -327,7 +327,7 @@ impl Store {
         let exact_layer = tree.exact_layer();
         let warnings = tree.take_warnings();
         let tree = tree.finish(sink, self, parent_tree)?;
-        sink.flush()?;
+        sink.finish()?;
         let (stream_len, sha256) = tar
             .into_source()?
             .digest()

@@ -44,6 +44,7 @@ pub enum Job {
     },
 }
 
+#[derive(Default)]
 struct FrameBuf {
     entries: Vec<Entry>,
     raw: Vec<u8>,
@@ -154,6 +155,17 @@ impl<'a> Sink<'a> {
             .map_err(|_| Error::corrupt("the pack writer stopped"))
     }
 
+    /// Hand a frame to the workers, unless it is empty.
+    fn send_frame(&self, buf: FrameBuf) -> Result<()> {
+        if buf.entries.is_empty() {
+            return Ok(());
+        }
+        self.send(Job::Frame {
+            entries: buf.entries,
+            raw: buf.raw,
+        })
+    }
+
     fn flush_buf(&mut self, meta: bool) -> Result<()> {
         // An empty frame keeps its buffer: a spare taken for it would sit unused.
         if (if meta { &self.meta } else { &self.data })
@@ -164,16 +176,18 @@ impl<'a> Sink<'a> {
         }
         let next = FrameBuf::new(self.spare.try_recv().ok());
         let buf = std::mem::replace(if meta { &mut self.meta } else { &mut self.data }, next);
-        self.send(Job::Frame {
-            entries: buf.entries,
-            raw: buf.raw,
-        })
+        self.send_frame(buf)
     }
 
-    /// Send every pending frame to the workers.
-    pub fn flush(&mut self) -> Result<()> {
-        self.flush_buf(false)?;
-        self.flush_buf(true)
+    /// Send every pending frame to the workers, at the end of the stream. The buffers are not
+    /// replaced: a fresh one would only be freed again.
+    pub fn finish(&mut self) -> Result<()> {
+        let (data, meta) = (
+            std::mem::take(&mut self.data),
+            std::mem::take(&mut self.meta),
+        );
+        self.send_frame(data)?;
+        self.send_frame(meta)
     }
 
     /// Store `bytes` compressed against `base` (an object already in the store), unless the

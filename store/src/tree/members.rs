@@ -13,6 +13,7 @@ use std::ops::Bound;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::node::Node;
+use crate::dispose::dispose;
 use crate::error::Result;
 
 /// Bytes of members kept in memory (names, encoded nodes and the map's own overhead).
@@ -21,6 +22,10 @@ pub(super) const BUDGET: usize = 32 << 20;
 /// rounding, and its share of a B-tree node (measured: a million small members peak at about
 /// the budget plus the rest of an ingest).
 const ENTRY_OVERHEAD: usize = 160;
+
+/// Members past which the map is freed on another thread (`dispose`): a smaller one is freed
+/// sooner than a thread starts.
+const DISPOSE_AT: usize = 1024;
 
 struct Stored {
     node: Vec<u8>,
@@ -195,6 +200,14 @@ impl<'a> Members<'a> {
             ))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+impl Drop for Members<'_> {
+    fn drop(&mut self) {
+        if self.mem.len() >= DISPOSE_AT {
+            dispose(std::mem::take(&mut self.mem));
+        }
     }
 }
 
