@@ -346,6 +346,20 @@ impl Db {
             (out, _) => out,
         }
     }
+
+    /// [`Db::immediate`] for a transaction nothing is lost without after a power failure (a
+    /// lease, whose process would be gone too): it commits without waiting for the disk. The
+    /// next synced commit syncs it along (the WAL is written in order), and until then
+    /// other processes see it like any other.
+    pub fn immediate_unsynced<T>(
+        &mut self,
+        f: impl FnOnce(&Transaction) -> Result<T>,
+    ) -> Result<T> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let out = self.immediate(f);
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        out
+    }
 }
 
 /// A file's (device, inode), or None if it is not there.

@@ -140,7 +140,7 @@ impl Store {
             time: now.unix_timestamp(),
         };
         let source = input::spawn(input.into());
-        let scratch = Scratch::new(&self.root().join(layout::TMP_DIR))?;
+        let scratch = Scratch::new(&self.root().join(layout::TMP_DIR));
         let progress = opts.progress.clone();
 
         let (parsed, mut written) = std::thread::scope(|s| {

@@ -116,7 +116,7 @@ impl<'a> Sink<'a> {
         }
         let mut stmt = self
             .scratch
-            .conn
+            .conn()?
             .prepare_cached("SELECT depth FROM q WHERE id = ?1")?;
         Ok(stmt.query_row([&id.0[..]], |r| r.get(0)).optional()?)
     }
@@ -126,7 +126,7 @@ impl<'a> Sink<'a> {
         if self.queued.len() >= QUEUED_IN_MEMORY {
             let mut stmt = self
                 .scratch
-                .conn
+                .conn()?
                 .prepare_cached("INSERT OR IGNORE INTO q (id, depth) VALUES (?1, ?2)")?;
             for (id, depth) in self.queued.drain() {
                 stmt.execute(rusqlite::params![&id.0[..], depth])?;
@@ -236,7 +236,7 @@ impl<'a> Sink<'a> {
         if self.spilled {
             let mut stmt = self
                 .scratch
-                .conn
+                .conn()?
                 .prepare("SELECT id, depth FROM q WHERE depth > 0")?;
             let rows =
                 stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u32>(1)?)))?;

@@ -84,7 +84,7 @@ impl<'a> TreeBuilder<'a> {
     /// Build in memory, or in the scratch space's `m` table once the members outgrow
     /// `members::BUDGET`.
     pub fn new(scratch: &'a Scratch, time: i64) -> Result<Self> {
-        let members = Members::new(&scratch.conn, BUDGET);
+        let members = Members::new(scratch, BUDGET);
         let mut root = Node::new(Kind::Dir);
         root.mode = 0o755;
         root.mtime = IMPLICIT_TIME;

@@ -10,11 +10,12 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
 use super::node::Node;
 use crate::dispose::dispose;
 use crate::error::Result;
+use crate::ingest::Scratch;
 
 /// Bytes of members kept in memory (names, encoded nodes and the map's own overhead).
 pub(super) const BUDGET: usize = 32 << 20;
@@ -38,7 +39,7 @@ fn entry_cost(key: &(Vec<u8>, Vec<u8>), s: &Stored) -> usize {
 }
 
 pub(super) struct Members<'a> {
-    db: &'a Connection,
+    scratch: &'a Scratch,
     /// Every member while `spilled` is false; none after.
     mem: BTreeMap<(Vec<u8>, Vec<u8>), Stored>,
     bytes: usize,
@@ -47,10 +48,10 @@ pub(super) struct Members<'a> {
 }
 
 impl<'a> Members<'a> {
-    /// Members in memory up to `budget` bytes, then in `db`'s table `m` (see `Scratch`).
-    pub(super) fn new(db: &'a Connection, budget: usize) -> Self {
+    /// Members in memory up to `budget` bytes, then in `scratch`'s table `m`.
+    pub(super) fn new(scratch: &'a Scratch, budget: usize) -> Self {
         Members {
-            db,
+            scratch,
             mem: BTreeMap::new(),
             bytes: 0,
             budget,
@@ -68,7 +69,8 @@ impl<'a> Members<'a> {
                 .transpose();
         }
         let mut stmt = self
-            .db
+            .scratch
+            .conn()?
             .prepare_cached("SELECT node FROM m WHERE dir = ?1 AND name = ?2")?;
         let bytes: Option<Vec<u8>> = stmt
             .query_row(params![dir, name], |r| r.get(0))
@@ -94,7 +96,7 @@ impl<'a> Members<'a> {
             }
             return Ok(true);
         }
-        let mut stmt = self.db.prepare_cached(
+        let mut stmt = self.scratch.conn()?.prepare_cached(
             "INSERT INTO m (dir, name, node, ino) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (dir, name) DO NOTHING",
         )?;
@@ -106,7 +108,7 @@ impl<'a> Members<'a> {
         if !self.spilled {
             return self.insert((dir.to_vec(), node.name.clone()), node);
         }
-        let mut stmt = self.db.prepare_cached(
+        let mut stmt = self.scratch.conn()?.prepare_cached(
             "INSERT OR REPLACE INTO m (dir, name, node, ino) VALUES (?1, ?2, ?3, ?4)",
         )?;
         stmt.execute(params![dir, node.name, node.to_bytes(), node.ino as i64])?;
@@ -132,7 +134,8 @@ impl<'a> Members<'a> {
     /// Move every member to the table, in key order (appends, not scattered inserts).
     fn spill(&mut self) -> Result<()> {
         let mut stmt = self
-            .db
+            .scratch
+            .conn()?
             .prepare("INSERT INTO m (dir, name, node, ino) VALUES (?1, ?2, ?3, ?4)")?;
         for ((dir, name), s) in std::mem::take(&mut self.mem) {
             stmt.execute(params![dir, name, s.node, s.ino as i64])?;
@@ -153,7 +156,8 @@ impl<'a> Members<'a> {
                 .is_some_and(|((dir, _), _)| dir == path));
         }
         let mut stmt = self
-            .db
+            .scratch
+            .conn()?
             .prepare_cached("SELECT EXISTS (SELECT 1 FROM m WHERE dir = ?1)")?;
         Ok(stmt.query_row([path], |r| r.get(0))?)
     }
@@ -168,7 +172,8 @@ impl<'a> Members<'a> {
             return Ok(links);
         }
         let mut stmt = self
-            .db
+            .scratch
+            .conn()?
             .prepare("SELECT ino, COUNT(*) FROM m WHERE ino != 0 GROUP BY ino")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
         for row in rows {
@@ -191,7 +196,8 @@ impl<'a> Members<'a> {
                 .collect());
         }
         let mut stmt = self
-            .db
+            .scratch
+            .conn()?
             .prepare_cached("SELECT node, ino FROM m WHERE dir = ?1 ORDER BY name")?;
         let rows = stmt.query_map([path], |r| {
             Ok((
@@ -216,16 +222,6 @@ mod tests {
     use super::*;
     use crate::tree::Kind;
     use proptest::prelude::*;
-
-    fn scratch() -> Connection {
-        let db = Connection::open_in_memory().unwrap();
-        db.execute_batch(
-            "CREATE TABLE m (dir BLOB NOT NULL, name BLOB NOT NULL, node BLOB NOT NULL,
-                             ino INTEGER NOT NULL, PRIMARY KEY (dir, name)) WITHOUT ROWID;",
-        )
-        .unwrap();
-        db
-    }
 
     fn node(name: &[u8], ino: u64, size: u64) -> Node {
         let mut n = Node::new(Kind::File);
@@ -271,7 +267,8 @@ mod tests {
         ) {
             let dirs: [&[u8]; 5] = [b"", b"a", b"a/b", b"a.b", b"ab"];
             let names: [&[u8]; 4] = [b"x", b"y", b"x0", b"\xff"];
-            let (db1, db2, db3) = (scratch(), scratch(), scratch());
+            let tmp = tempfile::tempdir().unwrap();
+            let (db1, db2, db3) = (Scratch::new(tmp.path()), Scratch::new(tmp.path()), Scratch::new(tmp.path()));
             let mut all_memory = Members::new(&db1, usize::MAX);
             let mut part_way = Members::new(&db2, spill_at);
             let mut table = Members::new(&db3, 0);
