@@ -347,10 +347,10 @@ impl Db {
         }
     }
 
-    /// [`Db::immediate`] for a transaction nothing is lost without after a power failure (a
-    /// lease, whose process would be gone too): it commits without waiting for the disk. The
-    /// next synced commit syncs it along (the WAL is written in order), and until then
-    /// other processes see it like any other.
+    /// [`Db::immediate`] for rows whose loss in a power failure costs nothing (a lease: its
+    /// process would be gone too), committed without waiting for the disk. The next synced
+    /// commit syncs them along (the WAL is written in order); other processes see them at once,
+    /// as they see any commit.
     pub fn immediate_unsynced<T>(
         &mut self,
         f: impl FnOnce(&Transaction) -> Result<T>,
