@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::ids::{ChunkId, SnapshotId};
 use crate::tar::Member;
 use crate::tree::meta::{self, Sparse};
-use crate::tree::{Node, Tree};
+use crate::tree::{normalize_path_into, Node, Tree};
 
 /// Hints for one payload at most: 64k chunks, about 1 GiB of payload, 2.3 MiB of memory.
 const MAX_HINTS: usize = 1 << 16;
@@ -43,18 +43,9 @@ impl<'s> ParentFiles<'s> {
 
     /// The parent's node at `path`, if it has one (a path with `..` has none).
     fn node(&mut self, path: &[u8]) -> Option<&Node> {
-        self.path.clear();
-        for c in path.split(|&b| b == b'/') {
-            match c {
-                b"" | b"." => {}
-                b".." => return None,
-                c => {
-                    if !self.path.is_empty() {
-                        self.path.push(b'/');
-                    }
-                    self.path.extend_from_slice(c);
-                }
-            }
+        normalize_path_into(path, &mut self.path);
+        if self.path.split(|&b| b == b'/').any(|c| c == b"..") {
+            return None;
         }
         let (dir, name) = match self.path.iter().rposition(|&b| b == b'/') {
             Some(i) => (&self.path[..i], &self.path[i + 1..]),

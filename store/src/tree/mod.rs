@@ -11,4 +11,5 @@ mod vfs;
 pub(crate) use build::TreeBuilder;
 pub use diff::{changed_fields, Change, ChangeKind};
 pub use node::{Content, Kind, Node};
+pub(crate) use vfs::normalize_path_into;
 pub use vfs::{normalize_path, Tree};

@@ -36,10 +36,23 @@ fn show(path: &[u8]) -> String {
 /// by single slashes, without the leading `/` (`..` is kept, for `resolve` to refuse). Whatever
 /// echoes a user's path prints this, so `/./etc//motd` and `etc/motd` show the same.
 pub fn normalize_path(path: &[u8]) -> Vec<u8> {
-    path.split(|&b| b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-        .collect::<Vec<_>>()
-        .join(&b'/')
+    let mut out = Vec::with_capacity(path.len());
+    normalize_path_into(path, &mut out);
+    out
+}
+
+/// [`normalize_path`] into `out` (cleared first), for a caller that normalizes path after
+/// path with one buffer.
+pub(crate) fn normalize_path_into(path: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    for c in path.split(|&b| b == b'/') {
+        if !c.is_empty() && c != b"." {
+            if !out.is_empty() {
+                out.push(b'/');
+            }
+            out.extend_from_slice(c);
+        }
+    }
 }
 
 impl<'s> Tree<'s> {
