@@ -286,11 +286,13 @@ out=$work/results.md
     done
     echo
     # Snapshot to pulled image, beside umoci raw add-layer + skopeo copy (benches/image.sh).
-    echo "image of step 3 (snapshot to an image a client pulled), into a fresh store and"
-    echo "into one holding step 2 (the machine frozen again):"
+    echo "image of step 3 (snapshot to an image a client pulled), into a fresh store, into one"
+    echo "holding step 2 (the machine frozen again), and the same pulled by a client that holds"
+    echo "step 2's image:"
     echo '```'
     "$here/benches/image.sh" "$work/step3.tar" | sed 's/^/    /'
     "$here/benches/image.sh" "$work/step3.tar" "$work/step2.tar" | sed 's/^/    /'
+    "$here/benches/image.sh" --pulled-parent "$work/step3.tar" "$work/step2.tar" | sed 's/^/    /'
     echo '```'
     [[ -n $rustic_note ]] && echo "$rustic_note"
     true

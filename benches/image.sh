@@ -3,18 +3,26 @@
 # with cellar (`snapshot`, then `serve` and skopeo pulling from it) beside the conventional
 # path (`umoci raw add-layer` into a layout, `skopeo copy` to a registry, skopeo pulling it).
 #
-#   benches/image.sh [TREE|FILE.tar] [PARENT.tar]
+#   benches/image.sh [--pulled-parent] [TREE|FILE.tar] [PARENT.tar]
 #
 # TREE defaults to /usr; a tar file is used as the stream. With PARENT, cellar's store holds
 # PARENT's snapshot first (untimed), so the timed snapshot is the incremental one of a machine
 # frozen again; the conventional path has no such notion and is timed as before.
 #
+# --pulled-parent (with PARENT): the client pulled PARENT's image before, on both paths
+# (untimed: the conventional path builds, pushes and pulls it as it does the timed one), and
+# pulls the new image into the same layout. cellar serves it with `--layers incremental`, so
+# the layers the client has are not sent again; the conventional path sends its one new layer.
+#
 # Installs skopeo, umoci and docker-registry with apt-get when missing. Prints seconds per
 # path and the ratio conventional/cellar (higher is better for cellar). Both pulls land in an
 # OCI layout on the same disk, so the pull itself costs both sides the same.
 set -euo pipefail
+pulled_parent=
+if [[ ${1:-} == --pulled-parent ]]; then pulled_parent=1 && shift; fi
 tree=${1:-/usr}
 parent=${2:-}
+if [[ -n $pulled_parent && -z $parent ]]; then echo "--pulled-parent needs PARENT" >&2; exit 2; fi
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/cellar-image-bench.XXXXXX)
 pids=()
@@ -58,13 +66,15 @@ else
     tar --create --file="$work/empty.tar" --files-from=/dev/null
     "$cellar" snapshot --name empty "$work/empty.tar" >/dev/null
 fi
-"$cellar" serve --listen "127.0.0.1:$port" 2>/dev/null &
+"$cellar" serve --listen "127.0.0.1:$port" ${pulled_parent:+--layers incremental} 2>/dev/null &
 pids+=($!)
 wait_http "127.0.0.1:$port"
+if [[ -n $pulled_parent ]]; then pull "127.0.0.1:$port/img:latest" "$work/cellar-pulled:parent"; fi
+sync
 t0=$(now)
 "$cellar" snapshot --name img "$work/stream.tar" >/dev/null
 t1=$(now)
-pull "127.0.0.1:$port/img:latest" "$work/cellar-pulled"
+pull "127.0.0.1:$port/img:latest" "$work/cellar-pulled:t"
 t2=$(now)
 
 # Conventional: a layout with the stream as a layer, pushed to a registry, pulled back.
@@ -78,17 +88,25 @@ YML
 /usr/bin/docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
 pids+=($!)
 wait_http "127.0.0.1:$rport"
-c0=$(now)
+conventional_push() { # TAG STREAM
+    umoci new --image "$work/layout:$1"
+    umoci raw add-layer --image "$work/layout:$1" "$2"
+    skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$work/layout:$1" "docker://127.0.0.1:$rport/img:$1"
+}
 umoci init --layout "$work/layout"
-umoci new --image "$work/layout:t"
-umoci raw add-layer --image "$work/layout:t" "$work/stream.tar"
-skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$work/layout:t" "docker://127.0.0.1:$rport/img:t"
+if [[ -n $pulled_parent ]]; then
+    conventional_push parent "$parent"
+    pull "127.0.0.1:$rport/img:parent" "$work/conventional-pulled:parent"
+fi
+sync
+c0=$(now)
+conventional_push t "$work/stream.tar"
 c1=$(now)
-pull "127.0.0.1:$rport/img:t" "$work/conventional-pulled"
+pull "127.0.0.1:$rport/img:t" "$work/conventional-pulled:t"
 c2=$(now)
 
 row() { printf '%-28s %10.2f %12.2f %8.1fx\n' "$1" "$2" "$3" "$(awk "BEGIN{print $3 / ($2 + 1e-9)}")"; }
-echo "stream: $tree, $((size >> 20)) MiB${parent:+, the cellar snapshot incremental on $parent}"
+echo "stream: $tree, $((size >> 20)) MiB${parent:+, the cellar snapshot incremental on $parent}${pulled_parent:+, the client holding its image}"
 printf '%-28s %10s %12s %9s\n' step cellar conventional ratio
 row "stream to registry" "$(awk "BEGIN{print $t1 - $t0}")" "$(awk "BEGIN{print $c1 - $c0}")"
 row "registry to pulled image" "$(awk "BEGIN{print $t2 - $t1}")" "$(awk "BEGIN{print $c2 - $c1}")"
