@@ -222,6 +222,18 @@ fn out_err(e: std::io::Error) -> Error {
     Error::Output(e)
 }
 
+/// A layer's digests once all of it is in `stored`: `diff_id` is the uncompressed tar's, or
+/// None for a layer stored uncompressed, whose bytes are that tar (hashed once, not twice).
+fn layer_digests(stored: Hashing<&mut dyn Write>, diff_id: Option<Digest>) -> Result<LayerDigest> {
+    let (out, digest, size) = stored.finish();
+    out.flush().map_err(out_err)?;
+    Ok(LayerDigest {
+        diff_id: diff_id.unwrap_or_else(|| digest.clone()),
+        digest,
+        size,
+    })
+}
+
 impl Store {
     /// The layers of `snap`'s image, bottom first. Incremental: a full base every
     /// [`CHAIN_LEN`] snapshots of the lineage, then one diff per snapshot after it.
@@ -268,36 +280,36 @@ impl Store {
             });
         }
         let cached = self.cached_layer_digest(key)?;
-        let stored = Hashing::new(out);
-        let (stored, diff_id, left_out) = match key.codec {
+        let (got, left_out) = match key.codec {
             Codec::None => {
-                let mut raw = Hashing::new(stored);
-                let left_out = self.write_raw_layer(&key.spec, &mut raw)?;
-                let (stored, d, _) = raw.finish();
-                (stored, d, left_out)
+                let mut stored = Hashing::new(out);
+                let left_out = self.write_raw_layer(&key.spec, &mut stored)?;
+                (layer_digests(stored, None)?, left_out)
             }
             Codec::Gzip => {
-                let enc =
-                    flate2::write::GzEncoder::new(stored, flate2::Compression::new(GZIP_LEVEL));
+                let enc = flate2::write::GzEncoder::new(
+                    Hashing::new(out),
+                    flate2::Compression::new(GZIP_LEVEL),
+                );
                 let mut raw = Hashing::new(enc);
                 let left_out = self.write_raw_layer(&key.spec, &mut raw)?;
-                let (enc, d, _) = raw.finish();
-                (enc.finish().map_err(out_err)?, d, left_out)
+                let (enc, diff_id, _) = raw.finish();
+                (
+                    layer_digests(enc.finish().map_err(out_err)?, Some(diff_id))?,
+                    left_out,
+                )
             }
             Codec::Zstd => {
-                let enc = zstd::stream::write::Encoder::new(stored, ZSTD_LEVEL).map_err(out_err)?;
+                let enc = zstd::stream::write::Encoder::new(Hashing::new(out), ZSTD_LEVEL)
+                    .map_err(out_err)?;
                 let mut raw = Hashing::new(enc);
                 let left_out = self.write_raw_layer(&key.spec, &mut raw)?;
-                let (enc, d, _) = raw.finish();
-                (enc.finish().map_err(out_err)?, d, left_out)
+                let (enc, diff_id, _) = raw.finish();
+                (
+                    layer_digests(enc.finish().map_err(out_err)?, Some(diff_id))?,
+                    left_out,
+                )
             }
-        };
-        let (out, digest, size) = stored.finish();
-        out.flush().map_err(out_err)?;
-        let got = LayerDigest {
-            digest,
-            size,
-            diff_id,
         };
         match cached {
             Some(want) if want != got => {
