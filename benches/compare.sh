@@ -24,6 +24,9 @@
 # Then `cellar mount` beside `borg mount` of step 3: mount time, `find`, and a full read
 # (`tar -c | cat`), as benches/mount.sh does.
 #
+# The ingests run COMPARE_ROUNDS times (default 3), each round into fresh repositories, tool
+# after tool, so a slow moment of the machine is not one tool's alone; times are medians.
+#
 # Printed (and written to WORKDIR/results.md): ingest wall time cold (step 1) and incremental
 # (steps 2 and 3), their CPU time (user + system), store size after each step, what steps 2 and 3 added, peak RSS of the
 # ingests (GNU time %M), the mount rows, and for each row cellar's ratio to the best other tool
@@ -165,19 +168,32 @@ export -f ingest
 export repos work cellar rustic
 store_bytes() { find "$repos/$1" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
 
+# Each round ingests the series into fresh repositories, tool after tool; times are the median
+# of the rounds, peak RSS the highest, sizes the last round's.
+rounds=${COMPARE_ROUNDS:-3}
+median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 declare -A secs cpu rss size
-for t in "${tools[@]}"; do
-    init "$t" || { echo "$t: init failed" >&2; exit 1; }
-    for s in "${steps[@]}"; do
-        sync
-        log "$t: $s"
-        /usr/bin/time -f '%e %M %U %S' -o "$work/time.out" bash -c 'ingest "$0" "$1"' "$t" "$s" \
-            >"$work/$t-$s.log" 2>&1 || { cat "$work/$t-$s.log" >&2; echo "$t failed on $s" >&2; exit 1; }
-        read -r e m u k <"$work/time.out"
-        secs[$t,$s]=$e rss[$t,$s]=$m size[$t,$s]=$(store_bytes "$t")
-        cpu[$t,$s]=$(awk -v u="$u" -v k="$k" 'BEGIN{printf "%.2f", u + k}')
+for r in $(seq "$rounds"); do
+    for t in "${tools[@]}"; do
+        rm -rf "${repos:?}/$t"
+        init "$t" || { echo "$t: init failed" >&2; exit 1; }
+        for s in "${steps[@]}"; do
+            sync
+            log "round $r/$rounds, $t: $s"
+            /usr/bin/time -f '%e %M %U %S' -o "$work/time.out" bash -c 'ingest "$0" "$1"' "$t" "$s" \
+                >"$work/$t-$s.log" 2>&1 || { cat "$work/$t-$s.log" >&2; echo "$t failed on $s" >&2; exit 1; }
+            read -r e m u k <"$work/time.out"
+            secs[$t,$s]+="$e " size[$t,$s]=$(store_bytes "$t")
+            if ((m > ${rss[$t,$s]:-0})); then rss[$t,$s]=$m; fi
+            cpu[$t,$s]+="$(awk -v u="$u" -v k="$k" 'BEGIN{printf "%.2f", u + k}') "
+        done
     done
+done
+declare -A rounds_secs
+for key in "${!secs[@]}"; do
+    rounds_secs[$key]=${secs[$key]}
+    secs[$key]=$(median <<<"${secs[$key]}") cpu[$key]=$(median <<<"${cpu[$key]}")
 done
 
 # ---------------------------------------------------------------- mount
@@ -228,6 +244,7 @@ best_name() { # KIND ROWKEY: name of the best other tool
 out=$work/results.md
 {
     echo "Series: ${steps[*]} = $(mib "${stream_bytes[0]}"), $(mib "${stream_bytes[1]}"), $(mib "${stream_bytes[2]}") of tar ($suite minbase; + python3-minimal curl; + less)"
+    echo "Ingest times: the median of $rounds rounds, each into fresh repositories"
     echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(date -u +%Y-%m-%d); load average $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
     echo "Versions: cellar $(cd "$here" && git rev-parse --short HEAD), $(restic version | cut -d' ' -f1-2)${rustic:+, $("$rustic" --version 2>/dev/null | head -1)}, $(borg --version), casync $(casync --version | head -1 | awk '{print $2}')"
     echo
@@ -274,6 +291,13 @@ out=$work/results.md
         vals[$t]=$((m * 1024))
     done
     row "peak RSS (ingest)" size
+    echo
+    echo "Ingest wall seconds of each round:"
+    for t in "${tools[@]}"; do
+        printf -- '- %s:' "$t"
+        for st in "${steps[@]}"; do printf ' %s %s;' "$st" "$(xargs <<<"${rounds_secs[$t,$st]}")"; done
+        echo
+    done
     echo
     echo "| mount of step 3 ($c_n vs $b_n entries) | cellar mount | borg mount | borg / cellar |"
     echo "|---|---|---|---|"
