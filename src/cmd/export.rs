@@ -62,11 +62,16 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
                 .ok_or_else(|| {
                     UsageError("--format oci writes a directory: give it with -o DIR".into())
                 })?;
-            let image = lease.image(&snap, &opts)?;
+            let specs = lease.image_layers(&snap, opts.mode)?;
             let left_out = super::warn_left_out(store, &snap)?;
+            let mut written = None;
             to_layout(dir, |layout, scratch| {
-                store.write_oci_layout(&image, layout, &args.tag, scratch)
+                let image =
+                    store.write_oci_layout(&snap, specs, &opts, layout, &args.tag, scratch)?;
+                written = Some(image);
+                Ok(())
             })?;
+            let image = written.expect("the layout was written");
             errln!(
                 "cellar: wrote {}:{} to {}",
                 snap.name,

@@ -327,24 +327,32 @@ impl Store {
         })
     }
 
-    /// A layer's digests: from the cache, from the snapshot for its exact stream, or by
-    /// writing it once to nowhere.
+    /// A layer's digests: known without a pass over it, or by writing it once to nowhere.
     pub fn layer_digest(&self, key: &LayerKey) -> Result<LayerDigest> {
+        match self.known_layer_digest(key)? {
+            Some(d) => Ok(d),
+            None => Ok(self.write_layer(key, &mut Discard)?.digest),
+        }
+    }
+
+    /// A layer's digests if they cost no pass over it: from the cache, or from the snapshot
+    /// for its exact stream uncompressed.
+    pub(crate) fn known_layer_digest(&self, key: &LayerKey) -> Result<Option<LayerDigest>> {
         if let Some(d) = self.cached_layer_digest(key)? {
-            return Ok(d);
+            return Ok(Some(d));
         }
-        if let (LayerSpec::Exact(id), Codec::None) = (key.spec, key.codec) {
-            let snap = self.snapshot_by_id(&id)?;
-            let digest = Digest::from_hex_sha256(&snap.stream_sha256)?;
-            let d = LayerDigest {
-                digest: digest.clone(),
-                size: snap.stream_len,
-                diff_id: digest,
-            };
-            self.cache_layer(key, &d)?;
-            return Ok(d);
-        }
-        Ok(self.write_layer(key, &mut Discard)?.digest)
+        let (LayerSpec::Exact(id), Codec::None) = (key.spec, key.codec) else {
+            return Ok(None);
+        };
+        let snap = self.snapshot_by_id(&id)?;
+        let digest = Digest::from_hex_sha256(&snap.stream_sha256)?;
+        let d = LayerDigest {
+            digest: digest.clone(),
+            size: snap.stream_len,
+            diff_id: digest,
+        };
+        self.cache_layer(key, &d)?;
+        Ok(Some(d))
     }
 
     /// The paths of `snap`'s tree that no layer can carry (names starting `.wh.`), so its

@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use super::digest::Digest;
-use super::image::{Image, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
+use super::image::{Image, ImageOptions, Layer, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
+use super::layer::{LayerDigest, LayerKey, LayerSpec};
 use crate::error::{Error, Result};
+use crate::snapshot::Snapshot;
 use crate::store::Store;
 use crate::tar::MemberWriter;
 use crate::tree::{Kind, Node};
@@ -46,6 +48,11 @@ fn write_file(scratch: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
+/// Whether `blobs` holds a blob of this layer's digest and size (a layout exported to before).
+fn blob_is(blobs: &Path, d: &LayerDigest) -> bool {
+    fs::metadata(blobs.join(d.digest.hex())).is_ok_and(|m| m.len() == d.size)
+}
+
 /// Where `path` is written before it is renamed into place: in `scratch`, under its own
 /// name with `.tmp` added.
 fn scratch_path(scratch: &Path, path: &Path) -> PathBuf {
@@ -55,9 +62,12 @@ fn scratch_path(scratch: &Path, path: &Path) -> PathBuf {
 }
 
 impl Store {
-    /// Write `image` into the OCI layout at `dir` (which must exist), tagged `tag`. Blobs
+    /// Write the image of `snap` made of `specs` (its `image_layers`, pinned by the caller)
+    /// into the OCI layout at `dir` (which must exist), tagged `tag`, and return it. Blobs
     /// already there with the right size are kept, so exporting a lineage into one layout
-    /// writes each shared layer once; index entries for other tags are kept.
+    /// writes each shared layer once; index entries for other tags are kept. A layer whose
+    /// digest is not known yet is made once, into the file that becomes its blob (not once
+    /// for the digest and again for the file).
     ///
     /// Every file is written in full in `scratch` (a directory on `dir`'s filesystem, which
     /// may be `dir` itself) and then renamed into place, blobs first, `oci-layout` and
@@ -67,11 +77,13 @@ impl Store {
     /// it) while this runs gets errors, not a new directory at the old path.
     pub fn write_oci_layout(
         &self,
-        image: &Image,
+        snap: &Snapshot,
+        specs: Vec<LayerSpec>,
+        opts: &ImageOptions,
         dir: &Path,
         tag: &str,
         scratch: &Path,
-    ) -> Result<()> {
+    ) -> Result<Image> {
         validate_tag(tag)?;
         let blobs = dir.join("blobs").join("sha256");
         for d in [dir.join("blobs"), blobs.clone()] {
@@ -82,31 +94,19 @@ impl Store {
                 _ => {}
             }
         }
-        for layer in &image.layers {
-            let path = blobs.join(layer.digest.digest.hex());
-            if fs::metadata(&path).is_ok_and(|m| m.len() == layer.digest.size) {
-                continue;
-            }
-            let tmp = scratch_path(scratch, &path);
-            let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            let mut out = BufWriter::with_capacity(1 << 20, file);
-            let written = self.write_layer(&layer.key, &mut out);
-            let synced = out
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .and_then(|f| f.sync_all());
-            match (written, synced) {
-                (Ok(_), Ok(())) => fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?,
-                (Err(e), _) => {
-                    let _ = fs::remove_file(&tmp);
-                    return Err(e);
-                }
-                (_, Err(e)) => {
-                    let _ = fs::remove_file(&tmp);
-                    return Err(Error::io(&tmp, e));
-                }
-            }
+        let mut layers = Vec::new();
+        for spec in specs {
+            let key = LayerKey {
+                spec,
+                codec: opts.codec,
+            };
+            let digest = match self.known_layer_digest(&key)? {
+                Some(d) if blob_is(&blobs, &d) => d,
+                _ => self.write_layer_blob(&key, &blobs, scratch)?,
+            };
+            layers.push(Layer { key, digest });
         }
+        let image = self.assemble(snap, &opts.settings, layers)?;
         let blob = |digest: &Digest| blobs.join(digest.hex());
         write_file(scratch, &blob(&image.config_digest), &image.config)?;
         write_file(scratch, &blob(&image.manifest_digest), &image.manifest)?;
@@ -149,7 +149,40 @@ impl Store {
             &index_path,
             &serde_json::to_vec(&index).expect("json"),
         )?;
-        crate::layout::sync_dir(dir)
+        crate::layout::sync_dir(dir)?;
+        Ok(image)
+    }
+
+    /// Write a layer into `scratch`, synced, then rename it to its blob in `blobs`; its digest
+    /// is known (and cached) once it is written.
+    fn write_layer_blob(
+        &self,
+        key: &LayerKey,
+        blobs: &Path,
+        scratch: &Path,
+    ) -> Result<LayerDigest> {
+        let tmp = scratch.join("layer.tmp");
+        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let written = self.write_layer(key, &mut out);
+        let synced = out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all());
+        let digest = match (written, synced) {
+            (Ok(w), Ok(())) => w.digest,
+            (Err(e), _) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+            (_, Err(e)) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(Error::io(&tmp, e));
+            }
+        };
+        let path = blobs.join(digest.digest.hex());
+        fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        Ok(digest)
     }
 
     /// Write `image` as a `docker save` archive (docker's `manifest.json` format, which

@@ -2,6 +2,7 @@
 //! unpacked rootfs is GNU tar's extraction of the snapshot's stream.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::cellar::*;
@@ -158,6 +159,8 @@ fn incremental_layers_carry_changes_and_whiteouts() {
         &layout,
         &["--layers", "incremental", "--tag", "two"],
     );
+    let base_blob = blob_path(&layout, &oci_image(&layout, "two").layers[0].digest);
+    let base_ino = fs::metadata(&base_blob).unwrap().ino();
     export_oci(
         &store,
         &s1.id,
@@ -170,6 +173,11 @@ fn incremental_layers_carry_changes_and_whiteouts() {
     assert_eq!(two.layers.len(), 2);
     assert_eq!(one.layers.len(), 1);
     assert_eq!(two.layers[0], one.layers[0], "the base layer is shared");
+    assert_eq!(
+        fs::metadata(&base_blob).unwrap().ino(),
+        base_ino,
+        "the shared base layer was written again"
+    );
 
     let diff = String::from_utf8(sh(&format!(
         "tar -tvf {}",
