@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 
 use anyhow::bail;
-use cellar_store::oci::{Codec, Layer, LayerDigest, LayerKey, LayerSpec, MANIFEST_MEDIA_TYPE};
+use cellar_store::oci::{Codec, Layer, LayerDigest, LayerKey, MANIFEST_MEDIA_TYPE};
 use cellar_store::{ReadLease, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -50,7 +50,7 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
     for (i, spec) in specs.into_iter().enumerate() {
         let key = LayerKey { spec, codec };
         let n = format!("layer {}/{count}", i + 1);
-        if let Some(known) = known_digest(store, &key)? {
+        if let Some(known) = store.known_layer_digest(&key)? {
             if client.blob_exists(known.digest.as_str())? {
                 errln!("{n}: {} exists", known.digest);
                 reports.push(LayerReport {
@@ -112,15 +112,6 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
         outln!("{digest}");
         Ok(())
     }
-}
-
-/// A layer's digest if it is known without writing the layer: cached from an earlier image,
-/// or (an uncompressed exact stream) the sha256 recorded at ingest.
-fn known_digest(store: &Store, key: &LayerKey) -> anyhow::Result<Option<LayerDigest>> {
-    if let (LayerSpec::Exact(_), Codec::None) = (key.spec, key.codec) {
-        return Ok(Some(store.layer_digest(key)?));
-    }
-    Ok(store.cached_layer_digest(key)?)
 }
 
 /// Bytes sent so far, on stderr when it is a terminal.

@@ -335,9 +335,9 @@ impl Store {
         }
     }
 
-    /// A layer's digests if they cost no pass over it: from the cache, or from the snapshot
-    /// for its exact stream uncompressed.
-    pub(crate) fn known_layer_digest(&self, key: &LayerKey) -> Result<Option<LayerDigest>> {
+    /// A layer's digests if they cost no pass over it: cached from an earlier image, or (an
+    /// uncompressed exact stream) the sha256 recorded at ingest.
+    pub fn known_layer_digest(&self, key: &LayerKey) -> Result<Option<LayerDigest>> {
         if let Some(d) = self.cached_layer_digest(key)? {
             return Ok(Some(d));
         }
