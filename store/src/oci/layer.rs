@@ -286,30 +286,20 @@ impl Store {
                 let left_out = self.write_raw_layer(&key.spec, &mut stored)?;
                 (layer_digests(stored, None)?, left_out)
             }
-            Codec::Gzip => {
-                let enc = flate2::write::GzEncoder::new(
+            Codec::Gzip => self.write_compressed(
+                &key.spec,
+                flate2::write::GzEncoder::new(
                     Hashing::new(out),
                     flate2::Compression::new(GZIP_LEVEL),
-                );
-                let mut raw = Hashing::new(enc);
-                let left_out = self.write_raw_layer(&key.spec, &mut raw)?;
-                let (enc, diff_id, _) = raw.finish();
-                (
-                    layer_digests(enc.finish().map_err(out_err)?, Some(diff_id))?,
-                    left_out,
-                )
-            }
-            Codec::Zstd => {
-                let enc = zstd::stream::write::Encoder::new(Hashing::new(out), ZSTD_LEVEL)
-                    .map_err(out_err)?;
-                let mut raw = Hashing::new(enc);
-                let left_out = self.write_raw_layer(&key.spec, &mut raw)?;
-                let (enc, diff_id, _) = raw.finish();
-                (
-                    layer_digests(enc.finish().map_err(out_err)?, Some(diff_id))?,
-                    left_out,
-                )
-            }
+                ),
+                |enc| enc.finish(),
+            )?,
+            Codec::Zstd => self.write_compressed(
+                &key.spec,
+                zstd::stream::write::Encoder::new(Hashing::new(out), ZSTD_LEVEL)
+                    .map_err(out_err)?,
+                |enc| enc.finish(),
+            )?,
         };
         match cached {
             Some(want) if want != got => {
@@ -363,6 +353,21 @@ impl Store {
             return Ok(LeftOut::default());
         }
         super::synth::write_tree(&self.tree(snap)?, None)
+    }
+
+    /// A layer through the encoder `enc` (which writes into a hashing output), hashed on its way
+    /// in for the diff_id; `finish` ends the encoder and gives that output back.
+    fn write_compressed<'a, E: Write>(
+        &self,
+        spec: &LayerSpec,
+        enc: E,
+        finish: impl FnOnce(E) -> std::io::Result<Hashing<&'a mut dyn Write>>,
+    ) -> Result<(LayerDigest, LeftOut)> {
+        let mut raw = Hashing::new(enc);
+        let left_out = self.write_raw_layer(spec, &mut raw)?;
+        let (enc, diff_id, _) = raw.finish();
+        let stored = finish(enc).map_err(out_err)?;
+        Ok((layer_digests(stored, Some(diff_id))?, left_out))
     }
 
     /// The uncompressed tar of a layer, and what it left out.
