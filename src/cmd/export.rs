@@ -64,14 +64,9 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
                 })?;
             let specs = lease.image_layers(&snap, opts.mode)?;
             let left_out = super::warn_left_out(store, &snap)?;
-            let mut written = None;
-            to_layout(dir, |layout, scratch| {
-                let image =
-                    store.write_oci_layout(&snap, specs, &opts, layout, &args.tag, scratch)?;
-                written = Some(image);
-                Ok(())
+            let image = to_layout(dir, |layout, scratch| {
+                store.write_oci_layout(&snap, specs, &opts, layout, &args.tag, scratch)
             })?;
-            let image = written.expect("the layout was written");
             errln!(
                 "cellar: wrote {}:{} to {}",
                 snap.name,
@@ -181,10 +176,10 @@ fn to_file_or_stdout(
 /// temporary `scratch` directory inside it before it is renamed in, `index.json` last: it
 /// stays the layout it was, plus whole blobs. Either temporary directory is removed on an
 /// error or an interrupt.
-fn to_layout(
+fn to_layout<T>(
     dir: &Path,
-    write: impl FnOnce(&Path, &Path) -> cellar_store::Result<()>,
-) -> anyhow::Result<()> {
+    write: impl FnOnce(&Path, &Path) -> cellar_store::Result<T>,
+) -> anyhow::Result<T> {
     let exists = match std::fs::symlink_metadata(dir) {
         // A symlink to a directory is written through, as before.
         Ok(_) if dir.is_dir() => true,
@@ -196,18 +191,22 @@ fn to_layout(
     };
     if exists {
         let scratch = staged(&dir.join("incoming"), |b| b.tempdir_in(dir), |d| d.path())?;
-        write(dir, scratch.path())?;
+        let written = write(dir, scratch.path())?;
         let shown = scratch.path().display().to_string();
-        return scratch.close().with_context(|| format!("removing {shown}"));
+        scratch
+            .close()
+            .with_context(|| format!("removing {shown}"))?;
+        return Ok(written);
     }
     let parent = parent_dir(dir);
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let layout = staged(dir, |b| b.tempdir_in(parent), |d| d.path())?;
-    write(layout.path(), layout.path())?;
+    let written = write(layout.path(), layout.path())?;
     std::fs::rename(layout.path(), dir).with_context(|| format!("writing {}", dir.display()))?;
     // Renamed into place: nothing is left to remove.
     let _ = layout.keep();
-    sync_dir(parent)
+    sync_dir(parent)?;
+    Ok(written)
 }
 
 /// fsync a directory, so that a name just renamed into it survives a crash.
