@@ -2,10 +2,12 @@
 //! from the pack file itself, so no row can name bytes that are not durably there.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
 
 use rusqlite::params;
 
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::ids::ChunkId;
 use crate::layout;
 use crate::pack::{ChunkKind, RecordKind, SealedPack};
@@ -13,8 +15,23 @@ use crate::pack::{ChunkKind, RecordKind, SealedPack};
 /// Index one sealed pack's records. Chunks already indexed (stored twice by concurrent
 /// ingests) keep their first location and depth.
 pub(crate) fn index_pack(
-    root: &std::path::Path,
+    root: &Path,
     tx: &rusqlite::Transaction,
+    pack: &SealedPack,
+    depths: &HashMap<ChunkId, u32>,
+) -> Result<()> {
+    let path = layout::pack_path(root, &pack.id);
+    let file = File::open(&path).at(&path)?;
+    index_pack_file(tx, file, &path, pack, depths)
+}
+
+/// `index_pack` of a pack read through `file` (`path` names it in errors): the commit indexes
+/// its last pack while that pack is synced and renamed to its name. The transaction commits
+/// only once it is.
+pub(crate) fn index_pack_file(
+    tx: &rusqlite::Transaction,
+    file: File,
+    path: &Path,
     pack: &SealedPack,
     depths: &HashMap<ChunkId, u32>,
 ) -> Result<()> {
@@ -23,13 +40,12 @@ pub(crate) fn index_pack(
         params![&pack.id.0[..], pack.size as i64],
     )?;
     let pack_row = tx.last_insert_rowid();
-    let path = layout::pack_path(root, &pack.id);
     let mut frame_stmt = tx.prepare_cached(
         "INSERT INTO frames (pack, offset, stored_len, raw_len, codec, base)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     let mut rows = Vec::new();
-    crate::pack::scan(&path, |rec| {
+    crate::pack::scan_file(file, path, |rec| {
         let h = &rec.header;
         if h.kind != RecordKind::Chunks {
             return Ok(());

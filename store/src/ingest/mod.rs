@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::bounded;
 
-pub(crate) use index::index_pack;
+pub(crate) use index::{index_pack, index_pack_file};
 pub use progress::Progress;
 pub(crate) use scratch::Scratch;
 pub(crate) use sink::Sink;
@@ -344,8 +344,9 @@ impl Store {
         })
     }
 
-    /// Make the ingest visible: under the commit lock, append the snapshot record, seal the
-    /// last pack, and index everything in one immediate transaction.
+    /// Make the ingest visible: under the commit lock, in one immediate transaction, append
+    /// the snapshot record to the last pack, seal that pack while every pack is indexed, and
+    /// commit once it is sealed.
     fn commit(
         &self,
         mut snap: Snapshot,
@@ -362,9 +363,8 @@ impl Store {
                 return Err(e);
             }
         };
-        let result = (|| {
-            let mut db = self.db();
-            snap.parent = db.immediate(|tx| Store::latest_id_in(tx, &snap.name))?;
+        let result = self.db().immediate(|tx| {
+            snap.parent = Store::latest_id_in(tx, &snap.name)?;
             let record = snap.to_record();
             snap.id = SnapshotId(*blake3::hash(&record).as_bytes());
             let mut last = match written.open.take() {
@@ -376,20 +376,44 @@ impl Store {
                 &[ChunkId(snap.id.0)],
                 record.len() as u32,
             );
-            last.append(&header, &record)?;
-            written.sealed.push(last.seal()?);
-            crate::failpoint::hit("commit:after-seal");
-            db.immediate(|tx| {
-                lease.commit_in(tx)?;
-                for pack in &written.sealed {
-                    index_pack(self.root(), tx, pack, depths)?;
+            if let Err(e) = last.append(&header, &record) {
+                written.open = Some(last);
+                return Err(e);
+            }
+            let (pending, file) = match last.pending() {
+                Ok(p) => p,
+                Err(e) => {
+                    written.open = Some(last);
+                    return Err(e);
                 }
-                hints::mark_trusted_after(tx)?;
-                Store::insert_snapshot(tx, &snap)?;
-                crate::failpoint::hit("commit:in-transaction");
-                Ok(())
-            })
-        })();
+            };
+            let tmp = last.temp_path().to_path_buf();
+            // The last pack is synced and renamed to its name (most of the commit's wait on
+            // the disk) while every pack's rows go in; the transaction commits only after.
+            let (sealed, indexed) = std::thread::scope(|s| {
+                let sealing = std::thread::Builder::new()
+                    .name("cellar-seal".into())
+                    .spawn_scoped(s, move || last.seal())
+                    .expect("spawn pack sealer");
+                let indexed = (|| {
+                    lease.commit_in(tx)?;
+                    for pack in &written.sealed {
+                        index_pack(self.root(), tx, pack, depths)?;
+                    }
+                    index_pack_file(tx, file, &tmp, &pending, depths)
+                })();
+                (sealing.join().expect("pack sealer panicked"), indexed)
+            });
+            let sealed = sealed?;
+            debug_assert_eq!(sealed.id, pending.id, "a pack is named by its bytes");
+            written.sealed.push(sealed);
+            indexed?;
+            crate::failpoint::hit("commit:after-seal");
+            hints::mark_trusted_after(tx)?;
+            Store::insert_snapshot(tx, &snap)?;
+            crate::failpoint::hit("commit:in-transaction");
+            Ok(())
+        });
         if let Err(e) = result {
             written.discard(self.root());
             return Err(e);

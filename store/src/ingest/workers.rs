@@ -115,9 +115,6 @@ pub fn write(root: &Path, records: Receiver<Record>, progress: Arc<Progress>) ->
                 out.sealed.push(out.open.take().expect("open pack").seal()?);
             }
         }
-        if let Some(w) = &out.open {
-            w.sync_data()?;
-        }
         Ok(())
     })();
     out.error = result.err();

@@ -6,5 +6,5 @@ mod scan;
 mod writer;
 
 pub use format::{ChunkKind, Codec, RecordHeader, RecordKind};
-pub use scan::{scan, Found};
+pub use scan::{scan, scan_file, Found};
 pub use writer::{PackWriter, SealedPack};

@@ -17,8 +17,13 @@ pub struct Found {
 }
 
 /// Call `f` for every record of the pack at `path`, in file order.
-pub fn scan(path: &Path, mut f: impl FnMut(Found) -> Result<()>) -> Result<()> {
-    let file = File::open(path).at(path)?;
+pub fn scan(path: &Path, f: impl FnMut(Found) -> Result<()>) -> Result<()> {
+    scan_file(File::open(path).at(path)?, path, f)
+}
+
+/// `scan` of a pack already open (`path` names it in errors): a pack being renamed into place
+/// meanwhile is read all the same.
+pub fn scan_file(file: File, path: &Path, mut f: impl FnMut(Found) -> Result<()>) -> Result<()> {
     let len = file.metadata().at(path)?.len();
     let mut r = BufReader::with_capacity(1 << 16, file);
     let mut head = [0u8; PACK_HEADER_LEN as usize];

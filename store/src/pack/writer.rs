@@ -96,9 +96,17 @@ impl PackWriter {
         self.kicked = self.len;
     }
 
-    /// Flush written data to disk without sealing (so a later seal has little left to sync).
-    pub fn sync_data(&self) -> Result<()> {
-        self.file.sync_data().at(&self.tmp)
+    /// The pack as it will be once sealed (its name is the hash of what is written so far),
+    /// and the file it is written in until then.
+    pub fn pending(&self) -> Result<(SealedPack, File)> {
+        let file = File::open(&self.tmp).at(&self.tmp)?;
+        let id = PackId(*self.hasher.finalize().as_bytes());
+        Ok((SealedPack { id, size: self.len }, file))
+    }
+
+    /// Where the pack is written until it is sealed.
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp
     }
 
     /// Make the pack durable under its final name.
