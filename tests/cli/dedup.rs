@@ -139,6 +139,7 @@ fn fresh_pax_times_cost_bytes_not_a_copy_of_the_headers() {
     }
     let s1 = tar(&root, "posix");
     store.snapshot_bytes(&s1, "vm");
+    let pieces_before = pieces(&store, "");
     sh(&format!(
         "find {} -type f -exec touch -a -d '2031-02-03 04:05:06.789' {{}} +",
         root.display()
@@ -152,7 +153,29 @@ fn fresh_pax_times_cost_bytes_not_a_copy_of_the_headers() {
         a < 2000 * 64 + 32 * 1024,
         "fresh atimes added {a} bytes for 2000 members"
     );
+    // Every piece the new times changed is stored as a delta against its parent's piece
+    // (the same paths, so the same anchors), not compressed on its own.
+    let changed = pieces(&store, "") - pieces_before;
+    assert!(changed > 0, "the headers changed, so pieces did");
+    assert_eq!(
+        pieces(&store, "AND depth > 0"),
+        changed,
+        "changed pieces stored whole"
+    );
     assert!(store.export(&id) == s2);
+}
+
+/// How many pieces (runs of stream items, `ChunkKind::Piece`) the index holds, of those that
+/// match `and` (an SQL condition on the chunk row).
+fn pieces(store: &TestStore, and: &str) -> i64 {
+    store
+        .db()
+        .query_row(
+            &format!("SELECT count(*) FROM chunks WHERE kind = 1 {and}"),
+            [],
+            |r| r.get(0),
+        )
+        .expect("count pieces")
 }
 
 /// Two fresh stores ingesting the same stream hold the same chunk ids and export the same bytes.

@@ -1,11 +1,13 @@
 //! Ingest: turn a tar stream into a snapshot.
 //!
 //! Threads: the input thread (decompress) → the hashing thread (sha256) → this thread (parse,
-//! chunk, hash, dedup, build pieces) → compression workers → the pack writer. Queues between
-//! them are bounded, so memory is too. Nothing is visible until the commit step: packs are
+//! chunk, hash, dedup, build pieces) → compression workers → the pack writer; at the start, a
+//! helper reads the parent's piece anchors (`anchors.rs`). Queues between them are bounded, so
+//! memory is too. Nothing is visible until the commit step: packs are
 //! sealed (fsynced), then the snapshot record is appended and synced, then one immediate
 //! transaction indexes it all.
 
+mod anchors;
 mod hints;
 mod index;
 mod input;
@@ -22,6 +24,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::bounded;
 
+use anchors::Anchors;
 pub(crate) use index::{index_pack, index_pack_file};
 pub use progress::Progress;
 pub(crate) use scratch::Scratch;
@@ -81,7 +84,8 @@ pub struct IngestReport {
 /// What an ingest builds on: the parent snapshot's pieces and tree (delta bases), and the
 /// snapshot's time.
 struct Base {
-    anchors: HashMap<u64, ChunkId>,
+    /// The parent's piece list, whose anchors are the delta bases (`anchors`).
+    pieces: Option<ListRef>,
     tree: Option<Node>,
     /// Chunks that hash to the parent's hints are taken as stored (`hints::trusted`).
     trusted: bool,
@@ -128,10 +132,7 @@ impl Store {
         let lookups = self.open_connection()?;
         lookups.conn().execute_batch("BEGIN")?;
         let base = Base {
-            anchors: match &parent {
-                Some(p) => self.piece_anchors(&p.root)?,
-                None => HashMap::new(),
-            },
+            pieces: parent.as_ref().map(|p| p.root.clone()),
             tree: parent.as_ref().and_then(|p| p.tree.clone()),
             trusted: match &parent {
                 Some(p) => hints::trusted(lookups.conn(), &p.id)?,
@@ -164,7 +165,8 @@ impl Store {
                 .expect("spawn pack writer");
 
             let mut sink = Sink::new(&lookups, &scratch, job_tx, spare_rx, progress.clone());
-            let parsed = self.parse(source, &mut sink, &scratch, &base, &progress);
+            let anchors = Anchors::of_parent(s, self, base.pieces.as_ref());
+            let parsed = self.parse(source, &mut sink, &scratch, &base, anchors, &progress);
             drop(sink);
             let mut error = None;
             for w in workers {
@@ -216,26 +218,17 @@ impl Store {
         })
     }
 
-    /// The parent's pieces by anchor: the bases for delta-compressing changed pieces.
-    fn piece_anchors(&self, root: &ListRef) -> Result<HashMap<u64, ChunkId>> {
-        let mut anchors = HashMap::new();
-        root.for_each(self, &mut |e| {
-            anchors.entry(e.aux).or_insert(e.id);
-            Ok(())
-        })?;
-        Ok(anchors)
-    }
-
     fn parse(
         &self,
         source: input::ChannelSource,
         sink: &mut Sink,
         scratch: &Scratch,
         base: &Base,
+        mut anchors: Anchors,
         progress: &Progress,
     ) -> Result<Parsed> {
         let Base {
-            anchors,
+            pieces: _,
             tree: parent_tree,
             trusted,
             time,
@@ -251,22 +244,30 @@ impl Store {
         let mut piece_list = ListBuilder::default();
         let mut members = 0u64;
         let mut tree = TreeBuilder::new(scratch, time)?;
-        let store_piece = |cut: Cut, sink: &mut Sink, list: &mut ListBuilder| -> Result<()> {
-            let id = match anchors.get(&cut.anchor) {
-                Some(base) => {
-                    sink.put_delta(ChunkKind::Piece, &cut.encoded, *base, || self.object(base))?
+        // Pieces are stored in order; those cut before the parent's anchors are read wait.
+        let mut store_piece =
+            |cut: Option<Cut>, last: bool, sink: &mut Sink, list: &mut ListBuilder| -> Result<()> {
+                let Some((cuts, anchors)) = anchors.release(cut, last)? else {
+                    return Ok(());
+                };
+                for cut in cuts {
+                    let id = match anchors.get(&cut.anchor) {
+                        Some(base) => {
+                            sink.put_delta(ChunkKind::Piece, &cut.encoded, *base, || {
+                                self.object(base)
+                            })?
+                        }
+                        None => sink.put(ChunkKind::Piece, &cut.encoded)?,
+                    };
+                    let entry = Entry {
+                        id,
+                        len: cut.stream_len,
+                        aux: cut.anchor,
+                    };
+                    list.push(entry, sink)?;
                 }
-                None => sink.put(ChunkKind::Piece, &cut.encoded)?,
+                Ok(())
             };
-            list.push(
-                Entry {
-                    id,
-                    len: cut.stream_len,
-                    aux: cut.anchor,
-                },
-                sink,
-            )
-        };
         loop {
             match tar.next_member()? {
                 Ok(mut m) => {
@@ -300,7 +301,7 @@ impl Store {
                         chunks,
                     };
                     if let Some(cut) = pieces.push(item, &m.path) {
-                        store_piece(cut, sink, &mut piece_list)?;
+                        store_piece(Some(cut), false, sink, &mut piece_list)?;
                     }
                 }
                 Err(end) => {
@@ -313,16 +314,13 @@ impl Store {
                         payload_len,
                         chunks,
                     };
-                    if let Some(cut) = pieces.push(item, b"") {
-                        store_piece(cut, sink, &mut piece_list)?;
-                    }
+                    let cut = pieces.push(item, b"");
+                    store_piece(cut, false, sink, &mut piece_list)?;
                     break;
                 }
             }
         }
-        if let Some(cut) = pieces.finish() {
-            store_piece(cut, sink, &mut piece_list)?;
-        }
+        store_piece(pieces.finish(), true, sink, &mut piece_list)?;
         let root = piece_list.finish(sink)?;
         let exact_layer = tree.exact_layer();
         let warnings = tree.take_warnings();
