@@ -159,24 +159,9 @@ pub fn apply(policy: &Policy, snaps: Vec<Snapshot>) -> Result<Vec<Decision>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::list::ListRef;
 
     fn snap(name: &str, created: &str, n: u8) -> Snapshot {
-        Snapshot {
-            id: SnapshotId([n; 32]),
-            name: name.into(),
-            parent: None,
-            created: created.into(),
-            stream_len: 0,
-            stream_sha256: String::new(),
-            members: 0,
-            added_bytes: 0,
-            labels: Default::default(),
-            root: ListRef::Inline(vec![]),
-            tree: None,
-            image: Default::default(),
-            exact_layer: false,
-        }
+        Snapshot::bare(n, name, created)
     }
 
     fn kept(policy: Policy, snaps: Vec<Snapshot>) -> Vec<u8> {

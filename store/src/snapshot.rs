@@ -362,3 +362,26 @@ impl Store {
         Ok(id.and_then(|i| SnapshotId::from_hex(&i)))
     }
 }
+
+#[cfg(test)]
+impl Snapshot {
+    /// A record with nothing in it but its id (`n` in every byte), lineage and time, for
+    /// tests of code that orders or selects snapshots by those.
+    pub(crate) fn bare(n: u8, name: &str, created: &str) -> Snapshot {
+        Snapshot {
+            id: SnapshotId([n; 32]),
+            name: name.into(),
+            parent: None,
+            created: created.into(),
+            stream_len: 0,
+            stream_sha256: String::new(),
+            members: 0,
+            added_bytes: 0,
+            labels: Default::default(),
+            root: ListRef::Inline(vec![]),
+            tree: None,
+            image: Default::default(),
+            exact_layer: false,
+        }
+    }
+}

@@ -556,19 +556,8 @@ mod tests {
 
     fn snap(n: u8, parent: Option<u8>, created: &str) -> Snapshot {
         Snapshot {
-            id: SnapshotId([n; 32]),
-            name: "vm".into(),
             parent: parent.map(|p| SnapshotId([p; 32])),
-            created: created.into(),
-            stream_len: 0,
-            stream_sha256: String::new(),
-            members: 0,
-            added_bytes: 0,
-            labels: Default::default(),
-            root: ListRef::Inline(vec![]),
-            tree: None,
-            image: Default::default(),
-            exact_layer: false,
+            ..Snapshot::bare(n, "vm", created)
         }
     }
 
