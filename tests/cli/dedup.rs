@@ -131,12 +131,7 @@ fn every_file_changed_a_little_still_dedups_the_rest() {
 fn fresh_pax_times_cost_bytes_not_a_copy_of_the_headers() {
     let store = TestStore::new();
     let root = store.scratch("root");
-    for i in 0..2000 {
-        write_file(
-            &root.join(format!("etc/conf{}/file{i}", i % 50)),
-            format!("setting {i}\n").as_bytes(),
-        );
-    }
+    crate::trees::small_files(&root, 2000);
     let s1 = tar(&root, "posix");
     store.snapshot_bytes(&s1, "vm");
     let pieces_before = pieces(&store, "");

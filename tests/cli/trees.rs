@@ -80,6 +80,17 @@ pub fn sparse_file(path: &Path, len: u64, at: &[u64]) {
     }
 }
 
+/// `count` one-line files under `etc/conf0` to `etc/conf49` (`etc/confN/fileI`, "setting I"):
+/// a stream of many small members, whose headers are most of it.
+pub fn small_files(root: &Path, count: usize) {
+    for i in 0..count {
+        write_file(
+            &root.join(format!("etc/conf{}/file{i}", i % 50)),
+            format!("setting {i}\n").as_bytes(),
+        );
+    }
+}
+
 /// Names, links and types every tar format can carry: for ustar, v7 and the like.
 pub fn portable_tree(root: &Path) {
     write_file(&root.join("etc/hostname"), b"vm1\n");

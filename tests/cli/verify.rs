@@ -1,5 +1,6 @@
-//! `verify` finds damage and names what it hurts; `repair-index` rebuilds a lost or damaged
-//! index from the packs alone, and every snapshot still exports bit-exact.
+//! `verify` finds damage and names what it hurts; a snapshot onto damage fails and records
+//! nothing; `repair-index` rebuilds a lost or damaged index from the packs alone, and every
+//! snapshot still exports bit-exact.
 
 use std::path::{Path, PathBuf};
 
@@ -246,6 +247,52 @@ fn missing_pack_is_found_without_reading_data() {
     );
     assert!(!text.contains(&f.vm), "vm is not hurt:\n{text}");
     assert!(f.store.export(&f.vm) == f.vm_stream);
+}
+
+/// A snapshot taken onto a parent whose pack is gone fails before it records anything, and
+/// names the damage; with the pack back, the same snapshot goes in.
+#[test]
+fn a_snapshot_onto_a_lost_parent_pack_fails_and_records_nothing() {
+    let store = TestStore::new();
+    let root = store.scratch("root");
+    crate::trees::small_files(&root, 2000);
+    let first = store.snapshot_bytes(&tar_of_dir(&root), "vm");
+    // Enough pieces for the parent's piece list to be stored in nodes: the next ingest reads
+    // them for its delta bases, as it reads the parent's directory records for theirs.
+    let nodes: i64 = store
+        .db()
+        .query_row("SELECT count(*) FROM chunks WHERE kind = 2", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(
+        nodes > 0,
+        "the piece list is inline: the test reads no parent node"
+    );
+    let pack = store.pack_files().pop().expect("a pack");
+    let kept = store.scratch("kept.pack");
+    std::fs::rename(&pack, &kept).unwrap();
+
+    write_file(&root.join("etc/conf1/file1"), b"changed\n");
+    let stream = tar_of_dir(&root);
+    let out = store.run_stdin(&["snapshot", "--name", "vm", "-"], &stream);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("is missing") && err.contains("repair-index"),
+        "{err}"
+    );
+    assert_eq!(store.snapshot_count(), 1, "nothing recorded");
+    assert!(
+        entries(&store.path().join("tmp")).is_empty(),
+        "nothing left in tmp"
+    );
+
+    std::fs::rename(&kept, &pack).unwrap();
+    let second = store.snapshot_bytes(&stream, "vm");
+    assert_ne!(second, first);
+    assert!(store.export(&second) == stream);
+    store.ok(&["verify", "--data"]);
 }
 
 /// The index files, so a test can lose them.
