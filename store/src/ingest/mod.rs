@@ -3,9 +3,9 @@
 //! Threads: the input thread (decompress) → the hashing thread (sha256) → this thread (parse,
 //! chunk, hash, dedup, build pieces) → compression workers → the pack writer; at the start, a
 //! helper reads the parent's piece anchors (`anchors.rs`). Queues between them are bounded, so
-//! memory is too. Nothing is visible until the commit step: packs are
-//! sealed (fsynced), then the snapshot record is appended and synced, then one immediate
-//! transaction indexes it all.
+//! memory is too. Nothing is visible until the commit step: in one immediate transaction the
+//! snapshot record is appended to the last pack, which is sealed (fsynced, renamed) while
+//! every pack is indexed, and the transaction commits once the seal is done.
 
 mod anchors;
 mod hints;
@@ -374,11 +374,9 @@ impl Store {
                 &[ChunkId(snap.id.0)],
                 record.len() as u32,
             );
-            if let Err(e) = last.append(&header, &record) {
-                written.open = Some(last);
-                return Err(e);
-            }
-            let (pending, file) = match last.pending() {
+            // On an error the pack stays with `written`, for the caller to discard.
+            let appended = last.append(&header, &record).and_then(|()| last.pending());
+            let (pending, file) = match appended {
                 Ok(p) => p,
                 Err(e) => {
                     written.open = Some(last);
