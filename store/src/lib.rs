@@ -7,6 +7,7 @@
 mod check;
 mod chunker;
 mod db;
+mod dirs;
 mod dispose;
 mod encoding;
 pub mod error;

@@ -11,6 +11,7 @@ use lru::LruCache;
 use rusqlite::OptionalExtension;
 
 use crate::db::Db;
+use crate::dirs::DirCache;
 use crate::dispose::dispose;
 use crate::error::{Error, IoContext, Result};
 use crate::frames::Frames;
@@ -24,8 +25,11 @@ use crate::tree::Node;
 /// `pack::compress::FRAME_TARGET`), 32 of the 1 MiB frames written before.
 const FRAME_CACHE: usize = 32 << 20;
 const OPEN_PACKS: usize = 64;
-/// Decoded directory records kept for reuse.
-const DIR_CACHE: usize = 1024;
+/// Decoded directory records kept for reuse, in bytes of nodes. A walk needs the records of
+/// the directories it is in; the cache was 1,024 records before, which a walk of /usr (134,000
+/// entries) filled with about 10 MiB, and a tree of large directories could fill without
+/// bound.
+const DIR_CACHE: usize = 8 << 20;
 /// Chunk locations learned a frame at a time (about 100 bytes each).
 const LOCATION_CACHE: usize = 1 << 16;
 
@@ -41,7 +45,7 @@ pub struct Store {
     /// Keyed by (pack, payload offset): gc frees `frames` row ids for reuse.
     frames: Frames,
     packs: Mutex<LruCache<PackId, Arc<File>>>,
-    dirs: Mutex<LruCache<ChunkId, Arc<Vec<Node>>>>,
+    dirs: DirCache,
     /// Where chunks are, learned whenever a frame is read from its pack: one query gives the
     /// locations of all the frame's chunks, so reading a stream back costs a query per frame
     /// rather than per chunk. A location gc has since moved can only fail (every object is
@@ -104,9 +108,7 @@ impl Store {
             packs: Mutex::new(LruCache::new(
                 NonZeroUsize::new(OPEN_PACKS).expect("nonzero"),
             )),
-            dirs: Mutex::new(LruCache::new(
-                NonZeroUsize::new(DIR_CACHE).expect("nonzero"),
-            )),
+            dirs: DirCache::new(DIR_CACHE),
             locations: Mutex::new(LruCache::new(
                 NonZeroUsize::new(LOCATION_CACHE).expect("nonzero"),
             )),
@@ -162,14 +164,11 @@ impl Store {
         id: &ChunkId,
         load: impl FnOnce() -> Result<Vec<Node>>,
     ) -> Result<Arc<Vec<Node>>> {
-        if let Some(d) = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
-            return Ok(d.clone());
+        if let Some(d) = self.dirs.get(id) {
+            return Ok(d);
         }
         let d = Arc::new(load()?);
-        self.dirs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .put(*id, d.clone());
+        self.dirs.put(*id, d.clone());
         Ok(d)
     }
 
@@ -418,9 +417,10 @@ impl Drop for Store {
             )
         }
         let frames = std::mem::replace(&mut self.frames, Frames::new(0));
+        let dirs = std::mem::replace(&mut self.dirs, DirCache::new(0));
         dispose((
             frames,
-            take(&mut self.dirs),
+            dirs,
             take(&mut self.locations),
             take(&mut self.packs),
         ));

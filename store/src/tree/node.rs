@@ -229,6 +229,25 @@ impl Node {
         Kind::from_u8(d.u8()?)
     }
 
+    /// About what the node takes in memory: the struct and the buffers it owns. Caches of
+    /// decoded nodes are bounded by it.
+    pub fn footprint(&self) -> usize {
+        use std::mem::size_of;
+        let xattrs: usize = self
+            .xattrs
+            .iter()
+            .map(|(k, v)| size_of::<(Vec<u8>, Vec<u8>)>() + k.capacity() + v.capacity())
+            .sum();
+        let content = self.content.as_ref().map_or(0, |c| {
+            let chunks = match &c.chunks {
+                ListRef::Inline(entries) => entries.capacity() * size_of::<crate::list::Entry>(),
+                ListRef::Tree { .. } => 0,
+            };
+            chunks + c.segments.as_ref().map_or(0, |s| s.capacity() * 16)
+        });
+        size_of::<Node>() + self.name.capacity() + self.link.capacity() + xattrs + content
+    }
+
     pub fn from_bytes(b: &[u8]) -> Result<Self> {
         let mut d = Decoder::new(b, "tree node");
         let n = Node::decode(&mut d)?;
