@@ -5,10 +5,15 @@
 //! so a mount that lives long and browses much holds what the kernel still caches, not every
 //! node it ever showed. It also counts each snapshot's inodes: a snapshot whose last one is
 //! dropped is one the kernel holds nothing of, which the view can stop pinning.
+//!
+//! A walked tree leaves the kernel holding an inode per entry, so the table is kept lean: a
+//! node is held encoded (`Held`), and a number's key is not stored beside it but derived
+//! from it when the number is dropped.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use crate::error::Result;
 use crate::ids::SnapshotId;
 use crate::snapshot::Snapshot;
 use crate::tree::Node;
@@ -27,10 +32,26 @@ pub(super) enum Inode {
     /// A node inside a snapshot (its root included).
     Node {
         snap: Arc<Snapshot>,
-        node: Arc<Node>,
+        node: Held,
         /// The directory it was first found in (0 for a snapshot's root).
         parent: u64,
     },
+}
+
+/// A node as the table holds it: its encoding (as in a directory record), decoded when asked
+/// for. A small file's node is about 70 bytes encoded and 400 decoded (the struct, its name and
+/// its chunk list), and decoding one costs far less than the FUSE request that wants it.
+#[derive(Clone)]
+pub(super) struct Held(Arc<[u8]>);
+
+impl Held {
+    pub fn new(node: &Node) -> Self {
+        Held(node.to_bytes().into())
+    }
+
+    pub fn node(&self) -> Result<Node> {
+        Node::from_bytes(&self.0)
+    }
 }
 
 /// What an inode number stands for, so that the same thing gets the same number.
@@ -43,10 +64,37 @@ pub(super) enum Key {
     Hardlink(SnapshotId, u64),
 }
 
+impl Key {
+    /// The key of `node`, found in directory `parent` of snapshot `snap`: the names of one
+    /// hardlink group share the group's key.
+    pub fn child(parent: u64, snap: SnapshotId, node: &Node) -> Key {
+        if node.ino != 0 {
+            Key::Hardlink(snap, node.ino)
+        } else {
+            Key::Child(parent, node.name.clone())
+        }
+    }
+
+    /// The key `inode` was interned under (the root's is never asked for: it is never
+    /// dropped). None only if its node no longer decodes, which the table's own encoding
+    /// never gives.
+    fn of(inode: &Inode) -> Option<Key> {
+        match inode {
+            Inode::Top => None,
+            Inode::Lineage(l) => Some(Key::Lineage(l.clone())),
+            Inode::Latest(l) => Some(Key::Latest(l.clone())),
+            Inode::Node {
+                snap, parent: 0, ..
+            } => Some(Key::Root(snap.id)),
+            Inode::Node { snap, node, parent } => {
+                Some(Key::child(*parent, snap.id, &node.node().ok()?))
+            }
+        }
+    }
+}
+
 struct Slot {
     inode: Inode,
-    /// None for the root, which is never dropped.
-    key: Option<Key>,
     /// Lookups the kernel holds: counted when handed out by LOOKUP or READDIRPLUS, given back
     /// by FORGET.
     lookups: u64,
@@ -85,7 +133,6 @@ impl Inodes {
             ROOT_INO,
             Slot {
                 inode: root,
-                key: None,
                 lookups: 0,
             },
         );
@@ -118,12 +165,19 @@ impl Inodes {
     /// The number for `key`, made by `make` on first sight, with one lookup counted if
     /// `counted` (it is being handed to the kernel in a LOOKUP or READDIRPLUS reply).
     pub fn intern(&mut self, key: Key, counted: bool, make: impl FnOnce() -> Inode) -> u64 {
-        let ino = match self.by_key.get(&key) {
-            Some(&ino) => ino,
+        let held = self
+            .by_key
+            .get(&key)
+            .copied()
+            .filter(|ino| self.slots.contains_key(ino));
+        let ino = match held {
+            Some(ino) => ino,
             None => self.insert(key, make(), counted),
         };
         if counted {
-            self.slots.get_mut(&ino).expect("interned").lookups += 1;
+            if let Some(slot) = self.slots.get_mut(&ino) {
+                slot.lookups += 1;
+            }
         }
         ino
     }
@@ -134,14 +188,7 @@ impl Inodes {
         if let Some(id) = snapshot_of(&inode) {
             *self.per_snapshot.entry(id).or_default() += 1;
         }
-        self.slots.insert(
-            ino,
-            Slot {
-                inode,
-                key: Some(key.clone()),
-                lookups: 0,
-            },
-        );
+        self.slots.insert(ino, Slot { inode, lookups: 0 });
         self.by_key.insert(key, ino);
         if !counted {
             self.uncounted.push_back(ino);
@@ -170,16 +217,15 @@ impl Inodes {
     }
 
     fn remove(&mut self, ino: u64) {
-        let Some(Slot {
-            key: Some(key),
-            inode,
-            ..
-        }) = self.slots.remove(&ino)
-        else {
+        let Some(Slot { inode, .. }) = self.slots.remove(&ino) else {
             return;
         };
-        if self.by_key.get(&key) == Some(&ino) {
-            self.by_key.remove(&key);
+        // A key left behind (its node would not decode) leads nowhere: `intern` checks that
+        // the number it finds is still held.
+        if let Some(key) = Key::of(&inode) {
+            if self.by_key.get(&key) == Some(&ino) {
+                self.by_key.remove(&key);
+            }
         }
         if let Some(id) = snapshot_of(&inode) {
             let left = self
@@ -227,6 +273,48 @@ mod tests {
         t.forget(ROOT_INO, 5);
         assert!(t.get(ROOT_INO).is_some(), "the root stays");
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn a_dropped_node_takes_its_key_with_it() {
+        let snap = Arc::new(Snapshot::bare(7, "vm", "2026-11-30T00:00:00Z"));
+        let mut t = Inodes::new(Inode::Top);
+        let root = t.intern(Key::Root(snap.id), true, || Inode::Node {
+            snap: snap.clone(),
+            node: Held::new(&Node::new(crate::tree::Kind::Dir)),
+            parent: 0,
+        });
+        let mut file = Node::new(crate::tree::Kind::File);
+        file.name = b"hosts".to_vec();
+        let mut linked = file.clone();
+        linked.name = b"a-link".to_vec();
+        linked.ino = 42;
+        let child = |t: &mut Inodes, node: &Node| {
+            t.intern(Key::child(root, snap.id, node), true, || Inode::Node {
+                snap: snap.clone(),
+                node: Held::new(node),
+                parent: root,
+            })
+        };
+        let a = child(&mut t, &file);
+        let b = child(&mut t, &linked);
+        assert_eq!(
+            t.get(a).map(|i| matches!(i, Inode::Node { node, .. }
+            if node.node().unwrap() == file)),
+            Some(true),
+            "held as it was"
+        );
+        for (ino, node) in [(a, &file), (b, &linked)] {
+            t.forget(ino, 1);
+            assert!(t.find_held(&Key::child(root, snap.id, node)).is_none());
+            assert!(t.by_key.values().all(|&i| i != ino), "its key went with it");
+        }
+        t.forget(root, 1);
+        assert!(t.by_key.is_empty() && t.len() == 1, "only the top is left");
+        assert!(
+            child(&mut t, &file) > b,
+            "a key seen again gets a new number"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod inodes;
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
-use inodes::{Inode, Inodes, Key};
+use inodes::{Held, Inode, Inodes, Key};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -57,12 +57,12 @@ impl FsView {
     /// One snapshot's tree at the root (`snap` pinned by `lease` already, or now).
     pub fn snapshot(lease: ReadLease, snap: Snapshot) -> Result<Self> {
         lease.pin(&snap.id)?;
-        let node = lease.store().tree(&snap)?.root().clone();
+        let node = Held::new(lease.store().tree(&snap)?.root());
         Ok(Self::with_root(
             lease,
             Inode::Node {
                 snap: Arc::new(snap),
-                node: Arc::new(node),
+                node,
                 parent: 0,
             },
         ))
@@ -153,30 +153,20 @@ impl FsView {
             .collect())
     }
 
-    fn child_key(parent: u64, snap: &Snapshot, node: &Node) -> Key {
-        if node.ino != 0 {
-            Key::Hardlink(snap.id, node.ino)
-        } else {
-            Key::Child(parent, node.name.clone())
-        }
-    }
-
     fn child_ino(&self, parent: u64, snap: &Arc<Snapshot>, node: &Node, counted: bool) -> u64 {
-        self.intern(Self::child_key(parent, snap, node), counted, || {
-            Inode::Node {
-                snap: snap.clone(),
-                node: Arc::new(node.clone()),
-                parent,
-            }
+        self.intern(Key::child(parent, snap.id, node), counted, || Inode::Node {
+            snap: snap.clone(),
+            node: Held::new(node),
+            parent,
         })
     }
 
     fn snapshot_ino(&self, snap: Snapshot, counted: bool) -> Result<u64> {
-        let node = self.store().tree(&snap)?.root().clone();
+        let node = Held::new(self.store().tree(&snap)?.root());
         let id = snap.id;
         Ok(self.intern(Key::Root(id), counted, move || Inode::Node {
             snap: Arc::new(snap),
-            node: Arc::new(node),
+            node,
             parent: 0,
         }))
     }
@@ -230,7 +220,7 @@ impl FsView {
             Inode::Latest(_) => return Err(not_a_dir()),
             Inode::Node { snap, node, .. } => {
                 let tree = self.enter(&snap)?;
-                match tree.lookup(&node, name)? {
+                match tree.lookup(&node.node()?, name)? {
                     Some(child) => self.child_ino(parent, &snap, &child, true),
                     None => return Ok(None),
                 }
@@ -272,21 +262,24 @@ impl FsView {
                     ..synthetic(latest.as_slice())
                 }
             }
-            Inode::Node { node, .. } => Attr {
-                ino,
-                kind: node.kind,
-                mode: node.mode,
-                uid: node.uid,
-                gid: node.gid,
-                size: node.size,
-                blocks: data_len(&node).div_ceil(512),
-                mtime: node.mtime,
-                mtime_nsec: node.mtime_nsec,
-                nlink: node.nlink,
-                rdev_major: node.rdev_major,
-                rdev_minor: node.rdev_minor,
-                volatile: false,
-            },
+            Inode::Node { node, .. } => {
+                let node = node.node()?;
+                Attr {
+                    ino,
+                    kind: node.kind,
+                    mode: node.mode,
+                    uid: node.uid,
+                    gid: node.gid,
+                    size: node.size,
+                    blocks: data_len(&node).div_ceil(512),
+                    mtime: node.mtime,
+                    mtime_nsec: node.mtime_nsec,
+                    nlink: node.nlink,
+                    rdev_major: node.rdev_major,
+                    rdev_minor: node.rdev_minor,
+                    volatile: false,
+                }
+            }
         })
     }
 
@@ -346,7 +339,7 @@ impl FsView {
             Inode::Latest(_) => return Err(not_a_dir()),
             Inode::Node { snap, node, .. } => {
                 let tree = self.enter(&snap)?;
-                for c in tree.readdir(&node)?.iter().skip(skip) {
+                for c in tree.readdir(&node.node()?)?.iter().skip(skip) {
                     if give(self.child_ino(ino, &snap, c, counted), c.kind, &c.name)? {
                         break;
                     }
@@ -361,6 +354,7 @@ impl FsView {
         let Inode::Node { snap, node, .. } = self.get(ino)? else {
             return Err(Error::InvalidArgument("not a file".into()));
         };
+        let node = node.node()?;
         let tree = self.enter(&snap)?;
         let want = size.min(node.size.saturating_sub(offset) as usize);
         let mut buf = vec![0u8; want];
@@ -393,9 +387,10 @@ impl FsView {
         let Ok(Inode::Node { node: dir, .. }) = self.get(parent) else {
             return Ok(());
         };
+        let name = node.node()?.name;
         let tree = self.enter(&snap)?;
-        let listing = tree.readdir(&dir)?;
-        let at = listing.partition_point(|c| c.name <= node.name);
+        let listing = tree.readdir(&dir.node()?)?;
+        let at = listing.partition_point(|c| c.name <= name);
         let inodes = self.inodes.read().unwrap_or_else(|e| e.into_inner());
         for c in &listing[at..] {
             if c.kind != Kind::File || c.content.is_none() || !(1..=max_size).contains(&c.size) {
@@ -403,7 +398,7 @@ impl FsView {
             }
             // A reader looks entries up in order: past the first one the kernel holds no
             // inode of, nothing can be pushed yet.
-            let Some(file) = inodes.find_held(&Self::child_key(parent, &snap, c)) else {
+            let Some(file) = inodes.find_held(&Key::child(parent, snap.id, c)) else {
                 break;
             };
             if !visit(file, c.size) {
@@ -416,14 +411,17 @@ impl FsView {
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         match self.get(ino)? {
             Inode::Latest(lineage) => self.latest_target(&lineage),
-            Inode::Node { node, .. } if node.kind == Kind::Symlink => Ok(node.link.clone()),
-            _ => Err(Error::InvalidArgument("not a symlink".into())),
+            Inode::Node { node, .. } => match node.node()? {
+                n if n.kind == Kind::Symlink => Ok(n.link),
+                _ => Err(not_a_symlink()),
+            },
+            _ => Err(not_a_symlink()),
         }
     }
 
     pub fn xattrs(&self, ino: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         Ok(match self.get(ino)? {
-            Inode::Node { node, .. } => node.xattrs.clone(),
+            Inode::Node { node, .. } => node.node()?.xattrs,
             _ => Vec::new(),
         })
     }
@@ -449,4 +447,8 @@ fn data_len(node: &Node) -> u64 {
 
 fn not_a_dir() -> Error {
     Error::InvalidArgument("not a directory".into())
+}
+
+fn not_a_symlink() -> Error {
+    Error::InvalidArgument("not a symlink".into())
 }

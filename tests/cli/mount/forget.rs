@@ -4,6 +4,7 @@
 //! drops its caches, the same paths are looked up again (new numbers) and read exactly.
 
 use std::fs;
+use std::io::Write;
 use std::time::Duration;
 
 use super::fixtures::*;
@@ -50,4 +51,83 @@ fn the_mount_gives_back_what_the_kernel_forgets() {
     );
     assert_reads_like(&root, &want, "after the kernel forgot");
     assert_eq!(m.report().1, 1, "pinned again");
+}
+
+/// A walked tree leaves the kernel holding an inode per entry, and the mount its record of
+/// each. That record is the node as encoded (a few hundred bytes with its table entries, not
+/// the decoded node's struct, name and chunk list), and the decoded directories kept for
+/// reuse are bounded by bytes: a walk of 80,000 small files grows the mount by well under a
+/// KiB per entry.
+#[test]
+fn a_walked_mount_holds_little_per_entry() {
+    require("fusermount3");
+    const DIRS: usize = 80;
+    const PER_DIR: usize = 1000;
+    let store = TestStore::new();
+    let stream_path = store.scratch("wide.tar");
+    {
+        let mut out = std::io::BufWriter::new(fs::File::create(&stream_path).unwrap());
+        let mut block = [0u8; 512];
+        for d in 0..DIRS {
+            let dir = format!("dir{d:02}/");
+            out.write_all(&ustar_header(dir.as_bytes(), b'5', 0, b"", 0o755))
+                .unwrap();
+            for f in 0..PER_DIR {
+                let data = format!("file {d} {f}\n");
+                let name = format!("{dir}config-file-{f:04}.conf");
+                out.write_all(&ustar_header(
+                    name.as_bytes(),
+                    b'0',
+                    data.len() as u64,
+                    b"",
+                    0o644,
+                ))
+                .unwrap();
+                block.fill(0);
+                block[..data.len()].copy_from_slice(data.as_bytes());
+                out.write_all(&block).unwrap();
+            }
+        }
+        out.write_all(&[0u8; 1024]).unwrap();
+    }
+    store.ok(&["snapshot", "--name", "wide", stream_path.to_str().unwrap()]);
+
+    let mut m = Mounted::new(&store, "mnt");
+    m.daemon(&store, Some("wide"));
+    let pid = m.daemon.expect("a background mount");
+    let rss_kib = || -> u64 {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let before = rss_kib();
+
+    // `ls -lR`: every directory listed, every entry's attributes read.
+    let mut entries = 0;
+    let mut dirs = vec![m.path("")];
+    while let Some(dir) = dirs.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let meta = fs::symlink_metadata(e.path()).unwrap();
+            entries += 1;
+            if meta.is_dir() {
+                dirs.push(e.path());
+            }
+        }
+    }
+    assert_eq!(entries, DIRS * (PER_DIR + 1));
+
+    let (held, _) = m.report();
+    assert!(held > DIRS * PER_DIR, "{held} inodes held after the walk");
+    let grown = (rss_kib().saturating_sub(before) * 1024) as usize;
+    eprintln!(
+        "mount grew by {} KiB for {held} inodes: {} bytes each",
+        grown / 1024,
+        grown / held
+    );
+    assert!(
+        grown / held < 1000,
+        "the mount grew by {} bytes per inode held ({held} inodes)",
+        grown / held
+    );
 }
