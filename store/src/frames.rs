@@ -37,6 +37,9 @@ pub(crate) struct Frames {
     /// Decoded bytes kept, at most (but always the frame just decoded).
     budget: usize,
     spare: Mutex<Vec<Vec<u8>>>,
+    /// Frames decoded so far, for tests of read orders.
+    #[cfg(test)]
+    decoded: AtomicUsize,
 }
 
 impl Frames {
@@ -47,7 +50,14 @@ impl Frames {
             )),
             budget,
             spare: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            decoded: AtomicUsize::new(0),
         }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn decoded(&self) -> usize {
+        self.decoded.load(Ordering::Relaxed)
     }
 
     /// The decoded frame at `key`, from the cache, or made by `decode` (given an empty buffer
@@ -81,6 +91,8 @@ impl Frames {
             .pop()
             .unwrap_or_default();
         let frame = Arc::new(decode(buf)?);
+        #[cfg(test)]
+        self.decoded.fetch_add(1, Ordering::Relaxed);
         slot.len.store(frame.len(), Ordering::Relaxed);
         *decoded = Some(frame.clone());
         drop(decoded);

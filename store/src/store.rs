@@ -172,6 +172,23 @@ impl Store {
         Ok(d)
     }
 
+    /// Frames decoded into the cache so far.
+    #[cfg(test)]
+    pub(crate) fn frames_decoded(&self) -> usize {
+        self.frames.decoded()
+    }
+
+    /// Where `id`'s bytes are stored, as a key that puts the objects of one frame together
+    /// (its `frames` row, then the object's offset in it); `None` if the index does not know
+    /// it. For readers choosing an order in which each frame is decoded about once.
+    pub(crate) fn storage_order(&self, id: &ChunkId) -> Option<(i64, usize)> {
+        let loc = match self.cached_location(id) {
+            Some(loc) => loc,
+            None => self.locate(id).ok()?,
+        };
+        Some((loc.frame, loc.offset))
+    }
+
     fn locate(&self, id: &ChunkId) -> Result<Location> {
         let db = self.db();
         // A chunk gc condemned is still readable until swept (FORMAT §15): readers of a
