@@ -314,8 +314,9 @@ impl Restorer<'_, '_> {
     /// is stored, then the rest by name. A record lists names sorted, while the stream had
     /// them (and the ingest packed their data) in the order its archiver found them, `readdir`
     /// order for GNU tar; written by name, a large directory's small files each cost the
-    /// decoding of a whole frame, about three times the data restored over /usr. Names of one
-    /// hardlink group share their data's place, so they keep their name order.
+    /// decoding of a whole frame (3.1 times the data of /usr/lib/x86_64-linux-gnu was
+    /// decoded). Names of one hardlink group share their data's place, so they keep their
+    /// name order.
     fn write_order(&self, children: &[Node]) -> Vec<usize> {
         let store = self.tree.store();
         let mut files = Vec::new();
