@@ -182,11 +182,17 @@ impl Store {
     /// (its `frames` row, then the object's offset in it); `None` if the index does not know
     /// it. For readers choosing an order in which each frame is decoded about once.
     pub(crate) fn storage_order(&self, id: &ChunkId) -> Option<(i64, usize)> {
-        let loc = match self.cached_location(id) {
-            Some(loc) => loc,
-            None => self.locate(id).ok()?,
-        };
+        let loc = self.known_location(id).ok()?;
         Some((loc.frame, loc.offset))
+    }
+
+    /// Where `id` is: as last learned, or from the index. Unchecked, for readers that only
+    /// plan (the object read later is checked against its id).
+    fn known_location(&self, id: &ChunkId) -> Result<Location> {
+        match self.cached_location(id) {
+            Some(loc) => Ok(loc),
+            None => self.locate(id),
+        }
     }
 
     fn locate(&self, id: &ChunkId) -> Result<Location> {
@@ -371,11 +377,7 @@ impl Store {
     /// it (nothing is checked here: the reader checks what it gets). Errors are left for that
     /// reader to meet.
     pub(crate) fn warm(&self, id: &ChunkId) {
-        if let Ok(loc) = self
-            .cached_location(id)
-            .map(Ok)
-            .unwrap_or_else(|| self.locate(id))
-        {
+        if let Ok(loc) = self.known_location(id) {
             let _ = self.frame(&loc);
         }
     }
