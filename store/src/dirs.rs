@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 
 use crate::ids::ChunkId;
-use crate::tree::Node;
+use crate::tree::Dir;
 
-/// What a cached record costs beyond its nodes: the LRU's entry and the `Vec`'s header.
+/// What a cached record costs beyond its own footprint: the LRU's entry and the `Arc`.
 const ENTRY_OVERHEAD: usize = 128;
 
 pub(crate) struct DirCache {
@@ -19,7 +19,7 @@ pub(crate) struct DirCache {
 }
 
 struct Inner {
-    lru: LruCache<ChunkId, (Arc<Vec<Node>>, usize)>,
+    lru: LruCache<ChunkId, (Arc<Dir>, usize)>,
     bytes: usize,
 }
 
@@ -39,14 +39,14 @@ impl DirCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn get(&self, id: &ChunkId) -> Option<Arc<Vec<Node>>> {
+    pub(crate) fn get(&self, id: &ChunkId) -> Option<Arc<Dir>> {
         self.inner().lru.get(id).map(|(d, _)| d.clone())
     }
 
     /// Keep `dir` as the most recently used record, evicting the least recently used ones
     /// past the budget.
-    pub(crate) fn put(&self, id: ChunkId, dir: Arc<Vec<Node>>) {
-        let cost = ENTRY_OVERHEAD + dir.iter().map(Node::footprint).sum::<usize>();
+    pub(crate) fn put(&self, id: ChunkId, dir: Arc<Dir>) {
+        let cost = ENTRY_OVERHEAD + dir.footprint();
         let mut inner = self.inner();
         if let Some((_, old)) = inner.lru.put(id, (dir, cost)) {
             inner.bytes -= old;
@@ -64,10 +64,10 @@ impl DirCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::Kind;
+    use crate::tree::{Kind, Node};
 
-    fn record(entries: usize, name_len: usize) -> Arc<Vec<Node>> {
-        Arc::new(
+    fn record(entries: usize, name_len: usize) -> Arc<Dir> {
+        Arc::new(Dir::by_name(
             (0..entries)
                 .map(|i| {
                     let mut n = Node::new(Kind::File);
@@ -75,7 +75,7 @@ mod tests {
                     n
                 })
                 .collect(),
-        )
+        ))
     }
 
     fn id(n: u8) -> ChunkId {
@@ -85,7 +85,7 @@ mod tests {
     #[test]
     fn records_are_kept_by_bytes_not_by_count() {
         let big = record(1000, 100);
-        let big_cost = ENTRY_OVERHEAD + big.iter().map(Node::footprint).sum::<usize>();
+        let big_cost = ENTRY_OVERHEAD + big.footprint();
         let cache = DirCache::new(2 * big_cost + big_cost / 2);
         for n in 0..3 {
             cache.put(id(n), big.clone());
@@ -113,7 +113,7 @@ mod tests {
         cache.put(id(2), record(10, 8));
         assert!(cache.get(&id(1)).is_none() && cache.get(&id(2)).is_some());
 
-        let small = ENTRY_OVERHEAD + record(1, 8).iter().map(Node::footprint).sum::<usize>();
+        let small = ENTRY_OVERHEAD + record(1, 8).footprint();
         let cache = DirCache::new(2 * small);
         cache.put(id(1), record(1, 8));
         cache.put(id(2), record(1, 8));

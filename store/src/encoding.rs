@@ -73,7 +73,8 @@ impl<'a> Decoder<'a> {
         Ok(ChunkId::from_slice(self.take(32)?).expect("32 bytes"))
     }
 
-    pub fn expect_version(&mut self, supported: u8) -> Result<()> {
+    /// The version byte, refused if it is 0 or newer than `supported`.
+    pub fn expect_version(&mut self, supported: u8) -> Result<u8> {
         let v = self.u8()?;
         if v == 0 || v > supported {
             return Err(Error::UnsupportedVersion {
@@ -81,7 +82,7 @@ impl<'a> Decoder<'a> {
                 supported: supported as u32,
             });
         }
-        Ok(())
+        Ok(v)
     }
 
     pub fn finish(self) -> Result<()> {

@@ -19,7 +19,7 @@ use crate::ids::{ChunkId, PackId};
 use crate::layout;
 use crate::object::{Object, ObjectSource};
 use crate::pack::Codec;
-use crate::tree::Node;
+use crate::tree::Dir;
 
 /// Decoded frame bytes kept for reuse: 16 frames as ingest writes them now (about 2 MiB each,
 /// `pack::compress::FRAME_TARGET`), 32 of the 1 MiB frames written before.
@@ -162,8 +162,8 @@ impl Store {
     pub(crate) fn dir_record(
         &self,
         id: &ChunkId,
-        load: impl FnOnce() -> Result<Vec<Node>>,
-    ) -> Result<Arc<Vec<Node>>> {
+        load: impl FnOnce() -> Result<Dir>,
+    ) -> Result<Arc<Dir>> {
         if let Some(d) = self.dirs.get(id) {
             return Ok(d);
         }

@@ -239,6 +239,34 @@ pub fn tar_of_dir(dir: &Path) -> Vec<u8> {
     tar_stream(&["tar", "-cf", "-", "-C", dir.to_str().unwrap(), "."])
 }
 
+/// GNU tar's stream of `dir`, each directory's entries in name order (`--sort=name`).
+pub fn tar_by_name(dir: &Path) -> Vec<u8> {
+    tar_stream(&[
+        "tar",
+        "--sort=name",
+        "-cf",
+        "-",
+        "-C",
+        dir.to_str().unwrap(),
+        ".",
+    ])
+}
+
+/// GNU tar's stream of `names` below `dir`, in that order, a directory without its contents
+/// (`--no-recursion`).
+pub fn tar_of_names(dir: &Path, names: &[&str]) -> Vec<u8> {
+    let mut argv = vec![
+        "tar",
+        "--no-recursion",
+        "-cf",
+        "-",
+        "-C",
+        dir.to_str().unwrap(),
+    ];
+    argv.extend(names);
+    tar_stream(&argv)
+}
+
 /// Run a tar-writing command (argv) and return its stdout. Writers that exit 1 with a warning
 /// (e.g. a name too long for the format) still produce a stream the tests can use.
 pub fn tar_stream(argv: &[&str]) -> Vec<u8> {

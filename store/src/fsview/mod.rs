@@ -339,7 +339,9 @@ impl FsView {
             Inode::Latest(_) => return Err(not_a_dir()),
             Inode::Node { snap, node, .. } => {
                 let tree = self.enter(&snap)?;
-                for c in tree.readdir(&node.node()?)?.iter().skip(skip) {
+                // In the stream's order where the record keeps it: where the data is, so a
+                // reader going through the listing (`tar -c`, `cp -r`) reads frames through.
+                for c in tree.readdir(&node.node()?)?.listed().skip(skip) {
                     if give(self.child_ino(ino, &snap, c, counted), c.kind, &c.name)? {
                         break;
                     }
@@ -390,9 +392,11 @@ impl FsView {
         let name = node.node()?.name;
         let tree = self.enter(&snap)?;
         let listing = tree.readdir(&dir.node()?)?;
-        let at = listing.partition_point(|c| c.name <= name);
+        let Ok(i) = listing.binary_search_by(|c| c.name.cmp(&name)) else {
+            return Ok(());
+        };
         let inodes = self.inodes.read().unwrap_or_else(|e| e.into_inner());
-        for c in &listing[at..] {
+        for c in listing.listed().skip(listing.position(i) + 1) {
             if c.kind != Kind::File || c.content.is_none() || !(1..=max_size).contains(&c.size) {
                 continue;
             }

@@ -35,6 +35,34 @@ pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// GNU tar's stream (`--format=gnu`) of `names` below `dir`, in that order (a directory
+/// without its contents: `--no-recursion`), as a snapshot in a new store at `root`.
+#[cfg(test)]
+pub(crate) fn snapshot_of_tar(root: &Path, dir: &Path, names: &[String]) -> crate::Snapshot {
+    use crate::ingest::{IngestInput, IngestOptions};
+    let out = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(dir)
+        .args(["--format=gnu", "--no-recursion", "-cf", "-"])
+        .args(names)
+        .output()
+        .expect("run tar");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    crate::Store::create(root)
+        .unwrap()
+        .ingest(
+            IngestInput::stream(std::io::Cursor::new(out.stdout)),
+            IngestOptions::new("vm"),
+            || Ok(()),
+        )
+        .unwrap()
+        .snapshot
+}
+
 /// A small repeatable generator (xorshift64): the same seed gives the same series everywhere.
 pub(crate) fn xorshift(seed: &mut u64) -> u64 {
     *seed ^= *seed << 13;

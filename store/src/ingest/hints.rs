@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::ids::{ChunkId, SnapshotId};
 use crate::tar::Member;
 use crate::tree::meta::{self, Sparse};
-use crate::tree::{normalize_path_into, Node, Tree};
+use crate::tree::{normalize_path_into, Dir, Node, Tree};
 
 /// Hints for one payload at most: 64k chunks, about 1 GiB of payload, 2.3 MiB of memory.
 const MAX_HINTS: usize = 1 << 16;
@@ -25,7 +25,7 @@ pub(super) struct ParentFiles<'s> {
     /// The path of the kept directory (components joined by `/`, no leading one) ...
     dir_path: Vec<u8>,
     /// ... and its nodes, or None when the parent has no directory there.
-    dir: Option<Arc<Vec<Node>>>,
+    dir: Option<Arc<Dir>>,
     /// The member's path, normalized: reused from one call to the next.
     path: Vec<u8>,
 }

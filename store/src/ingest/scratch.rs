@@ -47,7 +47,8 @@ fn create(tmp_dir: &Path) -> Result<(Connection, tempfile::TempPath)> {
     conn.execute_batch(
         "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -16384;
          CREATE TABLE m (dir BLOB NOT NULL, name BLOB NOT NULL, node BLOB NOT NULL,
-                         ino INTEGER NOT NULL, PRIMARY KEY (dir, name)) WITHOUT ROWID;
+                         ino INTEGER NOT NULL, seq INTEGER NOT NULL,
+                         PRIMARY KEY (dir, name)) WITHOUT ROWID;
          CREATE TABLE q (id BLOB PRIMARY KEY, depth INTEGER NOT NULL) WITHOUT ROWID;
          BEGIN;",
     )?;

@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::snapshot::Snapshot;
 use crate::store::Store;
-use crate::tree::{Kind, Node, Tree};
+use crate::tree::{Dir, Kind, Node, Tree};
 
 /// How a restore treats what is already in DIR.
 #[derive(Debug, Clone, Default)]
@@ -311,17 +311,19 @@ impl Restorer<'_, '_> {
     }
 
     /// The order in which a directory's children are written: its files by where their data
-    /// is stored, then the rest by name. A record lists names sorted, while the stream had
-    /// them (and the ingest packed their data) in the order its archiver found them, `readdir`
-    /// order for GNU tar; written by name, a large directory's small files each cost the
-    /// decoding of a whole frame (3.1 times the data of /usr/lib/x86_64-linux-gnu was
-    /// decoded). Names of one hardlink group share their data's place, so they keep their
-    /// name order.
-    fn write_order(&self, children: &[Node]) -> Vec<usize> {
+    /// is stored, then the rest as the record lists them (the stream's order, where it keeps
+    /// it). Written by name, a large directory's small files each cost the decoding of a
+    /// whole frame (3.1 times the data of /usr/lib/x86_64-linux-gnu was decoded), and so do
+    /// the files of many small subdirectories. The place of each file's data is looked up
+    /// rather than taken from the listing: an incremental snapshot's unchanged files are
+    /// where an earlier stream put them. Names of one hardlink group share their data's
+    /// place, so they keep their listing order.
+    fn write_order(&self, children: &Dir) -> Vec<usize> {
         let store = self.tree.store();
         let mut files = Vec::new();
         let mut rest = Vec::new();
-        for (i, c) in children.iter().enumerate() {
+        for i in children.listing() {
+            let c = &children[i];
             // A file whose first chunk cannot be found goes with the rest: it meets its error
             // when written.
             let place = match (&c.kind, &c.content) {
@@ -407,57 +409,41 @@ impl Restorer<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Cursor;
+    use std::path::Path;
 
     use super::*;
-    use crate::ingest::{IngestInput, IngestOptions};
+    use crate::fuzzing::{snapshot_of_tar, xorshift};
 
-    /// A directory whose stream order is not its name order (GNU tar writes `readdir` order),
-    /// with twice the data the frame cache holds. Written by name, its files would take turns
-    /// among all the frames, decoding one for most files (about 130 of 240 here); written by
-    /// where their data is, each frame is decoded once.
-    #[test]
-    fn a_directory_is_written_in_the_order_its_data_is_stored() {
-        const FILES: usize = 240;
-        const SIZE: usize = 256 << 10;
+    const FILES: usize = 240;
+    const SIZE: usize = 256 << 10;
+
+    /// Restore a stream of `FILES` files of `SIZE` bytes (twice the data the frame cache
+    /// holds), made by `put(k, data)` in a shuffled order of `k`, and give how many frames
+    /// restoring it decoded against how many frames its data take. Taken in any other order
+    /// than where their data is, the files take turns among all the frames, decoding one for
+    /// most files (about 130 of 240 here); in that order, each frame is decoded once.
+    fn decodes_to_restore(put: impl Fn(&Path, usize, &[u8]) -> Vec<String>) -> (usize, usize) {
         let src = tempfile::tempdir().unwrap();
-        let mut tar = std::process::Command::new("tar");
-        tar.arg("-C")
-            .arg(src.path())
-            .args(["--format=gnu", "-cf", "-"]);
         let mut seed = 7;
-        // The stream's order, shuffled: by name, each next file is anywhere in the stream.
         let mut order: Vec<usize> = (0..FILES).collect();
         for i in (1..FILES).rev() {
-            order.swap(i, crate::fuzzing::xorshift(&mut seed) as usize % (i + 1));
+            order.swap(i, xorshift(&mut seed) as usize % (i + 1));
         }
+        let mut names = Vec::new();
         let mut files = Vec::new();
         for k in order {
-            let name = format!("f{k:03}");
-            let data: Vec<u8> = (0..SIZE)
-                .map(|_| crate::fuzzing::xorshift(&mut seed) as u8)
-                .collect();
-            std::fs::write(src.path().join(&name), &data).unwrap();
-            tar.arg(&name);
-            files.push((name, data));
+            let data: Vec<u8> = (0..SIZE).map(|_| xorshift(&mut seed) as u8).collect();
+            let added = put(src.path(), k, &data);
+            files.push((added.last().expect("a file").clone(), data));
+            names.extend(added);
         }
-        let out = tar.output().expect("run tar");
-        assert!(out.status.success());
         let root = tempfile::tempdir().unwrap();
-        let snap = Store::create(root.path())
-            .unwrap()
-            .ingest(
-                IngestInput::stream(Cursor::new(out.stdout)),
-                IngestOptions::new("vm"),
-                || Ok(()),
-            )
-            .unwrap()
-            .snapshot;
-
+        let snap = snapshot_of_tar(root.path(), src.path(), &names);
         let store = Store::open(root.path()).unwrap();
         let dest = tempfile::tempdir().unwrap();
         let report = restore(&store, &snap, b"/", dest.path(), &RestoreOptions::default()).unwrap();
-        assert_eq!(report.files, FILES as u64);
+        assert_eq!(report.files, names.len() as u64);
+        assert_eq!(report.bytes, (FILES * SIZE) as u64);
         for (name, data) in &files {
             assert!(
                 std::fs::read(dest.path().join(name)).unwrap() == *data,
@@ -465,7 +451,34 @@ mod tests {
             );
         }
         let frames = FILES * SIZE / crate::pack::compress::FRAME_TARGET;
-        let decoded = store.frames_decoded();
+        (store.frames_decoded(), frames)
+    }
+
+    /// A directory whose stream order is not its name order (GNU tar writes `readdir` order):
+    /// its files are written where their data is, not by name.
+    #[test]
+    fn a_directory_is_written_in_the_order_its_data_is_stored() {
+        let (decoded, frames) = decodes_to_restore(|dir, k, data| {
+            let name = format!("f{k:03}");
+            std::fs::write(dir.join(&name), data).unwrap();
+            vec![name]
+        });
+        assert!(
+            decoded <= frames + 8,
+            "{decoded} frames decoded to restore {frames} frames of data"
+        );
+    }
+
+    /// The same with a file in each of many subdirectories (`/usr/share/locale/*/`): the
+    /// subdirectories are gone through in the stream's order, as the record lists them.
+    #[test]
+    fn subdirectories_are_written_in_the_order_of_the_stream() {
+        let (decoded, frames) = decodes_to_restore(|dir, k, data| {
+            let sub = format!("d{k:03}");
+            std::fs::create_dir(dir.join(&sub)).unwrap();
+            std::fs::write(dir.join(&sub).join("f"), data).unwrap();
+            vec![sub.clone(), format!("{sub}/f")]
+        });
         assert!(
             decoded <= frames + 8,
             "{decoded} frames decoded to restore {frames} frames of data"

@@ -10,7 +10,8 @@
 use std::collections::HashMap;
 
 use super::members::{Members, BUDGET};
-use super::node::{decode_dir, dir_header, Kind, Node};
+use super::node::{Kind, Node};
+use super::record::{decode_dir, put_order, record_header, Dir};
 use crate::error::{Error, Result};
 use crate::ids::ChunkId;
 use crate::ingest::sink::MAX_OBJECT;
@@ -320,17 +321,21 @@ impl Build<'_, '_> {
     /// (a link count) are decoded to be completed.
     fn dir(&mut self, path: &[u8], base: Option<ChunkId>) -> Result<(ChunkId, u64)> {
         let members = self.members.dir(path)?;
-        let mut record = dir_header(members.len());
+        // The stream's order, kept unless it is the names' own.
+        let mut listing: Vec<u32> = (0..members.len() as u32).collect();
+        listing.sort_by_key(|&i| members[i as usize].seq);
+        let ordered = listing.windows(2).any(|w| w[0] > w[1]);
+        let mut record = record_header(members.len(), ordered);
         // The parent's record for this path, decoded only to find a subdirectory's base.
         let mut base_nodes = None;
         let mut subdirs = 0;
-        for (encoded, ino) in &members {
-            let kind = Node::kind_of(encoded)?;
-            if kind != Kind::Dir && *ino == 0 {
-                record.extend_from_slice(encoded);
+        for m in &members {
+            let kind = Node::kind_of(&m.encoded)?;
+            if kind != Kind::Dir && m.ino == 0 {
+                record.extend_from_slice(&m.encoded);
                 continue;
             }
-            let mut n = Node::from_bytes(encoded)?;
+            let mut n = Node::from_bytes(&m.encoded)?;
             if kind == Kind::Dir {
                 if n.mtime == IMPLICIT_TIME {
                     n.mtime = self.time;
@@ -344,7 +349,7 @@ impl Build<'_, '_> {
                 let base_nodes = match (&mut base_nodes, base) {
                     (Some(nodes), _) => nodes,
                     (None, Some(id)) => base_nodes.insert(decode_dir(&self.src.object(&id)?)?),
-                    (None, None) => base_nodes.insert(Vec::new()),
+                    (None, None) => base_nodes.insert(Dir::by_name(Vec::new())),
                 };
                 let child_base = base_nodes
                     .binary_search_by(|b| b.name.as_slice().cmp(&n.name))
@@ -354,9 +359,12 @@ impl Build<'_, '_> {
                 n.child = Some(child);
                 n.nlink = 2 + child_subdirs;
             } else {
-                n.nlink = self.links.get(ino).copied().unwrap_or(1);
+                n.nlink = self.links.get(&m.ino).copied().unwrap_or(1);
             }
             n.encode(&mut record);
+        }
+        if ordered {
+            put_order(&mut record, &listing);
         }
         if record.len() > MAX_OBJECT {
             return Err(Error::TooLarge(format!(
@@ -375,5 +383,66 @@ impl Build<'_, '_> {
             None => self.sink.put(ChunkKind::Dir, &record)?,
         };
         Ok((id, subdirs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fuzzing::snapshot_of_tar;
+    use crate::object::ObjectSource;
+    use crate::store::Store;
+
+    /// The names a snapshot of `names` (tarred in that order) lists at `path`, and the
+    /// version of that directory's record.
+    fn listed(names: &[&str], path: &str) -> (Vec<String>, u8) {
+        let src = tempfile::tempdir().unwrap();
+        for n in names {
+            let p = src.path().join(n);
+            if n.starts_with("sub") && !n.contains('/') {
+                std::fs::create_dir_all(p).unwrap();
+            } else {
+                std::fs::write(p, n).unwrap();
+            }
+        }
+        let root = tempfile::tempdir().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let snap = snapshot_of_tar(root.path(), src.path(), &names);
+        let store = Store::open(root.path()).unwrap();
+        let tree = store.tree(&snap).unwrap();
+        let dir = tree.resolve(path.as_bytes()).unwrap();
+        let listing = tree.readdir(&dir).unwrap();
+        let record = store.object(&dir.child.unwrap()).unwrap();
+        let names = listing
+            .listed()
+            .map(|n| String::from_utf8(n.name.clone()).unwrap())
+            .collect();
+        (names, record[0])
+    }
+
+    #[test]
+    fn a_record_lists_its_directory_in_the_order_of_the_stream() {
+        let stream = ["c", "a", "sub", "sub/y", "sub/x", "b"];
+        let (names, version) = listed(&stream, "/");
+        assert_eq!(names, ["c", "a", "sub", "b"]);
+        assert_eq!(version, 2);
+        let (names, version) = listed(&stream, "sub");
+        assert_eq!(names, ["y", "x"]);
+        assert_eq!(version, 2);
+    }
+
+    #[test]
+    fn a_stream_in_name_order_keeps_records_by_name() {
+        let (names, version) = listed(&["a", "b", "sub", "sub/x", "sub/y"], "/");
+        assert_eq!(names, ["a", "b", "sub"]);
+        assert_eq!(
+            version, 1,
+            "the record is what it was before records kept an order"
+        );
+    }
+
+    #[test]
+    fn a_member_that_replaces_an_earlier_one_keeps_its_place() {
+        let (names, _) = listed(&["b", "a", "c", "b"], "/");
+        assert_eq!(names, ["b", "a", "c"]);
     }
 }

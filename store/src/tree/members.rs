@@ -5,6 +5,9 @@
 //! only home before: an insert into it per member was about a sixth of an incremental
 //! ingest's parsing thread, for trees that almost always fit in a few MiB. Both homes order
 //! names the same way (bytewise, shorter first), so a directory lists the same either way.
+//!
+//! Each path also keeps its place in the stream (`seq`, counted as paths first appear; a
+//! member that replaces one keeps the place): the order a directory's record lists it in.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -31,6 +34,17 @@ const DISPOSE_AT: usize = 1024;
 struct Stored {
     node: Vec<u8>,
     ino: u64,
+    seq: u64,
+}
+
+/// A directory's member, as [`Members::dir`] gives it.
+pub(super) struct Member<'m> {
+    /// The node as it was encoded.
+    pub encoded: Cow<'m, [u8]>,
+    /// 0 unless the node is in a hard-link group.
+    pub ino: u64,
+    /// Where the path first appeared in the stream, among all paths.
+    pub seq: u64,
 }
 
 /// What an entry counts against the budget.
@@ -45,6 +59,8 @@ pub(super) struct Members<'a> {
     bytes: usize,
     budget: usize,
     spilled: bool,
+    /// The `seq` of the next new path.
+    next_seq: u64,
 }
 
 impl<'a> Members<'a> {
@@ -56,6 +72,7 @@ impl<'a> Members<'a> {
             bytes: 0,
             budget,
             spilled: false,
+            next_seq: 0,
         }
     }
 
@@ -88,7 +105,9 @@ impl<'a> Members<'a> {
             let stored = Stored {
                 node: node.to_bytes(),
                 ino: node.ino,
+                seq: self.next_seq,
             };
+            self.next_seq += 1;
             self.bytes += entry_cost(slot.key(), &stored);
             slot.insert(stored);
             if self.bytes > self.budget {
@@ -97,28 +116,53 @@ impl<'a> Members<'a> {
             return Ok(true);
         }
         let mut stmt = self.scratch.conn()?.prepare_cached(
-            "INSERT INTO m (dir, name, node, ino) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO m (dir, name, node, ino, seq) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (dir, name) DO NOTHING",
         )?;
-        Ok(stmt.execute(params![dir, node.name, node.to_bytes(), node.ino as i64])? == 1)
+        let seq = self.next_seq as i64;
+        let new = stmt.execute(params![
+            dir,
+            node.name,
+            node.to_bytes(),
+            node.ino as i64,
+            seq
+        ])? == 1;
+        self.next_seq += u64::from(new);
+        Ok(new)
     }
 
-    /// Put `node` at (dir, its name), replacing what stands there.
+    /// Put `node` at (dir, its name), replacing what stands there (in its place).
     pub(super) fn put(&mut self, dir: &[u8], node: &Node) -> Result<()> {
         if !self.spilled {
             return self.insert((dir.to_vec(), node.name.clone()), node);
         }
         let mut stmt = self.scratch.conn()?.prepare_cached(
-            "INSERT OR REPLACE INTO m (dir, name, node, ino) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO m (dir, name, node, ino, seq) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (dir, name) DO UPDATE SET node = excluded.node, ino = excluded.ino",
         )?;
-        stmt.execute(params![dir, node.name, node.to_bytes(), node.ino as i64])?;
+        let seq = self.next_seq as i64;
+        stmt.execute(params![
+            dir,
+            node.name,
+            node.to_bytes(),
+            node.ino as i64,
+            seq
+        ])?;
+        // Whether the path was new or not, the next one gets a later place.
+        self.next_seq += 1;
         Ok(())
     }
 
     fn insert(&mut self, key: (Vec<u8>, Vec<u8>), node: &Node) -> Result<()> {
+        let seq = match self.mem.get(&key) {
+            Some(old) => old.seq,
+            None => self.next_seq,
+        };
+        self.next_seq += 1;
         let stored = Stored {
             node: node.to_bytes(),
             ino: node.ino,
+            seq,
         };
         self.bytes += entry_cost(&key, &stored);
         let key_len = key.0.len() + key.1.len();
@@ -136,9 +180,9 @@ impl<'a> Members<'a> {
         let mut stmt = self
             .scratch
             .conn()?
-            .prepare("INSERT INTO m (dir, name, node, ino) VALUES (?1, ?2, ?3, ?4)")?;
+            .prepare("INSERT INTO m (dir, name, node, ino, seq) VALUES (?1, ?2, ?3, ?4, ?5)")?;
         for ((dir, name), s) in std::mem::take(&mut self.mem) {
-            stmt.execute(params![dir, name, s.node, s.ino as i64])?;
+            stmt.execute(params![dir, name, s.node, s.ino as i64, s.seq as i64])?;
         }
         self.bytes = 0;
         self.spilled = true;
@@ -183,27 +227,31 @@ impl<'a> Members<'a> {
         Ok(links)
     }
 
-    /// The members of the directory at `path`, by name: each node as it was encoded, with
-    /// its inode number (0 unless it is in a hard-link group).
-    pub(super) fn dir(&self, path: &[u8]) -> Result<Vec<(Cow<'_, [u8]>, u64)>> {
+    /// The members of the directory at `path`, by name.
+    pub(super) fn dir(&self, path: &[u8]) -> Result<Vec<Member<'_>>> {
         if !self.spilled {
             let from = (path.to_vec(), Vec::new());
             return Ok(self
                 .mem
                 .range((Bound::Included(from), Bound::Unbounded))
                 .take_while(|((dir, _), _)| dir == path)
-                .map(|(_, s)| (Cow::Borrowed(&s.node[..]), s.ino))
+                .map(|(_, s)| Member {
+                    encoded: Cow::Borrowed(&s.node[..]),
+                    ino: s.ino,
+                    seq: s.seq,
+                })
                 .collect());
         }
         let mut stmt = self
             .scratch
             .conn()?
-            .prepare_cached("SELECT node, ino FROM m WHERE dir = ?1 ORDER BY name")?;
+            .prepare_cached("SELECT node, ino, seq FROM m WHERE dir = ?1 ORDER BY name")?;
         let rows = stmt.query_map([path], |r| {
-            Ok((
-                Cow::Owned(r.get::<_, Vec<u8>>(0)?),
-                r.get::<_, i64>(1)? as u64,
-            ))
+            Ok(Member {
+                encoded: Cow::Owned(r.get::<_, Vec<u8>>(0)?),
+                ino: r.get::<_, i64>(1)? as u64,
+                seq: r.get::<_, i64>(2)? as u64,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -231,17 +279,18 @@ mod tests {
         n
     }
 
-    /// Everything the builder can ask, as (dir listings, link counts, children flags, gets).
+    /// Everything the builder can ask, as (dir listings with their places in the stream, link
+    /// counts, children flags, gets).
     fn answers(m: &Members, dirs: &[&[u8]], names: &[&[u8]]) -> String {
         let mut out = String::new();
         for &d in dirs {
-            let listing: Vec<(Vec<u8>, u64, u64)> = m
+            let listing: Vec<(Vec<u8>, u64, u64, u64)> = m
                 .dir(d)
                 .unwrap()
                 .into_iter()
-                .map(|(encoded, ino)| {
-                    let n = Node::from_bytes(&encoded).unwrap();
-                    (n.name, n.size, ino)
+                .map(|m| {
+                    let n = Node::from_bytes(&m.encoded).unwrap();
+                    (n.name, n.size, m.ino, m.seq)
                 })
                 .collect();
             out += &format!("{d:?}: {listing:?} {}\n", m.has_children(d).unwrap());

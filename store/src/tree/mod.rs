@@ -6,10 +6,12 @@ mod diff;
 mod members;
 pub mod meta;
 mod node;
+mod record;
 mod vfs;
 
 pub(crate) use build::TreeBuilder;
 pub use diff::{changed_fields, Change, ChangeKind};
 pub use node::{Content, Kind, Node};
+pub use record::Dir;
 pub(crate) use vfs::normalize_path_into;
 pub use vfs::{normalize_path, Tree};

@@ -1,13 +1,9 @@
-//! A tree node (one name in a directory) and the directory record that stores a directory's
-//! nodes, sorted by name. Records are content-addressed objects, so an unchanged directory is
-//! the same object in every snapshot.
+//! A tree node: one name in a directory, as its directory record (`record.rs`) holds it.
 
 use crate::encoding::{put_bytes, put_varint, Decoder};
 use crate::error::{Error, Result};
 use crate::ids::ChunkId;
 use crate::list::ListRef;
-
-const DIR_VERSION: u8 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -256,35 +252,6 @@ impl Node {
     }
 }
 
-/// The start of a directory record of `count` nodes: their encodings follow, in name order.
-pub fn dir_header(count: usize) -> Vec<u8> {
-    let mut out = vec![DIR_VERSION];
-    put_varint(&mut out, count as u64);
-    out
-}
-
-/// A whole record at once (the tree builder writes its records node by node).
-#[cfg(test)]
-pub fn encode_dir(nodes: &[Node]) -> Vec<u8> {
-    let mut out = dir_header(nodes.len());
-    for n in nodes {
-        n.encode(&mut out);
-    }
-    out
-}
-
-pub fn decode_dir(bytes: &[u8]) -> Result<Vec<Node>> {
-    let mut d = Decoder::new(bytes, "directory record");
-    d.expect_version(DIR_VERSION)?;
-    let count = d.varint()?;
-    let mut nodes = Vec::with_capacity(count.min(1 << 16) as usize);
-    for _ in 0..count {
-        nodes.push(Node::decode(&mut d)?);
-    }
-    d.finish()?;
-    Ok(nodes)
-}
-
 fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
@@ -299,7 +266,7 @@ mod tests {
     use crate::list::Entry;
 
     #[test]
-    fn nodes_and_directories_round_trip() {
+    fn nodes_round_trip() {
         let mut f = Node::new(Kind::File);
         f.name = b"bad\xffname".to_vec();
         f.mode = 0o4755;
@@ -320,8 +287,9 @@ mod tests {
         let mut d = Node::new(Kind::Dir);
         d.name = b"sub".to_vec();
         d.child = Some(ChunkId::of(b"dir"));
-        let nodes = vec![f, d];
-        assert_eq!(decode_dir(&encode_dir(&nodes)).unwrap(), nodes);
+        for n in [f, d] {
+            assert_eq!(Node::from_bytes(&n.to_bytes()).unwrap(), n);
+        }
         for v in [0i64, -1, 1, i64::MIN, i64::MAX] {
             assert_eq!(unzigzag(zigzag(v)), v);
         }

@@ -4,7 +4,8 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use super::node::{decode_dir, Kind, Node};
+use super::node::{Kind, Node};
+use super::record::{decode_dir, Dir};
 use crate::error::{Error, Result};
 use crate::object::ObjectSource;
 use crate::snapshot::Snapshot;
@@ -70,7 +71,7 @@ impl<'s> Tree<'s> {
     }
 
     /// A directory's nodes, sorted by name.
-    pub fn readdir(&self, dir: &Node) -> Result<Arc<Vec<Node>>> {
+    pub fn readdir(&self, dir: &Node) -> Result<Arc<Dir>> {
         let Some(id) = dir.child else {
             return Err(Error::InvalidArgument(format!(
                 "{} is not a directory",

@@ -126,15 +126,7 @@ fn implicit_parent_directories() {
     std::os::unix::fs::lchown(root.join("usr/bin/tool"), Some(1234), Some(5678)).unwrap();
     std::fs::set_permissions(root.join("usr"), std::fs::Permissions::from_mode(0o700)).unwrap();
     std::os::unix::fs::lchown(root.join("usr"), Some(42), Some(42)).unwrap();
-    let stream = tar_stream(&[
-        "tar",
-        "--no-recursion",
-        "-cf",
-        "-",
-        "-C",
-        root.to_str().unwrap(),
-        "usr/bin/tool",
-    ]);
+    let stream = tar_of_names(&root, &["usr/bin/tool"]);
     let id = store.snapshot_bytes(&stream, "vm");
 
     let all = ls_json(&store, &[&id, "-R", "/"]);

@@ -34,7 +34,8 @@ fn pages(len: usize) -> u64 {
     len.div_ceil(4096) as u64 * 4096
 }
 
-/// `f000` … `f099`, in the order the mount lists them.
+/// `f000` … `f099`, in the order the mount lists them (the stream is in name order, and the
+/// mount lists a directory as its stream had it).
 fn small(i: usize) -> (String, Vec<u8>) {
     (format!("f{i:03}"), text(1_000 + i * 97, i as u64))
 }
@@ -58,7 +59,7 @@ fn reading_a_file_pushes_the_next_small_files_of_its_directory() {
     for i in 0..10 {
         write_file(&root.join(format!("other/g{i}")), &text(2_000, 100 + i));
     }
-    let id = store.snapshot_bytes(&tar_of_dir(&root), "vm");
+    let id = store.snapshot_bytes(&tar_by_name(&root), "vm");
     let mut m = Mounted::new(&store, "mnt");
     m.daemon(&store, Some(&id));
     let d = m.path("d");
@@ -132,11 +133,11 @@ fn a_damaged_file_is_not_pushed_and_fails_its_reader() {
     let root = store.scratch("tree");
     write_file(&root.join("d/a.txt"), &text(3_000, 1));
     write_file(&root.join("d/c.txt"), &text(5_000, 3));
-    store.snapshot_bytes(&tar_of_dir(&root), "vm");
+    store.snapshot_bytes(&tar_by_name(&root), "vm");
     // b.bin arrives in a later ingest, so its bytes sit in a pack of their own.
     let b = noise(60_000, 2);
     write_file(&root.join("d/b.bin"), &b);
-    let id = store.snapshot_bytes(&tar_of_dir(&root), "vm");
+    let id = store.snapshot_bytes(&tar_by_name(&root), "vm");
     flip_in_packs(&store, &b[30_000..30_064]);
 
     let mut m = Mounted::new(&store, "mnt");

@@ -1,11 +1,13 @@
 //! What the mount tests build and call beside the mount: tar writers and small streams,
-//! nanosecond mtimes, getxattr and errno helpers, and directory listings as name sets.
+//! nanosecond mtimes, getxattr and errno helpers, directory listings as name sets, and the
+//! kernel's caches.
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
 use super::oracle::{archive, c_path, GNU_TAR};
 use crate::common::*;
@@ -49,6 +51,21 @@ pub(super) fn names_in(dir: &Path) -> BTreeSet<String> {
 
 pub(super) fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
+}
+
+static KERNEL_CACHES: Mutex<()> = Mutex::new(());
+
+/// Held while a test drops the kernel's caches, and while one counts what the kernel holds of
+/// its mount: a drop made by another test meanwhile would make the kernel forget that mount's
+/// inodes too.
+pub(super) fn kernel_caches() -> MutexGuard<'static, ()> {
+    KERNEL_CACHES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Make the kernel evict the dentries and inodes it can (nothing open): it sends FORGET for
+/// each. Call with `kernel_caches` held.
+pub(super) fn drop_kernel_caches(_held: &MutexGuard<'static, ()>) {
+    fs::write("/proc/sys/vm/drop_caches", "2").expect("drop the kernel's caches (root)");
 }
 
 /// A small tree: `files` of (relative path, bytes), archived by GNU tar.

@@ -15,6 +15,7 @@ use crate::common::*;
 #[test]
 fn the_mount_gives_back_what_the_kernel_forgets() {
     require("fusermount3");
+    let caches = kernel_caches();
     let store = TestStore::new();
     let files: Vec<(String, Vec<u8>)> = (0..3000)
         .map(|i| {
@@ -39,8 +40,7 @@ fn the_mount_gives_back_what_the_kernel_forgets() {
     assert_eq!(pinned, 1, "the view went into one snapshot");
     assert!(held > 3000, "{held} inodes after reading 3030 paths");
 
-    // Make the kernel evict what it can (nothing is open): it sends FORGET for each inode.
-    fs::write("/proc/sys/vm/drop_caches", "2").expect("drop the kernel's caches (root)");
+    drop_kernel_caches(&caches);
     let mut after = held;
     assert!(
         wait_for(Duration::from_secs(10), || {
@@ -95,6 +95,7 @@ fn a_walked_mount_holds_little_per_entry() {
     let mut m = Mounted::new(&store, "mnt");
     m.daemon(&store, Some("wide"));
     let pid = m.daemon.expect("a background mount");
+    let _caches = kernel_caches();
     let rss_kib = || -> u64 {
         let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();

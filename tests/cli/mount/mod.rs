@@ -18,5 +18,6 @@ mod feed;
 mod forget;
 mod lifecycle;
 mod load;
+mod order;
 mod prune_gc;
 mod view;

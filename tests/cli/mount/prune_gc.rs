@@ -307,7 +307,7 @@ fn the_all_snapshots_view_lets_go_what_the_kernel_forgot() {
     assert_eq!(r["leases"][0]["keeps_forgotten"], 1, "{r}");
 
     // Nothing is open: the kernel forgets every inode, and the view its pins.
-    fs::write("/proc/sys/vm/drop_caches", "2").expect("drop the kernel's caches (root)");
+    drop_kernel_caches(&kernel_caches());
     let mut pinned = 2;
     assert!(
         wait_for(BOUND, || {
