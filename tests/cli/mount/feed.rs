@@ -1,12 +1,13 @@
 //! The mount pushes small files into the kernel's page cache ahead of a reader going through a
 //! directory in order: which files, when (a read, never a listing), how far ahead, and that
 //! what lands in the cache is the files' bytes. `fincore` tells what the cache holds without
-//! reading anything.
+//! reading anything; no other test drops the kernel's caches meanwhile (`kernel_caches`).
 
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use super::fixtures::kernel_caches;
 use super::guard::*;
 use crate::common::*;
 
@@ -62,6 +63,7 @@ fn reading_a_file_pushes_the_next_small_files_of_its_directory() {
     let id = store.snapshot_bytes(&tar_by_name(&root), "vm");
     let mut m = Mounted::new(&store, "mnt");
     m.daemon(&store, Some(&id));
+    let _caches = kernel_caches();
     let d = m.path("d");
 
     // Listing and stat read nothing, so nothing is pushed.
@@ -111,6 +113,52 @@ fn reading_a_file_pushes_the_next_small_files_of_its_directory() {
     assert_eq!(resident(&m.path("other/g0")), 0, "other/ was pushed");
 }
 
+/// A directory listed in its stream's order (not by name) is pushed in that order: the files
+/// listed after the one read, not those after it by name.
+#[test]
+fn the_files_pushed_are_the_next_in_the_listing_not_by_name() {
+    require("fusermount3");
+    require("fincore");
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    // Listed f5 … f9, then f0 … f4.
+    let order: Vec<String> = (5..10).chain(0..5).map(|i| format!("d/f{i}")).collect();
+    for (i, name) in order.iter().enumerate() {
+        write_file(&root.join(name), &text(2_000 + i * 100, i as u64));
+    }
+    let mut names = vec!["d"];
+    names.extend(order.iter().map(String::as_str));
+    let id = store.snapshot_bytes(&tar_of_names(&root, &names), "vm");
+    let mut m = Mounted::new(&store, "mnt");
+    m.daemon(&store, Some(&id));
+    let _caches = kernel_caches();
+    let d = m.path("d");
+    sh(&format!("ls -l '{}' >/dev/null", d.display()));
+
+    // f9 is last by name and fifth in the listing: the five listed after it are pushed.
+    let read = |name: &str| fs::read(d.join(name)).unwrap();
+    assert!(read("f9") == fs::read(root.join("d/f9")).unwrap());
+    let f4 = d.join("f4");
+    let want = pages(fs::metadata(root.join("d/f4")).unwrap().len() as usize);
+    assert!(
+        wait_for(BOUND, || resident(&f4) == want),
+        "f4, listed last, was not pushed: {} bytes cached",
+        resident(&f4)
+    );
+    for i in 0..5 {
+        let name = format!("f{i}");
+        assert!(resident(&d.join(&name)) > 0, "{name} was not pushed");
+    }
+    for i in 5..9 {
+        let name = format!("f{i}");
+        assert_eq!(
+            resident(&d.join(&name)),
+            0,
+            "{name}, listed before f9, was pushed"
+        );
+    }
+}
+
 /// Flip a byte of `needle` where it sits in one of the store's packs (noise is stored
 /// verbatim).
 fn flip_in_packs(store: &TestStore, needle: &[u8]) {
@@ -142,6 +190,7 @@ fn a_damaged_file_is_not_pushed_and_fails_its_reader() {
 
     let mut m = Mounted::new(&store, "mnt");
     m.daemon(&store, Some(&id));
+    let _caches = kernel_caches();
     let d = m.path("d");
     sh(&format!("ls -l '{}' >/dev/null", d.display()));
     assert!(fs::read(d.join("a.txt")).unwrap() == text(3_000, 1));

@@ -56,8 +56,8 @@ pub(super) fn set(names: &[&str]) -> BTreeSet<String> {
 static KERNEL_CACHES: Mutex<()> = Mutex::new(());
 
 /// Held while a test drops the kernel's caches, and while one counts what the kernel holds of
-/// its mount: a drop made by another test meanwhile would make the kernel forget that mount's
-/// inodes too.
+/// its mount (inodes, cached pages): a drop made by another test meanwhile would make the
+/// kernel forget that mount's inodes, and their pages, too.
 pub(super) fn kernel_caches() -> MutexGuard<'static, ()> {
     KERNEL_CACHES.lock().unwrap_or_else(|e| e.into_inner())
 }
