@@ -18,13 +18,14 @@ const FEED_BYTES: u64 = 4 << 20;
 const FEED_REMEMBERED: usize = 1 << 18;
 
 /// Pushes small files into the kernel's page cache (FUSE_NOTIFY_STORE) ahead of a reader
-/// that goes through a directory in its listing's order (the stream's, FsView::list): each
-/// READ from a file's start (the reader has come to a file not pushed yet) pushes the next
-/// small files listed after it. `tar` and `cp -r` then find them cached and send no READ for
-/// them; a READ costs a round trip through the kernel and two context switches, more than a
-/// small file's bytes. (`rsync` sorts names itself, so for a directory not listed by name it
-/// finds some of them cached.) Readers that only list or stat (`ls`, `find`) read nothing and
-/// get nothing pushed.
+/// that goes through the tree as it is listed (in the stream's order, `FsView::list`): each
+/// READ from a file's start (the reader has come to a file not pushed yet) pushes the small
+/// files that come next (`FsView::files_after`: on through its directory, into subdirectories
+/// and up). `tar` and `cp -r` then find them cached and send no READ for them; a READ costs a
+/// round trip through the kernel and two context switches, more than a small file's bytes.
+/// `rsync` sorts names itself, so it finds many of them cached, not all, and where it jumps
+/// the pushes decode the store's frames in order for it. Readers that only list or stat
+/// (`ls`, `find`) read nothing and get nothing pushed.
 pub struct Feeder {
     tx: SyncSender<u64>,
     /// Files read from their start or pushed, so none is pushed after it was read, or twice.

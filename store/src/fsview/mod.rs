@@ -25,6 +25,9 @@ use crate::tree::{Kind, Node, Tree};
 
 pub const ROOT_INO: u64 = 1;
 const LATEST: &[u8] = b"latest";
+/// Entries one `files_after` looks through at most: a walk past many large files or empty
+/// directories ends there.
+const AFTER_SCAN: usize = 4096;
 
 /// Attributes of an inode, as `stat` shows them.
 #[derive(Debug, Clone)]
@@ -372,11 +375,14 @@ impl FsView {
         Ok(buf)
     }
 
-    /// The plain files of at most `max_size` bytes (and more than none) listed after `ino` in
-    /// the directory it was found in, in order, handed to `visit` as (inode, size) until it
-    /// returns false or a file comes that the kernel holds no inode of (it was listed without
-    /// attributes and not looked up yet): what a reader going through the directory in order
-    /// (`tar`, `cp -r`) reads next. `visit` runs with the inode table locked for reading.
+    /// The plain files of at most `max_size` bytes (and more than none) that come after `ino`
+    /// in its snapshot's stream, in order, handed to `visit` as (inode, size) until it returns
+    /// false: the rest of the directory it was found in, as listed, going into each
+    /// subdirectory as it comes, then on in the directories above. That is what a reader going
+    /// through the tree as it is listed (`tar`, `cp -r`) reads next, and where the data is
+    /// stored. The walk stops at the first file or directory the kernel holds no inode of (it
+    /// was listed without attributes and not looked up yet, so nothing can be pushed into it),
+    /// and after `AFTER_SCAN` entries.
     pub fn files_after(
         &self,
         ino: u64,
@@ -386,30 +392,64 @@ impl FsView {
         let Inode::Node { snap, node, parent } = self.get(ino)? else {
             return Ok(());
         };
-        let Ok(Inode::Node { node: dir, .. }) = self.get(parent) else {
-            return Ok(());
-        };
-        let name = node.node()?.name;
         let tree = self.enter(&snap)?;
-        let listing = tree.readdir(&dir.node()?)?;
-        let Ok(i) = listing.binary_search_by(|c| c.name.cmp(&name)) else {
-            return Ok(());
+        let held = |dir: u64, c: &Node| {
+            let inodes = self.inodes.read().unwrap_or_else(|e| e.into_inner());
+            inodes.find_held(&Key::child(dir, snap.id, c))
         };
-        let inodes = self.inodes.read().unwrap_or_else(|e| e.into_inner());
-        for c in listing.listed().skip(listing.position(i) + 1) {
-            if c.kind != Kind::File || c.content.is_none() || !(1..=max_size).contains(&c.size) {
-                continue;
-            }
-            // A reader looks entries up in order: past the first one the kernel holds no
-            // inode of, nothing can be pushed yet.
-            let Some(file) = inodes.find_held(&Key::child(parent, snap.id, c)) else {
-                break;
+        let mut scanned = 0;
+        // The walk goes on after entry `name` of directory `dir`.
+        let (mut dir, mut name) = (parent, node.node()?.name);
+        loop {
+            let Ok(Inode::Node {
+                node: d,
+                parent: up,
+                ..
+            }) = self.get(dir)
+            else {
+                return Ok(());
             };
-            if !visit(file, c.size) {
-                break;
+            let d = d.node()?;
+            let listing = tree.readdir(&d)?;
+            let Ok(i) = listing.binary_search_by(|c| c.name.cmp(&name)) else {
+                return Ok(());
+            };
+            // The directories entered, each with its listing and the next position in it.
+            let mut open = vec![(dir, listing.clone(), listing.position(i) + 1)];
+            while let Some((at, listing, pos)) = open.last_mut() {
+                let (at, listing) = (*at, listing.clone());
+                let Some(c) = listing.listed_at(*pos) else {
+                    open.pop();
+                    continue;
+                };
+                *pos += 1;
+                scanned += 1;
+                if scanned > AFTER_SCAN {
+                    return Ok(());
+                }
+                match c.kind {
+                    Kind::File if c.content.is_some() && (1..=max_size).contains(&c.size) => {
+                        let Some(file) = held(at, c) else {
+                            return Ok(());
+                        };
+                        if !visit(file, c.size) {
+                            return Ok(());
+                        }
+                    }
+                    Kind::Dir => {
+                        let Some(sub) = held(at, c) else {
+                            return Ok(());
+                        };
+                        open.push((sub, tree.readdir(c)?, 0));
+                    }
+                    _ => {}
+                }
             }
+            if up == 0 {
+                return Ok(()); // the snapshot's root
+            }
+            (dir, name) = (up, d.name);
         }
-        Ok(())
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {

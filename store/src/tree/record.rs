@@ -61,6 +61,15 @@ impl Dir {
         self.listing().map(|i| &self.nodes[i])
     }
 
+    /// The `k`-th node listed.
+    pub fn listed_at(&self, k: usize) -> Option<&Node> {
+        let i = match &self.order {
+            Some(o) => *o.listing.get(k)? as usize,
+            None => k,
+        };
+        self.nodes.get(i)
+    }
+
     /// Where the node at name index `i` comes in the listing.
     pub fn position(&self, i: usize) -> usize {
         match &self.order {

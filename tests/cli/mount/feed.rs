@@ -42,7 +42,7 @@ fn small(i: usize) -> (String, Vec<u8>) {
 }
 
 #[test]
-fn reading_a_file_pushes_the_next_small_files_of_its_directory() {
+fn reading_a_file_pushes_the_small_files_that_come_next() {
     require("fusermount3");
     require("fincore");
     let store = TestStore::new();
@@ -53,8 +53,10 @@ fn reading_a_file_pushes_the_next_small_files_of_its_directory() {
     }
     let big = noise(1_500_000, 9);
     write_file(&root.join("d/z-big.bin"), &big);
-    // Among the files: a directory, a symlink and an empty file, which are passed over.
-    write_file(&root.join("d/f030.dir/inner"), &text(2_000, 7));
+    // Among the files: a directory, gone into as it comes, and a symlink and an empty file,
+    // which are passed over.
+    let inner = text(2_000, 7);
+    write_file(&root.join("d/f030.dir/inner"), &inner);
     std::os::unix::fs::symlink("f000", root.join("d/f040.link")).unwrap();
     write_file(&root.join("d/f045.empty"), b"");
     for i in 0..10 {
@@ -76,15 +78,17 @@ fn reading_a_file_pushes_the_next_small_files_of_its_directory() {
         assert_eq!(resident(&p), 0, "{} is cached after a listing", p.display());
     }
 
-    // Reading f000 pushes the 64 files after it, and nothing past them or elsewhere.
+    // Reading f000 pushes the 64 files after it (f030.dir/inner among them), and nothing past
+    // them or elsewhere.
     assert_eq!(fs::read(d.join("f000")).unwrap(), small(0).1);
-    let last = d.join("f064");
+    let last = d.join("f063");
     assert!(
-        wait_for(BOUND, || resident(&last) == pages(small(64).1.len())),
-        "f064 was not pushed: {} bytes cached",
+        wait_for(BOUND, || resident(&last) == pages(small(63).1.len())),
+        "f063 was not pushed: {} bytes cached",
         resident(&last)
     );
-    for i in 1..=64 {
+    assert_eq!(resident(&d.join("f030.dir/inner")), pages(inner.len()));
+    for i in 1..=63 {
         let (name, data) = small(i);
         assert_eq!(
             resident(&d.join(&name)),
@@ -93,7 +97,7 @@ fn reading_a_file_pushes_the_next_small_files_of_its_directory() {
         );
     }
     for p in [
-        d.join("f065"),
+        d.join("f064"),
         d.join("f099"),
         d.join("z-big.bin"),
         m.path("other/g0"),
@@ -110,7 +114,20 @@ fn reading_a_file_pushes_the_next_small_files_of_its_directory() {
         );
     }
     assert!(fs::read(d.join("z-big.bin")).unwrap() == big);
-    assert_eq!(resident(&m.path("other/g0")), 0, "other/ was pushed");
+    // Past d's last file the walk goes on into the next directory of the stream.
+    let g9 = m.path("other/g9");
+    assert!(
+        wait_for(BOUND, || resident(&g9) == pages(2_000)),
+        "other/ was not pushed after d"
+    );
+    for i in 0..10 {
+        let g = m.path(&format!("other/g{i}"));
+        assert!(
+            fs::read(&g).unwrap() == text(2_000, 100 + i),
+            "{}",
+            g.display()
+        );
+    }
 }
 
 /// A directory listed in its stream's order (not by name) is pushed in that order: the files
