@@ -344,7 +344,7 @@ impl FsView {
                 let tree = self.enter(&snap)?;
                 // In the stream's order where the record keeps it: where the data is, so a
                 // reader going through the listing (`tar -c`, `cp -r`) reads frames through.
-                for c in tree.readdir(&node.node()?)?.listed().skip(skip) {
+                for c in tree.readdir(&node.node()?)?.listed_from(skip) {
                     if give(self.child_ino(ino, &snap, c, counted), c.kind, &c.name)? {
                         break;
                     }

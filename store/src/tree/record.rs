@@ -47,27 +47,34 @@ impl Dir {
         Dir { nodes, order: None }
     }
 
+    /// The name index of the `k`-th node listed (`k` < the number of nodes).
+    fn index_at(&self, k: usize) -> usize {
+        match &self.order {
+            Some(o) => o.listing[k] as usize,
+            None => k,
+        }
+    }
+
     /// The name indices of the nodes, in the order a listing gives them: the stream's, or
     /// by name for a record that keeps no order.
     pub fn listing(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.nodes.len()).map(|k| match &self.order {
-            Some(o) => o.listing[k] as usize,
-            None => k,
-        })
+        (0..self.nodes.len()).map(|k| self.index_at(k))
+    }
+
+    /// The nodes in listing order, from the `start`-th on (no walk over those before it: a
+    /// large directory is listed a page at a time).
+    pub fn listed_from(&self, start: usize) -> impl Iterator<Item = &Node> + '_ {
+        (start.min(self.nodes.len())..self.nodes.len()).map(|k| &self.nodes[self.index_at(k)])
     }
 
     /// The nodes in listing order.
     pub fn listed(&self) -> impl Iterator<Item = &Node> + '_ {
-        self.listing().map(|i| &self.nodes[i])
+        self.listed_from(0)
     }
 
     /// The `k`-th node listed.
     pub fn listed_at(&self, k: usize) -> Option<&Node> {
-        let i = match &self.order {
-            Some(o) => *o.listing.get(k)? as usize,
-            None => k,
-        };
-        self.nodes.get(i)
+        (k < self.nodes.len()).then(|| &self.nodes[self.index_at(k)])
     }
 
     /// Where the node at name index `i` comes in the listing.
@@ -183,6 +190,9 @@ mod tests {
         let ordered = decode_dir(&encode_dir(&nodes(), Some(&[2, 0, 1]))).unwrap();
         assert_eq!(&ordered[..], &nodes()[..], "derefs to the nodes by name");
         assert_eq!(names(&ordered), [b"c", b"a", b"b"]);
+        let rest: Vec<&[u8]> = ordered.listed_from(1).map(|n| &n.name[..]).collect();
+        assert_eq!(rest, [b"a", b"b"]);
+        assert!(ordered.listed_from(7).next().is_none() && ordered.listed_at(3).is_none());
         assert_eq!(
             (0..3).map(|i| ordered.position(i)).collect::<Vec<_>>(),
             [1, 2, 0]
