@@ -7,11 +7,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The input is not a well-formed tar stream. `offset` is the byte offset in the
-    /// (decompressed) stream where the problem was found; `member` the member being read.
+    /// (decompressed) stream where the problem was found; `member` the member it was found in,
+    /// or the one before the header it was found in.
     #[error("bad tar stream at byte {offset}{}: {what}", member_suffix(.member))]
     BadTar {
         offset: u64,
-        member: Option<String>,
+        member: Option<TarPlace>,
         what: String,
     },
     /// The compressed wrapper (gzip, zstd) around a tar stream is damaged.
@@ -96,9 +97,20 @@ fn repair_hint(e: &rusqlite::Error) -> &'static str {
     }
 }
 
-fn member_suffix(member: &Option<String>) -> String {
+/// Which member a bad tar stream's problem is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TarPlace {
+    /// This member, whose headers were read: its data, padding, or a header block of its own.
+    In(String),
+    /// The headers of the member after this one, which cannot name itself: a damaged header's
+    /// name is not to be trusted.
+    After(String),
+}
+
+fn member_suffix(member: &Option<TarPlace>) -> String {
     match member {
-        Some(m) => format!(" (member {m})"),
+        Some(TarPlace::In(m)) => format!(" (member {m})"),
+        Some(TarPlace::After(m)) => format!(" (the header after member {m})"),
         None => String::new(),
     }
 }

@@ -32,7 +32,7 @@ pub(crate) use sink::Sink;
 use workers::Written;
 
 use crate::chunker::{Chunker, Feed};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TarPlace};
 use crate::ids::{ChunkId, SnapshotId};
 use crate::list::{Entry, ListBuilder, ListRef};
 use crate::object::{ObjectSink, ObjectSource};
@@ -482,7 +482,7 @@ fn tree_member(
 ) -> Result<()> {
     let bad = |what: &str| Error::BadTar {
         offset: m.offset,
-        member: Some(m.display_path()),
+        member: Some(TarPlace::In(m.display_path())),
         what: what.to_string(),
     };
     let (segments, data_offset) = match sparse {

@@ -62,7 +62,7 @@ impl<'a> Header<'a> {
             Ok(())
         } else {
             Err(format!(
-                "header checksum mismatch (stored {stored:o}, computed {unsigned:o})"
+                "header checksum mismatch (stored {stored:o}, computed {unsigned:o}, both octal)"
             ))
         }
     }

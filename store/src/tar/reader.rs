@@ -7,7 +7,7 @@ use std::io::Read;
 
 use super::header::{self, Dialect, Header, BLOCK};
 use super::pax::{self, PaxRecord};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TarPlace};
 
 /// Largest payload of a header-only member (PAX record set, GNU long name) we accept. Real
 /// ones are a few KiB; this bound keeps a hostile stream from exhausting memory.
@@ -127,9 +127,12 @@ pub struct TarReader<S> {
     lent: usize,
     /// Padding owed after the current payload.
     pad: u64,
-    /// Path of the last member, for errors between members (bytes, made text only for an
-    /// error: every member passes here).
+    /// Path of the last member, for errors (bytes, made text only for an error: every member
+    /// passes here).
     current: Option<Vec<u8>>,
+    /// Reading the header blocks of the member after `current`: an error there is not in
+    /// `current`, and the header's own name cannot be trusted.
+    in_next_headers: bool,
     done: bool,
     /// The records of the last global header that apply to the members after it.
     global: Vec<PaxRecord>,
@@ -166,6 +169,7 @@ impl<S: ByteSource> TarReader<S> {
             lent: 0,
             pad: 0,
             current: None,
+            in_next_headers: false,
             done: false,
             global: Vec::new(),
         }
@@ -194,10 +198,13 @@ impl<S: ByteSource> TarReader<S> {
     fn bad(&self, offset: u64, what: impl Into<String>) -> Error {
         Error::BadTar {
             offset,
-            member: self
-                .current
-                .as_deref()
-                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            member: self.current.as_deref().map(|p| {
+                let p = String::from_utf8_lossy(p).into_owned();
+                match self.in_next_headers {
+                    true => TarPlace::After(p),
+                    false => TarPlace::In(p),
+                }
+            }),
             what: what.into(),
         }
     }
@@ -211,6 +218,7 @@ impl<S: ByteSource> TarReader<S> {
         let mut head = Vec::with_capacity(BLOCK * 3);
         self.read_into(&mut head, self.pad, "padding after the member's data")?;
         self.pad = 0;
+        self.in_next_headers = true;
 
         let mut m = Member::default();
         let mut long_name: Option<Vec<u8>> = None;
@@ -296,6 +304,7 @@ impl<S: ByteSource> TarReader<S> {
                     let current = self.current.get_or_insert_with(Vec::new);
                     current.clear();
                     current.extend_from_slice(&m.path);
+                    self.in_next_headers = false;
                     if typeflag == header::GNU_SPARSE {
                         let extended = h.gnu_sparse_extended();
                         m.gnu_sparse =

@@ -173,9 +173,22 @@ pub(super) fn assert_offset(err: &str, offset: usize, what: &str) {
 
 pub(super) fn assert_member(err: &str, path: &str, what: &str) {
     assert!(
-        err.contains(path),
+        err.contains(&format!("(member {path})")),
         "{what}: error does not name member {path}:\n{err}"
     );
+}
+
+/// The problem is in the headers of the member after `path`, and the error says so rather
+/// than blaming `path` or trusting a damaged header's name; `None`: before the first member,
+/// so no member is named.
+pub(super) fn assert_after(err: &str, path: Option<&str>, what: &str) {
+    match path {
+        Some(path) => assert!(
+            err.contains(&format!("(the header after member {path})")),
+            "{what}: error does not say the header after {path}:\n{err}"
+        ),
+        None => assert!(!err.contains("member"), "{what}: names a member:\n{err}"),
+    }
 }
 
 pub(super) fn assert_mentions(err: &str, word: &str, what: &str) {

@@ -49,16 +49,17 @@ fn truncated_inside_member_data() {
 fn truncated_inside_header_block() {
     let ts = TestStore::new();
     let (_, tar) = fixture(&ts);
-    // The error names the header block that could not be read whole.
-    for (cut, header) in [
-        (C_HDR + 100, C_HDR),
-        (C_HDR + 511, C_HDR),
-        (B_HDR + 1, B_HDR),
-        (100, 0),
+    // The error names the header block that could not be read whole, and the member before it.
+    for (cut, header, before) in [
+        (C_HDR + 100, C_HDR, Some("a.bin")),
+        (C_HDR + 511, C_HDR, Some("a.bin")),
+        (B_HDR + 1, B_HDR, Some("c.bin")),
+        (100, 0, None),
     ] {
         let what = format!("cut at {cut} (inside the header at {header})");
         let err = refuse_stdin(&tar[..cut], &what);
         assert_offset(&err, header, &what);
+        assert_after(&err, before, &what);
     }
 }
 
@@ -69,6 +70,7 @@ fn truncated_after_member_without_end_marker() {
     // Right after the last member (data and padding), no zero blocks.
     let err = refuse_stdin(&tar[..END], "no end-of-archive blocks");
     assert_offset(&err, END, "no end-of-archive blocks");
+    assert_after(&err, Some("sub/b.txt"), "no end-of-archive blocks");
     // Right after an earlier member.
     let err = refuse_stdin(&tar[..C_HDR], "cut after a.bin");
     assert_offset(&err, C_HDR, "cut after a.bin");
@@ -105,13 +107,19 @@ fn corrupted_header_checksum() {
     let (_, tar) = fixture(&ts);
     // A flipped byte in the 2nd member's header (in its name field, then in its mode field),
     // and in the 3rd member's header.
-    for (header, byte) in [(C_HDR, 20), (C_HDR, 102), (B_HDR, 3), (A_HDR, 60)] {
+    for (header, byte, before) in [
+        (C_HDR, 20, Some("a.bin")),
+        (C_HDR, 102, Some("a.bin")),
+        (B_HDR, 3, Some("c.bin")),
+        (A_HDR, 60, None),
+    ] {
         let mut s = tar.clone();
         s[header + byte] ^= 0xff;
         let what = format!("byte {} flipped (header at {header})", header + byte);
         let err = refuse_stdin(&s, &what);
         assert_offset(&err, header, &what);
         assert_mentions(&err, "checksum", &what);
+        assert_after(&err, before, &what);
     }
 }
 
