@@ -1,8 +1,8 @@
 //! `cellar export`: the exact ingested stream, an OCI image layout, or a `docker save` archive.
 
 use std::io::{BufWriter, IsTerminal, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use cellar_store::oci::{validate_tag, Image, ImageOptions, LeftOut};
@@ -113,9 +113,11 @@ fn report(
     }))
 }
 
-/// Run `write` into FILE (written beside it and renamed into place, so a failed or
-/// interrupted export leaves no partial file behind) or into stdout (no FILE, or `-`), which
-/// must not be a terminal.
+/// Run `write` into FILE or into stdout (no FILE, or `-`), which must not be a terminal. A
+/// FILE that is a symlink is written at its target. A regular file is written beside it and
+/// renamed into place, so a failed or interrupted export leaves no partial file behind; a
+/// device, FIFO or socket is written through, as `tar -f` and `cp` do (renaming a file over
+/// `/dev/null` would replace the device).
 fn to_file_or_stdout(
     path: Option<&Path>,
     write: impl FnOnce(&mut dyn Write) -> cellar_store::Result<()>,
@@ -133,12 +135,18 @@ fn to_file_or_stdout(
         write(&mut out)?;
         return out.flush().map_err(|e| Error::Output(e).into());
     };
-    if path.is_dir() {
-        return Err(UsageError(format!(
-            "-o {}: is a directory (give a file name)",
-            path.display()
-        ))
-        .into());
+    let shown = path;
+    let path = &link_target(path).with_context(|| format!("-o {}", shown.display()))?;
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(UsageError(format!(
+                "-o {}: is a directory (give a file name)",
+                shown.display()
+            ))
+            .into())
+        }
+        Ok(m) if !m.is_file() => return write_through(path, &m, write),
+        _ => {}
     }
     let dir = parent_dir(path);
     if !dir.is_dir() {
@@ -167,6 +175,47 @@ fn to_file_or_stdout(
         .map_err(|e| e.error)
         .with_context(|| format!("writing {}", path.display()))?;
     sync_dir(dir)
+}
+
+/// Where writing to `path` lands: `path` itself, or the end of the chain of symlinks it
+/// starts (which need not exist yet, as with a shell's `>`).
+fn link_target(path: &Path) -> std::io::Result<PathBuf> {
+    let mut at = path.to_path_buf();
+    // The kernel's own limit on a chain of links (ELOOP past it).
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&at)?;
+                at = parent_dir(&at).join(to);
+            }
+            Ok(_) => return Ok(at),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(at),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::from_raw_os_error(libc::ELOOP))
+}
+
+/// Write into an existing device, FIFO or socket in place. What was written stays if the
+/// export fails; a block device is synced at the end, as a file would be.
+fn write_through(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    write: impl FnOnce(&mut dyn Write) -> cellar_store::Result<()>,
+) -> anyhow::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, &file);
+    write(&mut out)?;
+    out.flush().map_err(Error::Output)?;
+    drop(out);
+    if meta.file_type().is_block_device() {
+        file.sync_all()
+            .with_context(|| format!("syncing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Run `write(layout, scratch)` to write the OCI layout DIR so that a failed or interrupted

@@ -115,6 +115,86 @@ fn export_is_the_exact_stream_from_stdin_or_file() {
     }
 }
 
+/// `-o` into what is not a regular file: a device or a FIFO is written through (renaming a
+/// file over it would replace `/dev/null` itself), a symlink is written at its target, which
+/// stays a link, and a directory behind a link is refused.
+#[test]
+fn export_writes_through_devices_fifos_and_symlinks() {
+    let ts = TestStore::new();
+    let tar = tar_of(&tree(&ts, 1));
+    let id = ts.snapshot_bytes(&tar, "web");
+    let dir = ts.scratch("targets");
+    std::fs::create_dir(&dir).unwrap();
+    let at = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    use std::os::unix::fs::{symlink, FileTypeExt};
+    // A device node of its own (a copy of /dev/null's) in /dev, where devices open whatever
+    // the scratch directory's filesystem allows (a `nodev` /tmp would refuse it).
+    let null = tempfile::Builder::new()
+        .prefix("cellar-test-null.")
+        .tempfile_in("/dev")
+        .unwrap()
+        .into_temp_path();
+    std::fs::remove_file(&null).unwrap();
+    sh(&format!("mknod -m 666 '{}' c 1 3", null.display()));
+    sh(&format!("mkfifo '{}'", at("fifo")));
+    std::fs::write(at("real"), b"old").unwrap();
+    symlink("real", at("link")).unwrap();
+    symlink("sub/new.tar", at("dangling")).unwrap();
+    std::fs::create_dir(at("sub")).unwrap();
+    symlink("sub", at("dirlink")).unwrap();
+
+    for format in ["tar", "docker-archive"] {
+        let out = ts.run(&[
+            "export",
+            &id,
+            "--format",
+            format,
+            "-o",
+            null.to_str().unwrap(),
+        ]);
+        assert_success(&out, &["export", format, "-o", "null"]);
+        let kind = std::fs::symlink_metadata(&null).unwrap().file_type();
+        assert!(kind.is_char_device(), "{format}: the device was replaced");
+    }
+
+    let reader = std::thread::spawn({
+        let fifo = at("fifo");
+        move || std::fs::read(fifo).unwrap()
+    });
+    let out = ts.run(&["export", &id, "-o", &at("fifo")]);
+    assert_success(&out, &["export", "-o", "fifo"]);
+    assert!(
+        reader.join().unwrap() == tar,
+        "the FIFO's reader got the stream"
+    );
+    assert!(std::fs::symlink_metadata(at("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+
+    for (link, target) in [("link", "real"), ("dangling", "sub/new.tar")] {
+        let out = ts.run(&["export", &id, "-o", &at(link)]);
+        assert_success(&out, &["export", "-o", link]);
+        assert!(std::fs::symlink_metadata(at(link))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(
+            std::fs::read(at(target)).unwrap() == tar,
+            "{link}: not written at {target}"
+        );
+    }
+    let out = ts.run(&["export", &id, "-o", &at("dirlink")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
+    let left: Vec<_> = entries(&dir)
+        .into_iter()
+        .chain(entries(&dir.join("sub")))
+        .filter(|p| p.to_string_lossy().contains("cellar-tmp"))
+        .collect();
+    assert!(left.is_empty(), "left {left:?}");
+}
+
 /// The process's umask.
 fn umask() -> u32 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
