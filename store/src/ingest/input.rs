@@ -1,9 +1,15 @@
 //! The input side of an ingest: a thread that reads the source and unwraps gzip or zstd, and
 //! one that hashes the tar stream (sha256, length), handing it on in blocks. A plain tar file
 //! is mapped rather than read (`mapped.rs`).
+//!
+//! A file that changes while it is read is refused at its end (`Stamp`). Mapped, it is read
+//! more than once: the hasher, the parser and the frame it is copied into each see the pages
+//! as they are then, so a write in between would record chunks that fail their own ids, and a
+//! stream whose sha256 is not that of its bytes. Read, it would be a file that never existed.
 
 use std::fs::File;
-use std::io::{Cursor, Read, Seek, SeekFrom};
+use std::io::{Cursor, Read};
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -72,6 +78,55 @@ pub struct ChannelSource {
     block: Block,
     pos: usize,
     end: Option<(u64, [u8; 32])>,
+    /// A file source as it was before its first byte was read.
+    stamp: Option<Stamp>,
+}
+
+/// What a write to a file changes: its size, its modification time and (whatever sets the
+/// times back) its change time; and which file it is. GNU tar's "file changed as we read it"
+/// looks at the same. A change within the clock's granularity of the one before the first
+/// look could pass unseen on kernels before 6.13; from 6.13 on, a change after a look at the
+/// times gets a time of its own.
+struct Stamp {
+    file: File,
+    was: [i64; 7],
+}
+
+impl Stamp {
+    fn take(file: &File) -> Option<Stamp> {
+        let file = file.try_clone().ok()?;
+        let was = Stamp::now(&file).ok()?;
+        Some(Stamp { file, was })
+    }
+
+    fn now(file: &File) -> std::io::Result<[i64; 7]> {
+        let m = file.metadata()?;
+        Ok([
+            m.dev() as i64,
+            m.ino() as i64,
+            m.size() as i64,
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        ])
+    }
+
+    /// An error if the file is not as it was.
+    fn check(&self) -> Result<()> {
+        let now = Stamp::now(&self.file).map_err(Error::Input)?;
+        if now == self.was {
+            return Ok(());
+        }
+        let how = match (self.was[2], now[2]) {
+            (was, is) if was != is => format!("it was {was} bytes and is {is} now"),
+            _ => "its modification or change time moved".to_string(),
+        };
+        Err(Error::Input(std::io::Error::other(format!(
+            "the file changed while it was being read ({how}): nothing was recorded; snapshot \
+             it once nothing writes to it"
+        ))))
+    }
 }
 
 impl ChannelSource {
@@ -93,7 +148,13 @@ impl ByteSource for ChannelSource {
                     let _ = self.recycle.try_send(std::mem::replace(&mut self.block, b));
                     self.pos = 0;
                 }
-                Ok(Msg::End { len, sha256 }) => self.end = Some((len, sha256)),
+                Ok(Msg::End { len, sha256 }) => {
+                    // Every byte has been consumed, after every read of it.
+                    if let Some(stamp) = &self.stamp {
+                        stamp.check()?;
+                    }
+                    self.end = Some((len, sha256));
+                }
                 Ok(Msg::Failed(e)) => return Err(e),
                 Err(_) => return Err(Error::Input(std::io::Error::other("input reader stopped"))),
             }
@@ -113,6 +174,10 @@ impl ByteSource for ChannelSource {
 /// joined: if the ingest stops early they are left to finish when the source ends (or their
 /// reader is dropped).
 pub fn spawn(input: IngestInput) -> ChannelSource {
+    let stamp = match &input {
+        IngestInput::File(file) => Stamp::take(file),
+        IngestInput::Stream(_) => None,
+    };
     let (raw_tx, raw_rx) = bounded(QUEUE);
     let (tx, rx) = bounded(HASHED_AHEAD);
     let (recycle, free) = bounded(QUEUE + HASHED_AHEAD + 2);
@@ -131,6 +196,7 @@ pub fn spawn(input: IngestInput) -> ChannelSource {
         block: Block::default(),
         pos: 0,
         end: None,
+        stamp,
     }
 }
 
@@ -161,17 +227,12 @@ fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Block>) {
         IngestInput::Stream(r) => r,
         IngestInput::File(file) => match Mapping::new(&file) {
             Some(map) if !compressed(map.bytes()) => {
-                let len = map.len() as u64;
-                if !send_mapped(map, &tx, &free) {
-                    return;
+                // Whatever was appended to the file since is not read: the file changed, which
+                // its stamp finds at the end.
+                if send_mapped(map, &tx, &free) {
+                    let _ = tx.send(Raw::End);
                 }
-                // Whatever was appended to the file after it was mapped is read as usual.
-                let mut file = file;
-                if let Err(e) = file.seek(SeekFrom::Start(len)) {
-                    let _ = tx.send(Raw::Failed(Error::Input(e)));
-                    return;
-                }
-                return read_blocks(Box::new(file), None, Arc::default(), &tx, &free);
+                return;
             }
             _ => Box::new(file),
         },

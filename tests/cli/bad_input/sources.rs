@@ -199,8 +199,8 @@ fn allowed_exit_code_records_with_warning() {
 
 /// A tar file is mapped, not read, and a mapping faults where the file has been cut short:
 /// cutting the file while it is being ingested must still give exit 1 and a message (the
-/// file shrank, or the stream ends early, depending on how far the ingest had got), never a
-/// bus error, and record nothing.
+/// file shrank, the stream ends early, or the file changed, depending on how far the ingest
+/// had got), never a bus error, and record nothing.
 #[test]
 fn a_file_cut_short_while_it_is_ingested_is_refused() {
     let source = TestStore::new();
@@ -233,8 +233,75 @@ fn a_file_cut_short_while_it_is_ingested_is_refused() {
         let what = format!("file cut after {delay_ms} ms");
         let err = refused(&ts, &out, &what);
         assert!(
-            ["cut short", "stream ends"].iter().any(|m| err.contains(m)),
+            [
+                "cut short",
+                "stream ends",
+                "changed while it was being read"
+            ]
+            .iter()
+            .any(|m| err.contains(m)),
             "{what}: {err}"
         );
+    }
+}
+
+/// A tar file written while it is ingested is refused, and nothing is recorded. A mapped file
+/// is read more than once (by the hasher, the parser and the copy into a frame): a write in
+/// between would otherwise record chunks that fail their own ids, and a later snapshot of the
+/// untouched file would deduplicate against them. The ingest is stopped once it has mapped
+/// the file, one byte of a member's data is changed, and it goes on; the same without the
+/// write is the control.
+#[test]
+fn a_file_written_while_it_is_ingested_is_refused() {
+    let source = TestStore::new();
+    let dir = source.scratch("big");
+    for i in 0..6 {
+        write_file(&dir.join(format!("{i}.bin")), &noise(8 << 20, i));
+    }
+    let tar = tar_stream(&["tar", "-cf", "-", "-C", dir.to_str().unwrap(), "."]);
+    // Inside the last member's data: 8 MiB that end a few blocks before the stream does.
+    let at = tar.len() as u64 - (4 << 20);
+    for write in [false, true] {
+        let ts = TestStore::new();
+        let file = ts.scratch("live.tar");
+        write_file(&file, &tar);
+        let child = ts
+            .cmd(&["snapshot", file.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let maps = format!("/proc/{pid}/maps");
+        let name = file.to_str().unwrap().to_string();
+        let start = std::time::Instant::now();
+        while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains(&name)) {
+            assert!(
+                start.elapsed().as_secs() < 30,
+                "the ingest never mapped its file"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // SAFETY: signals to our own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        if write {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+            f.write_all_at(&[!tar[at as usize]], at).unwrap();
+        }
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+        let out = child.wait_with_output().unwrap();
+        if !write {
+            assert_success(&out, &["snapshot", "live.tar (untouched)"]);
+            assert_eq!(ts.export("default"), tar);
+            continue;
+        }
+        let err = refused(&ts, &out, "a byte written while the file was read");
+        assert!(err.contains("changed while it was being read"), "{err}");
+        // The store holds nothing that fails its id, and the file as it is now goes in whole.
+        assert_success(&ts.run(&["verify", "--data"]), &["verify", "--data"]);
+        let now = std::fs::read(&file).unwrap();
+        let id = ts.ok(&["snapshot", file.to_str().unwrap()]);
+        assert!(ts.export(id.trim_end()) == now);
     }
 }
