@@ -197,28 +197,43 @@ fn allowed_exit_code_records_with_warning() {
     assert_eq!(show["name"], "cmd");
 }
 
+/// A 48 MiB GNU tar stream of six files of noise: long enough to act on while it is ingested.
+fn big_tar() -> Vec<u8> {
+    let source = TestStore::new();
+    let dir = source.scratch("big");
+    for i in 0..6 {
+        write_file(&dir.join(format!("{i}.bin")), &noise(8 << 20, i));
+    }
+    tar_stream(&["tar", "-cf", "-", "-C", dir.to_str().unwrap(), "."])
+}
+
+/// `tar` written to the file NAME, and `cellar snapshot` of it started: the file and the child.
+fn snapshot_file_in_background(
+    ts: &TestStore,
+    name: &str,
+    tar: &[u8],
+) -> (PathBuf, std::process::Child) {
+    let file = ts.scratch(name);
+    write_file(&file, tar);
+    let child = ts
+        .cmd(&["snapshot", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    (file, child)
+}
+
 /// A tar file is mapped, not read, and a mapping faults where the file has been cut short:
 /// cutting the file while it is being ingested must still give exit 1 and a message (the
 /// file shrank, the stream ends early, or the file changed, depending on how far the ingest
 /// had got), never a bus error, and record nothing.
 #[test]
 fn a_file_cut_short_while_it_is_ingested_is_refused() {
-    let source = TestStore::new();
-    let dir = source.scratch("big");
-    for i in 0..6 {
-        write_file(&dir.join(format!("{i}.bin")), &noise(8 << 20, i));
-    }
-    let tar = tar_stream(&["tar", "-cf", "-", "-C", dir.to_str().unwrap(), "."]);
+    let tar = big_tar();
     for delay_ms in [0, 50, 150, 300, 600] {
         let ts = TestStore::new();
-        let file = ts.scratch("cut.tar");
-        write_file(&file, &tar);
-        let child = ts
-            .cmd(&["snapshot", file.to_str().unwrap()])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let (file, child) = snapshot_file_in_background(&ts, "cut.tar", &tar);
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         std::fs::OpenOptions::new()
             .write(true)
@@ -253,24 +268,12 @@ fn a_file_cut_short_while_it_is_ingested_is_refused() {
 /// write is the control.
 #[test]
 fn a_file_written_while_it_is_ingested_is_refused() {
-    let source = TestStore::new();
-    let dir = source.scratch("big");
-    for i in 0..6 {
-        write_file(&dir.join(format!("{i}.bin")), &noise(8 << 20, i));
-    }
-    let tar = tar_stream(&["tar", "-cf", "-", "-C", dir.to_str().unwrap(), "."]);
+    let tar = big_tar();
     // Inside the last member's data: 8 MiB that end a few blocks before the stream does.
     let at = tar.len() as u64 - (4 << 20);
     for write in [false, true] {
         let ts = TestStore::new();
-        let file = ts.scratch("live.tar");
-        write_file(&file, &tar);
-        let child = ts
-            .cmd(&["snapshot", file.to_str().unwrap()])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let (file, child) = snapshot_file_in_background(&ts, "live.tar", &tar);
         let pid = child.id() as i32;
         let maps = format!("/proc/{pid}/maps");
         let name = file.to_str().unwrap().to_string();
