@@ -48,6 +48,7 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
     // The view holds the lease until the process ends: a snapshot it has gone into stays
     // readable while the kernel holds anything of it, even if it is forgotten meanwhile.
     let lease = Arc::new(store).read_lease("mount");
+    lease.register()?;
     let view = match &args.snap {
         Some(spec) => {
             let snap = lease.resolve(spec)?;

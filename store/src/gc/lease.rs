@@ -119,6 +119,26 @@ impl ReadLease {
         &self.store
     }
 
+    /// Write the lease's row now rather than with the first pin, for a reader that reads
+    /// through the index for as long as it lives (a mount of every snapshot, which may list
+    /// them for hours without going into one): `repair-index`, which would move that index
+    /// aside under it, then finds the reader and refuses.
+    pub fn register(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let mut row = self.row.lock().unwrap_or_else(|e| e.into_inner());
+        if row.is_none() {
+            let id = self
+                .store
+                .db()
+                .immediate_unsynced(|tx| insert_lease_in(tx, &self.holder))?
+                .0;
+            *row = Some(id);
+        }
+        Ok(())
+    }
+
     /// How many snapshots this lease pins.
     pub fn pinned(&self) -> usize {
         self.pinned_set().len()

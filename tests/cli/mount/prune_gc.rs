@@ -328,46 +328,63 @@ fn the_all_snapshots_view_lets_go_what_the_kernel_forgot() {
 }
 
 /// `repair-index` would move the index a mount reads through (and pins in) aside, so it waits
-/// for the mount to end, naming it, and leaves the index as it was meanwhile.
+/// for the mount to end, naming it, and leaves the index as it was meanwhile: a mount of one
+/// snapshot, and a mount of every snapshot that has only listed them (it pins nothing, yet
+/// it would go on reading the old index and never show a later snapshot).
 #[test]
 fn repair_index_refuses_while_a_mount_reads_the_store() {
     require("fusermount3");
-    let store = TestStore::new();
-    let data = noise(200_000, 91);
-    let stream = small_stream(&store, "tree", &[("a.bin", data.clone())]);
-    let id = store.snapshot_bytes(&stream, "vm");
-    let mut m = Mounted::new(&store, "mnt");
-    let pid = m.foreground(&store, Some(&id));
-    assert!(fs::read(m.path("a.bin")).unwrap() == data);
+    for one in [true, false] {
+        let store = TestStore::new();
+        let data = noise(200_000, 91);
+        let stream = small_stream(&store, "tree", &[("a.bin", data.clone())]);
+        let id = store.snapshot_bytes(&stream, "vm");
+        let mut m = Mounted::new(&store, "mnt");
+        let pid = m.foreground(&store, one.then_some(id.as_str()));
+        let file = if one {
+            "a.bin".to_string()
+        } else {
+            format!("vm/{id}/a.bin")
+        };
+        if one {
+            assert!(fs::read(m.path(&file)).unwrap() == data);
+        } else {
+            assert_eq!(
+                fs::read_dir(m.path("vm")).unwrap().count(),
+                2,
+                "{id} and latest"
+            );
+        }
 
-    let out = store.run(&["repair-index"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(
-        err.contains(&format!("process {pid} (mount) is reading the store"))
-            && err.contains("repair-index again"),
-        "{err}"
-    );
-    let aside = fs::read_dir(store.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .contains("broken")
-        })
-        .count();
-    assert_eq!(aside, 0, "the index was moved aside");
-    assert!(
-        fs::read(m.path("a.bin")).unwrap() == data,
-        "the mount reads on"
-    );
+        let out = store.run(&["repair-index"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("process {pid} (mount) is reading the store"))
+                && err.contains("repair-index again"),
+            "{err}"
+        );
+        let aside = fs::read_dir(store.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("broken")
+            })
+            .count();
+        assert_eq!(aside, 0, "the index was moved aside");
+        assert!(
+            fs::read(m.path(&file)).unwrap() == data,
+            "the mount reads on"
+        );
 
-    signal(pid, libc::SIGTERM);
-    let exit = m.wait_child(BOUND).expect("the mount ends on SIGTERM");
-    assert!(exit.success(), "{exit:?}: {}", m.log_text());
-    let report = store.json(&["repair-index", "--json"]);
-    assert_eq!(report["snapshots"], 1, "{report}");
-    assert!(store.export(&id) == stream);
+        signal(pid, libc::SIGTERM);
+        let exit = m.wait_child(BOUND).expect("the mount ends on SIGTERM");
+        assert!(exit.success(), "{exit:?}: {}", m.log_text());
+        let report = store.json(&["repair-index", "--json"]);
+        assert_eq!(report["snapshots"], 1, "{report}");
+        assert!(store.export(&id) == stream);
+    }
 }
