@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use cellar_store::error::push_printable;
 use cellar_store::oci::LeftOut;
 use cellar_store::{Snapshot, Stats};
 use serde::Serialize;
@@ -173,20 +174,7 @@ pub fn escape_name(name: &[u8]) -> String {
             match c {
                 '\\' => out.push_str("\\\\"),
                 ' ' => out.push_str("\\ "),
-                '\n' => out.push_str("\\n"),
-                '\t' => out.push_str("\\t"),
-                '\r' => out.push_str("\\r"),
-                '\x07' => out.push_str("\\a"),
-                '\x08' => out.push_str("\\b"),
-                '\x0b' => out.push_str("\\v"),
-                '\x0c' => out.push_str("\\f"),
-                c if c.is_control() => {
-                    let mut buf = [0u8; 4];
-                    for b in c.encode_utf8(&mut buf).bytes() {
-                        out.push_str(&format!("\\{b:03o}"));
-                    }
-                }
-                c => out.push(c),
+                c => push_printable(&mut out, c),
             }
         }
         for b in chunk.invalid() {

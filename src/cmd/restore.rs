@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::cli::RestoreArgs;
 use crate::output::{errln, human_bytes, print_json};
+use cellar_store::error::printable;
 
 #[derive(Serialize)]
 struct RestoreJson<'a> {
@@ -36,7 +37,7 @@ pub fn run(lease: &ReadLease, args: RestoreArgs) -> anyhow::Result<()> {
     let opts = RestoreOptions { force: args.force };
     let report = restore(store, &snap, &path, &args.dir, &opts)?;
     for w in &report.warnings {
-        errln!("cellar: warning: {w}");
+        errln!("cellar: warning: {}", printable(w));
     }
     let normal = cellar_store::tree::normalize_path(&path);
     let shown_path = format!("/{}", String::from_utf8_lossy(&normal));
@@ -82,7 +83,11 @@ fn incomplete(failed: u64, failures: &[RestoreFailure]) -> anyhow::Error {
         if failed == 1 { "member" } else { "members" }
     );
     for f in failures.iter().take(FAILURES_SHOWN) {
-        msg.push_str(&format!("\n  {}: {}", f.path, f.reason));
+        msg.push_str(&format!(
+            "\n  {}: {}",
+            printable(&f.path),
+            printable(&f.reason)
+        ));
     }
     let more = failed.saturating_sub(FAILURES_SHOWN.min(failures.len()) as u64);
     if more > 0 {

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::cli::{SnapshotArgs, UsageError};
 use crate::output::{errln, outln, print_json, SnapshotJson};
 use crate::progress::IngestBar;
+use cellar_store::error::printable;
 
 /// How much of a command's stderr is kept to show when it fails.
 const STDERR_KEEP: usize = 64 << 10;
@@ -100,7 +101,7 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
     drop(_bar);
     warnings.extend(report.warnings.iter().cloned());
     for w in &warnings {
-        errln!("cellar: warning: {w}");
+        errln!("cellar: warning: {}", printable(w));
     }
     if args.json {
         print_json(&SnapshotReport {

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::cli::{RepairIndexArgs, VerifyArgs};
 use crate::output::{base64, errln, escape_name, outln};
+use cellar_store::error::printable;
 
 /// How many of a problem's hurts the human report lists (`--json` lists all).
 const SHOWN_HURTS: usize = 20;
@@ -244,7 +245,7 @@ struct RepairJson {
 pub fn repair_index(root: &Path, args: RepairIndexArgs) -> anyhow::Result<()> {
     let report = cellar_store::repair_index(root, args.force, &|msg| errln!("cellar: {msg}"))?;
     for w in &report.warnings {
-        errln!("cellar: warning: {w}");
+        errln!("cellar: warning: {}", printable(w));
     }
     let moved: Vec<String> = report
         .moved

@@ -97,6 +97,40 @@ fn repair_hint(e: &rusqlite::Error) -> &'static str {
     }
 }
 
+/// Text from outside (a member's name, a path) as it may go into a one-line message: control
+/// characters as C escapes (`\n`, `\t`...) or octal ones, so a name can neither break a
+/// message's line nor forge another message. Everything else is kept.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        push_printable(&mut out, c);
+    }
+    out.into()
+}
+
+/// One character of [`printable`] text.
+pub fn push_printable(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\t' => out.push_str("\\t"),
+        '\r' => out.push_str("\\r"),
+        '\x07' => out.push_str("\\a"),
+        '\x08' => out.push_str("\\b"),
+        '\x0b' => out.push_str("\\v"),
+        '\x0c' => out.push_str("\\f"),
+        c if c.is_control() => {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("\\{b:03o}"));
+            }
+        }
+        c => out.push(c),
+    }
+}
+
 /// Which member a bad tar stream's problem is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TarPlace {

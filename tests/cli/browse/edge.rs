@@ -48,6 +48,41 @@ fn absurdly_deep_paths_are_left_out_not_fatal() {
     assert!(store.export("default") == stream);
 }
 
+/// A name in a message cannot break its line or forge another message: its control
+/// characters are escaped in warnings (a member left out) and in errors (a bad tar stream).
+#[test]
+fn names_in_messages_have_their_control_characters_escaped() {
+    let store = TestStore::new();
+    let forged = b"x\ncellar: error: forged\x1b[2J/../y";
+    let mut stream = Vec::new();
+    member(&mut stream, b"ok.txt", b'0', b"fine\n", b"", 0o644);
+    pax(&mut stream, &[("path", forged)]);
+    member(&mut stream, b"placeholder", b'0', b"left out\n", b"", 0o644);
+    end_of_archive(&mut stream);
+    let out = store.run_stdin(&["snapshot", "-"], &stream);
+    assert_success(&out, &["snapshot"]);
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("x\\ncellar: error: forged\\033[2J/../y") && err.contains("left out"),
+        "{err}"
+    );
+
+    // The same name on the member before a damaged header.
+    let mut bad = Vec::new();
+    pax(&mut bad, &[("path", b"a\nb")]);
+    member(&mut bad, b"placeholder", b'0', b"data\n", b"", 0o644);
+    let at = bad.len();
+    member(&mut bad, b"next", b'0', b"", b"", 0o644);
+    bad[at + 148] ^= 1; // its checksum
+    end_of_archive(&mut bad);
+    let out = store.run_stdin(&["snapshot", "-"], &bad);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("after member a\\nb)"), "{err}");
+}
+
 #[test]
 fn a_sparse_map_out_of_order_is_refused() {
     let store = TestStore::new();
