@@ -162,6 +162,32 @@ pub struct End {
     pub head: Vec<u8>,
 }
 
+/// Compressed formats the input does not unwrap (gzip and zstd it does), by their magic, and
+/// a command that decompresses each.
+const OTHER_COMPRESSIONS: [(&[u8], &str, &str); 5] = [
+    (b"\xfd7zXZ\x00", "xz", "xz -dc"),
+    (b"BZh", "bzip2", "bzip2 -dc"),
+    (b"\x04\x22\x4d\x18", "lz4", "lz4 -dc"),
+    (b"LZIP", "lzip", "lzip -dc"),
+    (b"\x1f\x9d", "compress (.Z)", "gzip -dc"),
+];
+
+/// `what` went wrong with the stream's first header: say so plainly when the stream starts
+/// like a compressed format that is not unwrapped (a tar header starting the same way is
+/// still read as one, and only its failure gets the hint).
+fn with_hint(what: String, offset: u64, first: &[u8]) -> String {
+    let found = OTHER_COMPRESSIONS
+        .iter()
+        .find(|(magic, ..)| offset == 0 && first.starts_with(magic));
+    match found {
+        Some((_, name, cmd)) => format!(
+            "{what}; the stream starts like {name}-compressed data, and cellar unwraps only \
+             gzip and zstd: decompress it first (`{cmd} FILE | cellar snapshot -`)"
+        ),
+        None => what,
+    }
+}
+
 impl<S: ByteSource> TarReader<S> {
     pub fn new(inner: S) -> Self {
         TarReader {
@@ -235,7 +261,8 @@ impl<S: ByteSource> TarReader<S> {
                 ));
             }
             if n < BLOCK {
-                return Err(self.bad(start, format!("truncated header: {n} of 512 bytes")));
+                let what = format!("truncated header: {n} of 512 bytes");
+                return Err(self.bad(start, with_hint(what, start, &head[at..])));
             }
             let block: &[u8; BLOCK] = head[at..].try_into().expect("one block");
             let h = Header(block);
@@ -243,7 +270,8 @@ impl<S: ByteSource> TarReader<S> {
                 self.done = true;
                 return Ok(Err(End { head }));
             }
-            h.checksum_ok().map_err(|e| self.bad(start, e))?;
+            h.checksum_ok()
+                .map_err(|e| self.bad(start, with_hint(e, start, block)))?;
             let typeflag = h.typeflag();
             let size = h.size().map_err(|e| self.bad(start, e))?;
             match typeflag {

@@ -1,4 +1,5 @@
-//! Damaged gzip and zstd wrappers, and damaged tar inside good compression.
+//! Damaged gzip and zstd wrappers, damaged tar inside good compression, and compressions
+//! that are not unwrapped.
 
 use super::*;
 
@@ -68,4 +69,34 @@ fn damaged_tar_inside_good_compression() {
         assert_offset(&err, C_DATA + 700, what);
         assert_member(&err, "c.bin", what);
     }
+}
+
+/// A stream in a compression cellar does not unwrap is refused as a bad tar stream that says
+/// what it looks like and how to decompress it, from stdin and from a file, short or long.
+#[test]
+fn other_compressions_are_named() {
+    for (magic, name, cmd) in [
+        (&b"\xfd7zXZ\x00"[..], "xz", "xz -dc"),
+        (b"BZh91AY&SY", "bzip2", "bzip2 -dc"),
+        (b"\x04\x22\x4d\x18", "lz4", "lz4 -dc"),
+        (b"LZIP\x01", "lzip", "lzip -dc"),
+        (b"\x1f\x9d\x90", "compress (.Z)", "gzip -dc"),
+    ] {
+        for len in [200, 4096] {
+            let mut s = magic.to_vec();
+            s.extend_from_slice(&noise(len - magic.len(), 5));
+            let what = format!("{name}, {len} bytes");
+            for err in [refuse_stdin(&s, &what), refuse_file(&s, "in.tar.x", &what)] {
+                assert_offset(&err, 0, &what);
+                assert!(
+                    err.contains(&format!("starts like {name}-compressed data"))
+                        && err.contains(&format!("`{cmd} FILE | cellar snapshot -`")),
+                    "{what}: {err}"
+                );
+            }
+        }
+    }
+    // Garbage that starts like nothing known gets no such hint.
+    let err = refuse_stdin(&noise(4096, 6), "noise");
+    assert!(!err.contains("compressed"), "{err}");
 }
