@@ -215,8 +215,9 @@ pub struct SnapshotArgs {
     /// A label to record with the snapshot (repeatable)
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
-    /// An exit code of CMD that still records the snapshot, with a warning (repeatable)
-    #[arg(long = "allow-exit", value_name = "CODE")]
+    /// An exit code of CMD (0 to 255) that still records the snapshot, with a warning
+    /// (repeatable)
+    #[arg(long = "allow-exit", value_name = "CODE", value_parser = clap::value_parser!(i32).range(0..=255))]
     pub allow_exit: Vec<i32>,
     /// Print the result as one JSON document on stdout
     #[arg(long)]

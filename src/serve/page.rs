@@ -22,11 +22,15 @@ pub struct Page {
 }
 
 /// The page of `all` (sorted, no duplicates) that `q` asks for, `path` being the listing's
-/// path for the next page's link. An `n` that is not a whole number is a 400.
+/// path for the next page's link. An `n` that is not a whole number is a 400; one too large
+/// to count to asks for everything.
 pub fn page(all: &[String], q: &PageQuery, path: &str) -> Result<Page, ApiError> {
     let n = match q.n.as_deref().filter(|n| !n.is_empty()) {
         None => None,
-        Some(n) => Some(n.parse::<usize>().map_err(|_| ApiError::bad_page_size(n))?),
+        Some(n) if !n.bytes().all(|b| b.is_ascii_digit()) => {
+            return Err(ApiError::bad_page_size(n))
+        }
+        Some(n) => Some(n.parse::<usize>().unwrap_or(usize::MAX)),
     };
     let start = q
         .last
@@ -91,6 +95,7 @@ mod tests {
         assert_eq!(p(Some("0"), None).entries, names(&[]));
         assert_eq!(p(Some("0"), None).next, None);
         assert_eq!(p(Some("9"), None).entries, all);
+        assert_eq!(p(Some("99999999999999999999999"), None).entries, all);
         // `last` need not be an entry: the page starts after where it would sort.
         assert_eq!(p(None, Some("bb")).entries, names(&["c", "latest"]));
         assert_eq!(p(Some("1"), Some("zzz")).entries, names(&[]));
@@ -100,7 +105,7 @@ mod tests {
     #[test]
     fn a_bad_n_is_refused_and_last_is_escaped() {
         let all = names(&["a b", "c/d", "e"]);
-        for bad in ["abc", "-1", "1.5", "0x10"] {
+        for bad in ["abc", "-1", "+1", "1.5", "0x10", " 1"] {
             assert!(page(&all, &q(Some(bad), None), "/p").is_err(), "{bad}");
         }
         let p = page(&all, &q(Some("2"), None), "/v2/_catalog")

@@ -89,6 +89,14 @@ fn failing_command_records_nothing() {
         err.contains("dying"),
         "the command's stderr is not shown:\n{err}"
     );
+
+    // An exit status is 0 to 255: anything else is a usage error, before anything runs.
+    for code in ["256", "-1", "three"] {
+        let out = ts.run(&["snapshot", "--allow-exit", code, "--", "sh", "-c", &script]);
+        assert_eq!(out.status.code(), Some(2), "{code}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("oops"), "{code}: the command ran");
+        assert_eq!(ts.snapshot_count(), 0);
+    }
 }
 
 #[test]
