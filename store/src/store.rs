@@ -71,7 +71,7 @@ struct Location {
 impl Store {
     /// Open an existing store.
     pub fn open(root: &Path) -> Result<Store> {
-        if !root.join(layout::DB_FILE).is_file() {
+        if !has_index(root) {
             if has_pack_files(root) {
                 return Err(Error::NoIndex(root.to_path_buf()));
             }
@@ -85,7 +85,7 @@ impl Store {
         for dir in [layout::PACKS_DIR, layout::TMP_DIR] {
             fs::create_dir_all(root.join(dir)).at(root.join(dir))?;
         }
-        if root.join(layout::DB_FILE).is_file() {
+        if has_index(root) {
             return Self::open_db(root, true);
         }
         // Creating the database and switching it to WAL cannot wait on a busy handler the way
@@ -93,7 +93,7 @@ impl Store {
         let _lock = lock_file(root, &|_| {})?;
         // A store whose index was lost keeps its packs: a new, empty index beside them would
         // make them all look like leftovers of failed ingests, which gc deletes.
-        if !root.join(layout::DB_FILE).is_file() && has_pack_files(root) {
+        if !has_index(root) && has_pack_files(root) {
             return Err(Error::NoIndex(root.to_path_buf()));
         }
         Self::open_db(root, true)
@@ -477,6 +477,23 @@ pub(crate) fn lock_file(root: &Path, waiting: &dyn Fn(&str)) -> Result<File> {
         Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
     }
     Ok(file)
+}
+
+/// Whether the store has an index. An empty `cellar.db` with no write-ahead log beside it
+/// holds nothing (its first page never reached the disk, or it was cut), and is no index:
+/// opened, it would become a new, empty one, which does not know the packs.
+fn has_index(root: &Path) -> bool {
+    let size = |name: &str| {
+        fs::metadata(root.join(name))
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+    };
+    match size(layout::DB_FILE) {
+        None => false,
+        Some(0) => size(&format!("{}-wal", layout::DB_FILE)).unwrap_or(0) > 0,
+        Some(_) => true,
+    }
 }
 
 /// Whether `packs/` holds any pack file.

@@ -352,6 +352,43 @@ fn repair_index_rebuilds_a_lost_index() {
     f.store.ok(&["verify", "--data"]);
 }
 
+/// An index file cut to nothing (its first page never reached the disk) beside packs is a
+/// lost index, not an empty store: commands say so and point at repair-index, a snapshot does
+/// not make it a new, empty index that knows none of the packs, and repair-index restores it.
+#[test]
+fn an_empty_index_file_is_a_lost_index() {
+    let f = fixture();
+    let before = list_json(&f.store);
+    for p in index_files(&f.store) {
+        let _ = std::fs::remove_file(p);
+    }
+    let db = f.store.path().join("cellar.db");
+    std::fs::write(&db, b"").unwrap();
+    for args in [&["list"][..], &["stats"], &["ls", "vm"]] {
+        let out = f.store.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("repair-index"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = f
+        .store
+        .run_stdin(&["snapshot", "--name", "x", "-"], &f.db_stream);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().len(),
+        0,
+        "made into a new index"
+    );
+
+    let report = f.store.json(&["repair-index", "--json"]);
+    assert_eq!(report["verified"], true, "{report}");
+    assert_eq!(list_json(&f.store), before);
+    assert_exports(&f);
+}
+
 #[test]
 fn repair_index_replaces_a_damaged_index() {
     let f = fixture();
