@@ -375,6 +375,20 @@ impl FsView {
         Ok(buf)
     }
 
+    /// `SEEK_DATA` (`hole` false) or `SEEK_HOLE` from `offset` in a file ([`Node::seek`]): the
+    /// offset, or None for `ENXIO`. Holes are a sparse file's, so `cp` and `tar` reading a
+    /// file through the mount skip them as they would on its disk.
+    pub fn seek(&self, ino: u64, offset: u64, hole: bool) -> Result<Option<u64>> {
+        let Inode::Node { node, .. } = self.get(ino)? else {
+            return Err(Error::InvalidArgument("not a file".into()));
+        };
+        let node = node.node()?;
+        if node.kind != Kind::File {
+            return Err(Error::InvalidArgument("not a file".into()));
+        }
+        Ok(node.seek(offset, hole))
+    }
+
     /// The plain files of at most `max_size` bytes (and more than none) that come after `ino`
     /// in its snapshot's stream, in order, handed to `visit` as (inode, size) until it returns
     /// false: the rest of the directory it was found in, as listed, going into each

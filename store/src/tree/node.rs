@@ -225,6 +225,34 @@ impl Node {
         Kind::from_u8(d.u8()?)
     }
 
+    /// `lseek`'s `SEEK_DATA` (`hole` false) or `SEEK_HOLE` from `offset` in a file: the first
+    /// offset at or after it that is data, or that is in a hole (the end of the file counts
+    /// as one). None when `offset` is at or past the end, or no data follows it (`ENXIO`). A
+    /// file that is not sparse is data to its end.
+    pub fn seek(&self, offset: u64, hole: bool) -> Option<u64> {
+        if offset >= self.size {
+            return None;
+        }
+        let Some(segments) = self.content.as_ref().and_then(|c| c.segments.as_deref()) else {
+            return Some(if hole { self.size } else { offset });
+        };
+        // Segments are in order and apart (the ingest refuses a map that is not): the first
+        // that ends after `offset` is where the answer is, or what follows it.
+        let end = |&(start, len): &(u64, u64)| start.saturating_add(len).min(self.size);
+        let first = segments.partition_point(|s| end(s) <= offset);
+        let mut at = offset;
+        for s in segments[first..].iter().filter(|s| s.1 > 0) {
+            if s.0 > at {
+                return Some(if hole { at } else { s.0 });
+            }
+            if !hole {
+                return Some(at);
+            }
+            at = end(s);
+        }
+        hole.then_some(at)
+    }
+
     /// About what the node takes in memory: the struct and the buffers it owns. Caches of
     /// decoded nodes are bounded by it.
     pub fn footprint(&self) -> usize {
@@ -293,5 +321,50 @@ mod tests {
         for v in [0i64, -1, 1, i64::MIN, i64::MAX] {
             assert_eq!(unzigzag(zigzag(v)), v);
         }
+    }
+
+    /// `seek` against a byte-by-byte reading of the map: data where a segment covers the
+    /// byte, a hole elsewhere, the end of the file a hole too.
+    #[test]
+    fn seek_finds_data_and_holes_as_a_byte_map_does() {
+        let maps: [&[(u64, u64)]; 5] = [
+            &[(0, 10), (30, 5), (35, 5), (60, 0), (70, 30)],
+            &[(20, 10)],
+            &[],
+            &[(0, 100)],
+            &[(5, 1), (7, 1), (99, 1)],
+        ];
+        for map in maps {
+            let mut n = Node::new(Kind::File);
+            n.size = 100;
+            n.content = Some(Content {
+                chunks: ListRef::Inline(Vec::new()),
+                data_offset: 0,
+                segments: Some(map.to_vec()),
+            });
+            let data = |b: u64| map.iter().any(|&(s, l)| (s..s + l).contains(&b));
+            for offset in 0..110 {
+                let want_data = (offset..100).find(|&b| data(b));
+                let want_hole =
+                    (offset < 100).then(|| (offset..100).find(|&b| !data(b)).unwrap_or(100));
+                assert_eq!(
+                    n.seek(offset, false),
+                    want_data,
+                    "{map:?} data from {offset}"
+                );
+                assert_eq!(
+                    n.seek(offset, true),
+                    want_hole,
+                    "{map:?} hole from {offset}"
+                );
+            }
+        }
+        let mut dense = Node::new(Kind::File);
+        dense.size = 10;
+        assert_eq!(
+            (dense.seek(3, false), dense.seek(3, true)),
+            (Some(3), Some(10))
+        );
+        assert_eq!((dense.seek(10, false), dense.seek(10, true)), (None, None));
     }
 }

@@ -388,9 +388,11 @@ fn mount_shows_wide_device_numbers_and_old_times() {
     assert_rsync_same(&mnt, &ex, "wide devices and old times");
 }
 
-/// A sparse file's blocks are its data, as on the disk it came from: `du` shows the holes.
+/// A sparse file's blocks are its data, as on the disk it came from: `du` shows the holes,
+/// and `lseek`'s SEEK_DATA and SEEK_HOLE find them where the disk's file has them (so `cp`
+/// and `tar` through the mount skip them).
 #[test]
-fn mount_counts_only_the_data_of_a_sparse_file_in_its_blocks() {
+fn mount_shows_the_holes_of_a_sparse_file_in_its_blocks_and_to_lseek() {
     require("fusermount3");
     let store = TestStore::new();
     let root = store.scratch("tree");
@@ -411,4 +413,38 @@ fn mount_counts_only_the_data_of_a_sparse_file_in_its_blocks() {
         100_000u64.div_ceil(512),
         "st_blocks of a plain file"
     );
+
+    let offsets = [
+        0,
+        1,
+        4095,
+        4096,
+        5 << 20,
+        (5 << 20) + 4095,
+        (5 << 20) + 4096,
+        (10 << 20) - 1,
+    ];
+    let disk = seeks(&root.join("disk.img"), &offsets);
+    assert_eq!(disk[0], (0, 4096), "the disk's own holes, as written");
+    assert_eq!(seeks(&m.path("disk.img"), &offsets), disk);
+    let plain = seeks(&m.path("plain"), &[0, 99_999, 100_000]);
+    let end = -libc::ENXIO as i64;
+    assert_eq!(plain, [(0, 100_000), (99_999, 100_000), (end, end)]);
+}
+
+/// `lseek(SEEK_DATA)` and `lseek(SEEK_HOLE)` from each offset: where each lands, or -errno.
+fn seeks(path: &Path, offsets: &[i64]) -> Vec<(i64, i64)> {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(path).unwrap();
+    let seek = |offset, whence| {
+        // SAFETY: lseek on a descriptor this function owns.
+        match unsafe { libc::lseek(f.as_raw_fd(), offset, whence) } {
+            -1 => -(io::Error::last_os_error().raw_os_error().unwrap() as i64),
+            at => at,
+        }
+    };
+    offsets
+        .iter()
+        .map(|&o| (seek(o, libc::SEEK_DATA), seek(o, libc::SEEK_HOLE)))
+        .collect()
 }
