@@ -10,7 +10,7 @@
 
 mod inodes;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, RwLock};
 
 use inodes::{Held, Inode, Inodes, Key};
@@ -233,8 +233,9 @@ impl FsView {
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
         // The view's own directories (and `latest`) have the time the newest snapshot in them
-        // was taken (not 1970), read from the index on every call, as their listings are.
-        let synthetic = |snaps: &[Snapshot]| {
+        // was taken (not 1970), read from the index on every call, as their listings are; and,
+        // as on a disk, a link for each directory in them besides their own two.
+        let synthetic = |snaps: &[Snapshot], subdirs: usize| {
             let (mtime, mtime_nsec) = newest(snaps);
             Attr {
                 ino,
@@ -246,15 +247,22 @@ impl FsView {
                 blocks: 0,
                 mtime,
                 mtime_nsec,
-                nlink: 2,
+                nlink: 2 + subdirs as u64,
                 rdev_major: 0,
                 rdev_minor: 0,
                 volatile: true,
             }
         };
         Ok(match self.get(ino)? {
-            Inode::Top => synthetic(&self.store().list(None)?),
-            Inode::Lineage(lineage) => synthetic(&self.store().list(Some(&lineage))?),
+            Inode::Top => {
+                let snaps = self.store().list(None)?;
+                let lineages: HashSet<&str> = snaps.iter().map(|s| s.name.as_str()).collect();
+                synthetic(&snaps, lineages.len())
+            }
+            Inode::Lineage(lineage) => {
+                let snaps = self.store().list(Some(&lineage))?;
+                synthetic(&snaps, snaps.len())
+            }
             Inode::Latest(lineage) => {
                 let latest = self.store().latest(&lineage, 0)?;
                 Attr {
@@ -262,7 +270,7 @@ impl FsView {
                     mode: 0o777,
                     size: latest.as_ref().map_or(0, |s| s.short_id().len() as u64),
                     nlink: 1,
-                    ..synthetic(latest.as_slice())
+                    ..synthetic(latest.as_slice(), 0)
                 }
             }
             Inode::Node { node, .. } => {
