@@ -2,13 +2,13 @@
 
 use std::os::unix::ffi::OsStrExt;
 
+use cellar_store::error::printable;
 use cellar_store::restore::{restore, RestoreFailure, RestoreOptions};
 use cellar_store::ReadLease;
 use serde::Serialize;
 
 use crate::cli::RestoreArgs;
 use crate::output::{errln, human_bytes, print_json};
-use cellar_store::error::printable;
 
 #[derive(Serialize)]
 struct RestoreJson<'a> {

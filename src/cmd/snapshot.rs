@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use cellar_store::error::printable;
 use cellar_store::tar::{write_dir, DirOptions};
 use cellar_store::{Error, IngestInput, IngestOptions, IngestReport, Store};
 use serde::Serialize;
@@ -17,7 +18,6 @@ use serde::Serialize;
 use crate::cli::{SnapshotArgs, UsageError};
 use crate::output::{errln, outln, print_json, SnapshotJson};
 use crate::progress::IngestBar;
-use cellar_store::error::printable;
 
 /// How much of a command's stderr is kept to show when it fails.
 const STDERR_KEEP: usize = 64 << 10;

@@ -4,12 +4,12 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use cellar_store::error::printable;
 use cellar_store::{Error, Hurt, Problem, Store, VerifyReport};
 use serde::Serialize;
 
 use crate::cli::{RepairIndexArgs, VerifyArgs};
 use crate::output::{base64, errln, escape_name, outln};
-use cellar_store::error::printable;
 
 /// How many of a problem's hurts the human report lists (`--json` lists all).
 const SHOWN_HURTS: usize = 20;
