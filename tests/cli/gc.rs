@@ -200,6 +200,54 @@ fn dry_run_says_what_gc_then_does() {
     assert!(store.export(kept) == *stream);
 }
 
+/// With nothing to collect, a dry run says so, as the real run then shows: an ingest's small
+/// last pack (a little metadata and the snapshot's record) is live, not half dead. And it
+/// lists the leases of live processes, as a real run does: here an ingest's.
+#[test]
+fn dry_run_of_a_store_with_nothing_to_collect_and_a_running_ingest() {
+    let store = TestStore::new();
+    let snaps = lineage(&store, 2, 300_000);
+    let dry = gc_json(&store, &["--dry-run", "--grace", "0"]);
+    let real = gc_json(&store, &["--grace", "0"]);
+    for f in ["packs_deleted", "packs_repacked", "bytes_freed"] {
+        assert_eq!(dry[f], 0, "{f}: {dry}");
+        assert_eq!(real[f], 0, "{f}: {real}");
+    }
+
+    // An ingest that holds its lease while it waits for the rest of its stream.
+    let (_, stream) = &snaps[0];
+    let file = store.scratch("slow.tar");
+    write_file(&file, stream);
+    let script = format!(
+        "head -c 10240 '{f}'; sleep 3; tail -c +10241 '{f}'",
+        f = file.display()
+    );
+    let mut ingest = store
+        .cmd(&["snapshot", "--name", "slow", "--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let dry = loop {
+        let dry = gc_json(&store, &["--dry-run"]);
+        if dry["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["holder"] == "ingest")
+        {
+            break dry;
+        }
+        assert!(
+            start.elapsed().as_secs() < 3,
+            "no ingest lease listed: {dry}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(dry["leases"][0]["pid"], ingest.id(), "{dry}");
+    assert!(ingest.wait().unwrap().success());
+}
+
 /// Kill gc at each of its steps, twice over: the store stays consistent, and the next gc
 /// finishes the work.
 #[test]

@@ -409,6 +409,12 @@ pub(super) fn estimate(
     report: &mut GcReport,
 ) -> Result<()> {
     report.chunks_condemned = mark::unreferenced(store)?;
+    // The leases gc would leave, as a real run reports them.
+    report.leases = store
+        .leases()?
+        .into_iter()
+        .filter(|l| crate::process::alive(l.pid))
+        .collect();
     let db = store.db();
     let conn = db.conn();
     let now = now_secs();
@@ -442,7 +448,8 @@ pub(super) fn estimate(
                     + (SELECT COALESCE(SUM(k.len), 0) FROM condemned k
                        WHERE k.frame = f.id AND k.epoch > ?2))
                     / MAX(f.raw_len, 1)), 0),
-                COUNT(f.id)
+                COUNT(f.id),
+                COALESCE(SUM(f.stored_len), 0)
          FROM packs p LEFT JOIN frames f ON f.pack = p.id GROUP BY p.id",
     )?;
     let rows = stmt.query_map(params![!new_goes, last_gone.unwrap_or(i64::MIN)], |r| {
@@ -450,14 +457,19 @@ pub(super) fn estimate(
             r.get::<_, i64>(0)?,
             r.get::<_, f64>(1)?,
             r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
         ))
     })?;
     for row in rows {
-        let (size, live, frames) = row?;
+        let (size, frames_live, frames, payloads) = row?;
         if frames == 0 {
             continue; // tombstones only: decided when swept
         }
-        if live == 0.0 {
+        // What is not a frame's payload (the pack's header, record headers, the snapshot
+        // record an ingest's last pack holds) counts as live, as the sweep counts a live
+        // snapshot's record: without it, a small last pack looked half dead.
+        let live = frames_live + size.saturating_sub(payloads) as f64;
+        if frames_live == 0.0 {
             report.packs_deleted += 1;
             report.bytes_freed += size as u64;
         } else if live * 2.0 < size as f64 {
