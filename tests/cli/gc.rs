@@ -248,6 +248,35 @@ fn dry_run_of_a_store_with_nothing_to_collect_and_a_running_ingest() {
     assert!(ingest.wait().unwrap().success());
 }
 
+/// A forgotten snapshot's data that gc leaves in a pack still mostly live is, to verify, dead
+/// bytes named for what they are; while its chunks wait out the grace period they are not
+/// dead yet, and not named.
+#[test]
+fn verify_names_dead_data_left_in_a_live_pack_for_what_it_is() {
+    let store = TestStore::new();
+    // The second snapshot drops a 5 MB file (whole frames of it), beside 12 MB that stay.
+    let dir = store.scratch("tree");
+    write_file(&dir.join("a-gone.bin"), &noise(5_000_000, 31));
+    write_file(&dir.join("b-kept.bin"), &noise(12_000_000, 32));
+    store.snapshot_bytes(&tar_of_dir(&dir), "vm");
+    std::fs::remove_file(dir.join("a-gone.bin")).unwrap();
+    store.snapshot_bytes(&tar_of_dir(&dir), "vm");
+    store.ok(&["rm", "vm~1"]);
+    let notes =
+        |store: &TestStore| store.json(&["verify", "--data", "--json"])["notes"].to_string();
+    let waiting = gc_json(&store, &[]);
+    assert!(waiting["chunks_waiting"].as_u64().unwrap() > 0, "{waiting}");
+    assert!(!notes(&store).contains("record(s)"), "{}", notes(&store));
+    let real = gc_json(&store, &["--grace", "0"]);
+    assert_eq!(
+        real["packs_repacked"], 0,
+        "the pack is still mostly live: {real}"
+    );
+    let said = notes(&store);
+    assert!(said.contains("hold no chunk the index uses"), "{said}");
+    assert!(said.contains("forgotten snapshots"), "{said}");
+}
+
 /// Kill gc at each of its steps, twice over: the store stays consistent, and the next gc
 /// finishes the work.
 #[test]

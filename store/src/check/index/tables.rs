@@ -261,17 +261,20 @@ pub(in crate::check) fn check_tables(v: &mut Verifier) -> Result<Vec<PackRow>> {
         }
         v.bad_chunk(id, bad);
     }
-    // Records whose chunks are all indexed elsewhere: harmless, reclaimable.
-    let (dups, dup_bytes): (i64, i64) = store.db().conn().query_row(
+    // Records no chunk row (live or condemned) points into: harmless dead bytes.
+    let (dead, dead_bytes): (i64, i64) = store.db().conn().query_row(
         "SELECT COUNT(*), COALESCE(SUM(stored_len), 0) FROM frames
-         WHERE id NOT IN (SELECT frame FROM chunks)",
+         WHERE id NOT IN (SELECT frame FROM chunks)
+           AND id NOT IN (SELECT frame FROM condemned)",
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    if dups > 0 {
+    if dead > 0 {
         v.notes.push(format!(
-            "{dups} record(s) ({dup_bytes} bytes) in indexed packs hold only copies of chunks \
-             indexed elsewhere (written twice by concurrent ingests); reclaimable by gc"
+            "{dead} record(s) ({dead_bytes} bytes) in indexed packs hold no chunk the index \
+             uses: data of forgotten snapshots that gc left in packs still at least half live \
+             (it rewrites a pack once less than half of it is), or chunks written twice by \
+             concurrent ingests. Harmless; the space comes back when their packs are rewritten"
         ));
     }
     Ok(packs)
