@@ -209,7 +209,7 @@ pub struct DiffArgs {
     override_usage = "cellar snapshot [OPTIONS] <SOURCE | -- CMD [ARGS]... | --dir DIR>"
 )]
 pub struct SnapshotArgs {
-    /// Lineage name: lowercase [a-z0-9][a-z0-9._-]*
+    /// Lineage name: lowercase letters and digits joined by '.', '_', '__' or dashes
     #[arg(long, default_value = cellar_store::DEFAULT_NAME)]
     pub name: String,
     /// A label to record with the snapshot (repeatable)

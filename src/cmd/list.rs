@@ -7,7 +7,7 @@ use crate::output::{errln, human_bytes, outln, print_json, SnapshotJson};
 
 pub fn list(store: &Store, args: ListArgs) -> anyhow::Result<()> {
     if let Some(name) = &args.name {
-        cellar_store::validate_name(name)?;
+        cellar_store::validate_lookup_name(name)?;
     }
     let snaps = store.list(args.name.as_deref())?;
     if args.json {

@@ -69,7 +69,7 @@ pub fn prune(store: &Store, args: PruneArgs) -> anyhow::Result<()> {
         .into());
     }
     if let Some(name) = &args.name {
-        cellar_store::validate_name(name)?;
+        cellar_store::validate_lookup_name(name)?;
     }
     let snaps = store.list(args.name.as_deref())?;
     if let (Some(name), true) = (&args.name, snaps.is_empty()) {

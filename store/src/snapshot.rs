@@ -108,21 +108,42 @@ impl Snapshot {
     }
 }
 
-/// NAME: lowercase `[a-z0-9][a-z0-9._-]*` (also an OCI repository and a directory name).
+/// A new lineage's NAME: lowercase letters and digits in runs joined by one `.`, one or two
+/// `_`, or any number of `-` (an OCI repository name's component, since serve, pack and docker
+/// archives name images after it; also a directory name in a mount), at most 128 characters.
 pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let chars_ok = name.chars().all(|c| alnum(c) || ".-_".contains(c));
+    let ends_ok = name.starts_with(alnum) && name.ends_with(alnum);
+    // The separators between the runs: each one '.', '_' or '__', or only '-'.
+    let separators_ok = name
+        .split(alnum)
+        .filter(|sep| !sep.is_empty())
+        .all(|sep| matches!(sep, "." | "_" | "__") || sep.bytes().all(|b| b == b'-'));
+    if name.len() <= 128 && chars_ok && ends_ok && separators_ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "invalid snapshot name {name:?}: use lowercase letters and digits, joined by one \
+             '.', one or two '_' or any number of '-' (an OCI repository name), at most 128 \
+             characters"
+        )))
+    }
+}
+
+/// A NAME to look snapshots up by: what `validate_name` allows, and what it allowed before it
+/// followed OCI's rule (`[a-z0-9][a-z0-9._-]*`), so older lineages stay in reach.
+pub fn validate_lookup_name(name: &str) -> Result<()> {
+    let old_rule = !name.is_empty()
         && name.len() <= 128
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
-    if ok {
+    if old_rule {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!(
-            "invalid snapshot name {name:?}: use lowercase letters, digits, '.', '_' and '-', \
-             starting with a letter or digit (at most 128 characters)"
-        )))
+        validate_name(name)
     }
 }
 

@@ -40,14 +40,29 @@ fn labels_are_recorded_and_malformed_ones_are_usage_errors() {
 fn names_are_validated_at_snapshot() {
     let ts = TestStore::new();
     let tar = tar_of(&tree(&ts, 1));
-    for bad in ["Web", "_web", ".web", "-web", "web/1", "we b", "wéb", ""] {
+    // Names are OCI repository names (serve, pack and docker archives name images after
+    // them): separators between runs of letters and digits, never at an end or doubled
+    // (but '__' and '---').
+    let not_oci = ["web.", "web-", "web_", "a..b", "a___b", "a._b", "a-.b"];
+    for bad in ["Web", "_web", ".web", "-web", "web/1", "we b", "wéb", ""]
+        .into_iter()
+        .chain(not_oci)
+    {
         let name_arg = format!("--name={bad}");
         let args = ["snapshot", name_arg.as_str(), "-"];
         let out = ts.run_stdin(&args, &tar);
         exits(&out, &args, 2);
         assert_eq!(ts.snapshot_count(), 0, "name {bad:?} was accepted");
     }
-    for good in ["web", "0", "web-1.2_x", "9lives", "a.b-c_d"] {
+    for good in [
+        "web",
+        "0",
+        "web-1.2_x",
+        "9lives",
+        "a.b-c_d",
+        "a__b",
+        "a---b",
+    ] {
         ts.snapshot_bytes(&tar, good);
         assert_eq!(ts.json(&["show", good, "--json"])["name"], good);
     }
