@@ -158,6 +158,7 @@ async fn manifest(
     Path((name, reference)): Path<(String, String)>,
 ) -> ApiResult {
     let (digest, bytes) = blocking(&shared, move |s| {
+        let snaps = lineage(&s.store, &name)?;
         if reference.starts_with("sha256:") {
             let digest =
                 Digest::parse(&reference).map_err(|_| ApiError::digest_invalid(&reference))?;
@@ -168,7 +169,6 @@ async fn manifest(
                 _ => Err(ApiError::manifest_unknown(&reference)),
             };
         }
-        let snaps = lineage(&s.store, &name)?;
         let snap = if reference == "latest" {
             snaps.last()
         } else {

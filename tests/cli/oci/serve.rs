@@ -123,8 +123,13 @@ fn distribution_api_answers_as_the_spec_says() {
     let c = http_get(addr, &format!("/v2/vm/blobs/{config}"), &[]);
     assert_eq!(format!("sha256:{}", sha256_hex(&c.body)), config);
 
+    // A repository with no snapshots has nothing, not even what another one holds.
+    let nope_manifest = format!("/v2/nope/manifests/{digest}");
+    let nope_blob = format!("/v2/nope/blobs/{layer}");
     for (path, status, code) in [
         ("/v2/nope/tags/list", 404, "NAME_UNKNOWN"),
+        (&nope_manifest as &str, 404, "NAME_UNKNOWN"),
+        (&nope_blob, 404, "NAME_UNKNOWN"),
         ("/v2/vm/manifests/nope", 404, "MANIFEST_UNKNOWN"),
         (
             &format!("/v2/vm/blobs/sha256:{}", "0".repeat(64)) as &str,
