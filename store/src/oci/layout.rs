@@ -48,6 +48,42 @@ fn write_file(scratch: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
+/// The index of the layout at `dir` to add to, or None for a new one (`dir` holds nothing but
+/// `scratch`, or a layout without an index yet). A directory that holds anything else and no
+/// `oci-layout` file is not a layout, and an `index.json` whose `manifests` is not a list is
+/// not an index: writing into either would lose what is there.
+fn existing_index(dir: &Path, scratch: &Path) -> Result<Option<serde_json::Map<String, Value>>> {
+    let mut entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let other = entries.find_map(|e| e.ok().filter(|e| e.path() != scratch));
+    if other.is_none() {
+        return Ok(None);
+    }
+    if !dir.join("oci-layout").is_file() {
+        return Err(Error::InvalidArgument(format!(
+            "{} is not an OCI image layout (it has no oci-layout file) and is not empty: give \
+             a new or empty directory, or a layout to add to",
+            dir.display()
+        )));
+    }
+    let path = dir.join("index.json");
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let not_an_index = |why: String| {
+        Error::InvalidArgument(format!("{}: not an OCI index: {why}", path.display()))
+    };
+    match serde_json::from_slice(&bytes).map_err(|e| not_an_index(e.to_string()))? {
+        Value::Object(index) if index.get("manifests").is_some_and(Value::is_array) => {
+            Ok(Some(index))
+        }
+        _ => Err(not_an_index(
+            "not an object with a list of manifests".into(),
+        )),
+    }
+}
+
 /// Whether `blobs` holds a blob of this layer's digest and size (a layout exported to before).
 fn blob_is(blobs: &Path, d: &LayerDigest) -> bool {
     fs::metadata(blobs.join(d.digest.hex())).is_ok_and(|m| m.len() == d.size)
@@ -85,6 +121,9 @@ impl Store {
         scratch: &Path,
     ) -> Result<Image> {
         validate_tag(tag)?;
+        // Before anything is written: a directory that is not a layout, or an index that is
+        // not one, is refused as it is.
+        let old_index = existing_index(dir, scratch)?;
         let blobs = dir.join("blobs").join("sha256");
         for d in [dir.join("blobs"), blobs.clone()] {
             match fs::create_dir(&d) {
@@ -119,18 +158,12 @@ impl Store {
         )?;
 
         let index_path = dir.join("index.json");
-        let mut manifests: Vec<Value> = match fs::read(&index_path) {
-            Ok(bytes) => {
-                let index: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                    Error::InvalidArgument(format!(
-                        "{}: not an OCI index: {e}",
-                        index_path.display()
-                    ))
-                })?;
-                index["manifests"].as_array().cloned().unwrap_or_default()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::io(&index_path, e)),
+        // The index as it was (its other tags, and anything else it says, such as its own
+        // annotations), with this tag pointing at the new manifest.
+        let mut index = old_index.unwrap_or_default();
+        let mut manifests = match index.remove("manifests") {
+            Some(Value::Array(m)) => m,
+            _ => Vec::new(),
         };
         manifests.retain(|m| m["annotations"][REF_NAME] != tag);
         manifests.push(json!({
@@ -139,11 +172,9 @@ impl Store {
             "size": image.manifest.len(),
             "annotations": { REF_NAME: tag },
         }));
-        let index = json!({
-            "schemaVersion": 2,
-            "mediaType": INDEX_MEDIA_TYPE,
-            "manifests": manifests,
-        });
+        index.insert("schemaVersion".into(), json!(2));
+        index.insert("mediaType".into(), json!(INDEX_MEDIA_TYPE));
+        index.insert("manifests".into(), Value::Array(manifests));
         write_file(
             scratch,
             &index_path,

@@ -402,6 +402,76 @@ fn bad_export_arguments_are_usage_errors() {
     assert!(!Path::new("x").exists());
 }
 
+/// `-o DIR` adds to a layout or fills an empty directory; a directory holding anything else,
+/// or a layout whose index.json is not an index, is refused as it is (exit 2), and adding a
+/// tag keeps what the index said besides its manifests.
+#[test]
+fn export_into_an_existing_directory_adds_to_a_layout_and_nothing_else() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    portable_tree(&root);
+    snap_dir(&store, &root, "vm", "1");
+    let refuse = |dir: &Path, says: &str| {
+        let out = store.run(&[
+            "export",
+            "vm",
+            "--format",
+            "oci",
+            "-o",
+            dir.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}: {}",
+            dir.display(),
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    };
+
+    let other = store.scratch("other");
+    write_file(&other.join("notes.txt"), b"mine\n");
+    refuse(&other, "is not an OCI image layout");
+    assert_eq!(
+        entries(&other),
+        [other.join("notes.txt")],
+        "the directory was written to"
+    );
+
+    let empty = store.scratch("empty");
+    fs::create_dir(&empty).unwrap();
+    export_oci(&store, "vm", &empty, &[]);
+    assert_eq!(oci_tags(&empty), ["latest"]);
+
+    let layout = store.scratch("layout");
+    export_oci(&store, "vm", &layout, &["--tag", "one"]);
+    for bad in [
+        &br#"{"not":"an index"}"#[..],
+        br#"{"manifests":"oops"}"#,
+        b"[]",
+    ] {
+        fs::write(layout.join("index.json"), bad).unwrap();
+        let before = layout_state(&layout);
+        refuse(&layout, "not an OCI index");
+        assert_layout_kept(&layout, &before, &String::from_utf8_lossy(bad));
+    }
+
+    let mut index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [],
+        "annotations": {"org.example.owner": "infra"},
+    });
+    fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    export_oci(&store, "vm", &layout, &["--tag", "two"]);
+    index = oci_index(&layout);
+    assert_eq!(
+        index["annotations"]["org.example.owner"], "infra",
+        "{index}"
+    );
+    assert_eq!(oci_tags(&layout), ["two"]);
+}
+
 /// Forgetting a snapshot reshapes its lineage's images (the next one becomes a base), and gc
 /// drops every cached digest and blob that named it.
 #[test]
