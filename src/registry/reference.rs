@@ -20,6 +20,12 @@ const DOCKER_HUB_API: &str = "registry-1.docker.io";
 impl Reference {
     pub fn parse(target: &str) -> Result<Reference, String> {
         let example = "expected REGISTRY/REPO:TAG, e.g. registry.example.com:5000/team/app:v1";
+        if let Some((scheme, _)) = target.split_once("://") {
+            return Err(format!(
+                "{target:?}: give the registry without {scheme}:// (HTTPS is used, or plain \
+                 HTTP for a loopback registry or with --insecure); {example}"
+            ));
+        }
         if target.contains('@') {
             return Err(format!(
                 "{target:?}: push needs a tag, not a digest (the digest is the registry's answer); \
@@ -235,6 +241,10 @@ mod tests {
             "[zz]:5000/a:v",
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad} was accepted");
+        }
+        for url in ["http://127.0.0.1:5000/x:v1", "https://r.example.com/x:v1"] {
+            let err = Reference::parse(url).unwrap_err();
+            assert!(err.contains("without http"), "{url}: {err}");
         }
     }
 }
