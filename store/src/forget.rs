@@ -113,8 +113,12 @@ pub fn apply(policy: &Policy, snaps: Vec<Snapshot>) -> Result<Vec<Decision>> {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut reasons: Vec<Vec<String>> = vec![Vec::new(); lineage.len()];
-        for r in reasons.iter_mut().take(policy.last as usize) {
-            r.push("last".into());
+        // Newest first by the time each was taken, as restic orders them (a clock set back
+        // between two snapshots does not make the later one older); commit order breaks ties.
+        let mut order: Vec<usize> = (0..lineage.len()).collect();
+        order.sort_by(|&a, &b| times[b].cmp(&times[a]));
+        for &i in order.iter().take(policy.last as usize) {
+            reasons[i].push("last".into());
         }
         let rules: [(&str, u32, Bucket); 4] = [
             ("hourly", policy.hourly, |t| {
@@ -139,11 +143,11 @@ pub fn apply(policy: &Policy, snaps: Vec<Snapshot>) -> Result<Vec<Decision>> {
         ];
         for (rule, n, bucket) in rules {
             let mut seen = HashSet::new();
-            for (i, t) in times.iter().enumerate() {
+            for &i in &order {
                 if seen.len() >= n as usize {
                     break;
                 }
-                let b = bucket(t);
+                let b = bucket(&times[i]);
                 if seen.insert(b.clone()) {
                     reasons[i].push(format!("{rule} {b}"));
                 }
@@ -197,5 +201,32 @@ mod tests {
         assert_eq!(kept(p(0, 0, 0, 2, 0), snaps.clone()), vec![6, 4, 5]);
         assert_eq!(kept(p(0, 2, 0, 0, 0), snaps.clone()), vec![6, 4, 5]);
         assert!(apply(&Policy::default(), snaps).is_err());
+    }
+
+    /// A clock set back between snapshots: the rules go by the time each was taken, as
+    /// restic's do, not by the order they were committed in; equal times by commit order.
+    #[test]
+    fn rules_go_by_time_taken_not_commit_order() {
+        let snaps = vec![
+            snap("vm", "2026-03-03T10:00:00Z", 1),
+            snap("vm", "2026-03-02T10:00:00Z", 2), // committed later, with an earlier clock
+            snap("vm", "2026-03-01T10:00:00Z", 3),
+            snap("vm", "2026-03-01T10:00:00Z", 4),
+        ];
+        let p = |last, daily| Policy {
+            last,
+            daily,
+            ..Policy::default()
+        };
+        assert_eq!(kept(p(1, 0), snaps.clone()), vec![1]);
+        assert_eq!(kept(p(2, 0), snaps.clone()), vec![1, 2]);
+        assert_eq!(kept(p(0, 3), snaps.clone()), vec![1, 2, 4]);
+        // Decisions come in commit order, whatever the times.
+        let order: Vec<u8> = apply(&p(1, 0), snaps)
+            .unwrap()
+            .iter()
+            .map(|d| d.snapshot.id.0[0])
+            .collect();
+        assert_eq!(order, vec![1, 2, 3, 4]);
     }
 }
