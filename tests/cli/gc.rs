@@ -445,6 +445,12 @@ fn gc_beside_an_export_of_a_forgotten_snapshot() {
     assert!(r["chunks_deleted"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(r["leases"], serde_json::json!([]), "{r}");
     assert_eq!(store.pack_files().len(), 0, "{r}");
+    // Nor are the fan-out directories the packs were in left behind.
+    let left = entries(&store.path().join("packs"));
+    assert!(left.is_empty(), "{left:?}");
+    // And a snapshot after that makes the one it needs again.
+    let id = store.snapshot_bytes(&stream, "again");
+    assert!(store.export(&id) == stream);
 }
 
 /// A stream of `files` small files whose contents all change with `generation`: each

@@ -334,6 +334,12 @@ const VACUUM_WASTE_PERCENT: u64 = 50;
 /// it. VACUUM holds the index's write lock while it copies the live rows (readers go on, in
 /// WAL mode; commits wait), so it runs under the commit lock and only when it pays.
 pub(super) fn finish(store: &Store, on_wait: &dyn Fn(&str)) -> Result<()> {
+    // Fan-out directories left empty by deleted packs (a pruned store would keep up to 256
+    // of them). `remove_dir` only takes an empty one; a pack sealed into it meanwhile makes
+    // it again (`PackWriter::seal`).
+    for dir in files(&store.root().join(layout::PACKS_DIR)) {
+        let _ = fs::remove_dir(dir);
+    }
     {
         let _lock = store.commit_lock(on_wait)?;
         let db = store.db();

@@ -115,11 +115,20 @@ impl PackWriter {
         let id = PackId(*self.hasher.finalize().as_bytes());
         let path = layout::pack_path(&self.root, &id);
         let dir = path.parent().expect("pack dir");
-        if !dir.exists() {
-            fs::create_dir_all(dir).at(dir)?;
-            layout::sync_dir(dir.parent().expect("packs dir"))?;
+        // gc removes fan-out directories it finds empty, so the one made here can go before
+        // the rename lands in it: make it again then (a rename into a directory and its
+        // removal never both succeed).
+        let mut tries = 0;
+        loop {
+            if !dir.exists() {
+                fs::create_dir_all(dir).at(dir)?;
+                layout::sync_dir(dir.parent().expect("packs dir"))?;
+            }
+            match fs::rename(&self.tmp, &path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => tries += 1,
+                done => break done.at(&path)?,
+            }
         }
-        fs::rename(&self.tmp, &path).at(&path)?;
         layout::sync_dir(dir)?;
         Ok(SealedPack { id, size: self.len })
     }
