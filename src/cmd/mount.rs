@@ -27,6 +27,16 @@ const READY_FD: &str = "CELLAR_MOUNT_READY_FD";
 const THREADS: usize = 4;
 
 pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
+    // A FUSE mount whose process was killed: there is a mount point, but nothing answers.
+    if let Err(e) = std::fs::metadata(&args.mountpoint) {
+        if e.raw_os_error() == Some(libc::ENOTCONN) {
+            bail!(
+                "{dir} is a mount point whose filesystem no longer answers (a mount that was \
+                 killed); unmount it first (`fusermount3 -u {dir}` or `umount -l {dir}`)",
+                dir = args.mountpoint.display()
+            );
+        }
+    }
     if let Some(why) = super::not_a_dir(&args.mountpoint) {
         return Err(UsageError(format!("{}: {why}", args.mountpoint.display())).into());
     }

@@ -184,6 +184,14 @@ fn kill_9_leaves_a_mount_umount_clears_and_the_store_is_intact() {
         Some(libc::ENOTCONN),
         "a dead mount answers ENOTCONN"
     );
+    // Mounting there again is refused, saying how to clear it (whether the kernel still has
+    // the dead root's attributes cached, or answers ENOTCONN for it).
+    let refused_there = |at: &std::path::Path| {
+        let out = store.run(&["mount", at.to_str().unwrap(), &id, "--daemon"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("fusermount3 -u"), "{}", stderr(&out));
+    };
+    refused_there(&m.path(""));
     let st = Command::new("umount").arg(m.path("")).status().unwrap();
     assert!(st.success(), "umount of the dead mount");
     assert!(!is_mounted(&m.path("")));
@@ -202,6 +210,7 @@ fn kill_9_leaves_a_mount_umount_clears_and_the_store_is_intact() {
     let dpid = again.daemon.unwrap();
     unsafe { libc::kill(dpid, libc::SIGKILL) };
     assert!(wait_for(BOUND, || !alive(dpid)));
+    refused_there(&again.path(""));
     let st = Command::new("umount")
         .arg("-l")
         .arg(again.path(""))
@@ -210,6 +219,38 @@ fn kill_9_leaves_a_mount_umount_clears_and_the_store_is_intact() {
     assert!(st.success(), "umount -l of the dead mount");
     assert!(!is_mounted(&again.path("")));
     assert!(store.export(&id) == stream);
+}
+
+/// A mount whose server was killed before anything looked at it answers ENOTCONN even for
+/// its root: mounting there again is refused as a mount point is (exit 1), saying how to
+/// clear it, and `fusermount3 -u` does.
+#[test]
+fn mounting_over_a_dead_mount_says_to_unmount_it() {
+    require("fusermount3");
+    let store = TestStore::new();
+    let id = store.snapshot_bytes(&small_stream(&store, "t", &[("f", b"f\n".to_vec())]), "vm");
+    let mut m = Mounted::new(&store, "mnt");
+    m.daemon(&store, Some(&id));
+    let pid = m.daemon.unwrap();
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert!(wait_for(BOUND, || !alive(pid)));
+    let at = m.path("");
+    assert_eq!(errno_of(fs::metadata(&at)), Some(libc::ENOTCONN));
+    let out = store.run(&["mount", at.to_str().unwrap(), &id, "--daemon"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no longer answers") && err.contains("fusermount3 -u"),
+        "{err}"
+    );
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&at)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    m.daemon(&store, Some(&id));
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"f\n");
 }
 
 /// A read-only store that has a `logs/` directory (any store once mounted with --daemon): the
