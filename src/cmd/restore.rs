@@ -53,9 +53,9 @@ pub fn run(lease: &ReadLease, args: RestoreArgs) -> anyhow::Result<()> {
         if normal.is_empty() {
             snap.short_id()
         } else {
-            format!("{}:{shown_path}", snap.short_id())
+            format!("{}:{}", snap.short_id(), printable(&shown_path))
         },
-        args.dir.display()
+        printable(&args.dir.display().to_string())
     );
     if args.json {
         print_json(&RestoreJson {

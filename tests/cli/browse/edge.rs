@@ -56,6 +56,7 @@ fn names_in_messages_have_their_control_characters_escaped() {
     let forged = b"x\ncellar: error: forged\x1b[2J/../y";
     let mut stream = Vec::new();
     member(&mut stream, b"ok.txt", b'0', b"fine\n", b"", 0o644);
+    member(&mut stream, b"two\nlines.txt", b'0', b"kept\n", b"", 0o644);
     pax(&mut stream, &[("path", forged)]);
     member(&mut stream, b"placeholder", b'0', b"left out\n", b"", 0o644);
     end_of_archive(&mut stream);
@@ -67,6 +68,20 @@ fn names_in_messages_have_their_control_characters_escaped() {
         err.contains("x\\ncellar: error: forged\\033[2J/../y") && err.contains("left out"),
         "{err}"
     );
+
+    // restore's summary names the path it restored.
+    let dir = store.scratch("out");
+    let out = store.run(&[
+        "restore",
+        "default",
+        dir.to_str().unwrap(),
+        "--path",
+        "two\nlines.txt",
+    ]);
+    assert_success(&out, &["restore"]);
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(":/two\\nlines.txt into"), "{err}");
 
     // The same name on the member before a damaged header.
     let mut bad = Vec::new();
