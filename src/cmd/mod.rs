@@ -54,6 +54,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn open(root: &Path) -> anyhow::Result<Store> {
     match Store::open(root) {
+        // SQLite's write-ahead log needs the index and its directory writable even to read
+        // (only a read-only filesystem is read without it): say so rather than
+        // "attempt to write a readonly database".
+        Err(e @ cellar_store::Error::Db(_)) if !writable(root) => Err(anyhow::Error::from(e)
+            .context(format!(
+                "cannot open the index of {}: this user cannot write to the store, and cellar \
+                 needs to (its index keeps a write-ahead log) except on a read-only filesystem; \
+                 run as the store's owner",
+                root.display()
+            ))),
         // The error says what to do when SQLite finds the file damaged.
         Err(e @ cellar_store::Error::Db(_)) => {
             Err(anyhow::Error::from(e)
@@ -61,6 +71,18 @@ fn open(root: &Path) -> anyhow::Result<Store> {
         }
         other => Ok(other?),
     }
+}
+
+/// Whether this process may write the store's directory and its index.
+fn writable(root: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    [root.to_path_buf(), root.join("cellar.db")]
+        .iter()
+        .all(|p| {
+            std::ffi::CString::new(p.as_os_str().as_bytes())
+                // SAFETY: access(2) on a NUL-terminated path.
+                .is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0)
+        })
 }
 
 /// Run `f` under a reader's lease (FORMAT §15.4): each snapshot it resolves through the lease

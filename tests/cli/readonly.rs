@@ -149,3 +149,33 @@ fn a_store_on_a_read_only_filesystem_reads_and_refuses_writes() {
     assert_eq!(files(&store.path()), before, "the store changed");
     assert_eq!(store.snapshot_count(), 2);
 }
+
+/// A store this user may read but not write (another user's, on a writable filesystem):
+/// SQLite's write-ahead log needs writes even to read, so every command fails, saying why
+/// and what to do rather than SQLite's "attempt to write a readonly database".
+#[test]
+fn a_store_another_user_owns_says_why_it_cannot_be_opened() {
+    use std::os::unix::fs::PermissionsExt;
+    let store = TestStore::new();
+    let stream = tar_stream(&["tar", "-cf", "-", "-C", "/etc", "hostname"]);
+    store.snapshot_bytes(&stream, "vm");
+    for dir in [store.dir.path(), &store.path()] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for args in [&["list"][..], &["export", "vm"]] {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(cellar_bin())
+            .args(args)
+            .env("CELLAR_STORE", store.path())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("this user cannot write to the store"),
+            "{args:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
