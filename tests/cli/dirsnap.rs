@@ -252,3 +252,42 @@ fn one_file_system_stops_at_mount_points() {
     assert_eq!(store.ok(&["ls", &one, "/mnt"]), "");
     assert!(store.ok(&["ls", &one]).contains("/here.txt\n"));
 }
+
+/// An entry is archived by its name inside DIR, wherever DIR is: a file 3,900 bytes deep in a
+/// DIR whose own path is long (past PATH_MAX together) goes in, and DIR given by its long path
+/// or as `.` from inside gives the same stream.
+#[test]
+fn entries_past_path_max_from_a_long_dir_path_are_archived() {
+    let store = TestStore::new();
+    let dir = store
+        .scratch(&"q".repeat(200))
+        .join("r".repeat(200))
+        .join("s".repeat(200));
+    // Made from inside DIR: the whole path is too long for one call.
+    let chain = vec!["e".repeat(99); 39].join("/");
+    std::fs::create_dir_all(&dir).unwrap();
+    sh(&format!(
+        "cd '{}' && mkdir -p {chain} && echo deep > {chain}/file",
+        dir.display()
+    ));
+    let deep = dir.join(&chain);
+    assert!(deep.join("file").as_os_str().len() > 4096);
+
+    let out = store.run(&["snapshot", "--name", "long", "--dir", dir.to_str().unwrap()]);
+    assert_success(&out, &["snapshot", "--dir", "long path"]);
+    assert_eq!(stderr(&out), "", "warnings");
+    let out = store
+        .cmd(&["snapshot", "--name", "dot", "--dir", "."])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_success(&out, &["snapshot", "--dir", "."]);
+    let sha = |name: &str| store.json(&["show", name, "--json"])["sha256"].clone();
+    assert_eq!(sha("long"), sha("dot"), "the same tree, two streams");
+    let listed = store.ok(&["ls", "-R", "long", "/"]);
+    assert_eq!(
+        listed.lines().filter(|l| l.ends_with("/file")).count(),
+        1,
+        "{listed}"
+    );
+}

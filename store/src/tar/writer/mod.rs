@@ -68,21 +68,22 @@
 mod header;
 mod members;
 mod output;
+mod paths;
 mod regular;
 mod sparse;
 mod xattrs;
 
-use std::ffi::OsStr;
 use std::fmt::Display;
 use std::fs::{self, Metadata};
 use std::io::{self, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use self::header::{Entry, BLOCK_DEVICE, CHAR_DEVICE, FIFO, SYMLINK};
 pub use self::members::{MemberWriter, Payload};
 use self::output::Out;
+use self::paths::Paths;
 use self::regular::HardLinks;
 use self::xattrs::{read_xattrs, xattr_key};
 use super::glob::Excludes;
@@ -132,7 +133,7 @@ pub fn write_dir(root: &Path, opts: &DirOptions, out: &mut dyn Write) -> Result<
 /// The walk's state. Errors returned by its methods are fatal (the output failed, or the root
 /// cannot be listed); anything wrong with one path becomes a warning.
 struct Walker<'a> {
-    root: &'a Path,
+    paths: Paths,
     root_dev: u64,
     one_file_system: bool,
     excludes: Excludes,
@@ -156,7 +157,7 @@ impl<'a> Walker<'a> {
         out: &'a mut dyn Write,
     ) -> Walker<'a> {
         Walker {
-            root,
+            paths: Paths::new(root),
             root_dev: root_md.dev(),
             one_file_system: opts.one_file_system,
             excludes: Excludes::new(&opts.excludes),
@@ -182,18 +183,18 @@ impl<'a> Walker<'a> {
         Ok(())
     }
 
-    fn path(&self, rel: &[u8]) -> PathBuf {
-        if rel.is_empty() {
-            self.root.to_path_buf()
-        } else {
-            self.root.join(OsStr::from_bytes(rel))
-        }
+    /// Where to reach the entry at `rel` (through an open ancestor when its full path would
+    /// be too long: `paths.rs`).
+    fn path(&mut self, rel: &[u8]) -> PathBuf {
+        self.paths.access(rel)
     }
 
+    /// A warning about `path` (as `path` gave it), naming it by its full path.
     fn warn(&mut self, path: &Path, what: impl Display) {
+        let full = self.paths.shown(path);
         self.report
             .warnings
-            .push(format!("{}: {what}", shown(path)));
+            .push(format!("{}: {what}", shown(&full)));
     }
 
     /// Archive one entry below the root; a directory comes back to have its entries walked.
