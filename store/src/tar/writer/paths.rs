@@ -59,7 +59,8 @@ impl Paths {
                 return base.join(OsStr::from_bytes(rest));
             }
             // Open the deepest ancestor still in reach from `base`, and go on from there.
-            let reach = ROOM - base.as_os_str().len() - 1;
+            // A root whose own path leaves no room has nothing to split: its long path is used.
+            let reach = ROOM.saturating_sub(base.as_os_str().len() + 1);
             let Some(cut) = rest[..reach.min(rest.len())]
                 .iter()
                 .rposition(|&b| b == b'/')
@@ -150,5 +151,9 @@ mod tests {
         let short = paths.access(&deepest);
         assert_eq!(std::fs::read(&short).unwrap(), b"59");
         assert_eq!(paths.shown(&short), paths.full(&deepest));
+
+        // A root whose own path is past the room: its entries get the long path, as is.
+        let far = PathBuf::from(format!("/{}", "x/".repeat(ROOM)));
+        assert_eq!(Paths::new(&far).access(b"a/b"), far.join("a/b"));
     }
 }
