@@ -29,6 +29,7 @@ mod cellar;
 mod damage;
 mod durable;
 mod export;
+mod export_dir;
 mod harness;
 mod left_out;
 mod pack;
