@@ -28,8 +28,10 @@ const THREADS: usize = 4;
 
 pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
     // A FUSE mount whose process was killed: there is a mount point, but nothing answers.
+    // The kernel says ENOTCONN once the connection is gone, and ECONNABORTED to a request
+    // that was waiting when it went (a server whose threads are still exiting).
     if let Err(e) = std::fs::metadata(&args.mountpoint) {
-        if e.raw_os_error() == Some(libc::ENOTCONN) {
+        if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) {
             bail!(
                 "{dir} is a mount point whose filesystem no longer answers (a mount that was \
                  killed); unmount it first (`fusermount3 -u {dir}` or `umount -l {dir}`)",

@@ -5,7 +5,7 @@
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::fixtures::*;
@@ -179,9 +179,8 @@ fn kill_9_leaves_a_mount_umount_clears_and_the_store_is_intact() {
         is_mounted(&m.path("")),
         "a killed server leaves its mount behind"
     );
-    assert_eq!(
-        errno_of(fs::read_dir(m.path(""))),
-        Some(libc::ENOTCONN),
+    assert!(
+        dead(errno_of(fs::read_dir(m.path("")))),
         "a dead mount answers ENOTCONN"
     );
     // Mounting there again is refused, saying how to clear it (whether the kernel still has
@@ -221,6 +220,12 @@ fn kill_9_leaves_a_mount_umount_clears_and_the_store_is_intact() {
     assert!(store.export(&id) == stream);
 }
 
+/// What a dead mount answers: ENOTCONN, or ECONNABORTED to a request that was waiting when
+/// the connection went (the server's leader thread is a zombie before its others are gone).
+fn dead(errno: Option<i32>) -> bool {
+    matches!(errno, Some(libc::ENOTCONN | libc::ECONNABORTED))
+}
+
 /// A mount whose server was killed before anything looked at it answers ENOTCONN even for
 /// its root: mounting there again is refused as a mount point is (exit 1), saying how to
 /// clear it, and `fusermount3 -u` does.
@@ -235,7 +240,10 @@ fn mounting_over_a_dead_mount_says_to_unmount_it() {
     unsafe { libc::kill(pid, libc::SIGKILL) };
     assert!(wait_for(BOUND, || !alive(pid)));
     let at = m.path("");
-    assert_eq!(errno_of(fs::metadata(&at)), Some(libc::ENOTCONN));
+    assert!(
+        dead(errno_of(fs::metadata(&at))),
+        "a dead mount answers ENOTCONN"
+    );
     let out = store.run(&["mount", at.to_str().unwrap(), &id, "--daemon"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
@@ -251,6 +259,48 @@ fn mounting_over_a_dead_mount_says_to_unmount_it() {
     assert!(st.success());
     m.daemon(&store, Some(&id));
     assert_eq!(fs::read(m.path("f")).unwrap(), b"f\n");
+}
+
+/// A server killed while `cellar mount`'s own look at DIR waited on it: that look gets
+/// ECONNABORTED rather than ENOTCONN, and is refused all the same, saying how to clear it.
+#[test]
+fn a_look_at_dir_cut_off_by_the_servers_death_says_to_unmount_it() {
+    require("fusermount3");
+    let store = TestStore::new();
+    let id = store.snapshot_bytes(&small_stream(&store, "t", &[("f", b"f\n".to_vec())]), "vm");
+    let mut m = Mounted::new(&store, "mnt");
+    m.daemon(&store, Some(&id));
+    let pid = m.daemon.unwrap();
+    let at = m.path("");
+    // A stopped server takes requests but answers none: the new mount's stat of DIR waits
+    // (in FUSE's request_wait_answer).
+    signal(pid as u32, libc::SIGSTOP);
+    let again = store
+        .cmd(&["mount", at.to_str().unwrap(), &id, "--daemon"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = wait_for(BOUND, || {
+        fs::read_to_string(format!("/proc/{}/wchan", again.id()))
+            .is_ok_and(|w| w == "request_wait_answer")
+    });
+    signal(pid as u32, libc::SIGKILL);
+    let out = again.wait_with_output().unwrap();
+    assert!(waiting, "the new mount never waited on the stopped server");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no longer answers") && err.contains("fusermount3 -u"),
+        "{err}"
+    );
+    assert!(wait_for(BOUND, || !alive(pid)));
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&at)
+        .status()
+        .unwrap();
+    assert!(st.success());
 }
 
 /// A read-only store that has a `logs/` directory (any store once mounted with --daemon): the
