@@ -25,6 +25,9 @@ pub struct Change {
 
 /// Attributes that differ between two nodes at the same path (children not included).
 pub fn changed_fields(a: &Node, b: &Node) -> Vec<&'static str> {
+    // A directory's size and link count are the file system's, not the stream's: neither is
+    // compared when either side is one (a type change says the rest).
+    let no_dir = a.kind != Kind::Dir && b.kind != Kind::Dir;
     let mut f = Vec::new();
     let mut check = |name, differs: bool| {
         if differs {
@@ -36,7 +39,7 @@ pub fn changed_fields(a: &Node, b: &Node) -> Vec<&'static str> {
     check("uid", a.uid != b.uid);
     check("gid", a.gid != b.gid);
     check("mtime", (a.mtime, a.mtime_nsec) != (b.mtime, b.mtime_nsec));
-    check("size", a.size != b.size && a.kind != Kind::Dir);
+    check("size", a.size != b.size && no_dir);
     check(
         "content",
         a.kind == Kind::File && b.kind == Kind::File && !same_content(a, b),
@@ -47,7 +50,7 @@ pub fn changed_fields(a: &Node, b: &Node) -> Vec<&'static str> {
         (a.rdev_major, a.rdev_minor) != (b.rdev_major, b.rdev_minor),
     );
     check("xattrs", a.xattrs != b.xattrs);
-    check("nlink", a.nlink != b.nlink && a.kind != Kind::Dir);
+    check("nlink", a.nlink != b.nlink && no_dir);
     f
 }
 

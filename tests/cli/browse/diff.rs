@@ -30,6 +30,7 @@ fn expected_diff(a: &Path, b: &Path) -> Vec<(Vec<u8>, &'static str, Vec<&'static
                     std::fs::symlink_metadata(x).unwrap(),
                     std::fs::symlink_metadata(y).unwrap(),
                 );
+                let no_dir = mx.kind != "dir" && my.kind != "dir";
                 let mut f = Vec::new();
                 let mut check = |name, differs: bool| {
                     if differs {
@@ -46,7 +47,7 @@ fn expected_diff(a: &Path, b: &Path) -> Vec<(Vec<u8>, &'static str, Vec<&'static
                 );
                 check(
                     "size",
-                    mx.kind != "dir" && mx.size.unwrap_or(0) != my.size.unwrap_or(0),
+                    no_dir && mx.size.unwrap_or(0) != my.size.unwrap_or(0),
                 );
                 check(
                     "content",
@@ -59,7 +60,7 @@ fn expected_diff(a: &Path, b: &Path) -> Vec<(Vec<u8>, &'static str, Vec<&'static
                 check("xattrs", mx.xattrs != my.xattrs);
                 check(
                     "nlink",
-                    mx.kind != "dir" && mx.nlink.unwrap_or(1) != my.nlink.unwrap_or(1),
+                    no_dir && mx.nlink.unwrap_or(1) != my.nlink.unwrap_or(1),
                 );
                 if !f.is_empty() {
                     out.push((p.clone(), "modified", f));
@@ -93,6 +94,8 @@ fn diff_lists_what_changed_between_extractions() {
     write_file(&root.join("keep/attrs.txt"), b"attrs\n");
     write_file(&root.join("gone/sub/deeper/x"), b"x\n");
     write_file(&root.join("gone/y"), b"y\n");
+    write_file(&root.join("var/becomes-dir"), b"a file first\n");
+    symlink("empty-dir", root.join("var/link-becomes-dir")).unwrap();
     let stream_a = archive(GNU_TAR_POSIX_XATTRS, &root);
     let a = store.snapshot_bytes(&stream_a, "vm");
 
@@ -116,6 +119,10 @@ fn diff_lists_what_changed_between_extractions() {
     set_xattr(&root.join("keep/attrs.txt"), "user.added", b"1");
     std::fs::remove_dir(root.join("var/empty-dir")).unwrap();
     write_file(&root.join("var/empty-dir"), b"now a file\n");
+    for was in ["var/becomes-dir", "var/link-becomes-dir"] {
+        std::fs::remove_file(root.join(was)).unwrap();
+        write_file(&root.join(was).join("inside"), b"in\n");
+    }
     let stream_b = archive(GNU_TAR_POSIX_XATTRS, &root);
     let b = store.snapshot_bytes(&stream_b, "vm");
 
@@ -209,6 +216,16 @@ fn diff_lists_what_changed_between_extractions() {
             .contains(&json!("type")),
         "a directory became a file"
     );
+    // The other way, a directory's size and link count are not compared either.
+    for became_dir in ["/var/becomes-dir", "/var/link-becomes-dir"] {
+        let f = fields(became_dir);
+        let f = f.as_array().unwrap();
+        assert!(f.contains(&json!("type")), "{became_dir}: {f:?}");
+        assert!(
+            !f.contains(&json!("size")) && !f.contains(&json!("nlink")),
+            "{became_dir}: {f:?}"
+        );
+    }
 
     // The other way round: added and removed swap.
     let back = store.ok(&["diff", &b, &a]);
@@ -221,6 +238,15 @@ fn diff_lists_what_changed_between_extractions() {
         })
         .collect();
     assert_eq!(lines(&back), want_back, "diff B A");
+    let want_back_json: Vec<Value> = expected_diff(&eb, &ea)
+        .iter()
+        .map(|(p, change, fields)| json!({"path": lossy(p), "change": change, "fields": fields}))
+        .collect();
+    assert_eq!(
+        store.json(&["diff", &b, &a, "--json"]),
+        Value::Array(want_back_json),
+        "diff --json B A"
+    );
 
     // A snapshot against itself, and against an identical re-snapshot: nothing.
     assert_eq!(store.ok(&["diff", &a, &a]), "");
