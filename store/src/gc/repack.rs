@@ -37,6 +37,34 @@ pub(super) enum PackPlan {
     Repack(Vec<Carry>),
 }
 
+/// A pack's plan, with what a dry run needs to add it up.
+pub(super) struct Planned {
+    pub plan: PackPlan,
+    /// The pack file's size, and the bytes of it the plan counts as live.
+    pub size: u64,
+    pub live_bytes: f64,
+    /// Snapshot records the pack holds of snapshots no longer listed: a delete or a repack
+    /// drops them, and with them the tombstones they keep.
+    pub dead_snapshots: Vec<[u8; 32]>,
+}
+
+/// The chunk rows a plan counts as live. The sweep, after condemn, counts every row the
+/// index holds; a dry run, before condemn, counts those a run would leave: the referenced
+/// chunks (all of them while the newly condemned wait out the grace period) and the
+/// condemned rows of epochs after `condemned_after`.
+#[derive(Clone, Copy)]
+pub(super) struct Survivors {
+    pub unreferenced: bool,
+    pub condemned_after: i64,
+}
+
+impl Survivors {
+    pub const INDEX: Survivors = Survivors {
+        unreferenced: true,
+        condemned_after: i64::MIN,
+    };
+}
+
 /// The snapshot ids named by the records of `kind` in every pack file: snapshot records (so
 /// their tombstones must stay), or forget records (the snapshots they forget).
 pub(super) fn ids_in_records(store: &Store, kind: RecordKind) -> Result<HashSet<[u8; 32]>> {
@@ -56,25 +84,31 @@ pub(super) fn ids_in_records(store: &Store, kind: RecordKind) -> Result<HashSet<
     Ok(out)
 }
 
-/// Decide what to do with one indexed pack (call under the commit lock).
+/// Decide what to do with one indexed pack (call under the commit lock). `records`: the
+/// snapshot ids whose records are in some pack, computed when first needed.
 pub(super) fn plan(
     store: &Store,
     row: i64,
     id: &PackId,
+    survivors: Survivors,
     records: &mut Option<HashSet<[u8; 32]>>,
-) -> Result<PackPlan> {
+) -> Result<Planned> {
     let mut live: HashMap<i64, Vec<Row>> = HashMap::new();
     let mut frames: HashMap<u64, i64> = HashMap::new();
     {
         let db = store.db();
         let mut stmt = db.conn().prepare_cached(
             "SELECT c.id, c.frame, c.offset FROM chunks c JOIN frames f ON f.id = c.frame
-             WHERE f.pack = ?1
+             WHERE f.pack = ?1 AND (?2 OR c.id IN (SELECT id FROM temp.gc_live))
              UNION ALL
              SELECT c.id, c.frame, c.offset FROM condemned c JOIN frames f ON f.id = c.frame
-             WHERE f.pack = ?1",
+             WHERE f.pack = ?1 AND c.epoch > ?3",
         )?;
-        let mut rows = stmt.query([row])?;
+        let mut rows = stmt.query(params![
+            row,
+            survivors.unreferenced,
+            survivors.condemned_after
+        ])?;
         while let Some(r) = rows.next()? {
             let cid: Vec<u8> = r.get(0)?;
             let cid = ChunkId::from_slice(&cid).ok_or_else(|| Error::corrupt("bad chunk id"))?;
@@ -96,6 +130,7 @@ pub(super) fn plan(
     let mut live_bytes = PACK_HEADER_LEN as f64;
     let mut needs_records = false;
     let mut tombstones = Vec::new();
+    let mut dead_snapshots = Vec::new();
     crate::pack::scan(&path, |rec| {
         let h = rec.header;
         let whole = (h.encoded_len() + h.stored_len as usize) as f64;
@@ -138,6 +173,8 @@ pub(super) fn plan(
                         frame: None,
                         live: Vec::new(),
                     });
+                } else {
+                    dead_snapshots.push(h.entries[0].id.0);
                 }
             }
             RecordKind::Forget => {
@@ -169,12 +206,18 @@ pub(super) fn plan(
             });
         }
     }
-    Ok(if carry.is_empty() {
+    let plan = if carry.is_empty() {
         PackPlan::Dead { size }
     } else if live_bytes * 2.0 < size as f64 {
         PackPlan::Repack(carry)
     } else {
         PackPlan::Keep
+    };
+    Ok(Planned {
+        plan,
+        size,
+        live_bytes,
+        dead_snapshots,
     })
 }
 

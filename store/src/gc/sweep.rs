@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::params;
 
-use super::repack::{self, PackPlan};
+use super::repack::{self, PackPlan, Survivors};
 use super::{mark, now_secs, GcOptions, GcReport};
 use crate::error::{IoContext, Result};
 use crate::ids::{PackId, SnapshotId};
@@ -78,7 +78,7 @@ fn last_deletable_epoch(
 
 /// Delete condemned rows whose epoch no live ingest's lease predates and whose grace has passed.
 fn delete_condemned(store: &Store, opts: &GcOptions, report: &mut GcReport) -> Result<()> {
-    let cutoff = now_secs() - opts.grace_secs as i64;
+    let cutoff = now_secs().saturating_sub_unsigned(opts.grace_secs);
     store.db().immediate(|tx| {
         let oldest = oldest_ingest_epoch(tx, &[])?;
         if let Some(e) = last_deletable_epoch(tx, cutoff, oldest)? {
@@ -109,14 +109,7 @@ pub(super) fn sweep(
         // Orphans first: a snapshot record in one keeps tombstones alive.
         orphans(store, &[], opts, report)?;
     }
-    let packs: Vec<(i64, Vec<u8>)> = {
-        let db = store.db();
-        let mut stmt = db
-            .conn()
-            .prepare("SELECT id, name FROM packs ORDER BY id")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
+    let packs = indexed_packs(store)?;
     // Which snapshot records are in packs decides which tombstones stay; it is computed when
     // the first tombstone is met. If packs change after that, their dropped snapshot records
     // may free tombstones already kept: a second pass over the packs drops those too.
@@ -127,6 +120,16 @@ pub(super) fn sweep(
         sweep_packs(store, on_wait, report, &packs, &mut records)?;
     }
     Ok(())
+}
+
+/// The packs the index lists (row id and name), in the order they were indexed.
+fn indexed_packs(store: &Store) -> Result<Vec<(i64, Vec<u8>)>> {
+    let db = store.db();
+    let mut stmt = db
+        .conn()
+        .prepare("SELECT id, name FROM packs ORDER BY id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// One pass over `packs`; true if a pack changed after `records` was computed.
@@ -152,7 +155,7 @@ fn sweep_packs(
         if !still {
             continue;
         }
-        match repack::plan(store, row, &id, records)? {
+        match repack::plan(store, row, &id, Survivors::INDEX, records)?.plan {
             PackPlan::Dead { size } => {
                 repack::delete_pack(store, row, &id)?;
                 report.packs_deleted += 1;
@@ -169,6 +172,14 @@ fn sweep_packs(
         }
     }
     Ok(stale)
+}
+
+/// The time `grace_secs` ago (the epoch for a grace period longer than that).
+fn before_grace(grace_secs: u64) -> SystemTime {
+    SystemTime::now()
+        .checked_sub(Duration::from_secs(grace_secs))
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+        .max(SystemTime::UNIX_EPOCH)
 }
 
 fn older_than(path: &Path, limit: SystemTime) -> bool {
@@ -206,7 +217,7 @@ fn indexed_and_limit(
             oldest = Some(oldest.map_or(started, |o| o.min(started)));
         }
     }
-    let mut limit = SystemTime::now() - Duration::from_secs(grace_secs);
+    let mut limit = before_grace(grace_secs);
     if let Some(s) = oldest {
         // Lease times are whole seconds: one more keeps a pack sealed that second.
         let lease = SystemTime::UNIX_EPOCH + Duration::from_secs((s.max(1) - 1) as u64);
@@ -289,7 +300,7 @@ pub(super) fn orphans(
 ) -> Result<()> {
     let root = store.root();
     let (indexed, limit) = indexed_and_limit(store, opts.grace_secs, stale)?;
-    let grace = SystemTime::now() - Duration::from_secs(opts.grace_secs);
+    let grace = before_grace(opts.grace_secs);
     let mut remove = |path: &Path| -> Result<()> {
         let size = fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
         if !opts.dry_run {
@@ -403,11 +414,12 @@ fn checkpoint(store: &Store) -> Result<()> {
 /// A dry run: what gc with these options would do now, without doing it. Condemning would
 /// move the unreferenced chunks to a new epoch; the condemned rows the grace period and
 /// running ingests (not `stale`, the leases gc would drop) let go would be deleted, the new
-/// epoch's too with `--grace 0` and no ingest running; and packs that this leaves empty
-/// would be deleted, those under half live repacked (the bytes a repack frees are estimated
-/// from the frames' compressed sizes). Packs holding only tombstones are not counted: whether
-/// a tombstone stays depends on the snapshot records the sweep's other steps leave. (Orphan
-/// files are counted apart, by `orphans`.)
+/// epoch's too with `--grace 0` and no ingest running. Each pack is then planned as the
+/// sweep plans it, counting the rows that would be left: deleted when nothing in it stays,
+/// repacked when less than half does (the bytes a repack frees are estimated from the
+/// frames' compressed sizes). A tombstone stays while its snapshot's record is in some pack,
+/// so the packs are planned a second time without the records the first plans drop, as the
+/// sweep's second pass does. (Orphan files are counted apart, by `orphans`.)
 pub(super) fn estimate(
     store: &Store,
     stale: &[i64],
@@ -421,66 +433,65 @@ pub(super) fn estimate(
         .into_iter()
         .filter(|l| crate::process::alive(l.pid))
         .collect();
-    let db = store.db();
-    let conn = db.conn();
-    let now = now_secs();
-    let cutoff = now - opts.grace_secs as i64;
-    let oldest = oldest_ingest_epoch(conn, stale)?;
-    let epoch: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'gc_epoch'", [], |r| {
-        r.get(0)
-    })?;
-    // As delete_condemned will decide once condemn has added epoch + 1, at `now`.
-    let new_goes = now <= cutoff && oldest.is_none_or(|o| epoch < o);
-    let last_gone = if new_goes {
-        Some(epoch + 1)
-    } else {
-        last_deletable_epoch(conn, cutoff, oldest)?
-    };
-    let old_gone: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM condemned WHERE epoch <= ?1",
-        [last_gone.unwrap_or(i64::MIN)],
-        |r| r.get(0),
-    )?;
-    let condemned: i64 = conn.query_row("SELECT COUNT(*) FROM condemned", [], |r| r.get(0))?;
-    report.chunks_deleted = old_gone as u64 + if new_goes { report.chunks_condemned } else { 0 };
-    report.chunks_waiting = condemned as u64 + report.chunks_condemned - report.chunks_deleted;
-    // What each frame still holds after the run: referenced chunks (all of them while the new
-    // epoch waits) and the condemned rows that wait.
-    let mut stmt = conn.prepare(
-        "SELECT p.size,
-                COALESCE(SUM(f.stored_len * 1.0 * (
-                    (SELECT COALESCE(SUM(c.len), 0) FROM chunks c
-                     WHERE c.frame = f.id AND (?1 OR c.id IN (SELECT id FROM temp.gc_live)))
-                    + (SELECT COALESCE(SUM(k.len), 0) FROM condemned k
-                       WHERE k.frame = f.id AND k.epoch > ?2))
-                    / MAX(f.raw_len, 1)), 0),
-                COUNT(f.id),
-                COALESCE(SUM(f.stored_len), 0)
-         FROM packs p LEFT JOIN frames f ON f.pack = p.id GROUP BY p.id",
-    )?;
-    let rows = stmt.query_map(params![!new_goes, last_gone.unwrap_or(i64::MIN)], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, f64>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, i64>(3)?,
-        ))
-    })?;
-    for row in rows {
-        let (size, frames_live, frames, payloads) = row?;
-        if frames == 0 {
-            continue; // tombstones only: decided when swept
+    let survivors = {
+        let db = store.db();
+        let conn = db.conn();
+        let now = now_secs();
+        let cutoff = now.saturating_sub_unsigned(opts.grace_secs);
+        let oldest = oldest_ingest_epoch(conn, stale)?;
+        let epoch: i64 =
+            conn.query_row("SELECT value FROM meta WHERE key = 'gc_epoch'", [], |r| {
+                r.get(0)
+            })?;
+        // As delete_condemned will decide once condemn has added epoch + 1, at `now`.
+        let new_goes = now <= cutoff && oldest.is_none_or(|o| epoch < o);
+        let last_gone = if new_goes {
+            Some(epoch + 1)
+        } else {
+            last_deletable_epoch(conn, cutoff, oldest)?
+        };
+        let old_gone: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM condemned WHERE epoch <= ?1",
+            [last_gone.unwrap_or(i64::MIN)],
+            |r| r.get(0),
+        )?;
+        let condemned: i64 = conn.query_row("SELECT COUNT(*) FROM condemned", [], |r| r.get(0))?;
+        report.chunks_deleted =
+            old_gone as u64 + if new_goes { report.chunks_condemned } else { 0 };
+        report.chunks_waiting = condemned as u64 + report.chunks_condemned - report.chunks_deleted;
+        Survivors {
+            unreferenced: !new_goes,
+            condemned_after: last_gone.unwrap_or(i64::MIN),
         }
-        // What is not a frame's payload (the pack's header, record headers, the snapshot
-        // record an ingest's last pack holds) counts as live, as the sweep counts a live
-        // snapshot's record: without it, a small last pack looked half dead.
-        let live = frames_live + size.saturating_sub(payloads) as f64;
-        if frames_live == 0.0 {
-            report.packs_deleted += 1;
-            report.bytes_freed += size as u64;
-        } else if live * 2.0 < size as f64 {
-            report.packs_repacked += 1;
-            report.bytes_freed += (size as f64 - live) as u64;
+    };
+    let packs: Vec<(i64, PackId)> = indexed_packs(store)?
+        .into_iter()
+        .filter_map(|(row, name)| Some((row, PackId::from_slice(&name)?)))
+        .collect();
+    let mut records = Some(repack::ids_in_records(store, RecordKind::Snapshot)?);
+    let (mut dropped, mut kept) = (HashSet::new(), HashSet::new());
+    for (row, id) in &packs {
+        let p = repack::plan(store, *row, id, survivors, &mut records)?;
+        match p.plan {
+            PackPlan::Keep => kept.extend(p.dead_snapshots),
+            _ => dropped.extend(p.dead_snapshots),
+        }
+    }
+    if let Some(set) = records.as_mut() {
+        set.retain(|id| !dropped.contains(id) || kept.contains(id));
+    }
+    for (row, id) in &packs {
+        let p = repack::plan(store, *row, id, survivors, &mut records)?;
+        match p.plan {
+            PackPlan::Dead { size } => {
+                report.packs_deleted += 1;
+                report.bytes_freed += size;
+            }
+            PackPlan::Repack(_) => {
+                report.packs_repacked += 1;
+                report.bytes_freed += (p.size as f64 - p.live_bytes).max(0.0) as u64;
+            }
+            PackPlan::Keep => {}
         }
     }
     Ok(())
