@@ -132,11 +132,20 @@ fn not_a_dir(path: &Path) -> Option<String> {
     }
 }
 
-/// `$XDG_DATA_HOME/cellar`, else `~/.local/share/cellar`.
+/// `$XDG_DATA_HOME/cellar`, else `~/.local/share/cellar`. Only absolute paths count (the
+/// XDG spec has relative ones ignored): a store must not depend on where cellar runs.
 fn default_store() -> anyhow::Result<PathBuf> {
-    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(d).join("cellar"));
+    let absolute = |var| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|d| d.is_absolute())
+    };
+    if let Some(d) = absolute("XDG_DATA_HOME") {
+        return Ok(d.join("cellar"));
     }
-    let home = std::env::var_os("HOME").context("neither --store, CELLAR_STORE nor HOME is set")?;
-    Ok(PathBuf::from(home).join(".local/share/cellar"))
+    let home = absolute("HOME").context(
+        "no store given: neither --store nor CELLAR_STORE is set, and HOME is not an \
+         absolute path",
+    )?;
+    Ok(home.join(".local/share/cellar"))
 }

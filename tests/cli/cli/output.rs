@@ -434,6 +434,57 @@ fn an_empty_cellar_store_is_unset() {
     assert!(!err.contains("--store"), "{err}");
 }
 
+/// The XDG spec has a relative XDG_DATA_HOME ignored; a relative or empty HOME is no home
+/// either. Either way the store would depend on where cellar runs.
+#[test]
+fn relative_xdg_data_home_and_home_are_ignored() {
+    let ts = TestStore::new();
+    let run = ts.scratch("cwd");
+    let home = ts.scratch("home");
+    std::fs::create_dir_all(&run).unwrap();
+    let list = |xdg: &str, home: &std::ffi::OsStr| {
+        std::process::Command::new(cellar_bin())
+            .arg("list")
+            .current_dir(&run)
+            .env_remove("CELLAR_STORE")
+            .env("XDG_DATA_HOME", xdg)
+            .env("HOME", home)
+            .output()
+            .unwrap()
+    };
+    let out = list("relxdg", home.as_os_str());
+    let err = stderr(&out);
+    let want = home.join(".local/share/cellar");
+    assert!(
+        err.contains(&format!("no store at {}", want.display())),
+        "{err}"
+    );
+    for bad_home in ["", "relhome"] {
+        let out = list("relxdg", bad_home.as_ref());
+        assert_eq!(out.status.code(), Some(1), "HOME={bad_home:?}");
+        assert!(
+            stderr(&out).contains("HOME is not an absolute path"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let snap = std::process::Command::new(cellar_bin())
+        .args(["snapshot", "-"])
+        .current_dir(&run)
+        .env_remove("CELLAR_STORE")
+        .env("XDG_DATA_HOME", "relxdg")
+        .env("HOME", "relhome")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(snap.status.code(), Some(1), "{}", stderr(&snap));
+    assert_eq!(
+        std::fs::read_dir(&run).unwrap().count(),
+        0,
+        "a store was made under the working directory"
+    );
+}
+
 #[test]
 fn a_terminal_on_stdin_is_refused_not_waited_on() {
     require("script");
