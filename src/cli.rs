@@ -270,9 +270,9 @@ pub struct ExportArgs {
     /// tar: the exact ingested stream; oci: an OCI image layout; docker-archive: `docker save`
     #[arg(long, value_enum, default_value_t = ExportFormat::Tar)]
     pub format: ExportFormat,
-    /// The image's tag (oci, docker-archive)
-    #[arg(long, value_name = "T", default_value = "latest")]
-    pub tag: String,
+    /// The image's tag (oci, docker-archive) [default: latest]
+    #[arg(long, value_name = "T")]
+    pub tag: Option<String>,
     /// Report as JSON on stdout (needs -o): the image, or for tar the stream's size and sha256
     #[arg(long)]
     pub json: bool,
@@ -293,18 +293,20 @@ pub enum ExportFormat {
 #[derive(Args, Debug, Clone)]
 pub struct LayersArg {
     /// full: one layer; incremental: a base layer, then one per later snapshot of the lineage
-    #[arg(long, value_name = "MODE", default_value = "full", value_parser = ["full", "incremental"])]
-    pub layers: String,
+    /// [default: full]
+    #[arg(long, value_name = "MODE", value_parser = ["full", "incremental"])]
+    pub layers: Option<String>,
 }
 
 impl LayersArg {
     pub fn mode(&self) -> cellar_store::oci::LayerMode {
-        cellar_store::oci::LayerMode::parse(&self.layers).expect("clap checked the mode")
+        cellar_store::oci::LayerMode::parse(self.layers.as_deref().unwrap_or("full"))
+            .expect("clap checked the mode")
     }
 }
 
 /// What an image says about itself.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone, Default, PartialEq)]
 pub struct ImageArgs {
     /// The image's user
     #[arg(long = "image-user", value_name = "U")]
@@ -345,6 +347,19 @@ fn parse_words(s: &str) -> Result<Words, String> {
         .ok_or_else(|| format!("unbalanced quotes in {s:?}"))
 }
 
+/// `HOST:PORT` (`[V6]:PORT` for an IPv6 address): a form `bind` can take. Whether HOST
+/// resolves, and the port is free, is for the bind to say.
+fn parse_listen(s: &str) -> Result<String, String> {
+    let form = "expected HOST:PORT (127.0.0.1:5000, [::1]:5000, localhost:0)";
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| form.to_string())?;
+    if host.is_empty() || (host.contains(':') && !(host.starts_with('[') && host.ends_with(']'))) {
+        return Err(form.into());
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("{port:?} is not a port (0 to 65535)"))?;
+    Ok(s.to_string())
+}
+
 fn parse_env(s: &str) -> Result<String, String> {
     match s.split_once('=') {
         Some((k, _)) if !k.is_empty() => Ok(s.to_string()),
@@ -353,6 +368,11 @@ fn parse_env(s: &str) -> Result<String, String> {
 }
 
 impl ImageArgs {
+    /// Whether any `--image-*` option was given.
+    pub fn given(&self) -> bool {
+        *self != ImageArgs::default()
+    }
+
     pub fn settings(&self) -> cellar_store::oci::ImageSettings {
         cellar_store::oci::ImageSettings {
             user: self.image_user.clone(),
@@ -369,7 +389,7 @@ impl ImageArgs {
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Address to listen on
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5000")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5000", value_parser = parse_listen)]
     pub listen: String,
     #[command(flatten)]
     pub layers: LayersArg,
@@ -410,7 +430,7 @@ pub struct PackArgs {
     #[arg(long, value_name = "PATH", default_value = "smolvm")]
     pub smolvm: PathBuf,
     /// Where the in-process registry listens (default: an ephemeral loopback port)
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0", value_parser = parse_listen)]
     pub listen: String,
     /// HOST:PORT smolvm's VM reaches the registry at (default: the listening address)
     #[arg(long, value_name = "HOST:PORT")]

@@ -19,8 +19,19 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
         settings: args.image.settings(),
         ..Default::default()
     };
+    if args.format == ExportFormat::Tar
+        && (args.tag.is_some() || args.layers.layers.is_some() || args.image.given())
+    {
+        return Err(UsageError(
+            "--tag, --layers and --image-* describe an image: they need --format oci or \
+             docker-archive"
+                .into(),
+        )
+        .into());
+    }
     opts.settings.validate()?;
-    validate_tag(&args.tag)?;
+    let tag = args.tag.as_deref().unwrap_or("latest");
+    validate_tag(tag)?;
     let to_stdout = args.output.as_deref().is_none_or(|p| p == Path::new("-"));
     if to_stdout && args.json && args.format != ExportFormat::Oci {
         return Err(
@@ -44,7 +55,7 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
         ExportFormat::DockerArchive => {
             let image = lease.image(&snap, &opts)?;
             let left_out = super::warn_left_out(store, &snap)?;
-            let repo_tag = format!("{}:{}", snap.name, args.tag);
+            let repo_tag = format!("{}:{}", snap.name, tag);
             to_file_or_stdout(args.output.as_deref(), |out| {
                 store.write_docker_archive(&image, &repo_tag, out)
             })?;
@@ -52,7 +63,7 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
             if to_stdout {
                 return Ok(());
             }
-            report(&snap, &args.tag, &image, &left_out, args.json)
+            report(&snap, tag, &image, &left_out, args.json)
         }
         ExportFormat::Oci => {
             let dir = args
@@ -65,15 +76,10 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
             let specs = lease.image_layers(&snap, opts.mode)?;
             let left_out = super::warn_left_out(store, &snap)?;
             let image = to_layout(dir, |layout, scratch| {
-                store.write_oci_layout(&snap, specs, &opts, layout, &args.tag, scratch)
+                store.write_oci_layout(&snap, specs, &opts, layout, tag, scratch)
             })?;
-            errln!(
-                "cellar: wrote {}:{} to {}",
-                snap.name,
-                args.tag,
-                dir.display()
-            );
-            report(&snap, &args.tag, &image, &left_out, args.json)
+            errln!("cellar: wrote {}:{} to {}", snap.name, tag, dir.display());
+            report(&snap, tag, &image, &left_out, args.json)
         }
     }
 }

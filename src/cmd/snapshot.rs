@@ -40,6 +40,9 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
     if args.dir.is_none() && (!args.exclude.is_empty() || args.one_file_system) {
         return Err(UsageError("--exclude and --one-file-system need --dir".into()).into());
     }
+    if args.command.is_empty() && !args.allow_exit.is_empty() {
+        return Err(UsageError("--allow-exit needs a command (-- CMD [ARGS]...)".into()).into());
+    }
     let from_stdin = args.dir.is_none()
         && args.command.is_empty()
         && args.source.as_deref() == Some("-".as_ref());
