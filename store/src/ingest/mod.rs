@@ -19,7 +19,7 @@ pub(crate) mod sink;
 mod workers;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::bounded;
@@ -282,7 +282,7 @@ impl Store {
                     let (chunks, payload_len) = chunk_payload(
                         &mut chunker,
                         sink,
-                        &mut Payload(&mut tar, TarReader::payload_slice),
+                        &mut Payload(&mut tar, TarReader::payload_slice, &progress.read),
                         capture,
                         &hints,
                         *trusted,
@@ -306,7 +306,7 @@ impl Store {
                 }
                 Err(end) => {
                     // The trailer: everything from the end-of-archive block on.
-                    let mut rest = Payload(&mut tar, TarReader::rest_slice);
+                    let mut rest = Payload(&mut tar, TarReader::rest_slice, &progress.read);
                     let (chunks, payload_len) =
                         chunk_payload(&mut chunker, sink, &mut rest, None, &[], false)?;
                     let item = Item {
@@ -427,10 +427,13 @@ type Lend<S> = fn(&mut TarReader<S>) -> Result<(&[u8], bool)>;
 
 /// A member's payload (or the trailer), lent by the tar reader to the chunker: chunks are cut
 /// and hashed in the input's own blocks, not copied out of them first.
-struct Payload<'a, S>(&'a mut TarReader<S>, Lend<S>);
+/// A member's payload (or the trailer) as the chunker reads it. Each slice moves the progress
+/// count on, so a large member (a disk image) is not one jump at its end.
+struct Payload<'a, S>(&'a mut TarReader<S>, Lend<S>, &'a AtomicU64);
 
 impl<S: ByteSource> Feed for Payload<'_, S> {
     fn next(&mut self) -> Result<(&[u8], bool)> {
+        self.2.store(self.0.offset(), Ordering::Relaxed);
         (self.1)(self.0)
     }
 }

@@ -8,6 +8,7 @@ use super::common::*;
 
 mod lineages;
 mod output;
+mod progress;
 
 /// A small tree beside the store; `version` changes one file so streams differ.
 pub(super) fn tree(ts: &TestStore, version: u64) -> PathBuf {
