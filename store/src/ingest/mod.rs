@@ -527,6 +527,10 @@ fn tree_member(
         data_offset,
         segments,
     };
+    if meta::slash_dir(m) {
+        // Go's archive/tar (what most layer extractors use) takes only typeflag NUL so.
+        tree.not_exact();
+    }
     match meta::action(m, Some(content), real_size, &mut |w| tree.warn(w)) {
         Action::Put(node) => tree.put_member(meta::member_path(m), *node),
         Action::Link(target) => tree.put_link(meta::member_path(m), &target),

@@ -9,6 +9,7 @@ pub const PAX_LOCAL: u8 = b'x';
 pub const PAX_GLOBAL: u8 = b'g';
 /// Solaris' pre-POSIX extended header; laid out like `x`.
 pub const SOLARIS_EXT: u8 = b'X';
+pub const HARDLINK: u8 = b'1';
 pub const DIRECTORY: u8 = b'5';
 pub const GNU_SPARSE: u8 = b'S';
 

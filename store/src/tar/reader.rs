@@ -317,9 +317,10 @@ impl<S: ByteSource> TarReader<S> {
                             }
                         }
                         _ => {
-                            let recs = pax::parse_records(data, m.pax.len())
+                            // Of two local headers in a row, only the last applies, as GNU
+                            // tar and bsdtar read them.
+                            m.pax = pax::parse_records(data, 0)
                                 .map_err(|(at, e)| self.bad(data_offset + at as u64, e))?;
-                            m.pax.extend(recs);
                         }
                     }
                 }
@@ -387,8 +388,10 @@ impl<S: ByteSource> TarReader<S> {
         if m.typeflag == header::GNU_SPARSE {
             m.gnu_realsize = Some(h.gnu_realsize()?);
         }
-        // GNU tar's rule: every member but a directory is followed by `size` bytes of data.
-        m.payload_len = if m.typeflag == header::DIRECTORY {
+        // GNU tar's rule: every member but a directory or a hard link is followed by `size`
+        // bytes of data. A hard link's header may carry its target's size ("links 0 size on
+        // tape", GNU tar's list.c).
+        m.payload_len = if matches!(m.typeflag, header::DIRECTORY | header::HARDLINK) {
             0
         } else {
             size

@@ -31,6 +31,13 @@ pub fn member_path(m: &Member) -> &[u8] {
     pax::lookup(&m.pax, "GNU.sparse.name").unwrap_or(&m.path)
 }
 
+/// A regular (or contiguous) file member whose name ends in `/`: a directory, by the BSD
+/// convention GNU tar and bsdtar follow (v7 headers have no directory type; `bsdtar
+/// --format=v7` writes directories so).
+pub fn slash_dir(m: &Member) -> bool {
+    matches!(m.typeflag, b'0' | 0 | b'7') && member_path(m).ends_with(b"/")
+}
+
 pub fn sparse_layout(m: &Member) -> Sparse {
     if m.typeflag == header::GNU_SPARSE {
         return Sparse::Map(m.gnu_sparse.clone());
@@ -103,13 +110,32 @@ pub fn action(
         b'5' | b'D' => Kind::Dir,
         b'6' => Kind::Fifo,
         b'V' | b'M' | b'N' => return Action::Skip,
+        _ if slash_dir(m) => Kind::Dir,
         // Regular files, contiguous files, sparse files and (as GNU tar does) unknown types.
         _ => Kind::File,
     };
     let mut n = Node::new(kind);
-    n.mode = (m.mode & 0o7777) as u32;
-    n.uid = pax_number(&m.pax, "uid").unwrap_or(m.uid);
-    n.gid = pax_number(&m.pax, "gid").unwrap_or(m.gid);
+    // Linux gives every symlink mode 777, whatever the header says (lchmod does not exist).
+    n.mode = if kind == Kind::Symlink {
+        0o777
+    } else {
+        (m.mode & 0o7777) as u32
+    };
+    // As GNU tar does, a PAX owner past what Linux can hold is ignored for the header's.
+    let mut owner = |key: &str, header: u64| match pax_number(&m.pax, key) {
+        Some(v) if v <= u32::MAX as u64 => v,
+        Some(v) => {
+            warn(format!(
+                "{}: PAX {key}={v} is out of range (0 to {}); the header's {header} is kept",
+                String::from_utf8_lossy(member_path(m)),
+                u32::MAX
+            ));
+            header
+        }
+        None => header,
+    };
+    n.uid = owner("uid", m.uid);
+    n.gid = owner("gid", m.gid);
     (n.mtime, n.mtime_nsec) = pax::lookup(&m.pax, "mtime")
         .and_then(parse_time)
         .unwrap_or((m.mtime, 0));

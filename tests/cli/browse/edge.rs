@@ -6,7 +6,7 @@ use super::oracle::{assert_matches_dir, assert_matches_extraction};
 use crate::common::*;
 
 /// A PAX `x` header carrying `records`, to precede the next member.
-fn pax(out: &mut Vec<u8>, records: &[(&str, &[u8])]) {
+pub(super) fn pax(out: &mut Vec<u8>, records: &[(&str, &[u8])]) {
     pax_header(out, b'x', records);
 }
 

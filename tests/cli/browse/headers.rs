@@ -1,0 +1,129 @@
+//! Header conventions every reader follows and no field states: a v7 directory is a name
+//! ending in `/`, a hard link carries no data whatever its size field says, a symlink's mode
+//! is 777, only the last of two local PAX headers applies, and a PAX owner Linux cannot hold
+//! is ignored. Each against GNU tar's extraction.
+
+use serde_json::Value;
+
+use super::edge::pax;
+use super::oracle::{assert_matches_extraction, lossy, ls_json};
+use crate::common::*;
+use crate::trees::set_mtime;
+
+/// `bsdtar --format=v7` writes directories as regular-file members named `dir/`.
+#[test]
+fn v7_directories_are_names_ending_in_a_slash() {
+    require("bsdtar");
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    write_file(&root.join("a/b/f"), b"f\n");
+    write_file(&root.join("a/g"), b"g\n");
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+    std::os::unix::fs::symlink("a/g", root.join("link")).unwrap();
+    // v7 headers hold whole seconds.
+    for p in ["a/b/f", "a/g", "a/b", "a", "empty", ""] {
+        set_mtime(&root.join(p), 1_700_000_000);
+    }
+    let stream = tar_stream(&[
+        "bsdtar",
+        "--format",
+        "v7",
+        "-cf",
+        "-",
+        "-C",
+        root.to_str().unwrap(),
+        ".",
+    ]);
+    assert!(
+        stream.windows(3).any(|w| w == b"a/\0"),
+        "bsdtar wrote no v7 directory member"
+    );
+    let out = store.run_stdin(&["snapshot", "-"], &stream);
+    assert_success(&out, &["snapshot v7"]);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // bsdtar lists a directory's subdirectories before their contents, so GNU tar's
+    // extraction leaves their mtimes at the time of extraction: take those from the tree.
+    let (paths, listed) = assert_matches_extraction(&store, &id, &stream, "v7", Some(&root));
+    let kind = |p: &str| -> &Value {
+        let i = paths.iter().position(|q| q == p.as_bytes()).unwrap();
+        &listed[i]["type"]
+    };
+    for dir in ["/a", "/a/b", "/empty"] {
+        assert_eq!(kind(dir), "dir", "{dir}");
+    }
+    assert!(store.export(&id) == stream);
+}
+
+#[test]
+fn hard_links_symlink_modes_and_local_pax_headers_read_as_gnu_tar_reads_them() {
+    let store = TestStore::new();
+    let mut stream = Vec::new();
+    member(&mut stream, b"target", b'0', &[b'T'; 3000], b"", 0o644);
+    // A hard link whose header gives its target's size, with no data after it.
+    stream.extend_from_slice(&ustar_header(b"link", b'1', 3000, b"target", 0o644));
+    member(&mut stream, b"after", b'0', b"after\n", b"", 0o644);
+    // A symlink whose header says 644: Linux has it 777.
+    member(&mut stream, b"sym", b'2', b"", b"target", 0o644);
+    // Two local PAX headers: the second alone names and describes the member.
+    pax(
+        &mut stream,
+        &[
+            ("path", b"first"),
+            ("uid", b"5"),
+            ("SCHILY.xattr.user.one", b"1"),
+        ],
+    );
+    pax(&mut stream, &[("path", b"second")]);
+    member(&mut stream, b"placeholder", b'0', b"2\n", b"", 0o644);
+    // A regular-file member named with a slash: a directory, and a file below it.
+    member(&mut stream, b"dir/", b'0', b"", b"", 0o755);
+    member(&mut stream, b"dir/f", b'0', b"in dir\n", b"", 0o644);
+    end_of_archive(&mut stream);
+
+    let out = store.run_stdin(&["snapshot", "-"], &stream);
+    assert_success(&out, &["snapshot"]);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (paths, listed) = assert_matches_extraction(&store, &id, &stream, "hand-made", None);
+    let names: Vec<String> = paths.iter().map(|p| lossy(p)).collect();
+    assert_eq!(
+        names,
+        ["/after", "/dir", "/dir/f", "/link", "/second", "/sym", "/target"]
+    );
+    let get = |p: &str| &listed[names.iter().position(|n| n == p).unwrap()];
+    assert_eq!(get("/link")["nlink"], 2);
+    assert_eq!(get("/sym")["mode"], 0o777);
+    assert_eq!(get("/second")["uid"], 0);
+    assert!(store.export(&id) == stream);
+}
+
+/// GNU tar ignores a PAX uid or gid past 32 bits ("out of range") for the header's; so does
+/// the tree, with a warning, rather than show an owner the mount would cut to 32 bits.
+#[test]
+fn a_pax_owner_past_32_bits_is_ignored_for_the_headers() {
+    let store = TestStore::new();
+    let mut stream = Vec::new();
+    pax(
+        &mut stream,
+        &[("uid", b"5000000000"), ("gid", b"4294967296")],
+    );
+    let mut h = ustar_header(b"f", b'0', 2, b"", 0o644);
+    h[108..116].copy_from_slice(b"0000007\0");
+    h[116..124].copy_from_slice(b"0000010\0");
+    set_checksum(&mut h);
+    stream.extend_from_slice(&h);
+    stream.extend_from_slice(b"f\n");
+    stream.resize(stream.len().next_multiple_of(512), 0);
+    end_of_archive(&mut stream);
+    let out = store.run_stdin(&["snapshot", "-"], &stream);
+    assert_success(&out, &["snapshot"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("PAX uid=5000000000 is out of range") && err.contains("PAX gid=4294967296"),
+        "{err}"
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let f = &ls_json(&store, &[&id, "/f"])[0];
+    assert_eq!((&f["uid"], &f["gid"]), (&7.into(), &8.into()), "{f}");
+}
