@@ -5,7 +5,9 @@
 //! A store on a read-only filesystem (a backup disk mounted `ro`, a snapshot of a volume) is
 //! opened read-only: SQLite's `immutable` mode, which needs no `-wal` or `-shm` file, with the
 //! caches readers fill (`CACHE_TABLES`) shadowed by temp copies. Readers then work as usual;
-//! anything that writes to the store fails with `Error::ReadOnly`.
+//! anything that writes to the store fails with `Error::ReadOnly`. An index whose `-wal` still
+//! holds commits (a copy or volume snapshot taken while a mount or `serve` had it open) is
+//! read from a private copy of both files, since `immutable` would not see them.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -154,6 +156,9 @@ pub struct Db {
     /// The index file's (device, inode) as it was just before it was opened: `repair-index`
     /// puts a new file in its place (`Store::follow_index`).
     file: Option<(u64, u64)>,
+    /// A read-only store's index and WAL, copied where SQLite can read the WAL: removed after
+    /// the connection closes (fields drop in order).
+    _copy: Option<tempfile::TempDir>,
 }
 
 impl Db {
@@ -206,6 +211,7 @@ impl Db {
             read_only: None,
             // A new store's file is the one just made.
             file: file.or_else(|| file_id(path)),
+            _copy: None,
         };
         db.migrate()?;
         Ok(db)
@@ -238,11 +244,34 @@ impl Db {
     /// `immutable`: SQLite takes no locks and keeps no `-shm` (nothing can change the file on a
     /// read-only filesystem). The caches get temp tables of the same shape, which unqualified
     /// names find first, so readers fill them in memory.
+    ///
+    /// Commits still in the `-wal` are not in the file itself, and `immutable` ignores the WAL;
+    /// reading it takes a `-shm` SQLite can write. So such an index is copied with its WAL to
+    /// a private directory and read there (the copy is gone when the store is closed).
     fn open_read_only(path: &Path, dir: &Path, file: Option<(u64, u64)>) -> Result<Db> {
-        let uri = format!(
-            "file:{}?immutable=1",
-            uri_escape(path.as_os_str().as_bytes())
-        );
+        let wal = sibling(path, "-wal");
+        let copy = if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+            let tmp = tempfile::Builder::new()
+                .prefix("cellar-index-")
+                .tempdir()
+                .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+            let to = tmp.path().join("cellar.db");
+            std::fs::copy(path, &to).map_err(|e| Error::io(path, e))?;
+            std::fs::copy(&wal, sibling(&to, "-wal")).map_err(|e| Error::io(&wal, e))?;
+            Some(tmp)
+        } else {
+            None
+        };
+        let uri = match &copy {
+            Some(tmp) => format!(
+                "file:{}?mode=ro",
+                uri_escape(tmp.path().join("cellar.db").as_os_str().as_bytes())
+            ),
+            None => format!(
+                "file:{}?immutable=1",
+                uri_escape(path.as_os_str().as_bytes())
+            ),
+        };
         let conn = Connection::open_with_flags(
             uri,
             OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -286,6 +315,7 @@ impl Db {
             conn,
             read_only: Some(dir.to_path_buf()),
             file,
+            _copy: copy,
         })
     }
 
@@ -381,6 +411,13 @@ pub(crate) fn on_read_only_fs(dir: &Path) -> bool {
 }
 
 /// A path as the path part of an SQLite URI: everything but unreserved bytes %-escaped.
+/// `path` with `suffix` added to its file name (`cellar.db-wal`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 fn uri_escape(path: &[u8]) -> String {
     let mut out = String::with_capacity(path.len());
     for &b in path {

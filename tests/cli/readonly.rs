@@ -179,3 +179,56 @@ fn a_store_another_user_owns_says_why_it_cannot_be_opened() {
         assert!(out.stdout.is_empty(), "{args:?}");
     }
 }
+
+/// A copy of a store taken while another process had its index open (a running mount or
+/// `serve`) keeps the last commits in `cellar.db-wal`. Read-only, with or without the
+/// `-shm` beside it, those snapshots are listed and export, and the copy's files are left as
+/// they were.
+#[test]
+fn a_read_only_store_reads_the_commits_still_in_its_wal() {
+    let store = TestStore::new();
+    let tree = store.scratch("tree");
+    write_file(&tree.join("etc/hostname"), b"vm1\n");
+    store.snapshot_bytes(&tar_of_dir(&tree), "old");
+    // An open read transaction keeps the next commit from being checkpointed into the file.
+    let reader = store.db();
+    reader
+        .execute_batch("BEGIN; SELECT COUNT(*) FROM snapshots;")
+        .unwrap();
+    write_file(&tree.join("etc/hostname"), b"vm2\n");
+    let stream = tar_of_dir(&tree);
+    store.snapshot_bytes(&stream, "new");
+    let wal = store.path().join("cellar.db-wal");
+    assert!(
+        fs::metadata(&wal).unwrap().len() > 0,
+        "the WAL holds the commit"
+    );
+
+    for with_shm in [true, false] {
+        let copy = store.scratch(&format!("copy-{with_shm}"));
+        sh(&format!(
+            "cp -a '{}' '{}'",
+            store.path().display(),
+            copy.display()
+        ));
+        if !with_shm {
+            fs::remove_file(copy.join("cellar.db-shm")).unwrap();
+        }
+        let before = files(&copy);
+        let view = ReadOnlyView::new(&copy, &store.scratch(&format!("ro-{with_shm}")));
+        let listed: serde_json::Value =
+            serde_json::from_slice(&ok(&view.dst, &["list", "--json"])).unwrap();
+        let names: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["old", "new"], "with -shm: {with_shm}");
+        assert!(ok(&view.dst, &["export", "new"]) == stream);
+        assert_success(&cellar_at(&view.dst, &["verify"]), &["verify"]);
+        drop(view);
+        assert_eq!(files(&copy), before, "the copy changed");
+    }
+    drop(reader);
+}
