@@ -23,6 +23,7 @@ mod data;
 mod hurts;
 mod index;
 mod repair;
+mod settle;
 mod walk;
 
 use std::collections::HashMap;
@@ -33,6 +34,9 @@ use crate::error::{Error, Result};
 use crate::ids::{ChunkId, PackId, SnapshotId};
 use crate::pack::ChunkKind;
 use crate::store::Store;
+
+/// Runs of `verify` at most, while a gc changes packs under it.
+const VERIFY_RUNS: u32 = 3;
 
 /// What `Store::verify` found.
 #[derive(Debug, Clone, Default)]
@@ -133,6 +137,11 @@ struct Verifier<'s> {
     notes: Vec<String>,
     /// Indexed chunks that cannot be read as the index says (first reason wins).
     bad: HashMap<ChunkId, Bad>,
+    /// Unindexed pack files (path, name under the store) holding a snapshot the index does
+    /// not list: `settle` decides what they are.
+    unlisted: Vec<(std::path::PathBuf, String)>,
+    /// The pack each problem is in, as the run's transaction saw it (`settle`).
+    seen_in: Vec<Option<PackId>>,
 }
 
 impl Verifier<'_> {
@@ -224,37 +233,70 @@ impl Store {
     /// Check the index (and with `data`, every byte of every indexed pack). Damage is
     /// reported, not returned as an error; `Err` means the check itself could not run.
     pub fn verify(&self, data: bool) -> Result<VerifyReport> {
-        let _tx = ReadTx::begin(self)?;
+        // gc deletes and repacks packs beside a run: one whose transaction saw packs go
+        // (`settle`) and still has findings is made again, so what it reports is damage.
+        let mut runs = 1;
+        loop {
+            let (mut report, packs_went) = self.verify_once(data)?;
+            if report.ok() || !packs_went || runs == VERIFY_RUNS {
+                if runs > 1 {
+                    report.notes.push(format!(
+                        "checked {runs} times: a gc deleted or repacked packs while it ran"
+                    ));
+                }
+                return Ok(report);
+            }
+            runs += 1;
+        }
+    }
+
+    /// One run; true if packs it saw indexed were gone from the index when it ended.
+    fn verify_once(&self, data: bool) -> Result<(VerifyReport, bool)> {
         let mut v = Verifier {
             store: self,
             problems: Vec::new(),
             notes: Vec::new(),
             bad: HashMap::new(),
+            unlisted: Vec::new(),
+            seen_in: Vec::new(),
         };
-        for line in self.db().integrity_problems(100)? {
-            v.problem(format!("the index file is damaged (SQLite: {line})"));
-        }
-        let packs = index::check_tables(&mut v)?;
-        let snaps = index::load_snapshots(&mut v)?;
-        index::check_snapshots(&mut v, &snaps)?;
-        if data {
-            data::check_packs(&mut v, &packs, &snaps)?;
-        }
-        index::leftovers(&mut v, &packs)?;
-        hurts::report_bad(&mut v, &snaps)?;
         let count = |sql: &str| -> Result<u64> {
             Ok(self
                 .db()
                 .conn()
                 .query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
         };
-        Ok(VerifyReport {
+        let (counts, seen) = {
+            let _tx = ReadTx::begin(self)?;
+            crate::failpoint::hit("verify:in-transaction");
+            for line in self.db().integrity_problems(100)? {
+                v.problem(format!("the index file is damaged (SQLite: {line})"));
+            }
+            let packs = index::check_tables(&mut v)?;
+            let snaps = index::load_snapshots(&mut v)?;
+            index::check_snapshots(&mut v, &snaps)?;
+            if data {
+                data::check_packs(&mut v, &packs, &snaps)?;
+            }
+            index::leftovers(&mut v, &packs)?;
+            hurts::report_bad(&mut v, &snaps)?;
+            settle::note_packs(&mut v)?;
+            let counts = [
+                count("SELECT COUNT(*) FROM packs")?,
+                count("SELECT COUNT(*) FROM chunks")?,
+                count("SELECT COUNT(*) FROM snapshots")?,
+            ];
+            (counts, packs.iter().map(|p| p.id).collect())
+        };
+        let packs_went = settle::settle(&mut v, &seen)?;
+        let report = VerifyReport {
             data,
-            packs: count("SELECT COUNT(*) FROM packs")?,
-            chunks: count("SELECT COUNT(*) FROM chunks")?,
-            snapshots: count("SELECT COUNT(*) FROM snapshots")?,
+            packs: counts[0],
+            chunks: counts[1],
+            snapshots: counts[2],
             problems: v.problems,
             notes: v.notes,
-        })
+        };
+        Ok((report, packs_went))
     }
 }

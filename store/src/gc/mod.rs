@@ -18,7 +18,7 @@ mod mark;
 mod repack;
 mod sweep;
 
-pub(crate) use lease::Lease;
+pub(crate) use lease::{Lease, INGEST as INGEST_HOLDER};
 pub use lease::{LeaseInfo, ReadLease};
 pub(crate) use sweep::unlisted_in;
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use crate::crash::assert_consistent;
 
+mod beside_verify;
 mod dry_run;
 
 /// A lineage of `n` snapshots: a shared tree plus, in each, a large file of its own.

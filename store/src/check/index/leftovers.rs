@@ -66,13 +66,9 @@ pub(in crate::check) fn leftovers(v: &mut Verifier, packs: &[PackRow]) -> Result
             ));
         } else {
             // An ingest killed between sealing and committing, or an index that lost its
-            // last commits: gc refuses to run until the index lists the snapshot again.
-            v.problem(format!(
-                "{rel}: not in the index, and holds snapshot {} that the index does not list \
-                 (an ingest still committing, one killed while committing, or an index that \
-                 lost its last commits): `cellar repair-index` restores it",
-                held.join(", ")
-            ));
+            // last commits (gc refuses to run until the index lists the snapshot again), or
+            // an ingest committing now: told apart once the run's transaction is over.
+            v.unlisted.push((path, rel));
         }
     }
     for f in sorted_dir(&root) {

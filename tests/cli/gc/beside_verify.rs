@@ -1,0 +1,97 @@
+//! `verify` beside a gc and beside an ingest's commit: what they do while its read
+//! transaction is open is not damage. Each command is stopped at the moment that matters
+//! (`CELLAR_FAILPOINT=NAME:stop`), the other runs, and it goes on.
+
+use std::process::{Child, Stdio};
+
+use super::*;
+
+/// A child stopped at its failpoint (SIGSTOP), as /proc says.
+fn wait_stopped(child: &Child) {
+    let stat = format!("/proc/{}/stat", child.id());
+    let start = Instant::now();
+    loop {
+        let s = std::fs::read_to_string(&stat).unwrap_or_default();
+        if s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('T')
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never stopped: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn resume(child: &Child) {
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGCONT) }, 0);
+}
+
+#[test]
+fn packs_a_gc_removes_while_verify_runs_are_not_damage() {
+    let store = TestStore::new();
+    lineage(&store, 4, 3_000_000);
+    store.ok(&["prune", "--keep-last", "1"]);
+    let verify = store
+        .cmd(&["verify", "--data", "--json"])
+        .env("CELLAR_FAILPOINT", "verify:in-transaction:stop")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_stopped(&verify);
+    let gc = gc_json(&store, &["--grace", "0"]);
+    let changed = gc["packs_deleted"].as_u64().unwrap() + gc["packs_repacked"].as_u64().unwrap();
+    assert!(changed > 0, "gc changed no pack: {gc}");
+    resume(&verify);
+    let out = verify.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}\n{}", stderr(&out));
+    assert!(
+        report["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("a gc deleted or repacked")),
+        "{report}"
+    );
+    store.ok(&["verify", "--data"]);
+}
+
+#[test]
+fn a_pack_an_ingest_is_committing_is_not_damage() {
+    let store = TestStore::new();
+    lineage(&store, 1, 300_000);
+    let dir = store.scratch("late");
+    write_file(&dir.join("late.bin"), &noise(400_000, 78));
+    let file = store.scratch("late.tar");
+    write_file(&file, &tar_of_dir(&dir));
+    let ingest = store
+        .cmd(&["snapshot", "--name", "vm", file.to_str().unwrap()])
+        .env("CELLAR_FAILPOINT", "commit:after-seal:stop")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_stopped(&ingest);
+    let report = store.json(&["verify", "--json"]);
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+    let pid = ingest.id().to_string();
+    assert!(
+        report["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains(&format!("an ingest (process {pid}) is running"))),
+        "{report}"
+    );
+    resume(&ingest);
+    let out = ingest.wait_with_output().unwrap();
+    assert_success(&out, &["snapshot"]);
+    assert_eq!(store.snapshot_count(), 2);
+    store.ok(&["verify", "--data"]);
+}
