@@ -105,6 +105,9 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
 
     let (tx, rx) = mpsc::channel();
     let on_signal = tx.clone();
+    // Weak: this thread outlives an unmount (it waits in sigwait), and the view must not,
+    // since dropping it ends the lease (its row and pins).
+    let reported = Arc::downgrade(&view);
     std::thread::spawn(move || loop {
         let mut sig = 0;
         // SAFETY: `signals` is an initialized set; sigwait only writes `sig`.
@@ -113,11 +116,13 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
         }
         if sig == libc::SIGUSR1 {
             // What the mount holds, on demand (`kill -USR1`), into its log.
-            errln!(
-                "cellar: {} held, {} pinned",
-                counted(view.inode_count(), "inode"),
-                counted(view.pinned(), "snapshot")
-            );
+            if let Some(view) = reported.upgrade() {
+                errln!(
+                    "cellar: {} held, {} pinned",
+                    counted(view.inode_count(), "inode"),
+                    counted(view.pinned(), "snapshot")
+                );
+            }
             continue;
         }
         let _ = on_signal.send(Some(sig));

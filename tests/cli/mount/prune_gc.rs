@@ -202,30 +202,44 @@ fn a_forgotten_mounted_snapshot_reads_until_it_is_unmounted() {
     assert_success(&out, &["verify", "--data"]);
 }
 
-/// A mount that ends cleanly ends its lease: the next gc deletes what it kept.
+/// A mount that ends cleanly, by a signal or by an unmount, ends its lease: the next gc
+/// deletes what it kept.
 #[test]
 fn an_unmounted_snapshot_is_swept_by_the_next_gc() {
     require("fusermount3");
     let store = TestStore::new();
-    let data = noise(2_000_000, 81);
-    let old = store.snapshot_bytes(
-        &small_stream(&store, "old", &[("a.bin", data.clone())]),
-        "old",
-    );
-    let mut m = Mounted::new(&store, "mnt");
-    let pid = m.foreground(&store, Some(&old));
-    store.ok(&["rm", &old]);
-    let r = gc_json(&store, &["--grace", "0"]);
-    assert_eq!(r["chunks_deleted"], 0, "{r}");
-    assert!(fs::read(m.path("a.bin")).unwrap() == data);
-    signal(pid, libc::SIGTERM);
-    let exit = m.wait_child(BOUND).expect("the mount ends on SIGTERM");
-    assert!(exit.success(), "{exit:?}: {}", m.log_text());
-    let r = gc_json(&store, &["--grace", "0"]);
-    assert_eq!(r["stale_leases"], 0, "a clean exit leaves no lease: {r}");
-    assert!(r["chunks_deleted"].as_u64().unwrap() > 0, "{r}");
-    assert!(leases(&r).is_empty(), "{r}");
-    assert_eq!(store.pack_files().len(), 0, "{r}");
+    for (round, by_unmount) in [false, true].into_iter().enumerate() {
+        let data = noise(2_000_000, 81 + round as u64);
+        let tree = format!("old{round}");
+        let old = store.snapshot_bytes(
+            &small_stream(&store, &tree, &[("a.bin", data.clone())]),
+            "old",
+        );
+        let mut m = Mounted::new(&store, &format!("mnt{round}"));
+        let pid = m.foreground(&store, Some(&old));
+        store.ok(&["rm", &old]);
+        let r = gc_json(&store, &["--grace", "0"]);
+        assert_eq!(r["chunks_deleted"], 0, "{r}");
+        assert!(fs::read(m.path("a.bin")).unwrap() == data);
+        if by_unmount {
+            let st = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg(m.path(""))
+                .status()
+                .unwrap();
+            assert!(st.success());
+        } else {
+            signal(pid, libc::SIGTERM);
+        }
+        let exit = m.wait_child(BOUND).expect("the mount ends");
+        assert!(exit.success(), "{exit:?}: {}", m.log_text());
+        let r = gc_json(&store, &["--grace", "0"]);
+        let how = if by_unmount { "an unmount" } else { "SIGTERM" };
+        assert_eq!(r["stale_leases"], 0, "{how} left its lease: {r}");
+        assert!(r["chunks_deleted"].as_u64().unwrap() > 0, "{r}");
+        assert!(leases(&r).is_empty(), "{r}");
+        assert_eq!(store.pack_files().len(), 0, "{r}");
+    }
 }
 
 /// The all-snapshots view pins a snapshot when it first goes into it, not when it lists it:
