@@ -472,3 +472,15 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// A command stopped by an interrupt, having recorded nothing (exit status 128 + the signal).
+#[derive(Debug)]
+pub struct Interrupted(pub i32);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted by signal {}; nothing was recorded", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}

@@ -31,6 +31,10 @@ fn main() -> ExitCode {
             if broken_pipe(&e) {
                 return ExitCode::from(1);
             }
+            if let Some(cli::Interrupted(sig)) = e.downcast_ref() {
+                errln!("cellar: {e}");
+                return ExitCode::from((128 + sig) as u8);
+            }
             errln!("cellar: error: {e:#}");
             let usage = e
                 .downcast_ref::<cellar_store::Error>()

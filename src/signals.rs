@@ -2,7 +2,10 @@
 //! as ordinary code.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::output::errln;
 
 /// Block `signals` in this thread, and so in every thread it starts from now on; returns the
 /// set, for `sigwait`.
@@ -54,6 +57,31 @@ pub fn remove_on_interrupt(held: Held, path: PathBuf) {
             std::process::exit(128 + sig);
         }
     });
+}
+
+/// From now on, an interrupt (SIGINT, SIGTERM, SIGHUP) sets `cancel`, for the command to
+/// stop at its next step and clean up as after an error; the signal is returned, for the exit
+/// status (128 + it). A second interrupt ends the process at once, as when the first cannot
+/// be acted on (an input that stalls). Hold interrupts before starting any thread.
+pub fn cancel_on_interrupt(held: Held, cancel: Arc<AtomicBool>) -> Arc<AtomicI32> {
+    let got = Arc::new(AtomicI32::new(0));
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        let mut sig = 0;
+        // SAFETY: `held.0` is an initialized set; sigwait only writes `sig`.
+        if unsafe { libc::sigwait(&held.0, &mut sig) } != 0 {
+            return;
+        }
+        seen.store(sig, Ordering::SeqCst);
+        cancel.store(true, Ordering::SeqCst);
+        errln!("cellar: signal {sig}: stopping (another interrupt stops at once)");
+        // SAFETY: as above.
+        if unsafe { libc::sigwait(&held.0, &mut sig) } == 0 {
+            let _ending = ENDING.lock();
+            std::process::exit(128 + sig);
+        }
+    });
+    got
 }
 
 fn remove(path: &Path) {

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{IsTerminal, Read, Seek};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use cellar_store::tar::{write_dir, DirOptions};
 use cellar_store::{Error, IngestInput, IngestOptions, IngestReport, Store};
 use serde::Serialize;
 
-use crate::cli::{SnapshotArgs, UsageError};
+use crate::cli::{Interrupted, SnapshotArgs, UsageError};
 use crate::output::{errln, outln, print_json, SnapshotJson};
 use crate::progress::IngestBar;
 
@@ -70,37 +71,23 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    // Before any thread starts: an interrupt stops the ingest, which then discards what it
+    // wrote (its sealed packs, its scratch files), as after any error.
+    let held = crate::signals::hold_interrupts();
     let store = Store::create(root)?;
     let mut opts = IngestOptions::new(&args.name);
+    let interrupted = crate::signals::cancel_on_interrupt(held, opts.cancel.clone());
+    let stopped = |e: anyhow::Error| match interrupted.load(Ordering::SeqCst) {
+        0 => e,
+        sig => Interrupted(sig).into(),
+    };
     opts.labels = args.labels.iter().cloned().collect();
     opts.image = args.image.settings();
     opts.on_wait = Box::new(|msg| errln!("cellar: {msg}"));
     let _bar = IngestBar::start(opts.progress.clone());
 
     let mut warnings = Vec::new();
-    let report = if let Some(dir) = &args.dir {
-        snapshot_dir(&store, dir, &args, opts, &mut warnings)?
-    } else if args.command.is_empty() {
-        let source = args.source.expect("clap requires a source");
-        let input = if source.as_os_str() == "-" {
-            stdin_input()?
-        } else {
-            IngestInput::File(
-                File::open(&source).with_context(|| format!("opening {}", source.display()))?,
-            )
-        };
-        store.ingest(input, opts, || Ok(()))?
-    } else {
-        let mut cmd = SourceCommand::spawn(&args.command)?;
-        let stdout = IngestInput::stream(cmd.child.stdout.take().expect("piped stdout"));
-        let result = store.ingest(stdout, opts, || {
-            cmd.finish(&args.allow_exit).map(|w| warnings.extend(w))
-        });
-        match result {
-            Ok(r) => r,
-            Err(e) => return Err(cmd.explain(e)),
-        }
-    };
+    let report = ingest(&store, &args, opts, &mut warnings).map_err(stopped)?;
     drop(_bar);
     warnings.extend(report.warnings.iter().cloned());
     for w in &warnings {
@@ -117,6 +104,44 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
         outln!("{}", report.snapshot.short_id());
         Ok(())
     }
+}
+
+/// Ingest what the arguments name: a directory, a file or stdin, or a command's output.
+fn ingest(
+    store: &Store,
+    args: &SnapshotArgs,
+    opts: IngestOptions,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<IngestReport> {
+    Ok(if let Some(dir) = &args.dir {
+        snapshot_dir(store, dir, args, opts, warnings)?
+    } else if args.command.is_empty() {
+        let source = args.source.as_deref().expect("clap requires a source");
+        let input = if source.as_os_str() == "-" {
+            stdin_input()?
+        } else {
+            IngestInput::File(
+                File::open(source).with_context(|| format!("opening {}", source.display()))?,
+            )
+        };
+        store.ingest(input, opts, || Ok(()))?
+    } else {
+        let mut cmd = SourceCommand::spawn(&args.command)?;
+        let stdout = IngestInput::stream(cmd.child.stdout.take().expect("piped stdout"));
+        let result = store.ingest(stdout, opts, || {
+            cmd.finish(&args.allow_exit).map(|w| warnings.extend(w))
+        });
+        match result {
+            Ok(r) => r,
+            // Interrupted: the command is not waited for.
+            Err(Error::Interrupted) => {
+                let _ = cmd.child.kill();
+                let _ = cmd.child.wait();
+                return Err(Error::Interrupted.into());
+            }
+            Err(e) => return Err(cmd.explain(e)),
+        }
+    })
 }
 
 /// Standard input: a stream, or a file when the shell redirected one (`cellar snapshot - <

@@ -6,6 +6,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The operation was asked to stop (an interrupt) and did, leaving nothing recorded.
+    #[error("interrupted; nothing was recorded")]
+    Interrupted,
     /// The input is not a well-formed tar stream. `offset` is the byte offset in the
     /// (decompressed) stream where the problem was found; `member` the member it was found in,
     /// or the one before the header it was found in.

@@ -16,6 +16,7 @@ mod dirsnap;
 mod exact;
 mod full_disk;
 mod gc;
+mod interrupted;
 mod live_dir;
 mod memory;
 mod mount;

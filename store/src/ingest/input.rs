@@ -10,11 +10,11 @@
 use std::fs::File;
 use std::io::{Cursor, Read};
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use sha2::{Digest, Sha256};
 
 use super::mapped::{Block, MappedRange, Mapping};
@@ -22,6 +22,8 @@ use crate::error::{Error, Result};
 use crate::tar::ByteSource;
 
 const BLOCK: usize = 1 << 20;
+/// How often an input that stalls looks whether the ingest is to stop.
+const STALL_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 /// Blocks read ahead of the hashing thread.
 const QUEUE: usize = 2;
 /// Blocks hashed ahead of the parser. sha256's work per byte is the same everywhere; the
@@ -80,6 +82,8 @@ pub struct ChannelSource {
     end: Option<(u64, [u8; 32])>,
     /// A file source as it was before its first byte was read.
     stamp: Option<Stamp>,
+    /// Set to stop the ingest: looked at while the input stalls (`IngestOptions::cancel`).
+    cancel: Arc<AtomicBool>,
 }
 
 /// What a write to a file changes: its size, its modification time and (whatever sets the
@@ -142,7 +146,15 @@ impl ByteSource for ChannelSource {
             if self.end.is_some() {
                 return Ok(&[]);
             }
-            match self.rx.recv() {
+            let msg = match self.rx.recv_timeout(STALL_CHECK) {
+                Err(RecvTimeoutError::Timeout) if self.cancel.load(Ordering::Relaxed) => {
+                    return Err(Error::Interrupted)
+                }
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => Err(()),
+                Ok(msg) => Ok(msg),
+            };
+            match msg {
                 Ok(Msg::Data(b)) => {
                     // With the input thread gone (or behind), the block is dropped here.
                     let _ = self.recycle.try_send(std::mem::replace(&mut self.block, b));
@@ -173,7 +185,7 @@ impl ByteSource for ChannelSource {
 /// Start reading `input` on a thread of its own, and hashing it on another. The threads are not
 /// joined: if the ingest stops early they are left to finish when the source ends (or their
 /// reader is dropped).
-pub fn spawn(input: IngestInput) -> ChannelSource {
+pub fn spawn(input: IngestInput, cancel: Arc<AtomicBool>) -> ChannelSource {
     let stamp = match &input {
         IngestInput::File(file) => Stamp::take(file),
         IngestInput::Stream(_) => None,
@@ -197,6 +209,7 @@ pub fn spawn(input: IngestInput) -> ChannelSource {
         pos: 0,
         end: None,
         stamp,
+        cancel,
     }
 }
 

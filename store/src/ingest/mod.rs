@@ -19,7 +19,7 @@ pub(crate) mod sink;
 mod workers;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::bounded;
@@ -55,6 +55,9 @@ pub struct IngestOptions {
     pub progress: Arc<Progress>,
     /// Called with a message when the ingest has to wait for another writer.
     pub on_wait: Box<dyn Fn(&str) + Send>,
+    /// Set to stop the ingest while it reads the stream (an interrupt): it then fails with
+    /// `Error::Interrupted`, discarding what it wrote. Once the stream is read, it commits.
+    pub cancel: Arc<AtomicBool>,
 }
 
 impl IngestOptions {
@@ -65,6 +68,7 @@ impl IngestOptions {
             image: ImageSettings::default(),
             progress: Arc::default(),
             on_wait: Box::new(|_| {}),
+            cancel: Arc::default(),
         }
     }
 }
@@ -140,7 +144,7 @@ impl Store {
             },
             time: now.unix_timestamp(),
         };
-        let source = input::spawn(input.into());
+        let source = input::spawn(input.into(), opts.cancel.clone());
         let scratch = Scratch::new(&self.root().join(layout::TMP_DIR));
         let progress = opts.progress.clone();
 
@@ -166,7 +170,11 @@ impl Store {
 
             let mut sink = Sink::new(&lookups, &scratch, job_tx, spare_rx, progress.clone());
             let anchors = Anchors::of_parent(s, self, base.pieces.as_ref());
-            let parsed = self.parse(source, &mut sink, &scratch, &base, anchors, &progress);
+            let reading = Reading {
+                progress: &progress,
+                cancel: &opts.cancel,
+            };
+            let parsed = self.parse(source, &mut sink, &scratch, &base, anchors, reading);
             drop(sink);
             let mut error = None;
             for w in workers {
@@ -225,7 +233,7 @@ impl Store {
         scratch: &Scratch,
         base: &Base,
         mut anchors: Anchors,
-        progress: &Progress,
+        reading: Reading,
     ) -> Result<Parsed> {
         let Base {
             pieces: _,
@@ -269,6 +277,7 @@ impl Store {
                 Ok(())
             };
         loop {
+            reading.go_on()?;
             match tar.next_member()? {
                 Ok(mut m) => {
                     members += 1;
@@ -282,12 +291,12 @@ impl Store {
                     let (chunks, payload_len) = chunk_payload(
                         &mut chunker,
                         sink,
-                        &mut Payload(&mut tar, TarReader::payload_slice, &progress.read),
+                        &mut Payload(&mut tar, TarReader::payload_slice, reading),
                         capture,
                         &hints,
                         *trusted,
                     )?;
-                    progress.read.store(tar.offset(), Ordering::Relaxed);
+                    reading.progress.read.store(tar.offset(), Ordering::Relaxed);
                     if m.typeflag == GNU_SPARSE || m.global_records > 0 {
                         // Not every layer extractor reads old GNU sparse members (umoci
                         // refuses them) or applies global PAX records (bsdtar and Go's
@@ -306,7 +315,7 @@ impl Store {
                 }
                 Err(end) => {
                     // The trailer: everything from the end-of-archive block on.
-                    let mut rest = Payload(&mut tar, TarReader::rest_slice, &progress.read);
+                    let mut rest = Payload(&mut tar, TarReader::rest_slice, reading);
                     let (chunks, payload_len) =
                         chunk_payload(&mut chunker, sink, &mut rest, None, &[], false)?;
                     let item = Item {
@@ -427,13 +436,33 @@ type Lend<S> = fn(&mut TarReader<S>) -> Result<(&[u8], bool)>;
 
 /// A member's payload (or the trailer), lent by the tar reader to the chunker: chunks are cut
 /// and hashed in the input's own blocks, not copied out of them first.
+/// What the parse reports as it reads, and whether it is to stop.
+#[derive(Clone, Copy)]
+struct Reading<'a> {
+    progress: &'a Progress,
+    cancel: &'a AtomicBool,
+}
+
+impl Reading<'_> {
+    fn go_on(&self) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        Ok(())
+    }
+}
+
 /// A member's payload (or the trailer) as the chunker reads it. Each slice moves the progress
-/// count on, so a large member (a disk image) is not one jump at its end.
-struct Payload<'a, S>(&'a mut TarReader<S>, Lend<S>, &'a AtomicU64);
+/// count on, so a large member (a disk image) is not one jump at its end, and may stop it.
+struct Payload<'a, S>(&'a mut TarReader<S>, Lend<S>, Reading<'a>);
 
 impl<S: ByteSource> Feed for Payload<'_, S> {
     fn next(&mut self) -> Result<(&[u8], bool)> {
-        self.2.store(self.0.offset(), Ordering::Relaxed);
+        self.2.go_on()?;
+        self.2
+            .progress
+            .read
+            .store(self.0.offset(), Ordering::Relaxed);
         (self.1)(self.0)
     }
 }

@@ -1,0 +1,78 @@
+//! An interrupt (SIGINT, SIGTERM, SIGHUP) of a running `snapshot`: it says so, exits 128 +
+//! the signal, records nothing and leaves none of what it wrote, even while its input stalls.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// Files under the store's `tmp/`.
+fn temp_files(store: &TestStore) -> usize {
+    std::fs::read_dir(store.path().join("tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_interrupted_snapshot_records_nothing_and_leaves_nothing() {
+    let store = TestStore::new();
+    let dir = store.scratch("tree");
+    write_file(&dir.join("etc/hostname"), b"vm\n");
+    store.snapshot_bytes(&tar_of_dir(&dir), "base");
+    let packs_before = store.pack_files();
+    write_file(&dir.join("big.bin"), &noise(72 << 20, 5));
+    let file = store.scratch("big.tar");
+    write_file(&file, &tar_of_dir(&dir));
+    // Most of the stream, then a stall far longer than the test waits (the stream is never
+    // finished: the interrupt comes first).
+    let feed = format!("head -c 50000000 '{}'; exec sleep 60", file.display());
+    for (sig, by_command) in [
+        (libc::SIGTERM, false),
+        (libc::SIGINT, true),
+        (libc::SIGHUP, false),
+    ] {
+        let mut feeder = None;
+        let mut cmd = if by_command {
+            store.cmd(&["snapshot", "--", "sh", "-c", &feed])
+        } else {
+            let mut sh = std::process::Command::new("sh")
+                .args(["-c", &feed])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut c = store.cmd(&["snapshot", "-"]);
+            c.stdin(sh.stdout.take().unwrap());
+            feeder = Some(sh);
+            c
+        };
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Until the ingest has sealed a pack of the new data.
+        let start = Instant::now();
+        while store.pack_files().len() == packs_before.len() {
+            assert!(start.elapsed() < Duration::from_secs(60), "no pack sealed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+        let out = child.wait_with_output().unwrap();
+        if let Some(mut sh) = feeder {
+            let _ = sh.kill();
+            let _ = sh.wait();
+        }
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(128 + sig), "signal {sig}: {err}");
+        assert!(
+            err.contains(&format!(
+                "interrupted by signal {sig}; nothing was recorded"
+            )),
+            "{err}"
+        );
+        assert_eq!(store.snapshot_count(), 1, "signal {sig}");
+        assert_eq!(store.pack_files(), packs_before, "signal {sig}: packs left");
+        assert_eq!(temp_files(&store), 0, "signal {sig}: temp files left");
+    }
+    store.ok(&["verify", "--data"]);
+}
