@@ -114,6 +114,22 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
+/// Raw bytes from outside (a member's path) as they may go into a message: [`printable`],
+/// with bytes that are not UTF-8 as octal escapes (`\377`, as `ls -b` shows them) rather than
+/// lost to U+FFFD.
+pub fn path_text(path: &[u8]) -> String {
+    let mut out = String::with_capacity(path.len());
+    for chunk in path.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            push_printable(&mut out, c);
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\{b:03o}"));
+        }
+    }
+    out
+}
+
 /// One character of [`printable`] text.
 pub fn push_printable(out: &mut String, c: char) {
     match c {

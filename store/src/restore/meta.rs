@@ -5,7 +5,8 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::BorrowedFd;
 
-use super::{fs, lossy, Restorer};
+use super::{fs, Restorer};
+use crate::error::path_text;
 use crate::tree::{Kind, Node};
 
 impl Restorer<'_, '_> {
@@ -19,7 +20,7 @@ impl Restorer<'_, '_> {
         }
         for (k, v) in &node.xattrs {
             if let Err(e) = fs::fsetxattr(fd, k, v) {
-                self.meta_warn(rel, &format!("xattr {}", lossy(k)), e);
+                self.meta_warn(rel, &format!("xattr {}", path_text(k)), e);
             }
         }
         if let Err(e) = fs::fchmod(fd, (node.mode & 0o7777) as libc::mode_t) {
@@ -45,7 +46,7 @@ impl Restorer<'_, '_> {
             let path = fs::proc_path(parent, name);
             for (k, v) in &node.xattrs {
                 if let Err(e) = fs::lsetxattr(&path, k, v) {
-                    self.meta_warn(rel, &format!("xattr {}", lossy(k)), e);
+                    self.meta_warn(rel, &format!("xattr {}", path_text(k)), e);
                 }
             }
         }

@@ -37,7 +37,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{path_text, Error, Result};
 use crate::snapshot::Snapshot;
 use crate::store::Store;
 use crate::tree::{Dir, Kind, Node, Tree};
@@ -228,10 +228,6 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     }
 }
 
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 impl Restorer<'_, '_> {
     fn warn(&mut self, msg: String) {
         if self.report.warnings.len() < MAX_WARNINGS {
@@ -261,7 +257,7 @@ impl Restorer<'_, '_> {
 
     /// `rel` as a path in the snapshot: `/prefix/rel`.
     fn snap_path(&self, rel: &[u8]) -> String {
-        format!("/{}", lossy(&join(&self.prefix, rel)))
+        format!("/{}", path_text(&join(&self.prefix, rel)))
     }
 
     fn io_err(&self, rel: &[u8], err: io::Error) -> Error {
@@ -356,7 +352,7 @@ impl Restorer<'_, '_> {
             let msg = format!(
                 "{}: unsafe name {:?} skipped",
                 self.snap_path(rel),
-                lossy(name)
+                path_text(name)
             );
             self.warn(msg);
             return Ok(());

@@ -7,7 +7,7 @@ use std::io::Read;
 
 use super::header::{self, Dialect, Header, BLOCK};
 use super::pax::{self, PaxRecord};
-use crate::error::{printable, Error, Result, TarPlace};
+use crate::error::{path_text, Error, Result, TarPlace};
 
 /// Largest payload of a header-only member (PAX record set, GNU long name) we accept. Real
 /// ones are a few KiB; this bound keeps a hostile stream from exhausting memory.
@@ -51,7 +51,7 @@ pub struct Member {
 impl Member {
     /// The path for a message: lossy UTF-8, control characters escaped.
     pub fn display_path(&self) -> String {
-        printable(&String::from_utf8_lossy(&self.path)).into_owned()
+        path_text(&self.path)
     }
 }
 
@@ -226,7 +226,7 @@ impl<S: ByteSource> TarReader<S> {
         Error::BadTar {
             offset,
             member: self.current.as_deref().map(|p| {
-                let p = printable(&String::from_utf8_lossy(p)).into_owned();
+                let p = path_text(p);
                 match self.in_next_headers {
                     true => TarPlace::After(p),
                     false => TarPlace::In(p),

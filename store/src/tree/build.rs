@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use super::members::{Members, BUDGET};
 use super::node::{Kind, Node};
 use super::record::{decode_dir, put_order, record_header, Dir};
-use crate::error::{Error, Result};
+use crate::error::{path_text, Error, Result};
 use crate::ids::ChunkId;
 use crate::ingest::sink::MAX_OBJECT;
 use crate::ingest::{Scratch, Sink};
@@ -78,7 +78,7 @@ const MAX_WARNINGS: usize = 1000;
 const IMPLICIT_TIME: i64 = i64::MIN;
 
 fn display(path: &[u8]) -> String {
-    format!("/{}", String::from_utf8_lossy(path))
+    format!("/{}", path_text(path))
 }
 
 impl<'a> TreeBuilder<'a> {
@@ -199,7 +199,7 @@ impl<'a> TreeBuilder<'a> {
         let Some(components) = normalize(path) else {
             self.warn(format!(
                 "{}: a name with '..' (or over {MAX_PATH} bytes or {MAX_DEPTH} levels) is left out of the tree",
-                String::from_utf8_lossy(&path[..path.len().min(200)])
+                path_text(&path[..path.len().min(200)])
             ));
             return Ok(());
         };
@@ -250,7 +250,7 @@ impl<'a> TreeBuilder<'a> {
         let (Some(components), Some(target_c)) = (normalize(path), normalize(target)) else {
             self.warn(format!(
                 "{}: a hardlink with '..' is left out of the tree",
-                String::from_utf8_lossy(path)
+                path_text(path)
             ));
             return Ok(());
         };

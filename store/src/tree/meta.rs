@@ -2,6 +2,7 @@
 //! extensions and libarchive's xattrs applied as `tar --xattrs -xpf` would apply them.
 
 use super::node::{Content, Kind, Node};
+use crate::error::path_text;
 use crate::list::ListRef;
 use crate::tar::header;
 use crate::tar::pax::{self, PaxRecord};
@@ -127,7 +128,7 @@ pub fn action(
         Some(v) => {
             warn(format!(
                 "{}: PAX {key}={v} is out of range (0 to {}); the header's {header} is kept",
-                String::from_utf8_lossy(member_path(m)),
+                path_text(member_path(m)),
                 u32::MAX
             ));
             header
@@ -149,7 +150,7 @@ pub fn action(
             "{}: {left_out} extended attribute(s) over Linux's limits (a name over \
              {XATTR_NAME_MAX} bytes, a value over {XATTR_SIZE_MAX} bytes, or over {XATTRS_MAX} \
              bytes in all) left out of the tree",
-            String::from_utf8_lossy(member_path(m))
+            path_text(member_path(m))
         ));
     }
     match kind {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::node::{Kind, Node};
 use super::record::{decode_dir, Dir};
-use crate::error::{Error, Result};
+use crate::error::{path_text, Error, Result};
 use crate::object::ObjectSource;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
@@ -27,10 +27,6 @@ impl Store {
         })?;
         Ok(Tree { store: self, root })
     }
-}
-
-fn show(path: &[u8]) -> String {
-    String::from_utf8_lossy(path).into_owned()
 }
 
 /// A snapshot path as `resolve` reads it: the components without empty and `.` ones, joined
@@ -75,7 +71,7 @@ impl<'s> Tree<'s> {
         let Some(id) = dir.child else {
             return Err(Error::InvalidArgument(format!(
                 "{} is not a directory",
-                show(&dir.name)
+                path_text(&dir.name)
             )));
         };
         self.store
@@ -102,13 +98,13 @@ impl<'s> Tree<'s> {
             if c == b".." {
                 return Err(Error::InvalidArgument(format!(
                     "/{}: '..' is not allowed in snapshot paths",
-                    show(&normalize_path(path))
+                    path_text(&normalize_path(path))
                 )));
             }
             if !node.is_dir() {
                 return Err(Error::InvalidArgument(format!(
                     "/{}: not a directory (it is a {})",
-                    show(&walked),
+                    path_text(&walked),
                     node.kind.describe()
                 )));
             }
@@ -117,7 +113,10 @@ impl<'s> Tree<'s> {
             }
             walked.extend_from_slice(c);
             node = self.lookup(&node, c)?.ok_or_else(|| {
-                Error::NotFound(format!("/{}: no such file or directory", show(&walked)))
+                Error::NotFound(format!(
+                    "/{}: no such file or directory",
+                    path_text(&walked)
+                ))
             })?;
         }
         Ok(node)
@@ -128,7 +127,7 @@ impl<'s> Tree<'s> {
             Kind::Symlink => Ok(&node.link),
             k => Err(Error::InvalidArgument(format!(
                 "{} is a {}, not a symlink",
-                show(&node.name),
+                path_text(&node.name),
                 k.describe()
             ))),
         }
@@ -229,7 +228,7 @@ impl<'s> Tree<'s> {
             let Some((entry, start)) = content.chunks.find(self.store, at)? else {
                 return Err(Error::corrupt(format!(
                     "{}: file data ends before its size",
-                    show(&node.name)
+                    path_text(&node.name)
                 )));
             };
             let chunk = self.store.object(&entry.id)?;
@@ -263,12 +262,12 @@ fn file_content(node: &Node) -> Result<&super::node::Content> {
         (Kind::File, Some(c)) => Ok(c),
         (Kind::Symlink, _) => Err(Error::InvalidArgument(format!(
             "{} is a symlink to {}",
-            show(&node.name),
-            show(&node.link)
+            path_text(&node.name),
+            path_text(&node.link)
         ))),
         (k, _) => Err(Error::InvalidArgument(format!(
             "{} is a {}, not a file",
-            show(&node.name),
+            path_text(&node.name),
             k.describe()
         ))),
     }

@@ -11,7 +11,7 @@ use super::member_name;
 use super::output::Out;
 use super::sparse::sparse_map;
 use super::xattrs::xattr_key;
-use crate::error::{Error, Result};
+use crate::error::{path_text, Error, Result};
 use crate::tar::header::{BLOCK, DIRECTORY};
 use crate::tree::{Kind, Node};
 
@@ -156,7 +156,7 @@ impl<'a> MemberWriter<'a> {
         if wrote != payload.data_len {
             return Err(Error::corrupt(format!(
                 "/{}: its data is {wrote} bytes, but its node says {}",
-                String::from_utf8_lossy(rel),
+                path_text(rel),
                 payload.data_len
             )));
         }
@@ -178,9 +178,9 @@ impl<'a> MemberWriter<'a> {
     }
 
     fn header(&mut self, entry: &Entry, rel: &[u8]) -> Result<()> {
-        let headers = entry.encode().map_err(|why| {
-            Error::InvalidArgument(format!("/{}: {why}", String::from_utf8_lossy(rel)))
-        })?;
+        let headers = entry
+            .encode()
+            .map_err(|why| Error::InvalidArgument(format!("/{}: {why}", path_text(rel))))?;
         self.out.write(&headers)
     }
 
