@@ -176,8 +176,10 @@ fn snapshot_path(path: &OsStr) -> Vec<u8> {
 pub fn ls(store: &Store, args: LsArgs) -> anyhow::Result<()> {
     let snap = store.resolve(&args.snap)?;
     let tree = store.tree(&snap)?;
-    let path = snapshot_path(args.path.as_deref().unwrap_or(OsStr::new("/")));
-    let node = tree.resolve(&path)?;
+    let raw = args.path.as_deref().unwrap_or(OsStr::new("/"));
+    // Resolved as given, so that a trailing slash asks for a directory.
+    let node = tree.resolve(raw.as_bytes())?;
+    let path = snapshot_path(raw);
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut entries = Vec::new();
@@ -208,8 +210,8 @@ pub fn cat(lease: &ReadLease, args: CatArgs) -> anyhow::Result<()> {
     let store = lease.store();
     let snap = lease.resolve(&args.snap)?;
     let tree = store.tree(&snap)?;
+    let node = tree.resolve(args.path.as_bytes())?;
     let path = snapshot_path(&args.path);
-    let node = tree.resolve(&path)?;
     // Refused here rather than by `Tree::cat`, which knows only the node's name: the message
     // names the whole path, in the `PATH: ...` form of the other path errors.
     match node.kind {

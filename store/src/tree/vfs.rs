@@ -119,6 +119,15 @@ impl<'s> Tree<'s> {
                 ))
             })?;
         }
+        // `f/` (or `f/.`) names a directory, as it does to open(2): ENOTDIR for anything else.
+        let names_a_dir = path.ends_with(b"/") || path.ends_with(b"/.") || path == b".";
+        if !walked.is_empty() && names_a_dir && !node.is_dir() {
+            return Err(Error::InvalidArgument(format!(
+                "/{}/: not a directory (it is a {})",
+                path_text(&walked),
+                node.kind.describe()
+            )));
+        }
         Ok(node)
     }
 

@@ -95,6 +95,15 @@ fn path_errors_name_the_whole_path_and_the_kind() {
             &["ls", "/dev/null/x"],
             "/dev/null: not a directory (it is a character device)",
         ),
+        // A trailing slash names a directory, as it does to open(2).
+        (
+            &["cat", "/etc/hostname/"],
+            "/etc/hostname/: not a directory (it is a file)",
+        ),
+        (
+            &["ls", "/etc/tool-link/."],
+            "/etc/tool-link/: not a directory (it is a symlink)",
+        ),
     ];
     for (args, message) in cases {
         let argv = [&[args[0], id.as_str()][..], &args[1..]].concat();
