@@ -22,7 +22,7 @@ use std::sync::Arc;
 use cellar_store::oci::LeftOut;
 use cellar_store::{ReadLease, Snapshot, Store};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{self, Cli, Command};
 use crate::output::{errln, left_out_summary};
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -30,6 +30,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(dir) => dir,
         None => default_store()?,
     };
+    // A store is a directory: a file there is no store, and none can be made there.
+    if std::fs::metadata(&root).is_ok_and(|m| !m.is_dir()) {
+        return Err(cli::UsageError(format!(
+            "--store {}: not a directory (a store is a directory)",
+            root.display()
+        ))
+        .into());
+    }
     match cli.command {
         Command::Snapshot(args) => snapshot::run(&root, args),
         Command::List(args) => list::list(&open(&root)?, args),

@@ -71,6 +71,13 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    // A source file that cannot be opened is refused before the store is made.
+    let file = match args.source.as_deref() {
+        Some(source) if source.as_os_str() != "-" && args.dir.is_none() => {
+            Some(File::open(source).with_context(|| format!("opening {}", source.display()))?)
+        }
+        _ => None,
+    };
     // Before any thread starts: an interrupt stops the ingest, which then discards what it
     // wrote (its sealed packs, its scratch files), as after any error.
     let held = crate::signals::hold_interrupts();
@@ -87,7 +94,7 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
     let _bar = IngestBar::start(opts.progress.clone());
 
     let mut warnings = Vec::new();
-    let report = ingest(&store, &args, opts, &mut warnings).map_err(stopped)?;
+    let report = ingest(&store, &args, file, opts, &mut warnings).map_err(stopped)?;
     drop(_bar);
     warnings.extend(report.warnings.iter().cloned());
     for w in &warnings {
@@ -110,19 +117,16 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
 fn ingest(
     store: &Store,
     args: &SnapshotArgs,
+    file: Option<File>,
     opts: IngestOptions,
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<IngestReport> {
     Ok(if let Some(dir) = &args.dir {
         snapshot_dir(store, dir, args, opts, warnings)?
     } else if args.command.is_empty() {
-        let source = args.source.as_deref().expect("clap requires a source");
-        let input = if source.as_os_str() == "-" {
-            stdin_input()?
-        } else {
-            IngestInput::File(
-                File::open(source).with_context(|| format!("opening {}", source.display()))?,
-            )
+        let input = match file {
+            Some(file) => IngestInput::File(file),
+            None => stdin_input()?,
         };
         store.ingest(input, opts, || Ok(()))?
     } else {

@@ -9,6 +9,7 @@ use super::common::*;
 mod lineages;
 mod output;
 mod progress;
+mod store_dir;
 
 /// A small tree beside the store; `version` changes one file so streams differ.
 pub(super) fn tree(ts: &TestStore, version: u64) -> PathBuf {

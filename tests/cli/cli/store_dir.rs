@@ -1,0 +1,100 @@
+//! Where the store is: `--store`, `CELLAR_STORE`, the XDG default, and what is no store.
+
+use super::*;
+
+#[test]
+fn an_empty_cellar_store_is_unset() {
+    let ts = TestStore::new();
+    let data = ts.scratch("xdg");
+    let out = std::process::Command::new(cellar_bin())
+        .arg("list")
+        .env("CELLAR_STORE", "")
+        .env("XDG_DATA_HOME", &data)
+        .output()
+        .unwrap();
+    // The default store is used (there is none there yet), not an empty --store.
+    let err = stderr(&out);
+    assert!(
+        err.contains("no store at") && err.contains("xdg/cellar"),
+        "{err}"
+    );
+    assert!(!err.contains("--store"), "{err}");
+}
+
+/// The XDG spec has a relative XDG_DATA_HOME ignored; a relative or empty HOME is no home
+/// either. Either way the store would depend on where cellar runs.
+#[test]
+fn relative_xdg_data_home_and_home_are_ignored() {
+    let ts = TestStore::new();
+    let run = ts.scratch("cwd");
+    let home = ts.scratch("home");
+    std::fs::create_dir_all(&run).unwrap();
+    let list = |xdg: &str, home: &std::ffi::OsStr| {
+        std::process::Command::new(cellar_bin())
+            .arg("list")
+            .current_dir(&run)
+            .env_remove("CELLAR_STORE")
+            .env("XDG_DATA_HOME", xdg)
+            .env("HOME", home)
+            .output()
+            .unwrap()
+    };
+    let out = list("relxdg", home.as_os_str());
+    let err = stderr(&out);
+    let want = home.join(".local/share/cellar");
+    assert!(
+        err.contains(&format!("no store at {}", want.display())),
+        "{err}"
+    );
+    for bad_home in ["", "relhome"] {
+        let out = list("relxdg", bad_home.as_ref());
+        assert_eq!(out.status.code(), Some(1), "HOME={bad_home:?}");
+        assert!(
+            stderr(&out).contains("HOME is not an absolute path"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let snap = std::process::Command::new(cellar_bin())
+        .args(["snapshot", "-"])
+        .current_dir(&run)
+        .env_remove("CELLAR_STORE")
+        .env("XDG_DATA_HOME", "relxdg")
+        .env("HOME", "relhome")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(snap.status.code(), Some(1), "{}", stderr(&snap));
+    assert_eq!(
+        std::fs::read_dir(&run).unwrap().count(),
+        0,
+        "a store was made under the working directory"
+    );
+}
+
+/// A file where the store should be is no store: every command says so (exit 2) and leaves
+/// it alone; and a snapshot whose source cannot be opened makes no store.
+#[test]
+fn a_file_is_no_store_and_a_failed_snapshot_makes_none() {
+    let ts = TestStore::new();
+    let file = ts.scratch("afile");
+    write_file(&file, b"not a store");
+    for args in [&["list"][..], &["snapshot", "-"], &["gc"]] {
+        let out = cellar_at(&file, args);
+        let err = exits(&out, args, 2);
+        assert!(
+            err.contains("not a directory (a store is a directory)"),
+            "{err}"
+        );
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a store");
+
+    let missing = ts.scratch("missing.tar");
+    let out = ts.run(&["snapshot", missing.to_str().unwrap()]);
+    let err = exits(&out, &["snapshot"], 1);
+    assert!(err.contains("missing.tar"), "{err}");
+    assert!(
+        !ts.path().exists(),
+        "a snapshot that failed to open its source made a store"
+    );
+}
