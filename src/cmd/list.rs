@@ -60,17 +60,19 @@ pub fn show(store: &Store, args: ShowArgs) -> anyhow::Result<()> {
     );
     outln!("members:  {}", s.members);
     outln!("sha256:   {}", s.stream_sha256);
-    // Space separates labels, so a value with space (or nothing) in it is quoted.
+    // Space separates labels, so a key or value with space, a quote or a control character
+    // in it (or an empty value) is quoted, with Rust's escapes.
+    let quoted = |t: &str| {
+        if t.is_empty() || t.contains(|c: char| c.is_whitespace() || c.is_control() || c == '"') {
+            format!("{t:?}")
+        } else {
+            t.to_string()
+        }
+    };
     let labels: Vec<String> = s
         .labels
         .iter()
-        .map(|(k, v)| {
-            if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '"') {
-                format!("{k}={v:?}")
-            } else {
-                format!("{k}={v}")
-            }
-        })
+        .map(|(k, v)| format!("{}={}", quoted(k), quoted(v)))
         .collect();
     outln!(
         "labels:   {}",

@@ -457,7 +457,7 @@ fn a_terminal_on_stdin_is_refused_not_waited_on() {
 }
 
 #[test]
-fn show_quotes_a_label_value_that_has_spaces() {
+fn show_quotes_a_label_key_or_value_that_has_spaces() {
     let ts = TestStore::new();
     let tar = tar_of(&tree(&ts, 1));
     let args = [
@@ -467,12 +467,14 @@ fn show_quotes_a_label_value_that_has_spaces() {
         "owner=ci",
         "--label",
         "k=v with space",
+        "--label",
+        "sp ace=new\nline",
     ];
     let out = ts.run_stdin(&args, &tar);
     assert_success(&out, &args);
     let text = ts.ok(&["show", "default"]);
     assert!(
-        text.contains("labels:   k=\"v with space\" owner=ci\n"),
+        text.contains("labels:   k=\"v with space\" owner=ci \"sp ace\"=\"new\\nline\"\n"),
         "{text}"
     );
 }
