@@ -481,3 +481,31 @@ pub fn cellar_at(store: &Path, args: &[&str]) -> Output {
         .output()
         .expect("run cellar")
 }
+
+/// Wait for a child to stop at its failpoint (`CELLAR_FAILPOINT=NAME:stop`), as /proc says.
+pub fn wait_stopped(child: &Child) {
+    let stat = format!("/proc/{}/stat", child.id());
+    let start = std::time::Instant::now();
+    loop {
+        let s = std::fs::read_to_string(&stat).unwrap_or_default();
+        if s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('T')
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "never stopped: {s}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Let a child stopped at its failpoint go on.
+pub fn resume(child: &Child) {
+    // SAFETY: a signal to our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGCONT) }, 0);
+}

@@ -18,12 +18,28 @@ pub(super) struct Mark {
     pub max_seq: i64,
 }
 
-/// Add `id` to the live set; true if it was not there yet.
-fn add(store: &Store, id: &ChunkId) -> Result<bool> {
+/// Add `id` to the live set: a chunk whose references, if it has any, are walked elsewhere (a
+/// data chunk, a list node read by its list's walk, a delta base).
+fn add(store: &Store, id: &ChunkId) -> Result<()> {
     let db = store.db();
     let mut stmt = db
         .conn()
         .prepare_cached("INSERT OR IGNORE INTO temp.gc_live (id) VALUES (?1)")?;
+    stmt.execute([&id.0[..]])?;
+    Ok(())
+}
+
+/// Add `id`, an object whose references its caller walks next (a piece, a directory record, a
+/// list's root), to the live set; true unless they were walked before. Being live is not
+/// enough to skip it: `close_bases` makes delta bases live without walking them, and a
+/// snapshot committed during gc may reach such a base as its own piece or record (the same
+/// content as a forgotten snapshot's), whose chunks nothing else marks.
+fn visit(store: &Store, id: &ChunkId) -> Result<bool> {
+    let db = store.db();
+    let mut stmt = db.conn().prepare_cached(
+        "INSERT INTO temp.gc_live (id, walked) VALUES (?1, 1)
+         ON CONFLICT (id) DO UPDATE SET walked = 1 WHERE walked = 0",
+    )?;
     Ok(stmt.execute([&id.0[..]])? == 1)
 }
 
@@ -37,21 +53,16 @@ impl ObjectSource for Marking<'_> {
     }
 }
 
-/// A chunk list: its nodes and its entries. A list whose root node is live already was
-/// walked before (lists are content-addressed), so it is skipped.
+/// A chunk list: its nodes and its entries. A list whose root node was walked before is
+/// skipped (lists are content-addressed).
 fn walk_list(store: &Store, list: &ListRef) -> Result<()> {
     match list {
-        ListRef::Inline(entries) => {
-            for e in entries {
-                add(store, &e.id)?;
-            }
-            Ok(())
-        }
+        ListRef::Inline(entries) => entries.iter().try_for_each(|e| add(store, &e.id)),
         ListRef::Tree { root, .. } => {
-            if !add(store, &root.id)? {
+            if !visit(store, &root.id)? {
                 return Ok(());
             }
-            list.for_each(&Marking(store), &mut |e| add(store, &e.id).map(|_| ()))
+            list.for_each(&Marking(store), &mut |e| add(store, &e.id))
         }
     }
 }
@@ -63,7 +74,7 @@ fn walk_snapshot(store: &Store, s: &Snapshot) -> Result<()> {
         add(store, &root.id)?;
     }
     s.root.for_each(&Marking(store), &mut |e| {
-        if add(store, &e.id)? {
+        if visit(store, &e.id)? {
             for item in piece::decode(&store.object(&e.id)?)? {
                 walk_list(store, &item.chunks)?;
             }
@@ -77,7 +88,7 @@ fn walk_snapshot(store: &Store, s: &Snapshot) -> Result<()> {
     let mut stack = vec![root.clone()];
     while let Some(dir) = stack.pop() {
         let id = dir.child.expect("only directories are stacked");
-        if !add(store, &id)? {
+        if !visit(store, &id)? {
             continue;
         }
         for n in tree.readdir(&dir)?.iter() {
@@ -120,8 +131,9 @@ fn close_bases(store: &Store) -> Result<()> {
 pub(super) fn mark(store: &Store, dead_leases: &[i64]) -> Result<Mark> {
     store.db().conn().execute_batch(
         "PRAGMA temp_store = FILE;
-         CREATE TEMP TABLE IF NOT EXISTS gc_live (id BLOB PRIMARY KEY) WITHOUT ROWID;
-         DELETE FROM temp.gc_live;
+         DROP TABLE IF EXISTS temp.gc_live;
+         CREATE TEMP TABLE gc_live (id BLOB PRIMARY KEY, walked INTEGER NOT NULL DEFAULT 0)
+             WITHOUT ROWID;
          CREATE TEMP TABLE IF NOT EXISTS gc_dead_leases (id INTEGER PRIMARY KEY);
          DELETE FROM temp.gc_dead_leases;",
     )?;

@@ -113,6 +113,7 @@ impl Store {
         }
         sweep::drop_leases(self, &stale)?;
         let mark = mark::mark(self, &[])?;
+        crate::failpoint::hit("gc:after-mark");
         mark::condemn(self, &mark, on_wait, &mut report)?;
         crate::failpoint::hit("gc:after-condemn");
         sweep::sweep(self, opts, on_wait, &mut report)?;

@@ -2,35 +2,9 @@
 //! transaction is open is not damage. Each command is stopped at the moment that matters
 //! (`CELLAR_FAILPOINT=NAME:stop`), the other runs, and it goes on.
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 
 use super::*;
-
-/// A child stopped at its failpoint (SIGSTOP), as /proc says.
-fn wait_stopped(child: &Child) {
-    let stat = format!("/proc/{}/stat", child.id());
-    let start = Instant::now();
-    loop {
-        let s = std::fs::read_to_string(&stat).unwrap_or_default();
-        if s.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('T')
-        {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "never stopped: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn resume(child: &Child) {
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGCONT) }, 0);
-}
 
 #[test]
 fn packs_a_gc_removes_while_verify_runs_are_not_damage() {

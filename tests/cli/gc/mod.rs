@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use crate::crash::assert_consistent;
 
+mod beside_ingest;
 mod beside_verify;
 mod dry_run;
 
