@@ -49,6 +49,35 @@ fn assert_round_trip(store: &TestStore, stream: &[u8], what: &str) {
     );
 }
 
+/// A named pipe given as the source is a stream, not a file: its writer moving its times while
+/// it is read is how a pipe works, not a file changing under the ingest.
+#[test]
+fn a_named_pipe_as_source_is_read_as_a_stream() {
+    let store = TestStore::new();
+    let root = tree(&store, false);
+    let stream = tar_stream(&["tar", "-cf", "-", "-C", &root, "."]);
+    let fifo = store.scratch("stream.fifo");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let writer = {
+        let (fifo, stream) = (fifo.clone(), stream.clone());
+        std::thread::spawn(move || {
+            let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            // In pieces, with pauses: each write moves the pipe's times while cellar reads.
+            for piece in stream.chunks(stream.len().div_ceil(8)) {
+                std::io::Write::write_all(&mut w, piece).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    let out = store.run(&["snapshot", fifo.to_str().unwrap()]);
+    writer.join().unwrap();
+    assert_success(&out, &["snapshot", "FIFO"]);
+    let id = String::from_utf8(out.stdout).unwrap();
+    assert!(store.export(id.trim()) == stream, "export differs");
+}
+
 /// Standard input redirected from a file that the shell (or a caller) has already read from:
 /// the stream is what is left, not the file from its start.
 #[test]

@@ -32,7 +32,8 @@ const QUEUE: usize = 2;
 /// so the parser does not wait on it through the quick ones.
 const HASHED_AHEAD: usize = 8;
 
-/// What an ingest reads: any stream, or a file, which is mapped when it is a plain tar file.
+/// What an ingest reads: any stream, or a file, which is mapped when it is a plain tar file
+/// (a named pipe or a device given as a file is read as a stream).
 pub enum IngestInput {
     Stream(Box<dyn Read + Send>),
     File(File),
@@ -97,7 +98,12 @@ struct Stamp {
 }
 
 impl Stamp {
+    /// A regular file's stamp. A named pipe or a device is a stream: writes into a pipe move
+    /// its times while it is read, as they should, and a device has none worth watching.
     fn take(file: &File) -> Option<Stamp> {
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
         let file = file.try_clone().ok()?;
         let was = Stamp::now(&file).ok()?;
         Some(Stamp { file, was })
