@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use cellar_store::error::push_printable;
+use cellar_store::error::{printable, push_printable};
 use cellar_store::oci::LeftOut;
 use cellar_store::{Snapshot, Stats};
 use serde::Serialize;
@@ -135,6 +135,16 @@ macro_rules! errln {
     }};
 }
 pub(crate) use errln;
+
+/// A warning on stderr. Its lines stay lines (a source command's stderr, carried in one, reads
+/// as the command wrote it); other control characters are escaped, as everywhere in messages.
+pub fn warn(text: &str) {
+    let mut lines = text.split('\n');
+    errln!("cellar: warning: {}", printable(lines.next().unwrap_or("")));
+    for line in lines {
+        errln!("{}", printable(line));
+    }
+}
 
 /// Print one JSON document on stdout. A reader that went away is an output error (reported
 /// quietly by `main`), not a panic as `println!` would make it.

@@ -37,7 +37,7 @@ pub fn run(lease: &ReadLease, args: RestoreArgs) -> anyhow::Result<()> {
     let opts = RestoreOptions { force: args.force };
     let report = restore(store, &snap, &path, &args.dir, &opts)?;
     for w in &report.warnings {
-        errln!("cellar: warning: {}", printable(w));
+        crate::output::warn(w);
     }
     let normal = cellar_store::tree::normalize_path(&path);
     let shown_path = format!("/{}", String::from_utf8_lossy(&normal));

@@ -11,7 +11,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use cellar_store::error::printable;
 use cellar_store::tar::{write_dir, DirOptions};
 use cellar_store::{Error, IngestInput, IngestOptions, IngestReport, Store};
 use serde::Serialize;
@@ -98,7 +97,7 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
     drop(_bar);
     warnings.extend(report.warnings.iter().cloned());
     for w in &warnings {
-        errln!("cellar: warning: {}", printable(w));
+        crate::output::warn(w);
     }
     if args.json {
         print_json(&SnapshotReport {

@@ -4,7 +4,6 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use cellar_store::error::printable;
 use cellar_store::{Error, Hurt, Problem, Store, VerifyReport};
 use serde::Serialize;
 
@@ -245,7 +244,7 @@ struct RepairJson {
 pub fn repair_index(root: &Path, args: RepairIndexArgs) -> anyhow::Result<()> {
     let report = cellar_store::repair_index(root, args.force, &|msg| errln!("cellar: {msg}"))?;
     for w in &report.warnings {
-        errln!("cellar: warning: {}", printable(w));
+        crate::output::warn(w);
     }
     let moved: Vec<String> = report
         .moved

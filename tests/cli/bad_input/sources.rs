@@ -165,7 +165,7 @@ fn allowed_exit_code_records_with_warning() {
     let copy = ts.scratch("as-written.tar");
     // tee keeps exactly what tar wrote, to compare the export with.
     let script = format!(
-        "tar --format=gnu -cf - -C '{}' a.bin c.bin sub/b.txt | tee '{}'; echo oops >&2; exit 3",
+        "tar --format=gnu -cf - -C '{}' a.bin c.bin sub/b.txt | tee '{}'; printf 'oops one\\noops \\033 two\\n' >&2; exit 3",
         dir.display(),
         copy.display()
     );
@@ -190,9 +190,11 @@ fn allowed_exit_code_records_with_warning() {
         "stdout {id:?}"
     );
     assert_mentions(&err, "warning", "allowed exit");
+    // Its stderr as it wrote it: line by line, a control character escaped.
+    let lines: Vec<&str> = err.lines().collect();
     assert!(
-        err.contains("oops"),
-        "the warning lacks the command's stderr:\n{err}"
+        lines.contains(&"oops one") && lines.contains(&"oops \\033 two"),
+        "the warning lacks the command's stderr, line by line:\n{err}"
     );
 
     let written = std::fs::read(&copy).expect("tee copy");
