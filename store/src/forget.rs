@@ -24,6 +24,9 @@ use crate::store::Store;
 impl Store {
     /// Forget `ids` (committed snapshots). Takes the commit lock for one short step.
     pub fn forget(&self, ids: &[SnapshotId], on_wait: &dyn Fn(&str)) -> Result<()> {
+        // Refused on a read-only store even with nothing to forget: a prune that would drop
+        // nothing today is still a writer, and should fail as it will on the day it would.
+        self.db().writable()?;
         if ids.is_empty() {
             return Ok(());
         }
