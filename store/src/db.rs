@@ -8,6 +8,10 @@
 //! anything that writes to the store fails with `Error::ReadOnly`. An index whose `-wal` still
 //! holds commits (a copy or volume snapshot taken while a mount or `serve` had it open) is
 //! read from a private copy of both files, since `immutable` would not see them.
+//!
+//! A store on a full filesystem is opened the same way when the normal open fails for want of
+//! space (SQLite cannot make its `-shm`): the data is all there, and a full backup disk is
+//! where a restore is most needed. Writers fail with `Error::Full`.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -149,10 +153,28 @@ CREATE TABLE pins (
 "#,
 ];
 
+/// Why a store was opened for reading only: writers are refused with the reason.
+#[derive(Clone, Debug)]
+enum ReadOnly {
+    /// The store's directory is on a read-only filesystem.
+    Filesystem(PathBuf),
+    /// The store's filesystem had no space for SQLite's shared-memory file.
+    Full(PathBuf),
+}
+
+impl ReadOnly {
+    fn error(&self) -> Error {
+        match self {
+            ReadOnly::Filesystem(dir) => Error::ReadOnly(dir.clone()),
+            ReadOnly::Full(dir) => Error::Full(dir.clone()),
+        }
+    }
+}
+
 pub struct Db {
     conn: Connection,
-    /// The store's directory, when it is on a read-only filesystem.
-    read_only: Option<PathBuf>,
+    /// Set when the store could be opened only for reading.
+    read_only: Option<ReadOnly>,
     /// The index file's (device, inode) as it was just before it was opened: `repair-index`
     /// puts a new file in its place (`Store::follow_index`).
     file: Option<(u64, u64)>,
@@ -172,8 +194,23 @@ impl Db {
             if create {
                 return Err(Error::ReadOnly(dir.to_path_buf()));
             }
-            return Self::open_read_only(path, dir, file);
+            return Self::open_read_only(path, ReadOnly::Filesystem(dir.to_path_buf()), file);
         }
+        match Self::open_writable(path, create, file) {
+            Err(e) if e.is_out_of_space() => {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                match on_full_fs(dir) {
+                    false => Err(e),
+                    // A writer is refused saying why, not with SQLite's "disk I/O error".
+                    true if create => Err(Error::Full(dir.to_path_buf())),
+                    true => Self::open_read_only(path, ReadOnly::Full(dir.to_path_buf()), file),
+                }
+            }
+            opened => opened,
+        }
+    }
+
+    fn open_writable(path: &Path, create: bool, file: Option<(u64, u64)>) -> Result<Db> {
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
@@ -248,7 +285,8 @@ impl Db {
     /// Commits still in the `-wal` are not in the file itself, and `immutable` ignores the WAL;
     /// reading it takes a `-shm` SQLite can write. So such an index is copied with its WAL to
     /// a private directory and read there (the copy is gone when the store is closed).
-    fn open_read_only(path: &Path, dir: &Path, file: Option<(u64, u64)>) -> Result<Db> {
+    fn open_read_only(path: &Path, why: ReadOnly, file: Option<(u64, u64)>) -> Result<Db> {
+        let (ReadOnly::Filesystem(dir) | ReadOnly::Full(dir)) = &why;
         let wal = sibling(path, "-wal");
         let copy = if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
             let tmp = tempfile::Builder::new()
@@ -313,21 +351,22 @@ impl Db {
         }
         Ok(Db {
             conn,
-            read_only: Some(dir.to_path_buf()),
+            read_only: Some(why),
             file,
             _copy: copy,
         })
     }
 
-    /// True when the store is on a read-only filesystem.
+    /// True when the store was opened for reading only (a read-only or a full filesystem).
     pub fn read_only(&self) -> bool {
         self.read_only.is_some()
     }
 
-    /// `Error::ReadOnly` if the store is read-only: for writers to check before they begin.
+    /// `Error::ReadOnly` (or `Error::Full`) if the store was opened for reading only: for
+    /// writers to check before they begin.
     pub fn writable(&self) -> Result<()> {
         match &self.read_only {
-            Some(dir) => Err(Error::ReadOnly(dir.clone())),
+            Some(why) => Err(why.error()),
             None => Ok(()),
         }
     }
@@ -357,7 +396,7 @@ impl Db {
     /// Run `f` in a `BEGIN IMMEDIATE` transaction: it holds the write lock from the start, so
     /// it never fails half-way on a lock upgrade. Commits if `f` succeeds.
     /// On a read-only store only the temp caches can be written: a write to the index itself
-    /// fails with `Error::ReadOnly`.
+    /// fails with `Error::ReadOnly` (or `Error::Full`).
     pub fn immediate<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
         let read_only = self.read_only.clone();
         let tx = self
@@ -368,10 +407,10 @@ impl Db {
             Ok(out)
         });
         match (out, read_only) {
-            (Err(Error::Db(rusqlite::Error::SqliteFailure(e, _))), Some(dir))
+            (Err(Error::Db(rusqlite::Error::SqliteFailure(e, _))), Some(why))
                 if e.code == rusqlite::ErrorCode::ReadOnly =>
             {
-                Err(Error::ReadOnly(dir))
+                Err(why.error())
             }
             (out, _) => out,
         }
@@ -407,6 +446,19 @@ pub(crate) fn on_read_only_fs(dir: &Path) -> bool {
     unsafe {
         let mut st: libc::statvfs = std::mem::zeroed();
         libc::statvfs(c.as_ptr(), &mut st) == 0 && st.f_flag & libc::ST_RDONLY != 0
+    }
+}
+
+/// True when `dir`'s filesystem has no room left for SQLite's `-shm` (32 KiB) for this user.
+fn on_full_fs(dir: &Path) -> bool {
+    let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statvfs fills the zeroed struct from a valid NUL-terminated path.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        libc::statvfs(c.as_ptr(), &mut st) == 0
+            && (st.f_bavail as u64).saturating_mul(st.f_frsize as u64) < 64 << 10
     }
 }
 

@@ -71,6 +71,12 @@ pub enum Error {
          mount, serve...), not changed"
     )]
     ReadOnly(PathBuf),
+    /// A write to a store whose filesystem is full (it was opened for reading only).
+    #[error(
+        "the filesystem holding the store at {0} is full: it can be read (list, export, \
+         restore, mount, serve...), not changed until space is freed on it"
+    )]
+    Full(PathBuf),
     /// A read-only store whose index is too old to read without migrating it.
     #[error(
         "the store at {path} is on a read-only filesystem and its index is schema {found}: open \
@@ -184,6 +190,19 @@ impl Error {
     /// the CLI reports these as usage errors.
     pub fn is_usage(&self) -> bool {
         matches!(self, Error::InvalidArgument(_) | Error::NotFound(_))
+    }
+
+    /// True for SQLite's "disk full" and I/O errors (making its `-shm` on a full filesystem
+    /// fails as an I/O error): the caller looks at the filesystem to tell which.
+    pub(crate) fn is_out_of_space(&self) -> bool {
+        matches!(
+            self,
+            Error::Db(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure
+                )
+        )
     }
 }
 

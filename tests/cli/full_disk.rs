@@ -106,3 +106,62 @@ fn a_full_disk_fails_the_snapshot_and_loses_nothing() {
     assert!(ok(&["export", &id]) == again_stream);
     ok(&["verify", "--data"]);
 }
+
+/// A store on a disk with no space left at all (SQLite cannot even make its `-shm`) is read as
+/// a read-only one is: a full backup disk is where a restore is needed most. Writers are
+/// refused saying the disk is full, and change nothing.
+#[test]
+fn a_store_on_a_full_disk_can_still_be_read() {
+    let scratch = TestStore::new();
+    let disk = SmallDisk::new(&scratch.scratch("disk"), "8m");
+    let store = disk.dir.join("store");
+    let (file, stream) = stream_file(&scratch, "small", 2_000_000, 3);
+    let args = ["snapshot", "--name", "a", file.to_str().unwrap()];
+    assert_success(&cellar_at(&store, &args), &args);
+    // Fill what is left, to the last block.
+    let filler = disk.dir.join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 16 << 20]);
+    let _ = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&filler)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &[0u8; 4096]));
+    let packs = || std::fs::read_dir(store.join("packs")).unwrap().count();
+    let before = packs();
+
+    let read = |args: &[&str]| {
+        let out = cellar_at(&store, args);
+        assert_success(&out, args);
+        out.stdout
+    };
+    assert!(String::from_utf8(read(&["list"])).unwrap().contains(" a "));
+    assert!(read(&["export", "a"]) == stream, "export differs");
+    read(&["verify", "--data"]);
+    let restored = scratch.scratch("restored");
+    read(&["restore", "a", restored.to_str().unwrap()]);
+    assert!(std::fs::read(restored.join("data.bin")).unwrap() == noise(2_000_000, 3));
+
+    for args in [
+        &args[..],
+        &["rm", "a"][..],
+        &["prune", "--keep-last", "1"][..],
+        &["gc"][..],
+    ] {
+        let out = cellar_at(&store, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("is full"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(packs(), before);
+    assert!(
+        read(&["export", "a"]) == stream,
+        "export after space came back"
+    );
+    assert_eq!(
+        String::from_utf8(read(&["list"])).unwrap().lines().count(),
+        2
+    );
+}
