@@ -41,7 +41,6 @@ use crate::pack::{ChunkKind, PackWriter, RecordHeader, RecordKind};
 use crate::piece::{Cut, Item, PieceBuffer};
 use crate::snapshot::{validate_name, Snapshot};
 use crate::store::Store;
-use crate::tar::header::GNU_SPARSE;
 use crate::tar::{ByteSource, Member, TarReader};
 use crate::tree::meta::{self, Action, Sparse};
 use crate::tree::{Content, Node, Tree, TreeBuilder};
@@ -297,10 +296,7 @@ impl Store {
                         *trusted,
                     )?;
                     reading.progress.read.store(tar.offset(), Ordering::Relaxed);
-                    if m.typeflag == GNU_SPARSE || m.global_records > 0 {
-                        // Not every layer extractor reads old GNU sparse members (umoci
-                        // refuses them) or applies global PAX records (bsdtar and Go's
-                        // archive/tar do not): a layer of this stream is written anew.
+                    if !layer_reads_member(&m) {
                         tree.not_exact();
                     }
                     tree_member(&mut tree, &m, chunks.clone(), sparse, &prefix)?;
@@ -316,8 +312,12 @@ impl Store {
                 Err(end) => {
                     // The trailer: everything from the end-of-archive block on.
                     let mut rest = Payload(&mut tar, TarReader::rest_slice, reading);
+                    let mut start = Vec::new();
                     let (chunks, payload_len) =
-                        chunk_payload(&mut chunker, sink, &mut rest, None, &[], false)?;
+                        chunk_payload(&mut chunker, sink, &mut rest, Some(&mut start), &[], false)?;
+                    if !layer_reads_end(&start) {
+                        tree.not_exact();
+                    }
                     let item = Item {
                         head: end.head,
                         payload_len,
@@ -425,6 +425,28 @@ impl Store {
         }
         Ok(snap)
     }
+}
+
+/// Whether layer extractors read the member as cellar does, so the stream can be its own
+/// layer. Not all read old GNU sparse members (umoci refuses them) or apply global PAX records
+/// (bsdtar and Go's archive/tar do not); Go's archive/tar, under most of them, takes a GNU long
+/// name over a PAX path, and umoci refuses types other than POSIX's (GNU's dumpdirs `D` and
+/// volume labels `V`, which GNU tar reads as a directory and as nothing). Such a stream's layer
+/// is written anew from the tree.
+fn layer_reads_member(m: &Member) -> bool {
+    matches!(m.typeflag, b'0'..=b'7' | 0)
+        && m.global_records == 0
+        && !m.names_twice
+}
+
+/// Whether Go's archive/tar ends where cellar does, given the first bytes after the first zero
+/// block: a lone zero block followed by anything but a second one (or nothing) is an error
+/// there, while GNU tar and cellar stop at it.
+fn layer_reads_end(after_zero_block: &[u8]) -> bool {
+    after_zero_block.is_empty()
+        || after_zero_block
+            .get(..512)
+            .is_some_and(|b| b.iter().all(|&x| x == 0))
 }
 
 /// How much of a payload is kept to read a PAX 1.0 sparse map from.

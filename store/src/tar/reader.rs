@@ -46,6 +46,9 @@ pub struct Member {
     /// Old GNU sparse members: the expanded size and the map (offset, length) of data.
     pub gnu_realsize: Option<u64>,
     pub gnu_sparse: Vec<(u64, u64)>,
+    /// A GNU long name (or link) header and a PAX `path` (or `linkpath`) both name it.
+    /// GNU tar and bsdtar take the PAX one, Go's archive/tar the GNU one.
+    pub names_twice: bool,
 }
 
 impl Member {
@@ -360,6 +363,8 @@ impl<S: ByteSource> TarReader<S> {
         long_name: Option<Vec<u8>>,
         long_link: Option<Vec<u8>>,
     ) -> std::result::Result<(), String> {
+        m.names_twice = (long_name.is_some() && pax::lookup(&m.pax, "path").is_some())
+            || (long_link.is_some() && pax::lookup(&m.pax, "linkpath").is_some());
         m.path = match pax::lookup(&m.pax, "path") {
             Some(p) => p.to_vec(),
             None => long_name.unwrap_or_else(|| h.name()),

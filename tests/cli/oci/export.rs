@@ -361,37 +361,6 @@ fn forgotten_snapshots_leave_the_images_and_the_cache() {
     assert_same_tree(&s2.extraction, &rootfs);
 }
 
-/// Old GNU sparse members (typeflag `S`) are not read by every extractor (umoci refuses
-/// them), so their stream gets a written layer, with the files as PAX sparse 1.0.
-#[test]
-fn old_gnu_sparse_members_give_a_written_layer() {
-    let store = TestStore::new();
-    let root = store.scratch("tree");
-    portable_tree(&root);
-    crate::trees::sparse_file(&root.join("disk.img"), 8 << 20, &[0, 4 << 20]);
-    let stream = tar_stream(&[
-        "tar",
-        "--sparse",
-        "-cf",
-        "-",
-        "-C",
-        root.to_str().unwrap(),
-        ".",
-    ]);
-    let id = store.snapshot_bytes(&stream, "sparse");
-    let extraction = store.scratch("extracted");
-    crate::browse::oracle::extract(&store, &stream, &extraction);
-    let layout = store.scratch("layout");
-    export_oci(&store, &id, &layout, &[]);
-    let img = oci_image(&layout, "latest");
-    assert_ne!(
-        img.layers[0].digest,
-        format!("sha256:{}", sha256_hex(&stream))
-    );
-    let rootfs = umoci_unpack(&layout, "latest", &store.scratch("bundle"));
-    assert_same_tree(&extraction, &rootfs);
-}
-
 /// A chain never grows past 16 layers: the 17th snapshot of a lineage starts a new base, and
 /// the ones after it build on that base.
 #[test]

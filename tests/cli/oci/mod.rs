@@ -36,6 +36,7 @@ mod pack;
 mod push;
 mod push_auth;
 mod serve;
+mod written_layer;
 
 pub(crate) use cellar::Served;
 pub(crate) use compare::*;
