@@ -482,5 +482,17 @@ fn repair_index_keeps_a_readable_index_when_a_pack_is_damaged() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["skipped_packs"], 1, "{report}");
     assert_eq!(report["moved"].as_array().unwrap().len(), 3, "{report}");
+    // The snapshot that went with the pack is named, and only it.
+    let lost: Vec<&str> = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w.as_str().filter(|w| w.contains("is lost")))
+        .collect();
+    assert_eq!(lost.len(), 1, "{report}");
+    assert!(
+        lost[0].contains(&f.db[..12]) && lost[0].contains("(db)"),
+        "{report}"
+    );
     assert!(f.store.export(&f.vm) == f.vm_stream);
 }

@@ -121,6 +121,18 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
             why.join("; ")
         )));
     }
+    // What the old index listed that the packs no longer hold: named, not only counted.
+    let rebuilt = listed_snapshots(&tmp);
+    for (id, name) in listed_snapshots(&root.join(layout::DB_FILE)) {
+        if !rebuilt.iter().any(|(r, _)| *r == id) {
+            let short = id.get(..12).unwrap_or(&id);
+            report.warnings.push(format!(
+                "snapshot {short} ({}), listed by the old index, is in no pack that could be \
+                 read: it is lost",
+                crate::error::printable(&name)
+            ));
+        }
+    }
     // An ingest that started meanwhile has the old index open and would commit into it once
     // the lock is free: check again, just before the swap.
     if let Err(e) = refuse_if_busy(root).and_then(|()| refuse_if_read(root)) {
@@ -132,6 +144,24 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
     fs::rename(&tmp, &db).at(&db)?;
     layout::sync_dir(root)?;
     Ok(report)
+}
+
+/// The snapshots (hex id, name) an index file lists, as far as it can be read: none for an
+/// index that is gone or too damaged to say.
+fn listed_snapshots(db: &Path) -> Vec<(String, String)> {
+    let read = || -> rusqlite::Result<Vec<(String, String)>> {
+        let conn = rusqlite::Connection::open_with_flags(
+            db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let mut stmt = conn.prepare("SELECT id, name FROM snapshots")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    };
+    if !db.is_file() {
+        return Vec::new();
+    }
+    read().unwrap_or_default()
 }
 
 /// Whether `root` has an index SQLite can open and finds no damage in.

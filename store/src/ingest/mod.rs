@@ -434,9 +434,7 @@ impl Store {
 /// volume labels `V`, which GNU tar reads as a directory and as nothing). Such a stream's layer
 /// is written anew from the tree.
 fn layer_reads_member(m: &Member) -> bool {
-    matches!(m.typeflag, b'0'..=b'7' | 0)
-        && m.global_records == 0
-        && !m.names_twice
+    matches!(m.typeflag, b'0'..=b'7' | 0) && m.global_records == 0 && !m.names_twice
 }
 
 /// Whether Go's archive/tar ends where cellar does, given the first bytes after the first zero

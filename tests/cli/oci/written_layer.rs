@@ -80,8 +80,22 @@ fn gnu_dumpdirs_and_volume_labels_give_a_written_layer() {
 fn a_gnu_long_name_beside_a_pax_path_gives_a_written_layer() {
     let store = TestStore::new();
     let mut stream = root_dir();
-    member(&mut stream, b"././@LongLink", b'L', b"from_gnu\0", b"", 0o644);
-    member(&mut stream, b"PaxHeaders/f", b'x', b"17 path=from_pax\n", b"", 0o644);
+    member(
+        &mut stream,
+        b"././@LongLink",
+        b'L',
+        b"from_gnu\0",
+        b"",
+        0o644,
+    );
+    member(
+        &mut stream,
+        b"PaxHeaders/f",
+        b'x',
+        b"17 path=from_pax\n",
+        b"",
+        0o644,
+    );
     member(&mut stream, b"short", b'0', b"hello\n", b"", 0o644);
     end_of_archive(&mut stream);
     assert_written_layer_unpacks(&store, &stream);
