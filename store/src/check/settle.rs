@@ -77,7 +77,9 @@ fn unlisted(v: &mut Verifier) -> Result<()> {
     }
     let found = std::mem::take(&mut v.unlisted);
     let paths: Vec<_> = found.iter().map(|(p, _)| p.clone()).collect();
-    let still = crate::gc::unlisted_in(v.store, &paths)?;
+    // Leases first: an ingest ends its lease in the transaction that lists its snapshot, so
+    // one whose lease is gone here has its snapshot listed below. The other way round, an
+    // ingest committing between the two looks killed.
     let ingests: Vec<i64> = v
         .store
         .leases()?
@@ -85,6 +87,8 @@ fn unlisted(v: &mut Verifier) -> Result<()> {
         .filter(|l| l.holder == crate::gc::INGEST_HOLDER && crate::process::alive(l.pid))
         .map(|l| l.pid)
         .collect();
+    crate::failpoint::hit("verify:settling");
+    let still = crate::gc::unlisted_in(v.store, &paths)?;
     for (path, rel) in found {
         let held: Vec<String> = still
             .iter()

@@ -69,3 +69,38 @@ fn a_pack_an_ingest_is_committing_is_not_damage() {
     assert_eq!(store.snapshot_count(), 2);
     store.ok(&["verify", "--data"]);
 }
+
+/// The ingest commits while verify settles what its transaction found: between verify's look
+/// at the leases and its look at the snapshots listed now. Its pack is no problem.
+#[test]
+fn an_ingest_committing_while_verify_settles_is_not_damage() {
+    let store = TestStore::new();
+    lineage(&store, 1, 300_000);
+    let dir = store.scratch("late");
+    write_file(&dir.join("late.bin"), &noise(400_000, 79));
+    let file = store.scratch("late.tar");
+    write_file(&file, &tar_of_dir(&dir));
+    let stopped = |args: &[&str], point: &str| {
+        let child = store
+            .cmd(args)
+            .env("CELLAR_FAILPOINT", format!("{point}:stop"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_stopped(&child);
+        child
+    };
+    let ingest = stopped(
+        &["snapshot", "--name", "vm", file.to_str().unwrap()],
+        "commit:after-seal",
+    );
+    let verify = stopped(&["verify", "--json"], "verify:settling");
+    resume(&ingest);
+    assert_success(&ingest.wait_with_output().unwrap(), &["snapshot"]);
+    resume(&verify);
+    let out = verify.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+    assert_eq!(out.status.code(), Some(0), "{report}");
+}
