@@ -96,11 +96,20 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
-/// What to do when SQLite finds the index file damaged, wherever in a command it does.
+/// What to do when SQLite finds the index file damaged, or has no room to write, wherever in a
+/// command it does.
 fn repair_hint(e: &rusqlite::Error) -> &'static str {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
             " (the index is damaged: `cellar repair-index` rebuilds it from the packs)"
+        }
+        Some(rusqlite::ErrorCode::DiskFull) => " (no space left on the store's filesystem)",
+        // What SQLite calls a "disk I/O error" when it cannot grow its shared-memory file.
+        Some(rusqlite::ErrorCode::SystemIoFailure)
+            if matches!(e, rusqlite::Error::SqliteFailure(f, _)
+                if f.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE) =>
+        {
+            " (SQLite could not grow cellar.db-shm: is the store's filesystem full?)"
         }
         _ => "",
     }
