@@ -1,7 +1,6 @@
 //! Streams that layer extractors would read otherwise than cellar and GNU tar do get a layer
 //! written anew from the tree, which umoci unpacks to what GNU tar extracts.
 
-use super::cellar::*;
 use super::export::export_oci;
 use super::*;
 use crate::common::*;
