@@ -146,13 +146,17 @@ pub fn apply(policy: &Policy, snaps: Vec<Snapshot>) -> Result<Vec<Decision>> {
         ];
         for (rule, n, bucket) in rules {
             let mut seen = HashSet::new();
-            for &i in &order {
+            for (k, &i) in order.iter().enumerate() {
                 if seen.len() >= n as usize {
                     break;
                 }
                 let b = bucket(&times[i]);
                 if seen.insert(b.clone()) {
                     reasons[i].push(format!("{rule} {b}"));
+                } else if k + 1 == order.len() {
+                    // A rule whose N is not used up keeps the oldest snapshot too, whatever
+                    // its bucket: the longest history the count allows (restic since 0.16).
+                    reasons[i].push(format!("oldest {rule} {b}"));
                 }
             }
         }
@@ -203,6 +207,17 @@ mod tests {
         assert_eq!(kept(p(0, 0, 0, 0, 1), snaps.clone()), vec![6, 5]);
         assert_eq!(kept(p(0, 0, 0, 2, 0), snaps.clone()), vec![6, 4, 5]);
         assert_eq!(kept(p(0, 2, 0, 0, 0), snaps.clone()), vec![6, 4, 5]);
+        // A count not used up keeps the oldest snapshot too, in a bucket already kept.
+        assert_eq!(kept(p(0, 0, 7, 0, 0), snaps.clone()), vec![6, 1, 2, 4, 5]);
+        assert_eq!(kept(p(0, 0, 0, 0, 2), snaps.clone()), vec![6, 1, 5]);
+        assert_eq!(
+            kept(p(1, 0, 0, 0, 0), snaps.clone()),
+            vec![6, 5],
+            "not for --keep-last"
+        );
+        let why = apply(&p(0, 0, 7, 0, 0), snaps.clone()).unwrap();
+        let oldest = why.iter().find(|d| d.snapshot.id.0[0] == 1).unwrap();
+        assert_eq!(oldest.reasons, vec!["oldest daily 2026-11-01"]);
         assert!(apply(&Policy::default(), snaps).is_err());
     }
 

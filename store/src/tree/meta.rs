@@ -197,11 +197,14 @@ fn parse_time(v: &[u8]) -> Option<(i64, u32)> {
     }
     let nsec: u32 = digits.parse().ok()?;
     if !neg {
-        Some((secs, nsec))
-    } else if nsec == 0 {
-        Some((secs.checked_neg()?, 0))
-    } else {
-        Some((secs.checked_neg()?.checked_sub(1)?, 1_000_000_000 - nsec))
+        return Some((secs, nsec));
+    }
+    // Toward minus infinity, as GNU tar reads it: digits past the ninth that are not all zero
+    // take the time one nanosecond further back.
+    let beyond = frac.bytes().skip(9).any(|b| b != b'0');
+    match nsec + u32::from(beyond) {
+        0 => Some((secs.checked_neg()?, 0)),
+        ns => Some((secs.checked_neg()?.checked_sub(1)?, 1_000_000_000 - ns)),
     }
 }
 
@@ -305,6 +308,11 @@ mod tests {
             Some((1_700_000_000, 500_000_000))
         );
         assert_eq!(parse_time(b"-1.25"), Some((-2, 750_000_000)));
+        // Past nine digits: toward minus infinity, as GNU tar; positive ones are cut.
+        assert_eq!(parse_time(b"1.9999999999"), Some((1, 999_999_999)));
+        assert_eq!(parse_time(b"-1.0000000001"), Some((-2, 999_999_999)));
+        assert_eq!(parse_time(b"-1.9999999991"), Some((-2, 0)));
+        assert_eq!(parse_time(b"-1.2500000000"), Some((-2, 750_000_000)));
         assert_eq!(parse_time(b"12"), Some((12, 0)));
         assert_eq!(parse_time(b"x"), None);
         // One sign, digits only, and no overflow on the way to a negative time.
