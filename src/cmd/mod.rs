@@ -10,6 +10,7 @@ mod push;
 mod restore;
 mod serve;
 mod snapshot;
+mod source;
 mod stats;
 mod tree;
 mod verify;

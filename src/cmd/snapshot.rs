@@ -1,14 +1,9 @@
 //! `cellar snapshot`: ingest a tar stream from stdin, a file, or a command's stdout.
 
-use std::ffi::OsString;
 use std::fs::File;
-use std::io::{IsTerminal, Read, Seek};
+use std::io::{IsTerminal, Seek};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cellar_store::tar::{write_dir, DirOptions};
@@ -19,10 +14,7 @@ use crate::cli::{Interrupted, SnapshotArgs, UsageError};
 use crate::output::{errln, outln, print_json, SnapshotJson};
 use crate::progress::IngestBar;
 
-/// How much of a command's stderr is kept to show when it fails.
-const STDERR_KEEP: usize = 64 << 10;
-/// How long a command whose stream broke may take to exit before it is stopped.
-const EXIT_WAIT: Duration = Duration::from_secs(2);
+use super::source::SourceCommand;
 
 #[derive(Serialize)]
 struct SnapshotReport<'a> {
@@ -136,10 +128,9 @@ fn ingest(
         });
         match result {
             Ok(r) => r,
-            // Interrupted: the command is not waited for.
+            // Interrupted: the command, and what it started, are stopped.
             Err(Error::Interrupted) => {
-                let _ = cmd.child.kill();
-                let _ = cmd.child.wait();
+                cmd.stop();
                 return Err(Error::Interrupted.into());
             }
             Err(e) => return Err(cmd.explain(e)),
@@ -205,137 +196,5 @@ fn snapshot_dir(
             Err(archiver) if !matches!(archiver, Error::Output(_)) => Err(archiver.into()),
             _ => Err(e.into()),
         },
-    }
-}
-
-/// The command after `--`, its stdout piped into the ingest, its stderr kept for messages.
-struct SourceCommand {
-    display: String,
-    child: Child,
-    stderr: Option<JoinHandle<()>>,
-    stderr_text: Arc<Mutex<Vec<u8>>>,
-    finished: bool,
-}
-
-impl SourceCommand {
-    fn spawn(argv: &[OsString]) -> anyhow::Result<SourceCommand> {
-        let display = argv
-            .iter()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("running {display}"))?;
-        let mut pipe = child.stderr.take().expect("piped stderr");
-        let stderr_text = Arc::new(Mutex::new(Vec::new()));
-        let keep = stderr_text.clone();
-        let stderr = std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                let mut kept = keep.lock().unwrap_or_else(|e| e.into_inner());
-                kept.extend_from_slice(&buf[..n]);
-                if kept.len() > STDERR_KEEP {
-                    let cut = kept.len() - STDERR_KEEP;
-                    kept.drain(..cut);
-                }
-            }
-        });
-        Ok(SourceCommand {
-            display,
-            child,
-            stderr: Some(stderr),
-            stderr_text,
-            finished: false,
-        })
-    }
-
-    fn stderr_text(&mut self) -> String {
-        if let Some(t) = self.stderr.take() {
-            let _ = t.join();
-        }
-        let text = self.stderr_text.lock().unwrap_or_else(|e| e.into_inner());
-        String::from_utf8_lossy(&text).trim_end().to_string()
-    }
-
-    /// The stream has been read to its end: the command must have succeeded, or ended with an
-    /// allowed code (then a warning carries its stderr).
-    fn finish(&mut self, allowed: &[i32]) -> Result<Option<String>, Error> {
-        self.finished = true;
-        let status = self
-            .child
-            .wait()
-            .map_err(|e| Error::SourceFailed(format!("waiting for {}: {e}", self.display)))?;
-        let stderr = self.stderr_text();
-        let with_stderr = |msg: String| {
-            if stderr.is_empty() {
-                msg
-            } else {
-                format!("{msg}; its stderr:\n{stderr}")
-            }
-        };
-        match status.code() {
-            Some(0) => Ok(None),
-            Some(code) if allowed.contains(&code) => Ok(Some(with_stderr(format!(
-                "`{}` exited with status {code} (allowed by --allow-exit)",
-                self.display
-            )))),
-            _ => Err(Error::SourceFailed(with_stderr(format!(
-                "`{}` failed ({status}); nothing was recorded",
-                self.display
-            )))),
-        }
-    }
-
-    /// The ingest failed before the stream was accepted. A command that failed is the cause
-    /// and the broken stream only its symptom (`machine exec` of a stopped VM writes nothing
-    /// and exits 1), so its exit status leads, even one `--allow-exit` names (that allows a
-    /// whole stream from a command that complained); a command still writing is stopped.
-    fn explain(mut self, e: Error) -> anyhow::Error {
-        if self.finished {
-            return e.into();
-        }
-        let status = self.exited_within(EXIT_WAIT);
-        if status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let stderr = self.stderr_text();
-        let said = if stderr.is_empty() {
-            String::new()
-        } else {
-            format!("; its stderr:\n{stderr}")
-        };
-        match status {
-            Some(status) if !status.success() => Error::SourceFailed(format!(
-                "`{}` failed ({status}); nothing was recorded; what it wrote: {e}{said}",
-                self.display
-            ))
-            .into(),
-            _ if said.is_empty() || e.is_usage() => e.into(),
-            _ => Error::SourceFailed(format!(
-                "{e}; reading the output of `{}`{}{said}",
-                self.display,
-                if status.is_none() { " (stopped)" } else { "" }
-            ))
-            .into(),
-        }
-    }
-
-    /// The command's exit status, if it ends within `wait`. Usually it has closed its stdout
-    /// and is on its way out; one still writing into the pipe nobody reads now is not.
-    fn exited_within(&mut self, wait: Duration) -> Option<ExitStatus> {
-        let start = Instant::now();
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) if start.elapsed() < wait => std::thread::sleep(Duration::from_millis(5)),
-                _ => return None,
-            }
-        }
     }
 }

@@ -13,6 +13,18 @@ fn temp_files(store: &TestStore) -> usize {
         .unwrap_or(0)
 }
 
+/// Whether a process runs whose command line is `words`.
+fn running(words: &str) -> bool {
+    let want: Vec<u8> = words
+        .split(' ')
+        .flat_map(|w| [w.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want))
+}
+
 #[test]
 fn an_interrupted_snapshot_records_nothing_and_leaves_nothing() {
     let store = TestStore::new();
@@ -24,8 +36,11 @@ fn an_interrupted_snapshot_records_nothing_and_leaves_nothing() {
     let file = store.scratch("big.tar");
     write_file(&file, &tar_of_dir(&dir));
     // Most of the stream, then a stall far longer than the test waits (the stream is never
-    // finished: the interrupt comes first).
+    // finished: the interrupt comes first). Through a command, the stall is a process of the
+    // shell's own, which the interrupt must stop too, not leave behind.
     let feed = format!("head -c 50000000 '{}'; exec sleep 60", file.display());
+    let stall = format!("sleep 61.{}", std::process::id());
+    let feed_by_command = format!("head -c 50000000 '{}'; {stall}", file.display());
     for (sig, by_command) in [
         (libc::SIGTERM, false),
         (libc::SIGINT, true),
@@ -33,7 +48,7 @@ fn an_interrupted_snapshot_records_nothing_and_leaves_nothing() {
     ] {
         let mut feeder = None;
         let mut cmd = if by_command {
-            store.cmd(&["snapshot", "--", "sh", "-c", &feed])
+            store.cmd(&["snapshot", "--", "sh", "-c", &feed_by_command])
         } else {
             let mut sh = std::process::Command::new("sh")
                 .args(["-c", &feed])
@@ -71,6 +86,12 @@ fn an_interrupted_snapshot_records_nothing_and_leaves_nothing() {
             "{err}"
         );
         assert_eq!(store.snapshot_count(), 1, "signal {sig}");
+        if by_command {
+            assert!(
+                !running(&stall),
+                "signal {sig}: `{stall}` outlived the snapshot"
+            );
+        }
         assert_eq!(store.pack_files(), packs_before, "signal {sig}: packs left");
         assert_eq!(temp_files(&store), 0, "signal {sig}: temp files left");
     }
