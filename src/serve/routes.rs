@@ -210,10 +210,13 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Option<Result<(u64, u64), ()>>
             (size.saturating_sub(n), size.checked_sub(1)?)
         }
         (a, "") => (a.parse().ok()?, size.checked_sub(1)?),
-        (a, b) => (
-            a.parse().ok()?,
-            b.parse::<u64>().ok()?.min(size.checked_sub(1)?),
-        ),
+        (a, b) => {
+            let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+            if b < a {
+                return None; // not a valid range at all: ignored, as RFC 9110 §14.2 says
+            }
+            (a, b.min(size.checked_sub(1)?))
+        }
     };
     Some(if range.0 <= range.1 && range.1 < size {
         Ok(range)

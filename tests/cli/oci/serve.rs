@@ -119,6 +119,14 @@ fn distribution_api_answers_as_the_spec_says() {
         &[("Range", "bytes=99999999-")],
     );
     assert_eq!(past.status, 416);
+    // A range that ends before it starts is no range: the whole blob (RFC 9110 §14.2).
+    let reversed = http_get(
+        addr,
+        &format!("/v2/vm/blobs/{layer}"),
+        &[("Range", "bytes=100-50")],
+    );
+    assert_eq!(reversed.status, 200);
+    assert!(reversed.body == s1.stream);
     let config = manifest["config"]["digest"].as_str().unwrap();
     let c = http_get(addr, &format!("/v2/vm/blobs/{config}"), &[]);
     assert_eq!(format!("sha256:{}", sha256_hex(&c.body)), config);
