@@ -2,6 +2,7 @@
 //! `?last=`), manifests and blobs (GET and HEAD, blobs with Range). Every write is refused.
 //! Store calls run on blocking threads.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -11,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use cellar_store::oci::{Blob, Digest, MANIFEST_MEDIA_TYPE};
-use cellar_store::{Snapshot, Store};
+use cellar_store::{Snapshot, SnapshotId, Store};
 use serde_json::json;
 
 use super::accept::accepts;
@@ -111,6 +112,15 @@ fn lineage(store: &Store, name: &str) -> Result<Vec<Snapshot>, ApiError> {
     Ok(snaps)
 }
 
+/// The blob with `digest` in the repository of `snaps` (a lineage's snapshots): one that an
+/// image of another lineage's snapshot made is not this repository's, as a registry keeps
+/// each repository's blobs apart; nor is one of a forgotten snapshot, whose layers could no
+/// longer be made.
+fn find_in(store: &Store, snaps: &[Snapshot], digest: &Digest) -> Result<Option<Blob>, ApiError> {
+    let ours: HashSet<SnapshotId> = snaps.iter().map(|s| s.id).collect();
+    Ok(store.find_blob(digest, &|id| ours.contains(id))?)
+}
+
 async fn tags(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
@@ -162,7 +172,7 @@ async fn manifest(
         if reference.starts_with("sha256:") {
             let digest =
                 Digest::parse(&reference).map_err(|_| ApiError::digest_invalid(&reference))?;
-            return match s.store.find_blob(&digest)? {
+            return match find_in(&s.store, &snaps, &digest)? {
                 Some(Blob::Small { media_type, bytes }) if media_type == MANIFEST_MEDIA_TYPE => {
                     Ok((digest, bytes))
                 }
@@ -235,8 +245,8 @@ async fn blob(
     let found = {
         let digest = digest.clone();
         blocking(&shared, move |s| {
-            lineage(&s.store, &name)?;
-            Ok(s.store.find_blob(&digest)?)
+            let snaps = lineage(&s.store, &name)?;
+            find_in(&s.store, &snaps, &digest)
         })
         .await?
     };

@@ -72,19 +72,29 @@ impl Store {
         })
     }
 
-    /// What produces the blob with this digest, if any image made so far refers to it.
-    pub fn find_blob(&self, digest: &Digest) -> Result<Option<Blob>> {
+    /// What produces the blob with this digest, if an image made so far of snapshots that
+    /// `in_repo` admits (all of a layer's) refers to it: a registry's blobs are its
+    /// repository's own. A config or manifest names its snapshot and lineage (its history
+    /// does), so it belongs to the one snapshot it is cached for.
+    pub fn find_blob(
+        &self,
+        digest: &Digest,
+        in_repo: &dyn Fn(&SnapshotId) -> bool,
+    ) -> Result<Option<Blob>> {
         let db = self.db();
-        let small: Option<(String, Vec<u8>)> = db
+        let small: Option<(String, Vec<u8>, String)> = db
             .conn()
             .query_row(
-                "SELECT media_type, bytes FROM image_blobs WHERE digest = ?1",
+                "SELECT media_type, bytes, snapshot FROM image_blobs WHERE digest = ?1",
                 [digest.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        if let Some((media_type, bytes)) = small {
-            return Ok(Some(Blob::Small { media_type, bytes }));
+        if let Some((media_type, bytes, snap)) = small {
+            if SnapshotId::from_hex(&snap).is_some_and(|id| in_repo(&id)) {
+                return Ok(Some(Blob::Small { media_type, bytes }));
+            }
+            return Ok(None);
         }
         let mut stmt = db
             .conn()
@@ -95,31 +105,34 @@ impl Store {
         for row in rows {
             let (key, size) = row?;
             if let Some(key) = LayerKey::parse(&key) {
-                return Ok(Some(Blob::Layer {
-                    key,
-                    size: size as u64,
-                }));
+                if key.spec.snapshots().iter().all(in_repo) {
+                    return Ok(Some(Blob::Layer {
+                        key,
+                        size: size as u64,
+                    }));
+                }
             }
         }
         // A snapshot's own stream is a layer before any image was asked for.
-        let exact: Option<(String, i64)> = db
-            .conn()
-            .query_row(
-                "SELECT id, stream_len FROM snapshots WHERE stream_sha256 = ?1 AND exact_layer
-                 LIMIT 1",
-                [digest.hex()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        Ok(exact.and_then(|(id, len)| {
-            Some(Blob::Layer {
-                key: LayerKey {
-                    spec: LayerSpec::Exact(SnapshotId::from_hex(&id)?),
-                    codec: Codec::None,
-                },
-                size: len as u64,
-            })
-        }))
+        let mut stmt = db.conn().prepare(
+            "SELECT id, stream_len FROM snapshots WHERE stream_sha256 = ?1 AND exact_layer",
+        )?;
+        let rows = stmt.query_map([digest.hex()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        for row in rows {
+            let (id, len) = row?;
+            if let Some(id) = SnapshotId::from_hex(&id).filter(|id| in_repo(id)) {
+                return Ok(Some(Blob::Layer {
+                    key: LayerKey {
+                        spec: LayerSpec::Exact(id),
+                        codec: Codec::None,
+                    },
+                    size: len as u64,
+                }));
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -167,6 +167,53 @@ fn distribution_api_answers_as_the_spec_says() {
     assert_ne!(m2.body, m.body);
 }
 
+/// A registry keeps each repository's blobs apart: a lineage's layers, configs and manifests
+/// are not another lineage's (404). A forgotten snapshot's are no one's: not found, rather
+/// than a download that breaks off when its layer cannot be made.
+#[test]
+fn a_repository_serves_only_its_own_blobs() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    portable_tree(&root);
+    let vm1 = snap_dir(&store, &root, "vm", "1");
+    write_file(&root.join("etc/more"), b"more\n");
+    snap_dir(&store, &root, "vm", "2");
+    let other = store.scratch("other");
+    write_file(&other.join("etc/hostname"), b"other\n");
+    snap_dir(&store, &other, "db", "1");
+    let served = Served::start(&store, &[]);
+    let addr = served.addr();
+    let accept = [("Accept", ACCEPT_MANIFESTS)];
+
+    let m = http_get(addr, &format!("/v2/vm/manifests/{}", vm1.id), &accept);
+    assert_eq!(m.status, 200, "{}", m.text());
+    let digest = format!("sha256:{}", sha256_hex(&m.body));
+    let manifest = m.json();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let config = manifest["config"]["digest"].as_str().unwrap();
+    for (path, code) in [
+        (format!("/v2/db/blobs/{layer}"), "BLOB_UNKNOWN"),
+        (format!("/v2/db/blobs/{config}"), "BLOB_UNKNOWN"),
+        (format!("/v2/db/manifests/{digest}"), "MANIFEST_UNKNOWN"),
+    ] {
+        let r = http_get(addr, &path, &accept);
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.json()["errors"][0]["code"], code, "{path}");
+        let ours = http_get(addr, &path.replacen("/v2/db/", "/v2/vm/", 1), &accept);
+        assert_eq!(ours.status, 200, "{path} in vm");
+    }
+
+    store.ok(&["rm", &vm1.id]);
+    for path in [
+        format!("/v2/vm/blobs/{layer}"),
+        format!("/v2/vm/blobs/{config}"),
+    ] {
+        let r = http_get(addr, &path, &[]);
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.json()["errors"][0]["code"], "BLOB_UNKNOWN", "{path}");
+    }
+}
+
 /// The `Link` header's next page, as a path to ask for.
 fn next_page(r: &Response) -> Option<String> {
     let link = r.header("link")?;
