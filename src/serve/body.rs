@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use bytes::Bytes;
 use cellar_store::oci::LayerKey;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::Shared;
@@ -89,9 +89,16 @@ impl Write for ChannelWriter {
     }
 }
 
-/// The bytes `range` (inclusive) of the layer `key` as a streaming body.
-pub fn layer_body(shared: Arc<Shared>, key: LayerKey, range: (u64, u64)) -> Body {
+/// The bytes `range` (inclusive) of the layer `key` as a streaming body, once the snapshots it
+/// is made of are pinned: a snapshot forgotten before that is an error here, for the caller to
+/// answer with a status, not a 200 whose body breaks off at once.
+pub async fn layer_body(
+    shared: Arc<Shared>,
+    key: LayerKey,
+    range: (u64, u64),
+) -> cellar_store::Result<Body> {
     let (tx, rx) = mpsc::channel::<Piece>(4);
+    let (pinned_tx, pinned) = oneshot::channel();
     tokio::task::spawn_blocking(move || {
         let mut w = ChannelWriter {
             tx,
@@ -103,8 +110,10 @@ pub fn layer_body(shared: Arc<Shared>, key: LayerKey, range: (u64, u64)) -> Body
         // For the download's length: a snapshot forgotten meanwhile is served to the end.
         let lease = shared.store.read_lease("serve");
         if let Err(e) = lease.pin_layer(&key.spec) {
-            return w.fail(e);
+            let _ = pinned_tx.send(Err(e));
+            return;
         }
+        let _ = pinned_tx.send(Ok(()));
         let written = shared.store.write_layer(&key, &mut w);
         // Every byte is read: end the lease before the client can see the last of them.
         drop(lease);
@@ -126,5 +135,8 @@ pub fn layer_body(shared: Arc<Shared>, key: LayerKey, range: (u64, u64)) -> Body
             Err(e) => w.fail(e),
         }
     });
-    Body::from_stream(ReceiverStream::new(rx))
+    pinned.await.map_err(|_| {
+        cellar_store::Error::Output(io::Error::other("the layer's thread ended early"))
+    })??;
+    Ok(Body::from_stream(ReceiverStream::new(rx)))
 }

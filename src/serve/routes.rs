@@ -272,7 +272,13 @@ async fn blob(
     let body = if method == Method::HEAD || len == 0 {
         Body::empty()
     } else {
+        // Forgotten since it was found: gone, as if it had not been found.
         layer_body(shared, key, (start, end))
+            .await
+            .map_err(|e| match e {
+                cellar_store::Error::NotFound(_) => ApiError::blob_unknown(digest.as_str()),
+                e => e.into(),
+            })?
     };
     let mut r = Response::new(body);
     *r.status_mut() = status;

@@ -236,6 +236,7 @@ impl ReadLease {
 
     /// Pin the snapshots a layer is made of.
     pub fn pin_layer(&self, spec: &LayerSpec) -> Result<()> {
+        crate::failpoint::hit("pin-layer");
         spec.snapshots().iter().try_for_each(|id| self.pin(id))
     }
 }

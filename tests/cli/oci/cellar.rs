@@ -89,7 +89,7 @@ pub(crate) fn snap_dir(store: &TestStore, root: &Path, name: &str, label: &str) 
 
 /// `cellar serve` on an ephemeral loopback port, killed on drop.
 pub(crate) struct Served {
-    child: Child,
+    pub(crate) child: Child,
     addr: String,
     /// What it has written on stderr so far, line by line.
     log: Arc<Mutex<Vec<String>>>,
@@ -102,12 +102,18 @@ impl Served {
 
     /// `cellar --store DIR serve ...`: for a store seen at another path.
     pub(crate) fn start_at(dir: &Path, args: &[&str]) -> Served {
+        Self::start_with_env(dir, args, &[])
+    }
+
+    /// The same, with `env` set for the server (a failpoint).
+    pub(crate) fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Served {
         let mut argv = vec!["serve", "--listen", "127.0.0.1:0"];
         argv.extend_from_slice(args);
         let mut child = Command::new(cellar_bin())
             .arg("--store")
             .arg(dir)
             .args(&argv)
+            .envs(env.iter().copied())
             .env_remove("CELLAR_STORE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -444,6 +444,33 @@ fn a_download_outlives_the_forgetting_of_its_snapshot() {
     assert_eq!(r["leases"], serde_json::json!([]), "{r}");
 }
 
+/// A snapshot forgotten after its blob was looked up but before the download pinned it: the
+/// answer is 404, as if it had not been found, not a 200 whose body breaks off at once.
+#[test]
+fn a_blob_forgotten_before_its_download_pins_it_is_not_found() {
+    let store = TestStore::new();
+    let dir = store.scratch("tree");
+    write_file(&dir.join("f.bin"), &noise(300_000, 6));
+    let stream = tar_of_dir(&dir);
+    let id = store.snapshot_bytes(&stream, "vm");
+    write_file(&dir.join("g.bin"), b"the lineage goes on\n");
+    store.snapshot_bytes(&tar_of_dir(&dir), "vm");
+    let served = Served::start_with_env(
+        &store.path(),
+        &[],
+        &[("CELLAR_FAILPOINT", "pin-layer:stop")],
+    );
+    let addr = served.addr().to_string();
+    let path = format!("/v2/vm/blobs/sha256:{}", sha256_hex(&stream));
+    let get = std::thread::spawn(move || http_get(&addr, &path, &[]));
+    wait_stopped(&served.child);
+    store.ok(&["rm", &id]);
+    resume(&served.child);
+    let r = get.join().unwrap();
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["errors"][0]["code"], "BLOB_UNKNOWN");
+}
+
 /// `repair-index` puts a new index in place while `serve` runs (an idle server holds no
 /// lease, so the repair goes ahead). The server's next request reads the new index: a
 /// snapshot committed after the repair is listed and pulled, and the old one still is.
