@@ -22,6 +22,26 @@ pub fn block(signals: &[libc::c_int]) -> libc::sigset_t {
     }
 }
 
+/// Start `cmd`'s process with no signal blocked: threads here block the interrupts (they are
+/// taken with `sigwait`), and a blocked mask is inherited through exec. A command started so
+/// could not be stopped by SIGTERM, nor by Ctrl-C, nor stop what it runs itself (`timeout`
+/// inside it sends SIGTERM).
+pub fn unblocked_in_child(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the child between fork and exec, and only calls sigemptyset and
+    // sigprocmask, which are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// The signals that interrupt a command.
 const INTERRUPTS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 

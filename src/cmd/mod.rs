@@ -48,16 +48,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ls(args) => tree::ls(&open(&root)?, args),
         Command::Cat(args) => reading(&root, "cat", |l| tree::cat(l, args)),
         Command::Diff(args) => tree::diff(&open(&root)?, args),
-        Command::Mount(args) => mount::run(&root, open(&root)?, args),
+        Command::Mount(args) => mount::run(&root, open_to_stay(&root)?, args),
         Command::Restore(args) => reading(&root, "restore", |l| restore::run(l, args)),
         Command::Rm(args) => prune::rm(&open(&root)?, args),
         Command::Prune(args) => prune::prune(&open(&root)?, args),
         Command::Verify(args) => verify::verify(&root, args),
         Command::RepairIndex(args) => verify::repair_index(&root, args),
         Command::Gc(args) => gc::run(&open(&root)?, args),
-        Command::Serve(args) => serve::run(open(&root)?, args),
+        Command::Serve(args) => serve::run(open_to_stay(&root)?, args),
         Command::Push(args) => reading(&root, "push", |l| push::run(l, args)),
-        Command::Pack(args) => pack::run(open(&root)?, args),
+        Command::Pack(args) => pack::run(open_to_stay(&root)?, args),
     }
 }
 
@@ -80,6 +80,14 @@ fn open(root: &Path) -> anyhow::Result<Store> {
         }
         other => Ok(other?),
     }
+}
+
+/// `open`, for a reader that runs on (mount, serve, pack): refused on a full disk, where the
+/// index could only be opened as if it were on a read-only filesystem.
+fn open_to_stay(root: &Path) -> anyhow::Result<Store> {
+    let store = open(root)?;
+    store.not_full()?;
+    Ok(store)
 }
 
 /// Whether this process may write the store's directory and its index.

@@ -3,7 +3,8 @@
 //!
 //! cellar is the command's subreaper (`PR_SET_CHILD_SUBREAPER`), so what the command leaves
 //! running when it dies (`sh -c 'tar ...; sleep 60'`) becomes cellar's child, not init's, and is
-//! stopped with it instead of outliving the snapshot.
+//! stopped with it instead of outliving the snapshot. A command that succeeds may leave things
+//! running (a daemon it started): they are left alone, and not waited for.
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -38,7 +39,8 @@ impl SourceCommand {
             .join(" ");
         // SAFETY: prctl(2) with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-        let mut child = Command::new(&argv[0])
+        let mut command = Command::new(&argv[0]);
+        let mut child = crate::signals::unblocked_in_child(&mut command)
             .args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -68,9 +70,17 @@ impl SourceCommand {
         })
     }
 
+    /// What the command wrote on stderr. Its end is waited for, but not past `EXIT_WAIT`: a
+    /// process the command left running may hold the pipe open for as long as it lives.
     fn stderr_text(&mut self) -> String {
         if let Some(t) = self.stderr.take() {
-            let _ = t.join();
+            let start = Instant::now();
+            while !t.is_finished() && start.elapsed() < EXIT_WAIT {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
         let text = self.stderr_text.lock().unwrap_or_else(|e| e.into_inner());
         String::from_utf8_lossy(&text).trim_end().to_string()
@@ -114,9 +124,8 @@ impl SourceCommand {
             return e.into();
         }
         let status = self.exited_within(EXIT_WAIT);
-        if status.is_none() {
-            self.stop();
-        }
+        // Still writing, or gone but with something it started still running: stopped.
+        self.stop();
         let stderr = self.stderr_text();
         let said = if stderr.is_empty() {
             String::new()
@@ -139,17 +148,29 @@ impl SourceCommand {
         }
     }
 
-    /// Stop the command and everything it started: SIGTERM to them all, then, for whatever is
-    /// left once the command has had `EXIT_WAIT` to go, SIGKILL (orphans of the command are
-    /// cellar's children by then, as its subreaper).
+    /// Stop the command and everything it started: SIGTERM to them all, and SIGKILL to what is
+    /// still running `EXIT_WAIT` later. What the command orphans is cellar's child (its
+    /// subreaper), so it is found, and reaped here.
     pub fn stop(&mut self) {
-        signal_descendants(libc::SIGTERM);
-        if self.exited_within(EXIT_WAIT).is_none() {
-            let _ = self.child.kill();
+        signal(&descendants(), libc::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < EXIT_WAIT {
+            let command_done = matches!(self.child.try_wait(), Ok(Some(_)) | Err(_));
+            if command_done && descendants().is_empty() {
+                break;
+            }
+            self.reap_orphans();
+            std::thread::sleep(Duration::from_millis(5));
         }
+        signal(&descendants(), libc::SIGKILL);
+        let _ = self.child.kill();
         let _ = self.child.wait();
-        signal_descendants(libc::SIGKILL);
-        // Reap them: nothing else in this process waits for children.
+        self.reap_orphans();
+    }
+
+    /// Reap exited children: the orphans the command left, and the command itself once its
+    /// status no longer matters (`explain` has read it by then).
+    fn reap_orphans(&self) {
         // SAFETY: waitpid(2) with a null status pointer writes nothing.
         while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
     }
@@ -168,9 +189,9 @@ impl SourceCommand {
     }
 }
 
-/// Send `sig` to every process below this one, found through /proc (each process's parent).
-fn signal_descendants(sig: i32) {
-    let mut parent_of = Vec::new();
+/// Every process (pid, parent pid) but zombies, from /proc.
+fn processes() -> Vec<(i32, i32)> {
+    let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
             .file_name()
@@ -179,30 +200,38 @@ fn signal_descendants(sig: i32) {
         else {
             continue;
         };
-        // The parent is the second field after the command name, which may hold spaces and
-        // parentheses: it is read after the last ')'.
+        // The state and the parent follow the command name, which may hold spaces and
+        // parentheses: they are read after the last ')'.
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let ppid = stat
+        let mut fields = stat
             .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<i32>().ok());
-        if let Some(ppid) = ppid {
-            parent_of.push((pid, ppid));
+            .map(|(_, rest)| rest.split_whitespace());
+        let state = fields.as_mut().and_then(|f| f.next());
+        let ppid = fields.as_mut().and_then(|f| f.next()?.parse::<i32>().ok());
+        if let (Some(state), Some(ppid)) = (state, ppid) {
+            if state != "Z" {
+                out.push((pid, ppid));
+            }
         }
     }
+    out
+}
+
+/// The processes below this one that have not exited.
+fn descendants() -> Vec<i32> {
+    let all = processes();
     let mut below = vec![std::process::id() as i32];
     let mut at = 0;
     while at < below.len() {
         let parent = below[at];
-        below.extend(
-            parent_of
-                .iter()
-                .filter(|&&(_, p)| p == parent)
-                .map(|&(c, _)| c),
-        );
+        below.extend(all.iter().filter(|&&(_, p)| p == parent).map(|&(c, _)| c));
         at += 1;
     }
-    for &pid in &below[1..] {
+    below.split_off(1)
+}
+
+fn signal(pids: &[i32], sig: i32) {
+    for &pid in pids {
         // SAFETY: kill(2) takes plain integers.
         unsafe { libc::kill(pid, sig) };
     }

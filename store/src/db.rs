@@ -362,6 +362,17 @@ impl Db {
         self.read_only.is_some()
     }
 
+    /// `Error::Full` if the store was opened for reading only because its filesystem is full:
+    /// for readers that run on (a mount, a server), which hold a lease in the index. Opened
+    /// `immutable`, the index would neither record their lease nor see what writers commit
+    /// once space is freed.
+    pub fn not_full(&self) -> Result<()> {
+        match &self.read_only {
+            Some(why @ ReadOnly::Full(_)) => Err(why.error()),
+            _ => Ok(()),
+        }
+    }
+
     /// `Error::ReadOnly` (or `Error::Full`) if the store was opened for reading only: for
     /// writers to check before they begin.
     pub fn writable(&self) -> Result<()> {

@@ -73,8 +73,9 @@ pub enum Error {
     ReadOnly(PathBuf),
     /// A write to a store whose filesystem is full (it was opened for reading only).
     #[error(
-        "the filesystem holding the store at {0} is full: it can be read (list, export, \
-         restore, mount, serve...), not changed until space is freed on it"
+        "the filesystem holding the store at {0} is full: it can be read by list, show, \
+         export, restore, cat, diff and verify; changed, mounted or served once space is freed \
+         on it (mount and serve keep a lease in the index)"
     )]
     Full(PathBuf),
     /// A read-only store whose index is too old to read without migrating it.

@@ -147,6 +147,12 @@ impl Store {
         Ok(true)
     }
 
+    /// `Error::Full` if the store could be opened only for reading because its filesystem is
+    /// full: long-running readers (mount, serve) refuse to start so (`Db::not_full`).
+    pub fn not_full(&self) -> Result<()> {
+        self.db().not_full()
+    }
+
     /// A second connection, for work that runs beside readers of this `Store`.
     pub(crate) fn open_connection(&self) -> Result<Db> {
         Db::open(&self.root.join(layout::DB_FILE), false)

@@ -509,3 +509,15 @@ pub fn resume(child: &Child) {
     // SAFETY: a signal to our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGCONT) }, 0);
 }
+
+/// Whether a process runs whose command line is `words`.
+pub fn running(words: &str) -> bool {
+    let want: Vec<u8> = words
+        .split(' ')
+        .flat_map(|w| [w.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want))
+}

@@ -140,11 +140,16 @@ fn a_store_on_a_full_disk_can_still_be_read() {
     read(&["restore", "a", restored.to_str().unwrap()]);
     assert!(std::fs::read(restored.join("data.bin")).unwrap() == noise(2_000_000, 3));
 
+    // Readers that run on keep a lease in the index, which a full disk cannot take.
+    let mnt = scratch.scratch("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
     for args in [
         &args[..],
         &["rm", "a"][..],
         &["prune", "--keep-last", "1"][..],
         &["gc"][..],
+        &["serve", "--listen", "127.0.0.1:0"][..],
+        &["mount", mnt.to_str().unwrap(), "a"][..],
     ] {
         let out = cellar_at(&store, args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));

@@ -13,18 +13,6 @@ fn temp_files(store: &TestStore) -> usize {
         .unwrap_or(0)
 }
 
-/// Whether a process runs whose command line is `words`.
-fn running(words: &str) -> bool {
-    let want: Vec<u8> = words
-        .split(' ')
-        .flat_map(|w| [w.as_bytes(), b"\0"].concat())
-        .collect();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want))
-}
-
 #[test]
 fn an_interrupted_snapshot_records_nothing_and_leaves_nothing() {
     let store = TestStore::new();

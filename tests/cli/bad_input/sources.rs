@@ -318,3 +318,32 @@ fn a_file_written_while_it_is_ingested_is_refused() {
         assert!(ts.export(id.trim_end()) == now);
     }
 }
+
+/// A command that fails at once, leaving something it started running: that is stopped with
+/// it, and one holding the command's stderr open does not keep the snapshot waiting.
+#[test]
+fn a_failed_command_takes_what_it_started_with_it() {
+    let ts = TestStore::new();
+    for (tag, script) in [
+        (
+            "64",
+            "sleep 64.{pid} >/dev/null 2>&1 & echo garbage; exit 3",
+        ),
+        ("65", "sleep 65.{pid} >/dev/null & echo garbage"),
+    ] {
+        let stall = format!("sleep {tag}.{}", std::process::id());
+        let script = script.replace("{pid}", &std::process::id().to_string());
+        let start = std::time::Instant::now();
+        let out = ts.run(&["snapshot", "--name", "x", "--", "sh", "-c", &script]);
+        assert_eq!(out.status.code(), Some(1), "{script}: {}", stderr(&out));
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "{script}: the snapshot waited for what the command left running"
+        );
+        assert!(
+            !running(&stall),
+            "{script}: `{stall}` outlived the snapshot"
+        );
+        assert_eq!(ts.snapshot_count(), 0);
+    }
+}
