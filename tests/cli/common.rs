@@ -482,6 +482,22 @@ pub fn cellar_at(store: &Path, args: &[&str]) -> Output {
         .expect("run cellar")
 }
 
+impl TestStore {
+    /// `cellar ARGS` started with `CELLAR_FAILPOINT=POINT:stop`, once it has stopped there
+    /// (its output piped, for `wait_with_output` after `resume`).
+    pub fn stopped_at(&self, args: &[&str], point: &str) -> Child {
+        let child = self
+            .cmd(args)
+            .env("CELLAR_FAILPOINT", format!("{point}:stop"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_stopped(&child);
+        child
+    }
+}
+
 /// Wait for a child to stop at its failpoint (`CELLAR_FAILPOINT=NAME:stop`), as /proc says.
 pub fn wait_stopped(child: &Child) {
     let stat = format!("/proc/{}/stat", child.id());

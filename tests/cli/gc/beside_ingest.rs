@@ -1,8 +1,6 @@
 //! gc beside an ingest that commits between its mark and its condemn: the new snapshot's
 //! chunks are live, however much of it the mark already saw.
 
-use std::process::Stdio;
-
 use super::*;
 
 /// A forgotten snapshot's pieces and records stay live as the delta bases of its successor's,
@@ -14,14 +12,7 @@ fn a_snapshot_of_a_forgotten_ones_stream_committed_during_gc_keeps_its_chunks() 
     let snaps = lineage(&store, 2, 3_000_000);
     let (forgotten, stream) = &snaps[0];
     store.ok(&["rm", forgotten]);
-    let gc = store
-        .cmd(&["gc", "--grace", "0"])
-        .env("CELLAR_FAILPOINT", "gc:after-mark:stop")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_stopped(&gc);
+    let gc = store.stopped_at(&["gc", "--grace", "0"], "gc:after-mark");
     let again = store.snapshot_bytes(stream, "vm");
     resume(&gc);
     let out = gc.wait_with_output().unwrap();

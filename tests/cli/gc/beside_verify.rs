@@ -2,8 +2,6 @@
 //! transaction is open is not damage. Each command is stopped at the moment that matters
 //! (`CELLAR_FAILPOINT=NAME:stop`), the other runs, and it goes on.
 
-use std::process::Stdio;
-
 use super::*;
 
 #[test]
@@ -11,14 +9,7 @@ fn packs_a_gc_removes_while_verify_runs_are_not_damage() {
     let store = TestStore::new();
     lineage(&store, 4, 3_000_000);
     store.ok(&["prune", "--keep-last", "1"]);
-    let verify = store
-        .cmd(&["verify", "--data", "--json"])
-        .env("CELLAR_FAILPOINT", "verify:in-transaction:stop")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_stopped(&verify);
+    let verify = store.stopped_at(&["verify", "--data", "--json"], "verify:in-transaction");
     let gc = gc_json(&store, &["--grace", "0"]);
     let changed = gc["packs_deleted"].as_u64().unwrap() + gc["packs_repacked"].as_u64().unwrap();
     assert!(changed > 0, "gc changed no pack: {gc}");
@@ -45,14 +36,10 @@ fn a_pack_an_ingest_is_committing_is_not_damage() {
     write_file(&dir.join("late.bin"), &noise(400_000, 78));
     let file = store.scratch("late.tar");
     write_file(&file, &tar_of_dir(&dir));
-    let ingest = store
-        .cmd(&["snapshot", "--name", "vm", file.to_str().unwrap()])
-        .env("CELLAR_FAILPOINT", "commit:after-seal:stop")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_stopped(&ingest);
+    let ingest = store.stopped_at(
+        &["snapshot", "--name", "vm", file.to_str().unwrap()],
+        "commit:after-seal",
+    );
     let report = store.json(&["verify", "--json"]);
     assert_eq!(report["problems"], serde_json::json!([]), "{report}");
     let pid = ingest.id().to_string();
@@ -80,22 +67,11 @@ fn an_ingest_committing_while_verify_settles_is_not_damage() {
     write_file(&dir.join("late.bin"), &noise(400_000, 79));
     let file = store.scratch("late.tar");
     write_file(&file, &tar_of_dir(&dir));
-    let stopped = |args: &[&str], point: &str| {
-        let child = store
-            .cmd(args)
-            .env("CELLAR_FAILPOINT", format!("{point}:stop"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_stopped(&child);
-        child
-    };
-    let ingest = stopped(
+    let ingest = store.stopped_at(
         &["snapshot", "--name", "vm", file.to_str().unwrap()],
         "commit:after-seal",
     );
-    let verify = stopped(&["verify", "--json"], "verify:settling");
+    let verify = store.stopped_at(&["verify", "--json"], "verify:settling");
     resume(&ingest);
     assert_success(&ingest.wait_with_output().unwrap(), &["snapshot"]);
     resume(&verify);

@@ -1,0 +1,100 @@
+//! What the index `repair-index` replaces still says: whether it is readable, which snapshots
+//! it lists, and whether a process is ingesting into it or reading through it (then the
+//! repair waits for them, since they would go on with the old index).
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
+use crate::layout;
+use crate::process;
+use crate::store::Store;
+
+/// The snapshots (hex id, name) an index file lists, as far as it can be read: none for an
+/// index that is gone or too damaged to say.
+pub(super) fn listed_snapshots(db: &Path) -> Vec<(String, String)> {
+    let read = || -> rusqlite::Result<Vec<(String, String)>> {
+        let conn = rusqlite::Connection::open_with_flags(
+            db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let mut stmt = conn.prepare("SELECT id, name FROM snapshots")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    };
+    if !db.is_file() {
+        return Vec::new();
+    }
+    read().unwrap_or_default()
+}
+
+/// Whether `root` has an index SQLite can open and finds no damage in.
+pub(super) fn readable_index(root: &Path) -> bool {
+    root.join(layout::DB_FILE).is_file()
+        && Store::open(root)
+            .and_then(|s| s.db().integrity_problems(1))
+            .is_ok_and(|problems| problems.is_empty())
+}
+
+/// An ingest in progress holds index state the rebuild would not see (and would commit into
+/// the old index): its `tmp/PID-…` files name a live process.
+pub(super) fn refuse_if_busy(root: &Path) -> Result<()> {
+    let me = std::process::id() as i32;
+    let tmp = root.join(layout::TMP_DIR);
+    for f in fs::read_dir(&tmp).at(&tmp)?.flatten() {
+        let name = f.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid != me && process::alive(pid.into()) {
+            return Err(Error::io(
+                f.path(),
+                io::Error::other(format!(
+                    "process {pid} is writing to the store (an ingest in progress); let it \
+                     finish, then run repair-index again (remove this file if process {pid} \
+                     is not cellar)"
+                )),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A reader (a mount, `serve`, an export) goes on reading through the index it opened, which
+/// the rebuild moves aside, and pins what it reads there, which the new index would not know:
+/// gc could then take a forgotten snapshot from under it. So the leases of live processes in
+/// the old index refuse the rebuild. An index too damaged to tell names no one.
+pub(super) fn refuse_if_read(root: &Path) -> Result<()> {
+    let path = root.join(layout::DB_FILE);
+    let leases = || -> rusqlite::Result<Vec<(i64, String)>> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Leases before schema 5 have no holder: only ingests took them.
+        let mut query = match conn.prepare("SELECT pid, holder FROM leases") {
+            Ok(q) => q,
+            Err(_) => conn.prepare("SELECT pid, 'ingest' FROM leases")?,
+        };
+        let rows = query.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    };
+    if !path.exists() {
+        return Ok(());
+    }
+    let me = std::process::id() as i64;
+    for (pid, holder) in leases().unwrap_or_default() {
+        if pid != me && process::alive(pid) {
+            return Err(Error::io(
+                path,
+                io::Error::other(format!(
+                    "process {pid} ({holder}) is reading the store through this index; end it \
+                     (`fusermount3 -u` for a mount), then run repair-index again"
+                )),
+            ));
+        }
+    }
+    Ok(())
+}
