@@ -20,7 +20,7 @@ mod feeder;
 
 pub use feeder::Feeder;
 
-use cellar_store::fsview::{Attr, FsView};
+use cellar_store::fsview::{Attr, Entry, FsView};
 use cellar_store::{Error, Kind};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
@@ -64,19 +64,19 @@ impl CellarFs {
         ino: u64,
         offset: u64,
         counted: bool,
-        mut add: impl FnMut(u64, u64, Kind, &[u8]) -> cellar_store::Result<bool>,
+        mut add: impl FnMut(Entry, u64) -> cellar_store::Result<bool>,
     ) -> cellar_store::Result<()> {
         let mut next = offset;
         for name in [&b"."[..], b".."].into_iter().skip(offset as usize) {
             next += 1;
-            if add(ino, next, Kind::Dir, name)? {
+            if add(Entry::bare(ino, Kind::Dir, name), next)? {
                 return Ok(());
             }
         }
         let skip = offset.saturating_sub(2) as usize;
-        self.view.list(ino, skip, counted, |child, kind, name| {
+        self.view.list(ino, skip, counted, |entry| {
             next += 1;
-            add(child, next, kind, name)
+            add(entry, next)
         })
     }
 }
@@ -277,12 +277,12 @@ impl Filesystem for CellarFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let listed = self.entries(ino.0, offset, false, |child, next, kind, name| {
+        let listed = self.entries(ino.0, offset, false, |entry, next| {
             Ok(reply.add(
-                INodeNo(child),
+                INodeNo(entry.ino),
                 next,
-                file_type(kind),
-                OsStr::from_bytes(name),
+                file_type(entry.kind),
+                OsStr::from_bytes(entry.name),
             ))
         });
         match listed {
@@ -301,12 +301,12 @@ impl Filesystem for CellarFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let listed = self.entries(ino.0, offset, true, |child, next, _, name| {
-            let a = self.view.getattr(child)?;
+        let listed = self.entries(ino.0, offset, true, |entry, next| {
+            let a = self.view.entry_attr(&entry)?;
             Ok(reply.add(
-                INodeNo(child),
+                INodeNo(entry.ino),
                 next,
-                OsStr::from_bytes(name),
+                OsStr::from_bytes(entry.name),
                 &ttl(&a),
                 &file_attr(&a),
                 Generation(0),

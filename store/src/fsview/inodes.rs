@@ -10,7 +10,8 @@
 //! node is held encoded (`Held`), and a number's key is not stored beside it but derived
 //! from it when the number is dropped.
 
-use std::collections::{HashMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::error::Result;
@@ -46,7 +47,14 @@ pub(super) struct Held(Arc<[u8]>);
 
 impl Held {
     pub fn new(node: &Node) -> Self {
-        Held(node.to_bytes().into())
+        // Encoded into a buffer kept per thread, then copied once: growing a fresh vector
+        // byte by byte cost more than the rest of handing out the number.
+        thread_local!(static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) });
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            node.encode(buf);
+            Held(Arc::from(buf.as_slice()))
+        })
     }
 
     pub fn node(&self) -> Result<Node> {
@@ -93,6 +101,12 @@ impl Key {
     }
 }
 
+/// The table's maps hash with foldhash, not SipHash: a `find` through a mount interns an
+/// entry per name and looks it up again on each request, and SipHash took a sixth of the
+/// mount's instructions. foldhash is seeded per map, so names chosen to collide cannot be
+/// made in advance.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 struct Slot {
     inode: Inode,
     /// Lookups the kernel holds: counted when handed out by LOOKUP or READDIRPLUS, given back
@@ -126,7 +140,7 @@ fn snapshot_of(inode: &Inode) -> Option<SnapshotId> {
 
 impl Inodes {
     pub fn new(root: Inode) -> Self {
-        let mut slots = HashMap::new();
+        let mut slots = HashMap::default();
         // A single snapshot's root is never dropped, so neither is that snapshot.
         let per_snapshot = snapshot_of(&root).map(|id| (id, 1)).into_iter().collect();
         slots.insert(
@@ -138,7 +152,7 @@ impl Inodes {
         );
         Inodes {
             slots,
-            by_key: HashMap::new(),
+            by_key: HashMap::default(),
             next: ROOT_INO + 1,
             uncounted: VecDeque::new(),
             per_snapshot,

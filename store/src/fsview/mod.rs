@@ -49,6 +49,28 @@ pub struct Attr {
     pub volatile: bool,
 }
 
+/// One entry of a directory listing.
+pub struct Entry<'a> {
+    pub ino: u64,
+    pub kind: Kind,
+    pub name: &'a [u8],
+    /// The node a snapshot's entry shows, which has its attributes: READDIRPLUS gives them
+    /// with every entry, and taking them from the listing spares a lookup and a decode each.
+    node: Option<&'a Node>,
+}
+
+impl<'a> Entry<'a> {
+    /// An entry whose attributes `entry_attr` looks up (`.` and `..`, say).
+    pub fn bare(ino: u64, kind: Kind, name: &'a [u8]) -> Self {
+        Entry {
+            ino,
+            kind,
+            name,
+            node: None,
+        }
+    }
+}
+
 pub struct FsView {
     /// Every snapshot the view goes into is pinned through it (FORMAT §15.4): forgotten while
     /// shown, it stays readable while the view holds inodes in it.
@@ -273,25 +295,16 @@ impl FsView {
                     ..synthetic(latest.as_slice(), 0)
                 }
             }
-            Inode::Node { node, .. } => {
-                let node = node.node()?;
-                Attr {
-                    ino,
-                    kind: node.kind,
-                    mode: node.mode,
-                    uid: node.uid,
-                    gid: node.gid,
-                    size: node.size,
-                    blocks: data_len(&node).div_ceil(512),
-                    mtime: node.mtime,
-                    mtime_nsec: node.mtime_nsec,
-                    nlink: node.nlink,
-                    rdev_major: node.rdev_major,
-                    rdev_minor: node.rdev_minor,
-                    volatile: false,
-                }
-            }
+            Inode::Node { node, .. } => node_attr(ino, &node.node()?),
         })
+    }
+
+    /// The attributes of a listed entry, as `getattr` gives them.
+    pub fn entry_attr(&self, entry: &Entry) -> Result<Attr> {
+        match entry.node {
+            Some(node) => Ok(node_attr(entry.ino, node)),
+            None => self.getattr(entry.ino),
+        }
     }
 
     fn latest_target(&self, lineage: &str) -> Result<Vec<u8>> {
@@ -303,19 +316,24 @@ impl FsView {
     }
 
     /// A directory's entries (without `.` and `..`) from the `skip`-th on, each handed to `add`
-    /// as (inode, kind, name) until it returns true. With `counted` (READDIRPLUS) each entry
+    /// until it returns true. With `counted` (READDIRPLUS) each entry
     /// counts as a lookup, except the one `add` refused (the reply was full).
     pub fn list(
         &self,
         ino: u64,
         skip: usize,
         counted: bool,
-        mut add: impl FnMut(u64, Kind, &[u8]) -> Result<bool>,
+        mut add: impl FnMut(Entry) -> Result<bool>,
     ) -> Result<()> {
-        let mut give = |child: u64, kind: Kind, name: &[u8]| -> Result<bool> {
-            let full = add(child, kind, name);
+        let mut give = |ino: u64, kind: Kind, name: &[u8], node: Option<&Node>| -> Result<bool> {
+            let full = add(Entry {
+                ino,
+                kind,
+                name,
+                node,
+            });
             if counted && !matches!(full, Ok(false)) {
-                self.forget(child, 1);
+                self.forget(ino, 1);
             }
             full
         };
@@ -326,7 +344,7 @@ impl FsView {
                     let child = self.intern(Key::Lineage(name.clone()), counted, move || {
                         Inode::Lineage(n)
                     });
-                    if give(child, Kind::Dir, name.as_bytes())? {
+                    if give(child, Kind::Dir, name.as_bytes(), None)? {
                         break;
                     }
                 }
@@ -336,7 +354,7 @@ impl FsView {
                 let count = snaps.len();
                 for s in snaps.into_iter().skip(skip) {
                     let name = s.short_id().into_bytes();
-                    if give(self.snapshot_ino(s, counted)?, Kind::Dir, &name)? {
+                    if give(self.snapshot_ino(s, counted)?, Kind::Dir, &name, None)? {
                         return Ok(());
                     }
                 }
@@ -344,7 +362,7 @@ impl FsView {
                     let l = lineage.clone();
                     let latest =
                         self.intern(Key::Latest(lineage), counted, move || Inode::Latest(l));
-                    give(latest, Kind::Symlink, LATEST)?;
+                    give(latest, Kind::Symlink, LATEST, None)?;
                 }
             }
             Inode::Latest(_) => return Err(not_a_dir()),
@@ -353,7 +371,8 @@ impl FsView {
                 // In the stream's order where the record keeps it: where the data is, so a
                 // reader going through the listing (`tar -c`, `cp -r`) reads frames through.
                 for c in tree.readdir(&node.node()?)?.listed_from(skip) {
-                    if give(self.child_ino(ino, &snap, c, counted), c.kind, &c.name)? {
+                    let child = self.child_ino(ino, &snap, c, counted);
+                    if give(child, c.kind, &c.name, Some(c))? {
                         break;
                     }
                 }
@@ -501,6 +520,25 @@ fn newest(snaps: &[Snapshot]) -> (i64, u32) {
         .filter_map(|s| OffsetDateTime::parse(&s.created, &Rfc3339).ok())
         .max()
         .map_or((0, 0), |t| (t.unix_timestamp(), t.nanosecond()))
+}
+
+/// The attributes of `node`, shown at inode `ino`.
+fn node_attr(ino: u64, node: &Node) -> Attr {
+    Attr {
+        ino,
+        kind: node.kind,
+        mode: node.mode,
+        uid: node.uid,
+        gid: node.gid,
+        size: node.size,
+        blocks: data_len(node).div_ceil(512),
+        mtime: node.mtime,
+        mtime_nsec: node.mtime_nsec,
+        nlink: node.nlink,
+        rdev_major: node.rdev_major,
+        rdev_minor: node.rdev_minor,
+        volatile: false,
+    }
 }
 
 /// The bytes of a node's data: a sparse file's data segments, not its holes.
