@@ -229,8 +229,7 @@ fn xattrs(recs: &[PaxRecord]) -> (Vec<Xattr>, usize) {
     let mut out = std::collections::BTreeMap::new();
     for r in recs {
         if let Some(name) = r.key.strip_prefix(b"SCHILY.xattr.") {
-            // GNU tar writes '%' and '=' in names as %25 and %3D.
-            out.insert(percent_decode(name), value(&r.value));
+            out.insert(gnu_xattr_name(name), value(&r.value));
         } else if let Some(name) = r.key.strip_prefix(b"LIBARCHIVE.xattr.") {
             if let Some(decoded) = base64_decode(&r.value) {
                 out.insert(percent_decode(name), value(&decoded));
@@ -254,6 +253,27 @@ fn xattrs(recs: &[PaxRecord]) -> (Vec<Xattr>, usize) {
     (kept, left_out)
 }
 
+/// A `SCHILY.xattr.` name as GNU tar reads it: it writes `%` and `=` as `%25` and `%3D` and
+/// decodes those two only, so `%41` stays three bytes.
+fn gnu_xattr_name(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s.get(i..i + 3) {
+            Some(b"%25") => out.push(b'%'),
+            Some(b"%3D") => out.push(b'='),
+            _ => {
+                out.push(s[i]);
+                i += 1;
+                continue;
+            }
+        }
+        i += 3;
+    }
+    out
+}
+
+/// A `LIBARCHIVE.xattr.` name: every `%XX` is a byte.
 fn percent_decode(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
@@ -328,7 +348,11 @@ mod tests {
         );
         assert_eq!(base64_decode(b"aGVsbG8").unwrap(), b"hello");
         assert_eq!(base64_decode(b"aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(percent_decode(b"user.a%3Db"), b"user.a=b");
+        assert_eq!(percent_decode(b"user.a%3Db%41"), b"user.a=bA");
+        assert_eq!(
+            gnu_xattr_name(b"user.a%3Db%25%41%3d%2"),
+            b"user.a=b%%41%3d%2"
+        );
         let (map, data) = parse_payload_map(b"2\n0\n10\n4096\n5\n").unwrap();
         assert_eq!(map, vec![(0, 10), (4096, 5)]);
         assert_eq!(data, 512);

@@ -147,6 +147,32 @@ fn xattr_names_with_escaped_characters_decode() {
     );
 }
 
+/// GNU tar decodes `%25` and `%3D` in a `SCHILY.xattr.` name and nothing else: another `%XX`
+/// (which no tar writes, but a stream may carry) is kept as written, as its extraction shows.
+#[test]
+fn xattr_names_keep_other_percent_escapes_as_gnu_tar_does() {
+    let store = TestStore::new();
+    let mut stream = Vec::new();
+    pax(
+        &mut stream,
+        &[
+            ("SCHILY.xattr.user.x%41y", b"1"),
+            ("SCHILY.xattr.user.e%2f", b"2"),
+            ("SCHILY.xattr.user.p%25q%3Dr%3d", b"3"),
+        ],
+    );
+    member(&mut stream, b"f", b'0', b"x", b"", 0o644);
+    end_of_archive(&mut stream);
+    let id = store.snapshot_bytes(&stream, "vm");
+    assert_matches_extraction(&store, &id, &stream, "percent escapes", None);
+    let listing = store.json(&["ls", &id, "/f", "--json"]);
+    assert_eq!(
+        listing[0]["xattrs"],
+        serde_json::json!(["user.e%2f", "user.p%q=r%3d", "user.x%41y"]),
+        "{listing}"
+    );
+}
+
 /// Global PAX headers apply to every later member, under its local records, until the next
 /// global header replaces them: the tree has what GNU tar extracts (times, owners), and the
 /// stream exports unchanged. (Global xattrs are left out of the stream: GNU tar fails on them;
