@@ -3,7 +3,7 @@
 //! rebuilt from packs alone.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 use super::format::{check_pack_header, RecordHeader, PACK_HEADER_LEN};
@@ -50,7 +50,9 @@ pub fn scan_file(file: File, path: &Path, mut f: impl FnMut(Found) -> Result<()>
         if payload_offset + stored > len {
             return Err(damaged("record runs past the end of the pack".into()));
         }
-        r.seek(SeekFrom::Current(stored as i64)).at(path)?;
+        // Relative, so a small payload is skipped inside the buffer: a plain seek drops it, and
+        // a pack of small records was read again 64 KiB at a time for each of them.
+        r.seek_relative(stored as i64).at(path)?;
         pos = payload_offset + stored;
         f(Found {
             header,
