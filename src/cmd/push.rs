@@ -1,8 +1,11 @@
-//! `cellar push`: a snapshot's image to a registry over the OCI distribution API. Layers the
-//! registry already has (known by their cached digests) are skipped; the rest stream from the
-//! store to the registry without being staged anywhere.
+//! `cellar push`: a snapshot's image to a registry over the OCI distribution API. Each layer's
+//! digest is asked for with HEAD before anything is sent, and a layer the registry has is
+//! skipped. A layer whose digest is known (cached from an earlier image, or the stream's own
+//! sha256) streams from the store to the registry; one never made in this codec is made once
+//! into a spool file first, which gives its digest, and goes up from there if it must.
 
-use std::io::IsTerminal;
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Seek};
 
 use anyhow::bail;
 use cellar_store::oci::{Codec, Layer, LayerDigest, LayerKey, MANIFEST_MEDIA_TYPE};
@@ -50,27 +53,39 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
     for (i, spec) in specs.into_iter().enumerate() {
         let key = LayerKey { spec, codec };
         let n = format!("layer {}/{count}", i + 1);
-        if let Some(known) = store.known_layer_digest(&key)? {
-            if client.blob_exists(known.digest.as_str())? {
-                errln!("{n}: {} exists", known.digest);
-                reports.push(LayerReport {
-                    digest: known.digest.to_string(),
-                    size: known.size,
-                    uploaded: false,
-                });
-                layers.push(Layer { key, digest: known });
-                continue;
+        let (digest, mut spooled) = match store.known_layer_digest(&key)? {
+            Some(known) => (known, None),
+            None => {
+                errln!("{n}: making it, to learn its digest");
+                let (made, spool) = spool_layer(store, &key)?;
+                (made, Some(spool))
             }
+        };
+        if client.blob_exists(digest.digest.as_str())? {
+            errln!("{n}: {} exists", digest.digest);
+            reports.push(LayerReport {
+                digest: digest.digest.to_string(),
+                size: digest.size,
+                uploaded: false,
+            });
+            layers.push(Layer { key, digest });
+            continue;
         }
         errln!("{n}: uploading");
         let bar = upload_bar(&n);
-        let digest = client.put_blob_streaming(
-            |out| Ok(store.write_layer(&key, out)?.digest),
+        let sent = client.put_blob_streaming(
+            |out| match spooled.as_mut() {
+                Some(spool) => {
+                    std::io::copy(spool, out)?;
+                    Ok(digest.clone())
+                }
+                None => Ok(store.write_layer(&key, out)?.digest),
+            },
             |d: &LayerDigest| d.digest.to_string(),
             &bar,
         );
         bar.finish_and_clear();
-        let digest = digest?;
+        let digest = sent?;
         errln!(
             "{n}: {} uploaded ({})",
             digest.digest,
@@ -112,6 +127,15 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
         outln!("{digest}");
         Ok(())
     }
+}
+
+/// Make the layer `key` into a spool file: its digest, and the file rewound to its start.
+fn spool_layer(store: &Store, key: &LayerKey) -> anyhow::Result<(LayerDigest, File)> {
+    let mut out = BufWriter::new(store.spool()?);
+    let made = store.write_layer(key, &mut out)?;
+    let mut spool = out.into_inner().map_err(|e| e.into_error())?;
+    spool.rewind()?;
+    Ok((made.digest, spool))
 }
 
 /// Bytes sent so far, on stderr when it is a terminal.

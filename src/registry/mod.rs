@@ -26,8 +26,10 @@ const ERROR_BODY_LIMIT: u64 = 64 << 10;
 
 pub struct Client {
     agent: ureq::Agent,
-    /// `https://host:port`.
+    /// `https://host:port`, or `http://host:port` once `ping` found only that answering.
     base: String,
+    /// Whether plain HTTP may be tried when HTTPS gets no answer.
+    plain_http: bool,
     reference: Reference,
     creds: Option<Credentials>,
     /// The `Authorization` value the handshake settled on, kept for the run.
@@ -35,14 +37,10 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `reference`'s registry: plain HTTP for loopback hosts or with `insecure`
-    /// (which also accepts any TLS certificate), HTTPS otherwise.
+    /// A client for `reference`'s registry. It speaks HTTPS; `ping` falls back to plain HTTP
+    /// for loopback hosts or with `insecure` (which also accepts any TLS certificate), as
+    /// crane does.
     pub fn new(reference: Reference, insecure: bool) -> anyhow::Result<Client> {
-        let scheme = if insecure || reference.is_loopback() {
-            "http"
-        } else {
-            "https"
-        };
         let tls = ureq::tls::TlsConfig::builder()
             .disable_verification(insecure)
             .build();
@@ -58,7 +56,8 @@ impl Client {
         let creds = credentials::load_credentials(&reference.host)?;
         Ok(Client {
             agent,
-            base: format!("{scheme}://{}", reference.api_host()),
+            base: format!("https://{}", reference.api_host()),
+            plain_http: insecure || reference.is_loopback(),
             reference,
             creds,
             auth: None,
@@ -74,13 +73,43 @@ impl Client {
     }
 
     /// `GET /v2/`: the registry is there, speaks the API, and lets us in (any challenge is
-    /// met here, so later requests carry their credentials from the start).
+    /// met here, so later requests carry their credentials from the start). Over HTTPS, or
+    /// over plain HTTP where that is allowed and HTTPS got no answer (no TLS on the port, or a
+    /// certificate refused).
     pub fn ping(&mut self) -> anyhow::Result<()> {
-        let url = format!("{}/v2/", self.base);
-        let resp = self.send("GET", &url, |agent, auth| {
-            with_auth(agent.get(&url), auth).call()
-        })?;
-        check(resp, "GET", &url, &[200]).map(drop)
+        let https = format!("{}/v2/", self.base);
+        let Err(tls_error) = self.ping_at(&https)? else {
+            return Ok(());
+        };
+        if !self.plain_http {
+            return Err(network_error(tls_error, &https));
+        }
+        self.base = self.base.replacen("https://", "http://", 1);
+        let http = format!("{}/v2/", self.base);
+        match self.ping_at(&http) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow!(
+                "cannot reach the registry at {} over HTTPS ({https}: {tls_error}) or plain \
+                 HTTP ({http}: {e})",
+                self.reference.api_host()
+            )),
+            Err(refused) => Err(anyhow!(
+                "{}; over plain HTTP: {refused}",
+                network_error(tls_error, &https)
+            )),
+        }
+    }
+
+    /// `GET URL` (a `/v2/`): Err when the registry answered and refused; Ok(Err) when
+    /// nothing answered.
+    fn ping_at(&mut self, url: &str) -> anyhow::Result<Result<(), ureq::Error>> {
+        let call = |agent: &ureq::Agent, auth: Option<&str>| with_auth(agent.get(url), auth).call();
+        let resp = match call(&self.agent, self.auth.as_deref()) {
+            Ok(resp) => resp,
+            Err(e) => return Ok(Err(e)),
+        };
+        let resp = self.meet_challenge(resp, "GET", url, call)?;
+        check(resp, "GET", url, &[200]).map(|_| Ok(()))
     }
 
     /// Run a request (built afresh by `call` for each attempt, with the current
@@ -92,6 +121,18 @@ impl Client {
         call: impl Fn(&ureq::Agent, Option<&str>) -> Result<Response<Body>, ureq::Error>,
     ) -> anyhow::Result<Response<Body>> {
         let resp = call(&self.agent, self.auth.as_deref()).map_err(|e| network_error(e, url))?;
+        self.meet_challenge(resp, method, url, call)
+    }
+
+    /// `resp` if it is not a 401; else meet its challenge and return the answer to `call`
+    /// made again with the credentials that gives.
+    fn meet_challenge(
+        &mut self,
+        resp: Response<Body>,
+        method: &str,
+        url: &str,
+        call: impl Fn(&ureq::Agent, Option<&str>) -> Result<Response<Body>, ureq::Error>,
+    ) -> anyhow::Result<Response<Body>> {
         if resp.status().as_u16() != 401 {
             return Ok(resp);
         }

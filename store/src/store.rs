@@ -119,6 +119,16 @@ impl Store {
         &self.root
     }
 
+    /// An unnamed file to stage bytes in on their way out, gone once closed: in the store's
+    /// `tmp/` (on its disk, which a large layer fits better than a memory-backed /tmp), or
+    /// in the system's temporary directory where the store cannot be written.
+    pub fn spool(&self) -> Result<File> {
+        let tmp = self.root.join(layout::TMP_DIR);
+        tempfile::tempfile_in(&tmp)
+            .or_else(|_| tempfile::tempfile())
+            .at(tmp)
+    }
+
     pub(crate) fn db(&self) -> MutexGuard<'_, Db> {
         self.db.lock().unwrap_or_else(|e| e.into_inner())
     }

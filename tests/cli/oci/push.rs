@@ -288,3 +288,64 @@ fn bad_targets_are_refused_clearly() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// A layer the registry has is found by HEAD and skipped even when this store never pushed
+/// (or made) it: its digest comes from making it once, and nothing is uploaded.
+#[test]
+fn a_layer_another_store_pushed_is_not_uploaded_again() {
+    let registry = Registry::start();
+    let mut stream = Vec::new();
+    member(&mut stream, b"etc/", b'5', b"", b"", 0o755);
+    member(&mut stream, b"etc/hostname", b'0', b"vm\n", b"", 0o644);
+    end_of_archive(&mut stream);
+    let (first, second) = (TestStore::new(), TestStore::new());
+    first.snapshot_bytes(&stream, "vm");
+    second.snapshot_bytes(&stream, "vm");
+
+    let one = push_json(&first, &registry, &["vm", &registry.reference("vm:one")]);
+    let two = push_json(&second, &registry, &["vm", &registry.reference("vm:two")]);
+    assert_eq!(uploaded(&one), [true]);
+    assert_eq!(uploaded(&two), [false], "{two}");
+    assert_eq!(two["layers"][0]["digest"], one["layers"][0]["digest"]);
+    assert_eq!(two["digest"], served_digest(&registry, "vm:two"));
+    assert_eq!(
+        uploaded(&push_json(
+            &second,
+            &registry,
+            &["vm", &registry.reference("vm:three")]
+        )),
+        [false],
+        "the digest made on the way is cached"
+    );
+}
+
+/// A registry that speaks only HTTPS with a certificate no one signed: `--insecure` pushes to
+/// it over TLS (on loopback too, where plain HTTP is only the fallback, as crane has it);
+/// without it the push fails and says why.
+#[test]
+fn insecure_pushes_over_unverified_tls() {
+    let registry = Registry::with_tls();
+    let store = TestStore::new();
+    let mut stream = Vec::new();
+    member(&mut stream, b"f", b'0', b"over tls\n", b"", 0o644);
+    end_of_archive(&mut stream);
+    store.snapshot_bytes(&stream, "vm");
+
+    let refused = push(&store, &["vm", &registry.reference("vm:t")]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    let said = stderr(&refused);
+    assert!(
+        said.contains(&format!("https://{}/v2/", registry.addr())) && said.contains("ertificate"),
+        "the certificate is the reason: {said}"
+    );
+
+    let report = push_json(
+        &store,
+        &registry,
+        &["vm", &registry.reference("vm:t"), "--insecure"],
+    );
+    assert_eq!(uploaded(&report), [true]);
+    assert_eq!(report["digest"], served_digest(&registry, "vm:t"));
+    let rootfs = pull_rootfs(&store, &registry, "vm:t", "tls");
+    assert_eq!(fs::read(rootfs.join("f")).unwrap(), b"over tls\n");
+}

@@ -1,6 +1,6 @@
 //! A throwaway registry: Debian's `docker-registry` (distribution 2.8) serving a temp dir on a
-//! loopback port, no TLS, deletes off, and no auth unless started with users (htpasswd, so
-//! HTTP Basic). Dropping the guard kills it.
+//! loopback port, deletes off, no TLS unless started with a self-signed certificate, and no
+//! auth unless started with users (htpasswd, so HTTP Basic). Dropping the guard kills it.
 
 use std::fs::{self, File};
 use std::net::TcpListener;
@@ -41,7 +41,56 @@ pub(crate) const PASSWORD: &str = "cellar-secret";
 /// `PASSWORD` hashed with bcrypt (cost 5) for the registry's htpasswd file.
 const PASSWORD_BCRYPT: &str = "$2b$05$2vWXcxiV8rpqgrlUMdL/6OMgag2B15AK/yRj7zlPEIDjiNWX25oW.";
 
-fn config(storage: &Path, addr: &str, htpasswd: Option<&Path>) -> String {
+/// What a registry is started with besides its storage.
+#[derive(Clone, Copy, PartialEq)]
+enum Access {
+    Open,
+    /// `USER` with `PASSWORD`, over HTTP Basic.
+    User,
+    /// HTTPS with a self-signed certificate.
+    Tls,
+}
+
+/// A self-signed certificate for 127.0.0.1 in `dir`: (certificate, key).
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+fn config(
+    storage: &Path,
+    addr: &str,
+    htpasswd: Option<&Path>,
+    tls: Option<&(PathBuf, PathBuf)>,
+) -> String {
+    let tls = match tls {
+        Some((cert, key)) => format!(
+            "  tls:\n    certificate: \"{}\"\n    key: \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+        None => String::new(),
+    };
     let auth = match htpasswd {
         Some(path) => format!(
             "auth:\n  htpasswd:\n    realm: cellar-tests\n    path: \"{}\"\n",
@@ -67,7 +116,7 @@ storage:
 http:
   addr: {addr}
   secret: cellar-tests
-"#,
+{tls}"#,
         storage.display()
     )
 }
@@ -98,15 +147,20 @@ fn wait_up(child: &mut Child, addr: &str, log: &Path, ready: u16) -> Result<(), 
 impl Registry {
     /// Start a registry and return once it listens and `GET /v2/` answers 200.
     pub(crate) fn start() -> Registry {
-        Self::launch(false)
+        Self::launch(Access::Open)
     }
 
     /// A registry that lets only `USER` with `PASSWORD` in (HTTP Basic).
     pub(crate) fn with_user() -> Registry {
-        Self::launch(true)
+        Self::launch(Access::User)
     }
 
-    fn launch(auth: bool) -> Registry {
+    /// A registry that speaks HTTPS only, with a self-signed certificate.
+    pub(crate) fn with_tls() -> Registry {
+        Self::launch(Access::Tls)
+    }
+
+    fn launch(access: Access) -> Registry {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is not installed; run scripts/test, which installs what tests need"
@@ -114,7 +168,8 @@ impl Registry {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = dir.path().join("storage");
         fs::create_dir_all(&storage).expect("mkdir storage");
-        let htpasswd = auth.then(|| {
+        let tls = (access == Access::Tls).then(|| self_signed(dir.path()));
+        let htpasswd = (access == Access::User).then(|| {
             let path = dir.path().join("htpasswd");
             fs::write(&path, format!("{USER}:{PASSWORD_BCRYPT}\n")).expect("write htpasswd");
             path
@@ -124,8 +179,11 @@ impl Registry {
             let port = free_port();
             let addr = format!("127.0.0.1:{port}");
             let cfg = dir.path().join("config.yml");
-            fs::write(&cfg, config(&storage, &addr, htpasswd.as_deref()))
-                .expect("write registry config");
+            fs::write(
+                &cfg,
+                config(&storage, &addr, htpasswd.as_deref(), tls.as_ref()),
+            )
+            .expect("write registry config");
             let log = dir.path().join(format!("registry-{attempt}.log"));
             let out = File::create(&log).expect("registry log");
             let err = out.try_clone().expect("dup log");
@@ -143,7 +201,13 @@ impl Registry {
                 .stderr(err)
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawn {REGISTRY_BIN}: {e}"));
-            let up = wait_up(&mut child, &addr, &log, if auth { 401 } else { 200 });
+            // A TLS port answers a plain-HTTP request with 400.
+            let ready = match access {
+                Access::Open => 200,
+                Access::User => 401,
+                Access::Tls => 400,
+            };
+            let up = wait_up(&mut child, &addr, &log, ready);
             if up.is_ok() {
                 return Registry { addr, child, dir };
             }
