@@ -69,6 +69,24 @@ pub fn normalize(path: &[u8]) -> Option<Vec<&[u8]>> {
     (out.len() <= MAX_DEPTH).then_some(out)
 }
 
+/// GNU tar's rule for a hard link's target: the part up to and including its last `..`
+/// component goes ("Removing leading `q/../' from hard link targets"), and the rest is a name
+/// as `normalize` takes it.
+pub fn normalize_link_target(target: &[u8]) -> Option<Vec<&[u8]>> {
+    if target.len() > MAX_PATH {
+        return None;
+    }
+    let mut out = Vec::new();
+    for c in target.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => out.clear(),
+            c => out.push(c),
+        }
+    }
+    (out.len() <= MAX_DEPTH).then_some(out)
+}
+
 /// Warnings kept for the report. A stream can earn one per member (millions): past these, only
 /// a count is kept.
 const MAX_WARNINGS: usize = 1000;
@@ -247,9 +265,11 @@ impl<'a> TreeBuilder<'a> {
     /// A hardlink member: the same inode as `target`'s node at this point of the stream.
     pub fn put_link(&mut self, path: &[u8], target: &[u8]) -> Result<()> {
         self.note_name(target);
-        let (Some(components), Some(target_c)) = (normalize(path), normalize(target)) else {
+        let (Some(components), Some(target_c)) = (normalize(path), normalize_link_target(target))
+        else {
             self.warn(format!(
-                "{}: a hardlink with '..' is left out of the tree",
+                "{}: a hardlink named with '..' (or over {MAX_PATH} bytes or {MAX_DEPTH} \
+                 levels) is left out of the tree",
                 path_text(path)
             ));
             return Ok(());

@@ -198,6 +198,26 @@ fn stream_order_decides_the_tree() {
     assert!(store.export(&id) == s);
 }
 
+/// A hard link's target loses what comes before its last `..`, as GNU tar has it ("Removing
+/// leading `q/../' from hard link targets"): the link is made, to what is left.
+#[test]
+fn hardlink_targets_drop_what_comes_before_their_last_dotdot() {
+    let store = TestStore::new();
+    let mut s = Vec::new();
+    member(&mut s, b"d/", b'5', b"", b"", 0o755);
+    member(&mut s, b"d/a", b'0', b"linked thrice\n", b"", 0o644);
+    member(&mut s, b"d/two", b'1', b"", b"../../d/./a", 0o644);
+    member(&mut s, b"one", b'1', b"", b"q/../d/a", 0o644);
+    end_of_archive(&mut s);
+    let id = store.snapshot_bytes(&s, "vm");
+    let (paths, listed) = assert_matches_extraction(&store, &id, &s, "dotdot targets", None);
+    let by: BTreeMap<String, &Value> = paths.iter().map(|p| lossy(p)).zip(&listed).collect();
+    for p in ["/d/a", "/one", "/d/two"] {
+        assert_eq!(by[p]["nlink"], 3, "{p}");
+    }
+    assert_eq!(store.run(&["cat", &id, "/one"]).stdout, b"linked thrice\n");
+}
+
 /// xattrs that only libarchive's records carry (GNU tar ignores them on extraction, so no
 /// oracle): names are %-decoded, values base64.
 #[test]
