@@ -87,6 +87,70 @@ pub fn parse_decimal(value: &[u8]) -> Option<u64> {
     s.parse().ok()
 }
 
+/// GNU tar refuses a member whose PAX records give a number it cannot read ("Malformed
+/// extended header: invalid gid=-5x"). The records of the keys cellar reads as numbers, and
+/// the times GNU tar reads too, must be well formed: Err names the first that is not.
+pub fn check_numbers(records: &[PaxRecord]) -> Result<(), String> {
+    for r in records {
+        let v = r.value.as_slice();
+        let ok = match r.key.as_slice() {
+            b"uid"
+            | b"gid"
+            | b"size"
+            | b"GNU.sparse.size"
+            | b"GNU.sparse.realsize"
+            | b"GNU.sparse.offset"
+            | b"GNU.sparse.numbytes"
+            | b"GNU.sparse.numblocks"
+            | b"GNU.sparse.major"
+            | b"GNU.sparse.minor" => parse_decimal(v).is_some(),
+            b"mtime" | b"atime" | b"ctime" => parse_time(v).is_some(),
+            b"GNU.sparse.map" => {
+                let nums: Vec<_> = v.split(|&b| b == b',').map(parse_decimal).collect();
+                nums.len() % 2 == 0 && nums.iter().all(Option::is_some)
+            }
+            _ => true,
+        };
+        if !ok {
+            return Err(format!(
+                "malformed PAX {} record ({:?})",
+                String::from_utf8_lossy(&r.key),
+                String::from_utf8_lossy(&v[..v.len().min(64)])
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A PAX time: `[-]SECS[.FRACTION]`, digits only after the one sign.
+pub fn parse_time(v: &[u8]) -> Option<(i64, u32)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    if secs.is_empty() || !secs.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs: i64 = secs.parse().ok()?;
+    let mut digits: String = frac.chars().take(9).collect();
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    let nsec: u32 = digits.parse().ok()?;
+    if !neg {
+        return Some((secs, nsec));
+    }
+    // Toward minus infinity, as GNU tar reads it: digits past the ninth that are not all zero
+    // take the time one nanosecond further back.
+    let beyond = frac.bytes().skip(9).any(|b| b != b'0');
+    match nsec + u32::from(beyond) {
+        0 => Some((secs.checked_neg()?, 0)),
+        ns => Some((secs.checked_neg()?.checked_sub(1)?, 1_000_000_000 - ns)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

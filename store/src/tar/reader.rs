@@ -239,6 +239,19 @@ impl<S: ByteSource> TarReader<S> {
         }
     }
 
+    /// A damaged header of the member named `path` (the name is read before its numbers, so
+    /// it can be given: it says more than the member before it).
+    fn bad_in(&self, offset: u64, path: &[u8], what: impl Into<String>) -> Error {
+        if path.is_empty() {
+            return self.bad(offset, what);
+        }
+        Error::BadTar {
+            offset,
+            member: Some(TarPlace::In(path_text(path))),
+            what: what.into(),
+        }
+    }
+
     /// The next member, or `Err(End)` at the end-of-archive marker. The previous member's
     /// payload must have been read completely.
     pub fn next_member(&mut self) -> Result<std::result::Result<Member, End>> {
@@ -333,7 +346,7 @@ impl<S: ByteSource> TarReader<S> {
                     m.global_records = self.global.len();
                     m.pax.splice(0..0, self.global.iter().cloned());
                     self.fill_member(&mut m, &h, size, long_name, long_link)
-                        .map_err(|e| self.bad(start, e))?;
+                        .map_err(|e| self.bad_in(start, &m.path, e))?;
                     let current = self.current.get_or_insert_with(Vec::new);
                     current.clear();
                     current.extend_from_slice(&m.path);
@@ -383,6 +396,7 @@ impl<S: ByteSource> TarReader<S> {
             m.devmajor = h.devmajor()?;
             m.devminor = h.devminor()?;
         }
+        pax::check_numbers(&m.pax)?;
         let size = match pax::lookup(&m.pax, "size") {
             // Capped like header sizes (i64), so padding arithmetic cannot overflow.
             Some(v) => pax::parse_decimal(v)

@@ -5,7 +5,7 @@ use super::node::{Content, Kind, Node};
 use crate::error::path_text;
 use crate::list::ListRef;
 use crate::tar::header;
-use crate::tar::pax::{self, PaxRecord};
+use crate::tar::pax::{self, parse_time, PaxRecord};
 use crate::tar::Member;
 
 /// How a member changes the tree.
@@ -177,35 +177,6 @@ pub fn action(
 
 fn pax_number(recs: &[PaxRecord], key: &str) -> Option<u64> {
     pax::lookup(recs, key).and_then(pax::parse_decimal)
-}
-
-/// A PAX time: `[-]SECS[.FRACTION]`, digits only after the one sign.
-fn parse_time(v: &[u8]) -> Option<(i64, u32)> {
-    let s = std::str::from_utf8(v).ok()?;
-    let (neg, s) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s),
-    };
-    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
-    if secs.is_empty() || !secs.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let secs: i64 = secs.parse().ok()?;
-    let mut digits: String = frac.chars().take(9).collect();
-    while digits.len() < 9 {
-        digits.push('0');
-    }
-    let nsec: u32 = digits.parse().ok()?;
-    if !neg {
-        return Some((secs, nsec));
-    }
-    // Toward minus infinity, as GNU tar reads it: digits past the ninth that are not all zero
-    // take the time one nanosecond further back.
-    let beyond = frac.bytes().skip(9).any(|b| b != b'0');
-    match nsec + u32::from(beyond) {
-        0 => Some((secs.checked_neg()?, 0)),
-        ns => Some((secs.checked_neg()?.checked_sub(1)?, 1_000_000_000 - ns)),
-    }
 }
 
 /// An extended attribute: name, value.

@@ -198,6 +198,35 @@ fn malformed_pax_records() {
     }
 }
 
+/// A PAX number GNU tar cannot read ("Malformed extended header: invalid gid=-5x") fails the
+/// member, named with its offset, and nothing is recorded; a well-formed one is read.
+#[test]
+fn malformed_pax_numbers() {
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    for (key, value) in [
+        ("uid", "abc"),
+        ("gid", "-5x"),
+        ("mtime", "garbage"),
+        ("mtime", "x.y"),
+        ("atime", "1.2.3"),
+        ("GNU.sparse.size", "abcd"),
+        ("GNU.sparse.map", "x,y5728,0"),
+        ("GNU.sparse.map", "0,10,20"),
+    ] {
+        let what = format!("PAX {key}={value}");
+        let err = refuse_stdin(&with_pax(&pax_record(key, value), &tar), &what);
+        assert_offset(&err, 1024, &what);
+        assert_member(&err, "a.bin", &what);
+        assert_mentions(&err, &format!("malformed PAX {key} record"), &what);
+    }
+    let store = TestStore::new();
+    let good = [pax_record("uid", "7"), pax_record("mtime", "-1.5")].concat();
+    let id = store.snapshot_bytes(&with_pax(&good, &tar), "vm");
+    let listed = store.json(&["ls", &id, "/a.bin", "--json"]);
+    assert_eq!(listed[0]["uid"], 7, "{listed}");
+}
+
 #[test]
 fn empty_stream() {
     let err = refuse_stdin(b"", "empty stdin");
