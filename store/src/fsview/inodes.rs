@@ -1,10 +1,12 @@
-//! The view's inode table. A number is handed out on the first sight of a key (a node's name
-//! in its parent directory, a hard-link group, a snapshot's root, a lineage) and never reused.
-//! It is dropped again once the kernel has forgotten every lookup of it (FUSE counts one for
-//! each LOOKUP and READDIRPLUS entry it is given, and sends FORGET when it evicts the entry),
-//! so a mount that lives long and browses much holds what the kernel still caches, not every
-//! node it ever showed. It also counts each snapshot's inodes: a snapshot whose last one is
-//! dropped is one the kernel holds nothing of, which the view can stop pinning.
+//! The view's inode table. An inode's number is derived from its key (a node's name in its
+//! parent directory, a hard-link group, a snapshot's root, a lineage), so the same path has
+//! the same number for the life of the mount, as on a disk, however often the kernel forgets
+//! it and looks it up again. The table holds an entry only while the kernel holds a lookup of
+//! it (FUSE counts one for each LOOKUP and READDIRPLUS entry it is given, and sends FORGET
+//! when it evicts the entry), so a mount that lives long and browses much holds what the
+//! kernel still caches, not every node it ever showed. It also counts each snapshot's inodes:
+//! a snapshot whose last one is dropped is one the kernel holds nothing of, which the view
+//! can stop pinning.
 //!
 //! A walked tree leaves the kernel holding an inode per entry, so the table is kept lean: a
 //! node is held encoded (`Held`), and a number's key is not stored beside it but derived
@@ -12,6 +14,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use crate::error::Result;
@@ -107,6 +110,9 @@ impl Key {
 /// made in advance.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// The hash numbers are derived with: fixed, so a key's number does not depend on the run.
+const NUMBERS: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0x6365_6c6c_6172);
+
 struct Slot {
     inode: Inode,
     /// Lookups the kernel holds: counted when handed out by LOOKUP or READDIRPLUS, given back
@@ -121,7 +127,6 @@ const UNCOUNTED_MAX: usize = 16 * 1024;
 pub(super) struct Inodes {
     slots: HashMap<u64, Slot>,
     by_key: HashMap<Key, u64>,
-    next: u64,
     /// Slots made without a lookup, oldest first (some may have been counted since).
     uncounted: VecDeque<u64>,
     /// Inodes of each snapshot (nodes below its root, the root included).
@@ -153,7 +158,6 @@ impl Inodes {
         Inodes {
             slots,
             by_key: HashMap::default(),
-            next: ROOT_INO + 1,
             uncounted: VecDeque::new(),
             per_snapshot,
             released: Vec::new(),
@@ -197,8 +201,7 @@ impl Inodes {
     }
 
     fn insert(&mut self, key: Key, inode: Inode, counted: bool) -> u64 {
-        let ino = self.next;
-        self.next += 1;
+        let ino = self.free_number(&key);
         if let Some(id) = snapshot_of(&inode) {
             *self.per_snapshot.entry(id).or_default() += 1;
         }
@@ -212,6 +215,16 @@ impl Inodes {
                     self.remove(old);
                 }
             }
+        }
+        ino
+    }
+
+    /// The number of `key`: a hash of it (the same in every run of this build), or, in the
+    /// rare case that another key holds that number now, the next free one after it.
+    fn free_number(&self, key: &Key) -> u64 {
+        let mut ino = NUMBERS.hash_one(key);
+        while ino <= ROOT_INO || self.slots.contains_key(&ino) {
+            ino = ino.wrapping_add(1);
         }
         ino
     }
@@ -283,7 +296,7 @@ mod tests {
         t.forget(a, 1);
         assert!(t.get(a).is_none(), "all lookups given back");
         let b = t.intern(k, false, || i);
-        assert_ne!(a, b, "numbers are never reused");
+        assert_eq!(a, b, "a key forgotten and seen again has its number again");
         t.forget(ROOT_INO, 5);
         assert!(t.get(ROOT_INO).is_some(), "the root stays");
         assert_eq!(t.len(), 2);
@@ -325,10 +338,32 @@ mod tests {
         }
         t.forget(root, 1);
         assert!(t.by_key.is_empty() && t.len() == 1, "only the top is left");
-        assert!(
-            child(&mut t, &file) > b,
-            "a key seen again gets a new number"
+        assert_eq!(
+            child(&mut t, &file),
+            a,
+            "a key seen again gets its number again"
         );
+    }
+
+    /// A key whose number another key holds takes the next free one; the root's is never
+    /// given out.
+    #[test]
+    fn a_number_taken_goes_to_the_next_free_one() {
+        let mut t = Inodes::new(Inode::Top);
+        let (k, i) = lineage("vm");
+        let own = NUMBERS.hash_one(&k);
+        let (other, other_inode) = lineage("other");
+        t.slots.insert(
+            own,
+            Slot {
+                inode: other_inode,
+                lookups: 1,
+            },
+        );
+        t.by_key.insert(other, own);
+        let got = t.intern(k, true, || i);
+        assert_ne!(got, own);
+        assert!(got > ROOT_INO && t.slots.contains_key(&own) && t.slots.contains_key(&got));
     }
 
     #[test]
@@ -348,6 +383,6 @@ mod tests {
         );
         let (k, i) = lineage("l0");
         let again = t.intern(k, false, || i);
-        assert!(again > kept, "an evicted key gets a new number");
+        assert!(t.get(again).is_some(), "an evicted key is interned again");
     }
 }

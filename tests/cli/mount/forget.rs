@@ -1,7 +1,8 @@
 //! The mount gives back what the kernel forgets: inode numbers live while the kernel holds
 //! lookups of them (LOOKUP and READDIRPLUS replies, less FORGETs), so a long-lived mount that
 //! browses much holds what the kernel caches, not everything it ever showed. After the kernel
-//! drops its caches, the same paths are looked up again (new numbers) and read exactly.
+//! drops its caches, the same paths are looked up again, under the same numbers, and read
+//! exactly.
 
 use std::fs;
 use std::io::Write;
@@ -36,6 +37,7 @@ fn the_mount_gives_back_what_the_kernel_forgets() {
     let root = m.path(&format!("vm/{id}"));
 
     assert_reads_like(&root, &want, "first pass");
+    let numbers = inode_numbers(&root);
     let (held, pinned) = m.report();
     assert_eq!(pinned, 1, "the view went into one snapshot");
     assert!(held > 3000, "{held} inodes after reading 3030 paths");
@@ -51,6 +53,25 @@ fn the_mount_gives_back_what_the_kernel_forgets() {
     );
     assert_reads_like(&root, &want, "after the kernel forgot");
     assert_eq!(m.report().1, 1, "pinned again");
+    assert!(
+        inode_numbers(&root) == numbers,
+        "every path keeps its inode number for the life of the mount"
+    );
+}
+
+/// Every path below `root` (itself included) with its inode number, as `lstat` gives it.
+fn inode_numbers(root: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let meta = fs::symlink_metadata(&p).unwrap();
+        if meta.is_dir() {
+            todo.extend(fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+        out.insert(p, meta.ino());
+    }
+    out
 }
 
 /// A walked tree leaves the kernel holding an inode per entry, and the mount its record of
