@@ -5,6 +5,7 @@ use std::fs::{self, File};
 use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use lru::LruCache;
@@ -90,7 +91,7 @@ impl Store {
         }
         // Creating the database and switching it to WAL cannot wait on a busy handler the way
         // transactions do, so writers that start on a new store at once take turns here.
-        let _lock = lock_file(root, &|_| {})?;
+        let _lock = lock_file(root, &|_| {}, None)?;
         // A store whose index was lost keeps its packs: a new, empty index beside them would
         // make them all look like leftovers of failed ingests, which gc deletes.
         if !has_index(root) && has_pack_files(root) {
@@ -171,7 +172,19 @@ impl Store {
     /// Take the store's commit lock, the only lock writers share. Readers never take it.
     pub(crate) fn commit_lock(&self, waiting: &dyn Fn(&str)) -> Result<File> {
         self.db().writable()?;
-        lock_file(&self.root, waiting)
+        lock_file(&self.root, waiting, None)
+    }
+
+    /// `commit_lock` for a writer that an interrupt may stop while it waits: `Interrupted`
+    /// once `cancel` is set, so a snapshot interrupted while another process commits is not
+    /// committed when that one is done.
+    pub(crate) fn commit_lock_unless(
+        &self,
+        waiting: &dyn Fn(&str),
+        cancel: &AtomicBool,
+    ) -> Result<File> {
+        self.db().writable()?;
+        lock_file(&self.root, waiting, Some(cancel))
     }
 
     /// A decoded directory record, from the cache or from `load`.
@@ -476,7 +489,11 @@ impl ObjectSource for Store {
 }
 
 /// Take the store's lock file (blocking), telling `waiting` when another process holds it.
-pub(crate) fn lock_file(root: &Path, waiting: &dyn Fn(&str)) -> Result<File> {
+pub(crate) fn lock_file(
+    root: &Path,
+    waiting: &dyn Fn(&str),
+    cancel: Option<&AtomicBool>,
+) -> Result<File> {
     let path = root.join(layout::LOCK_FILE);
     let file = File::options()
         .create(true)
@@ -484,16 +501,32 @@ pub(crate) fn lock_file(root: &Path, waiting: &dyn Fn(&str)) -> Result<File> {
         .write(true)
         .open(&path)
         .at(&path)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => {
-            waiting("waiting for another cellar process to finish committing to the store");
-            file.lock().at(&path)?;
+    let mut waited = false;
+    loop {
+        // A blocking flock cannot be woken by the interrupt: look again now and then, and
+        // for the interrupt first.
+        if waited && cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(Error::Interrupted);
         }
-        Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+        if !waited {
+            waiting("waiting for another cellar process to finish committing to the store");
+            waited = true;
+        }
+        if cancel.is_none() {
+            file.lock().at(&path)?;
+            return Ok(file);
+        }
+        std::thread::sleep(LOCK_POLL);
     }
-    Ok(file)
 }
+
+/// How often a writer that may be interrupted looks for the commit lock again.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Whether the store has an index. An empty `cellar.db` with no write-ahead log beside it
 /// holds nothing (its first page never reached the disk, or it was cut), and is no index:

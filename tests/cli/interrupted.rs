@@ -85,3 +85,44 @@ fn an_interrupted_snapshot_records_nothing_and_leaves_nothing() {
     }
     store.ok(&["verify", "--data"]);
 }
+
+/// An interrupt while the snapshot waits for another process's commit (here `rm`'s, stopped
+/// holding the lock) stops it there: once the lock is free, nothing is committed.
+#[test]
+fn an_interrupt_while_waiting_to_commit_records_nothing() {
+    let store = TestStore::new();
+    let dir = store.scratch("tree");
+    write_file(&dir.join("etc/hostname"), b"vm\n");
+    store.snapshot_bytes(&tar_of_dir(&dir), "base");
+    store.snapshot_bytes(&tar_of_dir(&dir), "other");
+    let rm = store.stopped_at(&["rm", "other"], "forget:before-seal");
+    write_file(&dir.join("etc/motd"), b"new\n");
+    let stream = store.scratch("next.tar");
+    write_file(&stream, &tar_of_dir(&dir));
+    let log = store.scratch("snapshot.err");
+    let child = store
+        .cmd(&["snapshot", stream.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let err = || std::fs::read_to_string(&log).unwrap_or_default();
+    let start = Instant::now();
+    while !err().contains("waiting for another cellar process") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never waited: {}",
+            err()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    resume(&rm);
+    let out = child.wait_with_output().unwrap();
+    assert!(rm.wait_with_output().unwrap().status.success());
+    let err = err();
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM), "{err}");
+    assert_eq!(store.snapshot_count(), 1, "only base is left: {err}");
+    store.ok(&["verify"]);
+}

@@ -85,7 +85,7 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
         return Err(Error::ReadOnly(root.to_path_buf()));
     }
     fs::create_dir_all(root.join(layout::TMP_DIR)).at(root.join(layout::TMP_DIR))?;
-    let _lock = lock_file(root, on_wait)?;
+    let _lock = lock_file(root, on_wait, None)?;
     refuse_if_busy(root)?;
     refuse_if_read(root)?;
     let mut report = RepairReport::default();

@@ -215,7 +215,14 @@ impl Store {
             image: opts.image,
             exact_layer: parsed.exact_layer,
         };
-        let snapshot = self.commit(snapshot, written, &parsed.depths, &*opts.on_wait, &lease)?;
+        let snapshot = self.commit(
+            snapshot,
+            written,
+            &parsed.depths,
+            &*opts.on_wait,
+            &opts.cancel,
+            &lease,
+        )?;
         lease.committed();
         Ok(IngestReport {
             snapshot,
@@ -360,10 +367,11 @@ impl Store {
         mut written: Written,
         depths: &HashMap<ChunkId, u32>,
         on_wait: &dyn Fn(&str),
+        cancel: &AtomicBool,
         lease: &crate::gc::Lease,
     ) -> Result<Snapshot> {
         crate::failpoint::hit("commit:before-lock");
-        let _lock = match self.commit_lock(on_wait) {
+        let _lock = match self.commit_lock_unless(on_wait, cancel) {
             Ok(l) => l,
             Err(e) => {
                 written.discard(self.root());
