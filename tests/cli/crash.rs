@@ -111,14 +111,18 @@ fn kill_mid_ingest_records_nothing() {
     assert_consistent(&store);
 }
 
-/// Abort at each step of the commit: before the lock, after the packs are sealed, inside the
-/// index transaction. None leaves a snapshot; each next snapshot works.
+/// Abort at each step of the commit: before the lock, once the last pack is named in the
+/// lease, after the packs are sealed, inside the index transaction. None leaves a snapshot;
+/// verify passes after each (a sealed pack holding the record of a snapshot never committed
+/// is the killed ingest's leftover, not a lost snapshot); gc reclaims every leftover; each
+/// next snapshot works.
 #[test]
 fn crash_at_every_commit_step_records_nothing() {
     let store = TestStore::new();
     let stream = big_stream(&store);
     for point in [
         "commit:before-lock",
+        "commit:named",
         "commit:after-seal",
         "commit:in-transaction",
     ] {
@@ -145,7 +149,20 @@ fn crash_at_every_commit_step_records_nothing() {
             "{point}: a crashed commit left a snapshot"
         );
         assert_consistent(&store);
+        let verified = store.run(&["verify"]);
+        assert_success(&verified, &["verify", "after", point]);
     }
+    store.ok(&["gc", "--grace", "0"]);
+    assert!(
+        store.pack_files().is_empty(),
+        "gc left {:?}",
+        store.pack_files()
+    );
+    assert_eq!(
+        std::fs::read_dir(store.path().join("tmp")).unwrap().count(),
+        0,
+        "gc left temp files"
+    );
     let id = store.snapshot_bytes(&stream, "vm");
     assert!(store.export(&id) == stream);
     let again = store.snapshot_bytes(&stream, "vm");

@@ -31,13 +31,19 @@ pub(super) fn stale_leases(store: &Store) -> Result<Vec<i64>> {
         .collect())
 }
 
-/// Delete `leases` and their pins.
+/// Delete `leases` and their pins. The pack a dead ingest was committing into is kept as
+/// abandoned, for `orphans` to delete whatever its age.
 pub(super) fn drop_leases(store: &Store, leases: &[i64]) -> Result<()> {
     if leases.is_empty() {
         return Ok(());
     }
     store.db().immediate(|tx| {
         for id in leases {
+            tx.execute(
+                "INSERT OR IGNORE INTO abandoned (pack)
+                 SELECT committing FROM leases WHERE id = ?1 AND committing IS NOT NULL",
+                [id],
+            )?;
             tx.execute("DELETE FROM pins WHERE lease = ?1", [id])?;
             tx.execute("DELETE FROM leases WHERE id = ?1", [id])?;
         }
@@ -231,17 +237,20 @@ fn unindexed_packs(root: &Path, indexed: &HashSet<Vec<u8>>, limit: SystemTime) -
     let mut out = Vec::new();
     for dir in files(&root.join(layout::PACKS_DIR)) {
         for f in files(&dir) {
-            let id = f
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".pack"))
-                .and_then(PackId::from_hex);
-            if id.is_some_and(|id| !indexed.contains(&id.0[..])) && older_than(&f, limit) {
+            if pack_id(&f).is_some_and(|id| !indexed.contains(&id.0[..])) && older_than(&f, limit) {
                 out.push(f);
             }
         }
     }
     out
+}
+
+/// The pack a file's name says it is.
+fn pack_id(path: &Path) -> Option<PackId> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".pack"))
+        .and_then(PackId::from_hex)
 }
 
 /// Snapshot records in the packs gc would delete as leftovers that name a snapshot the index
@@ -258,11 +267,43 @@ pub(super) fn unlisted_snapshots(
     unlisted_in(store, &unindexed_packs(store.root(), &indexed, limit))
 }
 
+/// Packs of ingests that died committing: the one each named in its lease before sealing it
+/// (FORMAT §15.3), while the lease is there, then in `abandoned` once gc dropped the lease.
+/// The commit that lists a snapshot ends its lease, so such a pack holds no listed snapshot:
+/// it is a leftover, whatever snapshot record it holds.
+pub(crate) fn abandoned_packs(store: &Store) -> Result<HashSet<PackId>> {
+    let db = store.db();
+    let mut out = HashSet::new();
+    let mut stmt = db.conn().prepare(
+        "SELECT pid, committing FROM leases WHERE holder = ?1 AND committing IS NOT NULL",
+    )?;
+    let rows = stmt.query_map([super::lease::INGEST], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+    })?;
+    for row in rows {
+        let (pid, pack) = row?;
+        if !process::alive(pid) {
+            out.extend(PackId::from_slice(&pack));
+        }
+    }
+    let mut stmt = db.conn().prepare("SELECT pack FROM abandoned")?;
+    let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+    for pack in rows {
+        out.extend(PackId::from_slice(&pack?));
+    }
+    Ok(out)
+}
+
 /// The records in `packs` (files no index row names) of snapshots that the index does not
-/// list and no forget record names: snapshots `repair-index` would restore.
+/// list and no forget record names: snapshots `repair-index` would restore. Abandoned packs
+/// (`abandoned_packs`) are left out: their snapshots were never committed.
 pub(crate) fn unlisted_in(store: &Store, packs: &[PathBuf]) -> Result<Vec<(PathBuf, SnapshotId)>> {
+    let abandoned = abandoned_packs(store)?;
     let mut found = Vec::new();
-    for pack in packs {
+    for pack in packs
+        .iter()
+        .filter(|p| pack_id(p).is_none_or(|id| !abandoned.contains(&id)))
+    {
         // A pack that does not scan cleanly is left to verify; the records read before the
         // damage count.
         let _ = crate::pack::scan(pack, |rec| {
@@ -312,6 +353,22 @@ pub(super) fn orphans(
     };
     for f in unindexed_packs(root, &indexed, limit) {
         remove(&f)?;
+    }
+    // A dead ingest's last pack goes whatever its age: nothing will ever index it.
+    let abandoned = abandoned_packs(store)?;
+    for id in &abandoned {
+        let path = layout::pack_path(root, id);
+        if !indexed.contains(&id.0[..]) && path.exists() && !older_than(&path, limit) {
+            remove(&path)?;
+        }
+    }
+    if !opts.dry_run && !abandoned.is_empty() {
+        store.db().immediate(|tx| {
+            for id in &abandoned {
+                tx.execute("DELETE FROM abandoned WHERE pack = ?1", [&id.0[..]])?;
+            }
+            Ok(())
+        })?;
     }
     for f in files(&root.join(layout::TMP_DIR)) {
         let pid = f
