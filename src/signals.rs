@@ -67,13 +67,20 @@ static ENDING: Mutex<()> = Mutex::new(());
 /// writer's paths then lead nowhere, and it can make nothing more in what is being removed,
 /// provided it never creates the directory itself.
 pub fn remove_on_interrupt(held: Held, path: PathBuf) {
+    end_on_interrupt(held, move |_| remove(&path));
+}
+
+/// From now on, an interrupt (SIGINT, SIGTERM, SIGHUP) runs `cleanup` (given the signal) and
+/// ends the process as the signal would have (exit 128 + the signal). Hold interrupts before
+/// starting any thread.
+pub fn end_on_interrupt(held: Held, cleanup: impl FnOnce(i32) + Send + 'static) {
     std::thread::spawn(move || {
         let mut sig = 0;
         // SAFETY: `held.0` is an initialized set; sigwait only writes `sig`.
         if unsafe { libc::sigwait(&held.0, &mut sig) } == 0 {
             // Not poisoned: no thread panics holding it.
             let _ending = ENDING.lock();
-            remove(&path);
+            cleanup(sig);
             std::process::exit(128 + sig);
         }
     });

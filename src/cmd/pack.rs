@@ -1,5 +1,6 @@
 //! `cellar pack`: serve the snapshot's image in-process and run `smolvm pack create` on it, so
-//! smolvm's agent pulls the layers straight from the store. Nothing is left running after.
+//! smolvm's agent pulls the layers straight from the store. Nothing is left running after,
+//! also when cellar is interrupted: smolvm, and whatever it started, is stopped first.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -17,6 +18,13 @@ use crate::serve::{Server, Shared};
 const STDERR_TAIL: usize = 20;
 
 pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
+    // Before any thread starts (the server's), so the interrupt reaches the one that stops
+    // smolvm.
+    let held = crate::signals::hold_interrupts();
+    crate::signals::end_on_interrupt(held, |sig| {
+        super::source::stop_descendants(|| true);
+        errln!("cellar: interrupted by signal {sig}; smolvm stopped");
+    });
     let opts = ImageOptions {
         mode: args.layers.mode(),
         settings: args.image.settings(),
@@ -61,7 +69,9 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
 }
 
 fn run_smolvm(args: &PackArgs, reference: &str) -> anyhow::Result<()> {
-    let mut child = Command::new(&args.smolvm)
+    super::source::adopt_orphans();
+    let mut command = Command::new(&args.smolvm);
+    let mut child = crate::signals::unblocked_in_child(&mut command)
         .args(["pack", "create", "--image", reference, "--output"])
         .arg(&args.output)
         .args(&args.extra)

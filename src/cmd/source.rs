@@ -37,8 +37,7 @@ impl SourceCommand {
             .map(|a| a.to_string_lossy())
             .collect::<Vec<_>>()
             .join(" ");
-        // SAFETY: prctl(2) with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        adopt_orphans();
         let mut command = Command::new(&argv[0]);
         let mut child = crate::signals::unblocked_in_child(&mut command)
             .args(&argv[1..])
@@ -152,27 +151,11 @@ impl SourceCommand {
     /// still running `EXIT_WAIT` later. What the command orphans is cellar's child (its
     /// subreaper), so it is found, and reaped here.
     pub fn stop(&mut self) {
-        signal(&descendants(), libc::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < EXIT_WAIT {
-            let command_done = matches!(self.child.try_wait(), Ok(Some(_)) | Err(_));
-            if command_done && descendants().is_empty() {
-                break;
-            }
-            self.reap_orphans();
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        signal(&descendants(), libc::SIGKILL);
+        let child = &mut self.child;
+        stop_descendants(|| matches!(child.try_wait(), Ok(Some(_)) | Err(_)));
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.reap_orphans();
-    }
-
-    /// Reap exited children: the orphans the command left, and the command itself once its
-    /// status no longer matters (`explain` has read it by then).
-    fn reap_orphans(&self) {
-        // SAFETY: waitpid(2) with a null status pointer writes nothing.
-        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+        reap_orphans();
     }
 
     /// The command's exit status, if it ends within `wait`. Usually it has closed its stdout
@@ -187,6 +170,37 @@ impl SourceCommand {
             }
         }
     }
+}
+
+/// Make what a child leaves running when it dies this process's child, not init's, so that
+/// `stop_descendants` finds it.
+pub(super) fn adopt_orphans() {
+    // SAFETY: prctl(2) with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
+/// Stop every process below this one: SIGTERM to them all, and SIGKILL to what is still
+/// running `EXIT_WAIT` later, or as soon as none is left and `child_done` (the direct child
+/// cellar waits on itself, whose status it may still want) says so. Orphans are reaped.
+pub(super) fn stop_descendants(mut child_done: impl FnMut() -> bool) {
+    signal(&descendants(), libc::SIGTERM);
+    let start = Instant::now();
+    while start.elapsed() < EXIT_WAIT {
+        if child_done() && descendants().is_empty() {
+            break;
+        }
+        reap_orphans();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(&descendants(), libc::SIGKILL);
+    reap_orphans();
+}
+
+/// Reap exited children: the orphans a command left, and the command itself once its status
+/// no longer matters.
+fn reap_orphans() {
+    // SAFETY: waitpid(2) with a null status pointer writes nothing.
+    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
 }
 
 /// Every process (pid, parent pid) but zombies, from /proc.

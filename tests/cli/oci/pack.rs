@@ -1,8 +1,11 @@
 //! `cellar pack`: the image served in-process to a stand-in for smolvm that pulls it the way
 //! smolvm's agent does (here with skopeo) and checks the tree.
 
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use super::cellar::*;
 use crate::common::*;
@@ -131,4 +134,50 @@ fn pack_says_which_paths_the_image_leaves_out() {
     let unpacked = PathBuf::from(format!("{}.bundle/rootfs", out.display()));
     assert!(unpacked.join("many/plain").exists());
     assert!(!unpacked.join("etc/.wh.keep").exists());
+}
+
+/// An interrupt of `cellar pack` stops smolvm and what it started (here a VM it left running
+/// in the background) before cellar ends with 128 + the signal.
+#[test]
+fn an_interrupted_pack_leaves_nothing_running() {
+    let (store, _snap, _smolvm, out, _args) = packable(portable_tree);
+    let tag = std::process::id();
+    let (vm, agent) = (format!("sleep 71.{tag}"), format!("sleep 72.{tag}"));
+    let smolvm = store.dir.path().join("slow-smolvm");
+    fs::write(&smolvm, format!("#!/bin/sh\n{vm} &\nexec {agent}\n")).unwrap();
+    fs::set_permissions(&smolvm, fs::Permissions::from_mode(0o755)).unwrap();
+    let child = store
+        .cmd(&[
+            "pack",
+            "vm",
+            "-o",
+            out.to_str().unwrap(),
+            "--smolvm",
+            smolvm.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !(running(&vm) && running(&agent)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "smolvm never ran"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: a signal to our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let done = child.wait_with_output().unwrap();
+    assert_eq!(
+        done.status.code(),
+        Some(128 + libc::SIGTERM),
+        "{}",
+        stderr(&done)
+    );
+    assert!(
+        !running(&vm) && !running(&agent),
+        "smolvm outlived cellar pack"
+    );
 }
