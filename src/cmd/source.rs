@@ -21,12 +21,19 @@ const STDERR_KEEP: usize = 64 << 10;
 /// How long a command whose stream broke may take to exit before it is stopped.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 
+/// The end of the command's stderr, and how much came before it.
+#[derive(Default)]
+struct Kept {
+    tail: Vec<u8>,
+    dropped: u64,
+}
+
 /// The command after `--`, its stdout piped into the ingest, its stderr kept for messages.
 pub(super) struct SourceCommand {
     display: String,
     pub child: Child,
     stderr: Option<JoinHandle<()>>,
-    stderr_text: Arc<Mutex<Vec<u8>>>,
+    stderr_text: Arc<Mutex<Kept>>,
     finished: bool,
 }
 
@@ -47,16 +54,17 @@ impl SourceCommand {
             .spawn()
             .with_context(|| format!("running {display}"))?;
         let mut pipe = child.stderr.take().expect("piped stderr");
-        let stderr_text = Arc::new(Mutex::new(Vec::new()));
+        let stderr_text = Arc::new(Mutex::new(Kept::default()));
         let keep = stderr_text.clone();
         let stderr = std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
             while let Ok(n @ 1..) = pipe.read(&mut buf) {
                 let mut kept = keep.lock().unwrap_or_else(|e| e.into_inner());
-                kept.extend_from_slice(&buf[..n]);
-                if kept.len() > STDERR_KEEP {
-                    let cut = kept.len() - STDERR_KEEP;
-                    kept.drain(..cut);
+                kept.tail.extend_from_slice(&buf[..n]);
+                if kept.tail.len() > STDERR_KEEP {
+                    let cut = kept.tail.len() - STDERR_KEEP;
+                    kept.tail.drain(..cut);
+                    kept.dropped += cut as u64;
                 }
             }
         });
@@ -81,8 +89,14 @@ impl SourceCommand {
                 let _ = t.join();
             }
         }
-        let text = self.stderr_text.lock().unwrap_or_else(|e| e.into_inner());
-        String::from_utf8_lossy(&text).trim_end().to_string()
+        let kept = self.stderr_text.lock().unwrap_or_else(|e| e.into_inner());
+        let text = String::from_utf8_lossy(&kept.tail).trim_end().to_string();
+        match kept.dropped {
+            0 => text,
+            n => {
+                format!("[its first {n} bytes are not kept; the last {STDERR_KEEP} follow]\n{text}")
+            }
+        }
     }
 
     /// The stream has been read to its end: the command must have succeeded, or ended with an

@@ -207,6 +207,31 @@ fn allowed_exit_code_records_with_warning() {
     assert_eq!(show["name"], "cmd");
 }
 
+/// A command's stderr past what is kept (64 KiB): the warning says how much of its start is
+/// not shown, and shows the end.
+#[test]
+fn a_long_stderr_says_what_is_not_kept() {
+    let ts = TestStore::new();
+    let (dir, _) = fixture(&ts);
+    let script = format!(
+        "head -c 100000 /dev/zero | tr '\\0' e >&2; echo >&2; echo the last line >&2; \
+         tar --format=gnu -cf - -C '{}' a.bin; exit 3",
+        dir.display()
+    );
+    let out = ts.run(&["snapshot", "--allow-exit", "3", "--", "sh", "-c", &script]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("[its first 34479 bytes are not kept; the last 65536 follow]"),
+        "{}",
+        &err[..300.min(err.len())]
+    );
+    assert!(
+        err.lines().any(|l| l == "the last line"),
+        "the end is shown"
+    );
+}
+
 /// A 48 MiB GNU tar stream of six files of noise: long enough to act on while it is ingested.
 fn big_tar() -> Vec<u8> {
     let source = TestStore::new();
