@@ -172,6 +172,43 @@ fn flipped_byte_names_the_snapshot_and_path_it_hurts() {
     assert!(f.store.export(&f.db) == f.db_stream);
 }
 
+/// A flipped byte in a record's header, where its payload is whole: readers go by the index
+/// and read every byte right, so verify names the damage (repair-index and gc's repack read
+/// headers) without calling any snapshot hurt.
+#[test]
+fn a_damaged_record_header_hurts_no_reader() {
+    let f = fixture();
+    // The pack's first record starts right after the 32-byte pack header; its header's 20
+    // fixed bytes are followed by its entries, the first id at 20..52.
+    let mut bytes = std::fs::read(&f.db_pack).unwrap();
+    assert_eq!(&bytes[32..36], b"CREC", "a record after the pack header");
+    bytes[32 + 30] ^= 0xff;
+    std::fs::write(&f.db_pack, bytes).unwrap();
+
+    let out = f.store.run(&["verify", "--data", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = j["problems"].as_array().unwrap();
+    let header = problems
+        .iter()
+        .find(|p| p["what"].as_str().unwrap().contains("header of its record"))
+        .unwrap_or_else(|| panic!("the damaged header is a problem: {j:#}"));
+    assert!(
+        header["what"]
+            .as_str()
+            .unwrap()
+            .contains("readers are not hurt"),
+        "{header}"
+    );
+    assert!(
+        problems
+            .iter()
+            .all(|p| p["hurts"].as_array().unwrap().is_empty()),
+        "no snapshot is hurt: {j:#}"
+    );
+    assert_exports(&f);
+}
+
 #[test]
 fn damage_no_snapshot_uses_is_unreferenced() {
     let f = fixture();

@@ -12,6 +12,7 @@ use crate::check::{chunk_kind, reason};
 use crate::error::Result;
 use crate::ids::ChunkId;
 use crate::layout;
+use crate::pack::format::RecordHeader;
 use crate::pack::format::{check_pack_header, PACK_HEADER_LEN};
 use crate::pack::{Codec, RecordKind};
 use crate::store::Store;
@@ -59,6 +60,38 @@ fn index_rows(
         );
     }
     Ok((frames, chunks))
+}
+
+/// Whether the frame's payload, read and decoded as its index row says, holds each of its
+/// chunks where their rows place them: what a reader sees, whatever the record's header.
+fn intact_where_indexed(
+    store: &Store,
+    pf: &mut PackFile,
+    f: &FrameRow,
+    rows: &FrameChunks,
+) -> bool {
+    let Some(codec) = u8::try_from(f.codec).ok().and_then(Codec::from_u8) else {
+        return false;
+    };
+    let header = RecordHeader {
+        kind: RecordKind::Chunks,
+        codec,
+        raw_len: f.raw_len as u32,
+        stored_len: f.stored_len as u32,
+        base: f.base.as_deref().and_then(ChunkId::from_slice),
+        entries: Vec::new(),
+    };
+    let Ok(Ok(raw)) = pf
+        .read_at(f.offset, f.stored_len)
+        .map(|stored| records::decode(store, &header, stored))
+    else {
+        return false;
+    };
+    !rows.is_empty()
+        && rows.iter().all(|(id, &(o, l, _))| {
+            raw.get(o as usize..(o + l) as usize)
+                .is_some_and(|bytes| ChunkId::of(bytes) == *id)
+        })
 }
 
 /// Read one indexed pack from end to end.
@@ -112,9 +145,25 @@ pub(super) fn check_pack(store: &Store, p: &PackRow) -> Result<PackOutcome> {
                     break;
                 };
                 let f = frames.remove(&offset).expect("just found");
+                let rows = chunks.remove(&f.id).unwrap_or_default();
                 let why =
                     format!("the header of its record (at offset {start}) is damaged: {what}");
-                out.bad_frame(p.id, &f, chunks.remove(&f.id), &why);
+                if intact_where_indexed(store, &mut pf, &f, &rows) {
+                    // Readers go by the index, not the header: only what reads headers (a
+                    // pack scan: repair-index, gc's repack) is hurt.
+                    out.problem(
+                        format!(
+                            "{name}: {why}; its {} chunk(s) are intact where the index places \
+                             them, so readers are not hurt, but repair-index and gc's repack, \
+                             which read record headers, cannot read this record",
+                            rows.len()
+                        ),
+                        p.id,
+                        Some(start),
+                    );
+                } else {
+                    out.bad_frame(p.id, &f, Some(rows), &why);
+                }
                 pos = f.offset + f.stored_len;
                 continue;
             }
