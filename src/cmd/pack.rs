@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use cellar_store::oci::ImageOptions;
@@ -21,7 +21,13 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
     // Before any thread starts (the server's), so the interrupt reaches the one that stops
     // smolvm.
     let held = crate::signals::hold_interrupts();
-    crate::signals::end_on_interrupt(held, |sig| {
+    // Taken by the interrupt's stopping for good, and by the spawn of smolvm: an interrupt
+    // either finds smolvm started, or keeps it from starting.
+    let stopping = Arc::new(Mutex::new(false));
+    let stop = stopping.clone();
+    crate::signals::end_on_interrupt(held, move |sig| {
+        let mut stopped = stop.lock().unwrap_or_else(|e| e.into_inner());
+        *stopped = true;
         super::source::stop_descendants(|| true);
         errln!("cellar: interrupted by signal {sig}; smolvm stopped");
     });
@@ -53,7 +59,7 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
     let reference = format!("{host}/{}@{}", snap.name, image.manifest_digest);
     errln!("cellar: serving {reference}; running smolvm pack create");
 
-    let result = run_smolvm(&args, &reference);
+    let result = run_smolvm(&args, &reference, &stopping);
     server.stop()?;
     result?;
     if args.json {
@@ -68,9 +74,13 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_smolvm(args: &PackArgs, reference: &str) -> anyhow::Result<()> {
+fn run_smolvm(args: &PackArgs, reference: &str, stopping: &Mutex<bool>) -> anyhow::Result<()> {
     super::source::adopt_orphans();
     let mut command = Command::new(&args.smolvm);
+    let spawning = stopping.lock().unwrap_or_else(|e| e.into_inner());
+    if *spawning {
+        anyhow::bail!("interrupted");
+    }
     let mut child = crate::signals::unblocked_in_child(&mut command)
         .args(["pack", "create", "--image", reference, "--output"])
         .arg(&args.output)
@@ -81,6 +91,7 @@ fn run_smolvm(args: &PackArgs, reference: &str) -> anyhow::Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot run {}", args.smolvm.display()))?;
+    drop(spawning);
     // smolvm's stderr goes on to ours as it comes, and its tail is kept for the error.
     let mut tail = std::collections::VecDeque::new();
     let stderr = child.stderr.take().expect("piped stderr");

@@ -74,8 +74,10 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
         errln!("{n}: uploading");
         let bar = upload_bar(&n);
         let sent = client.put_blob_streaming(
+            // Called again when the registry refuses a chunked upload: from the start each time.
             |out| match spooled.as_mut() {
                 Some(spool) => {
+                    spool.rewind()?;
                     std::io::copy(spool, out)?;
                     Ok(digest.clone())
                 }
@@ -129,12 +131,11 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Make the layer `key` into a spool file: its digest, and the file rewound to its start.
+/// Make the layer `key` into a spool file: its digest, and the file.
 fn spool_layer(store: &Store, key: &LayerKey) -> anyhow::Result<(LayerDigest, File)> {
     let mut out = BufWriter::new(store.spool()?);
     let made = store.write_layer(key, &mut out)?;
-    let mut spool = out.into_inner().map_err(|e| e.into_error())?;
-    spool.rewind()?;
+    let spool = out.into_inner().map_err(|e| e.into_error())?;
     Ok((made.digest, spool))
 }
 

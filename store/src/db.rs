@@ -21,7 +21,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// SQLite's page cache per connection, in KiB (negative: a size, not a page count), taken as
 /// pages are read. Readers look chunks up by id, all over the index: with SQLite's 2 MiB
@@ -34,9 +34,6 @@ const READ_ONLY_MIN_SCHEMA: u32 = 4;
 
 /// The schema that added readers' pins.
 const PINS_SCHEMA: u32 = 5;
-
-/// The schema that added the pack an ingest commits into to its lease, and abandoned packs.
-const COMMITTING_SCHEMA: u32 = 6;
 
 /// Tables that readers write to as caches (OCI digests, configs and manifests).
 const CACHE_TABLES: &[&str] = &["layer_digests", "image_blobs"];
@@ -153,13 +150,6 @@ CREATE TABLE pins (
     exact_layer   INTEGER NOT NULL,
     PRIMARY KEY (lease, id)
 ) WITHOUT ROWID;
-"#,
-    r#"
--- The pack an ingest seals its snapshot record into, named in its lease just before the
--- commit transaction, and the packs of such ingests that died before it committed: their
--- leftovers, which gc deletes, not snapshots an index lost (FORMAT §15.3).
-ALTER TABLE leases ADD COLUMN committing BLOB;
-CREATE TABLE abandoned (pack BLOB PRIMARY KEY) WITHOUT ROWID;
 "#,
 ];
 
@@ -346,16 +336,6 @@ impl Db {
             // No pins before schema 5: an empty stand-in, for readers that look there.
             conn.execute_batch(
                 "CREATE TEMP TABLE pins AS SELECT 0 AS lease, * FROM main.snapshots WHERE 0",
-            )?;
-        }
-        if found < COMMITTING_SCHEMA {
-            // Nothing can write to a read-only store, so no ingest can be committing to it:
-            // empty stand-ins of schema 6's leases and abandoned packs.
-            conn.execute_batch(
-                "CREATE TEMP TABLE leases (id INTEGER PRIMARY KEY, pid INTEGER NOT NULL,
-                     started_epoch INTEGER NOT NULL, started INTEGER NOT NULL,
-                     holder TEXT NOT NULL DEFAULT 'ingest', committing BLOB);
-                 CREATE TEMP TABLE abandoned (pack BLOB PRIMARY KEY);",
             )?;
         }
         for table in CACHE_TABLES {

@@ -20,6 +20,22 @@ pub fn pack_path(root: &Path, id: &PackId) -> PathBuf {
         .join(format!("{hex}.pack"))
 }
 
+/// `tmp/PID-committing-PACKID`: made by an ingest just before it seals its last pack (the one
+/// holding its snapshot record), removed once its commit is over. A marker whose process is
+/// gone is of an ingest killed while committing: the pack it names is that ingest's leftover
+/// unless the index has it (FORMAT §15.3). Outside the index, so a copy of the index put back
+/// cannot bring one back, nor keep one that was removed.
+pub fn committing_marker(root: &Path, pack: &PackId) -> PathBuf {
+    root.join(TMP_DIR)
+        .join(format!("{}-committing-{}", std::process::id(), pack.hex()))
+}
+
+/// The process and the pack of a `committing_marker` file name.
+pub fn parse_committing_marker(name: &str) -> Option<(i64, PackId)> {
+    let (pid, pack) = name.split_once("-committing-")?;
+    Some((pid.parse().ok()?, PackId::from_hex(pack)?))
+}
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn now_nanos() -> u128 {

@@ -124,10 +124,9 @@ impl Store {
     /// `tmp/` (on its disk, which a large layer fits better than a memory-backed /tmp), or
     /// in the system's temporary directory where the store cannot be written.
     pub fn spool(&self) -> Result<File> {
-        let tmp = self.root.join(layout::TMP_DIR);
-        tempfile::tempfile_in(&tmp)
+        tempfile::tempfile_in(self.root.join(layout::TMP_DIR))
             .or_else(|_| tempfile::tempfile())
-            .at(tmp)
+            .at(std::env::temp_dir())
     }
 
     pub(crate) fn db(&self) -> MutexGuard<'_, Db> {
@@ -494,6 +493,7 @@ pub(crate) fn lock_file(
     waiting: &dyn Fn(&str),
     cancel: Option<&AtomicBool>,
 ) -> Result<File> {
+    let interrupted = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let path = root.join(layout::LOCK_FILE);
     let file = File::options()
         .create(true)
@@ -501,31 +501,44 @@ pub(crate) fn lock_file(
         .write(true)
         .open(&path)
         .at(&path)?;
-    let mut waited = false;
+    if interrupted() {
+        return Err(Error::Interrupted);
+    }
+    match file.try_lock() {
+        Ok(()) => return Ok(file),
+        Err(fs::TryLockError::WouldBlock) => {}
+        Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+    }
+    waiting("waiting for another cellar process to finish committing to the store");
+    if cancel.is_none() {
+        file.lock().at(&path)?;
+        return Ok(file);
+    }
+    // A blocking flock is woken the moment the lock is free (trying again now and then
+    // would lose it to a holder that takes it back at once, as gc's sweep does pack after
+    // pack), but not by an interrupt: it waits on a thread of its own, which hands the locked
+    // file over. Given up on, it unlocks what it gets (the file is dropped).
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(file.lock().map(|()| file));
+    });
     loop {
-        // A blocking flock cannot be woken by the interrupt: look again now and then, and
-        // for the interrupt first.
-        if waited && cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            return Err(Error::Interrupted);
+        match rx.recv_timeout(LOCK_POLL) {
+            Ok(locked) => {
+                let file = locked.at(&path)?;
+                return if interrupted() {
+                    Err(Error::Interrupted)
+                } else {
+                    Ok(file)
+                };
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !interrupted() => {}
+            Err(_) => return Err(Error::Interrupted),
         }
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(fs::TryLockError::WouldBlock) => {}
-            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
-        }
-        if !waited {
-            waiting("waiting for another cellar process to finish committing to the store");
-            waited = true;
-        }
-        if cancel.is_none() {
-            file.lock().at(&path)?;
-            return Ok(file);
-        }
-        std::thread::sleep(LOCK_POLL);
     }
 }
 
-/// How often a writer that may be interrupted looks for the commit lock again.
+/// How often a writer waiting for the commit lock looks for an interrupt.
 const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Whether the store has an index. An empty `cellar.db` with no write-ahead log beside it

@@ -126,3 +126,42 @@ fn an_interrupt_while_waiting_to_commit_records_nothing() {
     assert_eq!(store.snapshot_count(), 1, "only base is left: {err}");
     store.ok(&["verify"]);
 }
+
+/// An interrupt after the stream is read, while the snapshot waits for its command to exit,
+/// stops it before the commit: nothing is recorded.
+#[test]
+fn an_interrupt_after_the_stream_records_nothing() {
+    let store = TestStore::new();
+    let dir = store.scratch("tree");
+    write_file(&dir.join("etc/hostname"), b"vm\n");
+    let mark = store.scratch("stream-done");
+    let script = format!(
+        "tar -cf - -C '{}' .; exec >&-; touch '{}'; sleep 3",
+        dir.display(),
+        mark.display()
+    );
+    let child = store
+        .cmd(&["snapshot", "--", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !mark.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the stream never ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(128 + libc::SIGTERM),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(store.snapshot_count(), 0, "{}", stderr(&out));
+}

@@ -1,6 +1,5 @@
-//! A store last written at an older schema (4, before readers' leases and ingests' last packs
-//! named in their leases) is read as it is on a read-only disk, and migrated to the current
-//! schema by the first command that can write.
+//! A store last written at an older schema (4, before readers' leases) is read as it is on a
+//! read-only disk, and migrated to the current schema by the first command that can write.
 
 use std::path::Path;
 
@@ -12,8 +11,6 @@ fn downgrade_to_4(store: &Path) {
     let db = rusqlite::Connection::open(store.join("cellar.db")).unwrap();
     db.execute_batch(
         "DROP TABLE pins;
-         DROP TABLE abandoned;
-         ALTER TABLE leases DROP COLUMN committing;
          ALTER TABLE leases DROP COLUMN holder;
          PRAGMA user_version = 4;",
     )
@@ -62,7 +59,7 @@ fn a_schema_4_store_reads_read_only_and_migrates_when_writable() {
 
     // Writable: the first command migrates, and leases work.
     assert!(store.export("vm") == stream);
-    assert_eq!(user_version(&store.path()), 6);
+    assert_eq!(user_version(&store.path()), 5);
     store.ok(&["rm", "vm"]);
     let r = store.json(&["gc", "--grace", "0", "--json"]);
     assert!(r["chunks_deleted"].as_u64().unwrap() > 0, "{r}");

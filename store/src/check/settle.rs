@@ -6,11 +6,12 @@
 //! like damage from inside the transaction; once it is over, the current index tells them
 //! apart from damage.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::Verifier;
 use crate::error::Result;
 use crate::ids::PackId;
+use crate::layout;
 
 /// Inside the run's transaction: the pack each problem is about, or its chunk was in.
 pub(super) fn note_packs(v: &mut Verifier) -> Result<()> {
@@ -69,8 +70,9 @@ fn collected_meanwhile(v: &mut Verifier, indexed: &HashSet<PackId>) {
 }
 
 /// An unindexed pack holding a snapshot the index does not list: committed since (nothing
-/// to say), being committed by a running ingest (a note), or left by a killed ingest or a
-/// lost commit (a problem: `repair-index` restores it, and gc refuses to run until then).
+/// to say), being committed by a running ingest (a note), left by an ingest killed while
+/// committing, which its marker says (a note: gc deletes it), or left by a lost commit (a
+/// problem: `repair-index` restores it, and gc refuses to run until then).
 fn unlisted(v: &mut Verifier) -> Result<()> {
     if v.unlisted.is_empty() {
         return Ok(());
@@ -89,6 +91,15 @@ fn unlisted(v: &mut Verifier) -> Result<()> {
         .collect();
     crate::failpoint::hit("verify:settling");
     let still = crate::gc::unlisted_in(v.store, &paths)?;
+    // After the look at what is listed: a marker of a process gone is of an ingest that
+    // did not commit (one that did is listed above).
+    let killed: HashMap<PackId, i64> = crate::gc::abandoned_packs(v.store.root())
+        .into_iter()
+        .filter_map(|(marker, id)| {
+            let name = marker.file_name()?.to_str()?;
+            Some((id, layout::parse_committing_marker(name)?.0))
+        })
+        .collect();
     for (path, rel) in found {
         let held: Vec<String> = still
             .iter()
@@ -98,7 +109,17 @@ fn unlisted(v: &mut Verifier) -> Result<()> {
         if held.is_empty() {
             continue;
         }
-        if let Some(pid) = ingests.first() {
+        let pack = path
+            .file_name()
+            .and_then(|n| n.to_str()?.strip_suffix(".pack"))
+            .and_then(PackId::from_hex);
+        if let Some(pid) = pack.and_then(|id| killed.get(&id)) {
+            v.notes.push(format!(
+                "{rel}: holds snapshot {}, never committed: its ingest (process {pid}) was \
+                 killed while committing; reclaimable by gc",
+                held.join(", ")
+            ));
+        } else if let Some(pid) = ingests.first() {
             v.notes.push(format!(
                 "{rel}: holds snapshot {}, not yet in the index: an ingest (process {pid}) \
                  is running and will commit it",

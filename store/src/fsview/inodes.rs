@@ -111,6 +111,8 @@ impl Key {
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The hash numbers are derived with: fixed, so a key's number does not depend on the run.
+/// Names made to collide under it (it is public) cost the colliding entries their stable
+/// numbers, nothing else: a number held is never given to another key.
 const NUMBERS: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0x6365_6c6c_6172);
 
 struct Slot {

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::params;
 
 use crate::error::{Error, Result};
-use crate::ids::{PackId, SnapshotId};
+use crate::ids::SnapshotId;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
 
@@ -237,17 +237,6 @@ impl Lease<'_> {
             [self.started_epoch],
         )?;
         tx.execute("DELETE FROM leases WHERE id = ?1", [self.id])?;
-        Ok(())
-    }
-
-    /// In a transaction before the commit's: the pack the commit is about to seal the
-    /// snapshot record into. A lease left with it is of an ingest killed before its commit,
-    /// and names that pack as its leftover.
-    pub(crate) fn committing_in(&self, tx: &rusqlite::Transaction, pack: &PackId) -> Result<()> {
-        tx.execute(
-            "UPDATE leases SET committing = ?1 WHERE id = ?2",
-            params![&pack.0[..], self.id],
-        )?;
         Ok(())
     }
 

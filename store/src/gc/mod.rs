@@ -20,7 +20,7 @@ mod sweep;
 
 pub(crate) use lease::{Lease, INGEST as INGEST_HOLDER};
 pub use lease::{LeaseInfo, ReadLease};
-pub(crate) use sweep::unlisted_in;
+pub(crate) use sweep::{abandoned_packs, unlisted_in};
 
 use crate::error::{Error, Result};
 use crate::store::Store;

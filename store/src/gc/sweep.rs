@@ -2,7 +2,7 @@
 //! nothing points into are deleted, mostly-dead packs repacked (repack.rs), and files no row
 //! names removed. The commit lock is held one step at a time.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -31,19 +31,13 @@ pub(super) fn stale_leases(store: &Store) -> Result<Vec<i64>> {
         .collect())
 }
 
-/// Delete `leases` and their pins. The pack a dead ingest was committing into is kept as
-/// abandoned, for `orphans` to delete whatever its age.
+/// Delete `leases` and their pins.
 pub(super) fn drop_leases(store: &Store, leases: &[i64]) -> Result<()> {
     if leases.is_empty() {
         return Ok(());
     }
     store.db().immediate(|tx| {
         for id in leases {
-            tx.execute(
-                "INSERT OR IGNORE INTO abandoned (pack)
-                 SELECT committing FROM leases WHERE id = ?1 AND committing IS NOT NULL",
-                [id],
-            )?;
             tx.execute("DELETE FROM pins WHERE lease = ?1", [id])?;
             tx.execute("DELETE FROM leases WHERE id = ?1", [id])?;
         }
@@ -245,14 +239,6 @@ fn unindexed_packs(root: &Path, indexed: &HashSet<Vec<u8>>, limit: SystemTime) -
     out
 }
 
-/// The pack a file's name says it is.
-fn pack_id(path: &Path) -> Option<PackId> {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_suffix(".pack"))
-        .and_then(PackId::from_hex)
-}
-
 /// Snapshot records in the packs gc would delete as leftovers that name a snapshot the index
 /// does not list and no forget record names. Such a pack is left by an ingest killed between
 /// sealing its last pack and committing, or by an index that lost its last commits (a lost
@@ -264,46 +250,39 @@ pub(super) fn unlisted_snapshots(
     opts: &GcOptions,
 ) -> Result<Vec<(PathBuf, SnapshotId)>> {
     let (indexed, limit) = indexed_and_limit(store, opts.grace_secs, stale)?;
-    unlisted_in(store, &unindexed_packs(store.root(), &indexed, limit))
+    let abandoned: HashSet<PackId> = abandoned_packs(store.root()).into_values().collect();
+    let mut packs = unindexed_packs(store.root(), &indexed, limit);
+    packs.retain(|p| pack_id(p).is_none_or(|id| !abandoned.contains(&id)));
+    unlisted_in(store, &packs)
 }
 
-/// Packs of ingests that died committing: the one each named in its lease before sealing it
-/// (FORMAT §15.3), while the lease is there, then in `abandoned` once gc dropped the lease.
-/// The commit that lists a snapshot ends its lease, so such a pack holds no listed snapshot:
-/// it is a leftover, whatever snapshot record it holds.
-pub(crate) fn abandoned_packs(store: &Store) -> Result<HashSet<PackId>> {
-    let db = store.db();
-    let mut out = HashSet::new();
-    let mut stmt = db.conn().prepare(
-        "SELECT pid, committing FROM leases WHERE holder = ?1 AND committing IS NOT NULL",
-    )?;
-    let rows = stmt.query_map([super::lease::INGEST], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-    })?;
-    for row in rows {
-        let (pid, pack) = row?;
-        if !process::alive(pid) {
-            out.extend(PackId::from_slice(&pack));
-        }
-    }
-    let mut stmt = db.conn().prepare("SELECT pack FROM abandoned")?;
-    let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
-    for pack in rows {
-        out.extend(PackId::from_slice(&pack?));
-    }
-    Ok(out)
+/// The last packs of ingests killed while committing: what the `committing_marker` of each
+/// process that is gone names, by marker. Such a pack holds the record of a snapshot never
+/// committed, unless the index has it (the ingest was killed after its commit).
+pub(crate) fn abandoned_packs(root: &Path) -> HashMap<PathBuf, PackId> {
+    files(&root.join(layout::TMP_DIR))
+        .into_iter()
+        .filter_map(|f| {
+            let name = f.file_name()?.to_str()?;
+            let (pid, pack) = layout::parse_committing_marker(name)?;
+            (pid != std::process::id() as i64 && !process::alive(pid)).then_some((f, pack))
+        })
+        .collect()
+}
+
+/// The pack a file's name says it is.
+fn pack_id(path: &Path) -> Option<PackId> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".pack"))
+        .and_then(PackId::from_hex)
 }
 
 /// The records in `packs` (files no index row names) of snapshots that the index does not
-/// list and no forget record names: snapshots `repair-index` would restore. Abandoned packs
-/// (`abandoned_packs`) are left out: their snapshots were never committed.
+/// list and no forget record names: snapshots `repair-index` would restore.
 pub(crate) fn unlisted_in(store: &Store, packs: &[PathBuf]) -> Result<Vec<(PathBuf, SnapshotId)>> {
-    let abandoned = abandoned_packs(store)?;
     let mut found = Vec::new();
-    for pack in packs
-        .iter()
-        .filter(|p| pack_id(p).is_none_or(|id| !abandoned.contains(&id)))
-    {
+    for pack in packs {
         // A pack that does not scan cleanly is left to verify; the records read before the
         // damage count.
         let _ = crate::pack::scan(pack, |rec| {
@@ -354,26 +333,21 @@ pub(super) fn orphans(
     for f in unindexed_packs(root, &indexed, limit) {
         remove(&f)?;
     }
-    // A dead ingest's last pack goes whatever its age: nothing will ever index it.
-    let abandoned = abandoned_packs(store)?;
-    for id in &abandoned {
-        let path = layout::pack_path(root, id);
-        if !indexed.contains(&id.0[..]) && path.exists() && !older_than(&path, limit) {
-            remove(&path)?;
+    // A killed ingest's last pack goes whatever its age: nothing will index it. Its marker
+    // goes after it (a gc killed between the two finds the marker again).
+    for (marker, id) in abandoned_packs(root) {
+        let pack = layout::pack_path(root, &id);
+        if !indexed.contains(&id.0[..]) && pack.exists() && !older_than(&pack, limit) {
+            remove(&pack)?;
         }
-    }
-    if !opts.dry_run && !abandoned.is_empty() {
-        store.db().immediate(|tx| {
-            for id in &abandoned {
-                tx.execute("DELETE FROM abandoned WHERE pack = ?1", [&id.0[..]])?;
-            }
-            Ok(())
-        })?;
+        remove(&marker)?;
     }
     for f in files(&root.join(layout::TMP_DIR)) {
-        let pid = f
-            .file_name()
-            .and_then(|n| n.to_str())
+        let name = f.file_name().and_then(|n| n.to_str());
+        if name.is_some_and(|n| layout::parse_committing_marker(n).is_some()) {
+            continue; // above
+        }
+        let pid = name
             .and_then(|n| n.split('-').next())
             .and_then(|p| p.parse::<i64>().ok());
         if let Some(pid) = pid {

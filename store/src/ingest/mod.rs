@@ -19,6 +19,7 @@ pub(crate) mod sink;
 mod workers;
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -32,7 +33,7 @@ pub(crate) use sink::Sink;
 use workers::Written;
 
 use crate::chunker::{Chunker, Feed};
-use crate::error::{Error, Result, TarPlace};
+use crate::error::{Error, IoContext, Result, TarPlace};
 use crate::ids::{ChunkId, SnapshotId};
 use crate::list::{Entry, ListBuilder, ListRef};
 use crate::object::{ObjectSink, ObjectSource};
@@ -378,47 +379,38 @@ impl Store {
                 return Err(e);
             }
         };
-        // Under the commit lock nothing else commits: the parent read here stays the newest.
-        // The pack the snapshot record goes into is named in the lease before it is sealed,
-        // so an ingest killed from then until its commit leaves a lease (of a dead process)
-        // that says the pack is its leftover, which gc deletes, not a snapshot an index lost
-        // (FORMAT §15.3).
-        let mut last = match written.open.take() {
-            Some(w) => Some(w),
-            None => match PackWriter::create(self.root()) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    written.discard(self.root());
-                    return Err(e);
-                }
-            },
-        };
-        let named = self.db().immediate_unsynced(|tx| {
+        let mut marker = None;
+        let result = self.db().immediate(|tx| {
             snap.parent = Store::latest_id_in(tx, &snap.name)?;
             let record = snap.to_record();
             snap.id = SnapshotId(*blake3::hash(&record).as_bytes());
+            let mut last = match written.open.take() {
+                Some(w) => w,
+                None => PackWriter::create(self.root())?,
+            };
             let header = RecordHeader::snapshots(
                 RecordKind::Snapshot,
                 &[ChunkId(snap.id.0)],
                 record.len() as u32,
             );
-            let pack = last.as_mut().expect("taken below");
-            pack.append(&header, &record)?;
-            let (pending, file) = pack.pending()?;
-            lease.committing_in(tx, &pending.id)?;
-            Ok((pending, file))
-        });
-        let (pending, file) = match named {
-            Ok(p) => p,
-            Err(e) => {
-                written.open = last;
-                written.discard(self.root());
+            // On an error the pack stays with `written`, for the caller to discard.
+            let appended = last.append(&header, &record).and_then(|()| last.pending());
+            let (pending, file) = match appended {
+                Ok(p) => p,
+                Err(e) => {
+                    written.open = Some(last);
+                    return Err(e);
+                }
+            };
+            // Killed from here until the commit is over, the ingest leaves this marker, which
+            // says the pack is its leftover, not a snapshot an index lost (FORMAT §15.3).
+            let path = layout::committing_marker(self.root(), &pending.id);
+            if let Err(e) = File::create(&path).at(&path) {
+                written.open = Some(last);
                 return Err(e);
             }
-        };
-        crate::failpoint::hit("commit:named");
-        let result = self.db().immediate(|tx| {
-            let last = last.take().expect("the last pack");
+            marker = Some(path);
+            crate::failpoint::hit("commit:named");
             let tmp = last.temp_path().to_path_buf();
             // The last pack is synced and renamed to its name (most of the commit's wait on
             // the disk) while every pack's rows go in; the transaction commits only after.
@@ -446,13 +438,14 @@ impl Store {
             crate::failpoint::hit("commit:in-transaction");
             Ok(())
         });
-        if let Err(e) = result {
-            // Still to discard if the transaction never began (sealed, it is in `sealed`).
-            written.open = last;
+        if result.is_err() {
             written.discard(self.root());
-            return Err(e);
         }
-        Ok(snap)
+        // Committed or discarded: nothing is left for the marker to explain.
+        if let Some(path) = marker {
+            let _ = std::fs::remove_file(path);
+        }
+        result.map(|()| snap)
     }
 }
 

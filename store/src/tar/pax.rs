@@ -88,8 +88,8 @@ pub fn parse_decimal(value: &[u8]) -> Option<u64> {
 }
 
 /// GNU tar refuses a member whose PAX records give a number it cannot read ("Malformed
-/// extended header: invalid gid=-5x"). The records of the keys cellar reads as numbers, and
-/// the times GNU tar reads too, must be well formed: Err names the first that is not.
+/// extended header: invalid gid=-5x"). The records of the keys cellar reads as numbers must
+/// be such that GNU tar reads them: Err names the first that is not.
 pub fn check_numbers(records: &[PaxRecord]) -> Result<(), String> {
     for r in records {
         let v = r.value.as_slice();
@@ -104,7 +104,7 @@ pub fn check_numbers(records: &[PaxRecord]) -> Result<(), String> {
             | b"GNU.sparse.numblocks"
             | b"GNU.sparse.major"
             | b"GNU.sparse.minor" => parse_decimal(v).is_some(),
-            b"mtime" | b"atime" | b"ctime" => parse_time(v).is_some(),
+            b"mtime" => parse_time(v).is_some(),
             b"GNU.sparse.map" => {
                 let nums: Vec<_> = v.split(|&b| b == b',').map(parse_decimal).collect();
                 nums.len() % 2 == 0 && nums.iter().all(Option::is_some)
@@ -122,17 +122,24 @@ pub fn check_numbers(records: &[PaxRecord]) -> Result<(), String> {
     Ok(())
 }
 
-/// A PAX time: `[-]SECS[.FRACTION]`, digits only after the one sign.
+/// A PAX time as GNU tar reads one: `[-]SECS[.FRACTION]` at its start, where what follows is
+/// ignored (Python's tarfile writes a tiny float as `1e-05`, read as 1; `12abc` is 12), and
+/// None when it does not start so.
 pub fn parse_time(v: &[u8]) -> Option<(i64, u32)> {
-    let s = std::str::from_utf8(v).ok()?;
-    let (neg, s) = match s.strip_prefix('-') {
+    let (neg, rest) = match v.strip_prefix(b"-") {
         Some(rest) => (true, rest),
-        None => (false, s),
+        None => (false, v),
     };
-    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
-    if secs.is_empty() || !secs.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+    let digits = |b: &[u8]| b.iter().take_while(|c| c.is_ascii_digit()).count();
+    let n = digits(rest);
+    if n == 0 {
         return None;
     }
+    let secs = std::str::from_utf8(&rest[..n]).ok()?;
+    let frac = match rest[n..].strip_prefix(b".") {
+        Some(after) => std::str::from_utf8(&after[..digits(after)]).ok()?,
+        None => "",
+    };
     let secs: i64 = secs.parse().ok()?;
     let mut digits: String = frac.chars().take(9).collect();
     while digits.len() < 9 {

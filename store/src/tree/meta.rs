@@ -306,6 +306,14 @@ mod tests {
         assert_eq!(parse_time(b"-1.2500000000"), Some((-2, 750_000_000)));
         assert_eq!(parse_time(b"12"), Some((12, 0)));
         assert_eq!(parse_time(b"x"), None);
+        // What follows the number is ignored, as GNU tar ignores it.
+        assert_eq!(parse_time(b"1e-05"), Some((1, 0)));
+        assert_eq!(parse_time(b"12abc"), Some((12, 0)));
+        assert_eq!(parse_time(b"1.5.5"), Some((1, 500_000_000)));
+        assert_eq!(parse_time(b"-7.25x"), Some((-8, 750_000_000)));
+        assert_eq!(parse_time(b" 5"), None);
+        assert_eq!(parse_time(b".5"), None);
+        assert_eq!(parse_time(b"-"), None);
         // One sign, digits only, and no overflow on the way to a negative time.
         assert_eq!(parse_time(b"--5"), None);
         assert_eq!(parse_time(b"-+5"), None);

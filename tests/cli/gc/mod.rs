@@ -379,11 +379,11 @@ fn gc_compacts_the_index_after_pruning_many_members() {
     verify_ok(&store, true);
 }
 
-/// A snapshot whose pack is sealed but which the index does not list, and no killed ingest's
-/// lease names that pack (an index that lost its last commits: here a copy of `cellar.db`
-/// from before the snapshot put back) is one `repair-index` restores: gc must not delete its
-/// pack as a leftover. It refuses, names the pack and the snapshot, and runs once the index
-/// lists it (or once it is forgotten).
+/// A snapshot whose pack is sealed but which the index does not list, and which no killed
+/// ingest's marker names (an index that lost its last commits: here a copy of `cellar.db`
+/// taken while the ingest was committing, put back after it committed) is one `repair-index`
+/// restores: gc must not delete its pack as a leftover. It refuses, names the pack and the
+/// snapshot, and runs once the index lists it (or once it is forgotten).
 #[test]
 fn gc_refuses_while_an_unindexed_pack_holds_a_snapshot_repair_index_would_restore() {
     let store = TestStore::new();
@@ -391,10 +391,24 @@ fn gc_refuses_while_an_unindexed_pack_holds_a_snapshot_repair_index_would_restor
     let dir = store.scratch("tree");
     write_file(&dir.join("own/late.bin"), &noise(400_000, 77));
     let stream = tar_of_dir(&dir);
+    let file = store.scratch("late.tar");
+    write_file(&file, &stream);
     let index = store.path().join("cellar.db");
     let older = store.scratch("cellar.db.older");
-    std::fs::copy(&index, &older).unwrap();
-    store.snapshot_bytes(&stream, "vm");
+    let committing = store.stopped_at(
+        &["snapshot", "--name", "vm", file.to_str().unwrap()],
+        "commit:named",
+    );
+    // A copy as SQLite makes one (what its write-ahead log holds too).
+    rusqlite::Connection::open(&index)
+        .unwrap()
+        .execute("VACUUM INTO ?1", [older.to_str().unwrap()])
+        .unwrap();
+    resume(&committing);
+    assert_success(&committing.wait_with_output().unwrap(), &["snapshot"]);
+    for side in ["cellar.db-wal", "cellar.db-shm"] {
+        let _ = std::fs::remove_file(store.path().join(side));
+    }
     std::fs::copy(&older, &index).unwrap();
     assert_eq!(store.snapshot_count(), 1);
     let packs = store.pack_files();
