@@ -526,6 +526,18 @@ pub fn resume(child: &Child) {
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGCONT) }, 0);
 }
 
+/// Wait until `cond` holds; a minute without it fails the test, naming `what` it waited for.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Whether a process runs whose command line is `words`.
 pub fn running(words: &str) -> bool {
     let want: Vec<u8> = words

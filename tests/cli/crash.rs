@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use crate::common::*;
 
@@ -60,17 +59,6 @@ fn big_stream(store: &TestStore) -> Vec<u8> {
     tar_of_dir(&root)
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// kill -9 while the stream is still arriving (the rest of it is held back, so the kill lands
 /// mid-ingest), at several points.
 #[test]
@@ -97,7 +85,7 @@ fn kill_mid_ingest_records_nothing() {
         stdin.write_all(&stream[..cut]).unwrap();
         stdin.flush().unwrap();
         // The writer has started a pack: the ingest is under way, not finished.
-        wait_for("a pack being written", || temp_files() > before);
+        wait_until("a pack being written", || temp_files() > before);
         child.kill().unwrap();
         child.wait().unwrap();
         drop(stdin);

@@ -107,15 +107,9 @@ fn an_interrupt_while_waiting_to_commit_records_nothing() {
         .spawn()
         .unwrap();
     let err = || std::fs::read_to_string(&log).unwrap_or_default();
-    let start = Instant::now();
-    while !err().contains("waiting for another cellar process") {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "never waited: {}",
-            err()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the snapshot to wait for the lock", || {
+        err().contains("waiting for another cellar process")
+    });
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     std::thread::sleep(Duration::from_millis(300));
     resume(&rm);
@@ -146,14 +140,7 @@ fn an_interrupt_after_the_stream_records_nothing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while !mark.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the stream never ended"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the stream to end", || mark.exists());
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let out = child.wait_with_output().unwrap();

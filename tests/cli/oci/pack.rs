@@ -5,7 +5,6 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use super::cellar::*;
 use crate::common::*;
@@ -159,14 +158,9 @@ fn an_interrupted_pack_leaves_nothing_running() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while !(running(&vm) && running(&agent)) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "smolvm never ran"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("smolvm and its VM to run", || {
+        running(&vm) && running(&agent)
+    });
     // SAFETY: a signal to our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let done = child.wait_with_output().unwrap();
