@@ -165,6 +165,9 @@ pub struct MountArgs {
     /// it names, and logs to a file it names
     #[arg(long)]
     pub daemon: bool,
+    /// With --daemon: print {"mountpoint", "pid", "log"} on stdout once the mount answers
+    #[arg(long, requires = "daemon")]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

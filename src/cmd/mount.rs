@@ -19,7 +19,7 @@ use fuser::{Config, MountOption, SessionACL};
 
 use crate::cli::{MountArgs, UsageError};
 use crate::fuse::{CellarFs, Feeder};
-use crate::output::errln;
+use crate::output::{errln, print_json};
 
 /// Set in the background process: the fd to write one byte to once the mount is up.
 const READY_FD: &str = "CELLAR_MOUNT_READY_FD";
@@ -256,6 +256,13 @@ fn daemonize(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
             args.mountpoint.display(),
             log_path.display()
         );
+        if args.json {
+            print_json(&serde_json::json!({
+                "mountpoint": args.mountpoint,
+                "pid": pid,
+                "log": log_path,
+            }))?;
+        }
         return Ok(());
     }
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();

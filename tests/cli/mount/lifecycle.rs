@@ -358,6 +358,34 @@ fn daemon_says_the_background_pid_and_names_the_log_after_it() {
     m.report();
 }
 
+/// `--daemon --json`: the mount point, the background process and its log on stdout, once
+/// the mount answers; `--json` alone is a usage error.
+#[test]
+fn daemon_json_says_the_pid_and_the_log() {
+    require("fusermount3");
+    let store = TestStore::new();
+    let stream = small_stream(&store, "tree", &[("etc/hostname", b"vm1\n".to_vec())]);
+    let id = store.snapshot_bytes(&stream, "vm");
+    let mut m = Mounted::new(&store, "mnt");
+    let dir = m.dir_str().to_string();
+    let out = store.run(&["mount", "--daemon", "--json", &dir, &id]);
+    m.daemon = mount_processes(&m.dir).first().copied();
+    assert_success(&out, &["mount", "--daemon", "--json"]);
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(said["pid"].as_i64(), m.daemon.map(i64::from), "{said}");
+    assert_eq!(said["mountpoint"], dir.as_str());
+    assert!(
+        std::path::Path::new(said["log"].as_str().unwrap()).exists(),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.dir.join("etc/hostname")).unwrap(),
+        "vm1\n"
+    );
+    let alone = store.run(&["mount", "--json", &dir, &id]);
+    assert_eq!(alone.status.code(), Some(2), "{}", stderr(&alone));
+}
+
 /// A mount point already in use (by a cellar mount or any other) is refused, saying how to
 /// unmount it: mounting there would hide what is mounted, and both would seem to work.
 #[test]
