@@ -333,14 +333,14 @@ pub(super) fn orphans(
     for f in unindexed_packs(root, &indexed, limit) {
         remove(&f)?;
     }
-    // A killed ingest's last pack goes whatever its age: nothing will index it. Its marker
-    // goes after it (a gc killed between the two finds the marker again).
+    // A killed ingest's marker stays as long as its pack: the pack goes as any leftover does
+    // (above, once older than the grace), and while both are there the marker keeps gc's
+    // refusal off it.
     for (marker, id) in abandoned_packs(root) {
         let pack = layout::pack_path(root, &id);
-        if !indexed.contains(&id.0[..]) && pack.exists() && !older_than(&pack, limit) {
-            remove(&pack)?;
+        if indexed.contains(&id.0[..]) || !pack.exists() || older_than(&pack, limit) {
+            remove(&marker)?;
         }
-        remove(&marker)?;
     }
     for f in files(&root.join(layout::TMP_DIR)) {
         let name = f.file_name().and_then(|n| n.to_str());

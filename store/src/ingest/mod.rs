@@ -402,14 +402,14 @@ impl Store {
                     return Err(e);
                 }
             };
-            // Killed from here until the commit is over, the ingest leaves this marker, which
-            // says the pack is its leftover, not a snapshot an index lost (FORMAT §15.3).
+            // Killed from here until just before the commit, the ingest leaves this marker,
+            // which says the pack is its leftover, not a snapshot an index lost (FORMAT §15.3).
             let path = layout::committing_marker(self.root(), &pending.id);
             if let Err(e) = File::create(&path).at(&path) {
                 written.open = Some(last);
                 return Err(e);
             }
-            marker = Some(path);
+            marker = Some((path, pending.id));
             crate::failpoint::hit("commit:named");
             let tmp = last.temp_path().to_path_buf();
             // The last pack is synced and renamed to its name (most of the commit's wait on
@@ -436,14 +436,27 @@ impl Store {
             hints::mark_trusted_after(tx)?;
             Store::insert_snapshot(tx, &snap)?;
             crate::failpoint::hit("commit:in-transaction");
+            // Gone for good before the commit: a marker found is of a commit that never began,
+            // whatever becomes of the index (a marker outliving its commit would call the pack
+            // of a committed snapshot a leftover once a copy of the index from before it were
+            // put back).
+            if let Some((path, _)) = marker.take() {
+                std::fs::remove_file(&path).at(&path)?;
+                layout::sync_dir(&self.root().join(layout::TMP_DIR))?;
+            }
             Ok(())
         });
         if result.is_err() {
             written.discard(self.root());
-        }
-        // Committed or discarded: nothing is left for the marker to explain.
-        if let Some(path) = marker {
-            let _ = std::fs::remove_file(path);
+            // A seal that failed after its rename left the pack under its name: the marker
+            // stays while it does, so gc takes both.
+            if let Some((path, id)) = marker {
+                let sealed = layout::pack_path(self.root(), &id);
+                let _ = std::fs::remove_file(&sealed);
+                if !sealed.exists() {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
         }
         result.map(|()| snap)
     }
