@@ -6,6 +6,7 @@
 
 mod check;
 mod chunker;
+mod commit_lock;
 mod db;
 mod dirs;
 mod dispose;

@@ -5,12 +5,12 @@ use std::fs::{self, File};
 use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use lru::LruCache;
 use rusqlite::OptionalExtension;
 
+use crate::commit_lock::lock_file;
 use crate::db::Db;
 use crate::dirs::DirCache;
 use crate::dispose::dispose;
@@ -166,24 +166,6 @@ impl Store {
     /// A second connection, for work that runs beside readers of this `Store`.
     pub(crate) fn open_connection(&self) -> Result<Db> {
         Db::open(&self.root.join(layout::DB_FILE), false)
-    }
-
-    /// Take the store's commit lock, the only lock writers share. Readers never take it.
-    pub(crate) fn commit_lock(&self, waiting: &dyn Fn(&str)) -> Result<File> {
-        self.db().writable()?;
-        lock_file(&self.root, waiting, None)
-    }
-
-    /// `commit_lock` for a writer that an interrupt may stop while it waits: `Interrupted`
-    /// once `cancel` is set, so a snapshot interrupted while another process commits is not
-    /// committed when that one is done.
-    pub(crate) fn commit_lock_unless(
-        &self,
-        waiting: &dyn Fn(&str),
-        cancel: &AtomicBool,
-    ) -> Result<File> {
-        self.db().writable()?;
-        lock_file(&self.root, waiting, Some(cancel))
     }
 
     /// A decoded directory record, from the cache or from `load`.
@@ -486,60 +468,6 @@ impl ObjectSource for Store {
         self.object_from_index(id)
     }
 }
-
-/// Take the store's lock file (blocking), telling `waiting` when another process holds it.
-pub(crate) fn lock_file(
-    root: &Path,
-    waiting: &dyn Fn(&str),
-    cancel: Option<&AtomicBool>,
-) -> Result<File> {
-    let interrupted = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
-    let path = root.join(layout::LOCK_FILE);
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .at(&path)?;
-    if interrupted() {
-        return Err(Error::Interrupted);
-    }
-    match file.try_lock() {
-        Ok(()) => return Ok(file),
-        Err(fs::TryLockError::WouldBlock) => {}
-        Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
-    }
-    waiting("waiting for another cellar process to finish committing to the store");
-    if cancel.is_none() {
-        file.lock().at(&path)?;
-        return Ok(file);
-    }
-    // A blocking flock is woken the moment the lock is free (trying again now and then
-    // would lose it to a holder that takes it back at once, as gc's sweep does pack after
-    // pack), but not by an interrupt: it waits on a thread of its own, which hands the locked
-    // file over. Given up on, it unlocks what it gets (the file is dropped).
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    std::thread::spawn(move || {
-        let _ = tx.send(file.lock().map(|()| file));
-    });
-    loop {
-        match rx.recv_timeout(LOCK_POLL) {
-            Ok(locked) => {
-                let file = locked.at(&path)?;
-                return if interrupted() {
-                    Err(Error::Interrupted)
-                } else {
-                    Ok(file)
-                };
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !interrupted() => {}
-            Err(_) => return Err(Error::Interrupted),
-        }
-    }
-}
-
-/// How often a writer waiting for the commit lock looks for an interrupt.
-const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Whether the store has an index. An empty `cellar.db` with no write-ahead log beside it
 /// holds nothing (its first page never reached the disk, or it was cut), and is no index:

@@ -27,6 +27,7 @@ use rusqlite::params;
 
 use super::reason;
 use super::replaced::{listed_snapshots, readable_index, refuse_if_busy, refuse_if_read};
+use crate::commit_lock::lock_file;
 use crate::db::Db;
 use crate::error::{Error, IoContext, Result};
 use crate::ids::{ChunkId, PackId, SnapshotId};
@@ -35,7 +36,7 @@ use crate::layout;
 use crate::list::ListRef;
 use crate::pack::{ChunkKind, Codec, RecordKind, SealedPack};
 use crate::snapshot::{Snapshot, SnapshotRecord};
-use crate::store::{lock_file, Store};
+use crate::store::Store;
 use crate::tree::Node;
 
 /// The newest snapshot record version this build reads (FORMAT §7).
