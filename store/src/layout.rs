@@ -21,10 +21,10 @@ pub fn pack_path(root: &Path, id: &PackId) -> PathBuf {
 }
 
 /// `tmp/PID-committing-PACKID`: made by an ingest just before it seals its last pack (the one
-/// holding its snapshot record), removed once its commit is over. A marker whose process is
-/// gone is of an ingest killed while committing: the pack it names is that ingest's leftover
-/// unless the index has it (FORMAT §15.3). Outside the index, so a copy of the index put back
-/// cannot bring one back, nor keep one that was removed.
+/// holding its snapshot record), removed (`tmp/` synced) just before its COMMIT. A marker
+/// whose process is gone is of an ingest killed while committing, whose commit never began:
+/// the pack it names is that ingest's leftover (FORMAT §15.3). Outside the index, so a copy
+/// of the index put back cannot bring back one that was removed.
 pub fn committing_marker(root: &Path, pack: &PackId) -> PathBuf {
     root.join(TMP_DIR)
         .join(format!("{}-committing-{}", std::process::id(), pack.hex()))

@@ -257,8 +257,9 @@ pub(super) fn unlisted_snapshots(
 }
 
 /// The last packs of ingests killed while committing: what the `committing_marker` of each
-/// process that is gone names, by marker. Such a pack holds the record of a snapshot never
-/// committed, unless the index has it (the ingest was killed after its commit).
+/// process that is gone names, by marker. The marker goes before the COMMIT, so such a pack
+/// holds the record of a snapshot never committed (and the index has it only if something
+/// else indexed the same bytes, which `orphans` checks).
 pub(crate) fn abandoned_packs(root: &Path) -> HashMap<PathBuf, PackId> {
     files(&root.join(layout::TMP_DIR))
         .into_iter()
