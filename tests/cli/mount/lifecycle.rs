@@ -287,7 +287,12 @@ fn a_look_at_dir_cut_off_by_the_servers_death_says_to_unmount_it() {
     });
     signal(pid as u32, libc::SIGKILL);
     let out = again.wait_with_output().unwrap();
-    assert!(waiting, "the new mount never waited on the stopped server");
+    assert!(
+        waiting,
+        "the new mount never waited on the stopped server ({}): {}",
+        out.status,
+        stderr(&out)
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
