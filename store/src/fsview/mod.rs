@@ -325,13 +325,9 @@ impl FsView {
         counted: bool,
         mut add: impl FnMut(Entry) -> Result<bool>,
     ) -> Result<()> {
-        let mut give = |ino: u64, kind: Kind, name: &[u8], node: Option<&Node>| -> Result<bool> {
-            let full = add(Entry {
-                ino,
-                kind,
-                name,
-                node,
-            });
+        let mut give = |entry: Entry| -> Result<bool> {
+            let ino = entry.ino;
+            let full = add(entry);
             if counted && !matches!(full, Ok(false)) {
                 self.forget(ino, 1);
             }
@@ -344,7 +340,7 @@ impl FsView {
                     let child = self.intern(Key::Lineage(name.clone()), counted, move || {
                         Inode::Lineage(n)
                     });
-                    if give(child, Kind::Dir, name.as_bytes(), None)? {
+                    if give(Entry::bare(child, Kind::Dir, name.as_bytes()))? {
                         break;
                     }
                 }
@@ -354,7 +350,11 @@ impl FsView {
                 let count = snaps.len();
                 for s in snaps.into_iter().skip(skip) {
                     let name = s.short_id().into_bytes();
-                    if give(self.snapshot_ino(s, counted)?, Kind::Dir, &name, None)? {
+                    if give(Entry::bare(
+                        self.snapshot_ino(s, counted)?,
+                        Kind::Dir,
+                        &name,
+                    ))? {
                         return Ok(());
                     }
                 }
@@ -362,7 +362,7 @@ impl FsView {
                     let l = lineage.clone();
                     let latest =
                         self.intern(Key::Latest(lineage), counted, move || Inode::Latest(l));
-                    give(latest, Kind::Symlink, LATEST, None)?;
+                    give(Entry::bare(latest, Kind::Symlink, LATEST))?;
                 }
             }
             Inode::Latest(_) => return Err(not_a_dir()),
@@ -372,7 +372,11 @@ impl FsView {
                 // reader going through the listing (`tar -c`, `cp -r`) reads frames through.
                 for c in tree.readdir(&node.node()?)?.listed_from(skip) {
                     let child = self.child_ino(ino, &snap, c, counted);
-                    if give(child, c.kind, &c.name, Some(c))? {
+                    let entry = Entry {
+                        node: Some(c),
+                        ..Entry::bare(child, c.kind, &c.name)
+                    };
+                    if give(entry)? {
                         break;
                     }
                 }
