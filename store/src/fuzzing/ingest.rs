@@ -109,7 +109,7 @@ fn expected_stream(data: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     match data {
         [0x1f, 0x8b, ..] => {
-            flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out)?;
+            crate::ingest::gzip::GzipMembers::new(data).read_to_end(&mut out)?;
         }
         [0x28, 0xb5, 0x2f, 0xfd, ..] => {
             zstd::stream::read::Decoder::new(data)?.read_to_end(&mut out)?;

@@ -8,7 +8,7 @@
 //! stream whose sha256 is not that of its bytes. Read, it would be a file that never existed.
 
 use std::fs::File;
-use std::io::{Cursor, Read};
+use std::io::{BufReader, Cursor, Read};
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use std::thread;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use sha2::{Digest, Sha256};
 
+use super::gzip::{GzipMembers, Tally};
 use super::mapped::{Block, MappedRange, Mapping};
 use crate::error::{Error, Result};
 use crate::tar::ByteSource;
@@ -257,11 +258,7 @@ fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Block>) {
         },
     };
     let consumed = Arc::new(AtomicU64::new(0));
-    let mut input: Box<dyn Read + Send> = Box::new(Counting {
-        inner: input,
-        count: consumed.clone(),
-    });
-    let (reader, codec) = match unwrap_compression(&mut input) {
+    let (reader, codec) = match unwrap_compression(input, &consumed) {
         Ok(r) => r,
         Err(e) => {
             let _ = tx.send(Raw::Failed(e));
@@ -364,11 +361,14 @@ fn read_blocks(
     }
 }
 
-type Unwrapped<'a> = (Box<dyn Read + 'a>, Option<&'static str>);
+type Unwrapped = (Box<dyn Read>, Option<&'static str>);
 
 /// Look at the first bytes: gzip and zstd streams are decompressed, anything else is taken as
-/// it is.
-fn unwrap_compression(input: &mut Box<dyn Read + Send>) -> Result<Unwrapped<'_>> {
+/// it is. A decoder's input counts into `consumed` what it took, so its failure says where.
+fn unwrap_compression(
+    mut input: Box<dyn Read + Send>,
+    consumed: &Arc<AtomicU64>,
+) -> Result<Unwrapped> {
     let mut magic = [0u8; 4];
     let mut n = 0;
     while n < magic.len() {
@@ -380,34 +380,19 @@ fn unwrap_compression(input: &mut Box<dyn Read + Send>) -> Result<Unwrapped<'_>>
         }
     }
     let chained = Cursor::new(magic[..n].to_vec()).chain(input);
+    let tallied = |r| Tally::new(BufReader::with_capacity(1 << 16, r), consumed.clone());
     Ok(match &magic[..n] {
-        [0x1f, 0x8b, ..] => (
-            Box::new(flate2::read::MultiGzDecoder::new(chained)),
-            Some("gzip"),
-        ),
+        [0x1f, 0x8b, ..] => (Box::new(GzipMembers::new(tallied(chained))), Some("gzip")),
         [0x28, 0xb5, 0x2f, 0xfd] => {
-            let d =
-                zstd::stream::read::Decoder::new(chained).map_err(|err| Error::BadCompression {
+            let d = zstd::stream::read::Decoder::with_buffer(tallied(chained)).map_err(|err| {
+                Error::BadCompression {
                     codec: "zstd",
                     offset: 0,
                     err,
-                })?;
+                }
+            })?;
             (Box::new(d), Some("zstd"))
         }
         _ => (Box::new(chained), None),
     })
-}
-
-/// Counts the raw (compressed) bytes read, so a decoder's failure can say where.
-struct Counting {
-    inner: Box<dyn Read + Send>,
-    count: Arc<AtomicU64>,
-}
-
-impl Read for Counting {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
 }

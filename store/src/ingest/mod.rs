@@ -9,6 +9,7 @@
 
 mod anchors;
 mod commit;
+pub(crate) mod gzip;
 mod hints;
 mod index;
 mod input;

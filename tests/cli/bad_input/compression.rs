@@ -30,6 +30,35 @@ fn damaged_gzip_wrapper() {
     }
 }
 
+/// After the last gzip member, zeros are tape padding and ignored, as gzip ignores them; any
+/// other byte is trailing garbage, refused where it starts (not as a broken next member).
+#[test]
+fn what_follows_the_last_gzip_member() {
+    require("gzip");
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    let gz = gzip(&tar, &ts);
+    let mut padded = gz.clone();
+    padded.extend([0; 10240]);
+    let id = ts.snapshot_bytes(&padded, "padded");
+    assert_eq!(ts.export(&id), tar);
+    for (what, tail) in [
+        ("a newline after the member", &b"\n"[..]),
+        ("padding, then text", &b"\0\0\0\0junk"[..]),
+    ] {
+        let mut bytes = gz.clone();
+        bytes.extend(tail);
+        let garbage_at = gz.len() + tail.iter().take_while(|&&b| b == 0).count();
+        for err in [
+            refuse_stdin(&bytes, what),
+            refuse_file(&bytes, "in.tar.gz", what),
+        ] {
+            assert_mentions(&err, "trailing garbage", what);
+            assert_offset(&err, garbage_at, what);
+        }
+    }
+}
+
 #[test]
 fn damaged_zstd_wrapper() {
     require("zstd");

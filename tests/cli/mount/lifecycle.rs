@@ -281,15 +281,18 @@ fn a_look_at_dir_cut_off_by_the_servers_death_says_to_unmount_it() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Where it sleeps: request_wait_answer for a request sent, fuse_get_req for one that
+    // waits to be sent (a connection not yet initialized, or throttled).
+    let mut wchan = String::new();
     let waiting = wait_for(BOUND, || {
-        fs::read_to_string(format!("/proc/{}/wchan", again.id()))
-            .is_ok_and(|w| w == "request_wait_answer")
+        wchan = fs::read_to_string(format!("/proc/{}/wchan", again.id())).unwrap_or_default();
+        wchan == "request_wait_answer" || wchan == "fuse_get_req"
     });
     signal(pid as u32, libc::SIGKILL);
     let out = again.wait_with_output().unwrap();
     assert!(
         waiting,
-        "the new mount never waited on the stopped server ({}): {}",
+        "the new mount never waited on the stopped server (it last slept in {wchan:?}; {}): {}",
         out.status,
         stderr(&out)
     );
