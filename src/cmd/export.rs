@@ -5,7 +5,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use cellar_store::oci::{validate_tag, Image, ImageOptions, LeftOut};
+use cellar_store::oci::{validate_tag, Image, ImageOptions, LayerKey, LeftOut};
 use cellar_store::{Error, ReadLease, Snapshot};
 
 use crate::cli::{ExportArgs, ExportFormat, UsageError};
@@ -53,11 +53,22 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
             Ok(())
         }
         ExportFormat::DockerArchive => {
-            let image = lease.image(&snap, &opts)?;
             let left_out = super::warn_left_out(store, &snap)?;
+            // A layer whose digest is not known is made once, into a spool file, and copied
+            // into the archive from there.
+            let mut layers = lease
+                .image_layers(&snap, opts.mode)?
+                .into_iter()
+                .map(|spec| {
+                    let codec = opts.codec;
+                    store.ready_layer(LayerKey { spec, codec }, || {})
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let made = layers.iter().map(|r| r.layer.clone()).collect();
+            let image = store.assemble(&snap, &opts.settings, made)?;
             let repo_tag = format!("{}:{}", snap.name, tag);
             to_file_or_stdout(args.output.as_deref(), |out| {
-                store.write_docker_archive(&image, &repo_tag, out)
+                store.write_docker_archive(&image, &mut layers, &repo_tag, out)
             })?;
             // With the archive on stdout there is no room for a report.
             if to_stdout {

@@ -4,11 +4,10 @@
 //! sha256) streams from the store to the registry; one never made in this codec is made once
 //! into a spool file first, which gives its digest, and goes up from there if it must.
 
-use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Seek};
+use std::io::IsTerminal;
 
 use anyhow::bail;
-use cellar_store::oci::{Codec, Layer, LayerDigest, LayerKey, MANIFEST_MEDIA_TYPE};
+use cellar_store::oci::{Codec, LayerDigest, LayerKey, MANIFEST_MEDIA_TYPE};
 use cellar_store::{ReadLease, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -51,16 +50,11 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
     let mut layers = Vec::with_capacity(count);
     let mut reports = Vec::with_capacity(count);
     for (i, spec) in specs.into_iter().enumerate() {
-        let key = LayerKey { spec, codec };
         let n = format!("layer {}/{count}", i + 1);
-        let (digest, mut spooled) = match store.known_layer_digest(&key)? {
-            Some(known) => (known, None),
-            None => {
-                errln!("{n}: making it, to learn its digest");
-                let (made, spool) = spool_layer(store, &key)?;
-                (made, Some(spool))
-            }
-        };
+        let mut ready = store.ready_layer(LayerKey { spec, codec }, || {
+            errln!("{n}: making it, to learn its digest")
+        })?;
+        let digest = ready.layer.digest.clone();
         if client.blob_exists(digest.digest.as_str())? {
             errln!("{n}: {} exists", digest.digest);
             reports.push(LayerReport {
@@ -68,21 +62,14 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
                 size: digest.size,
                 uploaded: false,
             });
-            layers.push(Layer { key, digest });
+            layers.push(ready.layer);
             continue;
         }
         errln!("{n}: uploading");
         let bar = upload_bar(&n);
         let sent = client.put_blob_streaming(
             // Called again when the registry refuses a chunked upload: from the start each time.
-            |out| match spooled.as_mut() {
-                Some(spool) => {
-                    spool.rewind()?;
-                    std::io::copy(spool, out)?;
-                    Ok(digest.clone())
-                }
-                None => Ok(store.write_layer(&key, out)?.digest),
-            },
+            |out| Ok(store.write_ready(&mut ready, out)?),
             |d: &LayerDigest| d.digest.to_string(),
             &bar,
         );
@@ -98,7 +85,7 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
             size: digest.size,
             uploaded: true,
         });
-        layers.push(Layer { key, digest });
+        layers.push(ready.layer);
     }
 
     let image = store.assemble(&snap, &settings, layers)?;
@@ -129,14 +116,6 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
         outln!("{digest}");
         Ok(())
     }
-}
-
-/// Make the layer `key` into a spool file: its digest, and the file.
-fn spool_layer(store: &Store, key: &LayerKey) -> anyhow::Result<(LayerDigest, File)> {
-    let mut out = BufWriter::new(store.spool()?);
-    let made = store.write_layer(key, &mut out)?;
-    let spool = out.into_inner().map_err(|e| e.into_error())?;
-    Ok((made.digest, spool))
 }
 
 /// Bytes sent so far, on stderr when it is a terminal.

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::digest::Digest;
 use super::image::{Image, ImageOptions, Layer, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
 use super::layer::{LayerDigest, LayerKey, LayerSpec};
+use super::ready::ReadyLayer;
 use crate::error::{Error, Result};
 use crate::snapshot::Snapshot;
 use crate::store::Store;
@@ -217,10 +218,12 @@ impl Store {
     }
 
     /// Write `image` as a `docker save` archive (docker's `manifest.json` format, which
-    /// `docker load`, `skopeo` and `smolvm` read), tagged `repo:tag`. Layers are streamed.
+    /// `docker load`, `skopeo` and `smolvm` read), tagged `repo:tag`. `layers` are the
+    /// image's, ready (their digests name their members); they are streamed.
     pub fn write_docker_archive(
         &self,
         image: &Image,
+        layers: &mut [ReadyLayer],
         repo_tag: &str,
         out: &mut dyn Write,
     ) -> Result<()> {
@@ -241,13 +244,13 @@ impl Store {
         };
         small(&mut tar, &config_name, &image.config)?;
         let mut layer_names = Vec::new();
-        for layer in &image.layers {
-            let d: &Digest = &layer.digest.digest;
-            tar.node(d.hex().as_bytes(), &dir, &mut |_| Ok(()))?;
-            let name = format!("{}/layer.tar", d.hex());
-            let key = layer.key;
-            tar.node(name.as_bytes(), &file(layer.digest.size), &mut |o| {
-                self.write_layer(&key, o).map(|_| ())
+        for ready in layers {
+            let hex = ready.layer.digest.digest.hex();
+            tar.node(hex.as_bytes(), &dir, &mut |_| Ok(()))?;
+            let name = format!("{hex}/layer.tar");
+            let size = ready.layer.digest.size;
+            tar.node(name.as_bytes(), &file(size), &mut |o| {
+                self.write_ready(ready, o).map(|_| ())
             })?;
             layer_names.push(name);
         }

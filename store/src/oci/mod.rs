@@ -9,6 +9,7 @@ mod digest;
 mod image;
 mod layer;
 mod layout;
+mod ready;
 mod settings;
 mod synth;
 
@@ -19,5 +20,6 @@ pub use image::{
 };
 pub use layer::{Codec, LayerDigest, LayerKey, LayerMode, LayerSpec, WrittenLayer, CHAIN_LEN};
 pub use layout::validate_tag;
+pub use ready::ReadyLayer;
 pub use settings::{ImageSettings, Platform};
 pub use synth::LeftOut;
