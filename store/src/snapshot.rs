@@ -232,10 +232,14 @@ impl Store {
 
     /// The `back`-th snapshot before the latest of `name` (0: the latest).
     pub fn latest(&self, name: &str, back: u64) -> Result<Option<Snapshot>> {
+        // SQLite reads a negative OFFSET as 0, which would make a huge `back` the latest.
+        let Ok(back) = i64::try_from(back) else {
+            return Ok(None);
+        };
         Ok(self
             .query_snapshots(
                 "WHERE name = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2",
-                &[&name, &(back as i64)],
+                &[&name, &back],
             )?
             .pop())
     }

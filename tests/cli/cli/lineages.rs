@@ -236,6 +236,29 @@ fn exact_name_wins_over_id_prefix() {
     assert_eq!(resolves_to(&ts, &format!("{name}~0"))[..12], b);
 }
 
+/// NAME~N past the lineage's start names nothing, however large N is (a negative SQL offset
+/// would read as 0, the latest, which `rm` would then forget).
+#[test]
+fn name_back_past_the_start_names_nothing() {
+    let ts = TestStore::new();
+    let a = ts.snapshot_bytes(&tar_of(&tree(&ts, 1)), "web");
+    let b = ts.snapshot_bytes(&tar_of(&tree(&ts, 2)), "web");
+    assert_eq!(resolves_to(&ts, "web~1")[..12], a);
+    for n in [
+        "2",
+        "9223372036854775807",
+        "9223372036854775808",
+        "18446744073709551615",
+    ] {
+        let spec = format!("web~{n}");
+        let err = fails(&ts, &["show", &spec], 2);
+        assert!(err.contains("has only 2 snapshot(s)"), "{spec}: {err}");
+        fails(&ts, &["rm", &spec], 2);
+    }
+    assert_eq!(resolves_to(&ts, "web")[..12], b);
+    assert_eq!(ts.json(&["list", "--json"]).as_array().unwrap().len(), 2);
+}
+
 #[test]
 fn ambiguous_prefix_lists_the_candidates() {
     let ts = TestStore::new();
