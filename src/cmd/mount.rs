@@ -71,6 +71,11 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::RO,
+        // A snapshot's setuid programs and device nodes are things to look at, not to run
+        // as their owner or open: an old su, or a disk's node, would be live on this host.
+        // (fuser mounts so by default; said here so that no change of default undoes it.)
+        MountOption::NoSuid,
+        MountOption::NoDev,
         MountOption::FSName("cellar".into()),
         MountOption::Subtype("cellar".into()),
         MountOption::DefaultPermissions,

@@ -21,6 +21,7 @@ mod feeder;
 pub use feeder::Feeder;
 
 use cellar_store::fsview::{Attr, Entry, FsView};
+use cellar_store::tree::linux_dev;
 use cellar_store::{Error, Kind};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
@@ -114,11 +115,23 @@ fn time(secs: i64, nsec: u32) -> SystemTime {
     }
 }
 
+/// Linux's 32-bit dev_t encoding of major:minor (what FUSE carries), or 0 (no device) for a
+/// number Linux cannot hold: never another device's number.
+fn rdev(major: u64, minor: u64) -> u32 {
+    linux_dev(major, minor).map_or(0, |(major, minor)| {
+        (major << 8) | (minor & 0xff) | ((minor & !0xff) << 12)
+    })
+}
+
+/// An owner as Linux holds one. Snapshots record 0 for one past 32 bits (FORMAT §9.1); one
+/// an older cellar recorded shows as 0 too, as a restore leaves it, never cut to another
+/// user's id.
+fn owner(id: u64) -> u32 {
+    u32::try_from(id).unwrap_or(0)
+}
+
 fn file_attr(a: &Attr) -> FileAttr {
     let mtime = time(a.mtime, a.mtime_nsec);
-    // Linux's dev_t encoding of major:minor.
-    let rdev =
-        ((a.rdev_major & 0xfff) << 8) | (a.rdev_minor & 0xff) | ((a.rdev_minor & !0xff) << 12);
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
@@ -130,9 +143,9 @@ fn file_attr(a: &Attr) -> FileAttr {
         kind: file_type(a.kind),
         perm: (a.mode & 0o7777) as u16,
         nlink: a.nlink.min(u32::MAX as u64) as u32,
-        uid: a.uid as u32,
-        gid: a.gid as u32,
-        rdev: rdev as u32,
+        uid: owner(a.uid),
+        gid: owner(a.gid),
+        rdev: rdev(a.rdev_major, a.rdev_minor),
         blksize: 64 * 1024,
         flags: 0,
     }

@@ -359,6 +359,24 @@ pub fn end_of_archive(out: &mut Vec<u8>) {
     out.extend_from_slice(&[0u8; 1024]);
 }
 
+/// Char devices `major4096` (4096, 0) and `minor2e40` (1, 2^40 in base-256), whose numbers
+/// Linux's dev_t cannot hold, and `null` (1, 3).
+pub fn devices_linux_cannot_hold() -> Vec<u8> {
+    let mut t = Vec::new();
+    let mut device = |name: &[u8], major: [u8; 8], minor: [u8; 8]| {
+        member(&mut t, name, b'3', b"", b"", 0o600);
+        let header = t.len() - 512;
+        t[header + 329..header + 337].copy_from_slice(&major);
+        t[header + 337..header + 345].copy_from_slice(&minor);
+        set_checksum(&mut t[header..]);
+    };
+    device(b"major4096", *b"0010000\0", *b"0000000\0");
+    device(b"minor2e40", *b"0000001\0", [0x80, 0, 1, 0, 0, 0, 0, 0]);
+    device(b"null", *b"0000001\0", *b"0000003\0");
+    end_of_archive(&mut t);
+    t
+}
+
 // Tar writers and times, shared by the mount and restore tests (both compare with GNU tar's
 // extraction of the same stream).
 

@@ -490,6 +490,10 @@ fn tree_member(
                 tar::pax::lookup(&m.pax, "GNU.sparse.size").and_then(tar::pax::parse_decimal)
             })
             .ok_or_else(|| bad("sparse member without its real size"))?;
+        // As GNU tar reads it (an off_t): a larger file could be neither stat'ed nor written.
+        if i64::try_from(size).is_err() {
+            return Err(bad("sparse real size out of range (0 to 2^63-1)"));
+        }
         // The map must describe exactly the data that follows it, within the file.
         let data = segs.iter().try_fold(0u64, |sum, s| sum.checked_add(s.1));
         // ...in file order, without overlaps.

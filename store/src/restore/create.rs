@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use super::{fs, Restorer};
 use crate::error::{Error, Result};
-use crate::tree::{Kind, Node};
+use crate::tree::{linux_dev, Kind, Node, MAX_MAJOR, MAX_MINOR};
 
 impl Restorer<'_, '_> {
     /// Run `make` to create a name; if something is already there, clear it (a non-directory
@@ -110,20 +110,20 @@ impl Restorer<'_, '_> {
             Kind::Block => (libc::S_IFBLK, true),
             _ => (libc::S_IFIFO, false),
         };
-        let (Ok(major), Ok(minor)) = (
-            u32::try_from(node.rdev_major),
-            u32::try_from(node.rdev_minor),
-        ) else {
-            let msg = format!(
-                "{}: device number {}, {} is too large; skipped",
-                self.snap_path(rel),
-                node.rdev_major,
-                node.rdev_minor
-            );
-            self.warn(msg);
-            return Ok(false);
+        let rdev = match linux_dev(node.rdev_major, node.rdev_minor) {
+            Some((major, minor)) if dev => libc::makedev(major, minor),
+            None if dev => {
+                // As mknod(2) refuses it (GNU tar: "Cannot mknod"): a failure, not a warning.
+                let reason = format!(
+                    "device number {}, {} cannot be made on Linux (majors up to {}, \
+                     minors up to {})",
+                    node.rdev_major, node.rdev_minor, MAX_MAJOR, MAX_MINOR
+                );
+                self.fail(rel, reason);
+                return Ok(false);
+            }
+            _ => 0,
         };
-        let rdev = if dev { libc::makedev(major, minor) } else { 0 };
         let made = self.create(parent, name, rel, || fs::mknodat(parent, name, kind, rdev));
         match made {
             Ok(Some(())) => {

@@ -135,11 +135,15 @@ impl<'a> Header<'a> {
     }
 }
 
-/// A numeric header field: octal text (padded with spaces or NULs) or, when the high bit of
-/// the first byte is set, big-endian base-256 (GNU), two's complement for negative values.
+/// A numeric header field: octal text (padded with spaces or NULs) or big-endian base-256
+/// (GNU), two's complement for negative values, marked by a first byte of 0x80 (positive) or
+/// 0xff (negative). GNU tar reads no other first byte with its high bit set as a number.
 pub fn parse_number(field: &[u8]) -> Option<i64> {
     match field.first() {
         Some(&first) if first & 0x80 != 0 => {
+            if first != 0x80 && first != 0xff {
+                return None;
+            }
             // Bit 7 marks the encoding; bit 6 is the sign of a two's complement number.
             let negative = first & 0x40 != 0;
             let first = if negative { first | 0x80 } else { first & 0x7f };

@@ -140,7 +140,9 @@ pub fn parse_time(v: &[u8]) -> Option<(i64, u32)> {
         Some(after) => std::str::from_utf8(&after[..digits(after)]).ok()?,
         None => "",
     };
-    let secs: i64 = secs.parse().ok()?;
+    // The magnitude first: -9223372036854775808 is a time, though its digits are no i64.
+    let secs: i128 = secs.parse::<u64>().ok()?.into();
+    let secs = i64::try_from(if neg { -secs } else { secs }).ok()?;
     let mut digits: String = frac.chars().take(9).collect();
     while digits.len() < 9 {
         digits.push('0');
@@ -153,8 +155,8 @@ pub fn parse_time(v: &[u8]) -> Option<(i64, u32)> {
     // take the time one nanosecond further back.
     let beyond = frac.bytes().skip(9).any(|b| b != b'0');
     match nsec + u32::from(beyond) {
-        0 => Some((secs.checked_neg()?, 0)),
-        ns => Some((secs.checked_neg()?.checked_sub(1)?, 1_000_000_000 - ns)),
+        0 => Some((secs, 0)),
+        ns => Some((secs.checked_sub(1)?, 1_000_000_000 - ns)),
     }
 }
 

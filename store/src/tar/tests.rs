@@ -423,3 +423,19 @@ fn header_checksums_are_summed_unsigned_or_signed() {
     assert_eq!(offset, 0, "{what}");
     assert!(what.contains("header checksum mismatch"), "{what}");
 }
+
+/// Base-256 is marked by a first byte of 0x80 or 0xff, as GNU tar reads it; another byte with
+/// its high bit set (a flipped octal digit, say) is no number.
+#[test]
+fn base_256_takes_only_gnu_marks() {
+    let mut field = [0u8; 8];
+    field[7] = 5;
+    for (first, want) in [(0x80, Some(5)), (0xff, Some(-(1i64 << 56) + 5))] {
+        field[0] = first;
+        assert_eq!(parse_number(&field), want, "{first:#x}");
+    }
+    for first in [0x81, 0xbf, 0xc0, 0xfe] {
+        field[0] = first;
+        assert_eq!(parse_number(&field), None, "{first:#x}");
+    }
+}

@@ -122,18 +122,32 @@ pub fn action(
     } else {
         (m.mode & 0o7777) as u32
     };
-    // As GNU tar does, a PAX owner past what Linux can hold is ignored for the header's.
-    let mut owner = |key: &str, header: u64| match pax_number(&m.pax, key) {
-        Some(v) if v <= u32::MAX as u64 => v,
-        Some(v) => {
-            warn(format!(
-                "{}: PAX {key}={v} is out of range (0 to {}); the header's {header} is kept",
+    // As GNU tar does, a PAX owner past what Linux can hold is ignored for the header's, and
+    // a header's (GNU base-256) is not used: the member is owned by whoever extracts it, which
+    // cellar records as 0, rather than a value that a mount or a restore would have to wrap.
+    let mut owner = |key: &str, header: u64| {
+        let out_of_range = |what: String| {
+            format!(
+                "{}: {what} is out of range (0 to {})",
                 path_text(member_path(m)),
                 u32::MAX
-            ));
-            header
+            )
+        };
+        let pax = pax_number(&m.pax, key);
+        if let Some(v) = pax.filter(|&v| v <= u64::from(u32::MAX)) {
+            return v;
         }
-        None => header,
+        let header = if header <= u64::from(u32::MAX) {
+            header
+        } else {
+            warn(out_of_range(format!("the header's {key} {header}")) + "; 0 is recorded");
+            0
+        };
+        if let Some(v) = pax {
+            let kept = format!("; the header's {header} is kept");
+            warn(out_of_range(format!("PAX {key}={v}")) + &kept);
+        }
+        header
     };
     n.uid = owner("uid", m.uid);
     n.gid = owner("gid", m.gid);
@@ -319,7 +333,10 @@ mod tests {
         assert_eq!(parse_time(b"-+5"), None);
         assert_eq!(parse_time(b"+5"), None);
         assert_eq!(parse_time(b"-.5"), None);
-        assert_eq!(parse_time(b"-9223372036854775808"), None);
+        // GNU tar's range is an i64's: its least value is read, one nanosecond below is not.
+        assert_eq!(parse_time(b"-9223372036854775808"), Some((i64::MIN, 0)));
+        assert_eq!(parse_time(b"-9223372036854775808.5"), None);
+        assert_eq!(parse_time(b"9223372036854775808"), None);
         assert_eq!(parse_time(b"--9223372036854775808.5"), None);
         assert_eq!(
             parse_time(b"-9223372036854775807.5"),

@@ -288,6 +288,19 @@ fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
+/// The largest major and minor device numbers Linux holds (a 12-bit major, a 20-bit minor).
+pub const MAX_MAJOR: u64 = 0xfff;
+pub const MAX_MINOR: u64 = 0xf_ffff;
+
+/// `major:minor` if Linux can hold it: a number past that can be neither made (mknod) nor
+/// shown (stat) as itself.
+pub fn linux_dev(major: u64, minor: u64) -> Option<(u32, u32)> {
+    if major > MAX_MAJOR || minor > MAX_MINOR {
+        return None;
+    }
+    Some((major as u32, minor as u32))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

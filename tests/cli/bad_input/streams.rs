@@ -233,6 +233,36 @@ fn malformed_pax_numbers() {
     let listed = store.json(&["ls", &id, "/a.bin", "--json"]);
     assert_eq!(listed[0]["uid"], 7, "{listed}");
     assert_eq!(listed[0]["mtime"], "1970-01-01T00:00:01Z", "{listed}");
+    // GNU tar's range of times is an i64's, its least value included.
+    let least = pax_record("mtime", "-9223372036854775808");
+    store.snapshot_bytes(&with_pax(&least, &tar), "vm");
+    for past in ["9223372036854775808", "-9223372036854775808.5"] {
+        let what = format!("PAX mtime={past}");
+        let err = refuse_stdin(&with_pax(&pax_record("mtime", past), &tar), &what);
+        assert_mentions(&err, "malformed PAX mtime record", &what);
+    }
+}
+
+/// A sparse file larger than an off_t holds (GNU tar: "out of range") could be neither
+/// stat'ed through a mount nor restored: the stream is refused, naming the member.
+#[test]
+fn sparse_real_size_past_2_63() {
+    let records = [
+        pax_record("GNU.sparse.major", "1"),
+        pax_record("GNU.sparse.minor", "0"),
+        pax_record("GNU.sparse.name", "sp"),
+        pax_record("GNU.sparse.realsize", "9223372036854775808"),
+    ]
+    .concat();
+    let mut map = b"1\n9223372036854775807\n0\n".to_vec();
+    map.resize(512, 0);
+    let mut member = ustar_header(b"GNUSparseFile.0/sp", 512, b'0');
+    member.extend_from_slice(&map);
+    member.extend_from_slice(&[0; 1024]);
+    let stream = with_pax(&records, &member);
+    let err = refuse_stdin(&stream, "realsize 2^63");
+    assert_mentions(&err, "sparse real size out of range", "realsize 2^63");
+    assert_member(&err, "GNUSparseFile.0/sp", "realsize 2^63");
 }
 
 #[test]

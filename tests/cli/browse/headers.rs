@@ -127,3 +127,31 @@ fn a_pax_owner_past_32_bits_is_ignored_for_the_headers() {
     let f = &ls_json(&store, &[&id, "/f"])[0];
     assert_eq!((&f["uid"], &f["gid"]), (&7.into(), &8.into()), "{f}");
 }
+
+/// A header's own owner past 32 bits (GNU base-256) is not used, as GNU tar does not use it
+/// ("out of uid_t range"): the tree records 0, with a warning, where a mount would have cut
+/// it to 32 bits (2^32 + 65534 shown as 65534, another user's file).
+#[test]
+fn a_header_owner_past_32_bits_is_recorded_as_0() {
+    let store = TestStore::new();
+    let mut stream = Vec::new();
+    let mut h = ustar_header(b"f", b'0', 2, b"", 0o600);
+    h[108..116].copy_from_slice(&[0x80, 0, 0, 1, 0, 0, 0xff, 0xfe]);
+    h[116..124].copy_from_slice(b"0000010\0");
+    set_checksum(&mut h);
+    stream.extend_from_slice(&h);
+    stream.extend_from_slice(b"f\n");
+    stream.resize(stream.len().next_multiple_of(512), 0);
+    end_of_archive(&mut stream);
+    let out = store.run_stdin(&["snapshot", "-"], &stream);
+    assert_success(&out, &["snapshot"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("the header's uid 4295032830 is out of range") && !err.contains("gid"),
+        "{err}"
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let f = &ls_json(&store, &[&id, "/f"])[0];
+    assert_eq!((&f["uid"], &f["gid"]), (&0.into(), &8.into()), "{f}");
+    assert!(store.export(&id) == stream);
+}

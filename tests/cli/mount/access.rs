@@ -307,3 +307,50 @@ fn allow_other_lets_other_users_in_and_permissions_still_hold() {
         );
     }
 }
+
+/// A snapshot's setuid programs run as whoever runs them, and its device nodes do not open:
+/// the mount is nosuid and nodev, so an old `su` or a disk's node in a snapshot is not live
+/// on the host.
+#[test]
+fn setuid_programs_and_device_nodes_in_a_mount_are_inert() {
+    require("fusermount3");
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    fs::create_dir_all(&root).unwrap();
+    fs::copy("/usr/bin/id", root.join("id")).unwrap();
+    fs::set_permissions(root.join("id"), fs::Permissions::from_mode(0o4755)).unwrap();
+    let null = CString::new(root.join("null").to_str().unwrap()).unwrap();
+    // SAFETY: a valid path; mknod only reads it.
+    let rc = unsafe { libc::mknod(null.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+    assert_eq!(rc, 0, "mknod: {}", io::Error::last_os_error());
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+    let id = store.snapshot_bytes(&archive(GNU_TAR, &root), "vm");
+    fs::set_permissions(store.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut m = Mounted::new(&store, "mnt");
+    let dir = m.dir_str().to_string();
+    let out = store.run(&["mount", "--daemon", "--allow-other", &dir, &id]);
+    m.daemon = mount_processes(&m.path("")).first().copied();
+    assert_success(&out, &["mount", "--daemon", "--allow-other"]);
+    let line = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(&*dir))
+        .map(str::to_string)
+        .expect("the mount's line");
+    let opts: Vec<&str> = line.split(' ').nth(5).unwrap().split(',').collect();
+    assert!(
+        opts.contains(&"nosuid") && opts.contains(&"nodev"),
+        "{line}"
+    );
+
+    let st = fs::metadata(m.path("id")).unwrap();
+    assert_eq!(st.permissions().mode() & 0o7777, 0o4755, "the bit is shown");
+    let (ok, out, err) = as_nobody(&[m.path("id").to_str().unwrap(), "-u"]);
+    assert!(
+        ok && out == "65534\n",
+        "the setuid program ran as {out:?} {err}"
+    );
+    let e = File::open(m.path("null")).expect_err("a device node opened through the mount");
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+}

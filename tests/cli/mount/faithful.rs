@@ -388,6 +388,29 @@ fn mount_shows_wide_device_numbers_and_old_times() {
     assert_rsync_same(&mnt, &ex, "wide devices and old times");
 }
 
+/// A device number Linux's dev_t cannot hold shows as 0, 0 (no device), never cut down to
+/// another device's number (4096, 0 was shown as 0, 0's neighbour; 1, 2^40 as 1, 0).
+#[test]
+fn mount_shows_device_numbers_linux_cannot_hold_as_no_device() {
+    require("fusermount3");
+    let store = TestStore::new();
+    let id = store.snapshot_bytes(&devices_linux_cannot_hold(), "vm");
+    let mut m = Mounted::new(&store, "mnt");
+    m.daemon(&store, Some(&id));
+    for (name, want) in [
+        ("major4096", (0, 0)),
+        ("minor2e40", (0, 0)),
+        ("null", (1, 3)),
+    ] {
+        let st = fs::symlink_metadata(m.path(name)).unwrap();
+        assert_eq!(
+            (libc::major(st.rdev()), libc::minor(st.rdev())),
+            want,
+            "{name}"
+        );
+    }
+}
+
 /// A sparse file's blocks are its data, as on the disk it came from: `du` shows the holes,
 /// and `lseek`'s SEEK_DATA and SEEK_HOLE find them where the disk's file has them (so `cp`
 /// and `tar` through the mount skip them).

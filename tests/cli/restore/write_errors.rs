@@ -3,7 +3,7 @@
 //! the restore exits 1 naming them, as GNU tar (exit 2) does under the same limits.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use super::*;
 
@@ -95,4 +95,28 @@ fn members_that_cannot_be_written_fail_after_the_rest_is_written() {
         .unwrap();
     assert_eq!(tar.status.code(), Some(2), "{}", stderr(&tar));
     assert_eq!(listing(&out), listing(&ex), "not what GNU tar leaves");
+}
+
+/// A device number Linux cannot hold (a major past 12 bits, a minor past 20) cannot be made:
+/// a failure like any member mknod refuses (GNU tar: "Cannot mknod"), whichever part is too
+/// wide.
+#[test]
+fn device_numbers_linux_cannot_hold_fail() {
+    let store = TestStore::new();
+    let id = store.snapshot_bytes(&devices_linux_cannot_hold(), "vm");
+    let out = store.scratch("out");
+    let r = restore(&store, &[&id, s(&out), "--json"]);
+    let err = stderr(&r);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("/major4096: device number 4096, 0 cannot be made on Linux")
+            && err.contains("/minor2e40: device number 1, 1099511627776 cannot be made"),
+        "{err}"
+    );
+    assert_eq!(
+        failures(&r),
+        (2, ["/major4096", "/minor2e40"].map(String::from).to_vec())
+    );
+    let null = fs::symlink_metadata(out.join("null")).unwrap();
+    assert_eq!((libc::major(null.rdev()), libc::minor(null.rdev())), (1, 3));
 }
