@@ -102,29 +102,16 @@ fn hard_links_symlink_modes_and_local_pax_headers_read_as_gnu_tar_reads_them() {
 /// the tree, with a warning, rather than show an owner the mount would cut to 32 bits.
 #[test]
 fn a_pax_owner_past_32_bits_is_ignored_for_the_headers() {
-    let store = TestStore::new();
     let mut stream = Vec::new();
     pax(
         &mut stream,
         &[("uid", b"5000000000"), ("gid", b"4294967296")],
     );
-    let mut h = ustar_header(b"f", b'0', 2, b"", 0o644);
-    h[108..116].copy_from_slice(b"0000007\0");
-    h[116..124].copy_from_slice(b"0000010\0");
-    set_checksum(&mut h);
-    stream.extend_from_slice(&h);
-    stream.extend_from_slice(b"f\n");
-    stream.resize(stream.len().next_multiple_of(512), 0);
-    end_of_archive(&mut stream);
-    let out = store.run_stdin(&["snapshot", "-"], &stream);
-    assert_success(&out, &["snapshot"]);
-    let err = stderr(&out);
+    let (err, f) = owned_file(stream, *b"0000007\0", *b"0000010\0");
     assert!(
         err.contains("PAX uid=5000000000 is out of range") && err.contains("PAX gid=4294967296"),
         "{err}"
     );
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let f = &ls_json(&store, &[&id, "/f"])[0];
     assert_eq!((&f["uid"], &f["gid"]), (&7.into(), &8.into()), "{f}");
 }
 
@@ -133,11 +120,23 @@ fn a_pax_owner_past_32_bits_is_ignored_for_the_headers() {
 /// it to 32 bits (2^32 + 65534 shown as 65534, another user's file).
 #[test]
 fn a_header_owner_past_32_bits_is_recorded_as_0() {
+    let uid = [0x80, 0, 0, 1, 0, 0, 0xff, 0xfe];
+    let (err, f) = owned_file(Vec::new(), uid, *b"0000010\0");
+    assert!(
+        err.contains("the header's uid 4295032830 is out of range") && !err.contains("gid"),
+        "{err}"
+    );
+    assert_eq!((&f["uid"], &f["gid"]), (&0.into(), &8.into()), "{f}");
+}
+
+/// `stream` (extension headers, say) then a file `f` with these header uid and gid fields,
+/// snapshot: the snapshot's warnings and `f` as `ls --json` lists it. Its export is the
+/// stream.
+fn owned_file(mut stream: Vec<u8>, uid: [u8; 8], gid: [u8; 8]) -> (String, serde_json::Value) {
     let store = TestStore::new();
-    let mut stream = Vec::new();
     let mut h = ustar_header(b"f", b'0', 2, b"", 0o600);
-    h[108..116].copy_from_slice(&[0x80, 0, 0, 1, 0, 0, 0xff, 0xfe]);
-    h[116..124].copy_from_slice(b"0000010\0");
+    h[108..116].copy_from_slice(&uid);
+    h[116..124].copy_from_slice(&gid);
     set_checksum(&mut h);
     stream.extend_from_slice(&h);
     stream.extend_from_slice(b"f\n");
@@ -145,13 +144,8 @@ fn a_header_owner_past_32_bits_is_recorded_as_0() {
     end_of_archive(&mut stream);
     let out = store.run_stdin(&["snapshot", "-"], &stream);
     assert_success(&out, &["snapshot"]);
-    let err = stderr(&out);
-    assert!(
-        err.contains("the header's uid 4295032830 is out of range") && !err.contains("gid"),
-        "{err}"
-    );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let f = &ls_json(&store, &[&id, "/f"])[0];
-    assert_eq!((&f["uid"], &f["gid"]), (&0.into(), &8.into()), "{f}");
     assert!(store.export(&id) == stream);
+    let f = ls_json(&store, &[&id, "/f"])[0].clone();
+    (stderr(&out), f)
 }
