@@ -55,7 +55,11 @@ fn write_file(scratch: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
 /// not an index: writing into either would lose what is there.
 fn existing_index(dir: &Path, scratch: &Path) -> Result<Option<serde_json::Map<String, Value>>> {
     let mut entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    let other = entries.find_map(|e| e.ok().filter(|e| e.path() != scratch));
+    // By name: `scratch` may be absolute where `dir` is relative.
+    let other = entries.find_map(|e| {
+        e.ok()
+            .filter(|e| Some(&*e.file_name()) != scratch.file_name())
+    });
     if other.is_none() {
         return Ok(None);
     }

@@ -151,6 +151,23 @@ fn export_into_an_existing_directory_adds_to_a_layout_and_nothing_else() {
     fs::create_dir(&empty).unwrap();
     export_oci(&store, "vm", &empty, &[]);
     assert_eq!(oci_tags(&empty), ["latest"]);
+    // Given relative to the working directory, as `-o .` is: still only empty.
+    for (name, arg) in [("rel", "rel"), ("dot", "."), ("dot-slash", "./")] {
+        let dir = store.scratch(name);
+        fs::create_dir(&dir).unwrap();
+        let (cwd, arg) = if arg == "rel" {
+            (store.scratch(""), name)
+        } else {
+            (dir.clone(), arg)
+        };
+        let out = store
+            .cmd(&["export", "vm", "--format", "oci", "-o", arg])
+            .current_dir(&cwd)
+            .output()
+            .unwrap();
+        assert_success(&out, &["export", "-o", arg]);
+        assert_eq!(oci_tags(&dir), ["latest"], "{arg}");
+    }
 
     let layout = store.scratch("layout");
     export_oci(&store, "vm", &layout, &["--tag", "one"]);
