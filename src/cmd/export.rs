@@ -153,8 +153,8 @@ fn to_file_or_stdout(
         return out.flush().map_err(|e| Error::Output(e).into());
     };
     let shown = path;
-    let path = &link_target(path).with_context(|| format!("-o {}", shown.display()))?;
-    match std::fs::metadata(path) {
+    // Links followed by the kernel: /dev/stdout's /proc/self/fd/1 names a pipe by no path.
+    match std::fs::metadata(shown) {
         Ok(m) if m.is_dir() => {
             return Err(UsageError(format!(
                 "-o {}: is a directory (give a file name)",
@@ -162,9 +162,11 @@ fn to_file_or_stdout(
             ))
             .into())
         }
-        Ok(m) if !m.is_file() => return write_through(path, &m, write),
+        Ok(m) if !m.is_file() => return write_through(shown, &m, write),
         _ => {}
     }
+    // A file (or a name for a new one) is replaced where its last link points.
+    let path = &link_target(path).with_context(|| format!("-o {}", shown.display()))?;
     let dir = parent_dir(path);
     if !dir.is_dir() {
         return Err(UsageError(format!(

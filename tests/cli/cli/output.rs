@@ -171,6 +171,12 @@ fn export_writes_through_devices_fifos_and_symlinks() {
         .unwrap()
         .file_type()
         .is_fifo());
+    // /dev/stdout when stdout is a pipe: a link whose text (`pipe:[N]`) is no path.
+    for o in ["/dev/stdout", "/dev/fd/1"] {
+        let out = ts.run(&["export", &id, "-o", o]);
+        assert_success(&out, &["export", "-o", o]);
+        assert!(out.stdout == tar, "{o}: the pipe did not get the stream");
+    }
 
     for (link, target) in [("link", "real"), ("dangling", "sub/new.tar")] {
         let out = ts.run(&["export", &id, "-o", &at(link)]);
