@@ -100,17 +100,17 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
             with_suffix(p, "-shm"),
         ]
     };
-    if let Err(e) = built {
+    let discard = || {
         for f in sidecars(&tmp) {
             let _ = fs::remove_file(f);
         }
+    };
+    if let Err(e) = built {
+        discard();
         return Err(e);
     }
-    for f in &sidecars(&tmp)[1..] {
-        let _ = fs::remove_file(f);
-    }
     if report.skipped_packs > 0 && !force && readable_index(root) {
-        let _ = fs::remove_file(&tmp);
+        discard();
         let why: Vec<&str> = report.warnings.iter().map(String::as_str).take(3).collect();
         return Err(Error::Refused(format!(
             "{} pack(s) could not be read ({}), so a rebuilt index would lose what only they \
@@ -136,8 +136,13 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
     // An ingest that started meanwhile has the old index open and would commit into it once
     // the lock is free: check again, just before the swap.
     if let Err(e) = refuse_if_busy(root).and_then(|()| refuse_if_read(root)) {
-        let _ = fs::remove_file(&tmp);
+        discard();
         return Err(e);
+    }
+    // The new index is its file alone (its WAL was folded in); reading it just now left
+    // a `-shm` (and an empty `-wal`) beside it, which would stay in tmp/ as leftovers.
+    for f in &sidecars(&tmp)[1..] {
+        let _ = fs::remove_file(f);
     }
     report.moved = move_aside(root)?;
     let db = root.join(layout::DB_FILE);
