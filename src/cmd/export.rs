@@ -303,9 +303,21 @@ fn staged<T>(
             .prefix(&prefix)
             .suffix(".cellar-tmp"),
     )
-    .with_context(|| format!("creating a temporary {}", target.display()))?;
+    .map_err(os_error)
+    .with_context(|| format!("staging {} beside it", target.display()))?;
     crate::signals::remove_on_interrupt(held, path(&made).to_path_buf());
     Ok(made)
+}
+
+/// tempfile's error without what it adds to the OS's message: ` at path "…"`, the name of its
+/// own making, Debug-quoted (the caller's context names the target). Its type is private and
+/// gives the OS's error only through Display.
+fn os_error(e: std::io::Error) -> std::io::Error {
+    let text = e.to_string();
+    match text.rsplit_once(" at path \"") {
+        Some((os, _)) if text.ends_with('"') => std::io::Error::new(e.kind(), os.to_string()),
+        _ => e,
+    }
 }
 
 /// The directory `path` is in (`.` for a bare name).
@@ -313,4 +325,21 @@ fn parent_dir(path: &Path) -> &Path {
     path.parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(".".as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The OS's message is kept; tempfile's quoted name of its own making is not.
+    #[test]
+    fn staging_errors_say_what_the_os_said() {
+        let e = tempfile::Builder::new()
+            .tempfile_in("/nonexistent-dir")
+            .unwrap_err();
+        assert!(e.to_string().contains(" at path \""), "{e}");
+        let plain = os_error(e);
+        assert_eq!(plain.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(plain.to_string(), "No such file or directory (os error 2)");
+    }
 }
