@@ -31,8 +31,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(dir) => dir,
         None => default_store()?,
     };
-    // A store is a directory: a file there is no store, and none can be made there.
-    if std::fs::metadata(&root).is_ok_and(|m| !m.is_dir()) {
+    // A store is a directory: a file there is no store, and none can be made there, nor
+    // below one.
+    let not_a_dir = match std::fs::metadata(&root) {
+        Ok(m) => !m.is_dir(),
+        Err(e) => e.raw_os_error() == Some(libc::ENOTDIR),
+    };
+    if not_a_dir {
         return Err(cli::UsageError(format!(
             "--store {}: not a directory (a store is a directory)",
             root.display()

@@ -175,6 +175,12 @@ fn open_target(dir: &Path, force: bool) -> Result<OwnedFd> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir).map_err(|e| failed("creating", e))?;
         }
+        // A file where DIR needs a directory, above it.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            return Err(Error::InvalidArgument(format!(
+                "{shown}: part of the path is not a directory"
+            )))
+        }
         Err(e) => return Err(failed("looking up", e)),
         // Said before opening: `open_dir` of a symlink (even to a directory) fails with
         // ENOTDIR, which would call it "not a directory".

@@ -484,3 +484,34 @@ fn show_quotes_a_label_key_or_value_that_has_spaces() {
         "{text}"
     );
 }
+
+/// Where a command writes, a file standing where the path needs a directory (above the
+/// target, or the target given with a trailing /) is a usage error that says so, as a file
+/// given for a directory is.
+#[test]
+fn a_file_where_an_output_path_needs_a_directory_is_a_usage_error() {
+    let ts = TestStore::new();
+    let id = ts.snapshot_bytes(&tar_of(&tree(&ts, 1)), "web");
+    let file = ts.scratch("afile");
+    write_file(&file, b"x");
+    let at = |p: &str| ts.scratch(p).to_str().unwrap().to_string();
+    for (args, says) in [
+        (
+            vec!["restore", &id, &at("afile/x")][..].to_vec(),
+            "part of the path is not a directory",
+        ),
+        (
+            vec!["export", &id, "-o", &at("afile/x.tar")],
+            "part of the path is not a directory",
+        ),
+        (
+            vec!["export", &id, "-o", &at("new.tar/")],
+            "a trailing / names a directory",
+        ),
+    ] {
+        let err = fails(&ts, &args, 2);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+    assert!(!ts.scratch("new.tar").exists());
+}

@@ -88,6 +88,12 @@ fn a_file_is_no_store_and_a_failed_snapshot_makes_none() {
         );
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"not a store");
+    // Nor below one: a usage error too, and nothing made.
+    let below = file.join("sub");
+    for args in [&["list"][..], &["snapshot", "-"]] {
+        let err = exits(&cellar_at(&below, args), args, 2);
+        assert!(err.contains("not a directory"), "{err}");
+    }
 
     let missing = ts.scratch("missing.tar");
     let out = ts.run(&["snapshot", missing.to_str().unwrap()]);
