@@ -394,6 +394,10 @@ pub struct ServeArgs {
     /// Address to listen on
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5000", value_parser = parse_listen)]
     pub listen: String,
+    /// Once listening, print `{"listen": ADDR, "url": URL}` on stdout (the port `--listen
+    /// HOST:0` picked), flushed, as one line
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub layers: LayersArg,
     #[command(flatten)]

@@ -1,5 +1,6 @@
 //! `cellar serve`: the store as a read-only OCI registry, until SIGINT or SIGTERM.
 
+use std::io::Write;
 use std::sync::Arc;
 
 use cellar_store::oci::ImageOptions;
@@ -19,5 +20,11 @@ pub fn run(store: Store, args: ServeArgs) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::new(Arc::new(store), opts));
     serve_until_signal(shared, &args.listen, |addr| {
         errln!("cellar: serving the store's snapshots at http://{addr}/v2/ (read-only)");
+        if args.json {
+            // A script waiting on this line learns the port, and that requests are taken.
+            let line = serde_json::json!({"listen": addr, "url": format!("http://{addr}/v2/")});
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+        }
     })
 }

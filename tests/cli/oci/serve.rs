@@ -502,3 +502,37 @@ fn serve_follows_the_index_repair_index_put_in_place() {
         assert_same_tree(&snap.extraction, &rootfs);
     }
 }
+
+/// `serve --json` says on stdout, once it listens, where: the port `--listen HOST:0` picked,
+/// for a script that starts it and then pulls.
+#[test]
+fn serve_json_says_where_it_listens() {
+    use std::io::BufRead;
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    write_file(&root.join("f"), b"f\n");
+    store.snapshot_bytes(&tar_of_dir(&root), "vm");
+    let mut child = store
+        .cmd(&["serve", "--listen", "127.0.0.1:0", "--json"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let said: serde_json::Value = serde_json::from_str(&line).expect(&line);
+    let addr = said["listen"].as_str().expect(&line).to_string();
+    assert!(
+        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+        "{said}"
+    );
+    assert_eq!(said["url"], format!("http://{addr}/v2/"), "{said}");
+    let r = http_get(&addr, "/v2/vm/tags/list", &[]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["name"], "vm", "{}", r.text());
+}
