@@ -8,6 +8,7 @@ mod progress;
 mod registry;
 mod serve;
 mod signals;
+mod stdout_closed;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,11 @@ fn main() -> ExitCode {
         std::env::remove_var("CELLAR_STORE");
     }
     let cli = cli::Cli::parse();
+    if stdout_closed::was_closed() {
+        // What a command puts on stdout (a snapshot's id, the exported stream) would be lost.
+        errln!("cellar: error: stdout is closed: what this command writes there would be lost");
+        return ExitCode::from(1);
+    }
     let result = cmd::run(cli);
     signals::settle();
     match result {

@@ -515,3 +515,31 @@ fn a_file_where_an_output_path_needs_a_directory_is_a_usage_error() {
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
     assert!(!ts.scratch("new.tar").exists());
 }
+
+/// Started with stdout closed (`>&-`), a command fails before doing anything, rather than
+/// write its data into the /dev/null Rust's runtime puts there and exit 0: an export would
+/// vanish, a snapshot's id would be lost.
+#[test]
+fn a_closed_stdout_is_an_error_before_anything_is_done() {
+    let ts = TestStore::new();
+    let tar = tar_of(&tree(&ts, 1));
+    let id = ts.snapshot_bytes(&tar, "web");
+    let file = ts.scratch("in.tar");
+    std::fs::write(&file, &tar).unwrap();
+    for args in [
+        format!("export {id}"),
+        format!("snapshot --name other '{}'", file.display()),
+    ] {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("exec '{}' {args} >&-", cellar_bin()))
+            .env("CELLAR_STORE", ts.path())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args}: {err}");
+        assert!(err.contains("stdout is closed"), "{args}: {err}");
+    }
+    let listed = ts.json(&["list", "--json"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+}
