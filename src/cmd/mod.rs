@@ -66,16 +66,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn open(root: &Path) -> anyhow::Result<Store> {
+pub(super) fn open(root: &Path) -> anyhow::Result<Store> {
     match Store::open(root) {
         // SQLite's write-ahead log needs the index and its directory writable even to read
         // (only a read-only filesystem is read without it): say so rather than
         // "attempt to write a readonly database".
         Err(e @ cellar_store::Error::Db(_)) if !writable(root) => Err(anyhow::Error::from(e)
             .context(format!(
-                "cannot open the index of {}: this user cannot write to the store, and cellar \
-                 needs to (its index keeps a write-ahead log) except on a read-only filesystem; \
-                 run as the store's owner",
+                "cannot open the index of {}: this user may not write to the store's \
+                 directory or its index, and SQLite must, even to read (the index keeps a \
+                 write-ahead log), except on a read-only filesystem; run as a user who may \
+                 (the store's owner), or give write permission back",
                 root.display()
             ))),
         // The error says what to do when SQLite finds the file damaged.
@@ -96,7 +97,7 @@ fn open_to_stay(root: &Path) -> anyhow::Result<Store> {
 }
 
 /// Whether this process may write the store's directory and its index.
-fn writable(root: &Path) -> bool {
+pub(super) fn writable(root: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     [root.to_path_buf(), root.join("cellar.db")]
         .iter()

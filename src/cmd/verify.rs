@@ -188,6 +188,8 @@ fn write_problem(out: &mut dyn Write, p: &Problem) -> std::io::Result<()> {
 fn open(root: &Path) -> anyhow::Result<Store> {
     match Store::open(root) {
         Ok(s) => Ok(s),
+        // Not damage: a permission, which a rebuilt index would not change.
+        Err(Error::Db(_)) if !super::writable(root) => super::open(root),
         Err(e @ Error::Db(_)) => Err(e).context(
             "the index (cellar.db) cannot be read; `cellar repair-index` rebuilds it from \
                  the packs",
