@@ -201,10 +201,11 @@ fn to_file_or_stdout(
         |t| t.path(),
     )?;
     let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
-    write(&mut out)?;
-    out.flush()?;
+    let writing = || format!("-o {}", shown.display());
+    write(&mut out).with_context(writing)?;
+    out.flush().with_context(writing)?;
     drop(out);
-    tmp.as_file().sync_all()?;
+    tmp.as_file().sync_all().with_context(writing)?;
     tmp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("writing {}", path.display()))?;
@@ -272,9 +273,10 @@ fn to_layout<T>(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(e).with_context(|| format!("looking up {}", dir.display())),
     };
+    let writing = || format!("-o {}", dir.display());
     if exists {
         let scratch = staged(&dir.join("incoming"), |b| b.tempdir_in(dir), |d| d.path())?;
-        let written = write(dir, scratch.path())?;
+        let written = write(dir, scratch.path()).with_context(writing)?;
         let shown = scratch.path().display().to_string();
         scratch
             .close()
@@ -284,7 +286,7 @@ fn to_layout<T>(
     let parent = parent_dir(dir);
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let layout = staged(dir, |b| b.tempdir_in(parent), |d| d.path())?;
-    let written = write(layout.path(), layout.path())?;
+    let written = write(layout.path(), layout.path()).with_context(writing)?;
     std::fs::rename(layout.path(), dir).with_context(|| format!("writing {}", dir.display()))?;
     // Renamed into place: nothing is left to remove.
     let _ = layout.keep();

@@ -115,11 +115,14 @@ fn ingest(
     Ok(if let Some(dir) = &args.dir {
         snapshot_dir(store, dir, args, opts, warnings)?
     } else if args.command.is_empty() {
-        let input = match file {
-            Some(file) => IngestInput::File(file),
-            None => stdin_input()?,
+        let Some(file) = file else {
+            return Ok(store.ingest(stdin_input()?, opts, || Ok(()))?);
         };
-        store.ingest(input, opts, || Ok(()))?
+        // Where the offset and member are: the file given.
+        let source = args.source.as_deref().unwrap_or("-".as_ref());
+        store
+            .ingest(IngestInput::File(file), opts, || Ok(()))
+            .with_context(|| source.display().to_string())?
     } else {
         let mut cmd = SourceCommand::spawn(&args.command)?;
         let stdout = IngestInput::stream(cmd.child.stdout.take().expect("piped stdout"));

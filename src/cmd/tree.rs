@@ -4,6 +4,7 @@ use std::ffi::OsStr;
 use std::io::{BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
 
+use anyhow::Context;
 use cellar_store::{ChangeKind, Kind, Node, ReadLease, Store, Tree};
 use serde::Serialize;
 
@@ -228,7 +229,8 @@ pub fn cat(lease: &ReadLease, args: CatArgs) -> anyhow::Result<()> {
     }
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
-    tree.cat(&node, &mut out)?;
+    // A damaged chunk's error names the chunk and its pack; this names the file it hurts.
+    tree.cat(&node, &mut out).with_context(|| shown(&path))?;
     out.flush()?;
     Ok(())
 }

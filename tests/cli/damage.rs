@@ -51,6 +51,8 @@ fn a_flipped_byte_fails_its_readers_and_spares_the_rest() {
     let out = store.run(&["cat", "hurt", "/big.bin"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
+    // ...naming the file it hurts, not only the chunk.
+    assert!(stderr(&out).contains("/big.bin: "), "{}", stderr(&out));
     let out = store.run(&["export", "hurt"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 

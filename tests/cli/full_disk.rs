@@ -170,3 +170,32 @@ fn a_store_on_a_full_disk_can_still_be_read() {
         2
     );
 }
+
+/// An export that runs out of space names its output (which of several `-o` it was), and
+/// leaves nothing of it behind, in every format.
+#[test]
+fn an_export_onto_a_full_disk_names_its_output_and_leaves_nothing() {
+    let store = TestStore::new();
+    let (file, _) = stream_file(&store, "big", 400_000, 7);
+    let id = store.snapshot_bytes(&std::fs::read(&file).unwrap(), "big");
+    let disk = SmallDisk::new(&store.scratch("disk"), "64k");
+    for format in ["tar", "docker-archive", "oci"] {
+        let target = disk.dir.join(format!("out.{format}"));
+        let out = store.run(&[
+            "export",
+            &id,
+            "--format",
+            format,
+            "-o",
+            target.to_str().unwrap(),
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{format}: {err}");
+        assert!(
+            err.contains(&format!("-o {}: ", target.display())) && err.contains("No space left"),
+            "{format}: {err}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&disk.dir).unwrap().collect();
+        assert!(left.is_empty(), "{format}: left {left:?}");
+    }
+}

@@ -146,7 +146,12 @@ pub(super) fn refuse_file(bytes: &[u8], file_name: &str, what: &str) -> String {
     let path = ts.scratch(file_name);
     write_file(&path, bytes);
     let out = ts.run(&["snapshot", path.to_str().expect("utf-8 path")]);
-    refused(&ts, &out, what)
+    let err = refused(&ts, &out, what);
+    assert!(
+        err.contains(&format!("{}: ", path.display())),
+        "{what}: no file named: {err}"
+    );
+    err
 }
 
 /// The offset named by the first "at byte N" in `err`.
