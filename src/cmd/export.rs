@@ -153,32 +153,12 @@ fn to_file_or_stdout(
         return out.flush().map_err(|e| Error::Output(e).into());
     };
     let shown = path;
-    if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
-        return Err(UsageError(format!(
-            "-o {}: a trailing / names a directory (give a file name)",
-            shown.display()
-        ))
-        .into());
+    if let Some(why) = super::not_a_file_to_write(shown) {
+        return Err(UsageError(format!("-o {}: {why}", shown.display())).into());
     }
     // Links followed by the kernel: /dev/stdout's /proc/self/fd/1 names a pipe by no path.
-    match std::fs::metadata(shown) {
-        Ok(m) if m.is_dir() => {
-            return Err(UsageError(format!(
-                "-o {}: is a directory (give a file name)",
-                shown.display()
-            ))
-            .into())
-        }
-        Ok(m) if !m.is_file() => return write_through(shown, &m, write),
-        // A file where the path needs a directory: above FILE, or FILE/ itself.
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
-            return Err(UsageError(format!(
-                "-o {}: part of the path is not a directory",
-                shown.display()
-            ))
-            .into())
-        }
-        _ => {}
+    if let Some(m) = std::fs::metadata(shown).ok().filter(|m| !m.is_file()) {
+        return write_through(shown, &m, write);
     }
     // A file (or a name for a new one) is replaced where its last link points.
     let path = &link_target(path).with_context(|| format!("-o {}", shown.display()))?;

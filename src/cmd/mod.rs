@@ -155,6 +155,21 @@ fn not_a_dir(path: &Path) -> Option<String> {
     }
 }
 
+/// Why `path` cannot name a file to write, if it cannot: a trailing `/` (a directory's
+/// name), a directory there, or a file above it. A device, FIFO or the like is a file here.
+fn not_a_file_to_write(path: &Path) -> Option<String> {
+    if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        return Some("a trailing / names a directory (give a file name)".into());
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Some("is a directory (give a file name)".into()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            Some("part of the path is not a directory".into())
+        }
+        _ => None,
+    }
+}
+
 /// `$XDG_DATA_HOME/cellar`, else `~/.local/share/cellar`. Only absolute paths count (the
 /// XDG spec has relative ones ignored): a store must not depend on where cellar runs.
 fn default_store() -> anyhow::Result<PathBuf> {

@@ -14,9 +14,6 @@ use crate::cli::{PackArgs, UsageError};
 use crate::output::{errln, print_json, LeftOutJson};
 use crate::serve::{Server, Shared};
 
-/// How much of smolvm's stderr a failure message repeats.
-const STDERR_TAIL: usize = 20;
-
 pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
     // Before any thread starts (the server's), so the interrupt reaches the one that stops
     // smolvm.
@@ -37,6 +34,16 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     opts.settings.validate()?;
+    // What smolvm would fail on only after the image is served and its VM has booted.
+    let out = &args.output;
+    let why = super::not_a_file_to_write(out).or_else(|| {
+        let dir = out.parent().filter(|d| !d.as_os_str().is_empty());
+        dir.filter(|d| !d.is_dir())
+            .map(|d| format!("no directory {}", d.display()))
+    });
+    if let Some(why) = why {
+        return Err(UsageError(format!("-o {}: {why}", out.display())).into());
+    }
     let store = Arc::new(store);
     // Held until smolvm is done: the image's snapshots stay whole even if forgotten meanwhile.
     let lease = store.read_lease("pack");
@@ -92,16 +99,13 @@ fn run_smolvm(args: &PackArgs, reference: &str, stopping: &Mutex<bool>) -> anyho
         .spawn()
         .with_context(|| format!("cannot run {}", args.smolvm.display()))?;
     drop(spawning);
-    // smolvm's stderr goes on to ours as it comes, and its tail is kept for the error.
-    let mut tail = std::collections::VecDeque::new();
+    // smolvm's stderr goes on to ours as it comes (the error below does not repeat it).
+    let mut said = false;
     let stderr = child.stderr.take().expect("piped stderr");
     for line in BufReader::new(stderr).lines() {
         let line = line.unwrap_or_default();
         let _ = writeln!(std::io::stderr(), "{line}");
-        if tail.len() == STDERR_TAIL {
-            tail.pop_front();
-        }
-        tail.push_back(line);
+        said = true;
     }
     let status = child.wait().context("waiting for smolvm")?;
     if status.success() && !args.output.exists() {
@@ -123,14 +127,13 @@ fn run_smolvm(args: &PackArgs, reference: &str, stopping: &Mutex<bool>) -> anyho
         Some(c) => format!("exited with status {c}"),
         None => "was killed by a signal".to_string(),
     };
-    let said = Vec::from(tail).join("\n");
     anyhow::bail!(
-        "{} pack create {how}{}",
+        "{} pack create {how} ({})",
         args.smolvm.display(),
-        if said.is_empty() {
-            String::new()
+        if said {
+            "what it said is above"
         } else {
-            format!(":\n{said}")
+            "it said nothing"
         }
     )
 }

@@ -175,3 +175,70 @@ fn an_interrupted_pack_leaves_nothing_running() {
         "smolvm outlived cellar pack"
     );
 }
+
+/// An OUT smolvm could not write is refused before the image is served or smolvm runs (exit
+/// 2), as export refuses its -o; and a smolvm that fails is named once, its messages shown
+/// as they came, not repeated.
+#[test]
+fn pack_refuses_an_output_it_cannot_write_before_smolvm_runs() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    write_file(&root.join("f"), b"f\n");
+    store.snapshot_bytes(&tar_of_dir(&root), "vm");
+    // A smolvm that leaves a mark: it must not run.
+    let mark = store.scratch("ran");
+    let smolvm = store.scratch("smolvm");
+    write_file(
+        &smolvm,
+        format!("#!/bin/sh\ntouch '{}'\nexit 0\n", mark.display()).as_bytes(),
+    );
+    sh(&format!("chmod +x '{}'", smolvm.display()));
+    let file = store.scratch("afile");
+    write_file(&file, b"x");
+    std::fs::create_dir(store.scratch("adir")).unwrap();
+    let at = |p: &str| store.scratch(p).to_str().unwrap().to_string();
+    for (out, says) in [
+        (at("adir"), "is a directory"),
+        (at("missing/p"), "no directory"),
+        (at("afile/p"), "part of the path is not a directory"),
+        (at("new/"), "a trailing / names a directory"),
+    ] {
+        let r = store.run(&[
+            "pack",
+            "vm",
+            "-o",
+            &out,
+            "--smolvm",
+            smolvm.to_str().unwrap(),
+        ]);
+        let err = stderr(&r);
+        assert_eq!(r.status.code(), Some(2), "{out}: {err}");
+        assert!(
+            err.contains(says) && !err.contains("serving"),
+            "{out}: {err}"
+        );
+        assert!(!mark.exists(), "{out}: smolvm ran");
+    }
+
+    let loud = store.scratch("loud");
+    write_file(
+        &loud,
+        b"#!/bin/sh\necho 'cannot boot: no kvm' >&2\nexit 3\n",
+    );
+    sh(&format!("chmod +x '{}'", loud.display()));
+    let r = store.run(&[
+        "pack",
+        "vm",
+        "-o",
+        &at("p"),
+        "--smolvm",
+        loud.to_str().unwrap(),
+    ]);
+    let err = stderr(&r);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("cannot boot: no kvm").count(), 1, "{err}");
+    assert!(
+        err.contains("exited with status 3 (what it said is above)"),
+        "{err}"
+    );
+}
