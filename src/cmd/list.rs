@@ -14,7 +14,7 @@ pub fn list(store: &Store, args: ListArgs) -> anyhow::Result<()> {
         return print_json(&snaps.iter().map(SnapshotJson::from).collect::<Vec<_>>());
     }
     if snaps.is_empty() {
-        errln!("no snapshots");
+        errln!("cellar: no snapshots");
         return Ok(());
     }
     let width = snaps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);

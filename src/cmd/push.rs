@@ -52,11 +52,11 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
     for (i, spec) in specs.into_iter().enumerate() {
         let n = format!("layer {}/{count}", i + 1);
         let mut ready = store.ready_layer(LayerKey { spec, codec }, || {
-            errln!("{n}: making it, to learn its digest")
+            errln!("cellar: {n}: making it, to learn its digest")
         })?;
         let digest = ready.layer.digest.clone();
         if client.blob_exists(digest.digest.as_str())? {
-            errln!("{n}: {} exists", digest.digest);
+            errln!("cellar: {n}: {} exists", digest.digest);
             reports.push(LayerReport {
                 digest: digest.digest.to_string(),
                 size: digest.size,
@@ -65,7 +65,7 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
             layers.push(ready.layer);
             continue;
         }
-        errln!("{n}: uploading");
+        errln!("cellar: {n}: uploading");
         let bar = upload_bar(&n);
         let sent = client.put_blob_streaming(
             // Called again when the registry refuses a chunked upload: from the start each time.
@@ -76,7 +76,7 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
         bar.finish_and_clear();
         let digest = sent?;
         errln!(
-            "{n}: {} uploaded ({})",
+            "cellar: {n}: {} uploaded ({})",
             digest.digest,
             human_bytes(digest.size)
         );
@@ -91,9 +91,9 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
     let image = store.assemble(&snap, &settings, layers)?;
     let config = image.config_digest.as_str();
     if client.put_small_blob(config, &image.config)? {
-        errln!("config: {config} uploaded");
+        errln!("cellar: config: {config} uploaded");
     } else {
-        errln!("config: {config} exists");
+        errln!("cellar: config: {config} exists");
     }
     let answered = client.put_manifest(MANIFEST_MEDIA_TYPE, &image.manifest)?;
     let digest = image.manifest_digest.as_str();
@@ -103,7 +103,7 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
              (the registry altered it?)"
         );
     }
-    errln!("pushed {target} ({digest})");
+    errln!("cellar: pushed {target} ({digest})");
     if args.json {
         print_json(&Report {
             target,

@@ -42,7 +42,7 @@ pub fn run(lease: &ReadLease, args: RestoreArgs) -> anyhow::Result<()> {
     let normal = cellar_store::tree::normalize_path(&path);
     let shown_path = format!("/{}", String::from_utf8_lossy(&normal));
     errln!(
-        "restored {} {} ({}) of {} into {}",
+        "cellar: restored {} {} ({}) of {} into {}",
         report.files,
         if report.files == 1 {
             "entry"
