@@ -71,7 +71,14 @@ pub(super) fn ids_in_records(store: &Store, kind: RecordKind) -> Result<HashSet<
     let mut out = HashSet::new();
     let packs = store.root().join(layout::PACKS_DIR);
     for dir in fs::read_dir(&packs).at(&packs)?.flatten() {
-        for f in fs::read_dir(dir.path()).at(dir.path())?.flatten() {
+        let files = match fs::read_dir(dir.path()) {
+            Ok(files) => files,
+            // Emptied and removed by a gc meanwhile (which holds no lock for that), or a
+            // stray file: no packs there. Any other failure could hide a record that counts.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => continue,
+            Err(e) => return Err(crate::error::Error::io(dir.path(), e)),
+        };
+        for f in files.flatten() {
             // A pack that does not scan cleanly is left to verify; its records count.
             let _ = crate::pack::scan(&f.path(), |rec| {
                 if rec.header.kind == kind {
