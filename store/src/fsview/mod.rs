@@ -295,7 +295,7 @@ impl FsView {
                     ..synthetic(latest.as_slice(), 0)
                 }
             }
-            Inode::Node { node, .. } => node_attr(ino, &node.node()?),
+            Inode::Node { node, .. } => node_attr(ino, &*node.shared()?),
         })
     }
 
@@ -390,7 +390,7 @@ impl FsView {
         let Inode::Node { snap, node, .. } = self.get(ino)? else {
             return Err(Error::InvalidArgument("not a file".into()));
         };
-        let node = node.node()?;
+        let node = node.shared()?;
         let tree = self.enter(&snap)?;
         let want = size.min(node.size.saturating_sub(offset) as usize);
         let mut buf = vec![0u8; want];
@@ -413,7 +413,7 @@ impl FsView {
         let Inode::Node { node, .. } = self.get(ino)? else {
             return Err(Error::InvalidArgument("not a file".into()));
         };
-        let node = node.node()?;
+        let node = node.shared()?;
         if node.kind != Kind::File {
             return Err(Error::InvalidArgument("not a file".into()));
         }
@@ -510,7 +510,7 @@ impl FsView {
 
     pub fn xattrs(&self, ino: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         Ok(match self.get(ino)? {
-            Inode::Node { node, .. } => node.node()?.xattrs,
+            Inode::Node { node, .. } => node.shared()?.xattrs.clone(),
             _ => Vec::new(),
         })
     }
@@ -548,7 +548,7 @@ fn node_attr(ino: u64, node: &Node) -> Attr {
 /// The bytes of a node's data: a sparse file's data segments, not its holes.
 fn data_len(node: &Node) -> u64 {
     match node.content.as_ref().and_then(|c| c.segments.as_ref()) {
-        Some(segments) => segments.iter().map(|(_, len)| len).sum(),
+        Some(segments) => segments.data_len(),
         None => node.size,
     }
 }

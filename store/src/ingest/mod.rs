@@ -511,7 +511,7 @@ fn tree_member(
     let content = Content {
         chunks,
         data_offset,
-        segments,
+        segments: segments.map(crate::tree::Segments::new),
     };
     if meta::slash_dir(m) {
         // Go's archive/tar (what most layer extractors use) takes only typeflag NUL so.

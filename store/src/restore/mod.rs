@@ -16,7 +16,8 @@
 //! it. A hardlink whose group's first name failed is not written either (as with tar, whose
 //! link member has no data of its own to fall back on); it fails too, naming that first name.
 //!
-//! File data is streamed through one 1 MiB buffer. A read error from the store (damaged
+//! File data is streamed through one 1 MiB buffer (a sparse file's straight into its
+//! segments' places, every chunk read once). A read error from the store (damaged
 //! data) stops the restore with an error naming the path, and the partly written file is
 //! removed: a restore never leaves wrong bytes behind silently.
 //!

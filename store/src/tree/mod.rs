@@ -11,7 +11,7 @@ mod vfs;
 
 pub(crate) use build::TreeBuilder;
 pub use diff::{changed_fields, Change, ChangeKind};
-pub use node::{linux_dev, Content, Kind, Node, MAX_MAJOR, MAX_MINOR};
+pub use node::{linux_dev, Content, Kind, Node, Segments, MAX_MAJOR, MAX_MINOR};
 pub use record::Dir;
 pub(crate) use vfs::normalize_path_into;
 pub use vfs::{normalize_path, Tree};

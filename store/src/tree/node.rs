@@ -61,8 +61,67 @@ pub struct Content {
     /// Offset of the first data byte in the payload (a PAX 1.0 sparse map precedes it).
     pub data_offset: u64,
     /// Sparse files: (offset in the file, length) of each data segment, in order.
-    pub segments: Option<Vec<(u64, u64)>>,
+    pub segments: Option<Segments>,
 }
+
+/// A sparse file's data segments, (offset in the file, length) in file order, with where each
+/// one's bytes start in the payload's data, summed once when made: a read anywhere in a file
+/// of a million segments finds its place by binary search, not by adding up the lengths
+/// before it on every read.
+#[derive(Debug, Clone, Default)]
+pub struct Segments {
+    map: Vec<(u64, u64)>,
+    starts: Vec<u64>,
+}
+
+impl Segments {
+    pub fn new(map: Vec<(u64, u64)>) -> Self {
+        let mut at = 0u64;
+        let starts = map
+            .iter()
+            .map(|&(_, len)| {
+                let start = at;
+                at = at.saturating_add(len);
+                start
+            })
+            .collect();
+        Segments { map, starts }
+    }
+
+    /// Where segment `i`'s bytes start in the payload's data.
+    pub fn data_start(&self, i: usize) -> u64 {
+        self.starts[i]
+    }
+
+    /// The data's length: every segment's.
+    pub fn data_len(&self) -> u64 {
+        match (self.starts.last(), self.map.last()) {
+            (Some(start), Some(&(_, len))) => start.saturating_add(len),
+            _ => 0,
+        }
+    }
+
+    fn footprint(&self) -> usize {
+        self.map.capacity() * 16 + self.starts.capacity() * 8
+    }
+}
+
+impl std::ops::Deref for Segments {
+    type Target = [(u64, u64)];
+
+    fn deref(&self) -> &[(u64, u64)] {
+        &self.map
+    }
+}
+
+/// Equal maps: the starts follow from them.
+impl PartialEq for Segments {
+    fn eq(&self, other: &Self) -> bool {
+        self.map == other.map
+    }
+}
+
+impl Eq for Segments {}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -142,7 +201,7 @@ impl Node {
                 if let Some(segs) = &c.segments {
                     put_varint(out, c.data_offset);
                     put_varint(out, segs.len() as u64);
-                    for &(o, l) in segs {
+                    for &(o, l) in segs.iter() {
                         put_varint(out, o);
                         put_varint(out, l);
                     }
@@ -192,7 +251,7 @@ impl Node {
                     for _ in 0..count {
                         segs.push((d.varint()?, d.varint()?));
                     }
-                    (off, Some(segs))
+                    (off, Some(Segments::new(segs)))
                 } else {
                     (0, None)
                 };
@@ -267,7 +326,7 @@ impl Node {
                 ListRef::Inline(entries) => entries.capacity() * size_of::<crate::list::Entry>(),
                 ListRef::Tree { .. } => 0,
             };
-            chunks + c.segments.as_ref().map_or(0, |s| s.capacity() * 16)
+            chunks + c.segments.as_ref().map_or(0, Segments::footprint)
         });
         size_of::<Node>() + self.name.capacity() + self.link.capacity() + xattrs + content
     }
@@ -323,7 +382,7 @@ mod tests {
                 aux: 0,
             }]),
             data_offset: 512,
-            segments: Some(vec![(0, 10), (1 << 30, 4086)]),
+            segments: Some(Segments::new(vec![(0, 10), (1 << 30, 4086)])),
         });
         let mut d = Node::new(Kind::Dir);
         d.name = b"sub".to_vec();
@@ -353,7 +412,7 @@ mod tests {
             n.content = Some(Content {
                 chunks: ListRef::Inline(Vec::new()),
                 data_offset: 0,
-                segments: Some(map.to_vec()),
+                segments: Some(Segments::new(map.to_vec())),
             });
             let data = |b: u64| map.iter().any(|&(s, l)| (s..s + l).contains(&b));
             for offset in 0..110 {

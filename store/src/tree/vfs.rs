@@ -167,12 +167,11 @@ impl<'s> Tree<'s> {
             Some(segs) => {
                 // Segments are in file order; find the first that ends after `offset`.
                 let mut done = 0;
-                let mut payload_pos: u64 = segs
-                    .iter()
-                    .take_while(|(o, l)| o + l <= offset)
-                    .map(|(_, l)| l)
-                    .sum();
                 let first = segs.partition_point(|(o, l)| o + l <= offset);
+                let mut payload_pos = match first < segs.len() {
+                    true => segs.data_start(first),
+                    false => segs.data_len(),
+                };
                 let mut pos = offset;
                 for &(o, l) in &segs[first..] {
                     if done == buf.len() {
@@ -229,7 +228,7 @@ impl<'s> Tree<'s> {
     pub fn write_data(&self, node: &Node, out: &mut dyn Write) -> Result<()> {
         let content = file_content(node)?;
         let len = match &content.segments {
-            Some(segs) => segs.iter().map(|&(_, l)| l).sum(),
+            Some(segs) => segs.data_len(),
             None => node.size,
         };
         let (mut at, end) = (content.data_offset, content.data_offset + len);

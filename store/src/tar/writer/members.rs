@@ -69,7 +69,7 @@ impl Payload {
                 data_len: node.size,
             },
             Some(segments) => {
-                let mut segments = segments.clone();
+                let mut segments = segments.to_vec();
                 // Like `write_dir`, the map always reaches the file's size, so every reader
                 // gives the file its full length.
                 if segments.last().is_none_or(|&(o, l)| o + l < node.size) {
