@@ -289,8 +289,10 @@ impl Store {
                 Ok(mut m) => {
                     members += 1;
                     let sparse = meta::sparse_layout(&m);
-                    let mut prefix = Vec::new();
-                    let capture = matches!(sparse, Sparse::InPayload).then_some(&mut prefix);
+                    let mut map = meta::MapCapture::default();
+                    let mut take_map = |c: &[u8]| map.take(c);
+                    let capture =
+                        matches!(sparse, Sparse::InPayload).then_some(&mut take_map as Capture);
                     hints.clear();
                     if let Some(parent) = &mut parent {
                         parent.hints_for(&m, &mut hints);
@@ -307,7 +309,7 @@ impl Store {
                     if !layer_reads_member(&m) {
                         tree.not_exact();
                     }
-                    tree_member(&mut tree, &m, chunks.clone(), sparse, &prefix)?;
+                    tree_member(&mut tree, &m, chunks.clone(), sparse, &map.bytes)?;
                     let item = Item {
                         head: std::mem::take(&mut m.head),
                         payload_len,
@@ -320,9 +322,20 @@ impl Store {
                 Err(end) => {
                     // The trailer: everything from the end-of-archive block on.
                     let mut rest = Payload(&mut tar, TarReader::rest_slice, reading);
+                    // Its first block, which says whether Go's archive/tar reads the end too.
                     let mut start = Vec::new();
-                    let (chunks, payload_len) =
-                        chunk_payload(&mut chunker, sink, &mut rest, Some(&mut start), &[], false)?;
+                    let mut take_start = |c: &[u8]| {
+                        let room = 512usize.saturating_sub(start.len()).min(c.len());
+                        start.extend_from_slice(&c[..room]);
+                    };
+                    let (chunks, payload_len) = chunk_payload(
+                        &mut chunker,
+                        sink,
+                        &mut rest,
+                        Some(&mut take_start),
+                        &[],
+                        false,
+                    )?;
                     if !layer_reads_end(&start) {
                         tree.not_exact();
                     }
@@ -380,8 +393,8 @@ fn layer_reads_end(after_zero_block: &[u8]) -> bool {
             .is_some_and(|b| b.iter().all(|&x| x == 0))
 }
 
-/// How much of a payload is kept to read a PAX 1.0 sparse map from.
-const MAX_CAPTURE: usize = 1 << 20;
+/// Told each chunk of a payload as it is cut, in order: what keeps its start.
+type Capture<'a> = &'a mut dyn FnMut(&[u8]);
 
 /// How the tar reader lends a payload: [`TarReader::payload_slice`] or
 /// [`TarReader::rest_slice`].
@@ -427,7 +440,7 @@ fn chunk_payload(
     chunker: &mut Chunker,
     sink: &mut Sink,
     feed: &mut impl Feed,
-    mut capture: Option<&mut Vec<u8>>,
+    mut capture: Option<Capture>,
     hints: &[(u32, ChunkId)],
     trusted: bool,
 ) -> Result<(ListRef, u64)> {
@@ -435,9 +448,8 @@ fn chunk_payload(
     let mut len = 0u64;
     chunker.chunk_hinted(feed, hints, |c, id| {
         len += c.len() as u64;
-        if let Some(prefix) = capture.as_deref_mut() {
-            let room = MAX_CAPTURE.saturating_sub(prefix.len()).min(c.len());
-            prefix.extend_from_slice(&c[..room]);
+        if let Some(take) = capture.as_mut() {
+            take(c);
         }
         // A chunk cut from a hint was hashed to check it.
         let id = match id {
@@ -503,7 +515,12 @@ fn tree_member(
             end_of_previous = o.saturating_add(l);
             ok
         });
-        if !fits || data.is_none() || data != m.payload_len.checked_sub(data_offset) {
+        if !fits {
+            return Err(bad(
+                "sparse map segments overlap, are out of order, or pass the real size",
+            ));
+        }
+        if data.is_none() || data != m.payload_len.checked_sub(data_offset) {
             return Err(bad("sparse map does not match the member's data"));
         }
         real_size = Some(size);

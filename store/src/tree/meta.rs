@@ -74,6 +74,49 @@ pub fn sparse_layout(m: &Member) -> Sparse {
     }
 }
 
+/// The most of a PAX 1.0 sparse member's payload kept to read its map from: 2^20 segments
+/// (the old GNU format's limit of map entries) of two 20-digit numbers, and the count.
+pub const MAX_PAYLOAD_MAP: usize = (1 << 20) * 42 + 21;
+
+/// The start of a PAX 1.0 sparse member's payload, kept as it is chunked until its map is
+/// whole (its count line and two lines per segment), and no further: a sparse file's data is
+/// not held, and a map of any size up to [`MAX_PAYLOAD_MAP`] is read whole.
+#[derive(Default)]
+pub struct MapCapture {
+    pub bytes: Vec<u8>,
+    /// Lines seen, and how many the map has once its count line is read.
+    lines: u64,
+    need: Option<u64>,
+}
+
+impl MapCapture {
+    pub fn take(&mut self, data: &[u8]) {
+        let whole = self.need.is_some_and(|need| self.lines >= need);
+        if whole || self.bytes.len() >= MAX_PAYLOAD_MAP {
+            return;
+        }
+        let from = self.bytes.len();
+        let room = MAX_PAYLOAD_MAP - from;
+        self.bytes.extend_from_slice(&data[..room.min(data.len())]);
+        for i in from..self.bytes.len() {
+            if self.bytes[i] != b'\n' {
+                continue;
+            }
+            self.lines += 1;
+            if self.lines == 1 {
+                // A count past what fits is read as the limit: the map then ends short of
+                // it, and fails to parse.
+                let count = pax::parse_decimal(&self.bytes[..i]).unwrap_or(u64::MAX);
+                self.need = Some(count.saturating_mul(2).saturating_add(1));
+            }
+            if self.need.is_some_and(|need| self.lines >= need) {
+                self.bytes.truncate(i + 1);
+                return;
+            }
+        }
+    }
+}
+
 /// Parse a PAX 1.0 sparse map from the start of the payload: decimal lines, count first, then
 /// offset/length pairs, padded to a block. Returns the map and where the data begins, or None
 /// if `prefix` is too short or malformed.
@@ -305,6 +348,28 @@ fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The capture keeps the map and stops there, however the payload is chunked.
+    #[test]
+    fn a_map_capture_keeps_the_map_and_no_more() {
+        let map = b"3\n0\n10\n4096\n5\n9000\n1\n";
+        let mut payload = map.to_vec();
+        payload.resize(512, 0);
+        payload.extend([7u8; 100_000]);
+        for step in [1, 7, 512, 100_000] {
+            let mut c = MapCapture::default();
+            payload.chunks(step).for_each(|part| c.take(part));
+            assert_eq!(c.bytes, map, "step {step}");
+            let (segs, data_at) = parse_payload_map(&c.bytes).unwrap();
+            assert_eq!((segs.len(), data_at), (3, 512), "step {step}");
+        }
+        // A count past what the payload holds: it stops at the limit, and does not parse.
+        let mut c = MapCapture::default();
+        c.take(b"99999999999999999999\n1\n2\n");
+        c.take(&vec![b'1'; MAX_PAYLOAD_MAP]);
+        assert_eq!(c.bytes.len(), MAX_PAYLOAD_MAP);
+        assert!(parse_payload_map(&c.bytes).is_none());
+    }
 
     #[test]
     fn times_and_encodings() {

@@ -120,6 +120,49 @@ fn a_sparse_map_out_of_order_is_refused() {
     assert_eq!(store.snapshot_count(), 0);
 }
 
+/// A PAX 1.0 sparse map is read whole however long it is (GNU tar writes one of 80,000
+/// segments in over 1 MiB, which was refused as malformed): the file is GNU tar's.
+#[test]
+fn a_long_sparse_map_in_the_payload_is_read_whole() {
+    let store = TestStore::new();
+    // Numbers zero-padded, as any decimal may be, for a long map of a smaller file; segments
+    // of whole blocks, as GNU tar (which reads data in blocks) extracts them.
+    let segments = 27_000u64;
+    // The last entry is where the file ends, as GNU tar writes a file ending in a hole.
+    let mut data = format!("{}\n", segments + 1);
+    for i in 0..segments {
+        data += &format!("{:019}\n{:019}\n", i * 1024, 512);
+    }
+    data += &format!("{}\n0\n", segments * 1024);
+    assert!(data.len() > 1 << 20);
+    let mut payload = data.into_bytes();
+    payload.resize(payload.len().next_multiple_of(512), 0);
+    payload.extend((0..segments * 512).map(|i| b'a' + (i % 26) as u8));
+    let mut stream = Vec::new();
+    let real = (segments * 1024).to_string();
+    pax(
+        &mut stream,
+        &[
+            ("GNU.sparse.major", b"1"),
+            ("GNU.sparse.minor", b"0"),
+            ("GNU.sparse.name", b"holey"),
+            ("GNU.sparse.realsize", real.as_bytes()),
+        ],
+    );
+    member(
+        &mut stream,
+        b"GNUSparseFile.0/holey",
+        b'0',
+        &payload,
+        b"",
+        0o644,
+    );
+    end_of_archive(&mut stream);
+    let id = store.snapshot_bytes(&stream, "vm");
+    assert!(store.export(&id) == stream);
+    assert_matches_extraction(&store, &id, &stream, "a long sparse map", None);
+}
+
 #[test]
 fn xattr_names_with_escaped_characters_decode() {
     let store = TestStore::new();
