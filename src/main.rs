@@ -1,6 +1,7 @@
 //! cellar: snapshot machine root filesystems into a content-addressed store.
 
 mod cli;
+mod closed_fds;
 mod cmd;
 mod fuse;
 mod output;
@@ -8,7 +9,6 @@ mod progress;
 mod registry;
 mod serve;
 mod signals;
-mod stdout_closed;
 
 use std::process::ExitCode;
 
@@ -23,9 +23,9 @@ fn main() -> ExitCode {
         std::env::remove_var("CELLAR_STORE");
     }
     let cli = cli::Cli::parse();
-    if stdout_closed::was_closed() {
-        // What a command puts on stdout (a snapshot's id, the exported stream) would be lost.
-        errln!("cellar: error: stdout is closed: what this command writes there would be lost");
+    if let Some(fd) = closed_fds::needed_but_closed(&cli.command) {
+        // What the command writes would be lost, or what it reads would look empty.
+        errln!("cellar: error: {fd} is closed, and this command needs it");
         return ExitCode::from(1);
     }
     let result = cmd::run(cli);

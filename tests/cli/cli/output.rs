@@ -516,30 +516,51 @@ fn a_file_where_an_output_path_needs_a_directory_is_a_usage_error() {
     assert!(!ts.scratch("new.tar").exists());
 }
 
-/// Started with stdout closed (`>&-`), a command fails before doing anything, rather than
-/// write its data into the /dev/null Rust's runtime puts there and exit 0: an export would
-/// vanish, a snapshot's id would be lost.
+/// Started with stdout closed (`>&-`), a command that writes there fails before doing
+/// anything, rather than write into the /dev/null Rust's runtime puts there and exit 0 (an
+/// export would vanish, a snapshot's id be lost); one that does not write there runs. A
+/// snapshot of stdin with stdin closed (`<&-`) is refused the same way, not read as empty.
 #[test]
-fn a_closed_stdout_is_an_error_before_anything_is_done() {
+fn a_closed_stdout_or_stdin_is_an_error_for_the_commands_that_need_it() {
     let ts = TestStore::new();
     let tar = tar_of(&tree(&ts, 1));
     let id = ts.snapshot_bytes(&tar, "web");
     let file = ts.scratch("in.tar");
     std::fs::write(&file, &tar).unwrap();
-    for args in [
-        format!("export {id}"),
-        format!("snapshot --name other '{}'", file.display()),
-    ] {
-        let out = std::process::Command::new("sh")
+    let run = |args: &str| {
+        std::process::Command::new("sh")
             .arg("-c")
-            .arg(format!("exec '{}' {args} >&-", cellar_bin()))
+            .arg(format!("exec '{}' {args}", cellar_bin()))
             .env("CELLAR_STORE", ts.path())
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    for (args, closed) in [
+        (format!("export {id} >&-"), "stdout"),
+        (
+            format!("snapshot --name other '{}' >&-", file.display()),
+            "stdout",
+        ),
+        ("snapshot --name other - <&-".to_string(), "stdin"),
+    ] {
+        let out = run(&args);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{args}: {err}");
-        assert!(err.contains("stdout is closed"), "{args}: {err}");
+        assert!(
+            err.contains(&format!("{closed} is closed")),
+            "{args}: {err}"
+        );
     }
     let listed = ts.json(&["list", "--json"]);
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let to = ts.scratch("out.tar");
+    let restored = ts.scratch("restored");
+    for args in [
+        format!("export {id} -o '{}' >&-", to.display()),
+        format!("restore {id} '{}' >&-", restored.display()),
+    ] {
+        let out = run(&args);
+        assert!(out.status.success(), "{args}: {}", stderr(&out));
+    }
+    assert!(std::fs::read(&to).unwrap() == tar);
 }
