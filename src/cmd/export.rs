@@ -182,7 +182,7 @@ fn to_file_or_stdout(
     )?;
     let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
     let writing = || format!("-o {}", shown.display());
-    write(&mut out).with_context(writing)?;
+    write(&mut out).map_err(|e| at_output(e, shown))?;
     out.flush().with_context(writing)?;
     drop(out);
     tmp.as_file().sync_all().with_context(writing)?;
@@ -223,8 +223,8 @@ fn write_through(
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, &file);
-    write(&mut out)?;
-    out.flush().map_err(Error::Output)?;
+    write(&mut out).map_err(|e| at_output(e, path))?;
+    out.flush().map_err(|e| at_output(Error::Output(e), path))?;
     drop(out);
     if meta.file_type().is_block_device() {
         file.sync_all()
@@ -253,10 +253,9 @@ fn to_layout<T>(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(e).with_context(|| format!("looking up {}", dir.display())),
     };
-    let writing = || format!("-o {}", dir.display());
     if exists {
         let scratch = staged(&dir.join("incoming"), |b| b.tempdir_in(dir), |d| d.path())?;
-        let written = write(dir, scratch.path()).with_context(writing)?;
+        let written = write(dir, scratch.path()).map_err(|e| at_output(e, dir))?;
         let shown = scratch.path().display().to_string();
         scratch
             .close()
@@ -266,7 +265,7 @@ fn to_layout<T>(
     let parent = parent_dir(dir);
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let layout = staged(dir, |b| b.tempdir_in(parent), |d| d.path())?;
-    let written = write(layout.path(), layout.path()).with_context(writing)?;
+    let written = write(layout.path(), layout.path()).map_err(|e| at_output(e, dir))?;
     std::fs::rename(layout.path(), dir).with_context(|| format!("writing {}", dir.display()))?;
     // Renamed into place: nothing is left to remove.
     let _ = layout.keep();
@@ -304,6 +303,17 @@ fn staged<T>(
     .with_context(|| format!("staging {} beside it", target.display()))?;
     crate::signals::remove_on_interrupt(held, path(&made).to_path_buf());
     Ok(made)
+}
+
+/// An export's error, with `-o PATH` before it when it was writing there that failed (and
+/// not, say, reading a damaged store).
+fn at_output(e: Error, path: &Path) -> anyhow::Error {
+    let failed_writing = matches!(e, Error::Output(_));
+    let e = anyhow::Error::from(e);
+    match failed_writing {
+        true => e.context(format!("-o {}", path.display())),
+        false => e,
+    }
 }
 
 /// tempfile's error without what it adds to the OS's message: ` at path "…"`, the name of its

@@ -118,11 +118,15 @@ fn ingest(
         let Some(file) = file else {
             return Ok(store.ingest(stdin_input()?, opts, || Ok(()))?);
         };
-        // Where the offset and member are: the file given.
+        // The stream's own faults say which file: where the offset and member are.
         let source = args.source.as_deref().unwrap_or("-".as_ref());
-        store
-            .ingest(IngestInput::File(file), opts, || Ok(()))
-            .with_context(|| source.display().to_string())?
+        match store.ingest(IngestInput::File(file), opts, || Ok(())) {
+            Ok(r) => r,
+            Err(e @ (Error::BadTar { .. } | Error::BadCompression { .. } | Error::Input(_))) => {
+                return Err(anyhow::Error::from(e).context(source.display().to_string()))
+            }
+            Err(e) => return Err(e.into()),
+        }
     } else {
         let mut cmd = SourceCommand::spawn(&args.command)?;
         let stdout = IngestInput::stream(cmd.child.stdout.take().expect("piped stdout"));

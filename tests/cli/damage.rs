@@ -55,6 +55,16 @@ fn a_flipped_byte_fails_its_readers_and_spares_the_rest() {
     assert!(stderr(&out).contains("/big.bin: "), "{}", stderr(&out));
     let out = store.run(&["export", "hurt"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // Into a file: the damage is the store's, not the output's.
+    let file = store.scratch("hurt.tar");
+    let out = store.run(&["export", "hurt", "-o", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("damaged") && !stderr(&out).contains("-o "),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!file.exists());
 
     // The mount answers EIO for the hurt file and keeps serving everything else.
     let mnt = store.scratch("mnt");

@@ -199,3 +199,36 @@ fn an_export_onto_a_full_disk_names_its_output_and_leaves_nothing() {
         assert!(left.is_empty(), "{format}: left {left:?}");
     }
 }
+
+/// A docker archive's layer whose digest is not known is made into a spool in the store's
+/// tmp/ to learn it; with no room there, it is made twice instead, and the export succeeds.
+#[test]
+fn a_docker_archive_export_with_no_room_in_the_stores_tmp_makes_its_layer_twice() {
+    let store = TestStore::new();
+    let dir = store.scratch("tree");
+    write_file(&dir.join("data.bin"), &noise(3_000_000, 9));
+    // A name no layer can carry: the layer is the tree written out, its digest unknown.
+    write_file(&dir.join(".wh.x"), b"");
+    let id = store.snapshot_bytes(&tar_of_dir(&dir), "vm");
+    let tmp = SmallDisk::new(&store.path().join("tmp"), "1m");
+    let archive = store.scratch("out.tar");
+    let out = store.run(&[
+        "export",
+        &id,
+        "--format",
+        "docker-archive",
+        "-o",
+        archive.to_str().unwrap(),
+    ]);
+    assert_success(&out, &["export", "--format", "docker-archive"]);
+    drop(tmp);
+    // The layer's member is named by its digest, which its bytes have.
+    let a = archive.display();
+    let names = sh(&format!("tar -tf '{a}' | grep /layer.tar"));
+    let name = String::from_utf8(names).unwrap().trim().to_string();
+    let sum = sh(&format!("tar -xOf '{a}' '{name}' | sha256sum | cut -c1-64"));
+    assert_eq!(
+        String::from_utf8(sum).unwrap().trim(),
+        name.trim_end_matches("/layer.tar")
+    );
+}

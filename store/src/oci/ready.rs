@@ -1,7 +1,8 @@
 //! Layers about to be written out whole (pushed, or into a docker archive), which need their
 //! digests first. A layer whose digests are known streams from the store; one never made in
-//! its codec is made once into a spool file, which gives its digests and then its bytes, so
-//! it is not synthesized twice.
+//! its codec is made once into a spool file (`Store::spool`: in the store's `tmp/`, else the
+//! system's temporary directory), which gives its digests and then its bytes, so it is not
+//! synthesized twice. Where the spool runs out of room, the layer is made twice instead.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, Write};
@@ -35,17 +36,24 @@ impl Store {
             });
         }
         making();
-        let mut out = BufWriter::new(self.spool()?);
-        let made = self.write_layer(&key, &mut out)?;
-        let spool = out
-            .into_inner()
-            .map_err(|e| Error::Output(e.into_error()))?;
+        let spooled = (|| {
+            let mut out = BufWriter::new(self.spool()?);
+            let made = self.write_layer(&key, &mut out)?;
+            let spool = out
+                .into_inner()
+                .map_err(|e| Error::Output(e.into_error()))?;
+            Ok((made.digest, Some(spool)))
+        })();
+        let (digest, spool) = match spooled {
+            Ok(made) => made,
+            // No room for it: made once to learn its digest, and again to be written out, as
+            // it would be without a spool.
+            Err(Error::Output(e)) if is_out_of_space(&e) => (self.layer_digest(&key)?, None),
+            Err(e) => return Err(e),
+        };
         Ok(ReadyLayer {
-            layer: Layer {
-                key,
-                digest: made.digest,
-            },
-            spool: Some(spool),
+            layer: Layer { key, digest },
+            spool,
         })
     }
 
@@ -70,6 +78,10 @@ impl Store {
         }
         Ok(ready.layer.digest.clone())
     }
+}
+
+fn is_out_of_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 #[cfg(test)]
