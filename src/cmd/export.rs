@@ -1,6 +1,7 @@
 //! `cellar export`: the exact ingested stream, an OCI image layout, or a `docker save` archive.
 
 use std::io::{BufWriter, IsTerminal, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -130,16 +131,22 @@ fn report(
     }))
 }
 
-/// Run `write` into FILE or into stdout (no FILE, or `-`), which must not be a terminal. A
-/// FILE that is a symlink is written at its target. A regular file is written beside it and
-/// renamed into place, so a failed or interrupted export leaves no partial file behind; a
-/// device, FIFO or socket is written through, as `tar -f` and `cp` do (renaming a file over
-/// `/dev/null` would replace the device).
+/// Run `write` into FILE or into stdout (no FILE, `-` or `/dev/stdout`), which must not be a
+/// terminal. A FILE that is a symlink is written at its target. A regular file is written
+/// beside it and renamed into place, so a failed or interrupted export leaves no partial file
+/// behind; a device, FIFO or socket is written through, as `tar -f` and `cp` do (renaming a
+/// file over `/dev/null` would replace the device). `/dev/stderr`, `/dev/fd/N` and
+/// `/proc/self/fd/N` are the descriptor this process has, written as it is: a file it opened
+/// for appending is appended to, not replaced.
 fn to_file_or_stdout(
     path: Option<&Path>,
     write: impl FnOnce(&mut dyn Write) -> cellar_store::Result<()>,
 ) -> anyhow::Result<()> {
-    let Some(path) = path.filter(|p| *p != Path::new("-")) else {
+    let fd = path.and_then(inherited_fd);
+    if let (Some(fd), Some(path)) = (fd.filter(|&fd| fd != 1), path) {
+        return to_inherited(fd, path, write);
+    }
+    let Some(path) = path.filter(|p| *p != Path::new("-") && fd.is_none()) else {
         let stdout = std::io::stdout();
         if stdout.is_terminal() {
             return Err(UsageError(
@@ -303,6 +310,41 @@ fn staged<T>(
     .with_context(|| format!("staging {} beside it", target.display()))?;
     crate::signals::remove_on_interrupt(held, path(&made).to_path_buf());
     Ok(made)
+}
+
+/// The descriptor of this process a path names without naming a file: `/dev/stdout`,
+/// `/dev/stderr`, `/dev/fd/N`, `/proc/self/fd/N`. Opening one anew would start a new file
+/// description (at offset 0, or truncating) and fail for a socket.
+fn inherited_fd(path: &Path) -> Option<i32> {
+    let p = path.to_str()?;
+    match p {
+        "/dev/stdout" => Some(1),
+        "/dev/stderr" => Some(2),
+        _ => p
+            .strip_prefix("/dev/fd/")
+            .or_else(|| p.strip_prefix("/proc/self/fd/"))?
+            .parse()
+            .ok(),
+    }
+}
+
+/// Write into descriptor `fd` of this process, as it is.
+fn to_inherited(
+    fd: i32,
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> cellar_store::Result<()>,
+) -> anyhow::Result<()> {
+    // SAFETY: dup only reads the descriptor table; the copy is owned here and closed on drop.
+    let copy = unsafe { libc::dup(fd) };
+    if copy < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(e).with_context(|| format!("-o {}", path.display()));
+    }
+    // SAFETY: `copy` is a new descriptor nothing else owns.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(copy) });
+    let mut out = BufWriter::with_capacity(1 << 20, &file);
+    write(&mut out).map_err(|e| at_output(e, path))?;
+    out.flush().map_err(|e| at_output(Error::Output(e), path))
 }
 
 /// An export's error, with `-o PATH` before it when it was writing there that failed (and

@@ -177,6 +177,28 @@ fn export_writes_through_devices_fifos_and_symlinks() {
         assert_success(&out, &["export", "-o", o]);
         assert!(out.stdout == tar, "{o}: the pipe did not get the stream");
     }
+    // A descriptor of the process is written as it is: a file opened for appending (`>>`)
+    // is appended to, not replaced.
+    let log = at("log");
+    for o in ["/dev/stdout", "/dev/fd/7", "/proc/self/fd/7"] {
+        std::fs::write(&log, b"header\n").unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "'{}' export {id} -o {o} >>'{log}' 7>>'{log}' && echo trailer >>'{log}'",
+                cellar_bin()
+            ))
+            .env("CELLAR_STORE", ts.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{o}: {}", stderr(&out));
+        let got = std::fs::read(&log).unwrap();
+        assert!(
+            got == [&b"header\n"[..], &tar, b"trailer\n"].concat(),
+            "{o}: not appended ({} bytes)",
+            got.len()
+        );
+    }
 
     for (link, target) in [("link", "real"), ("dangling", "sub/new.tar")] {
         let out = ts.run(&["export", &id, "-o", &at(link)]);
