@@ -71,7 +71,7 @@ pub(super) fn open(root: &Path) -> anyhow::Result<Store> {
         // SQLite's write-ahead log needs the index and its directory writable even to read
         // (only a read-only filesystem is read without it): say so rather than
         // "attempt to write a readonly database".
-        Err(e @ cellar_store::Error::Db(_)) if !writable(root) => Err(anyhow::Error::from(e)
+        Err(e @ cellar_store::Error::Db(_)) if write_denied(root) => Err(anyhow::Error::from(e)
             .context(format!(
                 "cannot open the index of {}: this user may not write to the store's \
                  directory or its index, and SQLite must, even to read (the index keeps a \
@@ -96,15 +96,23 @@ fn open_to_stay(root: &Path) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// Whether this process may write the store's directory and its index.
-pub(super) fn writable(root: &Path) -> bool {
+/// Whether this process is denied writing the store's directory or its index by their
+/// permissions (not by a read-only filesystem, which the store is opened read-only on, so an
+/// error there is the index's own).
+pub(super) fn write_denied(root: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     [root.to_path_buf(), root.join("cellar.db")]
         .iter()
-        .all(|p| {
-            std::ffi::CString::new(p.as_os_str().as_bytes())
+        .any(|p| {
+            std::ffi::CString::new(p.as_os_str().as_bytes()).is_ok_and(|c| {
                 // SAFETY: access(2) on a NUL-terminated path.
-                .is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0)
+                let rc = unsafe { libc::access(c.as_ptr(), libc::W_OK) };
+                rc != 0
+                    && matches!(
+                        std::io::Error::last_os_error().raw_os_error(),
+                        Some(libc::EACCES | libc::EPERM)
+                    )
+            })
         })
 }
 

@@ -189,7 +189,7 @@ fn open(root: &Path) -> anyhow::Result<Store> {
     match Store::open(root) {
         Ok(s) => Ok(s),
         // Not damage: a permission, which a rebuilt index would not change.
-        Err(Error::Db(_)) if !super::writable(root) => super::open(root),
+        Err(Error::Db(_)) if super::write_denied(root) => super::open(root),
         Err(e @ Error::Db(_)) => Err(e).context(
             "the index (cellar.db) cannot be read; `cellar repair-index` rebuilds it from \
                  the packs",

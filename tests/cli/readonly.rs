@@ -235,3 +235,27 @@ fn a_read_only_store_reads_the_commits_still_in_its_wal() {
     }
     drop(reader);
 }
+
+/// A damaged index on a read-only filesystem is damage, said so (repair-index from a
+/// writable copy), not this user's missing permission, which a read-only filesystem does not
+/// need.
+#[test]
+fn a_damaged_index_on_a_read_only_filesystem_is_called_damage() {
+    let store = TestStore::new();
+    let stream = tar_stream(&["tar", "-cf", "-", "-C", "/etc", "hostname"]);
+    store.snapshot_bytes(&stream, "vm");
+    let db = store.path().join("cellar.db");
+    let mut bytes = fs::read(&db).unwrap();
+    bytes[..100].fill(b'x');
+    fs::write(&db, bytes).unwrap();
+    let view = ReadOnlyView::new(&store.path(), &store.scratch("ro"));
+    for args in [&["list"][..], &["verify"]] {
+        let out = cellar_at(&view.dst, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("repair-index") && !err.contains("may not write"),
+            "{args:?}: {err}"
+        );
+    }
+}
