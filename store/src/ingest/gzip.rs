@@ -10,32 +10,52 @@ use std::sync::Arc;
 use flate2::bufread::GzDecoder;
 
 pub(crate) struct GzipMembers<R: BufRead> {
-    /// The member being read; None once the stream has ended.
-    member: Option<GzDecoder<R>>,
+    state: State<R>,
+}
+
+enum State<R: BufRead> {
+    /// In a member.
+    Member(GzDecoder<R>),
+    /// After one, not yet known whether another follows (looked at again if the look failed).
+    Between(R),
+    End,
 }
 
 impl<R: BufRead> GzipMembers<R> {
     pub(crate) fn new(input: R) -> Self {
         GzipMembers {
-            member: Some(GzDecoder::new(input)),
+            state: State::Member(GzDecoder::new(input)),
         }
     }
 }
 
 impl<R: BufRead> Read for GzipMembers<R> {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
-        while let Some(member) = &mut self.member {
-            let n = member.read(buf)?;
-            if n > 0 || buf.is_empty() {
-                return Ok(n);
-            }
-            // The member ended, its trailer read and nothing after it consumed.
-            let mut rest = self.member.take().expect("matched above").into_inner();
-            if another_member(&mut rest)? {
-                self.member = Some(GzDecoder::new(rest));
+        loop {
+            // Taken, and put back unless it moves on: an error leaves it as it was, so a
+            // reader that retries (after EINTR) goes on where it stopped.
+            match std::mem::replace(&mut self.state, State::End) {
+                State::Member(mut member) => match member.read(buf) {
+                    Ok(0) if !buf.is_empty() => {
+                        // The member ended, its trailer read and nothing after it consumed.
+                        self.state = State::Between(member.into_inner());
+                    }
+                    read => {
+                        self.state = State::Member(member);
+                        return read;
+                    }
+                },
+                State::Between(mut rest) => match another_member(&mut rest) {
+                    Ok(true) => self.state = State::Member(GzDecoder::new(rest)),
+                    Ok(false) => return Ok(0),
+                    Err(e) => {
+                        self.state = State::Between(rest);
+                        return Err(e);
+                    }
+                },
+                State::End => return Ok(0),
             }
         }
-        Ok(0)
     }
 }
 
@@ -66,8 +86,10 @@ fn another_member(r: &mut impl BufRead) -> Result<bool> {
     }
 }
 
-/// A buffered reader that counts the bytes its reader consumed: where a decoder was when it
-/// failed, to the byte.
+/// A reader that counts the bytes taken from it: as a `BufRead`, those its reader consumed
+/// (where gzip's decoder was when it failed, to the byte); as a `Read`, those read (zstd's
+/// decoder counts input consumed only once a block decodes, so its failure is placed at the
+/// end of what it had read, near the damage, not at the start of its buffer).
 pub(super) struct Tally<R> {
     inner: R,
     count: Arc<AtomicU64>,
@@ -90,7 +112,7 @@ impl<R: BufRead> BufRead for Tally<R> {
     }
 }
 
-impl<R: BufRead> Read for Tally<R> {
+impl<R: Read> Read for Tally<R> {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
         let n = self.inner.read(buf)?;
         self.count.fetch_add(n as u64, Ordering::Relaxed);
@@ -124,6 +146,58 @@ mod tests {
         assert_eq!(read(&input).0.unwrap(), b"one two");
         input.extend([0; 10_000]);
         assert_eq!(read(&input).0.unwrap(), b"one two");
+    }
+
+    /// A reader interrupted once, where the first member ends.
+    struct Hiccup<'a> {
+        data: &'a [u8],
+        at: usize,
+        hiccup_at: usize,
+    }
+
+    impl std::io::Read for Hiccup<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+            let n = self.fill_buf()?.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.consume(n);
+            Ok(n)
+        }
+    }
+
+    impl BufRead for Hiccup<'_> {
+        fn fill_buf(&mut self) -> Result<&[u8]> {
+            if self.at == self.hiccup_at {
+                self.hiccup_at = usize::MAX;
+                return Err(ErrorKind::Interrupted.into());
+            }
+            let end = if self.at < self.hiccup_at {
+                self.hiccup_at
+            } else {
+                usize::MAX
+            };
+            let end = end.min(self.data.len());
+            Ok(&self.data[self.at..end])
+        }
+
+        fn consume(&mut self, n: usize) {
+            self.at += n;
+        }
+    }
+
+    /// Interrupted as it looks for a next member, the reader retried goes on to it, rather
+    /// than ending the stream there.
+    #[test]
+    fn an_interrupted_look_for_the_next_member_is_looked_again() {
+        let first = gz(b"one ");
+        let input = [first.clone(), gz(b"two")].concat();
+        let mut r = GzipMembers::new(Hiccup {
+            data: &input,
+            at: 0,
+            hiccup_at: first.len(),
+        });
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"one two");
     }
 
     #[test]

@@ -384,13 +384,13 @@ fn unwrap_compression(
     Ok(match &magic[..n] {
         [0x1f, 0x8b, ..] => (Box::new(GzipMembers::new(tallied(chained))), Some("gzip")),
         [0x28, 0xb5, 0x2f, 0xfd] => {
-            let d = zstd::stream::read::Decoder::with_buffer(tallied(chained)).map_err(|err| {
-                Error::BadCompression {
+            let counted = Tally::new(chained, consumed.clone());
+            let d =
+                zstd::stream::read::Decoder::new(counted).map_err(|err| Error::BadCompression {
                     codec: "zstd",
                     offset: 0,
                     err,
-                }
-            })?;
+                })?;
             (Box::new(d), Some("zstd"))
         }
         _ => (Box::new(chained), None),
