@@ -34,6 +34,9 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
     let tag = args.tag.as_deref().unwrap_or("latest");
     validate_tag(tag)?;
     let to_stdout = args.output.as_deref().is_none_or(|p| p == Path::new("-"));
+    if let Some(out) = args.output.as_deref().filter(|_| !to_stdout) {
+        super::outside_store(store.root(), out, &format!("-o {}", out.display()))?;
+    }
     if to_stdout && args.json && args.format != ExportFormat::Oci {
         return Err(
             UsageError("--json needs -o FILE: stdout carries what is exported".into()).into(),

@@ -178,6 +178,50 @@ fn not_a_file_to_write(path: &Path) -> Option<String> {
     }
 }
 
+/// A usage error if writing at `path` would land inside the store at `root`: an export,
+/// restore or mount there could overwrite the index or a pack it reads from.
+fn outside_store(root: &Path, path: &Path, shown: &str) -> anyhow::Result<()> {
+    let (Ok(root), Some(at)) = (root.canonicalize(), resolved(path)) else {
+        return Ok(());
+    };
+    if !at.starts_with(&root) {
+        return Ok(());
+    }
+    Err(cli::UsageError(format!(
+        "{shown}: inside the store {} (writing there would damage it)",
+        root.display()
+    ))
+    .into())
+}
+
+/// Where `path` lands once every symlink on it is followed, for the part of it that exists;
+/// the rest is appended as written. None for a path that cannot be resolved (a `..` after a
+/// part that does not exist, a loop of links), which then names no place in particular.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let mut at = path.to_path_buf();
+    let mut rest = Vec::new();
+    // The kernel's own limit on a chain of links (ELOOP past it).
+    for _ in 0..40 {
+        if let Ok(real) = at.canonicalize() {
+            return Some(rest.into_iter().rev().fold(real, |p, c: PathBuf| p.join(c)));
+        }
+        let parent = match at.parent() {
+            Some(p) if p.as_os_str().is_empty() => Path::new("."),
+            Some(p) => p,
+            None => return None,
+        };
+        match std::fs::read_link(&at) {
+            // A link to where nothing is yet: writing follows it.
+            Ok(to) => at = parent.join(to),
+            Err(_) => {
+                rest.push(PathBuf::from(at.file_name()?));
+                at = parent.to_path_buf();
+            }
+        }
+    }
+    None
+}
+
 /// `$XDG_DATA_HOME/cellar`, else `~/.local/share/cellar`. Only absolute paths count (the
 /// XDG spec has relative ones ignored): a store must not depend on where cellar runs.
 fn default_store() -> anyhow::Result<PathBuf> {

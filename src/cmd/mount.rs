@@ -42,6 +42,8 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
     if let Some(why) = super::not_a_dir(&args.mountpoint) {
         return Err(UsageError(format!("{}: {why}", args.mountpoint.display())).into());
     }
+    let shown = args.mountpoint.display().to_string();
+    super::outside_store(root, &args.mountpoint, &shown)?;
     // Mounting there would hide what is mounted, not replace it, and succeed silently.
     if is_mount_point(&args.mountpoint)? {
         bail!(

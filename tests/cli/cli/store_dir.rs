@@ -104,3 +104,34 @@ fn a_file_is_no_store_and_a_failed_snapshot_makes_none() {
         "a snapshot that failed to open its source made a store"
     );
 }
+
+/// An export, restore or mount aimed into the store (straight, through `..`, or through a
+/// symlink to where nothing is yet) is a usage error: it would overwrite the index or a pack.
+#[test]
+fn writing_into_the_store_is_refused() {
+    let ts = TestStore::new();
+    let id = ts.snapshot_bytes(&tar_of(&tree(&ts, 1)), "web");
+    let store = ts.path();
+    let link = ts.scratch("link.tar");
+    std::os::unix::fs::symlink(store.join("packs/new.tar"), &link).unwrap();
+    let s = |p: PathBuf| p.to_str().unwrap().to_string();
+    let via_dots = s(ts.scratch("elsewhere/../store/cellar.db"));
+    std::fs::create_dir(ts.scratch("elsewhere")).unwrap();
+    for args in [
+        vec!["export", &id, "-o", &s(store.join("cellar.db"))],
+        vec!["export", &id, "-o", &via_dots],
+        vec!["export", &id, "-o", &s(link.clone())],
+        vec!["export", &id, "--format", "oci", "-o", &s(store.clone())],
+        vec!["restore", &id, &s(store.join("restored"))],
+        vec!["mount", &s(store.join("packs"))],
+    ] {
+        let err = fails(&ts, &args, 2);
+        assert!(err.contains("inside the store"), "{args:?}: {err}");
+    }
+    assert!(!store.join("packs/new.tar").exists());
+    assert!(!store.join("restored").exists());
+    ts.ok(&["verify"]);
+    assert!(ts.ok(&["list"]).contains("web"));
+    // Beside the store is fine.
+    ts.ok(&["export", &id, "-o", &s(ts.scratch("store.tar"))]);
+}
