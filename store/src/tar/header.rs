@@ -96,11 +96,11 @@ impl<'a> Header<'a> {
     pub fn mode(&self) -> Result<u64, String> {
         self.number(100..108, "mode")
     }
-    pub fn uid(&self) -> Result<u64, String> {
-        self.number(108..116, "uid")
+    pub fn uid(&self) -> Result<i64, String> {
+        self.signed_number(108..116, "uid")
     }
-    pub fn gid(&self) -> Result<u64, String> {
-        self.number(116..124, "gid")
+    pub fn gid(&self) -> Result<i64, String> {
+        self.signed_number(116..124, "gid")
     }
     pub fn size(&self) -> Result<u64, String> {
         self.number(124..136, "size")

@@ -94,9 +94,13 @@ pub fn check_numbers(records: &[PaxRecord]) -> Result<(), String> {
     for r in records {
         let v = r.value.as_slice();
         let ok = match r.key.as_slice() {
-            b"uid"
-            | b"gid"
-            | b"size"
+            // Read, as GNU tar does, whatever their range: one Linux cannot hold is ignored
+            // with a warning where the tree is built.
+            b"uid" | b"gid" => {
+                let digits = v.strip_prefix(b"-").unwrap_or(v);
+                !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
+            }
+            b"size"
             | b"GNU.sparse.size"
             | b"GNU.sparse.realsize"
             | b"GNU.sparse.offset"

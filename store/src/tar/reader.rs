@@ -28,8 +28,9 @@ pub struct Member {
     pub path: Vec<u8>,
     pub link: Vec<u8>,
     pub mode: u64,
-    pub uid: u64,
-    pub gid: u64,
+    /// Signed, as GNU tar reads them: a negative owner is a warning, not a broken stream.
+    pub uid: i64,
+    pub gid: i64,
     pub mtime: i64,
     pub devmajor: u64,
     pub devminor: u64,

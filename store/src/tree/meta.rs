@@ -168,7 +168,7 @@ pub fn action(
     // As GNU tar does, a PAX owner past what Linux can hold is ignored for the header's, and
     // a header's (GNU base-256) is not used: the member is owned by whoever extracts it, which
     // cellar records as 0, rather than a value that a mount or a restore would have to wrap.
-    let mut owner = |key: &str, header: u64| {
+    let mut owner = |key: &str, header: i64| {
         let out_of_range = |what: String| {
             format!(
                 "{}: {what} is out of range (0 to {})",
@@ -176,18 +176,18 @@ pub fn action(
                 u32::MAX
             )
         };
-        let pax = pax_number(&m.pax, key);
-        if let Some(v) = pax.filter(|&v| v <= u64::from(u32::MAX)) {
-            return v;
+        let pax = pax::lookup(&m.pax, key);
+        let linux = pax.and_then(pax::parse_decimal).map(u32::try_from);
+        if let Some(Ok(v)) = linux {
+            return u64::from(v);
         }
-        let header = if header <= u64::from(u32::MAX) {
-            header
-        } else {
+        let header = u32::try_from(header).map(u64::from).unwrap_or_else(|_| {
             warn(out_of_range(format!("the header's {key} {header}")) + "; 0 is recorded");
             0
-        };
+        });
         if let Some(v) = pax {
             let kept = format!("; the header's {header} is kept");
+            let v = String::from_utf8_lossy(v);
             warn(out_of_range(format!("PAX {key}={v}")) + &kept);
         }
         header
@@ -230,10 +230,6 @@ pub fn action(
         _ => {}
     }
     Action::Put(Box::new(n))
-}
-
-fn pax_number(recs: &[PaxRecord], key: &str) -> Option<u64> {
-    pax::lookup(recs, key).and_then(pax::parse_decimal)
 }
 
 /// An extended attribute: name, value.

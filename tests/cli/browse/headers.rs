@@ -101,7 +101,7 @@ fn hard_links_symlink_modes_and_local_pax_headers_read_as_gnu_tar_reads_them() {
 /// GNU tar ignores a PAX uid or gid past 32 bits ("out of range") for the header's; so does
 /// the tree, with a warning, rather than show an owner the mount would cut to 32 bits.
 #[test]
-fn a_pax_owner_past_32_bits_is_ignored_for_the_headers() {
+fn a_pax_owner_past_32_bits_or_negative_is_ignored_for_the_headers() {
     let mut stream = Vec::new();
     pax(
         &mut stream,
@@ -113,19 +113,36 @@ fn a_pax_owner_past_32_bits_is_ignored_for_the_headers() {
         "{err}"
     );
     assert_eq!((&f["uid"], &f["gid"]), (&7.into(), &8.into()), "{f}");
+    // Negative, which GNU tar reads (and ignores) the same way.
+    let mut stream = Vec::new();
+    pax(
+        &mut stream,
+        &[("uid", b"-1"), ("gid", b"-99999999999999999999")],
+    );
+    let (err, f) = owned_file(stream, *b"0000007\0", *b"0000010\0");
+    assert!(
+        err.contains("PAX uid=-1 is out of range")
+            && err.contains("PAX gid=-99999999999999999999 is out of range"),
+        "{err}"
+    );
+    assert_eq!((&f["uid"], &f["gid"]), (&7.into(), &8.into()), "{f}");
 }
 
 /// A header's own owner past 32 bits (GNU base-256) is not used, as GNU tar does not use it
 /// ("out of uid_t range"): the tree records 0, with a warning, where a mount would have cut
 /// it to 32 bits (2^32 + 65534 shown as 65534, another user's file).
 #[test]
-fn a_header_owner_past_32_bits_is_recorded_as_0() {
+fn a_header_owner_past_32_bits_or_negative_is_recorded_as_0() {
     let uid = [0x80, 0, 0, 1, 0, 0, 0xff, 0xfe];
     let (err, f) = owned_file(Vec::new(), uid, *b"0000010\0");
     assert!(
         err.contains("the header's uid 4295032830 is out of range") && !err.contains("gid"),
         "{err}"
     );
+    assert_eq!((&f["uid"], &f["gid"]), (&0.into(), &8.into()), "{f}");
+    // Negative (base-256 two's complement), which GNU tar warns about and goes on.
+    let (err, f) = owned_file(Vec::new(), [0xff; 8], *b"0000010\0");
+    assert!(err.contains("the header's uid -1 is out of range"), "{err}");
     assert_eq!((&f["uid"], &f["gid"]), (&0.into(), &8.into()), "{f}");
 }
 
