@@ -323,8 +323,7 @@ impl Store {
                     .base
                     .ok_or_else(|| Error::corrupt("delta frame without a base"))?;
                 let base = self.object(&base_id)?;
-                zstd::bulk::Decompressor::with_dictionary(&base)
-                    .and_then(|mut d| d.decompress(&stored, loc.raw_len))
+                crate::pack::compress::decompress_delta(&base, &stored, loc.raw_len)
                     .map_err(damaged)?
             }
         };

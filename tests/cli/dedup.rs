@@ -273,3 +273,35 @@ fn small_files_changed_in_place_are_stored_again() {
         );
     }
 }
+
+/// A directory of 100,000 files (a record of some megabytes) with one file's mode changed:
+/// the new record is stored as a delta that costs about the change, not a copy.
+#[test]
+fn one_change_in_a_huge_directory_costs_about_the_change() {
+    let stream = |changed: usize| {
+        let mut t = Vec::new();
+        member(&mut t, b"big/", b'5', b"", b"", 0o755);
+        for i in 0..100_000usize {
+            // Names unlike their neighbours, so the record does not compress away by itself.
+            let name = format!("big/{}", &sha256_hex(&i.to_le_bytes())[..24]);
+            let mode = if i == changed { 0o600 } else { 0o644 };
+            t.extend_from_slice(&ustar_header(name.as_bytes(), b'0', 0, b"", mode));
+        }
+        end_of_archive(&mut t);
+        t
+    };
+    let store = TestStore::new();
+    let first = store.snapshot_bytes(&stream(usize::MAX), "vm");
+    let second = store.snapshot_bytes(&stream(60_000), "vm");
+    let (a1, a2) = (added(&store, &first), added(&store, &second));
+    assert!(a1 > 2 << 20, "the first snapshot stores the record: {a1}");
+    assert!(
+        a2 < 128 << 10,
+        "one changed entry added {a2} bytes (first: {a1})"
+    );
+    let listed = store.ok(&["ls", &second, "/big", "--json"]);
+    assert!(
+        listed.contains("\"mode\": 384") || listed.contains("\"mode\":384"),
+        "the change is there"
+    );
+}

@@ -9,7 +9,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::progress::Progress;
 use super::sink::Job;
 use crate::error::{Error, Result};
-use crate::pack::compress::{frame_compressor, DELTA_LEVEL};
+use crate::pack::compress::{compress_delta, frame_compressor};
 use crate::pack::{Codec, PackWriter, RecordHeader, RecordKind, SealedPack};
 
 /// Packs are sealed once they reach this size.
@@ -51,9 +51,7 @@ pub fn compress(jobs: Receiver<Job>, out: Sender<Record>, spare: Sender<Vec<u8>>
                 base,
                 dict,
             } => {
-                let z = zstd::bulk::Compressor::with_dictionary(DELTA_LEVEL, &dict)
-                    .and_then(|mut c| c.compress(&raw))
-                    .map_err(Error::Output)?;
+                let z = compress_delta(&dict, &raw).map_err(Error::Output)?;
                 (
                     RecordHeader {
                         kind: RecordKind::Chunks,

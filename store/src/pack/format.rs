@@ -36,7 +36,8 @@ pub enum RecordKind {
 pub enum Codec {
     None = 0,
     Zstd = 1,
-    /// zstd with the base chunk's bytes as a raw-content dictionary.
+    /// zstd with the base object's bytes as raw content before the frame (a prefix, or a
+    /// dictionary without zstd's header: the same to a decoder).
     ZstdDelta = 2,
 }
 

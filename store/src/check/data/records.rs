@@ -29,8 +29,7 @@ pub(super) fn decode(
                     reason(&e)
                 )
             })?;
-            zstd::bulk::Decompressor::with_dictionary(&base)
-                .and_then(|mut d| d.decompress(&stored, raw_len))
+            crate::pack::compress::decompress_delta(&base, &stored, raw_len)
                 .map_err(|e| format!("its delta record does not decompress: {e}"))?
         }
     };
