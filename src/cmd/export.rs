@@ -35,7 +35,8 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
     validate_tag(tag)?;
     let to_stdout = args.output.as_deref().is_none_or(|p| p == Path::new("-"));
     if let Some(out) = args.output.as_deref().filter(|_| !to_stdout) {
-        super::outside_store(store.root(), out, &format!("-o {}", out.display()))?;
+        let shown = format!("-o {}", out.display());
+        super::outside_store(store.root(), out, &shown, super::WOULD_DAMAGE)?;
     }
     if to_stdout && args.json && args.format != ExportFormat::Oci {
         return Err(

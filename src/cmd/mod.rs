@@ -178,9 +178,12 @@ fn not_a_file_to_write(path: &Path) -> Option<String> {
     }
 }
 
-/// A usage error if writing at `path` would land inside the store at `root`: an export,
-/// restore or mount there could overwrite the index or a pack it reads from.
-fn outside_store(root: &Path, path: &Path, shown: &str) -> anyhow::Result<()> {
+/// Why an export, restore or mount may not go inside the store: it could overwrite the index
+/// or a pack it reads from.
+const WOULD_DAMAGE: &str = "writing there would damage it";
+
+/// A usage error, saying `why`, if `path` lands inside the store at `root`.
+fn outside_store(root: &Path, path: &Path, shown: &str, why: &str) -> anyhow::Result<()> {
     let (Ok(root), Some(at)) = (root.canonicalize(), resolved(path)) else {
         return Ok(());
     };
@@ -188,7 +191,7 @@ fn outside_store(root: &Path, path: &Path, shown: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     Err(cli::UsageError(format!(
-        "{shown}: inside the store {} (writing there would damage it)",
+        "{shown}: inside the store {} ({why})",
         root.display()
     ))
     .into())

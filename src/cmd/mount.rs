@@ -43,7 +43,7 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
         return Err(UsageError(format!("{}: {why}", args.mountpoint.display())).into());
     }
     let shown = args.mountpoint.display().to_string();
-    super::outside_store(root, &args.mountpoint, &shown)?;
+    super::outside_store(root, &args.mountpoint, &shown, super::WOULD_DAMAGE)?;
     // Mounting there would hide what is mounted, not replace it, and succeed silently.
     if is_mount_point(&args.mountpoint)? {
         bail!(

@@ -44,7 +44,8 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
     if let Some(why) = why {
         return Err(UsageError(format!("-o {}: {why}", out.display())).into());
     }
-    super::outside_store(store.root(), out, &format!("-o {}", out.display()))?;
+    let shown = format!("-o {}", out.display());
+    super::outside_store(store.root(), out, &shown, super::WOULD_DAMAGE)?;
     let store = Arc::new(store);
     // Held until smolvm is done: the image's snapshots stay whole even if forgotten meanwhile.
     let lease = store.read_lease("pack");

@@ -27,7 +27,8 @@ const FAILURES_SHOWN: usize = 5;
 
 pub fn run(lease: &ReadLease, args: RestoreArgs) -> anyhow::Result<()> {
     let store = lease.store();
-    super::outside_store(store.root(), &args.dir, &args.dir.display().to_string())?;
+    let shown = args.dir.display().to_string();
+    super::outside_store(store.root(), &args.dir, &shown, super::WOULD_DAMAGE)?;
     let snap = lease.resolve(&args.snap)?;
     // Raw bytes (names need not be UTF-8); the engine ignores surrounding slashes.
     let path = args

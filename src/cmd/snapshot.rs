@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{IsTerminal, Seek};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
@@ -53,6 +54,11 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
         .and_then(|d| Some((d, super::not_a_dir(d)?)))
     {
         return Err(UsageError(format!("--dir {}: {why}", dir.display())).into());
+    }
+    if let Some(dir) = args.dir.as_deref() {
+        let shown = format!("--dir {}", dir.display());
+        let why = "its packs change while they are read: snapshot a copy";
+        super::outside_store(root, dir, &shown, why)?;
     }
     // Reading a directory as a tar file would fail only once the store is open, with EISDIR.
     if let Some(source) = args.source.as_ref().filter(|s| s.is_dir()) {
@@ -175,6 +181,9 @@ fn snapshot_dir(
     let dir_opts = DirOptions {
         excludes: args.exclude.clone(),
         one_file_system: args.one_file_system,
+        leave_out: std::fs::metadata(store.root())
+            .map(|m| vec![(m.dev(), m.ino())])
+            .unwrap_or_default(),
     };
     let (reader, mut writer) = std::io::pipe().context("creating a pipe")?;
     let root = dir.to_path_buf();

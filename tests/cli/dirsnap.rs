@@ -224,6 +224,37 @@ fn excludes_and_bad_directories() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
+/// A directory holding the store is archived without it, as GNU tar leaves out its own
+/// archive: the store's packs grow while they would be read, and each snapshot would hold
+/// the last. A directory inside the store is refused.
+#[test]
+fn the_store_itself_is_left_out() {
+    let store = TestStore::new();
+    // The store is `DIR/store`; DIR also holds the data.
+    let dir = store.dir.path();
+    write_file(&dir.join("data/a"), b"a\n");
+    for _ in 0..2 {
+        let out = store.run(&["snapshot", "--dir", dir.to_str().unwrap(), "--json"]);
+        assert_success(&out, &["snapshot", "--dir"]);
+        let err = stderr(&out);
+        assert!(
+            err.contains("/store: is the store being written to; not dumped"),
+            "{err}"
+        );
+    }
+    let listing = store.ok(&["ls", "default", "-R"]);
+    assert!(listing.contains("/data/a\n"), "{listing}");
+    assert!(!listing.contains("/store"), "{listing}");
+    let packs = store.path().join("packs");
+    let out = store.run(&["snapshot", "--dir", packs.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("inside the store"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// Unmounts on drop, even when an assertion fails.
 struct Mount(PathBuf);
 

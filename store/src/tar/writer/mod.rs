@@ -96,6 +96,10 @@ pub struct DirOptions {
     pub excludes: Vec<String>,
     /// Do not descend into directories on another device than the root.
     pub one_file_system: bool,
+    /// Directories (device, inode) left out with their contents, and a warning: the store the
+    /// snapshot is written to, whose packs grow while they are read, as GNU tar leaves out
+    /// the archive it writes ("file is the archive; not dumped").
+    pub leave_out: Vec<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -137,6 +141,7 @@ struct Walker<'a> {
     root_dev: u64,
     one_file_system: bool,
     excludes: Excludes,
+    leave_out: Vec<(u64, u64)>,
     out: Out<'a>,
     links: HardLinks,
     report: DirReport,
@@ -161,6 +166,7 @@ impl<'a> Walker<'a> {
             root_dev: root_md.dev(),
             one_file_system: opts.one_file_system,
             excludes: Excludes::new(&opts.excludes),
+            leave_out: opts.leave_out.clone(),
             out: Out::new(out),
             links: HardLinks::default(),
             report: DirReport::default(),
@@ -211,6 +217,10 @@ impl<'a> Walker<'a> {
             }
         };
         let ft = md.file_type();
+        if ft.is_dir() && self.leave_out.contains(&(md.dev(), md.ino())) {
+            self.warn(&path, "is the store being written to; not dumped");
+            return Ok(None);
+        }
         if ft.is_dir() {
             return self.directory(rel, &md);
         }

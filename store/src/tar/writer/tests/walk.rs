@@ -30,6 +30,7 @@ fn excludes_leave_out_members_and_directory_contents() {
     let opts = DirOptions {
         excludes: vec!["proc".into(), "var/cache/*".into(), "*.log".into()],
         one_file_system: false,
+        ..Default::default()
     };
     assert_eq!(
         names_with(root, &opts),
@@ -49,6 +50,7 @@ fn excludes_leave_out_members_and_directory_contents() {
     let opts = DirOptions {
         excludes: vec!["cache".into(), "home/user/\\[*".into(), "v?r".into()],
         one_file_system: false,
+        ..Default::default()
     };
     assert_eq!(
         names_with(root, &opts),
@@ -92,8 +94,8 @@ fn one_file_system_stops_at_mount_points() {
     let all = ["./", "./a", "./mnt/", "./mnt/inside", "./z"];
     assert_eq!(names_with(root, &no_opts()), all);
     let opts = DirOptions {
-        excludes: Vec::new(),
         one_file_system: true,
+        ..Default::default()
     };
     assert_eq!(names_with(root, &opts), ["./", "./a", "./mnt/", "./z"]);
 }
