@@ -1,7 +1,7 @@
 //! The command line, as clap derives it.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
@@ -299,6 +299,30 @@ pub struct LayersArg {
     /// [default: full]
     #[arg(long, value_name = "MODE", value_parser = ["full", "incremental"])]
     pub layers: Option<String>,
+}
+
+impl ExportArgs {
+    /// Whether what is exported goes to stdout: no `-o`, `-o -`, or a name of descriptor 1.
+    pub fn to_stdout(&self) -> bool {
+        self.output
+            .as_deref()
+            .is_none_or(|p| p == Path::new("-") || inherited_fd(p) == Some(1))
+    }
+}
+
+/// The descriptor `path` names as it is, if it names one: `/dev/stdout`, `/dev/stderr`,
+/// `/dev/fd/N`, `/proc/self/fd/N`.
+pub fn inherited_fd(path: &Path) -> Option<i32> {
+    let p = path.to_str()?;
+    match p {
+        "/dev/stdout" => Some(1),
+        "/dev/stderr" => Some(2),
+        _ => p
+            .strip_prefix("/dev/fd/")
+            .or_else(|| p.strip_prefix("/proc/self/fd/"))?
+            .parse()
+            .ok(),
+    }
 }
 
 impl LayersArg {

@@ -40,7 +40,7 @@ pub fn needed_but_closed(command: &Command) -> Option<&'static str> {
 /// Whether `command` puts what it produces (data or its report) on stdout.
 fn writes_stdout(command: &Command) -> bool {
     match command {
-        Command::Export(a) => a.output.as_ref().is_none_or(|o| o.as_os_str() == "-") || a.json,
+        Command::Export(a) => a.to_stdout() || a.json,
         Command::Mount(a) => a.json,
         Command::Restore(a) => a.json,
         Command::Serve(a) => a.json,

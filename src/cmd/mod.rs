@@ -12,6 +12,7 @@ mod serve;
 mod snapshot;
 mod source;
 mod stats;
+mod target;
 mod tree;
 mod verify;
 
@@ -197,32 +198,45 @@ fn outside_store(root: &Path, path: &Path, shown: &str, why: &str) -> anyhow::Re
     .into())
 }
 
-/// Where `path` lands once every symlink on it is followed, for the part of it that exists;
-/// the rest is appended as written. None for a path that cannot be resolved (a `..` after a
-/// part that does not exist, a loop of links), which then names no place in particular.
+/// Where `path` lands, resolved a component at a time as the kernel resolves it: a symlink
+/// is followed (to where nothing is yet, too: writing follows it), and `..` goes up from
+/// where the path has got to, also past a directory that does not exist yet (`missing/..`,
+/// which a restore or export makes and then leaves). None for a loop of links, or a
+/// working directory that cannot be named.
 fn resolved(path: &Path) -> Option<PathBuf> {
-    let mut at = path.to_path_buf();
-    let mut rest = Vec::new();
-    // The kernel's own limit on a chain of links (ELOOP past it).
-    for _ in 0..40 {
-        if let Ok(real) = at.canonicalize() {
-            return Some(rest.into_iter().rev().fold(real, |p, c: PathBuf| p.join(c)));
-        }
-        let parent = match at.parent() {
-            Some(p) if p.as_os_str().is_empty() => Path::new("."),
-            Some(p) => p,
-            None => return None,
-        };
-        match std::fs::read_link(&at) {
-            // A link to where nothing is yet: writing follows it.
-            Ok(to) => at = parent.join(to),
-            Err(_) => {
-                rest.push(PathBuf::from(at.file_name()?));
-                at = parent.to_path_buf();
+    use std::path::Component;
+    let mut at = match path.is_absolute() {
+        true => PathBuf::from("/"),
+        false => std::env::current_dir().ok()?.canonicalize().ok()?,
+    };
+    // What is left to walk, last first.
+    let mut left: Vec<PathBuf> = path.iter().rev().map(PathBuf::from).collect();
+    // The kernel's own limit on the links followed in one lookup (ELOOP past it).
+    let mut links = 0;
+    while let Some(part) = left.pop() {
+        match part.components().next() {
+            Some(Component::RootDir) => at = PathBuf::from("/"),
+            Some(Component::ParentDir) => {
+                at.pop();
             }
+            Some(Component::Normal(name)) => {
+                let next = at.join(name);
+                match std::fs::read_link(&next) {
+                    Ok(to) => {
+                        links += 1;
+                        if links > 40 {
+                            return None;
+                        }
+                        left.extend(to.iter().rev().map(PathBuf::from));
+                    }
+                    // Not a link, or not there: `at` holds no link, so `..` can pop it.
+                    Err(_) => at = next,
+                }
+            }
+            _ => {}
         }
     }
-    None
+    Some(at)
 }
 
 /// `$XDG_DATA_HOME/cellar`, else `~/.local/share/cellar`. Only absolute paths count (the

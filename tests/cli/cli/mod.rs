@@ -6,10 +6,26 @@ use std::process::Output;
 
 use super::common::*;
 
+mod descriptors;
 mod lineages;
 mod output;
 mod progress;
 mod store_dir;
+
+/// `cellar --store STORE ARGS` (ARGS as shell words) run by script(1), which gives it a
+/// terminal on stdin, stdout and stderr: its exit code (-e passes it on) and everything the
+/// terminal showed.
+pub(super) fn on_a_terminal(ts: &TestStore, args: &str) -> (Option<i32>, String) {
+    require("script");
+    let cmd = format!("{} --store '{}' {args}", cellar_bin(), ts.path().display());
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code(), said)
+}
 
 /// A small tree beside the store; `version` changes one file so streams differ.
 pub(super) fn tree(ts: &TestStore, version: u64) -> PathBuf {

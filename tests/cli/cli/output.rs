@@ -462,21 +462,9 @@ fn a_stderr_that_went_away_costs_the_messages_not_the_exit_status() {
 
 #[test]
 fn a_terminal_on_stdin_is_refused_not_waited_on() {
-    require("script");
     let ts = TestStore::new();
-    // script(1) gives the command a terminal for stdin; -e passes its exit status on.
-    let cmd = format!(
-        "{} --store '{}' snapshot -",
-        cellar_bin(),
-        ts.path().display()
-    );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{said}");
+    let (code, said) = on_a_terminal(&ts, "snapshot -");
+    assert_eq!(code, Some(2), "{said}");
     assert!(
         said.contains("refusing to read a tar stream from a terminal"),
         "{said}"

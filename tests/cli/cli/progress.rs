@@ -6,7 +6,6 @@ use super::*;
 /// stream stalls half-way through a 4 MiB file, the line says about 2 MiB read.
 #[test]
 fn progress_counts_bytes_read_inside_a_large_member() {
-    require("script");
     let ts = TestStore::new();
     let mut stream = ustar_header(b"disk.img", b'0', 4 << 20, b"", 0o644).to_vec();
     stream.extend(noise(4 << 20, 9));
@@ -19,19 +18,8 @@ fn progress_counts_bytes_read_inside_a_large_member() {
         half + 1,
         f = file.display()
     );
-    let cmd = format!(
-        "{} --store '{}' snapshot -- sh -c \"{feed}\"",
-        cellar_bin(),
-        ts.path().display()
-    );
-    // script(1) gives cellar a terminal for stderr; -e passes its exit status on.
-    let out = std::process::Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{said}");
+    let (code, said) = on_a_terminal(&ts, &format!("snapshot -- sh -c \"{feed}\""));
+    assert_eq!(code, Some(0), "{said}");
     // What the lines showed as read: the stall's lines show the first half.
     let shown: Vec<f64> = said
         .split(" read, ")

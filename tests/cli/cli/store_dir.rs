@@ -123,6 +123,16 @@ fn writing_into_the_store_is_refused() {
         vec!["export", &id, "-o", &s(link.clone())],
         vec!["export", &id, "--format", "oci", "-o", &s(store.clone())],
         vec!["restore", &id, &s(store.join("restored"))],
+        // Through a directory that does not exist yet, which restore or export would make.
+        vec!["restore", &id, &s(ts.scratch("nope/../store")), "--force"],
+        vec![
+            "export",
+            &id,
+            "--format",
+            "oci",
+            "-o",
+            &s(ts.scratch("nope/../store/layout")),
+        ],
         vec!["mount", &s(store.join("packs"))],
     ] {
         let err = fails(&ts, &args, 2);
@@ -130,6 +140,7 @@ fn writing_into_the_store_is_refused() {
     }
     assert!(!store.join("packs/new.tar").exists());
     assert!(!store.join("restored").exists());
+    assert!(!store.join("layout").exists() && !ts.scratch("nope").exists());
     ts.ok(&["verify"]);
     assert!(ts.ok(&["list"]).contains("web"));
     // Beside the store is fine.
