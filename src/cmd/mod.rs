@@ -198,6 +198,14 @@ fn outside_store(root: &Path, path: &Path, shown: &str, why: &str) -> anyhow::Re
     .into())
 }
 
+/// Where the store at `root` is below `path` (relative to it), if `path` holds it: a mount
+/// there would hide it, and a restore could write into it.
+fn store_below(root: &Path, path: &Path) -> Option<PathBuf> {
+    let root = root.canonicalize().ok()?;
+    let at = resolved(path)?;
+    root.strip_prefix(&at).ok().map(Path::to_path_buf)
+}
+
 /// Where `path` lands, resolved a component at a time as the kernel resolves it: a symlink
 /// is followed (to where nothing is yet, too: writing follows it), and `..` goes up from
 /// where the path has got to, also past a directory that does not exist yet (`missing/..`,

@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context};
+use cellar_store::error::printable;
 use cellar_store::fsview::FsView;
 use cellar_store::Store;
 use fuser::{Config, MountOption, SessionACL};
@@ -44,6 +45,14 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
     }
     let shown = args.mountpoint.display().to_string();
     super::outside_store(root, &args.mountpoint, &shown, super::WOULD_DAMAGE)?;
+    if super::store_below(root, &args.mountpoint).is_some() {
+        return Err(UsageError(format!(
+            "{shown}: holds the store {} (a mount there would hide the store from cellar \
+             itself)",
+            printable(&root.display().to_string())
+        ))
+        .into());
+    }
     // Mounting there would hide what is mounted, not replace it, and succeed silently.
     if is_mount_point(&args.mountpoint)? {
         bail!(

@@ -4,10 +4,10 @@ use std::os::unix::ffi::OsStrExt;
 
 use cellar_store::error::printable;
 use cellar_store::restore::{restore, RestoreFailure, RestoreOptions};
-use cellar_store::ReadLease;
+use cellar_store::{ReadLease, Snapshot};
 use serde::Serialize;
 
-use crate::cli::RestoreArgs;
+use crate::cli::{RestoreArgs, UsageError};
 use crate::output::{errln, human_bytes, print_json};
 
 #[derive(Serialize)]
@@ -36,6 +36,7 @@ pub fn run(lease: &ReadLease, args: RestoreArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|p| p.as_bytes().to_vec())
         .unwrap_or_default();
+    would_write_into_store(lease, &snap, &path, &args)?;
     let opts = RestoreOptions { force: args.force };
     let report = restore(store, &snap, &path, &args.dir, &opts)?;
     for w in &report.warnings {
@@ -75,6 +76,39 @@ pub fn run(lease: &ReadLease, args: RestoreArgs) -> anyhow::Result<()> {
         return Err(incomplete(report.failed, &report.failures));
     }
     Ok(())
+}
+
+/// A usage error if DIR holds the store and the snapshot has a member where the store is:
+/// restoring it would write into the index or a pack being read. (A snapshot of the directory
+/// the store is in holds the store itself.) Members only above the store are harmless: a
+/// restore never replaces a non-empty directory.
+fn would_write_into_store(
+    lease: &ReadLease,
+    snap: &Snapshot,
+    path: &[u8],
+    args: &RestoreArgs,
+) -> anyhow::Result<()> {
+    let store = lease.store();
+    let Some(below) = super::store_below(store.root(), &args.dir) else {
+        return Ok(());
+    };
+    let mut inside = cellar_store::tree::normalize_path(path);
+    inside.push(b'/');
+    inside.extend_from_slice(below.as_os_str().as_bytes());
+    if store.tree(snap).and_then(|t| t.resolve(&inside)).is_err() {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "{}: holds the store {}, and {}:/{} is there in the snapshot (restoring it would \
+         write into the store)",
+        printable(&args.dir.display().to_string()),
+        printable(&store.root().display().to_string()),
+        snap.short_id(),
+        printable(&String::from_utf8_lossy(
+            &cellar_store::tree::normalize_path(&inside)
+        ))
+    ))
+    .into())
 }
 
 /// The error for a restore that went on past members it could not write: how many, and the

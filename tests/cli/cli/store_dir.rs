@@ -146,3 +146,45 @@ fn writing_into_the_store_is_refused() {
     // Beside the store is fine.
     ts.ok(&["export", &id, "-o", &s(ts.scratch("store.tar"))]);
 }
+
+/// A restore or mount at a directory that holds the store: a mount there would hide the store
+/// from cellar, and a restore is refused when the snapshot has something where the store is.
+#[test]
+fn a_directory_holding_the_store_is_refused_where_it_would_reach_it() {
+    let ts = TestStore::new();
+    let above = ts.path().parent().unwrap().to_path_buf();
+    let name = ts.path().file_name().unwrap().to_str().unwrap().to_string();
+    let src = ts.scratch("src");
+    write_file(&src.join(&name).join("cellar.db"), b"not an index\n");
+    write_file(&src.join("sub").join(&name).join("db"), b"nor this\n");
+    write_file(&src.join("etc/hostname"), b"web\n");
+    let dir = src.to_str().unwrap();
+    let reaching = ts.snapshot_bytes(&tar_stream(&["tar", "-cf", "-", "-C", dir, "."]), "web");
+    let harmless = ts.snapshot_bytes(&tar_of(&tree(&ts, 1)), "web");
+    let above_s = above.to_str().unwrap();
+
+    let err = fails(&ts, &["restore", &reaching, above_s, "--force"], 2);
+    assert!(
+        err.contains("holds the store") && err.contains(&format!("/{name}")),
+        "{err}"
+    );
+    // Through --path, what lands in DIR is the subtree's contents.
+    let err = fails(
+        &ts,
+        &["restore", &reaching, above_s, "--force", "--path", "/sub"],
+        2,
+    );
+    assert!(err.contains(&format!("/sub/{name}")), "{err}");
+    let err = fails(&ts, &["mount", above_s], 2);
+    assert!(err.contains("holds the store"), "{err}");
+    ts.ok(&["verify"]);
+    assert!(!above.join("etc").exists(), "a refused restore wrote");
+
+    // Nothing of this snapshot is where the store is: restored beside it.
+    ts.ok(&["restore", &harmless, above_s, "--force"]);
+    assert_eq!(
+        std::fs::read(above.join("etc/hostname")).unwrap(),
+        b"host-1\n"
+    );
+    ts.ok(&["verify"]);
+}
