@@ -317,9 +317,13 @@ pub fn inherited_fd(path: &Path) -> Option<i32> {
     match p {
         "/dev/stdout" => Some(1),
         "/dev/stderr" => Some(2),
+        // Digits as the kernel reads them: no sign, no leading 0 (`/dev/fd/01` is no name).
         _ => p
             .strip_prefix("/dev/fd/")
-            .or_else(|| p.strip_prefix("/proc/self/fd/"))?
+            .or_else(|| p.strip_prefix("/proc/self/fd/"))
+            .filter(|n| {
+                n.bytes().all(|b| b.is_ascii_digit()) && (n == &"0" || !n.starts_with('0'))
+            })?
             .parse()
             .ok(),
     }

@@ -1,23 +1,33 @@
-//! A process started with stdin or stdout closed (`cellar export x >&-`). Rust's runtime opens
-//! /dev/null on a closed fd 0, 1 or 2 before `main`, so an export's data would vanish with
-//! exit 0 and a closed stdin would read as an empty stream; coreutils say "Bad file
-//! descriptor" instead. This looks at the two before the runtime does, from an ELF
-//! constructor, and `main` refuses a command that needs one of them.
+//! A process started with stdin, stdout or stderr closed (`cellar export x >&-`). Rust's
+//! runtime opens /dev/null on a closed fd 0, 1 or 2 before `main`, so an export's data would
+//! vanish with exit 0 and a closed stdin would read as an empty stream; coreutils say "Bad
+//! file descriptor" instead. This looks at the three before the runtime does, from an ELF
+//! constructor: `main` refuses a command that needs stdin or stdout, and `-o /dev/fd/N`
+//! one that was closed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::cli::Command;
+use crate::cli::{Command, ExportFormat};
 
-static STDIN_CLOSED: AtomicBool = AtomicBool::new(false);
-static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+/// Whether descriptors 0, 1 and 2 were closed when the process started.
+static CLOSED: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
 
 extern "C" fn look() {
-    for (fd, closed) in [(0, &STDIN_CLOSED), (1, &STDOUT_CLOSED)] {
+    for (fd, closed) in (0..).zip(&CLOSED) {
         // SAFETY: F_GETFD reads a descriptor's flags and nothing else; -1 (EBADF): closed.
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
             closed.store(true, Ordering::Relaxed);
         }
     }
+}
+
+/// Whether `fd` (0, 1 or 2) was closed when the process started: what is there now is the
+/// runtime's /dev/null.
+pub fn closed_at_start(fd: i32) -> bool {
+    usize::try_from(fd)
+        .ok()
+        .and_then(|i| CLOSED.get(i))
+        .is_some_and(|c| c.load(Ordering::Relaxed))
 }
 
 // Run by the dynamic loader (and by a static binary's start code) before `main`, and so
@@ -28,10 +38,10 @@ static LOOK: extern "C" fn() = look;
 
 /// The standard stream `command` needs that was closed when the process started, if any.
 pub fn needed_but_closed(command: &Command) -> Option<&'static str> {
-    if STDOUT_CLOSED.load(Ordering::Relaxed) && writes_stdout(command) {
+    if closed_at_start(1) && writes_stdout(command) {
         return Some("stdout");
     }
-    if STDIN_CLOSED.load(Ordering::Relaxed) && reads_stdin(command) {
+    if closed_at_start(0) && reads_stdin(command) {
         return Some("stdin");
     }
     None
@@ -40,7 +50,8 @@ pub fn needed_but_closed(command: &Command) -> Option<&'static str> {
 /// Whether `command` puts what it produces (data or its report) on stdout.
 fn writes_stdout(command: &Command) -> bool {
     match command {
-        Command::Export(a) => a.to_stdout() || a.json,
+        // An image's digest is printed when the image is not on stdout itself.
+        Command::Export(a) => a.format != ExportFormat::Tar || a.to_stdout() || a.json,
         Command::Mount(a) => a.json,
         Command::Restore(a) => a.json,
         Command::Serve(a) => a.json,

@@ -1,9 +1,10 @@
 //! Where an export's stream goes: stdout, a descriptor cellar was given, a device, or a file
 //! made whole beside its name and renamed into place. Checked before anything is made.
 
+use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -20,15 +21,45 @@ use crate::cli::{inherited_fd, UsageError};
 /// or socket is written through, as `tar -f` and `cp` do (renaming a file over `/dev/null`
 /// would replace the device). A regular file, or a name for a new one, is written beside
 /// where its last symlink points and renamed into place, so a failed or interrupted export
-/// leaves no partial file behind.
+/// leaves no partial file behind. A descriptor or device that is also stderr is refused:
+/// warnings and the report would be mixed into the stream.
 pub(super) enum Target<'a> {
     Stdout,
-    Given { fd: i32, shown: &'a Path },
-    Through { shown: &'a Path, block: bool },
-    File { shown: &'a Path, path: PathBuf },
+    Given {
+        fd: i32,
+        shown: &'a Path,
+    },
+    Through {
+        shown: &'a Path,
+        file: File,
+        block: bool,
+    },
+    File {
+        shown: &'a Path,
+        path: PathBuf,
+    },
 }
 
 const TERMINAL: &str = "refusing to write a tar stream to a terminal";
+const STDERR: &str = "is also stderr, where cellar's messages go (they would be mixed into \
+                      the stream); give another file";
+
+/// Whether `fd` is the file stderr is: the same pipe, socket, file or block device. A
+/// character device (`/dev/null`) does not count: nothing written there is kept.
+fn is_stderr(fd: i32) -> bool {
+    let stat = |fd| {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat fills `st` when it returns 0, and reads nothing else.
+        (unsafe { libc::fstat(fd, st.as_mut_ptr()) } == 0).then(|| unsafe { st.assume_init() })
+    };
+    match (stat(fd), stat(2)) {
+        (Some(a), Some(b)) => {
+            (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+                && a.st_mode & libc::S_IFMT != libc::S_IFCHR
+        }
+        _ => false,
+    }
+}
 
 impl<'a> Target<'a> {
     /// Where `path` sends an export, or why it cannot: a usage error for a terminal, a path
@@ -46,8 +77,8 @@ impl<'a> Target<'a> {
         if let Some(fd) = fd {
             // SAFETY: F_GETFD reads a descriptor's flags and nothing else.
             let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-            if flags == -1 {
-                let e = std::io::Error::last_os_error();
+            if flags == -1 || crate::closed_fds::closed_at_start(fd) {
+                let e = std::io::Error::from_raw_os_error(libc::EBADF);
                 return Err(e).with_context(|| format!("-o {}", shown.display()));
             }
             // A descriptor that came through exec has no close-on-exec flag (it would have
@@ -59,6 +90,9 @@ impl<'a> Target<'a> {
             if unsafe { libc::isatty(fd) } == 1 {
                 return usage(TERMINAL.into());
             }
+            if is_stderr(fd) {
+                return usage(STDERR.into());
+            }
             return Ok(Target::Given { fd, shown });
         }
         if let Some(why) = super::not_a_file_to_write(shown) {
@@ -67,7 +101,20 @@ impl<'a> Target<'a> {
         // Links followed by the kernel: /dev/stdout's /proc/self/fd/1 names a pipe by no path.
         if let Some(m) = std::fs::metadata(shown).ok().filter(|m| !m.is_file()) {
             let block = m.file_type().is_block_device();
-            return Ok(Target::Through { shown, block });
+            // Opened now, so that a terminal (`/dev/tty`) or stderr is refused before any
+            // work; not made the controlling terminal by it.
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOCTTY)
+                .open(shown)
+                .with_context(|| format!("opening {}", shown.display()))?;
+            if file.is_terminal() {
+                return usage(TERMINAL.into());
+            }
+            if is_stderr(file.as_raw_fd()) {
+                return usage(STDERR.into());
+            }
+            return Ok(Target::Through { shown, file, block });
         }
         let path = link_target(shown).with_context(|| format!("-o {}", shown.display()))?;
         let dir = parent_dir(&path);
@@ -94,7 +141,7 @@ impl<'a> Target<'a> {
                 out.flush().map_err(|e| Error::Output(e).into())
             }
             Target::Given { fd, shown } => to_given(fd, shown, write),
-            Target::Through { shown, block } => write_through(shown, block, write),
+            Target::Through { shown, file, block } => write_through(shown, &file, block, write),
             Target::File { shown, path } => to_file(shown, &path, write),
         }
     }
@@ -151,14 +198,11 @@ fn link_target(path: &Path) -> std::io::Result<PathBuf> {
 /// export fails; a block device is synced at the end, as a file would be.
 fn write_through(
     path: &Path,
+    file: &File,
     block: bool,
     write: impl FnOnce(&mut dyn Write) -> cellar_store::Result<()>,
 ) -> anyhow::Result<()> {
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, &file);
+    let mut out = BufWriter::with_capacity(1 << 20, file);
     write(&mut out).map_err(|e| at_output(e, path))?;
     out.flush().map_err(|e| at_output(Error::Output(e), path))?;
     drop(out);
