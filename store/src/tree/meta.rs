@@ -177,7 +177,12 @@ pub fn action(
             )
         };
         let pax = pax::lookup(&m.pax, key);
-        let linux = pax.and_then(pax::parse_decimal).map(u32::try_from);
+        // `-0` (`-00`…) is 0, as GNU tar reads it: a minus sign alone is no reason to warn.
+        let unsigned = |v: &'_ [u8]| match v.strip_prefix(b"-") {
+            Some(zeros) if !zeros.is_empty() && zeros.iter().all(|&b| b == b'0') => Some(0),
+            _ => pax::parse_decimal(v),
+        };
+        let linux = pax.and_then(unsigned).map(u32::try_from);
         if let Some(Ok(v)) = linux {
             return u64::from(v);
         }

@@ -126,6 +126,12 @@ fn a_pax_owner_past_32_bits_or_negative_is_ignored_for_the_headers() {
         "{err}"
     );
     assert_eq!((&f["uid"], &f["gid"]), (&7.into(), &8.into()), "{f}");
+    // `-0` is 0, no warning: GNU tar reads it as 0 too.
+    let mut stream = Vec::new();
+    pax(&mut stream, &[("uid", b"-0"), ("gid", b"-000")]);
+    let (err, f) = owned_file(stream, *b"0000007\0", *b"0000010\0");
+    assert!(!err.contains("out of range"), "{err}");
+    assert_eq!((&f["uid"], &f["gid"]), (&0.into(), &0.into()), "{f}");
 }
 
 /// A header's own owner past 32 bits (GNU base-256) is not used, as GNU tar does not use it
