@@ -66,9 +66,13 @@ async fn base() -> Response {
         .into_response()
 }
 
-async fn fallback(method: Method) -> ApiError {
+async fn fallback(method: Method, uri: Uri) -> ApiError {
     if method == Method::GET || method == Method::HEAD {
-        ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
+        match repository_of(uri.path()) {
+            // `a/b`: a valid repository name in the spec, never a lineage's.
+            Some(name) => ApiError::name_unknown(name),
+            None => ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint"),
+        }
     } else {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -76,6 +80,20 @@ async fn fallback(method: Method) -> ApiError {
             "cellar serve is read-only",
         )
     }
+}
+
+/// The repository an API path names (`/v2/NAME/manifests/REF`, `…/blobs/DIGEST`,
+/// `…/tags/list`), where NAME may have several components.
+fn repository_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v2/")?;
+    let name = match rest.strip_suffix("/tags/list") {
+        Some(name) => name,
+        None => ["/manifests/", "/blobs/"]
+            .iter()
+            .find_map(|sep| rest.rsplit_once(sep))
+            .map(|(name, _)| name)?,
+    };
+    (!name.is_empty()).then_some(name)
 }
 
 /// A listing's page as a response: `key` holding the entries, `Link` naming the next page.
@@ -250,12 +268,12 @@ async fn blob(
         })
         .await?
     };
-    let (key, size) = match found {
-        None => return Err(ApiError::blob_unknown(digest.as_str())),
-        Some(Blob::Small { media_type, bytes }) => {
-            return Ok(small(&method, &media_type, &digest, bytes))
-        }
-        Some(Blob::Layer { key, size }) => (key, size),
+    let Some(found) = found else {
+        return Err(ApiError::blob_unknown(digest.as_str()));
+    };
+    let size = match &found {
+        Blob::Small { bytes, .. } => bytes.len() as u64,
+        Blob::Layer { size, .. } => *size,
     };
     let (status, range) = match parse_range(&headers, size) {
         None => (StatusCode::OK, None),
@@ -269,21 +287,36 @@ async fn blob(
     };
     let (start, end) = range.unwrap_or((0, size.saturating_sub(1)));
     let len = if size == 0 { 0 } else { end - start + 1 };
-    let body = if method == Method::HEAD || len == 0 {
-        Body::empty()
-    } else {
-        // Forgotten since it was found: gone, as if it had not been found.
-        layer_body(shared, key, (start, end))
-            .await
-            .map_err(|e| match e {
-                cellar_store::Error::NotFound(_) => ApiError::blob_unknown(digest.as_str()),
-                e => e.into(),
-            })?
+    let wanted = method != Method::HEAD && len > 0;
+    let (media_type, body) = match found {
+        Blob::Small { media_type, bytes } => {
+            // Within the blob: parse_range keeps `end` below `size`.
+            let body = if wanted {
+                Body::from(bytes[start as usize..=end as usize].to_vec())
+            } else {
+                Body::empty()
+            };
+            (media_type, body)
+        }
+        Blob::Layer { key, .. } => {
+            let body = if wanted {
+                // Forgotten since it was found: gone, as if it had not been found.
+                layer_body(shared, key, (start, end))
+                    .await
+                    .map_err(|e| match e {
+                        cellar_store::Error::NotFound(_) => ApiError::blob_unknown(digest.as_str()),
+                        e => e.into(),
+                    })?
+            } else {
+                Body::empty()
+            };
+            ("application/octet-stream".to_string(), body)
+        }
     };
     let mut r = Response::new(body);
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, value("application/octet-stream"));
+    h.insert(header::CONTENT_TYPE, value(&media_type));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::ACCEPT_RANGES, value("bytes"));
     h.insert("Docker-Content-Digest", value(digest.as_str()));

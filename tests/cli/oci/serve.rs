@@ -130,12 +130,34 @@ fn distribution_api_answers_as_the_spec_says() {
     let config = manifest["config"]["digest"].as_str().unwrap();
     let c = http_get(addr, &format!("/v2/vm/blobs/{config}"), &[]);
     assert_eq!(format!("sha256:{}", sha256_hex(&c.body)), config);
+    // A config blob takes a range as a layer does.
+    let part = http_get(
+        addr,
+        &format!("/v2/vm/blobs/{config}"),
+        &[("Range", "bytes=-5")],
+    );
+    assert_eq!(part.status, 206);
+    assert!(part.body == c.body[c.body.len() - 5..]);
+    let len = c.body.len();
+    assert_eq!(
+        part.header("content-range"),
+        Some(format!("bytes {}-{}/{len}", len - 5, len - 1).as_str())
+    );
 
     // A repository with no snapshots has nothing, not even what another one holds.
     let nope_manifest = format!("/v2/nope/manifests/{digest}");
     let nope_blob = format!("/v2/nope/blobs/{layer}");
     for (path, status, code) in [
         ("/v2/nope/tags/list", 404, "NAME_UNKNOWN"),
+        // A name of several components is valid in the spec, and never a lineage's.
+        ("/v2/team/vm/tags/list", 404, "NAME_UNKNOWN"),
+        ("/v2/team/vm/manifests/latest", 404, "NAME_UNKNOWN"),
+        (
+            &format!("/v2/team/vm/blobs/{layer}") as &str,
+            404,
+            "NAME_UNKNOWN",
+        ),
+        ("/v2/vm/nothing", 404, "NOT_FOUND"),
         (&nope_manifest as &str, 404, "NAME_UNKNOWN"),
         (&nope_blob, 404, "NAME_UNKNOWN"),
         ("/v2/vm/manifests/nope", 404, "MANIFEST_UNKNOWN"),
