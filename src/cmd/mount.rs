@@ -198,7 +198,8 @@ fn is_mount_point(dir: &Path) -> anyhow::Result<bool> {
     Ok(libc::makedev(stx.stx_dev_major, stx.stx_dev_minor) != parent.dev())
 }
 
-/// Detach the mount even if it is busy (open files keep working until closed).
+/// Detach the mount even if it is busy: it leaves the namespace at once, and files open in
+/// it keep working for as long as this process still serves them.
 fn unmount_lazily(mountpoint: &Path) {
     let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).unwrap_or_default();
     // SAFETY: umount2 with a valid NUL-terminated path.
