@@ -107,14 +107,14 @@ impl IngestHarness {
 /// What the engine is promised to hand back: the stream after any gzip/zstd wrapper.
 fn expected_stream(data: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    match data {
-        [0x1f, 0x8b, ..] => {
+    match crate::ingest::wrapper::codec_of(data) {
+        Some("gzip") => {
             crate::ingest::gzip::GzipMembers::new(data).read_to_end(&mut out)?;
         }
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => {
+        Some(_) => {
             zstd::stream::read::Decoder::new(data)?.read_to_end(&mut out)?;
         }
-        _ => out.extend_from_slice(data),
+        None => out.extend_from_slice(data),
     }
     Ok(out)
 }

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::gzip::{GzipMembers, Tally};
 use super::mapped::{Block, MappedRange, Mapping};
+use super::wrapper::{codec_of, SNIFF};
 use crate::error::{Error, Result};
 use crate::tar::ByteSource;
 
@@ -246,7 +247,7 @@ fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Block>) {
     let input = match input {
         IngestInput::Stream(r) => r,
         IngestInput::File(file) => match Mapping::new(&file) {
-            Some(map) if !compressed(map.bytes()) => {
+            Some(map) if codec_of(map.bytes()).is_none() => {
                 // Whatever was appended to the file since is not read: the file changed, which
                 // its stamp finds at the end.
                 if send_mapped(map, &tx, &free) {
@@ -310,11 +311,6 @@ fn spare(free: &Receiver<Block>) -> Vec<u8> {
     Vec::new()
 }
 
-/// Whether a stream starts like gzip or zstd (which are unwrapped by reading, not mapped).
-fn compressed(start: &[u8]) -> bool {
-    start.starts_with(&[0x1f, 0x8b]) || start.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-}
-
 /// Read `reader` to its end in blocks (reusing read ones from `free`), then send the end.
 fn read_blocks(
     mut reader: Box<dyn Read + '_>,
@@ -369,30 +365,35 @@ fn unwrap_compression(
     mut input: Box<dyn Read + Send>,
     consumed: &Arc<AtomicU64>,
 ) -> Result<Unwrapped> {
-    let mut magic = [0u8; 4];
+    let mut start = vec![0u8; SNIFF];
     let mut n = 0;
-    while n < magic.len() {
-        match input.read(&mut magic[n..]) {
+    while n < start.len() {
+        match input.read(&mut start[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::Input(e)),
         }
     }
-    let chained = Cursor::new(magic[..n].to_vec()).chain(input);
-    let tallied = |r| Tally::new(BufReader::with_capacity(1 << 16, r), consumed.clone());
-    Ok(match &magic[..n] {
-        [0x1f, 0x8b, ..] => (Box::new(GzipMembers::new(tallied(chained))), Some("gzip")),
-        [0x28, 0xb5, 0x2f, 0xfd] => {
+    start.truncate(n);
+    let codec = codec_of(&start);
+    let chained = Cursor::new(start).chain(input);
+    Ok(match codec {
+        Some("gzip") => {
+            let buffered = BufReader::with_capacity(1 << 16, chained);
+            let tallied = Tally::new(buffered, consumed.clone());
+            (Box::new(GzipMembers::new(tallied)), codec)
+        }
+        Some(codec) => {
             let counted = Tally::new(chained, consumed.clone());
             let d =
                 zstd::stream::read::Decoder::new(counted).map_err(|err| Error::BadCompression {
-                    codec: "zstd",
+                    codec,
                     offset: 0,
                     err,
                 })?;
-            (Box::new(d), Some("zstd"))
+            (Box::new(d), Some(codec))
         }
-        _ => (Box::new(chained), None),
+        None => (Box::new(chained), None),
     })
 }

@@ -19,6 +19,7 @@ mod progress;
 mod scratch;
 pub(crate) mod sink;
 mod workers;
+pub(crate) mod wrapper;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -129,3 +129,22 @@ fn other_compressions_are_named() {
     let err = refuse_stdin(&noise(4096, 6), "noise");
     assert!(!err.contains("compressed"), "{err}");
 }
+
+/// A tar whose first member's name starts like gzip or zstd is tar, from stdin and from a
+/// file: its first block is a valid header, which no compressed stream's is.
+#[test]
+fn a_first_name_that_starts_like_a_wrapper_is_tar() {
+    let ts = TestStore::new();
+    for name in [&b"\x1f\x8b-gz"[..], b"(\xb5/\xfd-zst", b"P*M\x18-skippable"] {
+        let mut tar = ustar_header(name, 3, b'0');
+        tar.extend_from_slice(b"hi\n");
+        tar.resize(4 * 512, 0);
+        let file = ts.scratch("first.tar");
+        write_file(&file, &tar);
+        let from_stdin = ts.snapshot_bytes(&tar, "default");
+        let from_file = ts.ok(&["snapshot", file.to_str().unwrap()]);
+        for id in [from_stdin.as_str(), from_file.trim_end()] {
+            assert!(ts.export(id) == tar, "{name:?}: export of {id} differs");
+        }
+    }
+}
