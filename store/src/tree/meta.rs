@@ -1,6 +1,8 @@
 //! What a tar member means for the tree: its kind and attributes, with PAX records, GNU
 //! extensions and libarchive's xattrs applied as `tar --xattrs -xpf` would apply them.
 
+use std::collections::HashSet;
+
 use super::node::{Content, Kind, Node};
 use crate::error::path_text;
 use crate::list::ListRef;
@@ -250,15 +252,25 @@ const XATTRS_MAX: usize = 64 << 10;
 
 /// xattrs from GNU/star (`SCHILY.xattr.NAME`, raw value) and libarchive
 /// (`LIBARCHIVE.xattr.NAME`, name %-encoded, value base64) records; the last one for a name
-/// wins. Those over Linux's limits are left out, and so is what comes past `XATTRS_MAX` in
-/// name order; returns how many were.
+/// wins. libarchive writes each xattr twice, `SCHILY.xattr.` beside its own record under the
+/// same encoded NAME: that copy is left for the exact one, or a name with a space would come
+/// back as both `user.a b` and `user.a%20b` (bsdtar itself restores both). Those over
+/// Linux's limits are left out, and so is what comes past `XATTRS_MAX` in name order;
+/// returns how many were.
 fn xattrs(recs: &[PaxRecord]) -> (Vec<Xattr>, usize) {
     // None: a value too large to set, which still replaces an earlier one of the name.
     let value = |v: &[u8]| (v.len() <= XATTR_SIZE_MAX).then(|| v.to_vec());
+    let libarchive: HashSet<&[u8]> = recs
+        .iter()
+        .filter(|r| base64_decode(&r.value).is_some())
+        .filter_map(|r| r.key.strip_prefix(b"LIBARCHIVE.xattr."))
+        .collect();
     let mut out = std::collections::BTreeMap::new();
     for r in recs {
         if let Some(name) = r.key.strip_prefix(b"SCHILY.xattr.") {
-            out.insert(gnu_xattr_name(name), value(&r.value));
+            if !libarchive.contains(name) {
+                out.insert(gnu_xattr_name(name), value(&r.value));
+            }
         } else if let Some(name) = r.key.strip_prefix(b"LIBARCHIVE.xattr.") {
             if let Some(decoded) = base64_decode(&r.value) {
                 out.insert(percent_decode(name), value(&decoded));
