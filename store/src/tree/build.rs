@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use super::members::{Members, BUDGET};
+use super::meta::keep_earlier_xattrs;
 use super::node::{Kind, Node};
 use super::record::{decode_dir, put_order, record_header, Dir};
 use crate::error::{path_text, Error, Result};
@@ -224,6 +225,7 @@ impl<'a> TreeBuilder<'a> {
         if components.is_empty() {
             if node.is_dir() {
                 node.name.clear();
+                keep_earlier_xattrs(&mut node, std::mem::take(&mut self.root.xattrs));
                 self.root = node;
             }
             return Ok(());
@@ -245,18 +247,19 @@ impl<'a> TreeBuilder<'a> {
         }
         // A later member for the same path replaces the earlier, as extraction does, with
         // GNU tar's one exception: nothing but a directory can take the place of a directory
-        // that is not empty (it cannot be removed, and the member fails).
-        if !node.is_dir() {
-            if let Some(old) = self.members.get(&dir, &node.name)? {
-                if old.is_dir() && self.members.has_children(&full)? {
-                    self.warn(format!(
-                        "{}: a {} where a non-empty directory stands is left out of the tree, \
-                         as GNU tar leaves it out",
-                        display(&full),
-                        node.kind.describe()
-                    ));
-                    return Ok(());
-                }
+        // that is not empty (it cannot be removed, and the member fails). A directory over a
+        // directory is that directory again, with its earlier xattrs.
+        if let Some(old) = self.members.get(&dir, &node.name)?.filter(|o| o.is_dir()) {
+            if node.is_dir() {
+                keep_earlier_xattrs(&mut node, old.xattrs);
+            } else if self.members.has_children(&full)? {
+                self.warn(format!(
+                    "{}: a {} where a non-empty directory stands is left out of the tree, \
+                     as GNU tar leaves it out",
+                    display(&full),
+                    node.kind.describe()
+                ));
+                return Ok(());
             }
         }
         self.members.put(&dir, &node)

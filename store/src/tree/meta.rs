@@ -250,6 +250,22 @@ const XATTR_SIZE_MAX: usize = 64 << 10;
 /// and small enough that a directory of such nodes costs what its stream does.
 const XATTRS_MAX: usize = 64 << 10;
 
+/// A directory named again keeps the xattrs of its earlier member that the later one does not
+/// name: an extractor sets the later member's on the directory already there and removes
+/// none (GNU tar and bsdtar alike; `tar -r` appends a directory again). Within `XATTRS_MAX`
+/// in all, the later member's first.
+pub(super) fn keep_earlier_xattrs(dir: &mut Node, earlier: Vec<Xattr>) {
+    let size = |(k, v): &Xattr| k.len() + v.len();
+    let mut total: usize = dir.xattrs.iter().map(size).sum();
+    for x in earlier {
+        if total + size(&x) <= XATTRS_MAX && !dir.xattrs.iter().any(|(k, _)| *k == x.0) {
+            total += size(&x);
+            dir.xattrs.push(x);
+        }
+    }
+    dir.xattrs.sort();
+}
+
 /// xattrs from GNU/star (`SCHILY.xattr.NAME`, raw value) and libarchive
 /// (`LIBARCHIVE.xattr.NAME`, name %-encoded, value base64) records; the last one for a name
 /// wins. libarchive writes each xattr twice, `SCHILY.xattr.` beside its own record under the

@@ -193,6 +193,42 @@ fn xattr_names_with_escaped_characters_decode() {
     }
 }
 
+/// A directory appended again (`tar -r`) is the same directory to an extractor: the later
+/// member's xattrs are set on it and the earlier ones stay, as GNU tar's extraction shows.
+#[test]
+fn a_directory_named_again_keeps_its_earlier_xattrs() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    let d = root.join("d");
+    write_file(&d.join("f"), b"x\n");
+    crate::trees::set_xattr(&d, "user.first", b"1");
+    crate::trees::set_xattr(&d, "user.both", b"old");
+    let archive = store.scratch("appended.tar");
+    let (a, r) = (archive.to_str().unwrap(), root.to_str().unwrap());
+    let tar = |op: &str| {
+        sh(&format!(
+            "tar --format=posix --xattrs --xattrs-include='*' {op} '{a}' -C '{r}' \
+             --no-recursion d ."
+        ))
+    };
+    tar("-cf");
+    std::fs::remove_dir_all(&d).unwrap();
+    std::fs::create_dir(&d).unwrap();
+    crate::trees::set_xattr(&d, "user.both", b"new");
+    crate::trees::set_xattr(&d, "user.second", b"2");
+    tar("-rf");
+    let stream = std::fs::read(&archive).unwrap();
+    let id = store.snapshot_bytes(&stream, "vm");
+    assert_matches_extraction(&store, &id, &stream, "a directory appended again", None);
+    let listing = store.json(&["ls", &id, "/", "--json"]);
+    assert_eq!(listing[0]["path"], "/d", "{listing}");
+    assert_eq!(
+        listing[0]["xattrs"],
+        serde_json::json!(["user.both", "user.first", "user.second"]),
+        "{listing}"
+    );
+}
+
 /// GNU tar decodes `%25` and `%3D` in a `SCHILY.xattr.` name and nothing else: another `%XX`
 /// (which no tar writes, but a stream may carry) is kept as written, as its extraction shows.
 #[test]
