@@ -62,8 +62,9 @@ fn is_stderr(fd: i32) -> bool {
 }
 
 impl<'a> Target<'a> {
-    /// Where `path` sends an export, or why it cannot: a usage error for a terminal, a path
-    /// that cannot name a file, a missing directory, or a descriptor cellar was not given.
+    /// Where `path` sends an export, or why it cannot: a usage error for a terminal or stderr,
+    /// a path that cannot name a file, a missing directory, or a descriptor cellar was not
+    /// given; EBADF for one closed when cellar started.
     pub(super) fn of(path: Option<&'a Path>) -> anyhow::Result<Self> {
         let fd = path.and_then(inherited_fd);
         let Some(shown) = path.filter(|p| *p != Path::new("-") && fd != Some(1)) else {
