@@ -13,8 +13,9 @@
 //! A member that cannot be written (a non-empty directory in its way with `--force`, a
 //! directory that refuses it, a full disk, a device when not root) is a failure, not a
 //! warning: the restore goes on with everything else, as GNU tar does, and the report lists
-//! it. A hardlink whose group's first name failed is not written either (as with tar, whose
-//! link member has no data of its own to fall back on); it fails too, naming that first name.
+//! it. A directory that could not be made fails with everything below it, each named. A
+//! hardlink whose group's first name failed is not written either (as with tar, whose link
+//! member has no data of its own to fall back on); it fails too, naming that first name.
 //!
 //! File data is streamed through one 1 MiB buffer (a sparse file's straight into its
 //! segments' places, every chunk read once). A read error from the store (damaged
@@ -377,6 +378,9 @@ impl Restorer<'_, '_> {
             // elsewhere): the restore goes on without it, as tar's extraction does.
             Err(Error::Io { path, err }) if path == self.disk(rel) => {
                 self.fail(rel, format!("{}: {err}", path.display()));
+                if node.is_dir() {
+                    self.fail_below(rel, node)?;
+                }
                 false
             }
             Err(e) => return Err(e),
@@ -390,6 +394,30 @@ impl Restorer<'_, '_> {
             self.remember_link(rel, node, created);
         }
         Ok(())
+    }
+
+    /// The directory `node` at `rel` could not be made: everything below it fails too, each
+    /// counted and named as tar's extraction names them, and a hardlink elsewhere to a file
+    /// below it fails as a link to a name not restored.
+    fn fail_below(&mut self, rel: &[u8], node: &Node) -> Result<()> {
+        if self.depth >= MAX_DEPTH {
+            return Ok(()); // `contents` reports such a tree as damaged
+        }
+        let children = self.tree.readdir(node).map_err(|e| self.read_err(rel, e))?;
+        let reason = format!("in {}, which could not be restored", self.snap_path(rel));
+        self.depth += 1;
+        let result = children.listing().try_for_each(|i| {
+            let child = &children[i];
+            let crel = join(rel, &child.name);
+            self.fail(&crel, reason.clone());
+            self.remember_link(&crel, child, false);
+            if child.is_dir() {
+                self.fail_below(&crel, child)?;
+            }
+            Ok(())
+        });
+        self.depth -= 1;
+        result
     }
 
     /// Make `node` as `rel`: true if made, false if skipped or failed (and reported).

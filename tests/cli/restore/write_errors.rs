@@ -33,6 +33,11 @@ fn members_that_cannot_be_written_fail_after_the_rest_is_written() {
     member(&mut t, b"ro/", b'5', b"", b"", 0o755);
     member(&mut t, b"ro/f1", b'0', b"one\n", b"", 0o644);
     member(&mut t, b"ro/f2", b'0', b"two\n", b"", 0o644);
+    // A directory that cannot be made: what is below it fails with it, and so does a
+    // hardlink elsewhere to a file below it.
+    member(&mut t, b"ro/sub/", b'5', b"", b"", 0o755);
+    member(&mut t, b"ro/sub/deep", b'0', b"deep\n", b"", 0o644);
+    member(&mut t, b"z/deep-hard", b'1', b"", b"ro/sub/deep", 0o644);
     member(&mut t, b"z/ok", b'0', b"z\n", b"", 0o644);
     end_of_archive(&mut t);
     let id = store.snapshot_bytes(&t, "vm");
@@ -60,7 +65,7 @@ fn members_that_cannot_be_written_fail_after_the_rest_is_written() {
     let err = stderr(&r);
     assert_eq!(r.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("4 members could not be restored:")
+        err.contains("7 members could not be restored:")
             && err.contains(&format!(
                 "/dev/c0: {}: cannot create a char device (Operation not permitted",
                 s(&out.join("dev/c0"))
@@ -73,14 +78,40 @@ fn members_that_cannot_be_written_fail_after_the_rest_is_written() {
             && err.contains("/ro/f2: "),
         "{err}"
     );
+    let (failed, mut paths) = failures(&r);
+    paths.sort();
+    assert_eq!(failed, 7);
     assert_eq!(
-        failures(&r),
-        (
-            4,
-            ["/dev/c0", "/dev/c0-hard", "/ro/f1", "/ro/f2"]
-                .map(String::from)
-                .to_vec()
-        )
+        paths,
+        [
+            "/dev/c0",
+            "/dev/c0-hard",
+            "/ro/f1",
+            "/ro/f2",
+            "/ro/sub",
+            "/ro/sub/deep",
+            "/z/deep-hard"
+        ]
+        .map(String::from)
+        .to_vec()
+    );
+    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let reason = |path: &str| {
+        report["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == path)
+            .map(|f| f["reason"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(
+        reason("/ro/sub/deep"),
+        "in /ro/sub, which could not be restored"
+    );
+    assert_eq!(
+        reason("/z/deep-hard"),
+        "a hardlink to /ro/sub/deep, which could not be restored"
     );
     assert_eq!(fs::read(out.join("a/ok")).unwrap(), b"ok\n");
     assert_eq!(fs::read(out.join("z/ok")).unwrap(), b"z\n");
