@@ -108,10 +108,10 @@ pub fn restore(
     let node = tree.resolve(path).map_err(|e| in_snapshot(e, snap))?;
     let prefix = crate::tree::normalize_path(path);
 
-    let root_fd = open_target(dir, opts.force)?;
+    let (root_fd, dir) = open_target(dir, opts.force)?;
     let mut r = Restorer {
         tree: &tree,
-        dir: dir.to_path_buf(),
+        dir: dir.clone(),
         prefix,
         root: root_fd,
         as_root: fs::is_root(),
@@ -157,8 +157,8 @@ fn in_snapshot(e: Error, snap: &Snapshot) -> Error {
 }
 
 /// Open (creating if missing) the target directory, without following a symlink at its last
-/// component, and check it is empty unless `force`.
-fn open_target(dir: &Path, force: bool) -> Result<OwnedFd> {
+/// component, and check it is empty unless `force`; with the path it was opened by.
+fn open_target(dir: &Path, force: bool) -> Result<(OwnedFd, PathBuf)> {
     let shown = dir.display();
     // What was being done, since a bare "No such file or directory" does not say.
     let failed = |doing: &str, e: io::Error| {
@@ -173,9 +173,11 @@ fn open_target(dir: &Path, force: bool) -> Result<OwnedFd> {
              points to"
         ))
     };
-    match std::fs::symlink_metadata(dir) {
+    let dir = match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| failed("creating", e))?;
+            let made = as_made(dir);
+            std::fs::create_dir_all(&made).map_err(|e| failed("creating", e))?;
+            made
         }
         // A file where DIR needs a directory, above it.
         Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
@@ -187,8 +189,8 @@ fn open_target(dir: &Path, force: bool) -> Result<OwnedFd> {
         // Said before opening: `open_dir` of a symlink (even to a directory) fails with
         // ENOTDIR, which would call it "not a directory".
         Ok(m) if m.file_type().is_symlink() => return Err(symlink()),
-        Ok(_) => {}
-    }
+        Ok(_) => dir.to_path_buf(),
+    };
     let c = CString::new(dir.as_os_str().as_bytes())
         .map_err(|_| Error::InvalidArgument(format!("{shown}: a path with a NUL byte")))?;
     let fd = match fs::open_dir(libc::AT_FDCWD, &c) {
@@ -208,7 +210,45 @@ fn open_target(dir: &Path, force: bool) -> Result<OwnedFd> {
             "{shown} is not empty (use --force to restore into it anyway)"
         )));
     }
-    Ok(fd)
+    Ok((fd, dir))
+}
+
+/// `dir`, which does not exist, as it will be made: past the longest part of it that exists,
+/// the directories made are real ones, so there `.` is nothing and `name/..` cancels
+/// (`new/.` is `new`; `new/sub/..` is `new`, with no `sub` made and left behind).
+fn as_made(dir: &Path) -> PathBuf {
+    use std::path::Component;
+    let parts: Vec<Component> = dir.components().collect();
+    let exists = (0..=parts.len())
+        .rev()
+        .find(|&k| {
+            k == 0
+                || parts[..k]
+                    .iter()
+                    .collect::<PathBuf>()
+                    .symlink_metadata()
+                    .is_ok()
+        })
+        .unwrap_or(0);
+    let mut made: PathBuf = parts[..exists].iter().collect();
+    let mut new = 0; // components pushed onto `made` that are directories to make
+    for part in &parts[exists..] {
+        match part {
+            Component::ParentDir if new > 0 => {
+                made.pop();
+                new -= 1;
+            }
+            Component::CurDir => {}
+            part => {
+                made.push(part);
+                new += usize::from(matches!(part, Component::Normal(_)));
+            }
+        }
+    }
+    if made.as_os_str().is_empty() {
+        made.push("."); // `new/..`: where cellar runs
+    }
+    made
 }
 
 struct Restorer<'a, 's> {

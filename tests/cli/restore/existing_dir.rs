@@ -228,3 +228,40 @@ fn members_blocked_by_a_non_empty_dir_fail_the_restore_after_the_rest() {
         out.join("e/blocked").metadata().unwrap().ino()
     );
 }
+
+/// A DIR that does not exist yet is made as `mkdir -p` would leave it, without what its `.`
+/// and `..` pass through: `new/.` is `new`, and `new/sub/..` is `new`, with no `sub` made
+/// (which would make DIR not empty). Through an existing directory, `..` is the kernel's.
+#[test]
+fn a_new_dir_through_dot_and_dot_dot_is_made_as_named() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    write_file(&root.join("etc/hostname"), b"web\n");
+    let id = store.snapshot_bytes(&archive(GNU_POSIX_SPARSE, &root), "vm");
+    let listed = |dir: &std::path::Path| {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+
+    let dot = store.scratch("dot");
+    restore_ok(&store, &[&id, &format!("{}/.", s(&dot))]);
+    assert_eq!(fs::read(dot.join("etc/hostname")).unwrap(), b"web\n");
+
+    let up = store.scratch("up");
+    restore_ok(&store, &[&id, &format!("{}/sub/..", s(&up))]);
+    assert_eq!(listed(&up), ["etc"], "a `sub` was made and left");
+
+    // `existing/missing/..` is `existing`, which is not empty: refused, and nothing made.
+    let refused = restore(&store, &[&id, &format!("{}/missing/..", s(&up))]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("not empty"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(listed(&up), ["etc"], "a refused restore made `missing`");
+}
