@@ -537,7 +537,7 @@ fn tree_member(
     }
     match meta::action(m, Some(content), real_size, &mut |w| tree.warn(w)) {
         Action::Put(node) => tree.put_member(meta::member_path(m), *node),
-        Action::Link(target) => tree.put_link(meta::member_path(m), &target),
+        Action::Link(target, mtime) => tree.put_link(meta::member_path(m), &target, mtime),
         Action::Skip => Ok(()),
     }
 }

@@ -201,6 +201,10 @@ impl<'a> TreeBuilder<'a> {
         self.odd_names = true;
     }
 
+    fn note_time(&mut self, mtime: i64) {
+        self.newest = Some(self.newest.map_or(mtime, |t| t.max(mtime)));
+    }
+
     fn note_name(&mut self, path: &[u8]) {
         if path.starts_with(b"/")
             || path
@@ -214,7 +218,7 @@ impl<'a> TreeBuilder<'a> {
     /// Place a member's node at `path` (raw, from the stream).
     pub fn put_member(&mut self, path: &[u8], mut node: Node) -> Result<()> {
         self.note_name(path);
-        self.newest = Some(self.newest.map_or(node.mtime, |t| t.max(node.mtime)));
+        self.note_time(node.mtime);
         let Some(components) = normalize(path) else {
             self.warn(format!(
                 "{}: a name with '..' (or over {MAX_PATH} bytes or {MAX_DEPTH} levels) is left out of the tree",
@@ -265,9 +269,11 @@ impl<'a> TreeBuilder<'a> {
         self.members.put(&dir, &node)
     }
 
-    /// A hardlink member: the same inode as `target`'s node at this point of the stream.
-    pub fn put_link(&mut self, path: &[u8], target: &[u8]) -> Result<()> {
+    /// A hardlink member: the same inode as `target`'s node at this point of the stream. Its
+    /// own `mtime` counts toward the newest, as every member's does.
+    pub fn put_link(&mut self, path: &[u8], target: &[u8], mtime: i64) -> Result<()> {
         self.note_name(target);
+        self.note_time(mtime);
         let (Some(components), Some(target_c)) = (normalize(path), normalize_link_target(target))
         else {
             self.warn(format!(

@@ -14,8 +14,8 @@ use crate::tar::Member;
 pub enum Action {
     /// Put this node at the member's path.
     Put(Box<Node>),
-    /// A hardlink to an earlier member's path.
-    Link(Vec<u8>),
+    /// A hardlink to an earlier member's path, and the link member's own mtime (seconds).
+    Link(Vec<u8>, i64),
     /// Nothing to extract (volume labels and the like).
     Skip,
 }
@@ -140,6 +140,16 @@ pub fn parse_payload_map(prefix: &[u8]) -> Option<(Vec<(u64, u64)>, u64)> {
     Some((map, (pos as u64).next_multiple_of(header::BLOCK as u64)))
 }
 
+/// A member's mtime: PAX `mtime` over the header's. i64::MIN marks directories no member
+/// named (`TreeBuilder`); no file system stores a time 292 billion years back, so a member's
+/// is moved one second later.
+fn mtime(m: &Member) -> (i64, u32) {
+    let (secs, nsec) = pax::lookup(&m.pax, "mtime")
+        .and_then(parse_time)
+        .unwrap_or((m.mtime, 0));
+    (secs.max(i64::MIN + 1), nsec)
+}
+
 /// The effective attributes of a member. `content` is its payload's chunk list (files only).
 /// What of the member the tree leaves out is said through `warn`.
 pub fn action(
@@ -149,7 +159,7 @@ pub fn action(
     warn: &mut dyn FnMut(String),
 ) -> Action {
     let kind = match m.typeflag {
-        b'1' => return Action::Link(m.link.clone()),
+        b'1' => return Action::Link(m.link.clone(), mtime(m).0),
         b'2' => Kind::Symlink,
         b'3' => Kind::Char,
         b'4' => Kind::Block,
@@ -201,12 +211,7 @@ pub fn action(
     };
     n.uid = owner("uid", m.uid);
     n.gid = owner("gid", m.gid);
-    (n.mtime, n.mtime_nsec) = pax::lookup(&m.pax, "mtime")
-        .and_then(parse_time)
-        .unwrap_or((m.mtime, 0));
-    // i64::MIN marks directories no member named (`TreeBuilder`); no file system stores a
-    // time 292 billion years back, so a member's is moved one second later.
-    n.mtime = n.mtime.max(i64::MIN + 1);
+    (n.mtime, n.mtime_nsec) = mtime(m);
     let (xattrs, left_out) = xattrs(&m.pax);
     n.xattrs = xattrs;
     if left_out > 0 {

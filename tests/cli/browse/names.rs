@@ -162,3 +162,25 @@ fn implicit_parent_directories() {
         "diff of two snapshots of one stream"
     );
 }
+
+/// An implicit directory's mtime is the newest of every member's, a hardlink's included.
+#[test]
+fn an_implicit_directory_takes_the_newest_mtime_a_hardlink_s_too() {
+    let store = TestStore::new();
+    let mut t = Vec::new();
+    // A member whose header starts at `h` gets mtime `secs`.
+    let dated = |t: &mut Vec<u8>, h: usize, secs: u64| {
+        t[h + 136..h + 148].copy_from_slice(format!("{secs:011o}\0").as_bytes());
+        set_checksum(&mut t[h..h + 512]);
+    };
+    member(&mut t, b"d/f", b'0', b"x", b"", 0o644);
+    dated(&mut t, 0, 1000);
+    let h = t.len();
+    member(&mut t, b"d/h", b'1', b"", b"d/f", 0o644);
+    dated(&mut t, h, 2000);
+    end_of_archive(&mut t);
+    let id = store.snapshot_bytes(&t, "vm");
+    let d = &ls_json(&store, &[&id, "/"])[0];
+    assert_eq!(d["path"], "/d");
+    assert_eq!(d["mtime"], "1970-01-01T00:33:20Z", "{d}");
+}
