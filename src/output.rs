@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use cellar_store::error::{printable, push_printable};
+use cellar_store::error::{path_text, printable};
 use cellar_store::oci::LeftOut;
 use cellar_store::{Snapshot, Stats};
 use serde::Serialize;
@@ -175,23 +175,22 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// A name as `ls -b` shows it: C escapes for control characters, backslash and space, octal
-/// escapes for bytes that are not UTF-8; everything else as it is.
+/// A name as `ls -b` shows it: a message's escapes (`path_text`: C escapes for control
+/// characters and backslash, octal for bytes that are not UTF-8) and a space escaped too,
+/// since `ls` separates names with spaces.
 pub fn escape_name(name: &[u8]) -> String {
-    let mut out = String::with_capacity(name.len());
-    for chunk in name.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                ' ' => out.push_str("\\ "),
-                c => push_printable(&mut out, c),
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\{b:03o}"));
-        }
+    path_text(name).replace(' ', "\\ ")
+}
+
+/// A path for JSON: as text (lossily), plus its exact bytes (base64) when they are not UTF-8.
+pub fn json_path(path: &[u8]) -> (String, Option<String>) {
+    match std::str::from_utf8(path) {
+        Ok(s) => (s.to_string(), None),
+        Err(_) => (
+            String::from_utf8_lossy(path).into_owned(),
+            Some(base64(path)),
+        ),
     }
-    out
 }
 
 /// Standard base64 with padding.

@@ -2,24 +2,36 @@
 
 use std::os::unix::ffi::OsStrExt;
 
-use cellar_store::error::printable;
+use cellar_store::error::{path_text, printable};
 use cellar_store::restore::{restore, RestoreFailure, RestoreOptions};
 use cellar_store::{ReadLease, Snapshot};
 use serde::Serialize;
 
 use crate::cli::{RestoreArgs, UsageError};
-use crate::output::{errln, human_bytes, print_json};
+use crate::output::{errln, human_bytes, json_path, print_json};
 
 #[derive(Serialize)]
 struct RestoreJson<'a> {
     snapshot: String,
     path: String,
+    /// Only when the path is not UTF-8: its exact bytes, base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_bytes: Option<String>,
     dir: String,
     files: u64,
     bytes: u64,
     warnings: &'a [String],
     failed: u64,
-    failures: &'a [RestoreFailure],
+    failures: Vec<FailureJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct FailureJson<'a> {
+    path: String,
+    /// Only when the path is not UTF-8: its exact bytes, base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_bytes: Option<String>,
+    reason: &'a str,
 }
 
 /// Failures named in the error that ends a restore that could not write everything.
@@ -42,8 +54,7 @@ pub fn run(lease: &ReadLease, args: RestoreArgs) -> anyhow::Result<()> {
     for w in &report.warnings {
         crate::output::warn(w);
     }
-    let normal = cellar_store::tree::normalize_path(&path);
-    let shown_path = format!("/{}", String::from_utf8_lossy(&normal));
+    let normal = [b"/", &cellar_store::tree::normalize_path(&path)[..]].concat();
     errln!(
         "cellar: restored {} {} ({}) of {} into {}",
         report.files,
@@ -53,23 +64,36 @@ pub fn run(lease: &ReadLease, args: RestoreArgs) -> anyhow::Result<()> {
             "entries"
         },
         human_bytes(report.bytes),
-        if normal.is_empty() {
+        if normal == b"/" {
             snap.short_id()
         } else {
-            format!("{}:{}", snap.short_id(), printable(&shown_path))
+            format!("{}:{}", snap.short_id(), path_text(&normal))
         },
         printable(&args.dir.display().to_string())
     );
     if args.json {
+        let (shown_path, path_bytes) = json_path(&normal);
         print_json(&RestoreJson {
             snapshot: snap.id.hex(),
             path: shown_path,
+            path_bytes,
             dir: args.dir.display().to_string(),
             files: report.files,
             bytes: report.bytes,
             warnings: &report.warnings,
             failed: report.failed,
-            failures: &report.failures,
+            failures: report
+                .failures
+                .iter()
+                .map(|f| {
+                    let (path, path_bytes) = json_path(&f.path);
+                    FailureJson {
+                        path,
+                        path_bytes,
+                        reason: &f.reason,
+                    }
+                })
+                .collect(),
         })?;
     }
     if report.failed > 0 {
@@ -104,9 +128,7 @@ fn would_write_into_store(
         printable(&args.dir.display().to_string()),
         printable(&store.root().display().to_string()),
         snap.short_id(),
-        printable(&String::from_utf8_lossy(
-            &cellar_store::tree::normalize_path(&inside)
-        ))
+        path_text(&cellar_store::tree::normalize_path(&inside))
     ))
     .into())
 }
@@ -121,7 +143,7 @@ fn incomplete(failed: u64, failures: &[RestoreFailure]) -> anyhow::Error {
     for f in failures.iter().take(FAILURES_SHOWN) {
         msg.push_str(&format!(
             "\n  {}: {}",
-            printable(&f.path),
+            path_text(&f.path),
             printable(&f.reason)
         ));
     }

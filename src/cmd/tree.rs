@@ -9,7 +9,7 @@ use cellar_store::{ChangeKind, Kind, Node, ReadLease, Store, Tree};
 use serde::Serialize;
 
 use crate::cli::{CatArgs, DiffArgs, LsArgs, UsageError};
-use crate::output::{base64, escape_name, print_json, rfc3339};
+use crate::output::{escape_name, print_json, rfc3339};
 
 /// A path inside a snapshot: raw bytes from the root, without the leading `/`.
 fn child_path(dir: &[u8], name: &[u8]) -> Vec<u8> {
@@ -46,16 +46,9 @@ struct EntryJson {
     xattrs: Vec<String>,
 }
 
-/// `/` + the path, lossily; plus the exact bytes (base64) when they are not UTF-8.
+/// `/` + the path, for JSON (`output::json_path`).
 fn json_path(path: &[u8]) -> (String, Option<String>) {
-    let full = [b"/", path].concat();
-    match std::str::from_utf8(&full) {
-        Ok(s) => (s.to_string(), None),
-        Err(_) => (
-            String::from_utf8_lossy(&full).into_owned(),
-            Some(base64(&full)),
-        ),
-    }
+    crate::output::json_path(&[b"/", path].concat())
 }
 
 fn entry_json(path: &[u8], n: &Node) -> EntryJson {

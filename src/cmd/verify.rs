@@ -8,7 +8,7 @@ use cellar_store::{Error, Hurt, Problem, Store, VerifyReport};
 use serde::Serialize;
 
 use crate::cli::{RepairIndexArgs, VerifyArgs};
-use crate::output::{base64, errln, escape_name, outln};
+use crate::output::{errln, escape_name, json_path, outln};
 
 /// How many of a problem's hurts the human report lists (`--json` lists all).
 const SHOWN_HURTS: usize = 20;
@@ -55,15 +55,9 @@ struct HurtJson {
 }
 
 fn hurt_json(h: &Hurt) -> HurtJson {
-    let (path, path_bytes) = match &h.path {
+    let (path, path_bytes) = match h.path.as_deref().map(json_path) {
         None => (None, None),
-        Some(p) => match std::str::from_utf8(p) {
-            Ok(s) => (Some(s.to_string()), None),
-            Err(_) => (
-                Some(String::from_utf8_lossy(p).into_owned()),
-                Some(base64(p)),
-            ),
-        },
+        Some((path, bytes)) => (Some(path), bytes),
     };
     HurtJson {
         snapshot: h.snapshot.hex(),

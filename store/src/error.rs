@@ -146,9 +146,11 @@ pub fn path_text(path: &[u8]) -> String {
     out
 }
 
-/// One character of [`printable`] text.
-pub fn push_printable(out: &mut String, c: char) {
+/// One character of [`printable`] text. A backslash is doubled, so that escaped text reads
+/// back one way (`a\\nb` is a backslash and an `n`, `a\nb` a newline).
+fn push_printable(out: &mut String, c: char) {
     match c {
+        '\\' => out.push_str("\\\\"),
         '\n' => out.push_str("\\n"),
         '\t' => out.push_str("\\t"),
         '\r' => out.push_str("\\r"),

@@ -70,10 +70,10 @@ pub struct RestoreReport {
 }
 
 /// A member that could not be restored.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreFailure {
-    /// Its path in the snapshot (`/etc/motd`).
-    pub path: String,
+    /// Its path in the snapshot (`/etc/motd`), as raw as the stream had it.
+    pub path: Vec<u8>,
     /// Why, naming the path on disk where that helps.
     pub reason: String,
 }
@@ -289,7 +289,7 @@ impl Restorer<'_, '_> {
     fn fail(&mut self, rel: &[u8], reason: String) {
         self.report.failed += 1;
         if self.report.failures.len() < MAX_WARNINGS {
-            let path = self.snap_path(rel);
+            let path = [b"/", &join(&self.prefix, rel)[..]].concat();
             self.report.failures.push(RestoreFailure { path, reason });
         }
     }

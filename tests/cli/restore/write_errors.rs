@@ -151,3 +151,58 @@ fn device_numbers_linux_cannot_hold_fail() {
     let null = fs::symlink_metadata(out.join("null")).unwrap();
     assert_eq!((libc::major(null.rdev()), libc::minor(null.rdev())), (1, 3));
 }
+
+/// Failed members are named one way each: in messages escaped as `ls -b` escapes (a
+/// backslash doubled, so `x\ny` and a newline differ), in `--json` as the path itself, with
+/// `path_bytes` when it is not UTF-8.
+#[test]
+fn failed_names_are_told_apart_in_messages_and_json() {
+    let store = TestStore::new();
+    let mut t = Vec::new();
+    member(&mut t, b"ro/", b'5', b"", b"", 0o755);
+    for name in [&b"ro/x\ny"[..], b"ro/x\\ny", b"ro/\xff"] {
+        member(&mut t, name, b'0', b"", b"", 0o644);
+    }
+    end_of_archive(&mut t);
+    let id = store.snapshot_bytes(&t, "vm");
+    let out = store.scratch("out");
+    fs::create_dir_all(out.join("ro")).unwrap();
+    fs::set_permissions(out.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
+    let store_dir = store.path();
+    let r = unprivileged(&[
+        cellar_bin(),
+        "--store",
+        s(&store_dir),
+        "restore",
+        &id,
+        s(&out),
+        "--force",
+        "--json",
+    ])
+    .output()
+    .unwrap();
+    let err = stderr(&r);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    for shown in ["\n  /ro/x\\ny: ", "\n  /ro/x\\\\ny: ", "\n  /ro/\\377: "] {
+        assert!(err.contains(shown), "{shown:?} not in {err}");
+    }
+    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let mut named: Vec<(String, Option<String>)> = report["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let bytes = f.get("path_bytes").map(|b| b.as_str().unwrap().to_string());
+            (f["path"].as_str().unwrap().to_string(), bytes)
+        })
+        .collect();
+    named.sort();
+    assert_eq!(
+        named,
+        [
+            ("/ro/x\ny".to_string(), None),
+            ("/ro/x\\ny".to_string(), None),
+            ("/ro/\u{fffd}".to_string(), Some("L3JvL/8=".to_string())),
+        ]
+    );
+}
