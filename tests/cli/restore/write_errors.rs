@@ -17,6 +17,28 @@ fn unprivileged(argv: &[&str]) -> Command {
     c
 }
 
+/// A directory `DIR/ro` that lets nobody but a privileged process write in it.
+fn read_only_ro(dir: &Path) {
+    fs::create_dir_all(dir.join("ro")).unwrap();
+    fs::set_permissions(dir.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
+}
+
+/// `restore ID OUT --force --json`, unprivileged.
+fn restore_unprivileged(store: &TestStore, id: &str, out: &Path) -> Output {
+    let store_dir = store.path();
+    let argv = [
+        cellar_bin(),
+        "--store",
+        s(&store_dir),
+        "restore",
+        id,
+        s(out),
+    ];
+    unprivileged(&[&argv[..], &["--force", "--json"]].concat())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn members_that_cannot_be_written_fail_after_the_rest_is_written() {
     let store = TestStore::new();
@@ -41,27 +63,9 @@ fn members_that_cannot_be_written_fail_after_the_rest_is_written() {
     member(&mut t, b"z/ok", b'0', b"z\n", b"", 0o644);
     end_of_archive(&mut t);
     let id = store.snapshot_bytes(&t, "vm");
-    // A directory already in DIR that lets nobody but a privileged process write in it.
-    let prepare = |dir: &Path| {
-        fs::create_dir_all(dir.join("ro")).unwrap();
-        fs::set_permissions(dir.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
-    };
-
     let out = store.scratch("out");
-    prepare(&out);
-    let store_dir = store.path();
-    let r = unprivileged(&[
-        cellar_bin(),
-        "--store",
-        s(&store_dir),
-        "restore",
-        &id,
-        s(&out),
-        "--force",
-        "--json",
-    ])
-    .output()
-    .unwrap();
+    read_only_ro(&out);
+    let r = restore_unprivileged(&store, &id, &out);
     let err = stderr(&r);
     assert_eq!(r.status.code(), Some(1), "{err}");
     assert!(
@@ -118,7 +122,7 @@ fn members_that_cannot_be_written_fail_after_the_rest_is_written() {
 
     // GNU tar under the same limits leaves the same names.
     let ex = store.scratch("extract");
-    prepare(&ex);
+    read_only_ro(&ex);
     let file = store.scratch("stream.tar");
     fs::write(&file, &t).unwrap();
     let tar = unprivileged(&["tar", "--numeric-owner", "-xpf", s(&file), "-C", s(&ex)])
@@ -166,21 +170,8 @@ fn failed_names_are_told_apart_in_messages_and_json() {
     end_of_archive(&mut t);
     let id = store.snapshot_bytes(&t, "vm");
     let out = store.scratch("out");
-    fs::create_dir_all(out.join("ro")).unwrap();
-    fs::set_permissions(out.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
-    let store_dir = store.path();
-    let r = unprivileged(&[
-        cellar_bin(),
-        "--store",
-        s(&store_dir),
-        "restore",
-        &id,
-        s(&out),
-        "--force",
-        "--json",
-    ])
-    .output()
-    .unwrap();
+    read_only_ro(&out);
+    let r = restore_unprivileged(&store, &id, &out);
     let err = stderr(&r);
     assert_eq!(r.status.code(), Some(1), "{err}");
     for shown in ["\n  /ro/x\\ny: ", "\n  /ro/x\\\\ny: ", "\n  /ro/\\377: "] {
