@@ -8,6 +8,9 @@ use crate::error::{IoContext, Result};
 use crate::ids::PackId;
 
 pub const DB_FILE: &str = "cellar.db";
+/// A rebuilt index, whole and synced, on its way to `DB_FILE` (`repair-index`): where there is
+/// no `DB_FILE`, opening the store puts it in place (`Store::open`).
+pub const DB_NEW: &str = "cellar.db.new";
 pub const LOCK_FILE: &str = "lock";
 pub const PACKS_DIR: &str = "packs";
 /// Files being written; a name starts with the writer's pid so `gc` can tell the dead.

@@ -73,6 +73,11 @@ impl Store {
     /// Open an existing store.
     pub fn open(root: &Path) -> Result<Store> {
         if !has_index(root) {
+            // A repair killed between moving the old index aside and putting the new one in
+            // place left it beside; one still running is waited for.
+            crate::check::finish_swap(root)?;
+        }
+        if !has_index(root) {
             if has_pack_files(root) {
                 return Err(Error::NoIndex(root.to_path_buf()));
             }
@@ -85,6 +90,9 @@ impl Store {
     pub fn create(root: &Path) -> Result<Store> {
         for dir in [layout::PACKS_DIR, layout::TMP_DIR] {
             fs::create_dir_all(root.join(dir)).at(root.join(dir))?;
+        }
+        if !has_index(root) {
+            crate::check::finish_swap(root)?;
         }
         if has_index(root) {
             return Self::open_db(root, true);

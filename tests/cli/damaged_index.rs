@@ -227,3 +227,40 @@ fn a_lost_index_is_rebuilt_not_replaced_by_an_empty_one() {
     assert!(f.store.export("vm") == f.vm_stream);
     assert!(f.store.export(&f.db) == f.db_stream);
 }
+
+/// A `repair-index` killed at any of its renames leaves an index to open: the old one, or the
+/// rebuilt one waiting beside it, which the next command puts in place (moving what is left
+/// of the old one aside, as its `-wal` would be read as the new one's).
+#[test]
+fn a_repair_killed_at_any_rename_leaves_an_index() {
+    require("strace");
+    let f = fixture();
+    for when in 1.. {
+        let status = std::process::Command::new("strace")
+            .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=rename", "-e"])
+            .arg(format!("inject=rename:signal=SIGKILL:when={when}"))
+            .arg(cellar_bin())
+            .arg("--store")
+            .arg(f.store.path())
+            .arg("repair-index")
+            .env_remove("CELLAR_STORE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run strace (scripts/test installs it)");
+        let listed = f.store.ok(&["list"]);
+        assert!(
+            listed.contains("vm") && listed.contains("db"),
+            "killed at rename {when}: {listed}"
+        );
+        assert!(f.store.export("vm") == f.vm_stream, "rename {when}");
+        assert!(f.store.export(&f.db) == f.db_stream, "rename {when}");
+        f.store.ok(&["verify"]);
+        if status.success() {
+            assert!(when > 4, "repair-index made {} renames", when - 1);
+            break;
+        }
+        assert!(when < 20, "repair-index still killed at rename {when}");
+    }
+    assert!(!f.store.path().join("cellar.db.new").exists());
+}

@@ -29,6 +29,7 @@ mod walk;
 
 use std::collections::HashMap;
 
+pub(crate) use repair::finish_swap;
 pub use repair::{repair_index, RepairReport};
 
 use crate::error::{Error, Result};

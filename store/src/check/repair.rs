@@ -144,11 +144,38 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
     for f in &sidecars(&tmp)[1..] {
         let _ = fs::remove_file(f);
     }
-    report.moved = move_aside(root)?;
-    let db = root.join(layout::DB_FILE);
-    fs::rename(&tmp, &db).at(&db)?;
+    // Beside the old index first, so that from here on a kill leaves one of the two to open:
+    // the old one, or (once the old is moved aside) the new one, which `Store::open` puts in
+    // place where there is no index.
+    let new = root.join(layout::DB_NEW);
+    fs::rename(&tmp, &new).at(&new)?;
     layout::sync_dir(root)?;
+    report.moved = move_aside(root)?;
+    install_new_index(root)?;
     Ok(report)
+}
+
+/// Finish a `repair-index` that was killed while it swapped the indexes: where there is no
+/// index but a rebuilt one waits beside it, move what is left of the old one (its `-wal` and
+/// `-shm` would be read as the new one's) aside and put the new one in place. Under the
+/// store's lock, so a repair still running is waited for.
+pub(crate) fn finish_swap(root: &Path) -> Result<()> {
+    let new = root.join(layout::DB_NEW);
+    if !new.is_file() || crate::db::on_read_only_fs(root) {
+        return Ok(());
+    }
+    let _lock = lock_file(root, &|_| {}, None)?;
+    if !new.is_file() || root.join(layout::DB_FILE).symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    move_aside(root)?;
+    install_new_index(root)
+}
+
+fn install_new_index(root: &Path) -> Result<()> {
+    let (new, db) = (root.join(layout::DB_NEW), root.join(layout::DB_FILE));
+    fs::rename(&new, &db).at(&db)?;
+    layout::sync_dir(root)
 }
 
 fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
