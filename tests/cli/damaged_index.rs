@@ -264,3 +264,52 @@ fn a_repair_killed_at_any_rename_leaves_an_index() {
     }
     assert!(!f.store.path().join("cellar.db.new").exists());
 }
+
+/// Commit order survives a repair across a forgotten snapshot: A's ingest starts first and
+/// commits last (after B, then C, its parent); with C forgotten but its record still in a
+/// pack, the rebuilt index still has A as the lineage's latest, not B, whose ingest started
+/// later.
+#[test]
+fn a_repair_keeps_the_commit_order_across_a_forgotten_snapshot() {
+    let store = TestStore::new();
+    let stream = |n: u64| {
+        let dir = store.scratch(&format!("t{n}"));
+        write_file(&dir.join("f"), &noise(50_000, n));
+        let file = store.scratch(&format!("s{n}.tar"));
+        std::fs::write(&file, tar_of_dir(&dir)).unwrap();
+        file
+    };
+    store.ok(&["snapshot", "--name", "vm", stream(1).to_str().unwrap()]);
+    let (started, go) = (store.scratch("started"), store.scratch("go"));
+    let script = format!(
+        "touch '{}'; while [ ! -e '{}' ]; do sleep 0.02; done; cat '{}'",
+        started.display(),
+        go.display(),
+        stream(2).display()
+    );
+    let a = store
+        .cmd(&["snapshot", "--name", "vm", "--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while !started.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let b = store.ok(&["snapshot", "--name", "vm", stream(3).to_str().unwrap()]);
+    let c = store.ok(&["snapshot", "--name", "vm", stream(4).to_str().unwrap()]);
+    std::fs::write(&go, b"").unwrap();
+    let a = a.wait_with_output().unwrap();
+    assert!(a.status.success());
+    let a = String::from_utf8(a.stdout).unwrap();
+    let latest = |store: &TestStore| store.json(&["show", "vm", "--json"])["short_id"].clone();
+    assert_eq!(latest(&store), a.trim());
+    store.ok(&["rm", c.trim()]);
+    assert_eq!(latest(&store), a.trim());
+    let before = store.ok(&["list"]);
+
+    store.ok(&["repair-index"]);
+    assert_eq!(latest(&store), a.trim(), "not {}", b.trim());
+    assert_eq!(store.ok(&["list"]), before);
+}

@@ -1,13 +1,18 @@
 //! Rebuilding the index from the packs alone (FORMAT §14), after `cellar.db` was lost or
 //! damaged.
 //!
-//! The new index is built beside the old one (`tmp/…db`) and only then swapped in: the old
-//! `cellar.db` (and its `-wal`, `-shm`) is moved aside to `cellar.db.broken-TIMESTAMP`, never
-//! deleted. Decisions the packs cannot make for us:
+//! The new index is built in `tmp/` and only then swapped in: renamed to `cellar.db.new`
+//! beside the old one, the old `cellar.db` (and its `-wal`, `-shm`) moved aside to
+//! `cellar.db.broken-TIMESTAMP`, never deleted, and the new one renamed into place (a swap a
+//! kill interrupts is finished by the next `Store::open`). Decisions the packs cannot make for
+//! us:
 //!
 //! - **Order.** Commit order is not recorded in packs. Snapshots are inserted so that each
 //!   comes after its parent (the parent is chosen under the commit lock, so within a name this
-//!   is the commit order), and otherwise by `created` (the ingest's start), then id.
+//!   is the commit order), and otherwise by `created` (the ingest's start), then id. Forgotten
+//!   snapshots whose records gc has not deleted yet take part in the order, so a chain stays
+//!   whole across them; past one gc deleted, `created` decides, which ingests that ran at
+//!   once or a clock set back can make differ from the commit order.
 //! - **Uncommitted snapshots.** A snapshot record in a pack whose ingest was killed after
 //!   sealing it but before its index transaction committed (FORMAT §11) is restored like any
 //!   other: all of that ingest's packs were sealed before its record, so it is complete.
@@ -375,10 +380,13 @@ fn build(
         set_depths(tx)?;
         let mut seen = HashSet::new();
         snaps.retain(|s| seen.insert(s.id));
-        let before = snaps.len();
-        snaps.retain(|s| !forgotten.contains(&s.id));
-        report.forgotten = (before - snaps.len()) as u64;
+        // Ordered with the forgotten ones, whose records gc has not deleted yet: they link a
+        // snapshot to its forgotten parent's own parent, which the order keeps ahead of it.
         for s in commit_order(snaps) {
+            if forgotten.contains(&s.id) {
+                report.forgotten += 1;
+                continue;
+            }
             Store::insert_snapshot(tx, &s)?;
             report.snapshots += 1;
         }
@@ -442,6 +450,8 @@ fn set_depths(tx: &rusqlite::Transaction) -> Result<()> {
 }
 
 /// Parents before children; otherwise by `created`, then id. Unparseable times go last.
+/// (`created` is when an ingest started, so two that ran at once, or a clock set back, can
+/// disagree with the commit order; only the parent links are sure.)
 fn commit_order(snaps: Vec<Snapshot>) -> Vec<Snapshot> {
     type Key = (bool, Option<time::OffsetDateTime>, SnapshotId);
     let key = |s: &Snapshot| -> Key {
