@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{IsTerminal, Seek};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
@@ -39,13 +39,10 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
     let from_stdin = args.dir.is_none()
         && args.command.is_empty()
         && args.source.as_deref() == Some("-".as_ref());
+    const TERMINAL: &str = "refusing to read a tar stream from a terminal; pipe one in, or \
+                            give a FILE, -- CMD or --dir DIR";
     if from_stdin && std::io::stdin().is_terminal() {
-        return Err(UsageError(
-            "refusing to read a tar stream from a terminal; pipe one in, or give a FILE, -- CMD \
-             or --dir DIR"
-                .into(),
-        )
-        .into());
+        return Err(UsageError(TERMINAL.into()).into());
     }
     // Bad arguments are refused before the store is opened (or made).
     if let Some((dir, why)) = args
@@ -71,10 +68,21 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
     // A source file that cannot be opened is refused before the store is made.
     let file = match args.source.as_deref() {
         Some(source) if source.as_os_str() != "-" && args.dir.is_none() => {
-            Some(File::open(source).with_context(|| format!("opening {}", source.display()))?)
+            // Not made the controlling terminal by it, when it is one.
+            let file = File::options()
+                .read(true)
+                .custom_flags(libc::O_NOCTTY)
+                .open(source);
+            Some(file.with_context(|| format!("opening {}", source.display()))?)
         }
         _ => None,
     };
+    // By name too (`/dev/stdin`, `/dev/tty`), as `-` is.
+    if let (Some(file), Some(source)) = (&file, &args.source) {
+        if file.is_terminal() {
+            return Err(UsageError(format!("{}: {TERMINAL}", source.display())).into());
+        }
+    }
     // Before any thread starts: an interrupt stops the ingest, which then discards what it
     // wrote (its sealed packs, its scratch files), as after any error.
     let held = crate::signals::hold_interrupts();
@@ -136,8 +144,10 @@ fn ingest(
     } else {
         let mut cmd = SourceCommand::spawn(&args.command)?;
         let stdout = IngestInput::stream(cmd.child.stdout.take().expect("piped stdout"));
+        let cancel = opts.cancel.clone();
         let result = store.ingest(stdout, opts, || {
-            cmd.finish(&args.allow_exit).map(|w| warnings.extend(w))
+            cmd.finish(&args.allow_exit, &cancel)
+                .map(|w| warnings.extend(w))
         });
         match result {
             Ok(r) => r,
@@ -207,6 +217,9 @@ fn snapshot_dir(
     });
     match result {
         Ok(r) => Ok(r),
+        // Not waited for: the walk may be stuck in a read that never returns (a hung network
+        // or FUSE file system), and the process ends now.
+        Err(Error::Interrupted) => Err(Error::Interrupted.into()),
         // The stream broke because the archiver stopped: its error is the one that explains.
         Err(e) => match join() {
             Err(archiver) if !matches!(archiver, Error::Output(_)) => Err(archiver.into()),

@@ -9,6 +9,7 @@
 use std::ffi::OsString;
 use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -100,13 +101,25 @@ impl SourceCommand {
     }
 
     /// The stream has been read to its end: the command must have succeeded, or ended with an
-    /// allowed code (then a warning carries its stderr).
-    pub fn finish(&mut self, allowed: &[i32]) -> Result<Option<String>, Error> {
+    /// allowed code (then a warning carries its stderr). It may go on after closing its
+    /// stdout; an interrupt (`cancel`) meanwhile stops the wait, and the caller stops it.
+    pub fn finish(
+        &mut self,
+        allowed: &[i32],
+        cancel: &AtomicBool,
+    ) -> Result<Option<String>, Error> {
         self.finished = true;
-        let status = self
-            .child
-            .wait()
-            .map_err(|e| Error::SourceFailed(format!("waiting for {}: {e}", self.display)))?;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if cancel.load(Ordering::SeqCst) => return Err(Error::Interrupted),
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => {
+                    let why = format!("waiting for {}: {e}", self.display);
+                    return Err(Error::SourceFailed(why));
+                }
+            }
+        };
         let stderr = self.stderr_text();
         let with_stderr = |msg: String| {
             if stderr.is_empty() {

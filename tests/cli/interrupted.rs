@@ -122,17 +122,21 @@ fn an_interrupt_while_waiting_to_commit_records_nothing() {
 }
 
 /// An interrupt after the stream is read, while the snapshot waits for its command to exit,
-/// stops it before the commit: nothing is recorded.
+/// stops it there, and the command with it: nothing is recorded, and the command does not
+/// get to its end.
 #[test]
 fn an_interrupt_after_the_stream_records_nothing() {
     let store = TestStore::new();
     let dir = store.scratch("tree");
     write_file(&dir.join("etc/hostname"), b"vm\n");
     let mark = store.scratch("stream-done");
+    let ended = store.scratch("command-ended");
+    let stall = format!("sleep 62.{}", std::process::id());
     let script = format!(
-        "tar -cf - -C '{}' .; exec >&-; touch '{}'; sleep 3",
+        "tar -cf - -C '{}' .; exec >&-; touch '{}'; {stall}; touch '{}'",
         dir.display(),
-        mark.display()
+        mark.display(),
+        ended.display()
     );
     let child = store
         .cmd(&["snapshot", "--", "sh", "-c", &script])
@@ -151,4 +155,9 @@ fn an_interrupt_after_the_stream_records_nothing() {
         stderr(&out)
     );
     assert_eq!(store.snapshot_count(), 0, "{}", stderr(&out));
+    assert!(
+        !ended.exists(),
+        "the snapshot waited for its command to end"
+    );
+    assert!(!running(&stall), "`{stall}` outlived the snapshot");
 }

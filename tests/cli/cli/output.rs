@@ -467,16 +467,22 @@ fn a_stderr_that_went_away_costs_the_messages_not_the_exit_status() {
     }
 }
 
+/// `-`, or a terminal by name (`/dev/stdin` on one, `/dev/tty`).
 #[test]
 fn a_terminal_on_stdin_is_refused_not_waited_on() {
     let ts = TestStore::new();
-    let (code, said) = on_a_terminal(&ts, "snapshot -");
-    assert_eq!(code, Some(2), "{said}");
-    assert!(
-        said.contains("refusing to read a tar stream from a terminal"),
-        "{said}"
-    );
-    assert!(!ts.path().exists(), "a refused snapshot made a store");
+    for source in ["-", "/dev/stdin", "/dev/tty"] {
+        let (code, said) = on_a_terminal(&ts, &format!("snapshot {source}"));
+        assert_eq!(code, Some(2), "{source}: {said}");
+        assert!(
+            said.contains("refusing to read a tar stream from a terminal"),
+            "{source}: {said}"
+        );
+        assert!(
+            !ts.path().exists(),
+            "{source}: a refused snapshot made a store"
+        );
+    }
 }
 
 #[test]

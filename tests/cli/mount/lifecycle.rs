@@ -461,3 +461,50 @@ fn the_usr1_report_says_one_in_the_singular() {
         );
     }
 }
+
+/// A `snapshot --dir` whose walk is stuck on a file system that stopped answering (here a
+/// mount inside the directory, its process stopped) ends at the first interrupt, as one whose
+/// input stalls does: the walk is not waited for.
+#[test]
+fn a_dir_snapshot_stuck_in_a_hung_mount_ends_at_the_first_interrupt() {
+    require("fusermount3");
+    let store = TestStore::new();
+    let src = store.scratch("src");
+    write_file(&src.join("f"), b"data\n");
+    store.snapshot_bytes(&tar_of_dir(&src), "vm");
+    let mut m = Mounted::new(&store, "tree/mnt");
+    let server = m.foreground(&store, None);
+    write_file(&store.scratch("tree/a.txt"), b"a\n");
+    signal(server, libc::SIGSTOP);
+
+    let other = TestStore::new();
+    let tree = store.scratch("tree");
+    let mut snap = other
+        .cmd(&["snapshot", "--dir", tree.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The store is made once interrupts are taken; the walk then meets the mount.
+    let started = wait_for(BOUND, || other.path().join("cellar.db").exists());
+    std::thread::sleep(Duration::from_millis(200));
+    signal(snap.id(), libc::SIGINT);
+    let status = wait_exit(&mut snap, BOUND);
+    signal(server, libc::SIGCONT);
+    if status.is_none() {
+        let _ = wait_exit(&mut snap, BOUND); // let it go, now that the mount answers
+    }
+    let mut err = String::new();
+    snap.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(started, "the snapshot did not start: {err}");
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(130),
+        "ended only once the mount answered again, if at all: {err}"
+    );
+    assert_eq!(other.snapshot_count(), 0, "{err}");
+}
