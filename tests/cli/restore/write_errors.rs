@@ -23,20 +23,26 @@ fn read_only_ro(dir: &Path) {
     fs::set_permissions(dir.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
 }
 
-/// `restore ID OUT --force --json`, unprivileged.
-fn restore_unprivileged(store: &TestStore, id: &str, out: &Path) -> Output {
+/// `stream` snapshotted, then restored unprivileged (`--force --json`) into `out` with a
+/// read-only `out/ro`: exit 1, what failed said.
+fn restore_failing(store: &TestStore, stream: &[u8]) -> (Output, PathBuf) {
+    let id = store.snapshot_bytes(stream, "vm");
+    let out = store.scratch("out");
+    read_only_ro(&out);
     let store_dir = store.path();
     let argv = [
         cellar_bin(),
         "--store",
         s(&store_dir),
         "restore",
-        id,
-        s(out),
+        &id,
+        s(&out),
     ];
-    unprivileged(&[&argv[..], &["--force", "--json"]].concat())
+    let r = unprivileged(&[&argv[..], &["--force", "--json"]].concat())
         .output()
-        .unwrap()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    (r, out)
 }
 
 #[test]
@@ -62,12 +68,8 @@ fn members_that_cannot_be_written_fail_after_the_rest_is_written() {
     member(&mut t, b"z/deep-hard", b'1', b"", b"ro/sub/deep", 0o644);
     member(&mut t, b"z/ok", b'0', b"z\n", b"", 0o644);
     end_of_archive(&mut t);
-    let id = store.snapshot_bytes(&t, "vm");
-    let out = store.scratch("out");
-    read_only_ro(&out);
-    let r = restore_unprivileged(&store, &id, &out);
+    let (r, out) = restore_failing(&store, &t);
     let err = stderr(&r);
-    assert_eq!(r.status.code(), Some(1), "{err}");
     assert!(
         err.contains("7 members could not be restored:")
             && err.contains(&format!(
@@ -168,12 +170,8 @@ fn failed_names_are_told_apart_in_messages_and_json() {
         member(&mut t, name, b'0', b"", b"", 0o644);
     }
     end_of_archive(&mut t);
-    let id = store.snapshot_bytes(&t, "vm");
-    let out = store.scratch("out");
-    read_only_ro(&out);
-    let r = restore_unprivileged(&store, &id, &out);
+    let (r, _) = restore_failing(&store, &t);
     let err = stderr(&r);
-    assert_eq!(r.status.code(), Some(1), "{err}");
     for shown in ["\n  /ro/x\\ny: ", "\n  /ro/x\\\\ny: ", "\n  /ro/\\377: "] {
         assert!(err.contains(shown), "{shown:?} not in {err}");
     }
