@@ -21,7 +21,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// SQLite's page cache per connection, in KiB (negative: a size, not a page count), taken as
 /// pages are read. Readers look chunks up by id, all over the index: with SQLite's 2 MiB
@@ -150,6 +150,11 @@ CREATE TABLE pins (
     exact_layer   INTEGER NOT NULL,
     PRIMARY KEY (lease, id)
 ) WITHOUT ROWID;
+"#,
+    r#"
+-- Who holds a lease beyond its pid, which a later process or one in another pid namespace may
+-- have too: `START.NS.BOOT` (process::Owner). NULL in rows of older writers.
+ALTER TABLE leases ADD COLUMN process TEXT;
 "#,
 ];
 

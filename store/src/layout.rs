@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{IoContext, Result};
 use crate::ids::PackId;
+use crate::process::Owner;
 
 pub const DB_FILE: &str = "cellar.db";
 /// A rebuilt index, whole and synced, on its way to `DB_FILE` (`repair-index`): where there is
@@ -13,7 +14,8 @@ pub const DB_FILE: &str = "cellar.db";
 pub const DB_NEW: &str = "cellar.db.new";
 pub const LOCK_FILE: &str = "lock";
 pub const PACKS_DIR: &str = "packs";
-/// Files being written; a name starts with the writer's pid so `gc` can tell the dead.
+/// Files being written; a name starts with the writer's `Owner::file_tag` (its pid, start
+/// time and pid namespace) so `gc` can tell the dead.
 pub const TMP_DIR: &str = "tmp";
 
 pub fn pack_path(root: &Path, id: &PackId) -> PathBuf {
@@ -29,14 +31,17 @@ pub fn pack_path(root: &Path, id: &PackId) -> PathBuf {
 /// the pack it names is that ingest's leftover (FORMAT §15.3). Outside the index, so a copy
 /// of the index put back cannot bring back one that was removed.
 pub fn committing_marker(root: &Path, pack: &PackId) -> PathBuf {
-    root.join(TMP_DIR)
-        .join(format!("{}-committing-{}", std::process::id(), pack.hex()))
+    root.join(TMP_DIR).join(format!(
+        "{}-committing-{}",
+        Owner::me().file_tag(),
+        pack.hex()
+    ))
 }
 
 /// The process and the pack of a `committing_marker` file name.
-pub fn parse_committing_marker(name: &str) -> Option<(i64, PackId)> {
-    let (pid, pack) = name.split_once("-committing-")?;
-    Some((pid.parse().ok()?, PackId::from_hex(pack)?))
+pub(crate) fn parse_committing_marker(name: &str) -> Option<(Owner, PackId)> {
+    let (_, pack) = name.split_once("-committing-")?;
+    Some((Owner::of_file_name(name)?, PackId::from_hex(pack)?))
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -52,7 +57,7 @@ pub fn new_temp_path(root: &Path, ext: &str) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     root.join(TMP_DIR).join(format!(
         "{}-{:x}-{n}.{ext}",
-        std::process::id(),
+        Owner::me().file_tag(),
         now_nanos()
     ))
 }

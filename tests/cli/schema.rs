@@ -11,6 +11,7 @@ fn downgrade_to_4(store: &Path) {
     let db = rusqlite::Connection::open(store.join("cellar.db")).unwrap();
     db.execute_batch(
         "DROP TABLE pins;
+         ALTER TABLE leases DROP COLUMN process;
          ALTER TABLE leases DROP COLUMN holder;
          PRAGMA user_version = 4;",
     )
@@ -57,9 +58,10 @@ fn a_schema_4_store_reads_read_only_and_migrates_when_writable() {
         "a read-only open migrates nothing"
     );
 
-    // Writable: the first command migrates, and leases work.
+    // Writable: the first command migrates (through schema 5's readers' leases and 6's
+    // processes), and leases work.
     assert!(store.export("vm") == stream);
-    assert_eq!(user_version(&store.path()), 5);
+    assert_eq!(user_version(&store.path()), 6);
     store.ok(&["rm", "vm"]);
     let r = store.json(&["gc", "--grace", "0", "--json"]);
     assert!(r["chunks_deleted"].as_u64().unwrap() > 0, "{r}");

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 use crate::layout;
-use crate::process;
+use crate::process::Owner;
 use crate::store::Store;
 
 /// The snapshots (hex id, name) an index file lists, as far as it can be read: none for an
@@ -40,14 +40,14 @@ pub(super) fn readable_index(root: &Path) -> bool {
 /// An ingest in progress holds index state the rebuild would not see (and would commit into
 /// the old index): its `tmp/PID-…` files name a live process.
 pub(super) fn refuse_if_busy(root: &Path) -> Result<()> {
-    let me = std::process::id() as i32;
     let tmp = root.join(layout::TMP_DIR);
     for f in fs::read_dir(&tmp).at(&tmp)?.flatten() {
         let name = f.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+        let Some(owner) = Owner::of_file_name(&name) else {
             continue;
         };
-        if pid != me && process::alive(pid.into()) {
+        let pid = owner.pid;
+        if !owner.is_me() && owner.alive() {
             return Err(Error::io(
                 f.path(),
                 io::Error::other(format!(
@@ -67,26 +67,30 @@ pub(super) fn refuse_if_busy(root: &Path) -> Result<()> {
 /// the old index refuse the rebuild. An index too damaged to tell names no one.
 pub(super) fn refuse_if_read(root: &Path) -> Result<()> {
     let path = root.join(layout::DB_FILE);
-    let leases = || -> rusqlite::Result<Vec<(i64, String)>> {
+    let leases = || -> rusqlite::Result<Vec<(Owner, String)>> {
         let conn = rusqlite::Connection::open_with_flags(
             &path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // Leases before schema 5 have no holder: only ingests took them.
-        let mut query = match conn.prepare("SELECT pid, holder FROM leases") {
-            Ok(q) => q,
-            Err(_) => conn.prepare("SELECT pid, 'ingest' FROM leases")?,
-        };
-        let rows = query.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        // Leases before schema 5 have no holder (only ingests took them), and before
+        // schema 6 no process beside the pid.
+        let mut query = conn
+            .prepare("SELECT pid, holder, process FROM leases")
+            .or_else(|_| conn.prepare("SELECT pid, holder, NULL FROM leases"))
+            .or_else(|_| conn.prepare("SELECT pid, 'ingest', NULL FROM leases"))?;
+        let rows = query.query_map([], |r| {
+            let owner = Owner::of_lease(r.get(0)?, r.get::<_, Option<String>>(2)?.as_deref());
+            Ok((owner, r.get(1)?))
+        })?;
         rows.collect()
     };
     if !path.exists() {
         return Ok(());
     }
-    let me = std::process::id() as i64;
-    for (pid, holder) in leases().unwrap_or_default() {
-        if pid != me && process::alive(pid) {
+    for (owner, holder) in leases().unwrap_or_default() {
+        let pid = owner.pid;
+        if !owner.is_me() && owner.alive() {
             return Err(Error::io(
                 path,
                 io::Error::other(format!(

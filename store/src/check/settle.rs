@@ -86,7 +86,7 @@ fn unlisted(v: &mut Verifier) -> Result<()> {
         .store
         .leases()?
         .into_iter()
-        .filter(|l| l.holder == crate::gc::INGEST_HOLDER && crate::process::alive(l.pid))
+        .filter(|l| l.holder == crate::gc::INGEST_HOLDER && l.alive())
         .map(|l| l.pid)
         .collect();
     crate::failpoint::hit("verify:settling");
@@ -97,7 +97,7 @@ fn unlisted(v: &mut Verifier) -> Result<()> {
         .into_iter()
         .filter_map(|(marker, id)| {
             let name = marker.file_name()?.to_str()?;
-            Some((id, layout::parse_committing_marker(name)?.0))
+            Some((id, layout::parse_committing_marker(name)?.0.pid))
         })
         .collect();
     for (path, rel) in found {

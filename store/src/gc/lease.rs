@@ -19,6 +19,7 @@ use rusqlite::params;
 
 use crate::error::{Error, Result};
 use crate::ids::SnapshotId;
+use crate::process::Owner;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
 
@@ -26,7 +27,8 @@ use crate::store::Store;
 pub(crate) const INGEST: &str = "ingest";
 
 /// An ingest's lease row; deleted by its commit transaction (`commit_in`), or on drop if the
-/// ingest failed. A killed process leaves its row, which gc deletes once the pid is dead.
+/// ingest failed. A killed process leaves its row, which gc deletes once the process is gone
+/// (`Owner::alive`: not just its pid, which another process may have by then).
 pub(crate) struct Lease<'s> {
     store: &'s Store,
     id: i64,
@@ -60,6 +62,15 @@ pub struct LeaseInfo {
     pub started: i64,
     /// Forgotten snapshots it pins: what it keeps gc from taking.
     pub keeps_forgotten: u64,
+    /// The process beyond its pid (`leases.process`; `None` in rows of older writers).
+    process: Option<String>,
+}
+
+impl LeaseInfo {
+    /// Whether the process that holds the lease still runs (`Owner::alive`).
+    pub(crate) fn alive(&self) -> bool {
+        Owner::of_lease(self.pid, self.process.as_deref()).alive()
+    }
 }
 
 impl Store {
@@ -99,7 +110,8 @@ impl Store {
         let mut stmt = db.conn().prepare(
             "SELECT pid, holder, started,
                     (SELECT COUNT(*) FROM pins p
-                     WHERE p.lease = l.id AND p.id NOT IN (SELECT id FROM snapshots))
+                     WHERE p.lease = l.id AND p.id NOT IN (SELECT id FROM snapshots)),
+                    process
              FROM leases l ORDER BY started, id",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -108,6 +120,7 @@ impl Store {
                 holder: r.get(1)?,
                 started: r.get(2)?,
                 keeps_forgotten: r.get::<_, i64>(3)? as u64,
+                process: r.get(4)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -264,9 +277,9 @@ fn insert_lease_in(tx: &rusqlite::Transaction, holder: &str) -> Result<(i64, i64
         r.get(0)
     })?;
     tx.execute(
-        "INSERT INTO leases (pid, started_epoch, started, holder)
-         VALUES (?1, ?2, strftime('%s','now'), ?3)",
-        params![std::process::id(), epoch, holder],
+        "INSERT INTO leases (pid, started_epoch, started, holder, process)
+         VALUES (?1, ?2, strftime('%s','now'), ?3, ?4)",
+        params![Owner::me().pid, epoch, holder, Owner::me().lease_tag()],
     )?;
     Ok((tx.last_insert_rowid(), epoch))
 }

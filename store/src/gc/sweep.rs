@@ -15,18 +15,23 @@ use crate::error::{IoContext, Result};
 use crate::ids::{PackId, SnapshotId};
 use crate::layout;
 use crate::pack::RecordKind;
-use crate::process;
+use crate::process::Owner;
 use crate::store::Store;
 
 /// The leases of processes that are gone (killed: nothing else ends a lease).
 pub(super) fn stale_leases(store: &Store) -> Result<Vec<i64>> {
     let db = store.db();
-    let mut stmt = db.conn().prepare("SELECT id, pid FROM leases")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?)))?;
-    let leases: Vec<(i64, i64)> = rows.collect::<rusqlite::Result<_>>()?;
+    let mut stmt = db.conn().prepare("SELECT id, pid, process FROM leases")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            Owner::of_lease(r.get(1)?, r.get::<_, Option<String>>(2)?.as_deref()),
+        ))
+    })?;
+    let leases: Vec<(i64, Owner)> = rows.collect::<rusqlite::Result<_>>()?;
     Ok(leases
         .into_iter()
-        .filter(|&(_, pid)| !process::alive(pid))
+        .filter(|(_, owner)| !owner.alive())
         .map(|(id, _)| id)
         .collect())
 }
@@ -265,8 +270,8 @@ pub(crate) fn abandoned_packs(root: &Path) -> HashMap<PathBuf, PackId> {
         .into_iter()
         .filter_map(|f| {
             let name = f.file_name()?.to_str()?;
-            let (pid, pack) = layout::parse_committing_marker(name)?;
-            (pid != std::process::id() as i64 && !process::alive(pid)).then_some((f, pack))
+            let (owner, pack) = layout::parse_committing_marker(name)?;
+            (!owner.is_me() && !owner.alive()).then_some((f, pack))
         })
         .collect()
 }
@@ -348,11 +353,8 @@ pub(super) fn orphans(
         if name.is_some_and(|n| layout::parse_committing_marker(n).is_some()) {
             continue; // above
         }
-        let pid = name
-            .and_then(|n| n.split('-').next())
-            .and_then(|p| p.parse::<i64>().ok());
-        if let Some(pid) = pid {
-            if pid != std::process::id() as i64 && !process::alive(pid) && older_than(&f, grace) {
+        if let Some(owner) = name.and_then(Owner::of_file_name) {
+            if !owner.is_me() && !owner.alive() && older_than(&f, grace) {
                 remove(&f)?;
             }
         }
@@ -460,11 +462,7 @@ pub(super) fn estimate(
 ) -> Result<()> {
     report.chunks_condemned = mark::unreferenced(store)?;
     // The leases gc would leave, as a real run reports them.
-    report.leases = store
-        .leases()?
-        .into_iter()
-        .filter(|l| crate::process::alive(l.pid))
-        .collect();
+    report.leases = store.leases()?.into_iter().filter(|l| l.alive()).collect();
     let survivors = {
         let db = store.db();
         let conn = db.conn();

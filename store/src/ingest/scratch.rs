@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 
 use crate::error::{Error, Result};
+use crate::process::Owner;
 
 pub struct Scratch {
     tmp_dir: PathBuf,
@@ -36,7 +37,7 @@ impl Scratch {
 
 fn create(tmp_dir: &Path) -> Result<(Connection, tempfile::TempPath)> {
     let file = tempfile::Builder::new()
-        .prefix(&format!("{}-scratch-", std::process::id()))
+        .prefix(&format!("{}-scratch-", Owner::me().file_tag()))
         .suffix(".db")
         .tempfile_in(tmp_dir)
         .map_err(|e| Error::io(tmp_dir, e))?

@@ -11,6 +11,7 @@ use crate::crash::assert_consistent;
 mod beside_ingest;
 mod beside_verify;
 mod dry_run;
+mod leases;
 
 /// A lineage of `n` snapshots: a shared tree plus, in each, a large file of its own.
 pub(super) fn lineage(store: &TestStore, n: u64, big: usize) -> Vec<(String, Vec<u8>)> {

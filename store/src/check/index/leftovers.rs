@@ -10,7 +10,7 @@ use crate::check::Verifier;
 use crate::error::Result;
 use crate::ids::PackId;
 use crate::layout;
-use crate::process;
+use crate::process::Owner;
 
 fn sorted_dir(path: &Path) -> Vec<fs::DirEntry> {
     let mut v: Vec<_> = fs::read_dir(path)
@@ -85,12 +85,14 @@ pub(in crate::check) fn leftovers(v: &mut Verifier, packs: &[PackRow]) -> Result
         let fname = f.file_name().to_string_lossy().into_owned();
         let rel = format!("{}/{fname}", layout::TMP_DIR);
         let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-        match fname.split('-').next().and_then(|p| p.parse::<i32>().ok()) {
-            Some(pid) if process::alive(pid.into()) => v.notes.push(format!(
-                "{rel}: being written by process {pid} ({size} bytes): an ingest in progress"
+        match Owner::of_file_name(&fname) {
+            Some(owner) if owner.alive() => v.notes.push(format!(
+                "{rel}: being written by process {} ({size} bytes): an ingest in progress",
+                owner.pid
             )),
-            Some(pid) => v.notes.push(format!(
-                "{rel}: left by process {pid}, which is gone ({size} bytes); reclaimable by gc"
+            Some(owner) => v.notes.push(format!(
+                "{rel}: left by process {}, which is gone ({size} bytes); reclaimable by gc",
+                owner.pid
             )),
             None => v
                 .notes
