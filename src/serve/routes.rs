@@ -66,32 +66,40 @@ async fn base() -> Response {
         .into_response()
 }
 
-async fn fallback(method: Method, uri: Uri) -> ApiError {
+async fn fallback(method: Method, uri: Uri) -> Response {
     if method == Method::GET || method == Method::HEAD {
         match repository_of(uri.path()) {
             // `a/b`: a valid repository name in the spec, never a lineage's.
             Some(name) => ApiError::name_unknown(name),
             None => ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint"),
         }
+        .into_response()
     } else {
-        ApiError::new(
+        // Uploads and deletes included: nothing here takes another method, and a 405 names
+        // what does (RFC 9110 §15.5.6).
+        let mut r = ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "UNSUPPORTED",
             "cellar serve is read-only",
         )
+        .into_response();
+        r.headers_mut().insert(header::ALLOW, value("GET,HEAD"));
+        r
     }
 }
 
 /// The repository an API path names (`/v2/NAME/manifests/REF`, `…/blobs/DIGEST`,
-/// `…/tags/list`), where NAME may have several components.
+/// `…/tags/list`), where NAME may have several components. A path that ends otherwise
+/// (`/v2/vm/manifests/`, `/v2/vm/blobs/uploads/`, `…/latest/`) names no endpoint, whatever
+/// its repository.
 fn repository_of(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/v2/")?;
     let name = match rest.strip_suffix("/tags/list") {
         Some(name) => name,
-        None => ["/manifests/", "/blobs/"]
-            .iter()
-            .find_map(|sep| rest.rsplit_once(sep))
-            .map(|(name, _)| name)?,
+        None => ["/manifests/", "/blobs/"].iter().find_map(|sep| {
+            let (name, last) = rest.rsplit_once(sep)?;
+            (!last.is_empty() && !last.contains('/')).then_some(name)
+        })?,
     };
     (!name.is_empty()).then_some(name)
 }

@@ -158,6 +158,11 @@ fn distribution_api_answers_as_the_spec_says() {
             "NAME_UNKNOWN",
         ),
         ("/v2/vm/nothing", 404, "NOT_FOUND"),
+        // Paths of no endpoint are not taken for a repository's, though `vm` is one.
+        ("/v2/vm/manifests/", 404, "NOT_FOUND"),
+        ("/v2/vm/manifests/latest/", 404, "NOT_FOUND"),
+        ("/v2/vm/blobs/uploads/", 404, "NOT_FOUND"),
+        ("/v2/vm/blobs/", 404, "NOT_FOUND"),
         (&nope_manifest as &str, 404, "NAME_UNKNOWN"),
         (&nope_blob, 404, "NAME_UNKNOWN"),
         ("/v2/vm/manifests/nope", 404, "MANIFEST_UNKNOWN"),
@@ -174,10 +179,21 @@ fn distribution_api_answers_as_the_spec_says() {
         assert_eq!(r.status, status, "{path}");
         assert_eq!(r.json()["errors"][0]["code"], code, "{path}");
     }
-    for method in ["PUT", "POST", "DELETE", "PATCH"] {
-        let r = http_request(addr, method, "/v2/vm/manifests/latest", &[], b"{}");
-        assert_eq!(r.status, 405, "{method}");
-        assert_eq!(r.json()["errors"][0]["code"], "UNSUPPORTED");
+    // Every write is refused, and the refusal names the methods that are taken, on routes
+    // that exist for reading and on the upload endpoints that do not.
+    for path in [
+        "/v2/vm/manifests/latest",
+        "/v2/vm/blobs/uploads/",
+        "/v2/vm/blobs/uploads/abc",
+        &format!("/v2/vm/blobs/{layer}"),
+    ] {
+        for method in ["PUT", "POST", "DELETE", "PATCH"] {
+            let r = http_request(addr, method, path, &[], b"{}");
+            assert_eq!(r.status, 405, "{method} {path}");
+            assert_eq!(r.json()["errors"][0]["code"], "UNSUPPORTED");
+            let allow = r.header("allow").unwrap_or_default().replace(' ', "");
+            assert_eq!(allow, "GET,HEAD", "{method} {path}");
+        }
     }
 
     // A new snapshot shows up at once.
