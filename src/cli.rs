@@ -445,6 +445,11 @@ pub struct PushArgs {
     /// Allow plain HTTP and unverified TLS (loopback registries get plain HTTP anyway)
     #[arg(long)]
     pub insecure: bool,
+    /// Trust the CAs in DIR/*.crt and present the client certificate DIR/NAME.cert with
+    /// NAME.key, instead of looking in /etc/containers/certs.d/HOST[:PORT] and
+    /// /etc/docker/certs.d/HOST[:PORT] (the system's roots are trusted either way)
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
     /// Print the result as one JSON document on stdout
     #[arg(long)]
     pub json: bool,

@@ -42,7 +42,7 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
     let specs = lease.image_layers(&snap, args.layers.mode())?;
     let left_out = super::warn_left_out(store, &snap)?;
 
-    let mut client = Client::new(reference, args.insecure)?;
+    let mut client = Client::new(reference, args.insecure, args.cert_dir.as_deref())?;
     client.ping()?;
     let target = client.reference().to_string();
 

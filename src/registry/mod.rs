@@ -5,8 +5,10 @@
 mod auth;
 mod credentials;
 mod reference;
+mod trust;
 mod upload;
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
@@ -39,9 +41,16 @@ pub struct Client {
 impl Client {
     /// A client for `reference`'s registry. It speaks HTTPS; `ping` falls back to plain HTTP
     /// for loopback hosts or with `insecure` (which also accepts any TLS certificate), as
-    /// crane does.
-    pub fn new(reference: Reference, insecure: bool) -> anyhow::Result<Client> {
+    /// crane does. It trusts what [`trust`] finds for the host, in `cert_dir` if given.
+    pub fn new(
+        reference: Reference,
+        insecure: bool,
+        cert_dir: Option<&Path>,
+    ) -> anyhow::Result<Client> {
+        let trust = trust::for_host(&reference.host, cert_dir)?;
         let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(trust.roots)
+            .client_cert(trust.client)
             .disable_verification(insecure)
             .build();
         let agent: ureq::Agent = ureq::Agent::config_builder()

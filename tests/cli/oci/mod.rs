@@ -35,6 +35,7 @@ mod left_out;
 mod pack;
 mod push;
 mod push_auth;
+mod push_tls;
 mod serve;
 mod written_layer;
 

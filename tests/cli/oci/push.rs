@@ -1,6 +1,7 @@
 //! `cellar push`: images pushed to a real registry (Debian's docker-registry), pulled back by
 //! skopeo, unpacked by umoci and compared with GNU tar's extraction of the snapshot's stream.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
@@ -13,7 +14,12 @@ use crate::common::*;
 use crate::trees::portable_tree;
 
 /// `cellar push ARGS`, with an empty docker config so the machine's credentials play no part.
-fn push(store: &TestStore, args: &[&str]) -> Output {
+pub(super) fn push(store: &TestStore, args: &[&str]) -> Output {
+    push_env(store, args, &[])
+}
+
+/// `cellar push ARGS` as `push`, with `env` set too.
+pub(super) fn push_env(store: &TestStore, args: &[&str], env: &[(&str, &OsStr)]) -> Output {
     let config = store.scratch("docker-config");
     fs::create_dir_all(&config).unwrap();
     let mut argv = vec!["push"];
@@ -21,13 +27,14 @@ fn push(store: &TestStore, args: &[&str]) -> Output {
     store
         .cmd(&argv)
         .env("DOCKER_CONFIG", &config)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run cellar push")
 }
 
 /// `cellar push ARGS`, which must succeed; returns stdout.
-fn push_ok(store: &TestStore, registry: &Registry, args: &[&str]) -> String {
+pub(super) fn push_ok(store: &TestStore, registry: &Registry, args: &[&str]) -> String {
     let out = push(store, args);
     assert!(
         out.status.success(),
@@ -40,7 +47,7 @@ fn push_ok(store: &TestStore, registry: &Registry, args: &[&str]) -> String {
 }
 
 /// `cellar push ARGS --json`, parsed.
-fn push_json(store: &TestStore, registry: &Registry, args: &[&str]) -> Value {
+pub(super) fn push_json(store: &TestStore, registry: &Registry, args: &[&str]) -> Value {
     let mut argv = args.to_vec();
     argv.push("--json");
     let out = push_ok(store, registry, &argv);
@@ -48,7 +55,7 @@ fn push_json(store: &TestStore, registry: &Registry, args: &[&str]) -> Value {
 }
 
 /// The `uploaded` flags of a `--json` report's layers.
-fn uploaded(report: &Value) -> Vec<bool> {
+pub(super) fn uploaded(report: &Value) -> Vec<bool> {
     report["layers"]
         .as_array()
         .expect("layers")
@@ -60,7 +67,12 @@ fn uploaded(report: &Value) -> Vec<bool> {
 /// Pull `repo_tag` from the registry into an OCI layout with skopeo, check every layer
 /// against its diff_id, and unpack it with umoci. umoci cannot unpack zstd layers, so an image
 /// with some is copied once more, recompressed to gzip by skopeo, for unpacking.
-fn pull_rootfs(store: &TestStore, registry: &Registry, repo_tag: &str, label: &str) -> PathBuf {
+pub(super) fn pull_rootfs(
+    store: &TestStore,
+    registry: &Registry,
+    repo_tag: &str,
+    label: &str,
+) -> PathBuf {
     let layout = store.scratch(&format!("pulled-{label}"));
     let src = registry.docker_ref(repo_tag);
     skopeo_copy(&src, &format!("oci:{}:t", layout.display()), &[]);
@@ -81,7 +93,7 @@ fn pull_rootfs(store: &TestStore, registry: &Registry, repo_tag: &str, label: &s
 }
 
 /// The sha256 of the manifest as the registry serves it.
-fn served_digest(registry: &Registry, repo_tag: &str) -> String {
+pub(super) fn served_digest(registry: &Registry, repo_tag: &str) -> String {
     format!(
         "sha256:{}",
         sha256_hex(&skopeo_inspect_raw(&registry.docker_ref(repo_tag)))
@@ -317,35 +329,4 @@ fn a_layer_another_store_pushed_is_not_uploaded_again() {
         [false],
         "the digest made on the way is cached"
     );
-}
-
-/// A registry that speaks only HTTPS with a certificate no one signed: `--insecure` pushes to
-/// it over TLS (on loopback too, where plain HTTP is only the fallback, as crane has it);
-/// without it the push fails and says why.
-#[test]
-fn insecure_pushes_over_unverified_tls() {
-    let registry = Registry::with_tls();
-    let store = TestStore::new();
-    let mut stream = Vec::new();
-    member(&mut stream, b"f", b'0', b"over tls\n", b"", 0o644);
-    end_of_archive(&mut stream);
-    store.snapshot_bytes(&stream, "vm");
-
-    let refused = push(&store, &["vm", &registry.reference("vm:t")]);
-    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
-    let said = stderr(&refused);
-    assert!(
-        said.contains(&format!("https://{}/v2/", registry.addr())) && said.contains("ertificate"),
-        "the certificate is the reason: {said}"
-    );
-
-    let report = push_json(
-        &store,
-        &registry,
-        &["vm", &registry.reference("vm:t"), "--insecure"],
-    );
-    assert_eq!(uploaded(&report), [true]);
-    assert_eq!(report["digest"], served_digest(&registry, "vm:t"));
-    let rootfs = pull_rootfs(&store, &registry, "vm:t", "tls");
-    assert_eq!(fs::read(rootfs.join("f")).unwrap(), b"over tls\n");
 }

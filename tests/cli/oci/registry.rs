@@ -1,5 +1,5 @@
 //! A throwaway registry: Debian's `docker-registry` (distribution 2.8) serving a temp dir on a
-//! loopback port, deletes off, no TLS unless started with a self-signed certificate, and no
+//! loopback port, deletes off, no TLS unless started with a certificate of a test CA (made by openssl), and no
 //! auth unless started with users (htpasswd, so HTTP Basic). Dropping the guard kills it.
 
 use std::fs::{self, File};
@@ -47,48 +47,78 @@ enum Access {
     Open,
     /// `USER` with `PASSWORD`, over HTTP Basic.
     User,
-    /// HTTPS with a self-signed certificate.
+    /// HTTPS with a certificate the test CA (`ca.crt`) signed.
     Tls,
+    /// HTTPS as `Tls`, letting in only clients with a certificate the test CA signed.
+    MutualTls,
 }
 
-/// A self-signed certificate for 127.0.0.1 in `dir`: (certificate, key).
-fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+/// `openssl req` for a P-256 key (`NAME.key`) and a certificate (`NAME.crt`) in `dir`, with
+/// `args` saying what the certificate is and who signs it.
+fn openssl_req(dir: &Path, name: &str, args: &[&str]) {
     let out = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
         .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
+        .args(args)
         .arg("-keyout")
-        .arg(&key)
+        .arg(dir.join(format!("{name}.key")))
         .arg("-out")
-        .arg(&cert)
+        .arg(dir.join(format!("{name}.crt")))
+        .current_dir(dir)
         .output()
         .expect("run openssl (scripts/test installs it)");
     assert!(
         out.status.success(),
-        "openssl req: {}",
+        "openssl req {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    (cert, key)
+}
+
+/// A test CA in `dir` (`ca.crt`, `ca.key`) and what it signed: the server's certificate for
+/// 127.0.0.1 (`server.crt`, `server.key`) and a client's (`client.crt`, `client.key`). Leaf
+/// certificates say they are no CA: rustls refuses a CA's certificate as a server's.
+fn test_pki(dir: &Path) {
+    openssl_req(dir, "ca", &["-subj", "/CN=cellar test CA"]);
+    let leaf = |name: &str, subject: &str, usage: &str, san: &[&str]| {
+        let mut args = vec!["-CA", "ca.crt", "-CAkey", "ca.key", "-subj", subject];
+        args.extend(["-addext", "basicConstraints=critical,CA:FALSE"]);
+        args.extend(["-addext", usage]);
+        args.extend(san);
+        openssl_req(dir, name, &args);
+    };
+    leaf(
+        "server",
+        "/CN=127.0.0.1",
+        "extendedKeyUsage=serverAuth",
+        &["-addext", "subjectAltName=IP:127.0.0.1"],
+    );
+    leaf(
+        "client",
+        "/CN=cellar test client",
+        "extendedKeyUsage=clientAuth",
+        &[],
+    );
 }
 
 fn config(
     storage: &Path,
     addr: &str,
     htpasswd: Option<&Path>,
-    tls: Option<&(PathBuf, PathBuf)>,
+    pki: Option<(&Path, Access)>,
 ) -> String {
-    let tls = match tls {
-        Some((cert, key)) => format!(
-            "  tls:\n    certificate: \"{}\"\n    key: \"{}\"\n",
-            cert.display(),
-            key.display()
-        ),
+    let tls = match pki {
+        Some((dir, access)) => {
+            let mut tls = format!(
+                "  tls:\n    certificate: \"{}\"\n    key: \"{}\"\n",
+                dir.join("server.crt").display(),
+                dir.join("server.key").display()
+            );
+            if access == Access::MutualTls {
+                let ca = dir.join("ca.crt");
+                tls += &format!("    clientcas:\n      - \"{}\"\n", ca.display());
+            }
+            tls
+        }
         None => String::new(),
     };
     let auth = match htpasswd {
@@ -155,9 +185,15 @@ impl Registry {
         Self::launch(Access::User)
     }
 
-    /// A registry that speaks HTTPS only, with a self-signed certificate.
+    /// A registry that speaks HTTPS only, with a certificate of the test CA (`ca()`).
     pub(crate) fn with_tls() -> Registry {
         Self::launch(Access::Tls)
+    }
+
+    /// A registry that speaks HTTPS only and lets in only clients presenting a certificate of
+    /// the test CA (`client_cert()`).
+    pub(crate) fn with_mutual_tls() -> Registry {
+        Self::launch(Access::MutualTls)
     }
 
     fn launch(access: Access) -> Registry {
@@ -168,7 +204,10 @@ impl Registry {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = dir.path().join("storage");
         fs::create_dir_all(&storage).expect("mkdir storage");
-        let tls = (access == Access::Tls).then(|| self_signed(dir.path()));
+        let tls = matches!(access, Access::Tls | Access::MutualTls);
+        if tls {
+            test_pki(dir.path());
+        }
         let htpasswd = (access == Access::User).then(|| {
             let path = dir.path().join("htpasswd");
             fs::write(&path, format!("{USER}:{PASSWORD_BCRYPT}\n")).expect("write htpasswd");
@@ -181,7 +220,12 @@ impl Registry {
             let cfg = dir.path().join("config.yml");
             fs::write(
                 &cfg,
-                config(&storage, &addr, htpasswd.as_deref(), tls.as_ref()),
+                config(
+                    &storage,
+                    &addr,
+                    htpasswd.as_deref(),
+                    tls.then_some((dir.path(), access)),
+                ),
             )
             .expect("write registry config");
             let log = dir.path().join(format!("registry-{attempt}.log"));
@@ -205,7 +249,7 @@ impl Registry {
             let ready = match access {
                 Access::Open => 200,
                 Access::User => 401,
-                Access::Tls => 400,
+                Access::Tls | Access::MutualTls => 400,
             };
             let up = wait_up(&mut child, &addr, &log, ready);
             if up.is_ok() {
@@ -241,6 +285,17 @@ impl Registry {
     /// `docker://ADDR/REPO:TAG`: the same reference as skopeo takes it.
     pub(crate) fn docker_ref(&self, repo_tag: &str) -> String {
         format!("docker://{}/{repo_tag}", self.addr)
+    }
+
+    /// The PEM certificate of the CA that signed the server's certificate (and the client's).
+    pub(crate) fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// The client certificate and key the test CA signed, as PEM files.
+    pub(crate) fn client_cert(&self) -> (PathBuf, PathBuf) {
+        let dir = self.dir.path();
+        (dir.join("client.crt"), dir.join("client.key"))
     }
 
     /// The registry's storage root (`docker/registry/v2/...` below it).

@@ -1,0 +1,136 @@
+//! Whom a push trusts over TLS, as skopeo and docker do: the system's roots (with
+//! `SSL_CERT_FILE` and `SSL_CERT_DIR` honoured, as OpenSSL and Go honour them), or Mozilla's
+//! where the system has none; plus the CAs kept for the registry's host in a certs.d
+//! directory, which may also hold the client certificate a registry asks for.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts};
+
+/// Where per-registry certificates live: `DIR/HOST[:PORT]/`, containers' first, as skopeo
+/// looks.
+const CERTS_D: [&str; 2] = ["/etc/containers/certs.d", "/etc/docker/certs.d"];
+
+/// What a push's TLS trusts and presents.
+pub struct Trust {
+    pub roots: RootCerts,
+    pub client: Option<ClientCert>,
+}
+
+/// The trust for `host` (`HOST[:PORT]` as written in the reference): `cert_dir` in place of
+/// the certs.d directories when given, as skopeo's `--dest-cert-dir`.
+pub fn for_host(host: &str, cert_dir: Option<&Path>) -> anyhow::Result<Trust> {
+    let dir = match cert_dir {
+        Some(dir) => Some(dir.to_path_buf()),
+        None => CERTS_D
+            .iter()
+            .map(|d| Path::new(d).join(host))
+            .find(|d| d.is_dir()),
+    };
+    let (extra, client) = match &dir {
+        Some(dir) => certs_d(dir)?,
+        None => (Vec::new(), None),
+    };
+    let system = system_roots();
+    let roots = match (system.is_empty(), extra.is_empty()) {
+        (true, true) => RootCerts::WebPki,
+        (false, _) => RootCerts::from(system.into_iter().chain(extra)),
+        (true, false) => RootCerts::from(
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                .iter()
+                .map(|der| Certificate::from_der(der).to_owned())
+                .chain(extra),
+        ),
+    };
+    Ok(Trust { roots, client })
+}
+
+/// The system's roots; none when it has no store (a bare container), whose files that do not
+/// parse are passed over as OpenSSL passes them over.
+fn system_roots() -> Vec<Certificate<'static>> {
+    rustls_native_certs::load_native_certs()
+        .certs
+        .iter()
+        .map(|der| Certificate::from_der(der).to_owned())
+        .collect()
+}
+
+/// A certs.d directory's `*.crt` (CAs) and its `NAME.cert` with `NAME.key` (the client's
+/// certificate chain and key), as docker lays them out.
+fn certs_d(dir: &Path) -> anyhow::Result<(Vec<Certificate<'static>>, Option<ClientCert>)> {
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("reading certificate directory {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("reading certificate directory {}", dir.display()))?;
+    entries.sort();
+    let mut cas = Vec::new();
+    let mut client = None;
+    for path in &entries {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("crt") => cas.extend(pem_certs(path)?),
+            Some("cert") => {
+                let key = path.with_extension("key");
+                if !key.exists() {
+                    bail!(
+                        "client certificate {} has no key beside it ({})",
+                        path.display(),
+                        key.display()
+                    );
+                }
+                if client.is_some() {
+                    bail!(
+                        "{} holds more than one client certificate (*.cert)",
+                        dir.display()
+                    );
+                }
+                client = Some(ClientCert::new_with_certs(
+                    &pem_certs(path)?,
+                    pem_key(&key)?,
+                ));
+            }
+            Some("key") if !path.with_extension("cert").exists() => bail!(
+                "key {} has no client certificate beside it ({})",
+                path.display(),
+                path.with_extension("cert").display()
+            ),
+            _ => {}
+        }
+    }
+    Ok((cas, client))
+}
+
+fn read_pem(path: &Path) -> anyhow::Result<Vec<PemItem<'static>>> {
+    let pem = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    ureq::tls::parse_pem(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow!("{}: not PEM: {e}", path.display()))
+}
+
+/// The certificates of a PEM file, at least one.
+fn pem_certs(path: &Path) -> anyhow::Result<Vec<Certificate<'static>>> {
+    let certs: Vec<_> = read_pem(path)?
+        .into_iter()
+        .filter_map(|item| match item {
+            PemItem::Certificate(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        bail!("{}: holds no certificate", path.display());
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM file.
+fn pem_key(path: &Path) -> anyhow::Result<PrivateKey<'static>> {
+    read_pem(path)?
+        .into_iter()
+        .find_map(|item| match item {
+            PemItem::PrivateKey(k) => Some(k),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow!("{}: holds no private key", path.display()))
+}
