@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context};
-use cellar_store::error::printable;
+use cellar_store::error::{path_text, printable};
 use cellar_store::fsview::FsView;
 use cellar_store::Store;
 use fuser::{Config, MountOption, SessionACL};
@@ -31,19 +31,19 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
     // A FUSE mount whose process was killed: there is a mount point, but nothing answers.
     // The kernel says ENOTCONN once the connection is gone, and ECONNABORTED to a request
     // that was waiting when it went (a server whose threads are still exiting).
+    let shown = shown(&args.mountpoint);
+    let word = shell_word(&args.mountpoint);
     if let Err(e) = std::fs::metadata(&args.mountpoint) {
         if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) {
             bail!(
-                "{dir} is a mount point whose filesystem no longer answers (a mount that was \
-                 killed); unmount it first (`fusermount3 -u {dir}` or `umount -l {dir}`)",
-                dir = args.mountpoint.display()
+                "{shown} is a mount point whose filesystem no longer answers (a mount that was \
+                 killed); unmount it first (`fusermount3 -u {word}` or `umount -l {word}`)"
             );
         }
     }
     if let Some(why) = super::not_a_dir(&args.mountpoint) {
-        return Err(UsageError(format!("{}: {why}", args.mountpoint.display())).into());
+        return Err(UsageError(format!("{shown}: {why}")).into());
     }
-    let shown = args.mountpoint.display().to_string();
     super::outside_store(root, &args.mountpoint, &shown, super::WOULD_DAMAGE)?;
     if super::store_below(root, &args.mountpoint).is_some() {
         return Err(UsageError(format!(
@@ -55,10 +55,13 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
     }
     // Mounting there would hide what is mounted, not replace it, and succeed silently.
     if is_mount_point(&args.mountpoint)? {
+        let what = mounted_at(&args.mountpoint).map_or_else(
+            || "of what, cellar cannot tell".to_string(),
+            |m| m.to_string(),
+        );
         bail!(
-            "{dir} is already a mount point (of what, cellar cannot tell); unmount it first \
-             (`umount {dir}` or `fusermount3 -u {dir}`)",
-            dir = args.mountpoint.display()
+            "{shown} is already a mount point ({what}); unmount it first (`umount {word}` or \
+             `fusermount3 -u {word}`)"
         );
     }
     if args.daemon {
@@ -107,9 +110,9 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
         &args.mountpoint,
         &config,
     )
-    .with_context(|| format!("mounting at {}", args.mountpoint.display()))?;
+    .with_context(|| format!("mounting at {}", shown))?;
     let _ = notifier.set(session.notifier());
-    errln!("cellar: mounted at {}", args.mountpoint.display());
+    errln!("cellar: mounted at {}", shown);
     if let Some(fd) = std::env::var(READY_FD)
         .ok()
         .and_then(|v| v.parse::<i32>().ok())
@@ -151,23 +154,94 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
         let _ = tx.send(None);
     });
     if let Ok(Some(sig)) = rx.recv() {
-        errln!(
-            "cellar: signal {sig}: unmounting {}",
-            args.mountpoint.display()
-        );
+        errln!("cellar: signal {sig}: unmounting {}", shown);
         unmount_lazily(&args.mountpoint);
         // A detached mount's session only ends when its last open file closes; do not wait
         // for that. Exiting closes /dev/fuse, which ends the connection (held files then get
         // ENOTCONN).
         let _ = rx.recv_timeout(std::time::Duration::from_secs(1));
     }
-    errln!("cellar: unmounted {}", args.mountpoint.display());
+    errln!("cellar: unmounted {}", shown);
     Ok(())
 }
 
 /// `n` and `word`, in the plural unless `n` is 1.
 fn counted(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+/// `path` as messages show paths: control characters and bytes that are not UTF-8 escaped.
+fn shown(path: &Path) -> String {
+    path_text(path.as_os_str().as_bytes())
+}
+
+/// `path` as a word to paste into a shell (quoted where it has to be), shown as messages
+/// show paths.
+fn shell_word(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let quoted = shlex::try_quote(&text).unwrap_or(text.clone());
+    printable(&quoted).into_owned()
+}
+
+/// A mount as /proc/self/mountinfo lists it.
+struct Mounted {
+    fstype: String,
+    source: String,
+}
+
+impl std::fmt::Display for Mounted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cellar = self.fstype == "fuse.cellar"
+            || (self.fstype.starts_with("fuse") && self.source == "cellar");
+        if cellar {
+            write!(f, "a cellar mount")
+        } else {
+            write!(
+                f,
+                "{} from {}",
+                printable(&self.fstype),
+                printable(&self.source)
+            )
+        }
+    }
+}
+
+/// What is mounted on top at `dir` (the last of the mounts there), if mountinfo says.
+fn mounted_at(dir: &Path) -> Option<Mounted> {
+    let dir = std::fs::canonicalize(dir).ok()?;
+    let info = std::fs::read("/proc/self/mountinfo").ok()?;
+    info.split(|&b| b == b'\n').rev().find_map(|line| {
+        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS...] - FSTYPE SOURCE SUPEROPTIONS
+        let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+        let dash = fields.iter().position(|f| *f == b"-")?;
+        let text = |i: usize| Some(String::from_utf8_lossy(fields.get(i)?).into_owned());
+        (unescape_mountinfo(fields.get(4)?) == dir.as_os_str().as_bytes()).then_some(Mounted {
+            fstype: text(dash + 1)?,
+            source: text(dash + 2)?,
+        })
+    })
+}
+
+/// A mountinfo field with its octal escapes (`\040` for a space) decoded.
+fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let octal = field
+            .get(i + 1..i + 4)
+            .filter(|d| field[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(d) => {
+                out.push(d.iter().fold(0u8, |n, b| n.wrapping_mul(8) + (b - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(field[i]);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Whether `dir` is the root of a mount (of any filesystem, a bind mount included).
@@ -270,7 +344,7 @@ fn daemonize(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
     if ready_rx.read(&mut byte).unwrap_or(0) == 1 {
         errln!(
             "cellar: mounted at {} in the background (pid {pid}); log: {}",
-            args.mountpoint.display(),
+            shown(&args.mountpoint),
             log_path.display()
         );
         if args.json {

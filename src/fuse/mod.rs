@@ -26,10 +26,19 @@ use cellar_store::{Error, Kind};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEntry, ReplyLseek, ReplyOpen, ReplyXattr, Request,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
 use crate::output::errln;
+
+/// The longest name a snapshot can hold (a tar stream's, up to PATH_MAX less the NUL), which
+/// recent kernels pass through FUSE (older ones stop at 1,024 bytes).
+const NAME_MAX: u32 = 4095;
+/// The longest symlink target FUSE carries (a page, less the NUL): the kernel fails a longer
+/// READLINK reply with EIO.
+const LINK_MAX: usize = 4095;
+/// The block size `statfs` counts in.
+const BLOCK: u64 = 4096;
 
 /// Snapshots never change: the kernel may cache their attributes and entries for good.
 const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -206,7 +215,26 @@ impl Filesystem for CellarFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.view.readlink(ino.0) {
+            Ok(target) if target.len() > LINK_MAX => reply.error(Errno::ENAMETOOLONG),
             Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    /// The snapshot's size as `list` gives it and its members, all used (read-only, as
+    /// squashfs reports itself), and the longest name it may hold.
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.view.usage() {
+            Ok(u) => reply.statfs(
+                u.bytes.div_ceil(BLOCK),
+                0,
+                0,
+                u.entries,
+                0,
+                BLOCK as u32,
+                NAME_MAX,
+                BLOCK as u32,
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -355,6 +355,27 @@ pub fn member(out: &mut Vec<u8>, name: &[u8], typeflag: u8, data: &[u8], link: &
     out.resize(out.len().next_multiple_of(512), 0);
 }
 
+/// A PAX `x` header carrying `records`, to precede the next member.
+pub fn pax(out: &mut Vec<u8>, records: &[(&str, &[u8])]) {
+    pax_header(out, b'x', records);
+}
+
+/// A PAX header of `typeflag` (`x` local, `g` global) carrying `records`.
+pub fn pax_header(out: &mut Vec<u8>, typeflag: u8, records: &[(&str, &[u8])]) {
+    let mut data = Vec::new();
+    for (k, v) in records {
+        let body = [k.as_bytes(), b"=", v, b"\n"].concat();
+        // The length counts itself: find the fixed point.
+        let mut len = body.len() + 2;
+        while format!("{len} ").len() + body.len() != len {
+            len = format!("{len} ").len() + body.len();
+        }
+        data.extend_from_slice(format!("{len} ").as_bytes());
+        data.extend_from_slice(&body);
+    }
+    member(out, b"./PaxHeaders/x", typeflag, &data, b"", 0o644);
+}
+
 pub fn end_of_archive(out: &mut Vec<u8>) {
     out.extend_from_slice(&[0u8; 1024]);
 }

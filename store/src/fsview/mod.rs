@@ -71,6 +71,13 @@ impl<'a> Entry<'a> {
     }
 }
 
+/// See [`FsView::usage`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: u64,
+    pub entries: u64,
+}
+
 pub struct FsView {
     /// Every snapshot the view goes into is pinned through it (FORMAT §15.4): forgotten while
     /// shown, it stays readable while the view holds inodes in it.
@@ -156,6 +163,19 @@ impl FsView {
     /// and with it, if it was the last inode of its snapshot, the view's pin of that snapshot.
     pub fn forget(&self, ino: u64, n: u64) {
         self.inodes_mut(|inodes| inodes.forget(ino, n));
+    }
+
+    /// What the view shows, for `statfs`: the snapshot's stream (every snapshot's, for the
+    /// all-snapshots view) in bytes, as `list` gives its size, and its members.
+    pub fn usage(&self) -> Result<Usage> {
+        let snaps = match self.get(ROOT_INO)? {
+            Inode::Node { snap, .. } => vec![(*snap).clone()],
+            _ => self.store().list(None)?,
+        };
+        Ok(snaps.iter().fold(Usage::default(), |u, s| Usage {
+            bytes: u.bytes + s.stream_len,
+            entries: u.entries + s.members,
+        }))
     }
 
     /// How many inodes the view holds now.

@@ -5,27 +5,6 @@ use super::oracle::{assert_matches_dir, assert_matches_extraction};
 
 use crate::common::*;
 
-/// A PAX `x` header carrying `records`, to precede the next member.
-pub(super) fn pax(out: &mut Vec<u8>, records: &[(&str, &[u8])]) {
-    pax_header(out, b'x', records);
-}
-
-/// A PAX header of `typeflag` (`x` local, `g` global) carrying `records`.
-fn pax_header(out: &mut Vec<u8>, typeflag: u8, records: &[(&str, &[u8])]) {
-    let mut data = Vec::new();
-    for (k, v) in records {
-        let body = [k.as_bytes(), b"=", v, b"\n"].concat();
-        // The length counts itself: find the fixed point.
-        let mut len = body.len() + 2;
-        while format!("{len} ").len() + body.len() != len {
-            len = format!("{len} ").len() + body.len();
-        }
-        data.extend_from_slice(format!("{len} ").as_bytes());
-        data.extend_from_slice(&body);
-    }
-    member(out, b"./PaxHeaders/x", typeflag, &data, b"", 0o644);
-}
-
 #[test]
 fn absurdly_deep_paths_are_left_out_not_fatal() {
     let store = TestStore::new();

@@ -5,7 +5,6 @@
 
 use serde_json::Value;
 
-use super::edge::pax;
 use super::oracle::{assert_matches_extraction, lossy, ls_json};
 use crate::common::*;
 use crate::trees::set_mtime;

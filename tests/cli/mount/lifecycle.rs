@@ -394,8 +394,9 @@ fn daemon_json_says_the_pid_and_the_log() {
     assert_eq!(alone.status.code(), Some(2), "{}", stderr(&alone));
 }
 
-/// A mount point already in use (by a cellar mount or any other) is refused, saying how to
-/// unmount it: mounting there would hide what is mounted, and both would seem to work.
+/// A mount point already in use (by a cellar mount or any other) is refused, saying what is
+/// mounted there and how to unmount it, in commands that paste into a shell as they are:
+/// mounting there would hide what is mounted, and both would seem to work.
 #[test]
 fn a_mount_point_already_in_use_is_refused() {
     require("fusermount3");
@@ -405,26 +406,45 @@ fn a_mount_point_already_in_use_is_refused() {
     let two = small_stream(&store, "t2", &[("etc/hostname", b"db\n".to_vec())]);
     let other = store.snapshot_bytes(&two, "db");
 
-    let mut m = Mounted::new(&store, "mnt");
+    let mut m = Mounted::new(&store, "mnt x");
     m.daemon(&store, Some(&id));
     let dir = m.dir_str().to_string();
     let bound = Mounted::new(&store, "bound");
     sh(&format!("mount --bind '{0}' '{0}'", bound.dir_str()));
-    for (at, args) in [
-        (&dir, vec!["mount", "--daemon", &dir, &other]),
-        (&dir, vec!["mount", &dir, &other]),
-        (&dir, vec!["mount", "--daemon", &dir]),
+    let bound_dir = bound.dir_str().to_string();
+    for (at, word, what, args) in [
         (
-            &bound.dir_str().to_string(),
-            vec!["mount", bound.dir_str(), &other],
+            &dir,
+            format!("'{dir}'"),
+            "a cellar mount",
+            vec!["mount", "--daemon", &dir, &other],
+        ),
+        (
+            &dir,
+            format!("'{dir}'"),
+            "a cellar mount",
+            vec!["mount", &dir, &other],
+        ),
+        (
+            &dir,
+            format!("'{dir}'"),
+            "a cellar mount",
+            vec!["mount", "--daemon", &dir],
+        ),
+        (
+            &bound_dir,
+            bound_dir.clone(),
+            " from ",
+            vec!["mount", &bound_dir, &other],
         ),
     ] {
         let out = run_bounded(&store, &args);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(
-            err.contains(&format!("{at} is already a mount point"))
-                && err.contains(&format!("`umount {at}` or `fusermount3 -u {at}`")),
+            err.contains(&format!("{at} is already a mount point ("))
+                && err.contains(what)
+                && err.contains(&format!("`umount {word}` or `fusermount3 -u {word}`")),
             "{args:?}: {err}"
         );
     }
@@ -434,6 +454,18 @@ fn a_mount_point_already_in_use_is_refused() {
         "one process serves the mount"
     );
     assert_eq!(fs::read(m.path("etc/hostname")).unwrap(), b"vm1\n");
+
+    // The command it gives, pasted into a shell as it is, unmounts.
+    let err = stderr(&run_bounded(&store, &["mount", &dir, &other]));
+    let command = err
+        .split('`')
+        .find(|c| c.starts_with("fusermount3 -u "))
+        .unwrap_or_else(|| panic!("a fusermount3 command in: {err}"));
+    sh(command);
+    assert!(
+        wait_for(BOUND, || !is_mounted(&m.dir)),
+        "`{command}` unmounted"
+    );
 }
 
 /// SIGUSR1's report says "1 snapshot", not "1 snapshots" (and the same of inodes).

@@ -17,6 +17,7 @@ mod faithful;
 mod feed;
 mod forget;
 mod lifecycle;
+mod limits;
 mod load;
 mod order;
 mod prune_gc;
