@@ -178,23 +178,21 @@ fn write_problem(out: &mut dyn Write, p: &Problem) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Open the store for verify, pointing at repair-index when the index itself is unreadable.
-fn open(root: &Path) -> anyhow::Result<Store> {
-    match Store::open(root) {
-        Ok(s) => Ok(s),
-        // Not damage: a permission, which a rebuilt index would not change.
-        Err(Error::Db(_)) if super::write_denied(root) => super::open(root),
-        Err(e @ Error::Db(_)) => Err(e).context(
-            "the index (cellar.db) cannot be read; `cellar repair-index` rebuilds it from \
-                 the packs",
-        ),
-        Err(e) => Err(e.into()),
-    }
-}
-
 pub fn verify(root: &Path, args: VerifyArgs) -> anyhow::Result<()> {
-    let store = open(root)?;
-    let report = store.verify(args.data)?;
+    let report = match Store::open(root) {
+        Ok(store) => store.verify(args.data)?,
+        // Not damage: a permission, which a rebuilt index would not change.
+        Err(Error::Db(_)) if super::write_denied(root) => super::open(root)?.verify(args.data)?,
+        // The damage is the finding, reported as any other.
+        Err(e) if e.index_damaged() => VerifyReport::index_unreadable(args.data, &e),
+        Err(e @ Error::Db(_)) => {
+            return Err(e).context(
+                "the index (cellar.db) cannot be read; `cellar repair-index` rebuilds it from \
+                 the packs",
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
     if args.json {
         let mut out = std::io::stdout().lock();
         let json = VerifyJson {

@@ -97,13 +97,21 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
+/// Whether SQLite found the index file damaged, or not a database at all.
+fn damaged(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
 /// What to do when SQLite finds the index file damaged, or has no room to write, wherever in a
 /// command it does.
 fn repair_hint(e: &rusqlite::Error) -> &'static str {
+    if damaged(e) {
+        return " (the index is damaged: `cellar repair-index` rebuilds it from the packs)";
+    }
     match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
-            " (the index is damaged: `cellar repair-index` rebuilds it from the packs)"
-        }
         Some(rusqlite::ErrorCode::DiskFull) => " (no space left on the store's filesystem)",
         // What SQLite calls a "disk I/O error" when it cannot grow its shared-memory file.
         Some(rusqlite::ErrorCode::SystemIoFailure)
@@ -187,6 +195,12 @@ fn member_suffix(member: &Option<TarPlace>) -> String {
 }
 
 impl Error {
+    /// Whether this is SQLite finding the index file (`cellar.db`) damaged: what
+    /// `repair-index` mends.
+    pub fn index_damaged(&self) -> bool {
+        matches!(self, Error::Db(e) if damaged(e))
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

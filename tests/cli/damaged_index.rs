@@ -313,3 +313,45 @@ fn a_repair_keeps_the_commit_order_across_a_forgotten_snapshot() {
     assert_eq!(latest(&store), a.trim(), "not {}", b.trim());
     assert_eq!(store.ok(&["list"]), before);
 }
+
+/// An index SQLite cannot read at all (its header overwritten) or that breaks off (cut in
+/// half) is verify's finding, reported as any other: a problem line, `--json` with `ok: false`
+/// and the problem, exit 1; not an error with no report.
+#[test]
+fn an_unreadable_index_is_a_problem_verify_reports() {
+    for damage in ["header", "truncated"] {
+        let f = fixture();
+        let path = db_file(&f.store);
+        let mut bytes = std::fs::read(&path).unwrap();
+        match damage {
+            "header" => bytes[..16].copy_from_slice(b"not an index at "),
+            _ => bytes.truncate(bytes.len() / 2),
+        }
+        std::fs::write(&path, &bytes).unwrap();
+
+        let out = f.store.run(&["verify", "--json"]);
+        assert_eq!(code(&out), Some(1), "{damage}: {}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{damage}: no JSON report ({e}): {}", stderr(&out)));
+        assert_eq!(report["ok"], false, "{damage}");
+        let what = report["problems"][0]["what"].as_str().unwrap_or_default();
+        assert!(
+            what.contains("index file cannot be read") && what.contains("repair-index"),
+            "{damage}: {report}"
+        );
+
+        let out = f.store.run(&["verify"]);
+        assert_eq!(code(&out), Some(1), "{damage}");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.contains("problem: the index file cannot be read"),
+            "{damage}: {said}"
+        );
+        assert!(stderr(&out).contains("verify found 1 problem"), "{damage}");
+
+        // What the report points at mends it.
+        f.store.ok(&["repair-index", "--force"]);
+        f.store.ok(&["verify"]);
+        assert_eq!(f.store.export(&f.db), f.db_stream, "{damage}");
+    }
+}

@@ -58,6 +58,23 @@ impl VerifyReport {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// The report of a check SQLite stopped, finding the index file damaged (`e`): that is
+    /// the problem, and nothing behind it could be counted or checked.
+    pub fn index_unreadable(data: bool, e: &Error) -> Self {
+        VerifyReport {
+            data,
+            packs: 0,
+            chunks: 0,
+            snapshots: 0,
+            problems: vec![Problem::new(
+                format!("the index file cannot be read, so nothing else was checked: {e}"),
+                None,
+                None,
+            )],
+            notes: Vec::new(),
+        }
+    }
 }
 
 /// One thing wrong with the store.
@@ -239,7 +256,10 @@ impl Store {
         // (`settle`) and still has findings is made again, so what it reports is damage.
         let mut runs = 1;
         loop {
-            let (mut report, packs_went) = self.verify_once(data)?;
+            let (mut report, packs_went) = match self.verify_once(data) {
+                Err(e) if e.index_damaged() => return Ok(VerifyReport::index_unreadable(data, &e)),
+                r => r?,
+            };
             if report.ok() || !packs_went || runs == VERIFY_RUNS {
                 if runs > 1 {
                     report.notes.push(format!(
