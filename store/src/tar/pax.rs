@@ -126,6 +126,55 @@ pub fn check_numbers(records: &[PaxRecord]) -> Result<(), String> {
     Ok(())
 }
 
+/// A PAX 0.0 sparse map is `GNU.sparse.offset` and `GNU.sparse.numbytes` records in pairs,
+/// in that order, no more of them than `GNU.sparse.numblocks` says when it is given. GNU tar
+/// refuses a record out of its pair ("Malformed extended header: excess
+/// GNU.sparse.offset=50"); one left without its other half would make a map with a segment
+/// missing, so a file of the wrong bytes. Err names the first record out of place.
+pub fn check_sparse_pairs(records: &[PaxRecord]) -> Result<(), String> {
+    let numblocks = lookup(records, "GNU.sparse.numblocks").and_then(parse_decimal);
+    let mut pending: Option<&PaxRecord> = None;
+    let mut pairs = 0u64;
+    let shown = |r: &PaxRecord| {
+        format!(
+            "{}={}",
+            String::from_utf8_lossy(&r.key),
+            String::from_utf8_lossy(&r.value[..r.value.len().min(64)])
+        )
+    };
+    for r in records {
+        match (r.key.as_slice(), pending) {
+            (b"GNU.sparse.offset", None) => pending = Some(r),
+            (b"GNU.sparse.numbytes", Some(_)) => {
+                pending = None;
+                pairs += 1;
+                if numblocks.is_some_and(|n| pairs > n) {
+                    return Err(format!(
+                        "malformed PAX sparse map: {} is past the GNU.sparse.numblocks={} \
+                         segments",
+                        shown(r),
+                        numblocks.unwrap_or_default()
+                    ));
+                }
+            }
+            (b"GNU.sparse.offset", Some(_)) | (b"GNU.sparse.numbytes", None) => {
+                return Err(format!(
+                    "malformed PAX sparse map: {} is out of its offset/numbytes pair",
+                    shown(r)
+                ))
+            }
+            _ => {}
+        }
+    }
+    match pending {
+        Some(r) => Err(format!(
+            "malformed PAX sparse map: {} has no GNU.sparse.numbytes after it",
+            shown(r)
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A PAX time as GNU tar reads one: `[-]SECS[.FRACTION]` at its start, where what follows is
 /// ignored (Python's tarfile writes a tiny float as `1e-05`, read as 1; `12abc` is 12), and
 /// None when it does not start so.

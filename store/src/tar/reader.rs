@@ -398,6 +398,7 @@ impl<S: ByteSource> TarReader<S> {
             m.devminor = h.devminor()?;
         }
         pax::check_numbers(&m.pax)?;
+        pax::check_sparse_pairs(&m.pax)?;
         let size = match pax::lookup(&m.pax, "size") {
             // Capped like header sizes (i64), so padding arithmetic cannot overflow.
             Some(v) => pax::parse_decimal(v)

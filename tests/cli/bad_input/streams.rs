@@ -200,6 +200,46 @@ fn malformed_pax_records() {
 
 /// A PAX number GNU tar cannot read ("Malformed extended header: invalid gid=-5x") fails the
 /// member, named with its offset, and nothing is recorded; a well-formed one is read.
+/// A PAX 0.0 sparse map's offset and numbytes records come in pairs, in that order, no more
+/// of them than numblocks says: one out of its pair is refused as GNU tar refuses it, where
+/// cellar would otherwise keep a map with a segment missing (a file of the wrong bytes).
+#[test]
+fn pax_sparse_records_out_of_their_pairs() {
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    let size = [
+        pax_record("GNU.sparse.size", "100"),
+        pax_record("GNU.sparse.numblocks", "1"),
+    ]
+    .concat();
+    let offset = |v| pax_record("GNU.sparse.offset", v);
+    let numbytes = |v| pax_record("GNU.sparse.numbytes", v);
+    for (records, record, what) in [
+        (
+            [numbytes("10"), offset("50")].concat(),
+            "GNU.sparse.numbytes=10",
+            "out of its offset/numbytes pair",
+        ),
+        (
+            offset("50"),
+            "GNU.sparse.offset=50",
+            "has no GNU.sparse.numbytes",
+        ),
+        (numbytes("10"), "GNU.sparse.numbytes=10", "out of its pair"),
+        (
+            [offset("0"), numbytes("5"), offset("50"), numbytes("5")].concat(),
+            "GNU.sparse.numbytes=5",
+            "past the GNU.sparse.numblocks=1",
+        ),
+    ] {
+        let stream = with_pax(&[size.clone(), records].concat(), &tar);
+        let err = refuse_stdin(&stream, what);
+        assert_offset(&err, 1024, what);
+        assert_member(&err, "a.bin", what);
+        assert_mentions(&err, &format!("malformed PAX sparse map: {record}"), what);
+    }
+}
+
 #[test]
 fn malformed_pax_numbers() {
     let ts = TestStore::new();
