@@ -79,10 +79,7 @@ impl<'s> ParentFiles<'s> {
             return;
         }
         let store = self.tree.store();
-        let Some(content) = self
-            .node(meta::member_path(m))
-            .and_then(|n| n.content.as_ref())
-        else {
+        let Some(content) = self.node(m.real_path()).and_then(|n| n.content.as_ref()) else {
             return;
         };
         if content.segments.is_some()

@@ -536,8 +536,8 @@ fn tree_member(
         tree.not_exact();
     }
     match meta::action(m, Some(content), real_size, &mut |w| tree.warn(w)) {
-        Action::Put(node) => tree.put_member(meta::member_path(m), *node),
-        Action::Link(target, mtime) => tree.put_link(meta::member_path(m), &target, mtime),
+        Action::Put(node) => tree.put_member(m.real_path(), *node),
+        Action::Link(target, mtime) => tree.put_link(m.real_path(), &target, mtime),
         Action::Skip => Ok(()),
     }
 }

@@ -53,9 +53,15 @@ pub struct Member {
 }
 
 impl Member {
-    /// The path for a message: lossy UTF-8, control characters escaped.
+    /// The path the member stands for: a PAX sparse member's own (`GNU.sparse.name`), not
+    /// the placeholder its header carries (`./GNUSparseFile.123/name`).
+    pub fn real_path(&self) -> &[u8] {
+        pax::lookup(&self.pax, "GNU.sparse.name").unwrap_or(&self.path)
+    }
+
+    /// [`Member::real_path`] for a message: lossy UTF-8, control characters escaped.
     pub fn display_path(&self) -> String {
-        path_text(&self.path)
+        path_text(self.real_path())
     }
 }
 
@@ -347,10 +353,10 @@ impl<S: ByteSource> TarReader<S> {
                     m.global_records = self.global.len();
                     m.pax.splice(0..0, self.global.iter().cloned());
                     self.fill_member(&mut m, &h, size, long_name, long_link)
-                        .map_err(|e| self.bad_in(start, &m.path, e))?;
+                        .map_err(|e| self.bad_in(start, m.real_path(), e))?;
                     let current = self.current.get_or_insert_with(Vec::new);
                     current.clear();
-                    current.extend_from_slice(&m.path);
+                    current.extend_from_slice(m.real_path());
                     self.in_next_headers = false;
                     if typeflag == header::GNU_SPARSE {
                         let extended = h.gnu_sparse_extended();

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 
 use super::node::{Content, Kind, Node};
-use crate::error::path_text;
 use crate::list::ListRef;
 use crate::tar::header;
 use crate::tar::pax::{self, parse_time, PaxRecord};
@@ -29,16 +28,11 @@ pub enum Sparse {
     InPayload,
 }
 
-/// The path the member stands for (sparse formats keep the real name aside).
-pub fn member_path(m: &Member) -> &[u8] {
-    pax::lookup(&m.pax, "GNU.sparse.name").unwrap_or(&m.path)
-}
-
 /// A regular (or contiguous) file member whose name ends in `/`: a directory, by the BSD
 /// convention GNU tar and bsdtar follow (v7 headers have no directory type; `bsdtar
 /// --format=v7` writes directories so).
 pub fn slash_dir(m: &Member) -> bool {
-    matches!(m.typeflag, b'0' | 0 | b'7') && member_path(m).ends_with(b"/")
+    matches!(m.typeflag, b'0' | 0 | b'7') && m.real_path().ends_with(b"/")
 }
 
 pub fn sparse_layout(m: &Member) -> Sparse {
@@ -184,7 +178,7 @@ pub fn action(
         let out_of_range = |what: String| {
             format!(
                 "{}: {what} is out of range (0 to {})",
-                path_text(member_path(m)),
+                m.display_path(),
                 u32::MAX
             )
         };
@@ -219,7 +213,7 @@ pub fn action(
             "{}: {left_out} extended attribute(s) over Linux's limits (a name over \
              {XATTR_NAME_MAX} bytes, a value over {XATTR_SIZE_MAX} bytes, or over {XATTRS_MAX} \
              bytes in all) left out of the tree",
-            path_text(member_path(m))
+            m.display_path()
         ));
     }
     match kind {
