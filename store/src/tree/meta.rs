@@ -159,7 +159,18 @@ pub fn action(
         b'4' => Kind::Block,
         b'5' | b'D' => Kind::Dir,
         b'6' => Kind::Fifo,
-        b'V' | b'M' | b'N' => return Action::Skip,
+        // A volume label, and GNU's old list of names to rename: no files.
+        b'V' | b'N' => return Action::Skip,
+        // The rest of a file begun in an earlier volume: not a file of its own. GNU tar
+        // reading this volume alone refuses it too ("file is continued from another volume").
+        b'M' => {
+            warn(format!(
+                "{}: continued from an earlier volume of a multi-volume archive; left out \
+                 of the tree",
+                m.display_path()
+            ));
+            return Action::Skip;
+        }
         _ if slash_dir(m) => Kind::Dir,
         // Regular files, contiguous files, sparse files and (as GNU tar does) unknown types.
         _ => Kind::File,

@@ -442,3 +442,49 @@ fn the_earliest_time_a_header_holds_stays_the_members() {
     assert_ne!(mtime("/old"), mtime("/new"), "{ls}");
     assert!(store.export("default") == stream);
 }
+
+/// A later volume of a GNU multi-volume archive opens with the rest of a file begun in the
+/// volume before (an `M` member): left out of the tree with a warning, as GNU tar refuses to
+/// extract it, and the stream kept whole.
+#[test]
+fn a_file_continued_from_an_earlier_volume_is_left_out_with_a_warning() {
+    let store = TestStore::new();
+    let dir = store.scratch("tree");
+    write_file(&dir.join("big"), &noise(30_000, 5));
+    write_file(&dir.join("after"), b"after\n");
+    let (one, two) = (store.scratch("v1.tar"), store.scratch("v2.tar"));
+    // Volumes of 20 KiB: `big` goes on in the second.
+    let out = std::process::Command::new("tar")
+        .args([
+            "--create",
+            "--multi-volume",
+            "--tape-length=20",
+            "--format=gnu",
+        ])
+        .arg(format!("--file={}", one.display()))
+        .arg(format!("--file={}", two.display()))
+        .arg("--directory")
+        .arg(&dir)
+        .args(["big", "after"])
+        .output()
+        .expect("run GNU tar");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stream = std::fs::read(&two).unwrap();
+
+    let out = store.run_stdin(&["snapshot", "--json", "-"], &stream);
+    assert_success(&out, &["snapshot", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["warnings"],
+        serde_json::json!([
+            "big: continued from an earlier volume of a multi-volume archive; left out of the tree"
+        ]),
+        "{report}"
+    );
+    assert_eq!(store.ok(&["ls", "default"]), "/after\n");
+    assert!(store.export("default") == stream);
+}
