@@ -451,14 +451,19 @@ fn repair_index_replaces_a_damaged_index() {
     ] {
         let out = f.store.run(args);
         assert_eq!(out.status.code(), Some(1), "{args:?} should fail");
-        let err = stderr(&out);
+        // verify reports the damage as its problem, on stdout, and fails on stderr.
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
         assert!(
-            err.contains("cellar: error:") && err.contains("index"),
-            "{args:?}: {err}"
+            said.contains("cellar: error:") && said.contains("index"),
+            "{args:?}: {said}"
         );
     }
     let out = f.store.run(&["verify"]);
-    assert!(stderr(&out).contains("repair-index"), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("problem: the index file cannot be read") && said.contains("repair-index"),
+        "{said}"
+    );
     let out = f
         .store
         .run_stdin(&["snapshot", "--name", "x", "-"], &f.db_stream);
