@@ -12,7 +12,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
     about = "Content-addressed snapshots of machine root filesystems"
 )]
 pub struct Cli {
-    /// The store directory [default: $XDG_DATA_HOME/cellar]
+    /// The store directory [default: $XDG_DATA_HOME/cellar, else ~/.local/share/cellar]
     #[arg(long, env = "CELLAR_STORE", global = true, value_name = "DIR")]
     pub store: Option<PathBuf>,
     #[command(subcommand)]

@@ -44,7 +44,12 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
     if let Some(why) = super::not_a_dir(&args.mountpoint) {
         return Err(UsageError(format!("{shown}: {why}")).into());
     }
-    super::outside_store(root, &args.mountpoint, &shown, super::WOULD_DAMAGE)?;
+    super::outside_store(
+        root,
+        &args.mountpoint,
+        &shown,
+        "a mount there would hide part of it from cellar itself",
+    )?;
     if super::store_below(root, &args.mountpoint).is_some() {
         return Err(UsageError(format!(
             "{shown}: holds the store {} (a mount there would hide the store from cellar \
