@@ -14,7 +14,9 @@ impl Store {
     /// Take the store's commit lock, the only lock writers share. Readers never take it.
     pub(crate) fn commit_lock(&self, waiting: &dyn Fn(&str)) -> Result<File> {
         self.db().writable()?;
-        lock_file(self.root(), waiting, None)
+        let lock = lock_file(self.root(), waiting, None)?;
+        self.index_in_place()?;
+        Ok(lock)
     }
 
     /// `commit_lock` for a writer that an interrupt may stop while it waits: `Interrupted`
@@ -26,7 +28,23 @@ impl Store {
         cancel: &AtomicBool,
     ) -> Result<File> {
         self.db().writable()?;
-        lock_file(self.root(), waiting, Some(cancel))
+        let lock = lock_file(self.root(), waiting, Some(cancel))?;
+        self.index_in_place()?;
+        Ok(lock)
+    }
+
+    /// With the lock held: whether the index this store has open is still the one in place.
+    /// `repair-index` swaps in a rebuilt index under the lock, so a writer that opened the old
+    /// one before (or while waiting for the lock) would commit into the file set aside, and
+    /// its decisions (which chunks are stored, which packs are garbage) were made on an index
+    /// no longer in use. It stops instead; once it holds the lock, no swap can follow.
+    fn index_in_place(&self) -> Result<()> {
+        let now = crate::db::file_id(&self.root().join(layout::DB_FILE));
+        if now.is_some() && now == self.db().file() {
+            Ok(())
+        } else {
+            Err(Error::IndexReplaced)
+        }
     }
 }
 

@@ -9,6 +9,13 @@ pub enum Error {
     /// The operation was asked to stop (an interrupt) and did, leaving nothing recorded.
     #[error("interrupted; nothing was recorded")]
     Interrupted,
+    /// `repair-index` put a rebuilt index in place after this command had opened the old one:
+    /// what it was about to write would go into the file set aside.
+    #[error(
+        "the index (cellar.db) was rebuilt by `cellar repair-index` while this command ran; \
+         it stopped before changing anything: run it again"
+    )]
+    IndexReplaced,
     /// The input is not a well-formed tar stream. `offset` is the byte offset in the
     /// (decompressed) stream where the problem was found; `member` the member it was found in,
     /// or the one before the header it was found in.

@@ -106,3 +106,82 @@ fn a_waiting_writer_says_why_and_readers_do_not_wait() {
     assert!(out.status.success());
     assert_eq!(store.snapshot_count(), 2);
 }
+
+/// Writers that opened the index and wait for the commit lock while `repair-index` holds it
+/// (an `rm`, a `gc`), or a snapshot that opened it before a whole repair ran, would commit into
+/// the index the repair set aside, deciding on what that one said: each stops instead, saying
+/// why, and changes nothing; the rebuilt index holds what was there, and the same commands
+/// run again work.
+#[test]
+fn writers_stop_rather_than_write_into_an_index_repair_set_aside() {
+    let store = TestStore::new();
+    let dir = store.scratch("tree");
+    write_file(&dir.join("etc/hostname"), b"vm\n");
+    write_file(&dir.join("data.bin"), &noise(300_000, 61));
+    let base = tar_of_dir(&dir);
+    store.snapshot_bytes(&base, "vm");
+    store.snapshot_bytes(&base, "db");
+    write_file(&dir.join("etc/motd"), b"new\n");
+    let next = store.scratch("next.tar");
+    write_file(&next, &tar_of_dir(&dir));
+    let next_arg = next.to_str().unwrap();
+    let refused = |what: &str, out: std::process::Output, err: String| {
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert!(
+            err.contains("rebuilt by `cellar repair-index`"),
+            "{what}: {err}"
+        );
+    };
+
+    // A snapshot with the index open, before it has written anything a repair would see.
+    let snapshot = store.stopped_at(&["snapshot", "--name", "vm", next_arg], "ingest:start");
+    // rm and gc waiting for the lock a repair holds.
+    let repair = store.stopped_at(&["repair-index"], "repair:locked");
+    let waiting: Vec<_> = [("rm", vec!["rm", "db"]), ("gc", vec!["gc", "--grace", "0"])]
+        .into_iter()
+        .map(|(what, args)| {
+            let log = store.scratch(&format!("{what}.err"));
+            let child = store
+                .cmd(&args)
+                .stdout(Stdio::piped())
+                .stderr(File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            wait_until(&format!("{what} to wait for the lock"), || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("waiting for another cellar process")
+            });
+            (what, child, log)
+        })
+        .collect();
+    resume(&repair);
+    let repaired = repair.wait_with_output().unwrap();
+    assert!(repaired.status.success(), "{}", stderr(&repaired));
+    for (what, child, log) in waiting {
+        let out = child.wait_with_output().unwrap();
+        refused(what, out, std::fs::read_to_string(&log).unwrap());
+    }
+    resume(&snapshot);
+    let out = snapshot.wait_with_output().unwrap();
+    let err = stderr(&out);
+    refused("snapshot", out, err);
+
+    // Nothing changed: both snapshots, nothing else, and a clean index.
+    let names: Vec<String> = store
+        .json(&["list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["vm", "db"]);
+    store.ok(&["verify", "--data"]);
+    // Run again, they work.
+    store.ok(&["rm", "db"]);
+    store.ok(&["snapshot", "--name", "vm", next_arg]);
+    store.ok(&["gc", "--grace", "0"]);
+    assert_eq!(store.snapshot_count(), 2);
+    store.ok(&["verify", "--data"]);
+    assert!(store.export("vm") == std::fs::read(&next).unwrap());
+}

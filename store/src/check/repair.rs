@@ -94,6 +94,7 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
     let _lock = lock_file(root, on_wait, None)?;
     refuse_if_busy(root)?;
     refuse_if_read(root)?;
+    crate::failpoint::hit("repair:locked");
     let mut report = RepairReport::default();
     let files = pack_files(root, &mut report.warnings);
     let tmp = layout::new_temp_path(root, "db");

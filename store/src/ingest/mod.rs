@@ -120,6 +120,7 @@ impl Store {
         opts: IngestOptions,
         before_commit: impl FnOnce() -> Result<()>,
     ) -> Result<IngestReport> {
+        crate::failpoint::hit("ingest:start");
         validate_name(&opts.name)?;
         let mut opts = opts;
         opts.image.validate()?;
