@@ -92,7 +92,13 @@ fn a_lost_pack_file_is_named_as_damage_with_the_way_out() {
     let id = pack.file_stem().unwrap().to_str().unwrap()[..12].to_string();
     std::fs::remove_file(&pack).unwrap();
 
-    for args in [&["export", "lost"][..], &["cat", "lost", "/big.bin"]] {
+    // gc too, which then deletes nothing.
+    let before = store.pack_files();
+    for args in [
+        &["export", "lost"][..],
+        &["cat", "lost", "/big.bin"],
+        &["gc", "--grace", "0"],
+    ] {
         let out = store.run(args);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
@@ -107,6 +113,7 @@ fn a_lost_pack_file_is_named_as_damage_with_the_way_out() {
             assert!(err.contains(want), "{args:?}: {want:?} not in {err}");
         }
     }
+    assert_eq!(store.pack_files(), before, "gc deleted nothing");
     // verify names every chunk in --json, and counts runs of alike ones for a person.
     let out = store.run(&["verify"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));

@@ -82,6 +82,14 @@ impl Store {
                 if damage.len() > 1 { ", ..." } else { "" }
             )));
         }
+        if let Some(path) = sweep::missing_pack(self)? {
+            return Err(Error::corrupt(format!(
+                "indexed pack file {} is missing, so gc will not delete anything; `cellar \
+                 verify` names what it hurts, and `cellar repair-index` rebuilds the index from \
+                 the packs that remain",
+                path.display()
+            )));
+        }
         let mut report = GcReport {
             dry_run: opts.dry_run,
             ..GcReport::default()

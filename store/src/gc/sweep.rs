@@ -127,6 +127,28 @@ pub(super) fn sweep(
     Ok(())
 }
 
+/// The first pack the index lists whose file is gone, if any: gc then deletes nothing, as
+/// what it would keep or repack cannot be read, and the index no longer says what is stored.
+pub(super) fn missing_pack(store: &Store) -> Result<Option<PathBuf>> {
+    let missing: Vec<(Vec<u8>, PathBuf)> = indexed_packs(store)?
+        .into_iter()
+        .filter_map(|(_, name)| {
+            let path = layout::pack_path(store.root(), &PackId::from_slice(&name)?);
+            matches!(path.try_exists(), Ok(false)).then_some((name, path))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    // Another gc deletes a pack's row before its file: one whose row is gone by now was
+    // deleted, not lost. A row still there names a file that was gone while it stood.
+    let indexed: HashSet<Vec<u8>> = indexed_packs(store)?.into_iter().map(|(_, n)| n).collect();
+    Ok(missing
+        .into_iter()
+        .find(|(name, _)| indexed.contains(name))
+        .map(|(_, path)| path))
+}
+
 /// The packs the index lists (row id and name), in the order they were indexed.
 fn indexed_packs(store: &Store) -> Result<Vec<(i64, Vec<u8>)>> {
     let db = store.db();
