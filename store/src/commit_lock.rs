@@ -13,10 +13,7 @@ use crate::store::Store;
 impl Store {
     /// Take the store's commit lock, the only lock writers share. Readers never take it.
     pub(crate) fn commit_lock(&self, waiting: &dyn Fn(&str)) -> Result<File> {
-        self.db().writable()?;
-        let lock = lock_file(self.root(), waiting, None)?;
-        self.index_in_place()?;
-        Ok(lock)
+        self.take_commit_lock(waiting, None)
     }
 
     /// `commit_lock` for a writer that an interrupt may stop while it waits: `Interrupted`
@@ -27,8 +24,16 @@ impl Store {
         waiting: &dyn Fn(&str),
         cancel: &AtomicBool,
     ) -> Result<File> {
+        self.take_commit_lock(waiting, Some(cancel))
+    }
+
+    fn take_commit_lock(
+        &self,
+        waiting: &dyn Fn(&str),
+        cancel: Option<&AtomicBool>,
+    ) -> Result<File> {
         self.db().writable()?;
-        let lock = lock_file(self.root(), waiting, Some(cancel))?;
+        let lock = lock_file(self.root(), waiting, cancel)?;
         self.index_in_place()?;
         Ok(lock)
     }
