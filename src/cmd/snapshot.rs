@@ -143,7 +143,8 @@ fn ingest(
         }
     } else {
         let mut cmd = SourceCommand::spawn(&args.command)?;
-        let stdout = IngestInput::stream(cmd.child.stdout.take().expect("piped stdout"));
+        let stdout = IngestInput::pipe(cmd.child.stdout.take().expect("piped stdout"))
+            .context("reading the command's stdout")?;
         let cancel = opts.cancel.clone();
         let result = store.ingest(stdout, opts, || {
             cmd.finish(&args.allow_exit, &cancel)
@@ -176,7 +177,7 @@ fn stdin_input() -> anyhow::Result<IngestInput> {
     let at_start = file.stream_position().is_ok_and(|p| p == 0);
     Ok(match file.metadata() {
         Ok(m) if m.file_type().is_file() && at_start => IngestInput::File(file),
-        _ => IngestInput::Stream(Box::new(stdin)),
+        _ => IngestInput::pipe(stdin).context("reading stdin")?,
     })
 }
 

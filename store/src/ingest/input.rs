@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, Cursor, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,6 +39,9 @@ const HASHED_AHEAD: usize = 8;
 /// (a named pipe or a device given as a file is read as a stream).
 pub enum IngestInput {
     Stream(Box<dyn Read + Send>),
+    /// A stream from a pipe (a command's stdout, stdin), read as a stream; the descriptor
+    /// (a duplicate) tells when the writer has nothing more for now.
+    Pipe(Box<dyn Read + Send>, OwnedFd),
     File(File),
 }
 
@@ -45,6 +49,15 @@ impl IngestInput {
     /// Any reader, read as a stream.
     pub fn stream(r: impl Read + Send + 'static) -> Self {
         IngestInput::Stream(Box::new(r))
+    }
+
+    /// A pipe (or anything with a descriptor poll(2) answers for), read as a stream. What has
+    /// come is handed to the parser whenever the writer pauses, not only by the MiB, so a
+    /// stream that goes wrong early is refused then, not when its writer ends (a command that
+    /// prints something else and waits on a prompt would otherwise hang the snapshot).
+    pub fn pipe(r: impl Read + AsFd + Send + 'static) -> std::io::Result<Self> {
+        let fd = r.as_fd().try_clone_to_owned()?;
+        Ok(IngestInput::Pipe(Box::new(r), fd))
     }
 }
 
@@ -196,7 +209,7 @@ impl ByteSource for ChannelSource {
 pub fn spawn(input: IngestInput, cancel: Arc<AtomicBool>) -> ChannelSource {
     let stamp = match &input {
         IngestInput::File(file) => Stamp::take(file),
-        IngestInput::Stream(_) => None,
+        IngestInput::Stream(_) | IngestInput::Pipe(..) => None,
     };
     let (raw_tx, raw_rx) = bounded(QUEUE);
     let (tx, rx) = bounded(HASHED_AHEAD);
@@ -244,8 +257,9 @@ fn hash(rx: Receiver<Raw>, tx: Sender<Msg>) {
 }
 
 fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Block>) {
-    let input = match input {
-        IngestInput::Stream(r) => r,
+    let (input, pipe) = match input {
+        IngestInput::Stream(r) => (r, None),
+        IngestInput::Pipe(r, fd) => (r, Some(fd)),
         IngestInput::File(file) => match Mapping::new(&file) {
             Some(map) if codec_of(map.bytes()).is_none() => {
                 // Whatever was appended to the file since is not read: the file changed, which
@@ -255,7 +269,7 @@ fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Block>) {
                 }
                 return;
             }
-            _ => Box::new(file),
+            _ => (Box::new(file) as Box<dyn Read + Send>, None),
         },
     };
     let consumed = Arc::new(AtomicU64::new(0));
@@ -266,7 +280,7 @@ fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Block>) {
             return;
         }
     };
-    read_blocks(reader, codec, consumed, &tx, &free)
+    read_blocks(reader, codec, consumed, pipe.as_ref(), &tx, &free)
 }
 
 /// Hand the mapped file on in blocks, each populated first; false if the ingest stopped
@@ -311,20 +325,42 @@ fn spare(free: &Receiver<Block>) -> Vec<u8> {
     Vec::new()
 }
 
-/// Read `reader` to its end in blocks (reusing read ones from `free`), then send the end.
+/// Whether the pipe has nothing to read at this moment: its writer is behind, or waiting.
+fn drained(pipe: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: pipe.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, for a descriptor `pipe` holds open; a zero timeout never blocks.
+    unsafe { libc::poll(&mut p, 1, 0) == 0 }
+}
+
+/// Read `reader` to its end in blocks (reusing read ones from `free`), then send the end. A
+/// block is sent when full, or, from a `pipe` that has nothing more for now, with the whole
+/// tar blocks read so far (the bytes past them start the next one): blocks stay 512-aligned
+/// in the stream, so no header is split between two.
 fn read_blocks(
     mut reader: Box<dyn Read + '_>,
     codec: Option<&'static str>,
     consumed: Arc<AtomicU64>,
+    pipe: Option<&OwnedFd>,
     tx: &Sender<Raw>,
     free: &Receiver<Block>,
 ) {
+    const TAR_BLOCK: usize = crate::tar::header::BLOCK;
+    let mut carry = Vec::with_capacity(TAR_BLOCK);
     loop {
         let mut block = spare(free);
         block.resize(BLOCK, 0);
-        let mut n = 0;
+        let mut n = carry.len();
+        block[..n].copy_from_slice(&carry);
+        carry.clear();
         let mut eof = false;
         while n < BLOCK {
+            if n >= TAR_BLOCK && pipe.is_some_and(drained) {
+                break;
+            }
             match reader.read(&mut block[n..]) {
                 Ok(0) => {
                     eof = true;
@@ -346,8 +382,13 @@ fn read_blocks(
                 }
             }
         }
-        block.truncate(n);
-        if n > 0 && tx.send(Raw::Data(Block::Owned(block))).is_err() {
+        let whole = match eof || n == BLOCK {
+            true => n,
+            false => n / TAR_BLOCK * TAR_BLOCK,
+        };
+        carry.extend_from_slice(&block[whole..n]);
+        block.truncate(whole);
+        if whole > 0 && tx.send(Raw::Data(Block::Owned(block))).is_err() {
             return;
         }
         if eof {

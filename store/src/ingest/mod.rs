@@ -126,10 +126,7 @@ impl Store {
         opts.image.validate()?;
         // Recorded, so the snapshot's images are the same on any machine.
         opts.image.platform.get_or_insert_with(Platform::host);
-        let now = time::OffsetDateTime::now_utc();
-        let created = now
-            .format(&time::format_description::well_known::Rfc3339)
-            .expect("time formats");
+        let (now, created) = clock_time()?;
         // The lease comes before the first index read, so gc keeps what this ingest may find.
         let lease = self.take_lease()?;
         let parent = self.latest(&opts.name, 0)?;
@@ -380,9 +377,26 @@ impl Store {
 /// (bsdtar and Go's archive/tar do not); Go's archive/tar, under most of them, takes a GNU long
 /// name over a PAX path, and umoci refuses types other than POSIX's (GNU's dumpdirs `D` and
 /// volume labels `V`, which GNU tar reads as a directory and as nothing). Such a stream's layer
-/// is written anew from the tree.
+/// is written anew from the tree. So is one whose PAX sparse records Go reads otherwise.
 fn layer_reads_member(m: &Member) -> bool {
-    matches!(m.typeflag, b'0'..=b'7' | 0) && m.global_records == 0 && !m.names_twice
+    matches!(m.typeflag, b'0'..=b'7' | 0)
+        && m.global_records == 0
+        && !m.names_twice
+        && go_reads_sparse_as_cellar(m)
+}
+
+/// Whether Go's archive/tar reads a member's PAX sparse records as cellar does: a version it
+/// knows (0.0, 0.1 or 1.0; it ignores the records of any other), and a `GNU.sparse.name` only
+/// on a member that is sparse.
+fn go_reads_sparse_as_cellar(m: &Member) -> bool {
+    let major = tar::pax::lookup(&m.pax, "GNU.sparse.major");
+    let minor = tar::pax::lookup(&m.pax, "GNU.sparse.minor");
+    let known = matches!(
+        (major, minor),
+        (None, None) | (Some(b"0"), Some(b"0" | b"1")) | (Some(b"1"), Some(b"0"))
+    );
+    let named = tar::pax::lookup(&m.pax, "GNU.sparse.name").is_some();
+    known && !(named && matches!(meta::sparse_layout(m), Sparse::None))
 }
 
 /// Whether Go's archive/tar ends where cellar does, given the first bytes after the first zero
@@ -548,4 +562,27 @@ fn worker_count() -> usize {
         .map(|n| n.get())
         .unwrap_or(2)
         .clamp(1, 8)
+}
+
+/// The time a snapshot is taken, as recorded (RFC 3339, UTC): refused rather than
+/// recorded wrong when the system clock reads a year RFC 3339 cannot hold.
+fn clock_time() -> Result<(time::OffsetDateTime, String)> {
+    let since_epoch = |d: std::time::Duration| d.as_nanos() as i128;
+    let nanos = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => since_epoch(d),
+        Err(before) => -since_epoch(before.duration()),
+    };
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            let text = t.format(&time::format_description::well_known::Rfc3339);
+            Some((t, text.ok()?))
+        })
+        .ok_or_else(|| {
+            Error::Refused(format!(
+                "the system clock reads {} seconds from 1970, outside the years 0 to 9999 a \
+                 snapshot's time is recorded in: set the clock, then snapshot again",
+                nanos / 1_000_000_000
+            ))
+        })
 }

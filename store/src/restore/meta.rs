@@ -9,6 +9,9 @@ use super::{fs, Restorer};
 use crate::error::path_text;
 use crate::tree::{Kind, Node};
 
+/// The id chown leaves unchanged ((uid_t)-1).
+const KEEP: u32 = u32::MAX;
+
 impl Restorer<'_, '_> {
     /// Owner (as root), xattrs, mode and mtime of an open file or directory. Failures are
     /// warnings.
@@ -63,23 +66,35 @@ impl Restorer<'_, '_> {
     }
 
     /// The owner to set: the snapshot's when running as root, else none (the files stay the
-    /// current user's, as tar does).
+    /// current user's, as tar does). An id Linux cannot hold (negative, past 32 bits, or
+    /// 2^32-1, which chown takes as "unchanged") is left as it is, and the other one is still
+    /// set, as GNU tar's chown does.
     fn owner(&mut self, rel: &[u8], node: &Node) -> Option<(libc::uid_t, libc::gid_t)> {
         if !self.as_root {
             return None;
         }
-        match (u32::try_from(node.uid), u32::try_from(node.gid)) {
-            (Ok(u), Ok(g)) if u != u32::MAX && g != u32::MAX => Some((u, g)),
-            _ => {
-                let msg = format!(
-                    "{}: owner {}:{} does not fit a Linux uid/gid; not set",
-                    self.disk(rel).display(),
-                    node.uid,
-                    node.gid
-                );
-                self.warn(msg);
-                None
-            }
+        let fits = |id: u64| u32::try_from(id).ok().filter(|&id| id != KEEP);
+        let (uid, gid) = (fits(node.uid), fits(node.gid));
+        let (u, g) = (node.uid, node.gid);
+        let unfit = match (uid, gid) {
+            (None, None) => Some(format!(
+                "owner {u}:{g} does not fit a Linux uid/gid; not set"
+            )),
+            (None, _) => Some(format!(
+                "uid {u} does not fit a Linux uid; left as it is, gid {g} set"
+            )),
+            (_, None) => Some(format!(
+                "gid {g} does not fit a Linux gid; left as it is, uid {u} set"
+            )),
+            _ => None,
+        };
+        if let Some(what) = unfit {
+            let msg = format!("{}: {what}", self.disk(rel).display());
+            self.warn(msg);
+        }
+        match (uid, gid) {
+            (None, None) => None,
+            _ => Some((uid.unwrap_or(KEEP), gid.unwrap_or(KEEP))),
         }
     }
 

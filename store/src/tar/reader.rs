@@ -16,6 +16,11 @@ const MAX_META_PAYLOAD: u64 = 16 << 20;
 const MAX_SPARSE_ENTRIES: usize = 1 << 20;
 /// Largest run of header bytes before one payload (all extension headers together).
 const MAX_HEAD: usize = 64 << 20;
+/// Most bytes accepted after the end-of-archive marker. A writer pads its last record with
+/// zeros (10 KiB by default, 1 MiB for `tar -b 2048`); far more than that is not a tar stream
+/// ending but an endless source (`/dev/zero`) or a disk read past its archive, which would
+/// otherwise be read, kept and replayed without end.
+pub const MAX_TRAILER: u64 = 64 << 20;
 
 /// What one member's headers say.
 #[derive(Debug, Clone, Default)]
@@ -145,6 +150,8 @@ pub struct TarReader<S> {
     /// `current`, and the header's own name cannot be trusted.
     in_next_headers: bool,
     done: bool,
+    /// Where the end-of-archive block starts, once read.
+    end_at: u64,
     /// The records of the last global header that apply to the members after it.
     global: Vec<PaxRecord>,
 }
@@ -208,6 +215,7 @@ impl<S: ByteSource> TarReader<S> {
             current: None,
             in_next_headers: false,
             done: false,
+            end_at: 0,
             global: Vec::new(),
         }
     }
@@ -291,6 +299,7 @@ impl<S: ByteSource> TarReader<S> {
             let h = Header(block);
             if h.is_zero() {
                 self.done = true;
+                self.end_at = start;
                 return Ok(Err(End { head }));
             }
             h.checksum_ok()
@@ -415,14 +424,14 @@ impl<S: ByteSource> TarReader<S> {
         if m.typeflag == header::GNU_SPARSE {
             m.gnu_realsize = Some(h.gnu_realsize()?);
         }
-        // GNU tar's rule: every member but a directory or a hard link is followed by `size`
-        // bytes of data. A hard link's header may carry its target's size ("links 0 size on
-        // tape", GNU tar's list.c).
-        m.payload_len = if matches!(m.typeflag, header::DIRECTORY | header::HARDLINK) {
-            0
-        } else {
-            size
-        };
+        // Links, devices, fifos and directories carry no data whatever their size says
+        // (POSIX: "no data logical records shall be stored"), and the blocks after their
+        // header are the next member's, as GNU tar extracts them, and as bsdtar and Go's
+        // archive/tar read them. A hard link's header may carry its target's size ("links 0
+        // size on tape", GNU tar's list.c). Only GNU tar's listing skips `size` bytes after a
+        // symlink, device or fifo; following it would hide from the tree members that every
+        // extractor, and an image made of the stream, holds.
+        m.payload_len = if header_only(m.typeflag) { 0 } else { size };
         Ok(())
     }
 
@@ -506,7 +515,25 @@ impl<S: ByteSource> TarReader<S> {
     pub fn read_rest(&mut self, buf: &mut [u8]) -> Result<usize> {
         debug_assert!(self.done);
         self.settle()?;
+        self.check_trailer()?;
         self.src.fill(buf)
+    }
+
+    /// Refuses a trailer past [`MAX_TRAILER`], where it passes the bound.
+    fn check_trailer(&self) -> Result<()> {
+        if self.src.offset - self.end_at <= MAX_TRAILER {
+            return Ok(());
+        }
+        Err(self.bad(
+            self.end_at + MAX_TRAILER,
+            format!(
+                "more than {} MiB follow the end-of-archive marker at byte {}: a tar stream \
+                 ends with its last record's padding, so this source does not end (is it \
+                 /dev/zero or a whole disk?); cut it at the marker's record",
+                MAX_TRAILER >> 20,
+                self.end_at
+            ),
+        ))
     }
 
     /// [`TarReader::read_payload`] without a copy: the next bytes of the current member's
@@ -539,10 +566,19 @@ impl<S: ByteSource> TarReader<S> {
     pub fn rest_slice(&mut self) -> Result<(&[u8], bool)> {
         debug_assert!(self.done);
         self.settle()?;
+        self.check_trailer()?;
         let held = self.src.inner.fill_buf()?.len();
         self.lent = held;
         Ok((&self.src.inner.fill_buf()?[..held], held == 0))
     }
+}
+
+/// Member types that never have data after their header.
+fn header_only(typeflag: u8) -> bool {
+    matches!(
+        typeflag,
+        header::HARDLINK | b'2' | b'3' | b'4' | header::DIRECTORY | b'6'
+    )
 }
 
 /// Old GNU sparse map entries: 24-byte (offset, numbytes) pairs of numeric fields; an empty

@@ -1,6 +1,8 @@
 //! Input that fails late or comes from a failing command: nothing recorded, no pack left.
 
 use super::*;
+use std::io::Write;
+use std::process::Stdio;
 
 #[test]
 fn large_stream_failing_late_leaves_no_pack() {
@@ -371,4 +373,81 @@ fn a_failed_command_takes_what_it_started_with_it() {
         );
         assert_eq!(ts.snapshot_count(), 0);
     }
+}
+
+/// A system clock past the year 9999 (libfaketime's, here) cannot be recorded as a snapshot's
+/// time: the snapshot is refused with what to do, not taken with a wrong time or a panic.
+#[test]
+fn a_clock_past_year_9999_is_refused() {
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    let stream = ts.scratch("t.tar");
+    write_file(&stream, &tar);
+    let out = std::process::Command::new("faketime")
+        .arg("10000-01-02 00:00:00")
+        .arg(cellar_bin())
+        .arg("--store")
+        .arg(ts.path())
+        .arg("snapshot")
+        .arg(&stream)
+        .env_remove("CELLAR_STORE")
+        .output()
+        .expect("run faketime (scripts/test installs it)");
+    let err = refused(&ts, &out, "clock in year 10000");
+    assert_mentions(&err, "system clock", "clock in year 10000");
+    assert_mentions(&err, "set the clock", "clock in year 10000");
+}
+
+/// Wait for `child` up to a minute (a hang, not a speed: the writer below waits ten), then
+/// collect its output.
+fn output_unless_hung(mut child: std::process::Child, what: &str) -> Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what}: cellar still waits on a writer that stalled after a bad start");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// A writer that sends something other than tar and then waits (a prompt, a hung exec) is
+/// refused as soon as its first header is read, not when 1 MiB has come or the writer ends:
+/// from a command, which is stopped, and from a pipe on stdin.
+#[test]
+fn a_bad_start_is_refused_while_the_writer_waits() {
+    let ts = TestStore::new();
+    let child = ts
+        .cmd(&[
+            "snapshot",
+            "--",
+            "sh",
+            "-c",
+            "printf '%01024d' 7; exec sleep 600",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cellar");
+    let out = output_unless_hung(child, "command");
+    let err = refused(&ts, &out, "command");
+    assert_offset(&err, 0, "command");
+
+    let ts = TestStore::new();
+    let mut child = ts
+        .cmd(&["snapshot", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cellar");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(&[b'7'; 1024]).expect("write junk");
+    // stdin stays open: the writer has stalled, not ended.
+    let out = output_unless_hung(child, "stdin");
+    drop(stdin);
+    let err = refused(&ts, &out, "stdin");
+    assert_offset(&err, 0, "stdin");
 }

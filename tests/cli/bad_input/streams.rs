@@ -313,3 +313,33 @@ fn empty_stream() {
     let err = refuse_file(b"", "empty.tar", "empty file");
     assert_offset(&err, 0, "empty file");
 }
+
+/// A source that goes on past its archive's end (`/dev/zero`, a whole disk) is refused once
+/// 64 MiB follow the end-of-archive marker, rather than read without end; a trailer of
+/// padding as `tar -b 2048` writes (1 MiB) is kept.
+#[test]
+fn a_source_that_does_not_end_is_refused_past_the_trailer_bound() {
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    let mut long = tar.clone();
+    long.resize(END + (64 << 20) + 4096, 0);
+    let err = refuse_stdin(&long, "65 MiB after the marker");
+    assert_offset(&err, END + (64 << 20), "65 MiB after the marker");
+    assert_after(&err, Some("sub/b.txt"), "65 MiB after the marker");
+    assert_mentions(&err, "does not end", "65 MiB after the marker");
+
+    let ts = TestStore::new();
+    let out = ts.run(&["snapshot", "/dev/zero"]);
+    let err = refused(&ts, &out, "/dev/zero");
+    assert_offset(&err, 64 << 20, "/dev/zero");
+
+    let mut padded = tar;
+    padded.resize(1 << 20, 0);
+    let ts = TestStore::new();
+    let id = ts.snapshot_bytes(&padded, "padded");
+    assert_eq!(
+        ts.export(&id),
+        padded,
+        "a 1 MiB record's padding comes back"
+    );
+}

@@ -1,5 +1,6 @@
 //! Header conventions every reader follows and no field states: a v7 directory is a name
-//! ending in `/`, a hard link carries no data whatever its size field says, a symlink's mode
+//! ending in `/`, a link, device or fifo carries no data whatever its size field says, a
+//! symlink's mode
 //! is 777, only the last of two local PAX headers applies, and a PAX owner Linux cannot hold
 //! is ignored. Each against GNU tar's extraction.
 
@@ -95,6 +96,57 @@ fn hard_links_symlink_modes_and_local_pax_headers_read_as_gnu_tar_reads_them() {
     assert_eq!(get("/sym")["mode"], 0o777);
     assert_eq!(get("/second")["uid"], 0);
     assert!(store.export(&id) == stream);
+}
+
+/// A symlink, device or fifo header with a size: the blocks after it are the next members, as
+/// GNU tar extracts them and bsdtar and Go's archive/tar read them (only GNU tar's listing
+/// skips them as data). The tree holds what every extractor makes, and the stream, read by
+/// Go the same way, is still its own image layer.
+#[test]
+fn a_size_on_a_symlink_device_or_fifo_is_no_data() {
+    for typeflag in [b'2', b'3', b'4', b'6'] {
+        let store = TestStore::new();
+        let mut next = Vec::new();
+        member(
+            &mut next,
+            b"next",
+            b'0',
+            b"a member, not data\n",
+            b"",
+            0o644,
+        );
+        let mut stream = Vec::new();
+        let link: &[u8] = if typeflag == b'2' { b"next" } else { b"" };
+        let size = next.len() as u64;
+        stream.extend_from_slice(&ustar_header(b"odd", typeflag, size, link, 0o644));
+        stream.extend_from_slice(&next);
+        end_of_archive(&mut stream);
+
+        let out = store.run_stdin(&["snapshot", "-"], &stream);
+        assert_success(&out, &["snapshot"]);
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let what = format!("typeflag {}", typeflag as char);
+        let (paths, _) = assert_matches_extraction(&store, &id, &stream, &what, None);
+        let names: Vec<String> = paths.iter().map(|p| lossy(p)).collect();
+        assert_eq!(names, ["/next", "/odd"], "{what}");
+        assert!(store.export(&id) == stream, "{what}: export differs");
+        let shown: Value = serde_json::from_str(&store.ok(&["show", &id, "--json"])).unwrap();
+        let layout = store.scratch("layout");
+        store.ok(&[
+            "export",
+            &id,
+            "--format",
+            "oci",
+            "-o",
+            layout.to_str().unwrap(),
+        ]);
+        let layer = &crate::oci::oci_image(&layout, "latest").layers[0].digest;
+        assert_eq!(
+            *layer,
+            format!("sha256:{}", shown["sha256"].as_str().unwrap()),
+            "{what}: the stream is not its own layer"
+        );
+    }
 }
 
 /// GNU tar ignores a PAX uid or gid past 32 bits ("out of range") for the header's; so does

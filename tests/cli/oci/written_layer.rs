@@ -112,3 +112,15 @@ fn a_lone_zero_block_before_more_members_gives_a_written_layer() {
     end_of_archive(&mut stream);
     assert_written_layer_unpacks(&store, &stream);
 }
+
+/// A `GNU.sparse.name` record on a member that is not sparse: GNU tar, bsdtar and cellar take
+/// it as the member's name, Go's archive/tar only for a sparse member.
+#[test]
+fn a_sparse_name_on_a_plain_member_gives_a_written_layer() {
+    let store = TestStore::new();
+    let mut stream = root_dir();
+    pax(&mut stream, &[("GNU.sparse.name", b"renamed")]);
+    member(&mut stream, b"header_name", b'0', b"data\n", b"", 0o644);
+    end_of_archive(&mut stream);
+    assert_written_layer_unpacks(&store, &stream);
+}

@@ -203,3 +203,34 @@ fn restore_path_of_a_directory_a_file_and_a_symlink() {
         assert!(!dir.exists(), "{args:?} created DIR");
     }
 }
+
+/// An id of 2^32-1 is chown's "unchanged": GNU tar leaves that one as it is and sets the other,
+/// and so does restore, with a warning naming the id it left.
+#[test]
+fn an_owner_id_chown_cannot_set_leaves_the_other_set() {
+    use std::os::unix::fs::MetadataExt;
+    let store = TestStore::new();
+    let mut stream = Vec::new();
+    pax(&mut stream, &[("uid", b"4294967295"), ("gid", b"5")]);
+    member(&mut stream, b"u", b'0', b"x\n", b"", 0o644);
+    pax(&mut stream, &[("uid", b"7"), ("gid", b"4294967295")]);
+    member(&mut stream, b"g", b'0', b"y\n", b"", 0o644);
+    end_of_archive(&mut stream);
+    let id = store.snapshot_bytes(&stream, "owners");
+    let ex = store.scratch("ex");
+    extract_allowing_errors(&store, &stream, &ex);
+    let out = store.scratch("out");
+    let done = restore_ok(&store, &[&id, s(&out)]);
+    for name in ["u", "g"] {
+        let (a, b) = (
+            ex.join(name).symlink_metadata().unwrap(),
+            out.join(name).symlink_metadata().unwrap(),
+        );
+        assert_eq!((b.uid(), b.gid()), (a.uid(), a.gid()), "{name}: as tar -x");
+    }
+    assert_eq!(out.join("u").symlink_metadata().unwrap().gid(), 5);
+    assert_eq!(out.join("g").symlink_metadata().unwrap().uid(), 7);
+    let err = stderr(&done);
+    assert!(err.contains("uid 4294967295 does not fit"), "{err}");
+    assert!(err.contains("gid 4294967295 does not fit"), "{err}");
+}
