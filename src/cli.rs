@@ -111,20 +111,27 @@ pub struct PruneArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Keep the newest N snapshots
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32))]
     pub keep_last: Option<u32>,
     /// Keep the newest snapshot of each of the newest N hours that have one
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32))]
     pub keep_hourly: Option<u32>,
     /// Keep the newest snapshot of each of the newest N days that have one
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32))]
     pub keep_daily: Option<u32>,
     /// Keep the newest snapshot of each of the newest N ISO weeks that have one
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32))]
     pub keep_weekly: Option<u32>,
     /// Keep the newest snapshot of each of the newest N months that have one
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32))]
     pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the newest N years that have one
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32))]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot taken within SPAN (1y6m7d12h: years, months, days, hours) before
+    /// the lineage's newest
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within: Option<cellar_store::Within>,
     /// Show what would be kept and forgotten, and change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -349,10 +356,10 @@ pub struct ImageArgs {
     #[arg(long = "image-env", value_name = "K=V", value_parser = parse_env)]
     pub image_env: Vec<String>,
     /// The entrypoint: a JSON array, or words split as a shell would
-    #[arg(long = "image-entrypoint", value_name = "E", value_parser = parse_words)]
+    #[arg(long = "image-entrypoint", value_name = "E", value_parser = parse_words, allow_hyphen_values = true)]
     pub image_entrypoint: Option<Words>,
     /// The command: a JSON array, or words split as a shell would
-    #[arg(long = "image-cmd", value_name = "C", value_parser = parse_words)]
+    #[arg(long = "image-cmd", value_name = "C", value_parser = parse_words, allow_hyphen_values = true)]
     pub image_cmd: Option<Words>,
     /// An image label (repeatable; snapshot labels are image labels too)
     #[arg(long = "image-label", value_name = "K=V", value_parser = parse_label)]

@@ -217,19 +217,116 @@ pub fn base64(data: &[u8]) -> String {
 
 /// Unix seconds and nanoseconds as RFC 3339 (UTC); the bare seconds if out of range.
 pub fn rfc3339(secs: i64, nsec: u32) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .map(|t| t + time::Duration::nanoseconds(nsec as i64))
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| secs.to_string())
+    let c = Civil::of(secs);
+    let mut out = format!(
+        "{}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        c.year_text(),
+        c.month,
+        c.day,
+        c.hour,
+        c.minute,
+        c.second
+    );
+    if nsec > 0 {
+        let digits = format!("{:09}", nsec.min(999_999_999));
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
+}
+
+/// `YYYY-MM-DD HH:MM` in UTC, as `ls -l` shows a time.
+pub fn minutes(secs: i64) -> String {
+    let c = Civil::of(secs);
+    format!(
+        "{}-{:02}-{:02} {:02}:{:02}",
+        c.year_text(),
+        c.month,
+        c.day,
+        c.hour,
+        c.minute
+    )
+}
+
+/// A UTC time in the proleptic Gregorian calendar, for any `i64` of seconds: a stream's mtime
+/// may lie past the year 9999 (or before 0), where RFC 3339 ends and the `time` crate errs.
+struct Civil {
+    year: i64,
+    month: u8,
+    day: u8,
+    hour: u8,
+    minute: u8,
+    second: u8,
+}
+
+impl Civil {
+    fn of(secs: i64) -> Civil {
+        let days = secs.div_euclid(86_400);
+        let in_day = secs.rem_euclid(86_400);
+        // Howard Hinnant's days-to-civil, over 400-year eras.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        Civil {
+            year,
+            month,
+            day,
+            hour: (in_day / 3600) as u8,
+            minute: (in_day / 60 % 60) as u8,
+            second: (in_day % 60) as u8,
+        }
+    }
+
+    /// Four digits for the years RFC 3339 writes (0 to 9999); ISO 8601's expanded form, with
+    /// a sign, for any other (`+10000`, `-0001`).
+    fn year_text(&self) -> String {
+        match self.year {
+            0..=9999 => format!("{:04}", self.year),
+            y => format!("{y:+05}"),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The calendar agrees with the `time` crate's over its range, and goes on past it.
+    #[test]
+    fn times_as_rfc3339_and_past_it() {
+        let rfc = |secs: i64, nsec: u32| {
+            (time::OffsetDateTime::from_unix_timestamp(secs).unwrap()
+                + time::Duration::nanoseconds(nsec.into()))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+        };
+        let first = -62_167_219_200; // 0000-01-01T00:00:00Z
+        let last = 253_402_300_799; // 9999-12-31T23:59:59Z
+        let mut secs = first;
+        while secs <= last {
+            for nsec in [0, 1, 500_000_000, 970_944_188] {
+                assert_eq!(rfc3339(secs, nsec), rfc(secs, nsec), "{secs}.{nsec}");
+            }
+            secs += 86_399 * 13 + 7;
+        }
+        for secs in [first, -1, 0, 951_782_400, last] {
+            assert_eq!(rfc3339(secs, 0), rfc(secs, 0), "{secs}");
+        }
+        assert_eq!(rfc3339(last + 1, 0), "+10000-01-01T00:00:00Z");
+        assert_eq!(rfc3339(first - 1, 5), "-0001-12-31T23:59:59.000000005Z");
+        assert_eq!(minutes(last + 61), "+10000-01-01 00:01");
+        assert_eq!(minutes(1_700_000_000), "2023-11-14 22:13");
+        // The ends of i64 have a date too.
+        assert!(rfc3339(i64::MAX, 0).starts_with("+292277026596-12-04"));
+        assert!(rfc3339(i64::MIN, 0).starts_with("-292277022657-01-27"));
+    }
 
     #[test]
     fn names_escape_like_ls_b() {

@@ -59,11 +59,14 @@ pub fn prune(store: &Store, args: PruneArgs) -> anyhow::Result<()> {
         daily: args.keep_daily.unwrap_or(0),
         weekly: args.keep_weekly.unwrap_or(0),
         monthly: args.keep_monthly.unwrap_or(0),
+        yearly: args.keep_yearly.unwrap_or(0),
+        within: args.keep_within.unwrap_or_default(),
     };
     if policy.is_empty() {
+        // 0 is no rule, as for restic; with no rule at all, nothing would be kept.
         return Err(UsageError(
-            "prune needs a policy: --keep-last, --keep-hourly, --keep-daily, --keep-weekly or \
-             --keep-monthly (a value of at least 1)"
+            "prune needs a policy: --keep-last, --keep-hourly, --keep-daily, --keep-weekly, \
+             --keep-monthly or --keep-yearly of at least 1, or --keep-within"
                 .into(),
         )
         .into());

@@ -24,6 +24,12 @@ fn shown(path: &[u8]) -> String {
     format!("/{}", escape_name(path))
 }
 
+/// A snapshot path in a message: escaped as messages are (spaces as they are), not as a
+/// listing line.
+fn said(path: &[u8]) -> String {
+    format!("/{}", cellar_store::error::path_text(path))
+}
+
 #[derive(Serialize)]
 struct EntryJson {
     path: String,
@@ -116,15 +122,7 @@ fn long_line(path: &[u8], n: &Node) -> String {
         Kind::Char | Kind::Block => format!("{}, {}", n.rdev_major, n.rdev_minor),
         _ => n.size.to_string(),
     };
-    let when = time::OffsetDateTime::from_unix_timestamp(n.mtime)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute]"
-            ))
-            .ok()
-        })
-        .unwrap_or_else(|| n.mtime.to_string());
+    let when = crate::output::minutes(n.mtime);
     let mut line = format!(
         "{} {:>3} {:>5} {:>5} {:>10} {} {}",
         mode_string(n),
@@ -213,17 +211,17 @@ pub fn cat(lease: &ReadLease, args: CatArgs) -> anyhow::Result<()> {
         Kind::Symlink => {
             return Err(UsageError(format!(
                 "{}: is a symlink to {}",
-                shown(&path),
-                escape_name(&node.link)
+                said(&path),
+                cellar_store::error::path_text(&node.link)
             ))
             .into())
         }
-        k => return Err(UsageError(format!("{}: is a {}", shown(&path), k.describe())).into()),
+        k => return Err(UsageError(format!("{}: is a {}", said(&path), k.describe())).into()),
     }
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
     // A damaged chunk's error names the chunk and its pack; this names the file it hurts.
-    tree.cat(&node, &mut out).with_context(|| shown(&path))?;
+    tree.cat(&node, &mut out).with_context(|| said(&path))?;
     out.flush()?;
     Ok(())
 }

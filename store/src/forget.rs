@@ -56,8 +56,10 @@ impl Store {
     }
 }
 
-/// How many snapshots to keep, per lineage, by restic's rules: the newest `last`, and the
-/// newest snapshot in each of the newest N hours, days, weeks (ISO) and months that have one.
+/// How many snapshots to keep, per lineage, by restic's rules: the newest `last`, the newest
+/// snapshot in each of the newest N hours, days, weeks (ISO), months and years that have one,
+/// and every snapshot taken `within` a span before the lineage's newest. 0 (or a zero span) is
+/// no rule, as for restic.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     pub last: u32,
@@ -65,6 +67,100 @@ pub struct Policy {
     pub daily: u32,
     pub weekly: u32,
     pub monthly: u32,
+    pub yearly: u32,
+    pub within: Within,
+}
+
+/// restic's `--keep-within` span: years, months, days and hours (`1y6m`, `7d`, `2d12h`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Within {
+    pub years: u32,
+    pub months: u32,
+    pub days: u32,
+    pub hours: u32,
+}
+
+impl std::str::FromStr for Within {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Within, String> {
+        let bad = |why: &str| {
+            format!("{s:?} is not a span of the form 1y6m7d12h (years, months, days, hours): {why}")
+        };
+        let mut w = Within::default();
+        let mut seen = String::new();
+        let mut digits = String::new();
+        for c in s.chars() {
+            if c.is_ascii_digit() {
+                digits.push(c);
+                continue;
+            }
+            let slot = match c {
+                'y' => &mut w.years,
+                'm' => &mut w.months,
+                'd' => &mut w.days,
+                'h' => &mut w.hours,
+                _ => return Err(bad(&format!("unknown unit {c:?}"))),
+            };
+            if digits.is_empty() {
+                return Err(bad(&format!("no number before {c:?}")));
+            }
+            if seen.contains(c) {
+                return Err(bad(&format!("{c:?} given twice")));
+            }
+            seen.push(c);
+            *slot = std::mem::take(&mut digits)
+                .parse()
+                .map_err(|_| bad("a number too large"))?;
+        }
+        if !digits.is_empty() {
+            return Err(bad("a number without its unit"));
+        }
+        if seen.is_empty() {
+            return Err(bad("empty"));
+        }
+        Ok(w)
+    }
+}
+
+impl std::fmt::Display for Within {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts = [
+            (self.years, 'y'),
+            (self.months, 'm'),
+            (self.days, 'd'),
+            (self.hours, 'h'),
+        ];
+        for (n, unit) in parts.into_iter().filter(|(n, _)| *n > 0) {
+            write!(f, "{n}{unit}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Within {
+    pub fn is_zero(&self) -> bool {
+        *self == Within::default()
+    }
+
+    /// The time this span before `t`, as restic reckons it (Go's `AddDate` then hours): the
+    /// months and years move the calendar with the day of the month kept, a day past the
+    /// month's end running on into the next (31 March less one month is 3 March, as 31
+    /// February); then the days and hours go back as lengths of time. None before the year
+    /// -9999: nothing is that old.
+    fn before(&self, t: time::OffsetDateTime) -> Option<time::OffsetDateTime> {
+        let months = i64::from(t.year()) * 12 + i64::from(t.month() as u8 - 1)
+            - i64::from(self.years) * 12
+            - i64::from(self.months);
+        let year = i32::try_from(months.div_euclid(12)).ok()?;
+        let month = time::Month::try_from(months.rem_euclid(12) as u8 + 1).ok()?;
+        let first = time::Date::from_calendar_date(year, month, 1).ok()?;
+        let date = first.checked_add(time::Duration::days(i64::from(t.day()) - 1))?;
+        date.with_time(t.time())
+            .assume_utc()
+            .checked_sub(time::Duration::days(self.days.into()))?
+            .checked_sub(time::Duration::hours(self.hours.into()))
+    }
 }
 
 impl Policy {
@@ -123,7 +219,7 @@ pub fn apply(policy: &Policy, snaps: Vec<Snapshot>) -> Result<Vec<Decision>> {
         for &i in order.iter().take(policy.last as usize) {
             reasons[i].push("last".into());
         }
-        let rules: [(&str, u32, Bucket); 4] = [
+        let rules: [(&str, u32, Bucket); 5] = [
             ("hourly", policy.hourly, |t| {
                 format!(
                     "{}-{:02}-{:02} {:02}h",
@@ -143,6 +239,7 @@ pub fn apply(policy: &Policy, snaps: Vec<Snapshot>) -> Result<Vec<Decision>> {
             ("monthly", policy.monthly, |t| {
                 format!("{}-{:02}", t.year(), t.month() as u8)
             }),
+            ("yearly", policy.yearly, |t| t.year().to_string()),
         ];
         for (rule, n, bucket) in rules {
             let mut seen = HashSet::new();
@@ -157,6 +254,15 @@ pub fn apply(policy: &Policy, snaps: Vec<Snapshot>) -> Result<Vec<Decision>> {
                     // A rule whose N is not used up keeps the oldest snapshot too, whatever
                     // its bucket: the longest history the count allows (restic since 0.16).
                     reasons[i].push(format!("oldest {rule} {b}"));
+                }
+            }
+        }
+        if let (false, Some(&newest)) = (policy.within.is_zero(), order.first()) {
+            // Strictly after the span's start, as restic keeps them.
+            let start = policy.within.before(times[newest]);
+            for &i in &order {
+                if start.is_none_or(|start| times[i] > start) {
+                    reasons[i].push(format!("within {}", policy.within));
                 }
             }
         }
@@ -200,6 +306,7 @@ mod tests {
             daily,
             weekly,
             monthly,
+            ..Policy::default()
         };
         assert_eq!(kept(p(1, 0, 0, 0, 0), snaps.clone()), vec![6, 5]);
         assert_eq!(kept(p(0, 0, 2, 0, 0), snaps.clone()), vec![6, 4, 5]);
@@ -219,6 +326,54 @@ mod tests {
         let oldest = why.iter().find(|d| d.snapshot.id.0[0] == 1).unwrap();
         assert_eq!(oldest.reasons, vec!["oldest daily 2026-11-01"]);
         assert!(apply(&Policy::default(), snaps).is_err());
+    }
+
+    #[test]
+    fn yearly_and_within() {
+        let snaps = vec![
+            snap("vm", "2024-03-31T12:00:00Z", 1),
+            snap("vm", "2025-01-01T00:00:00Z", 2),
+            snap("vm", "2025-06-30T12:00:00Z", 3),
+            snap("vm", "2026-03-02T12:00:00Z", 4),
+            snap("vm", "2026-03-30T12:00:00Z", 5),
+            snap("vm", "2026-03-31T12:00:00Z", 6),
+        ];
+        let yearly = |n| Policy {
+            yearly: n,
+            ..Policy::default()
+        };
+        assert_eq!(kept(yearly(2), snaps.clone()), vec![3, 6]);
+        assert_eq!(kept(yearly(5), snaps.clone()), vec![1, 3, 6]);
+        let within = |w: &str| Policy {
+            within: w.parse().unwrap(),
+            ..Policy::default()
+        };
+        // A month before 31 March is "31 February": 3 March, as Go's AddDate has it.
+        // (Clamped to 28 February, it would keep the snapshot of 2 March.)
+        assert_eq!(kept(within("1m"), snaps.clone()), vec![5, 6]);
+        assert_eq!(kept(within("1m1d"), snaps.clone()), vec![5, 6]);
+        assert_eq!(kept(within("1m1d1h"), snaps.clone()), vec![4, 5, 6]);
+        // Strictly after: two years before 31 March 2026 12:00 is the first snapshot's time.
+        assert_eq!(kept(within("2y"), snaps.clone()), vec![2, 3, 4, 5, 6]);
+        assert_eq!(kept(within("2y1h"), snaps.clone()), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(kept(within("24h"), snaps.clone()), vec![6]);
+        assert_eq!(kept(within("25h"), snaps.clone()), vec![5, 6]);
+        let why = apply(&within("1y6m"), snaps.clone()).unwrap();
+        assert_eq!(why[5].reasons, vec!["within 1y6m"]);
+        // Within the span of the lineage's newest snapshot, not of now.
+        let far = vec![snap("db", "2001-01-01T00:00:00Z", 7)];
+        assert_eq!(kept(within("1d"), far), vec![7]);
+    }
+
+    #[test]
+    fn spans_parse_as_restic_writes_them() {
+        let w: Within = "1y6m7d12h".parse().unwrap();
+        assert_eq!((w.years, w.months, w.days, w.hours), (1, 6, 7, 12));
+        assert_eq!(w.to_string(), "1y6m7d12h");
+        assert_eq!("12h3d".parse::<Within>().unwrap().to_string(), "3d12h");
+        for bad in ["", "7", "d", "7w", "1d2d", "-1d", "99999999999d", "1.5d"] {
+            assert!(bad.parse::<Within>().is_err(), "{bad:?}");
+        }
     }
 
     /// A clock set back between snapshots: the rules go by the time each was taken, as

@@ -122,9 +122,43 @@ fn prune_needs_a_policy() {
         &["prune", "--keep-last", "0"],
         &["prune", "--keep-daily", "-1"],
         &["prune", "--name", "Bad", "--keep-last", "1"],
+        &["prune", "--keep-within", "7w"],
+        &["prune", "--keep-within", "0d", "--keep-yearly", "0"],
     ] {
         let out = store.run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
     }
     assert_eq!(ids(&store).len(), 1);
+}
+
+/// restic's `--keep-yearly` and `--keep-within`, and 0 as no rule (so a script can pass every
+/// option with some of them 0).
+#[test]
+fn prune_keeps_yearly_and_within_and_takes_0_as_no_rule() {
+    let store = TestStore::new();
+    let vm = lineage(&store, "vm", 3);
+    let plan = store.json(&[
+        "prune",
+        "--keep-last",
+        "0",
+        "--keep-yearly",
+        "1",
+        "--dry-run",
+        "--json",
+    ]);
+    let year = &plan["keep"][0]["created"].as_str().unwrap()[..4];
+    assert_eq!(plan["keep"].as_array().unwrap().len(), 1, "{plan}");
+    assert_eq!(plan["keep"][0]["short_id"], vm[2].as_str());
+    assert_eq!(
+        plan["keep"][0]["reasons"],
+        serde_json::json!([format!("yearly {year}")])
+    );
+    // Taken seconds apart: all within an hour of the newest.
+    let plan = store.json(&["prune", "--keep-within", "1h", "--dry-run", "--json"]);
+    assert!(plan["drop"].as_array().unwrap().is_empty(), "{plan}");
+    for kept in plan["keep"].as_array().unwrap() {
+        assert_eq!(kept["reasons"], serde_json::json!(["within 1h"]));
+    }
+    let text = store.ok(&["prune", "--keep-within", "1h", "--dry-run"]);
+    assert!(text.contains("(within 1h)"), "{text}");
 }

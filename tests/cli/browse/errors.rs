@@ -117,3 +117,36 @@ fn path_errors_name_the_whole_path_and_the_kind() {
         );
     }
 }
+
+/// A path in a message is escaped as every message escapes it (spaces as they are), whichever
+/// command and error names it: not as a listing line (`ls -b`'s `a\ b`).
+#[test]
+fn path_errors_leave_spaces_as_they_are() {
+    let store = TestStore::new();
+    let mut stream = Vec::new();
+    member(&mut stream, b"a b/", b'5', b"", b"", 0o755);
+    member(&mut stream, b"a b/c d", b'0', b"x\n", b"", 0o644);
+    member(&mut stream, b"a b/l", b'2', b"", b"to e", 0o777);
+    end_of_archive(&mut stream);
+    let id = store.snapshot_bytes(&stream, "spaces");
+    for (args, message) in [
+        (&["cat", "/a b"][..], "/a b: is a directory"),
+        (&["cat", "/a b/l"], "/a b/l: is a symlink to to e"),
+        (
+            &["cat", "/a b/nosuch"],
+            "/a b/nosuch: no such file or directory",
+        ),
+        (
+            &["ls", "/a b/c d/"],
+            "/a b/c d/: not a directory (it is a file)",
+        ),
+    ] {
+        let argv = [&[args[0], id.as_str()][..], &args[1..]].concat();
+        let out = store.run(&argv);
+        assert_eq!(
+            stderr(&out),
+            format!("cellar: error: {message}\n"),
+            "{argv:?}"
+        );
+    }
+}

@@ -300,6 +300,23 @@ fn image_settings_come_from_the_snapshot_and_the_flags() {
     );
     assert_eq!(run["Entrypoint"], serde_json::json!(["/bin/init", "--x"]));
     assert_eq!(run["Labels"]["team"], "infra");
+
+    // Words that start with a dash are values, as `sh -c` needs them.
+    let dashed = store.scratch("dashed");
+    export_oci(
+        &store,
+        "vm",
+        &dashed,
+        &[
+            "--image-entrypoint",
+            "/bin/sh",
+            "--image-cmd",
+            "-c 'echo hi'",
+        ],
+    );
+    let run = &oci_image(&dashed, "latest").config["config"];
+    assert_eq!(run["Entrypoint"], serde_json::json!(["/bin/sh"]));
+    assert_eq!(run["Cmd"], serde_json::json!(["-c", "echo hi"]));
 }
 
 /// Forgetting a snapshot reshapes its lineage's images (the next one becomes a base), and gc
