@@ -49,6 +49,17 @@ pub fn run(lease: &ReadLease, args: RestoreArgs) -> anyhow::Result<()> {
         .map(|p| p.as_bytes().to_vec())
         .unwrap_or_default();
     would_write_into_store(lease, &snap, &path, &args)?;
+    // An interrupt ends the restore where it is, and says what it leaves: the tree written so
+    // far stays (DIR may have held files before, and what was written is worth keeping, as
+    // restic's restore keeps it), with its last file perhaps cut short.
+    let held = crate::signals::hold_interrupts();
+    let dir_text = printable(&shown).to_string();
+    crate::signals::end_on_interrupt(held, move |sig| {
+        errln!(
+            "cellar: signal {sig}: restore stopped; {dir_text} holds what was written so far, \
+             the last file perhaps cut short: restore again with --force to complete it"
+        );
+    });
     let opts = RestoreOptions { force: args.force };
     let report = restore(store, &snap, &path, &args.dir, &opts)?;
     for w in &report.warnings {

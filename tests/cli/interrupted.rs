@@ -1,5 +1,6 @@
 //! An interrupt (SIGINT, SIGTERM, SIGHUP) of a running `snapshot`: it says so, exits 128 +
 //! the signal, records nothing and leaves none of what it wrote, even while its input stalls.
+//! Of a `restore`: it says what it leaves.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -160,4 +161,42 @@ fn an_interrupt_after_the_stream_records_nothing() {
         "the snapshot waited for its command to end"
     );
     assert!(!running(&stall), "`{stall}` outlived the snapshot");
+}
+
+/// An interrupt ends a restore where it is, saying what it leaves (exit 128 + the signal);
+/// restoring again with --force completes the tree.
+#[test]
+fn an_interrupted_restore_says_what_it_leaves_and_force_completes_it() {
+    let store = TestStore::new();
+    let dir = store.scratch("tree");
+    for i in 0..2000 {
+        write_file(
+            &dir.join(format!("d{}/f{i}", i % 20)),
+            &noise(300, i as u64),
+        );
+    }
+    store.snapshot_bytes(&tar_of_dir(&dir), "vm");
+    let out_dir = store.scratch("out");
+    let out_arg = out_dir.to_str().unwrap();
+    let restore = store.stopped_at(&["restore", "vm", out_arg], "restore:child");
+    assert_eq!(unsafe { libc::kill(restore.id() as i32, libc::SIGTERM) }, 0);
+    resume(&restore);
+    let out = restore.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM), "{err}");
+    assert!(
+        err.contains("restore stopped")
+            && err.contains(out_arg)
+            && err.contains("restore again with --force"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("restored"),
+        "no summary for a restore cut short: {err}"
+    );
+
+    store.ok(&["restore", "vm", out_arg, "--force"]);
+    let whole = store.scratch("whole");
+    store.ok(&["restore", "vm", whole.to_str().unwrap()]);
+    crate::oci::assert_same_tree(&whole, &out_dir);
 }

@@ -348,7 +348,9 @@ impl Restorer<'_, '_> {
         let result = self.write_order(&children).into_iter().try_for_each(|i| {
             let child = &children[i];
             let crel = join(rel, &child.name);
-            self.child(fd, &crel, child)
+            self.child(fd, &crel, child)?;
+            crate::failpoint::hit("restore:child");
+            Ok(())
         });
         self.depth -= 1;
         result
