@@ -154,6 +154,8 @@ pub struct TarReader<S> {
     end_at: u64,
     /// The records of the last global header that apply to the members after it.
     global: Vec<PaxRecord>,
+    /// A global header has been read (one with no record that applies counts too).
+    saw_global: bool,
 }
 
 /// Whether a global header's record applies to the members after it. GNU tar applies every
@@ -217,7 +219,14 @@ impl<S: ByteSource> TarReader<S> {
             done: false,
             end_at: 0,
             global: Vec::new(),
+            saw_global: false,
         }
+    }
+
+    /// Whether a PAX global header has been read so far, whatever its records: one in a
+    /// stream is a member of its own to Go's archive/tar, which umoci refuses.
+    pub fn saw_global_header(&self) -> bool {
+        self.saw_global
     }
 
     /// Bytes of the stream read (or lent) so far.
@@ -342,6 +351,7 @@ impl<S: ByteSource> TarReader<S> {
                             // given a handful of records, not the header's thousands.
                             let recs = pax::parse_records(data, 0)
                                 .map_err(|(at, e)| self.bad(data_offset + at as u64, e))?;
+                            self.saw_global = true;
                             self.global.clear();
                             for r in recs.into_iter().filter(|r| global_applies(&r.key)) {
                                 self.global.retain(|g| g.key != r.key);
@@ -521,11 +531,13 @@ impl<S: ByteSource> TarReader<S> {
 
     /// Refuses a trailer past [`MAX_TRAILER`], where it passes the bound.
     fn check_trailer(&self) -> Result<()> {
-        if self.src.offset - self.end_at <= MAX_TRAILER {
+        // The trailer is what follows the marker's block.
+        let trailer_at = self.end_at + BLOCK as u64;
+        if self.src.offset.saturating_sub(trailer_at) <= MAX_TRAILER {
             return Ok(());
         }
         Err(self.bad(
-            self.end_at + MAX_TRAILER,
+            trailer_at + MAX_TRAILER,
             format!(
                 "more than {} MiB follow the end-of-archive marker at byte {}: a tar stream \
                  ends with its last record's padding, so this source does not end (is it \

@@ -321,17 +321,32 @@ fn empty_stream() {
 fn a_source_that_does_not_end_is_refused_past_the_trailer_bound() {
     let ts = TestStore::new();
     let (_, tar) = fixture(&ts);
+    // The trailer is what follows the marker's block: 64 MiB of it are kept, one more byte
+    // is refused there.
+    let trailer_at = END + 512;
     let mut long = tar.clone();
-    long.resize(END + (64 << 20) + 4096, 0);
-    let err = refuse_stdin(&long, "65 MiB after the marker");
-    assert_offset(&err, END + (64 << 20), "65 MiB after the marker");
-    assert_after(&err, Some("sub/b.txt"), "65 MiB after the marker");
-    assert_mentions(&err, "does not end", "65 MiB after the marker");
+    long.resize(trailer_at + (64 << 20), 0);
+    let ts = TestStore::new();
+    let id = ts.snapshot_bytes(&long, "long");
+    assert!(ts.export(&id) == long, "a 64 MiB trailer comes back");
+    long.push(0);
+    let err = refuse_stdin(&long, "64 MiB and a byte after the marker");
+    assert_offset(
+        &err,
+        trailer_at + (64 << 20),
+        "64 MiB and a byte after the marker",
+    );
+    assert_after(
+        &err,
+        Some("sub/b.txt"),
+        "64 MiB and a byte after the marker",
+    );
+    assert_mentions(&err, "does not end", "64 MiB and a byte after the marker");
 
     let ts = TestStore::new();
     let out = ts.run(&["snapshot", "/dev/zero"]);
     let err = refused(&ts, &out, "/dev/zero");
-    assert_offset(&err, 64 << 20, "/dev/zero");
+    assert_offset(&err, 512 + (64 << 20), "/dev/zero");
 
     let mut padded = tar;
     padded.resize(1 << 20, 0);

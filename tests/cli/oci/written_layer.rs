@@ -24,6 +24,24 @@ fn assert_written_layer_unpacks(store: &TestStore, stream: &[u8]) {
     assert_same_tree(&extraction, &rootfs);
 }
 
+/// The same, for streams GNU tar extracts otherwise than cellar reads them (odd sparse
+/// records): umoci unpacks the image to the tree `cellar restore` writes, whatever it is.
+fn assert_written_layer_unpacks_as_restored(store: &TestStore, stream: &[u8], what: &str) {
+    let id = store.snapshot_bytes(stream, "odd");
+    let restored = store.scratch("restored");
+    store.ok(&["restore", &id, restored.to_str().unwrap()]);
+    let layout = store.scratch("layout");
+    export_oci(store, &id, &layout, &[]);
+    let img = oci_image(&layout, "latest");
+    assert_ne!(
+        img.layers[0].digest,
+        format!("sha256:{}", sha256_hex(stream)),
+        "{what}: the stream went in as its own layer"
+    );
+    let rootfs = umoci_unpack(&layout, "latest", &store.scratch("bundle"));
+    assert_same_tree_with(&restored, &rootfs, Compare::default(), what);
+}
+
 /// Old GNU sparse members (typeflag `S`) are not read by every extractor (umoci refuses
 /// them), so their stream gets a written layer, with the files as PAX sparse 1.0.
 #[test]
@@ -123,4 +141,100 @@ fn a_sparse_name_on_a_plain_member_gives_a_written_layer() {
     member(&mut stream, b"header_name", b'0', b"data\n", b"", 0o644);
     end_of_archive(&mut stream);
     assert_written_layer_unpacks(&store, &stream);
+}
+
+/// A global header with no record that applies to members (`git archive` writes one holding
+/// the commit id as its `comment`): Go's archive/tar hands it to umoci as a member of its own,
+/// which umoci refuses. And a contiguous file (`7`), which umoci refuses too.
+#[test]
+fn a_global_header_or_a_contiguous_file_gives_a_written_layer() {
+    let store = TestStore::new();
+    let mut stream = root_dir();
+    pax_header(&mut stream, b'g', &[("comment", b"0123456789abcdef")]);
+    member(&mut stream, b"a", b'0', b"a\n", b"", 0o644);
+    end_of_archive(&mut stream);
+    assert_written_layer_unpacks(&store, &stream);
+
+    let store = TestStore::new();
+    let mut stream = root_dir();
+    member(&mut stream, b"c", b'7', b"contiguous\n", b"", 0o644);
+    end_of_archive(&mut stream);
+    assert_written_layer_unpacks(&store, &stream);
+}
+
+/// PAX sparse records Go's archive/tar reads otherwise than cellar, or refuses: a version
+/// with no map, a map of another length than `GNU.sparse.numblocks` says, sparse records on a
+/// symlink, `GNU.sparse.size` and `GNU.sparse.realsize` that disagree, an empty
+/// `GNU.sparse.name`. Each stream's image unpacks to the tree cellar restores.
+#[test]
+fn sparse_records_go_reads_otherwise_give_a_written_layer() {
+    let data = [b'A'; 150];
+    let file = |records: &[(&str, &[u8])], typeflag: u8, data: &[u8]| {
+        let mut stream = root_dir();
+        pax(&mut stream, records);
+        let link: &[u8] = if typeflag == b'2' { b"t" } else { b"" };
+        member(&mut stream, b"f", typeflag, data, link, 0o644);
+        member(&mut stream, b"z", b'0', b"z\n", b"", 0o644);
+        end_of_archive(&mut stream);
+        stream
+    };
+    let map: [(&str, &[u8]); 3] = [
+        ("GNU.sparse.numblocks", b"2"),
+        ("GNU.sparse.map", b"0,100,9000,50"),
+        ("GNU.sparse.realsize", b"10000"),
+    ];
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "version 0.1, no map",
+            file(
+                &[("GNU.sparse.major", b"0"), ("GNU.sparse.minor", b"1")],
+                b'0',
+                &data,
+            ),
+        ),
+        (
+            "numblocks short of the map",
+            file(
+                &[
+                    ("GNU.sparse.numblocks", b"1"),
+                    ("GNU.sparse.map", b"0,100,9000,50"),
+                    ("GNU.sparse.realsize", b"10000"),
+                ],
+                b'0',
+                &data,
+            ),
+        ),
+        (
+            "sparse records on a symlink",
+            file(
+                &[
+                    ("GNU.sparse.numblocks", b"1"),
+                    ("GNU.sparse.map", b"0,0"),
+                    ("GNU.sparse.realsize", b"0"),
+                ],
+                b'2',
+                b"",
+            ),
+        ),
+        (
+            "size and realsize disagree",
+            file(
+                &[map[0], map[1], map[2], ("GNU.sparse.size", b"20000")],
+                b'0',
+                &data,
+            ),
+        ),
+        (
+            "an empty sparse name",
+            file(
+                &[map[0], map[1], map[2], ("GNU.sparse.name", b"")],
+                b'0',
+                &data,
+            ),
+        ),
+    ];
+    for (what, stream) in cases {
+        let store = TestStore::new();
+        assert_written_layer_unpacks_as_restored(&store, &stream, what);
+    }
 }
