@@ -325,19 +325,25 @@ fn spare(free: &Receiver<Block>) -> Vec<u8> {
     Vec::new()
 }
 
-/// Whether the pipe has nothing to read at this moment: its writer is behind, or waiting.
-fn drained(pipe: &OwnedFd) -> bool {
+/// How long a pipe may have nothing to read before what has come is handed on. A writer that
+/// keeps up refills it far sooner (`tar` writes every few microseconds), so blocks stay whole
+/// and few; one that has stopped is noticed at once, to a person.
+const PIPE_PAUSE_MS: libc::c_int = 20;
+
+/// Whether the pipe has had nothing to read for [`PIPE_PAUSE_MS`]: its writer is waiting.
+fn stalled(pipe: &OwnedFd) -> bool {
     let mut p = libc::pollfd {
         fd: pipe.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one pollfd, for a descriptor `pipe` holds open; a zero timeout never blocks.
-    unsafe { libc::poll(&mut p, 1, 0) == 0 }
+    // SAFETY: one pollfd, for a descriptor `pipe` holds open. EINTR counts as data, so the
+    // read that follows decides.
+    unsafe { libc::poll(&mut p, 1, PIPE_PAUSE_MS) == 0 }
 }
 
 /// Read `reader` to its end in blocks (reusing read ones from `free`), then send the end. A
-/// block is sent when full, or, from a `pipe` that has nothing more for now, with the whole
+/// block is sent when full, or, from a `pipe` whose writer has stalled, with the whole
 /// tar blocks read so far (the bytes past them start the next one): blocks stay 512-aligned
 /// in the stream, so no header is split between two.
 fn read_blocks(
@@ -358,7 +364,7 @@ fn read_blocks(
         carry.clear();
         let mut eof = false;
         while n < BLOCK {
-            if n >= TAR_BLOCK && pipe.is_some_and(drained) {
+            if n >= TAR_BLOCK && pipe.is_some_and(stalled) {
                 break;
             }
             match reader.read(&mut block[n..]) {
