@@ -466,7 +466,7 @@ pub(crate) fn on_read_only_fs(dir: &Path) -> bool {
 }
 
 /// True when `dir`'s filesystem has no room left for SQLite's `-shm` (32 KiB) for this user.
-fn on_full_fs(dir: &Path) -> bool {
+pub(crate) fn on_full_fs(dir: &Path) -> bool {
     let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
         return false;
     };

@@ -159,6 +159,16 @@ fn a_store_on_a_full_disk_can_still_be_read() {
             stderr(&out)
         );
     }
+    // repair-index says what it needs: room in tmp/ for the index it would build.
+    let out = cellar_at(&store, &["repair-index"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("repair-index builds the new index in") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    let tmp_left = std::fs::read_dir(store.join("tmp")).unwrap().count();
+    assert_eq!(tmp_left, 0, "repair-index left its build in tmp/");
     std::fs::remove_file(&filler).unwrap();
     assert_eq!(packs(), before);
     assert!(

@@ -112,6 +112,8 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
         }
     };
     if let Err(e) = built {
+        // Looked at before the discard frees what the build took.
+        let e = out_of_room(root, e);
         discard();
         return Err(e);
     }
@@ -331,6 +333,40 @@ fn snapshot_from_record(id: SnapshotId, bytes: &[u8]) -> std::result::Result<Sna
         image: r.image,
         exact_layer: r.exact_layer,
     })
+}
+
+/// A build that ran out of space says what repair-index needs, rather than what a store on a
+/// full filesystem can still do.
+fn out_of_room(root: &Path, e: Error) -> Error {
+    let tmp = root.join(layout::TMP_DIR);
+    // SQLite's "disk full" and ENOSPC say so themselves; its I/O error may be anything.
+    let full = match &e {
+        Error::Full(_) => true,
+        Error::Io { err, .. } => err.raw_os_error() == Some(libc::ENOSPC),
+        Error::Db(rusqlite::Error::SqliteFailure(f, _)) => {
+            f.code == rusqlite::ErrorCode::DiskFull
+                || (e.is_out_of_space() && crate::db::on_full_fs(&tmp))
+        }
+        _ => false,
+    };
+    if !full {
+        return e;
+    }
+    let old = fs::metadata(root.join(layout::DB_FILE))
+        .map(|m| {
+            format!(
+                ", about the size of the index it replaces ({} bytes)",
+                m.len()
+            )
+        })
+        .unwrap_or_default();
+    Error::Refused(format!(
+        "the filesystem holding the store at {} is full: repair-index builds the new index in \
+         {} before it replaces the old one, and needs room for it{old}; nothing was changed: \
+         free some space and run it again",
+        root.display(),
+        tmp.display()
+    ))
 }
 
 /// Build the new index at `tmp`: every good pack's rows, delta depths, then the snapshots.
