@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::PackId;
 
 /// Where a frame is stored: its pack and payload offset (gc reuses `frames` row ids).
@@ -20,6 +20,51 @@ pub(crate) type FrameKey = (PackId, u64);
 
 /// Spare buffers kept for decoding into.
 const SPARE: usize = 4;
+/// Most frames one thread decodes inside one another: a delta frame's base is an object of
+/// another frame, decoded first, to a depth of at most 16 as stores are written (FORMAT's
+/// delta chains); deeper is a damaged index.
+const MAX_NESTED: usize = 64;
+
+std::thread_local! {
+    /// The frames this thread is decoding, outermost first. A frame asked for again inside
+    /// its own decode (its delta base said to lie in itself, or in a frame whose base lies in
+    /// it) would wait on the lock its own decode holds, for good.
+    static DECODING: std::cell::RefCell<Vec<FrameKey>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Takes `key` off this thread's [`DECODING`] when its decode ends, however it ends.
+struct Decoding;
+
+impl Decoding {
+    fn enter(key: FrameKey) -> Result<Decoding> {
+        DECODING.with_borrow_mut(|stack| {
+            if stack.contains(&key) {
+                return Err(Error::corrupt(format!(
+                    "the frame at offset {} of pack {} is its own delta base, through the \
+                     index's frames (a damaged index: `cellar repair-index` rebuilds it)",
+                    key.1,
+                    key.0.short()
+                )));
+            }
+            if stack.len() >= MAX_NESTED {
+                return Err(Error::corrupt(format!(
+                    "the frame at offset {} of pack {} lies under more than {MAX_NESTED} delta \
+                     bases (a damaged index: `cellar repair-index` rebuilds it)",
+                    key.1,
+                    key.0.short()
+                )));
+            }
+            stack.push(key);
+            Ok(Decoding)
+        })
+    }
+}
+
+impl Drop for Decoding {
+    fn drop(&mut self) {
+        DECODING.with_borrow_mut(|stack| stack.pop());
+    }
+}
 /// Most frames kept, however small they are.
 const MAX_FRAMES: usize = 1024;
 
@@ -67,6 +112,7 @@ impl Frames {
         key: FrameKey,
         decode: impl FnOnce(Vec<u8>) -> Result<Vec<u8>>,
     ) -> Result<(Arc<Vec<u8>>, bool)> {
+        let _decoding = Decoding::enter(key)?;
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             match slots.get(&key) {

@@ -242,14 +242,25 @@ impl Store {
             .ok_or_else(|| Error::corrupt(format!("chunk {} is not in the index", id.short())))?;
         let (offset, len, frame, pack, payload_offset, stored_len, raw_len, codec, base) = loc;
         let bad = || Error::corrupt(format!("chunk {} has a malformed index entry", id.short()));
+        // Rows carry no checksum of their own: a damaged page can hold any number, and each is
+        // checked before it sizes a buffer or an addition. A pack record's lengths are 32-bit.
+        let length = |v: i64| u32::try_from(v).map(|v| v as usize).map_err(|_| bad());
+        let (offset, len) = (length(offset)?, length(len)?);
+        let (stored_len, raw_len) = (length(stored_len)?, length(raw_len)?);
+        if offset + len > raw_len {
+            return Err(Error::corrupt(format!(
+                "chunk {} lies outside its frame",
+                id.short()
+            )));
+        }
         Ok(Location {
             frame,
-            offset: offset as usize,
-            len: len as usize,
+            offset,
+            len,
             pack: PackId::from_slice(&pack).ok_or_else(bad)?,
-            payload_offset: payload_offset as u64,
-            stored_len: stored_len as usize,
-            raw_len: raw_len as usize,
+            payload_offset: u64::try_from(payload_offset).map_err(|_| bad())?,
+            stored_len,
+            raw_len,
             codec: Codec::from_u8(codec).ok_or_else(bad)?,
             base: base
                 .map(|b| ChunkId::from_slice(&b).ok_or_else(bad))
@@ -295,6 +306,26 @@ impl Store {
     /// allows).
     fn decode(&self, loc: &Location, mut buf: Vec<u8>) -> Result<Vec<u8>> {
         let file = self.pack_file(&loc.pack)?;
+        // A length the pack cannot hold is damage, found before it sizes a buffer.
+        let pack_len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+        if loc.payload_offset.saturating_add(loc.stored_len as u64) > pack_len {
+            return Err(Error::corrupt(format!(
+                "pack {} is {pack_len} bytes, short of the frame the index puts at offset {} \
+                 ({} bytes)",
+                loc.pack.short(),
+                loc.payload_offset,
+                loc.stored_len
+            )));
+        }
+        let too_large = |_| {
+            Error::corrupt(format!(
+                "frame at offset {} of pack {} is said to decode to {} bytes, more than can be \
+                 held",
+                loc.payload_offset,
+                loc.pack.short(),
+                loc.raw_len
+            ))
+        };
         let mut stored = vec![0u8; loc.stored_len];
         file.read_exact_at(&mut stored, loc.payload_offset)
             .map_err(|e| {
@@ -315,7 +346,7 @@ impl Store {
             Codec::None => stored,
             Codec::Zstd => {
                 buf.clear();
-                buf.reserve(loc.raw_len);
+                buf.try_reserve(loc.raw_len).map_err(too_large)?;
                 DCTX.with_borrow_mut(|dctx| {
                     let dctx = match dctx {
                         Some(d) => d,
@@ -331,8 +362,9 @@ impl Store {
                     .base
                     .ok_or_else(|| Error::corrupt("delta frame without a base"))?;
                 let base = self.object(&base_id)?;
-                crate::pack::compress::decompress_delta(&base, &stored, loc.raw_len)
-                    .map_err(damaged)?
+                let mut out = Vec::new();
+                out.try_reserve(loc.raw_len).map_err(too_large)?;
+                crate::pack::compress::decompress_delta(&base, &stored, out).map_err(damaged)?
             }
         };
         if raw.len() != loc.raw_len {

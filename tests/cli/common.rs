@@ -588,3 +588,17 @@ pub fn running(words: &str) -> bool {
         .flatten()
         .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want))
 }
+
+/// Wait for `child` up to a minute (a hang, not a speed: no test's command takes near that),
+/// then collect its output; a child still running then is killed and fails the test.
+pub fn output_within_a_minute(mut child: Child, what: &str) -> Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what}: still running after a minute (hung?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}

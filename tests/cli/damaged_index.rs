@@ -355,3 +355,47 @@ fn an_unreadable_index_is_a_problem_verify_reports() {
         assert_eq!(f.store.export(&f.db), f.db_stream, "{damage}");
     }
 }
+
+/// Location rows carry no checksum: damaged numbers in `chunks` and `frames` (negative, past
+/// 32 bits, past the pack's end, a frame made its own delta base) are damage every reader
+/// reports, exit 1, not a panic, an abort on a huge allocation, or a reader waiting on its
+/// own lock for good.
+#[test]
+fn damaged_location_rows_are_reported_not_a_panic_or_a_hang() {
+    let cases = [
+        "UPDATE chunks SET offset = -1",
+        "UPDATE chunks SET len = 5000000000",
+        "UPDATE frames SET stored_len = -1",
+        "UPDATE frames SET raw_len = -1",
+        "UPDATE frames SET stored_len = 200000000000",
+        "UPDATE frames SET stored_len = 2000000000",
+        "UPDATE frames SET codec = 2, base = (SELECT id FROM chunks WHERE frame = frames.id LIMIT 1)",
+    ];
+    for sql in cases {
+        let store = TestStore::new();
+        let dir = store.scratch("tree");
+        write_file(&dir.join("f"), &noise(100_000, 7));
+        store.snapshot_bytes(&tar_of_dir(&dir), "vm");
+        rusqlite::Connection::open(db_file(&store))
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap();
+        for args in [&["cat", "vm", "/f"][..], &["export", "vm"], &["verify"]] {
+            let child = store
+                .cmd(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let out = output_within_a_minute(child, &format!("{sql}: {args:?}"));
+            // verify lists its problems on stdout, the others fail on stderr.
+            let err = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+            assert_eq!(code(&out), Some(1), "{sql}: {args:?}: {err}");
+            assert!(
+                (err.contains("damaged") || err.contains("problem")) && !err.contains("panicked"),
+                "{sql}: {args:?}: {err}"
+            );
+        }
+    }
+}

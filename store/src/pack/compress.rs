@@ -59,13 +59,13 @@ pub fn compress_delta(base: &[u8], raw: &[u8]) -> std::io::Result<Vec<u8>> {
     z.compress(raw)
 }
 
-/// The `raw_len` bytes that `compress_delta` made `stored` from, given the same base. Its
-/// prefix is the base's raw content, as a dictionary without zstd's header is read: deltas
-/// written when bases were given as dictionaries read the same.
-pub fn decompress_delta(base: &[u8], stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+/// The bytes that `compress_delta` made `stored` from, given the same base, decoded into
+/// `out` (whose capacity is the most that is read). Its prefix is the base's raw content, as
+/// a dictionary without zstd's header is read: deltas written when bases were given as
+/// dictionaries read the same.
+pub fn decompress_delta(base: &[u8], stored: &[u8], mut out: Vec<u8>) -> std::io::Result<Vec<u8>> {
     let mut dctx = zstd::zstd_safe::DCtx::create();
     dctx.ref_prefix(base).map_err(zstd_error)?;
-    let mut out = Vec::with_capacity(raw_len);
     dctx.decompress(&mut out, stored).map_err(zstd_error)?;
     Ok(out)
 }
@@ -100,10 +100,16 @@ mod tests {
         // About 3 KiB here (long-distance matches are sampled, not exhaustive); the base as a
         // dictionary made 2 MB of it.
         assert!(delta.len() < raw.len() / 500, "{} bytes", delta.len());
-        assert_eq!(decompress_delta(&base, &delta, raw.len()).unwrap(), raw);
+        assert_eq!(
+            decompress_delta(&base, &delta, Vec::with_capacity(raw.len())).unwrap(),
+            raw
+        );
         // Not decodable against another base.
         let other = entries(7);
-        assert_ne!(decompress_delta(&other, &delta, raw.len()).ok(), Some(raw));
+        assert_ne!(
+            decompress_delta(&other, &delta, Vec::with_capacity(raw.len())).ok(),
+            Some(raw)
+        );
     }
 
     /// What a base given as a dictionary (the earlier writers) made reads back the same.
@@ -117,7 +123,10 @@ mod tests {
         let old = Compressor::with_dictionary(DELTA_LEVEL, &base)
             .and_then(|mut c| c.compress(&raw))
             .unwrap();
-        assert_eq!(decompress_delta(&base, &old, raw.len()).unwrap(), raw);
+        assert_eq!(
+            decompress_delta(&base, &old, Vec::with_capacity(raw.len())).unwrap(),
+            raw
+        );
         // And the decoder of those writers reads what is written now (small bases).
         let new = compress_delta(&base, &raw).unwrap();
         let read = Decompressor::with_dictionary(&base)

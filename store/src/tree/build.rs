@@ -37,7 +37,15 @@ pub struct TreeBuilder<'a> {
     /// A member name the stream's own extraction would put elsewhere than the tree does, or
     /// that an OCI layer would read as a whiteout (or a member not every extractor reads).
     odd_names: bool,
+    /// Sparse data segments in the nodes put so far, hard links' copies included.
+    segments: u64,
 }
+
+/// Most sparse data segments a tree holds, all nodes together. A hard link copies its file's
+/// node, map and all, so without a bound a stream could make one file's map of millions of
+/// empty segments (16 MiB of PAX records) and a few hundred 512-byte link headers cost
+/// gigabytes to build. A real tree's sparse files hold thousands.
+const MAX_TREE_SEGMENTS: u64 = 1 << 22;
 
 /// A path split into its parent and name; the root has an empty name.
 fn split(components: &[&[u8]]) -> (Vec<u8>, Vec<u8>) {
@@ -118,6 +126,7 @@ impl<'a> TreeBuilder<'a> {
             warnings: Vec::new(),
             more_warnings: 0,
             odd_names: false,
+            segments: 0,
         })
     }
 
@@ -219,6 +228,15 @@ impl<'a> TreeBuilder<'a> {
     pub fn put_member(&mut self, path: &[u8], mut node: Node) -> Result<()> {
         self.note_name(path);
         self.note_time(node.mtime);
+        let segments = node.content.as_ref().and_then(|c| c.segments.as_ref());
+        self.segments += segments.map_or(0, |s| s.len() as u64);
+        if self.segments > MAX_TREE_SEGMENTS {
+            return Err(Error::TooLarge(format!(
+                "{}: the tree's sparse files (a hard link counting its file again) hold more \
+                 than {MAX_TREE_SEGMENTS} data segments in all",
+                path_text(&path[..path.len().min(200)])
+            )));
+        }
         let Some(components) = normalize(path) else {
             self.warn(format!(
                 "{}: a name with '..' (or over {MAX_PATH} bytes or {MAX_DEPTH} levels) is left out of the tree",

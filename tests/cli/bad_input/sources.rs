@@ -398,20 +398,6 @@ fn a_clock_past_year_9999_is_refused() {
     assert_mentions(&err, "set the clock", "clock in year 10000");
 }
 
-/// Wait for `child` up to a minute (a hang, not a speed: the writer below waits ten), then
-/// collect its output.
-fn output_unless_hung(mut child: std::process::Child, what: &str) -> Output {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while child.try_wait().expect("try_wait").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{what}: cellar still waits on a writer that stalled after a bad start");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
-}
-
 /// A writer that sends something other than tar and then waits (a prompt, a hung exec) is
 /// refused as soon as its first header is read, not when 1 MiB has come or the writer ends:
 /// from a command, which is stopped, and from a pipe on stdin.
@@ -431,7 +417,7 @@ fn a_bad_start_is_refused_while_the_writer_waits() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn cellar");
-    let out = output_unless_hung(child, "command");
+    let out = output_within_a_minute(child, "command");
     let err = refused(&ts, &out, "command");
     assert_offset(&err, 0, "command");
 
@@ -446,7 +432,7 @@ fn a_bad_start_is_refused_while_the_writer_waits() {
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(&[b'7'; 1024]).expect("write junk");
     // stdin stays open: the writer has stalled, not ended.
-    let out = output_unless_hung(child, "stdin");
+    let out = output_within_a_minute(child, "stdin");
     drop(stdin);
     let err = refused(&ts, &out, "stdin");
     assert_offset(&err, 0, "stdin");

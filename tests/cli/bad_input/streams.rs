@@ -358,3 +358,34 @@ fn a_source_that_does_not_end_is_refused_past_the_trailer_bound() {
         "a 1 MiB record's padding comes back"
     );
 }
+
+/// A hard link copies its file's node, sparse map and all: a file of a million empty
+/// segments (4 MiB of PAX records) and a few 512-byte link headers would cost gigabytes to
+/// build, so the tree's segments are bounded in all (2^22), and such a stream is refused.
+#[test]
+fn hard_links_to_a_vast_sparse_map_are_refused() {
+    let pairs = 1 << 20;
+    let map = vec!["0,0"; pairs].join(",");
+    let count = pairs.to_string();
+    let mut stream = Vec::new();
+    crate::common::pax(
+        &mut stream,
+        &[
+            ("GNU.sparse.major", b"0"),
+            ("GNU.sparse.minor", b"1"),
+            ("GNU.sparse.numblocks", count.as_bytes()),
+            ("GNU.sparse.map", map.as_bytes()),
+            ("GNU.sparse.realsize", b"0"),
+            ("GNU.sparse.name", b"f"),
+        ],
+    );
+    crate::common::member(&mut stream, b"GNUSparseFile.0/f", b'0', b"", b"", 0o644);
+    for i in 0..4 {
+        let name = format!("link{i}");
+        crate::common::member(&mut stream, name.as_bytes(), b'1', b"", b"f", 0o644);
+    }
+    stream.extend_from_slice(&[0; 1024]);
+    let err = refuse_stdin(&stream, "links to a vast sparse map");
+    assert_mentions(&err, "data segments", "links to a vast sparse map");
+    assert_mentions(&err, "link3", "links to a vast sparse map");
+}

@@ -29,7 +29,10 @@ pub(super) fn decode(
                     reason(&e)
                 )
             })?;
-            crate::pack::compress::decompress_delta(&base, &stored, raw_len)
+            let mut out = Vec::new();
+            out.try_reserve(raw_len)
+                .map_err(|_| format!("its delta record of {raw_len} bytes cannot be held"))?;
+            crate::pack::compress::decompress_delta(&base, &stored, out)
                 .map_err(|e| format!("its delta record does not decompress: {e}"))?
         }
     };
