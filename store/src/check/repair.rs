@@ -31,7 +31,9 @@ use std::path::{Path, PathBuf};
 use rusqlite::params;
 
 use super::reason;
-use super::replaced::{listed_snapshots, readable_index, refuse_if_busy, refuse_if_read};
+use super::replaced::{
+    listed_snapshots, missing_listed_packs, readable_index, refuse_if_busy, refuse_if_read,
+};
 use crate::commit_lock::lock_file;
 use crate::db::Db;
 use crate::error::{Error, IoContext, Result};
@@ -117,7 +119,8 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
         discard();
         return Err(e);
     }
-    if report.skipped_packs > 0 && !force && readable_index(root) {
+    let keep_current = !force && readable_index(root);
+    if report.skipped_packs > 0 && keep_current {
         discard();
         let why: Vec<&str> = report.warnings.iter().map(String::as_str).take(3).collect();
         return Err(Error::Refused(format!(
@@ -131,15 +134,51 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
     }
     // What the old index listed that the packs no longer hold: named, not only counted.
     let rebuilt = listed_snapshots(&tmp);
-    for (id, name) in listed_snapshots(&root.join(layout::DB_FILE)) {
-        if !rebuilt.iter().any(|(r, _)| *r == id) {
-            let short = id.get(..12).unwrap_or(&id);
-            report.warnings.push(format!(
-                "snapshot {short} ({}), listed by the old index, is in no pack that could be \
-                 read: it is lost",
-                crate::error::printable(&name)
-            ));
-        }
+    let lost: Vec<String> = listed_snapshots(&root.join(layout::DB_FILE))
+        .into_iter()
+        .filter(|(id, _)| !rebuilt.iter().any(|(r, _)| r == id))
+        .map(|(id, name)| {
+            let short = id.get(..12).unwrap_or(&id).to_string();
+            format!("{short} ({})", crate::error::printable(&name))
+        })
+        .collect();
+    // A pack file gone from a readable index's store (a disk not mounted, an rsync not
+    // finished, a file deleted) loses what only it holds as surely as a damaged one: the
+    // current index stays, which knows it, until `--force` says the loss is meant.
+    let missing = match keep_current {
+        true => missing_listed_packs(root),
+        false => Vec::new(),
+    };
+    // (A snapshot the rebuild leaves out may also be one a tombstone forgets, from a forget
+    // killed before its commit: lost ones alone are only warned of.)
+    if !missing.is_empty() {
+        discard();
+        let first: Vec<String> = missing
+            .iter()
+            .take(3)
+            .map(|p| p.display().to_string())
+            .collect();
+        let snaps = match lost.len() {
+            0 => String::new(),
+            n => format!(
+                " (with them {n} snapshot(s): {})",
+                lost.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+            ),
+        };
+        return Err(Error::Refused(format!(
+            "{} pack file(s) the current index lists are missing ({}): a rebuilt index would \
+             lose what only they hold{snaps}, so the current index, which is readable, was \
+             left as it is. Put the missing packs back if they can be (`cellar verify` names \
+             what they hurt); `cellar repair-index --force` replaces the index anyway",
+            missing.len(),
+            first.join(", ")
+        )));
+    }
+    for snap in &lost {
+        report.warnings.push(format!(
+            "snapshot {snap}, listed by the old index, is in no pack that could be read: it is \
+             lost"
+        ));
     }
     // An ingest that started meanwhile has the old index open and would commit into it once
     // the lock is free: check again, just before the swap.

@@ -4,9 +4,10 @@
 
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::ids::PackId;
 use crate::layout;
 use crate::process::Owner;
 use crate::store::Store;
@@ -27,6 +28,26 @@ pub(super) fn listed_snapshots(db: &Path) -> Vec<(String, String)> {
         return Vec::new();
     }
     read().unwrap_or_default()
+}
+
+/// The pack files the index at `root` lists that are not there.
+pub(super) fn missing_listed_packs(root: &Path) -> Vec<PathBuf> {
+    let read = || -> rusqlite::Result<Vec<Vec<u8>>> {
+        let conn = rusqlite::Connection::open_with_flags(
+            root.join(layout::DB_FILE),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let mut stmt = conn.prepare("SELECT name FROM packs")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect()
+    };
+    read()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|name| PackId::from_slice(&name))
+        .map(|id| layout::pack_path(root, &id))
+        .filter(|path| matches!(path.try_exists(), Ok(false)))
+        .collect()
 }
 
 /// Whether `root` has an index SQLite can open and finds no damage in.
