@@ -222,8 +222,8 @@ pub fn action(
     if left_out > 0 {
         warn(format!(
             "{}: {left_out} extended attribute(s) over Linux's limits (a name over \
-             {XATTR_NAME_MAX} bytes, a value over {XATTR_SIZE_MAX} bytes, or over {XATTRS_MAX} \
-             bytes in all) left out of the tree",
+             {XATTR_NAME_MAX} bytes, a value over {XATTR_SIZE_MAX} bytes, or names past the \
+             {XATTR_LIST_MAX} bytes a file's list may hold) left out of the tree",
             m.display_path()
         ));
     }
@@ -256,20 +256,22 @@ type Xattr = (Vec<u8>, Vec<u8>);
 /// refuses larger ones, so no extraction sets them.
 const XATTR_NAME_MAX: usize = 255;
 const XATTR_SIZE_MAX: usize = 64 << 10;
-/// Names and values of one node's xattrs together: more than a file system keeps for a file,
-/// and small enough that a directory of such nodes costs what its stream does.
-const XATTRS_MAX: usize = 64 << 10;
+/// Linux's limit on one file's list of names (`XATTR_LIST_MAX`: each name and its NUL):
+/// `listxattr` fails on a file with more, so neither a restore's reader nor the mount could
+/// list them. Values have no limit in all but the file system's; the stream's own (its PAX
+/// header, at most 16 MiB) bounds what a node holds.
+const XATTR_LIST_MAX: usize = 64 << 10;
 
 /// A directory named again keeps the xattrs of its earlier member that the later one does not
 /// name: an extractor sets the later member's on the directory already there and removes
-/// none (GNU tar and bsdtar alike; `tar -r` appends a directory again). Within `XATTRS_MAX`
-/// in all, the later member's first.
+/// none (GNU tar and bsdtar alike; `tar -r` appends a directory again). Within
+/// `XATTR_LIST_MAX` of names, the later member's first.
 pub(super) fn keep_earlier_xattrs(dir: &mut Node, earlier: Vec<Xattr>) {
-    let size = |(k, v): &Xattr| k.len() + v.len();
-    let mut total: usize = dir.xattrs.iter().map(size).sum();
+    let listed = |(k, _): &Xattr| k.len() + 1;
+    let mut total: usize = dir.xattrs.iter().map(listed).sum();
     for x in earlier {
-        if total + size(&x) <= XATTRS_MAX && !dir.xattrs.iter().any(|(k, _)| *k == x.0) {
-            total += size(&x);
+        if total + listed(&x) <= XATTR_LIST_MAX && !dir.xattrs.iter().any(|(k, _)| *k == x.0) {
+            total += listed(&x);
             dir.xattrs.push(x);
         }
     }
@@ -281,7 +283,8 @@ pub(super) fn keep_earlier_xattrs(dir: &mut Node, earlier: Vec<Xattr>) {
 /// wins. libarchive writes each xattr twice, `SCHILY.xattr.` beside its own record under the
 /// same encoded NAME: that copy is left for the exact one, or a name with a space would come
 /// back as both `user.a b` and `user.a%20b` (bsdtar itself restores both). Those over
-/// Linux's limits are left out, and so is what comes past `XATTRS_MAX` in name order;
+/// Linux's limits are left out, and so is what comes past `XATTR_LIST_MAX` of names, in name
+/// order;
 /// returns how many were.
 fn xattrs(recs: &[PaxRecord]) -> (Vec<Xattr>, usize) {
     // None: a value too large to set, which still replaces an earlier one of the name.
@@ -308,10 +311,8 @@ fn xattrs(recs: &[PaxRecord]) -> (Vec<Xattr>, usize) {
     let mut kept = Vec::new();
     for (name, value) in out {
         match value {
-            Some(v)
-                if name.len() <= XATTR_NAME_MAX && total + name.len() + v.len() <= XATTRS_MAX =>
-            {
-                total += name.len() + v.len();
+            Some(v) if name.len() <= XATTR_NAME_MAX && total + name.len() < XATTR_LIST_MAX => {
+                total += name.len() + 1;
                 kept.push((name, v));
             }
             _ => left_out += 1,
