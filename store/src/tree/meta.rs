@@ -467,9 +467,9 @@ mod tests {
         }
     }
 
-    /// What Linux cannot set is left out and counted: a name over 255 bytes, a value over
-    /// 64 KiB (which also drops an earlier value of the name), and what comes past 64 KiB in
-    /// all, in name order.
+    /// A name over 255 bytes or a value over 64 KiB (which also drops an earlier value of the
+    /// name) is left out, and so are names past the 64 KiB a file's list holds, in name order;
+    /// values have no limit in all.
     #[test]
     fn xattrs_over_linux_limits_are_left_out() {
         let long = format!("user.{}", "n".repeat(251));
@@ -478,15 +478,22 @@ mod tests {
             xattr("user.big", 100),
             xattr("user.big", XATTR_SIZE_MAX + 1),
             xattr(&long, 1),
-            xattr("user.b", 40_000),
-            xattr("user.c", 40_000),
+            xattr("user.b", XATTR_SIZE_MAX),
+            xattr("user.c", XATTR_SIZE_MAX),
             xattr("user.d", 20_000),
         ];
         let (kept, left_out) = xattrs(&recs);
         let names: Vec<&[u8]> = kept.iter().map(|(n, _)| n.as_slice()).collect();
-        assert_eq!(names, [&b"user.a"[..], b"user.b", b"user.d"]);
-        assert_eq!(left_out, 3, "user.big, the long name and user.c");
-        let (kept, left_out) = xattrs(&[xattr(&long[1..], XATTR_SIZE_MAX - 260)]);
+        assert_eq!(names, [&b"user.a"[..], b"user.b", b"user.c", b"user.d"]);
+        assert_eq!(left_out, 2, "user.big and the long name");
+        let (kept, left_out) = xattrs(&[xattr(&long[1..], XATTR_SIZE_MAX)]);
         assert_eq!((kept.len(), left_out), (1, 0), "at the limits is kept");
+        // 255-byte names, 256 bytes listed each: 256 of them fill the list.
+        let names: Vec<String> = (0..300)
+            .map(|i| format!("user.{i:03}{}", "x".repeat(247)))
+            .collect();
+        let recs: Vec<PaxRecord> = names.iter().map(|n| xattr(n, 1)).collect();
+        let (kept, left_out) = xattrs(&recs);
+        assert_eq!((kept.len(), left_out), (256, 44));
     }
 }
