@@ -2,6 +2,7 @@
 //! busybox tar. One test binary (a single link step), one module per behaviour.
 
 mod common;
+mod tar_bytes;
 mod trees;
 
 mod bad_input;

@@ -23,6 +23,7 @@ mod data;
 mod hurts;
 mod index;
 mod repair;
+mod repair_packs;
 mod replaced;
 mod settle;
 mod walk;

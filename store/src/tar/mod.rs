@@ -3,11 +3,13 @@
 
 mod glob;
 pub mod header;
+mod member;
 pub mod pax;
 mod reader;
 pub mod writer;
 
-pub use reader::{ByteSource, End, IoSource, Member, TarReader};
+pub use member::Member;
+pub use reader::{ByteSource, End, IoSource, TarReader};
 pub use writer::{write_dir, DirOptions, DirReport, MemberWriter, Payload};
 
 #[cfg(test)]

@@ -1,35 +1,17 @@
 //! Streams that layer extractors would read otherwise than cellar and GNU tar do get a layer
 //! written anew from the tree, which umoci unpacks to what GNU tar extracts.
 
+use std::path::PathBuf;
+
 use super::export::export_oci;
 use super::*;
 use crate::common::*;
 use crate::trees::portable_tree;
 
-/// The stream's image has a written layer (not the stream itself), and umoci unpacks it to the
-/// tree GNU tar extracts from the stream.
-fn assert_written_layer_unpacks(store: &TestStore, stream: &[u8]) {
+/// Snapshot `stream`, export its image, require a written layer (not the stream itself), and
+/// return the snapshot and where umoci unpacked the image.
+fn written_layer_unpacked(store: &TestStore, stream: &[u8], what: &str) -> (String, PathBuf) {
     let id = store.snapshot_bytes(stream, "odd");
-    let extraction = store.scratch("extracted");
-    crate::browse::oracle::extract(store, stream, &extraction);
-    let layout = store.scratch("layout");
-    export_oci(store, &id, &layout, &[]);
-    let img = oci_image(&layout, "latest");
-    assert_ne!(
-        img.layers[0].digest,
-        format!("sha256:{}", sha256_hex(stream)),
-        "the stream went in as its own layer"
-    );
-    let rootfs = umoci_unpack(&layout, "latest", &store.scratch("bundle"));
-    assert_same_tree(&extraction, &rootfs);
-}
-
-/// The same, for streams GNU tar extracts otherwise than cellar reads them (odd sparse
-/// records): umoci unpacks the image to the tree `cellar restore` writes, whatever it is.
-fn assert_written_layer_unpacks_as_restored(store: &TestStore, stream: &[u8], what: &str) {
-    let id = store.snapshot_bytes(stream, "odd");
-    let restored = store.scratch("restored");
-    store.ok(&["restore", &id, restored.to_str().unwrap()]);
     let layout = store.scratch("layout");
     export_oci(store, &id, &layout, &[]);
     let img = oci_image(&layout, "latest");
@@ -39,6 +21,24 @@ fn assert_written_layer_unpacks_as_restored(store: &TestStore, stream: &[u8], wh
         "{what}: the stream went in as its own layer"
     );
     let rootfs = umoci_unpack(&layout, "latest", &store.scratch("bundle"));
+    (id, rootfs)
+}
+
+/// The stream's image has a written layer, which umoci unpacks to the tree GNU tar extracts
+/// from the stream.
+fn assert_written_layer_unpacks(store: &TestStore, stream: &[u8]) {
+    let extraction = store.scratch("extracted");
+    crate::browse::oracle::extract(store, stream, &extraction);
+    let (_, rootfs) = written_layer_unpacked(store, stream, "");
+    assert_same_tree(&extraction, &rootfs);
+}
+
+/// The same, for streams GNU tar extracts otherwise than cellar reads them (odd sparse
+/// records): umoci unpacks the image to the tree `cellar restore` writes, whatever it is.
+fn assert_written_layer_unpacks_as_restored(store: &TestStore, stream: &[u8], what: &str) {
+    let (id, rootfs) = written_layer_unpacked(store, stream, what);
+    let restored = store.scratch("restored");
+    store.ok(&["restore", &id, restored.to_str().unwrap()]);
     assert_same_tree_with(&restored, &rootfs, Compare::default(), what);
 }
 
