@@ -126,9 +126,10 @@ impl ListRef {
 fn find_in(entries: &[Entry], offset: u64) -> Option<(usize, u64)> {
     // Prefix sums, then binary search: the first entry ending after `offset`.
     let mut ends = Vec::with_capacity(entries.len());
-    let mut sum = 0;
+    let mut sum: u64 = 0;
     for e in entries {
-        sum += e.len;
+        // A damaged (or crafted) node's lengths can sum past u64: nothing lies beyond.
+        sum = sum.checked_add(e.len)?;
         ends.push(sum);
     }
     let i = ends.partition_point(|&end| end <= offset);

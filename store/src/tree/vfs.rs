@@ -167,12 +167,13 @@ impl<'s> Tree<'s> {
             Some(segs) => {
                 // Segments are in file order; find the first that ends after `offset`. Where
                 // each piece of data goes in `buf`: (at, len), back to back in the payload.
-                let first = segs.partition_point(|(o, l)| o + l <= offset);
+                // Saturating: a damaged map's segment past 2^64 is read as reaching the end.
+                let first = segs.partition_point(|(o, l)| o.saturating_add(*l) <= offset);
                 let end = offset + want as u64;
                 let mut places = Vec::new();
                 for &(o, l) in segs[first..].iter().take_while(|(o, _)| *o < end) {
                     let from = o.max(offset);
-                    let to = (o + l).min(end);
+                    let to = o.saturating_add(l).min(end);
                     places.push(((from - offset) as usize, (to - from) as usize));
                 }
                 buf.fill(0);
@@ -206,12 +207,12 @@ impl<'s> Tree<'s> {
         buf: &mut [u8],
     ) -> Result<usize> {
         let mut done = 0;
-        let mut at = content.data_offset + offset;
+        let mut at = past(content.data_offset, offset)?;
         while done < buf.len() {
             let Some((entry, start)) = content.chunks.find(self.store, at)? else {
                 return Err(Error::corrupt("file data ends before its size"));
             };
-            let chunk = self.store.object(&entry.id)?;
+            let chunk = self.chunk(&entry)?;
             let from = (at - start) as usize;
             let n = (chunk.len() - from).min(buf.len() - done);
             buf[done..done + n].copy_from_slice(&chunk[from..from + n]);
@@ -230,7 +231,7 @@ impl<'s> Tree<'s> {
             Some(segs) => segs.data_len(),
             None => node.size,
         };
-        let (mut at, end) = (content.data_offset, content.data_offset + len);
+        let (mut at, end) = (content.data_offset, past(content.data_offset, len)?);
         while at < end {
             let Some((entry, start)) = content.chunks.find(self.store, at)? else {
                 return Err(Error::corrupt(format!(
@@ -238,7 +239,7 @@ impl<'s> Tree<'s> {
                     path_text(&node.name)
                 )));
             };
-            let chunk = self.store.object(&entry.id)?;
+            let chunk = self.chunk(&entry)?;
             let from = (at - start) as usize;
             let n = (chunk.len() - from).min((end - at) as usize);
             out.write_all(&chunk[from..from + n])
@@ -246,6 +247,22 @@ impl<'s> Tree<'s> {
             at += n as u64;
         }
         Ok(())
+    }
+
+    /// The chunk `entry` names, as long as the entry says: a node whose lengths disagree
+    /// with its chunks (damaged, or made so) would read other bytes than were stored, or
+    /// none at all and loop.
+    fn chunk(&self, entry: &crate::list::Entry) -> Result<crate::object::Object> {
+        let chunk = self.store.object(&entry.id)?;
+        if chunk.len() as u64 != entry.len || chunk.is_empty() {
+            return Err(Error::corrupt(format!(
+                "chunk {} is {} bytes, but the file's chunk list says {}",
+                entry.id.short(),
+                chunk.len(),
+                entry.len
+            )));
+        }
+        Ok(chunk)
     }
 
     /// Stream a whole file to `out`.
@@ -262,6 +279,12 @@ impl<'s> Tree<'s> {
             offset += n as u64;
         }
     }
+}
+
+/// `base + by`, or damage: offsets come from the node, which may be wrong.
+fn past(base: u64, by: u64) -> Result<u64> {
+    base.checked_add(by)
+        .ok_or_else(|| Error::corrupt("a file's data offset runs past 2^64 bytes"))
 }
 
 fn file_content(node: &Node) -> Result<&super::node::Content> {
@@ -289,6 +312,19 @@ mod tests {
     use crate::tree::Kind;
     use crate::Store;
 
+    /// A store in `dir` holding the snapshot of `stream`.
+    fn stored(dir: &std::path::Path, stream: Vec<u8>) -> (Store, crate::Snapshot) {
+        let store = Store::create(&dir.join("store")).unwrap();
+        let report = store
+            .ingest(
+                IngestInput::stream(Cursor::new(stream)),
+                IngestOptions::new("vm"),
+                || Ok(()),
+            )
+            .unwrap();
+        (store, report.snapshot)
+    }
+
     /// A sparse file of many small data segments (a few to a chunk), from GNU tar, read at
     /// any offset and length gives the file's bytes: holes as zeros, data where it was.
     #[test]
@@ -313,15 +349,8 @@ mod tests {
             .output()
             .expect("run tar");
         assert!(out.status.success());
-        let store = Store::create(&dir.path().join("store")).unwrap();
-        let report = store
-            .ingest(
-                IngestInput::stream(Cursor::new(out.stdout)),
-                IngestOptions::new("vm"),
-                || Ok(()),
-            )
-            .unwrap();
-        let tree = store.tree(&report.snapshot).unwrap();
+        let (store, snapshot) = stored(dir.path(), out.stdout);
+        let tree = store.tree(&snapshot).unwrap();
         let node = tree.resolve(b"/holey").unwrap();
         assert_eq!(node.kind, Kind::File);
         let segments = node
@@ -343,6 +372,41 @@ mod tests {
                 buf[..n] == want[offset as usize..end],
                 "at {offset}, {len} bytes"
             );
+        }
+    }
+
+    /// A chunk list whose lengths disagree with its chunks (a damaged or crafted node) is
+    /// damage to every reader: it read other bytes, or looped for ever on a chunk too short.
+    #[test]
+    fn a_chunk_list_longer_or_shorter_than_its_chunks_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("f"), b"hello\n").unwrap();
+        let out = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg("-")
+            .arg("-C")
+            .arg(&src)
+            .arg("f")
+            .output()
+            .expect("run tar");
+        let (store, snapshot) = stored(dir.path(), out.stdout);
+        let tree = store.tree(&snapshot).unwrap();
+        let node = tree.resolve(b"/f").unwrap();
+        for claimed in [100, 3] {
+            let mut lying = node.clone();
+            lying.size = claimed;
+            let content = lying.content.as_mut().unwrap();
+            let crate::list::ListRef::Inline(entries) = &mut content.chunks else {
+                panic!("one small chunk is listed inline");
+            };
+            entries[0].len = claimed;
+            let mut buf = vec![0; 200];
+            let err = tree.read_at(&lying, 0, &mut buf).unwrap_err();
+            assert!(err.to_string().contains("chunk list says"), "{err}");
+            let err = tree.write_data(&lying, &mut Vec::new()).unwrap_err();
+            assert!(err.to_string().contains("chunk list says"), "{err}");
         }
     }
 }
