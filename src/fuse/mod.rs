@@ -115,13 +115,18 @@ fn file_type(kind: Kind) -> FileType {
     }
 }
 
+/// A stored time as the kernel is given it. A damaged node's nanoseconds past a second are
+/// the second's last, and a time the system cannot hold is the epoch: it panicked a mount's
+/// thread (an mtime of 2^63-1 seconds and 4e9 ns), and the directory read failed with it.
 fn time(secs: i64, nsec: u32) -> SystemTime {
-    let d = Duration::new(secs.unsigned_abs(), nsec);
-    if secs >= 0 {
-        UNIX_EPOCH + d
+    let whole = Duration::from_secs(secs.unsigned_abs());
+    let t = if secs >= 0 {
+        UNIX_EPOCH.checked_add(whole)
     } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::new(0, nsec)
-    }
+        UNIX_EPOCH.checked_sub(whole)
+    };
+    t.and_then(|t| t.checked_add(Duration::from_nanos(nsec.min(999_999_999).into())))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 /// Linux's 32-bit dev_t encoding of major:minor (what FUSE carries), or 0 (no device) for a
@@ -385,5 +390,21 @@ impl Filesystem for CellarFs {
             }
             Err(e) => reply.error(errno(&e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_times_past_what_the_system_holds_do_not_panic() {
+        assert_eq!(time(0, 5), UNIX_EPOCH + Duration::from_nanos(5));
+        assert_eq!(
+            time(-2, 500_000_000),
+            UNIX_EPOCH - Duration::from_millis(1500)
+        );
+        time(i64::MAX, 4_000_000_000);
+        time(i64::MIN, u32::MAX);
     }
 }
