@@ -12,11 +12,14 @@ mod routes;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use cellar_store::oci::ImageOptions;
 use cellar_store::Store;
 use tokio::sync::oneshot;
+
+use crate::output::errln;
 
 /// What every request shares.
 pub struct Shared {
@@ -119,6 +122,7 @@ pub fn serve_until_signal(
     rt.block_on(async move {
         let listener = bind(listen).await?;
         on_ready(listener.local_addr()?);
+        let (stopping, stopped) = oneshot::channel();
         let stop = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -127,10 +131,34 @@ pub fn serve_until_signal(
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
+            let _ = stopping.send(());
         };
-        axum::serve(listener, routes::router(shared))
-            .with_graceful_shutdown(stop)
-            .await
-            .context("serving")
-    })
+        let server = axum::serve(listener, routes::router(shared)).with_graceful_shutdown(stop);
+        // Open requests are let finish, but not for ever: a client that stopped reading a
+        // download, or never finished its request's header, kept serve running (and its
+        // lease on the store held) until that client left.
+        let drained = async {
+            if stopped.await.is_ok() {
+                tokio::time::sleep(DRAIN).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            served = server => served.context("serving"),
+            () = drained => {
+                errln!(
+                    "cellar: serve: requests still open {} s after the signal were cut off",
+                    DRAIN.as_secs()
+                );
+                Ok(())
+            }
+        }
+    })?;
+    // Downloads cut off end with their connections; nothing is waited for past that.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
 }
+
+/// How long requests open at a stop signal may take to finish.
+const DRAIN: Duration = Duration::from_secs(5);

@@ -574,3 +574,37 @@ fn serve_json_says_where_it_listens() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["name"], "vm", "{}", r.text());
 }
+
+/// A stop signal ends `serve` even while a client holds a request open (its header never
+/// finished): open requests get a few seconds, then are cut off. It kept running until the
+/// client left.
+#[test]
+fn serve_stops_on_sigterm_with_a_request_held_open() {
+    use std::io::{BufRead, Write};
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    write_file(&root.join("f"), b"f\n");
+    store.snapshot_bytes(&tar_of_dir(&root), "vm");
+    let mut child = store
+        .cmd(&["serve", "--listen", "127.0.0.1:0", "--json"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let said: serde_json::Value = serde_json::from_str(&line).expect(&line);
+    let addr = said["listen"].as_str().expect(&line).to_string();
+    let mut half = std::net::TcpStream::connect(&addr).unwrap();
+    half.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = output_within_a_minute(child, "serve after SIGTERM");
+    drop(half);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("cut off"), "{err}");
+}
