@@ -37,6 +37,7 @@ mod push;
 mod push_auth;
 mod push_tls;
 mod serve;
+mod serve_process;
 mod written_layer;
 
 pub(crate) use cellar::Served;

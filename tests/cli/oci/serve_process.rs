@@ -1,0 +1,66 @@
+//! The `serve` process itself: where it says it listens, and how it stops.
+
+use std::io::{BufRead, Write};
+use std::process::{Child, Stdio};
+
+use super::*;
+use crate::common::*;
+
+/// `serve --listen 127.0.0.1:0 --json` over a store holding one snapshot named `vm`: the
+/// child (stderr piped) and what its JSON line said.
+fn serve_json(store: &TestStore) -> (Child, serde_json::Value) {
+    let root = store.scratch("tree");
+    write_file(&root.join("f"), b"f\n");
+    store.snapshot_bytes(&tar_of_dir(&root), "vm");
+    let mut child = store
+        .cmd(&["serve", "--listen", "127.0.0.1:0", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let said = serde_json::from_str(&line).expect(&line);
+    (child, said)
+}
+
+/// `serve --json` says on stdout, once it listens, where: the port `--listen HOST:0` picked,
+/// for a script that starts it and then pulls.
+#[test]
+fn serve_json_says_where_it_listens() {
+    let store = TestStore::new();
+    let (mut child, said) = serve_json(&store);
+    let addr = said["listen"].as_str().expect("listen").to_string();
+    assert!(
+        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+        "{said}"
+    );
+    assert_eq!(said["url"], format!("http://{addr}/v2/"), "{said}");
+    let r = http_get(&addr, "/v2/vm/tags/list", &[]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["name"], "vm", "{}", r.text());
+}
+
+/// A stop signal ends `serve` even while a client holds a request open (its header never
+/// finished): open requests get a few seconds, then are cut off. It kept running until the
+/// client left.
+#[test]
+fn serve_stops_on_sigterm_with_a_request_held_open() {
+    let store = TestStore::new();
+    let (child, said) = serve_json(&store);
+    let addr = said["listen"].as_str().expect("listen").to_string();
+    let mut half = std::net::TcpStream::connect(&addr).unwrap();
+    half.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = output_within_a_minute(child, "serve after SIGTERM");
+    drop(half);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("cut off"), "{err}");
+}
