@@ -96,20 +96,7 @@ fn gnu_tar_default_tree_matches_extraction() {
 
 #[test]
 fn gnu_tar_posix_xattrs_sparse_tree_matches_extraction() {
-    check_against_extraction(
-        "gnu posix xattrs sparse",
-        &[
-            "tar",
-            "--format=posix",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--sparse",
-            "-cf",
-            "-",
-        ],
-        true,
-        false,
-    );
+    check_against_extraction("gnu posix xattrs sparse", GNU_POSIX_SPARSE, true, false);
 }
 
 #[test]
