@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         std::env::remove_var("CELLAR_STORE");
     }
     let cli = cli::Cli::parse();
+    raise_open_files_limit();
     if let Some(fd) = closed_fds::needed_but_closed(&cli.command) {
         // What the command writes would be lost, or what it reads would look empty.
         errln!("cellar: error: {fd} is closed, and this command needs it");
@@ -60,4 +61,24 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
         };
         io.is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// Raise the soft limit on open files to the hard one. `snapshot --dir` holds a descriptor for
+/// every directory level it is inside (entries are reached through them, never by a path that
+/// a symlink could redirect) and `serve` one per connection; the soft limit is low only for
+/// programs using select(2), which nothing here does. Go's runtime does the same at start.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read or fill the one struct passed, which lives here.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            // Failing leaves the soft limit as it was; a walk that runs out says so.
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }

@@ -322,3 +322,49 @@ fn entries_past_path_max_from_a_long_dir_path_are_archived() {
         "{listed}"
     );
 }
+
+/// The walk holds a descriptor for every directory level it is inside: a tree deeper than the
+/// soft open-files limit goes in (cellar raises it to the hard one); one deeper than the hard
+/// limit is an error saying so, and nothing is recorded.
+#[test]
+fn a_tree_deeper_than_the_open_files_limit_is_an_error_not_a_partial_snapshot() {
+    use std::os::unix::process::CommandExt;
+    let store = TestStore::new();
+    let dir = store.scratch("deep");
+    let chain = dir.join(vec!["d"; 200].join("/"));
+    std::fs::create_dir_all(&chain).unwrap();
+    std::fs::write(chain.join("file"), "deep\n").unwrap();
+    let limited = |name: &str, soft: u64, hard: u64| {
+        let mut cmd = store.cmd(&["snapshot", "--name", name, "--dir", dir.to_str().unwrap()]);
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit is async-signal-safe and touches only the struct copied here.
+        unsafe {
+            cmd.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            });
+        }
+        cmd.output().unwrap()
+    };
+    let out = limited("raised", 100, 1000);
+    assert_success(&out, &["snapshot", "--dir", "200 deep, soft limit 100"]);
+    assert!(store
+        .ok(&["ls", "-R", "raised", "/"])
+        .contains(&format!("{}/file\n", "/d".repeat(200))));
+
+    let out = limited("short", 100, 100);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("levels it is inside") && err.contains("ulimit -n"),
+        "{err}"
+    );
+    assert_eq!(
+        store.ok(&["list"]).lines().count(),
+        2,
+        "a heading and the first"
+    );
+}

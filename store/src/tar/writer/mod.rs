@@ -46,8 +46,10 @@
 //!
 //! # What is read
 //!
-//! Nothing is followed through a symlink except DIR itself (like `tar -C DIR`). Files are
-//! opened with O_NOFOLLOW and streamed; a file that shrinks while being read is padded with
+//! Nothing is followed through a symlink except DIR itself (like `tar -C DIR`): every
+//! directory is opened once, from its parent's descriptor, and its entries are reached through
+//! it (`paths.rs`), so a directory swapped for a symlink mid-walk cannot lead outside DIR; one
+//! moved elsewhere is walked where it went. Files are opened with O_NOFOLLOW and streamed; a file that shrinks while being read is padded with
 //! zeros to the size in its header, one that grows is cut there, and both give a "file changed
 //! as we read it" warning. A path that cannot be read (permission denied, vanished) is left out
 //! with a warning naming it. `--one-file-system` archives a directory on another device than
@@ -73,17 +75,18 @@ mod regular;
 mod sparse;
 mod xattrs;
 
+use std::ffi::OsStr;
 use std::fmt::Display;
-use std::fs::{self, Metadata};
+use std::fs::{self, File, Metadata};
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use self::header::{Entry, BLOCK_DEVICE, CHAR_DEVICE, FIFO, SYMLINK};
 pub use self::members::{MemberWriter, Payload};
 use self::output::Out;
-use self::paths::Paths;
+use self::paths::{list_dir, not_a_directory_now, open_dir, out_of_descriptors, through};
 use self::regular::HardLinks;
 use self::xattrs::{read_xattrs, xattr_key};
 use super::glob::Excludes;
@@ -113,31 +116,33 @@ pub struct DirReport {
 /// Write DIR as a tar stream to `out`. Deterministic: the same unchanged directory gives the
 /// same bytes every time. See the module documentation for the exact dialect.
 pub fn write_dir(root: &Path, opts: &DirOptions, out: &mut dyn Write) -> Result<DirReport> {
-    // The root is followed if it is a symlink, as `tar -C DIR` would. Naming it `DIR/.` then
-    // makes the calls that never follow a symlink (lgetxattr) see the directory as well.
-    let is_link = fs::symlink_metadata(root).is_ok_and(|m| m.file_type().is_symlink());
-    let root = if is_link {
-        root.join(".")
-    } else {
-        root.to_path_buf()
-    };
-    let root_md = fs::metadata(&root).map_err(|e| Error::io(&root, e))?;
-    if !root_md.is_dir() {
-        return Err(Error::InvalidArgument(format!(
-            "{}: not a directory",
-            root.display()
-        )));
+    let dir = open_dir(root, true).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTDIR) => {
+            Error::InvalidArgument(format!("{}: not a directory", root.display()))
+        }
+        _ => Error::io(root, e),
+    })?;
+    let root_md = dir.metadata().map_err(|e| Error::io(root, e))?;
+    if !Path::new("/proc/self/fd").is_dir() {
+        // Without it every entry would look vanished, and the snapshot come out empty.
+        return Err(Error::SourceFailed(
+            "snapshot --dir reaches entries through /proc/self/fd, and /proc is not mounted".into(),
+        ));
     }
-    let mut walker = Walker::new(&root, &root_md, opts, out);
-    walker.run(&root_md)?;
+    let mut walker = Walker::new(root, &root_md, opts, out);
+    walker.start(dir, &root_md)?;
+    walker.run()?;
     walker.out.finish()?;
     Ok(walker.report)
 }
 
-/// The walk's state. Errors returned by its methods are fatal (the output failed, or the root
-/// cannot be listed); anything wrong with one path becomes a warning.
+/// The walk's state. Errors returned by its methods are fatal (the output failed, the root
+/// cannot be listed, no descriptor is left); anything wrong with one path becomes a warning.
 struct Walker<'a> {
-    paths: Paths,
+    /// DIR as given, for messages.
+    root: PathBuf,
+    /// The directories being walked, the root first, each open (see `paths.rs`).
+    stack: Vec<OpenDir>,
     root_dev: u64,
     one_file_system: bool,
     excludes: Excludes,
@@ -151,18 +156,20 @@ struct Walker<'a> {
 struct OpenDir {
     /// Path relative to the root, no leading `./`, no trailing `/` (empty for the root).
     rel: Vec<u8>,
+    dir: File,
     names: std::vec::IntoIter<Vec<u8>>,
 }
 
 impl<'a> Walker<'a> {
     fn new(
-        root: &'a Path,
+        root: &Path,
         root_md: &Metadata,
         opts: &DirOptions,
         out: &'a mut dyn Write,
     ) -> Walker<'a> {
         Walker {
-            paths: Paths::new(root),
+            root: root.to_path_buf(),
+            stack: Vec::new(),
             root_dev: root_md.dev(),
             one_file_system: opts.one_file_system,
             excludes: Excludes::new(&opts.excludes),
@@ -173,37 +180,79 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// Depth-first with an explicit stack, so a deep tree cannot overflow the call stack.
-    fn run(&mut self, root_md: &Metadata) -> Result<()> {
-        let mut stack: Vec<OpenDir> = self.directory(Vec::new(), root_md)?.into_iter().collect();
-        while let Some(top) = stack.last_mut() {
-            let Some(name) = top.names.next() else {
-                stack.pop();
-                continue;
-            };
-            let rel = child(&top.rel, &name);
-            if let Some(dir) = self.visit(rel)? {
-                stack.push(dir);
-            }
+    /// Archive the root, open as `dir`, and make it the first directory to walk.
+    fn start(&mut self, dir: File, md: &Metadata) -> Result<()> {
+        if let Some(open) = self.opened(Vec::new(), dir, md)? {
+            self.stack.push(open);
         }
         Ok(())
     }
 
-    /// Where to reach the entry at `rel` (through an open ancestor when its full path would
-    /// be too long: `paths.rs`).
-    fn path(&mut self, rel: &[u8]) -> PathBuf {
-        self.paths.access(rel)
+    /// Depth-first with an explicit stack, so a deep tree cannot overflow the call stack.
+    fn run(&mut self) -> Result<()> {
+        while self.step()? {}
+        Ok(())
     }
 
-    /// A warning about `path` (as `path` gave it), naming it by its full path.
-    fn warn(&mut self, path: &Path, what: impl Display) {
-        let full = self.paths.shown(path);
+    /// Archive the next entry; false once every one is.
+    fn step(&mut self) -> Result<bool> {
+        let Some(top) = self.stack.last_mut() else {
+            return Ok(false);
+        };
+        match top.names.next() {
+            Some(name) => {
+                let rel = child(&top.rel, &name);
+                if let Some(dir) = self.visit(rel)? {
+                    self.stack.push(dir);
+                }
+            }
+            None => {
+                self.stack.pop();
+            }
+        }
+        Ok(true)
+    }
+
+    /// Where the entry at `rel`, a child of the directory on top of the stack, is reached.
+    fn path(&self, rel: &[u8]) -> PathBuf {
+        let parent = self.stack.last().expect("an entry below the root");
+        through(
+            &parent.dir,
+            &rel[parent.rel.len() + usize::from(!parent.rel.is_empty())..],
+        )
+    }
+
+    /// A warning about the entry at `rel`, naming it by its path from DIR.
+    fn warn(&mut self, rel: &[u8], what: impl Display) {
+        let full = if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(OsStr::from_bytes(rel))
+        };
         self.report
             .warnings
             .push(format!("{}: {what}", shown(&full)));
     }
 
-    /// Archive one entry below the root; a directory comes back to have its entries walked.
+    /// The entry at `rel` could not be opened: it is left out with a warning, unless the
+    /// process ran out of descriptors, which would leave out everything deeper as well.
+    fn left_out(&mut self, rel: &[u8], e: io::Error) -> Result<()> {
+        if !out_of_descriptors(&e) {
+            self.warn(rel, e);
+            return Ok(());
+        }
+        let depth = rel.split(|&b| b == b'/').count();
+        Err(Error::io(
+            self.root.join(OsStr::from_bytes(rel)),
+            io::Error::other(format!(
+                "{e}: the walk holds a directory open for each of the {depth} levels it is \
+                 inside (raise `ulimit -n`)"
+            )),
+        ))
+    }
+
+    /// Archive one entry below the root, a child of the directory on top of the stack; a
+    /// directory comes back to have its entries walked.
     fn visit(&mut self, rel: Vec<u8>) -> Result<Option<OpenDir>> {
         if self.excludes.excludes(&rel) {
             return Ok(None);
@@ -212,17 +261,13 @@ impl<'a> Walker<'a> {
         let md = match fs::symlink_metadata(&path) {
             Ok(md) => md,
             Err(e) => {
-                self.warn(&path, e);
+                self.warn(&rel, e);
                 return Ok(None);
             }
         };
         let ft = md.file_type();
-        if ft.is_dir() && self.leave_out.contains(&(md.dev(), md.ino())) {
-            self.warn(&path, "is the store being written to; not dumped");
-            return Ok(None);
-        }
         if ft.is_dir() {
-            return self.directory(rel, &md);
+            return self.directory(rel, &path);
         }
         if ft.is_file() {
             self.regular(&rel, &path, &md)?;
@@ -231,39 +276,58 @@ impl<'a> Walker<'a> {
         } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
             self.special(&rel, &path, &md)?;
         } else if ft.is_socket() {
-            self.warn(&path, "socket ignored");
+            self.warn(&rel, "socket ignored");
         } else {
-            self.warn(&path, "unknown file type; not dumped");
+            self.warn(&rel, "unknown file type; not dumped");
         }
         Ok(None)
     }
 
-    /// Write a directory's member; return it with its sorted entries unless it is a mount
-    /// point under `--one-file-system`. The entries are listed first so that a directory that
-    /// cannot be read is left out whole, as GNU tar does.
-    fn directory(&mut self, rel: Vec<u8>, md: &Metadata) -> Result<Option<OpenDir>> {
-        let path = self.path(&rel);
+    /// Open a directory below the root, never through a symlink, and archive it.
+    fn directory(&mut self, rel: Vec<u8>, path: &Path) -> Result<Option<OpenDir>> {
+        let opened = open_dir(path, false).and_then(|dir| {
+            let md = dir.metadata()?;
+            Ok((dir, md))
+        });
+        let (dir, md) = match opened {
+            Ok(opened) => opened,
+            Err(e) if not_a_directory_now(&e) => {
+                self.warn(&rel, "directory changed type as we read it; not dumped");
+                return Ok(None);
+            }
+            Err(e) => return self.left_out(&rel, e).map(|()| None),
+        };
+        if self.leave_out.contains(&(md.dev(), md.ino())) {
+            self.warn(&rel, "is the store being written to; not dumped");
+            return Ok(None);
+        }
+        self.opened(rel, dir, &md)
+    }
+
+    /// Write the member of a directory open as `dir`; return it with its sorted entries
+    /// unless it is a mount point under `--one-file-system`. The entries are listed first so
+    /// that a directory that cannot be read is left out whole, as GNU tar does.
+    fn opened(&mut self, rel: Vec<u8>, dir: File, md: &Metadata) -> Result<Option<OpenDir>> {
+        let itself = through(&dir, b".");
         let descend = !self.one_file_system || md.dev() == self.root_dev;
         let names = if descend {
-            match list_dir(&path) {
+            match list_dir(&itself) {
                 Ok(names) => names,
                 // Without its root listing the snapshot would be empty: that is an error.
-                Err(e) if rel.is_empty() => return Err(Error::io(path, e)),
-                Err(e) => {
-                    self.warn(&path, e);
-                    return Ok(None);
-                }
+                Err(e) if rel.is_empty() => return Err(Error::io(&self.root, e)),
+                Err(e) => return self.left_out(&rel, e).map(|()| None),
             }
         } else {
             Vec::new()
         };
         let mut entry = Entry::new(member_name(&rel, true), DIRECTORY, md);
-        self.add_xattrs(&mut entry, &path);
-        if !self.emit(&entry, &path)? {
+        self.add_xattrs(&mut entry, &rel, &itself);
+        if !self.emit(&entry, &rel)? {
             return Ok(None);
         }
         Ok(Some(OpenDir {
             rel,
+            dir,
             names: names.into_iter(),
         }))
     }
@@ -272,14 +336,14 @@ impl<'a> Walker<'a> {
         let target = match fs::read_link(path) {
             Ok(t) => t.into_os_string().into_vec(),
             Err(e) => {
-                self.warn(path, e);
+                self.warn(rel, e);
                 return Ok(());
             }
         };
         let mut entry = Entry::new(member_name(rel, false), SYMLINK, md);
         entry.link = target;
-        self.add_xattrs(&mut entry, path);
-        self.emit(&entry, path)?;
+        self.add_xattrs(&mut entry, rel, path);
+        self.emit(&entry, rel)?;
         Ok(())
     }
 
@@ -298,12 +362,13 @@ impl<'a> Walker<'a> {
             let rdev = md.rdev() as libc::dev_t;
             entry.dev = (libc::major(rdev).into(), libc::minor(rdev).into());
         }
-        self.add_xattrs(&mut entry, path);
-        self.emit(&entry, path)?;
+        self.add_xattrs(&mut entry, rel, path);
+        self.emit(&entry, rel)?;
         Ok(())
     }
 
-    fn add_xattrs(&mut self, entry: &mut Entry, path: &Path) {
+    /// The extended attributes of the entry at `rel`, reached as `path`.
+    fn add_xattrs(&mut self, entry: &mut Entry, rel: &[u8], path: &Path) {
         match read_xattrs(path) {
             Ok(attrs) => {
                 for (name, value) in attrs {
@@ -311,7 +376,7 @@ impl<'a> Walker<'a> {
                 }
             }
             Err(e) => self.warn(
-                path,
+                rel,
                 format_args!("cannot read extended attributes: {e}; archived without them"),
             ),
         }
@@ -319,7 +384,7 @@ impl<'a> Walker<'a> {
 
     /// Write a member's headers. A member that cannot be represented is left out with a
     /// warning; returns whether it was written.
-    fn emit(&mut self, entry: &Entry, path: &Path) -> Result<bool> {
+    fn emit(&mut self, entry: &Entry, rel: &[u8]) -> Result<bool> {
         match entry.encode() {
             Ok(headers) => {
                 self.out.write(&headers)?;
@@ -327,7 +392,7 @@ impl<'a> Walker<'a> {
                 Ok(true)
             }
             Err(why) => {
-                self.warn(path, format_args!("{why}; not dumped"));
+                self.warn(rel, format_args!("{why}; not dumped"));
                 Ok(false)
             }
         }
@@ -370,16 +435,6 @@ fn shown(path: &Path) -> String {
         }
     }
     s
-}
-
-/// A directory's entry names, sorted by their bytes: the order that makes the stream
-/// independent of how the file system happens to return them.
-fn list_dir(path: &Path) -> io::Result<Vec<Vec<u8>>> {
-    let mut names = fs::read_dir(path)?
-        .map(|e| e.map(|e| e.file_name().into_vec()))
-        .collect::<io::Result<Vec<_>>>()?;
-    names.sort_unstable();
-    Ok(names)
 }
 
 #[cfg(test)]

@@ -15,12 +15,11 @@ use crate::tar::header::BLOCK;
 
 impl Walker<'_> {
     pub(super) fn regular(&mut self, rel: &[u8], path: &Path, md: &Metadata) -> Result<()> {
-        let name = member_name(rel, false);
         if md.nlink() > 1 {
             if let Some(first) = self.links.earlier(md) {
-                let mut entry = Entry::new(name, HARDLINK, md);
+                let mut entry = Entry::new(member_name(rel, false), HARDLINK, md);
                 entry.link = first;
-                self.emit(&entry, path)?;
+                self.emit(&entry, rel)?;
                 return Ok(());
             }
         }
@@ -32,37 +31,35 @@ impl Walker<'_> {
             .open(path);
         let file = match opened {
             Ok(f) => f,
-            Err(e) => {
-                self.warn(path, e);
-                return Ok(());
-            }
+            Err(e) => return self.left_out(rel, e),
         };
         // The header describes what was opened, not what lstat saw a moment earlier.
         let md = match file.metadata() {
             Ok(md) if md.is_file() => md,
             Ok(_) => {
-                self.warn(path, "file changed type as we read it; not dumped");
+                self.warn(rel, "file changed type as we read it; not dumped");
                 return Ok(());
             }
             Err(e) => {
-                self.warn(path, e);
+                self.warn(rel, e);
                 return Ok(());
             }
         };
-        self.file(name, path, &file, &md)
+        self.file(rel, path, &file, &md)
     }
 
-    /// Archive an open regular file whose header will say `md`.
+    /// Archive the regular file at `rel`, open as `file` (and reached as `path`), whose
+    /// header will say `md`.
     pub(super) fn file(
         &mut self,
-        name: Vec<u8>,
+        rel: &[u8],
         path: &Path,
         file: &File,
         md: &Metadata,
     ) -> Result<()> {
         let size = md.size();
-        let mut entry = Entry::new(name, REGULAR, md);
-        self.add_xattrs(&mut entry, path);
+        let mut entry = Entry::new(member_name(rel, false), REGULAR, md);
+        self.add_xattrs(&mut entry, rel, path);
         let sparse = looks_sparse(md)
             .then(|| data_segments(file, size))
             .flatten()
@@ -71,7 +68,7 @@ impl Walker<'_> {
             Some((map, segments)) => entry.make_sparse(map, segments, size),
             None => entry.size = size,
         }
-        if !self.emit(&entry, path)? {
+        if !self.emit(&entry, rel)? {
             return Ok(());
         }
         let trouble = match &sparse {
@@ -79,7 +76,7 @@ impl Walker<'_> {
             None => self.out.copy(file, 0, size)?,
         };
         self.out.pad_to(BLOCK as u64)?;
-        self.report_trouble(path, trouble, file, md);
+        self.report_trouble(rel, trouble, file, md);
         if md.nlink() > 1 {
             self.links.remember(md, entry.name);
         }
@@ -105,18 +102,18 @@ impl Walker<'_> {
     /// Warn about a file that did not read back as its header said.
     fn report_trouble(
         &mut self,
-        path: &Path,
+        rel: &[u8],
         trouble: Option<ReadTrouble>,
         file: &File,
         md: &Metadata,
     ) {
         match trouble {
-            Some(ReadTrouble::Shrank) => self.warn(path, "file changed as we read it"),
+            Some(ReadTrouble::Shrank) => self.warn(rel, "file changed as we read it"),
             Some(ReadTrouble::Failed { at, error }) => self.warn(
-                path,
+                rel,
                 format_args!("read error at byte {at}: {error}; padded with zeros"),
             ),
-            None if changed_since(file, md) => self.warn(path, "file changed as we read it"),
+            None if changed_since(file, md) => self.warn(rel, "file changed as we read it"),
             None => {}
         }
     }

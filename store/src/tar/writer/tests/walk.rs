@@ -155,8 +155,11 @@ fn output_errors_are_output_errors() {
 
 /// A walker over `root` writing into `out`, for driving single steps.
 fn walker<'a>(root: &'a Path, out: &'a mut Vec<u8>) -> Walker<'a> {
-    let md = fs::metadata(root).unwrap();
-    Walker::new(root, &md, &no_opts(), out)
+    let dir = File::open(root).unwrap();
+    let md = dir.metadata().unwrap();
+    let mut w = Walker::new(root, &md, &no_opts(), out);
+    w.start(dir, &md).unwrap();
+    w
 }
 
 #[test]
@@ -165,13 +168,41 @@ fn vanished_paths_are_warnings() {
     let mut out = Vec::new();
     let mut w = walker(tmp.path(), &mut out);
     assert!(w.visit(b"gone".to_vec()).unwrap().is_none());
-    assert_eq!(w.report.members, 0);
+    assert_eq!(w.report.members, 1, "the root's member only");
     let warning = &w.report.warnings[0];
     assert!(
         warning.starts_with(&format!("{}: ", tmp.path().join("gone").display())),
         "{warning}"
     );
     assert!(warning.contains("No such file"), "{warning}");
+}
+
+/// The machine being archived keeps running: a directory the walk is inside of is moved
+/// away and a symlink to elsewhere put in its place. The walk goes on in the directory it
+/// opened; nothing from where the symlink points gets in.
+#[test]
+fn a_directory_swapped_for_a_symlink_mid_walk_is_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, outside) = (tmp.path().join("root"), tmp.path().join("outside"));
+    file(&root, b"a/b/file", b"inside");
+    file(&outside, b"b/file", b"secret");
+    file(&outside, b"b/extra", b"secret");
+    let mut out = Vec::new();
+    let warnings = {
+        let mut w = walker(&root, &mut out);
+        assert!(w.step().unwrap(), "./a/ written and entered");
+        fs::rename(root.join("a"), root.join("z")).unwrap();
+        symlink(&outside, root.join("a")).unwrap();
+        w.run().unwrap();
+        w.out.finish().unwrap();
+        w.report.warnings
+    };
+    assert_eq!(warnings, Vec::<String>::new());
+    let members = read_back(&out);
+    let names: Vec<_> = members.iter().map(|m| m.path.as_slice()).collect();
+    assert_eq!(names, [&b"./"[..], b"./a/", b"./a/b/", b"./a/b/file"]);
+    assert_eq!(members[3].payload, b"inside");
+    assert!(!out.windows(6).any(|w| w == b"secret"));
 }
 
 /// Write one file whose size changes between the header's fstat and the copy.
@@ -192,11 +223,12 @@ fn changed_file(new_len: u64) -> (Vec<Read>, Vec<String>, Vec<u8>) {
     let mut out = Vec::new();
     let warnings = {
         let mut w = walker(tmp.path(), &mut out);
-        w.file(b"./f".to_vec(), &path, &f, &md).unwrap();
+        w.file(b"f", &path, &f, &md).unwrap();
         w.out.finish().unwrap();
         w.report.warnings
     };
-    (read_back(&out), warnings, grown)
+    // The root's member, then the file's.
+    (read_back(&out).split_off(1), warnings, grown)
 }
 
 #[test]
