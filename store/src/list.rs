@@ -56,7 +56,8 @@ pub enum ListRef {
 impl ListRef {
     pub fn total_len(&self) -> u64 {
         match self {
-            ListRef::Inline(v) => v.iter().map(|e| e.len).sum(),
+            // Checked when decoded (`decode`); one built in memory sums what it was given.
+            ListRef::Inline(v) => sum_len(v).unwrap_or(u64::MAX),
             ListRef::Tree { root, .. } => root.len,
         }
     }
@@ -86,6 +87,9 @@ impl ListRef {
                 for _ in 0..n {
                     v.push(Entry::decode(d)?);
                 }
+                // `total_len` adds them up; a damaged list whose lengths pass u64 is refused
+                // here, once, rather than overflowing in every reader.
+                sum_len(&v).ok_or_else(|| Error::corrupt("inline list: its lengths pass 2^64"))?;
                 Ok(ListRef::Inline(v))
             }
             1 => Ok(ListRef::Tree {
@@ -122,6 +126,35 @@ impl ListRef {
     }
 }
 
+/// The bytes beneath `entries`, None past u64.
+fn sum_len(entries: &[Entry]) -> Option<u64> {
+    entries
+        .iter()
+        .try_fold(0u64, |sum, e| sum.checked_add(e.len))
+}
+
+/// A list node's entries, checked against the entry that names it: a node must hold the
+/// bytes its parent says, or every offset below it would be found in the wrong place (and a
+/// crafted list could claim any length it likes while holding little).
+fn load_node(src: &dyn ObjectSource, parent: &Entry, level: u8) -> Result<Vec<Entry>> {
+    let (node_level, entries) = decode_node(&src.object(&parent.id)?)?;
+    if node_level != level {
+        return Err(Error::corrupt(format!(
+            "list node {} is at level {node_level}, expected {level}",
+            parent.id.short()
+        )));
+    }
+    if sum_len(&entries) != Some(parent.len) {
+        return Err(Error::corrupt(format!(
+            "list node {} holds {} bytes, but the entry naming it says {}",
+            parent.id.short(),
+            sum_len(&entries).map_or("over 2^64".to_string(), |n| n.to_string()),
+            parent.len
+        )));
+    }
+    Ok(entries)
+}
+
 /// The entry covering byte `offset` of the list's content and where that entry starts.
 fn find_in(entries: &[Entry], offset: u64) -> Option<(usize, u64)> {
     // Prefix sums, then binary search: the first entry ending after `offset`.
@@ -145,19 +178,16 @@ impl ListRef {
                 Ok(find_in(entries, offset).map(|(i, start)| (entries[i], start)))
             }
             ListRef::Tree { level, root } => {
-                let (mut id, mut base) = (root.id, 0u64);
+                let (mut parent, mut base) = (*root, 0u64);
                 for expect in (1..=*level).rev() {
-                    let (node_level, entries) = decode_node(&src.object(&id)?)?;
-                    if node_level != expect {
-                        return Err(Error::corrupt("list node at the wrong level"));
-                    }
+                    let entries = load_node(src, &parent, expect)?;
                     let Some((i, start)) = find_in(&entries, offset - base) else {
                         return Ok(None);
                     };
                     if expect == 1 {
                         return Ok(Some((entries[i], base + start)));
                     }
-                    id = entries[i].id;
+                    parent = entries[i];
                     base += start;
                 }
                 Ok(None)
@@ -172,13 +202,7 @@ fn visit(
     level: u8,
     f: &mut dyn FnMut(&Entry) -> Result<()>,
 ) -> Result<()> {
-    let (node_level, entries) = decode_node(&src.object(&node.id)?)?;
-    if node_level != level {
-        return Err(Error::corrupt(format!(
-            "list node {} is at level {node_level}, expected {level}",
-            node.id.short()
-        )));
-    }
+    let entries = load_node(src, node, level)?;
     for e in &entries {
         if level == 1 {
             f(e)?;
@@ -340,5 +364,39 @@ mod tests {
         build(&mut objects, &list);
         let added = objects.len() - before;
         assert!(added <= 4, "{added} new nodes for one changed entry");
+    }
+
+    /// A node holding other than what its parent entry says (a crafted list claiming a length
+    /// it does not have, or one whose lengths pass u64) is damage, however it is read.
+    #[test]
+    fn a_node_that_disagrees_with_its_parent_is_damage() {
+        let mut objects = MemoryObjects::default();
+        let node = objects
+            .put(ChunkKind::Node, &encode_node(1, &entries(3, 9)))
+            .unwrap();
+        let held = entries(3, 9).iter().map(|e| e.len).sum::<u64>();
+        for claimed in [held - 1, held + 1, u64::MAX] {
+            let list = ListRef::Tree {
+                level: 1,
+                root: Entry {
+                    id: node,
+                    len: claimed,
+                    aux: 0,
+                },
+            };
+            let err = list.for_each(&objects, &mut |_| Ok(())).unwrap_err();
+            assert!(
+                err.to_string().contains("the entry naming it says"),
+                "{err}"
+            );
+            assert!(list.find(&objects, 0).is_err(), "{claimed}");
+        }
+        let mut huge = entries(2, 1);
+        huge[0].len = u64::MAX;
+        let inline = ListRef::Inline(huge).to_bytes();
+        assert!(matches!(
+            ListRef::from_bytes(&inline),
+            Err(Error::Corrupt(_))
+        ));
     }
 }

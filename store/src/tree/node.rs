@@ -1,7 +1,7 @@
 //! A tree node: one name in a directory, as its directory record (`record.rs`) holds it.
 
 use crate::encoding::{put_bytes, put_varint, Decoder};
-use crate::error::{Error, Result};
+use crate::error::{path_text, Error, Result};
 use crate::ids::ChunkId;
 use crate::list::ListRef;
 
@@ -268,7 +268,53 @@ impl Node {
             1 => Some(d.chunk_id()?),
             t => return Err(Error::corrupt(format!("unknown child tag {t}"))),
         };
+        n.check_content()?;
         Ok(n)
+    }
+
+    /// What every reader relies on and the ingest guarantees, checked once when a node is
+    /// decoded so that a damaged or crafted one is refused as damage rather than read out of
+    /// bounds, past its chunks, or into an arithmetic overflow (FORMAT §6.1): a file's chunks
+    /// hold its bytes (at least a plain file's size; exactly a sparse file's map, then its data
+    /// segments), and the segments are in file order, apart, within the file.
+    fn check_content(&self) -> Result<()> {
+        let Some(c) = &self.content else {
+            return Ok(());
+        };
+        let bad =
+            |what: String| Error::corrupt(format!("tree node {:?}: {what}", path_text(&self.name)));
+        let total = c.chunks.total_len();
+        let Some(segments) = &c.segments else {
+            // The file is the first `size` bytes of its chunks (FORMAT §6.1).
+            if total < self.size {
+                return Err(bad(format!(
+                    "its chunks hold {total} bytes, but its size is {}",
+                    self.size
+                )));
+            }
+            return Ok(());
+        };
+        let mut end_of_previous = 0;
+        for (i, &(offset, len)) in segments.iter().enumerate() {
+            let end = offset.checked_add(len).filter(|&end| end <= self.size);
+            if offset < end_of_previous || end.is_none() {
+                return Err(bad(format!(
+                    "sparse segment {i} ({offset}, {len}) overlaps the one before it or \
+                     passes the file's size {}",
+                    self.size
+                )));
+            }
+            end_of_previous = end.unwrap_or(offset);
+        }
+        if c.data_offset.checked_add(segments.data_len()) != Some(total) {
+            return Err(bad(format!(
+                "its chunks hold {total} bytes, but its sparse map ({} bytes) and data \
+                 segments ({} bytes) need exactly that",
+                c.data_offset,
+                segments.data_len()
+            )));
+        }
+        Ok(())
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -378,7 +424,7 @@ mod tests {
         f.content = Some(Content {
             chunks: ListRef::Inline(vec![Entry {
                 id: ChunkId::of(b"x"),
-                len: 4096,
+                len: 512 + 4096,
                 aux: 0,
             }]),
             data_offset: 512,
@@ -392,6 +438,40 @@ mod tests {
         }
         for v in [0i64, -1, 1, i64::MIN, i64::MAX] {
             assert_eq!(unzigzag(zigzag(v)), v);
+        }
+    }
+
+    /// A file's chunks must hold its bytes, and a sparse map must be in order, apart and
+    /// within the file: a node breaking that is refused when decoded.
+    #[test]
+    fn a_node_whose_content_disagrees_with_itself_is_damage() {
+        let file = |size: u64, total: u64, data_offset: u64, map: Option<&[(u64, u64)]>| {
+            let mut f = Node::new(Kind::File);
+            f.name = b"f".to_vec();
+            f.size = size;
+            f.content = Some(Content {
+                chunks: ListRef::Inline(vec![Entry {
+                    id: ChunkId::of(b"x"),
+                    len: total,
+                    aux: 0,
+                }]),
+                data_offset,
+                segments: map.map(|m| Segments::new(m.to_vec())),
+            });
+            Node::from_bytes(&f.to_bytes())
+        };
+        assert!(file(10, 10, 0, None).is_ok() && file(10, 11, 0, None).is_ok());
+        assert!(file(100, 512 + 20, 512, Some(&[(0, 10), (50, 10), (100, 0)])).is_ok());
+        for bad in [
+            file(10, 9, 0, None),
+            file(100, 512 + 20, 512, Some(&[(50, 10), (0, 10)])),
+            file(100, 512 + 20, 512, Some(&[(0, 10), (5, 10)])),
+            file(100, 512 + 20, 512, Some(&[(0, 10), (95, 10)])),
+            file(100, 512 + 20, 512, Some(&[(0, 10), (u64::MAX, 10)])),
+            file(100, 512 + 21, 512, Some(&[(0, 10), (50, 10)])),
+            file(100, 20, u64::MAX, Some(&[(0, 10), (50, 10)])),
+        ] {
+            assert!(matches!(bad, Err(Error::Corrupt(_))), "{bad:?}");
         }
     }
 

@@ -12,7 +12,7 @@ use std::ops::Deref;
 
 use super::node::Node;
 use crate::encoding::{put_varint, Decoder};
-use crate::error::{Error, Result};
+use crate::error::{path_text, Error, Result};
 
 /// Version 1: the nodes, by name. Version 2: the same, then the stream order.
 const BY_NAME: u8 = 1;
@@ -128,12 +128,38 @@ pub fn decode_dir(bytes: &[u8]) -> Result<Dir> {
     for _ in 0..count {
         nodes.push(Node::decode(&mut d)?);
     }
+    check_names(&nodes)?;
     let order = match version {
         BY_NAME => None,
         _ => Some(decode_order(&mut d, nodes.len())?),
     };
     d.finish()?;
     Ok(Dir { nodes, order })
+}
+
+/// Every name one path component (not empty, `.` or `..`, no `/`: what the ingest makes of a
+/// stream's paths; a NUL can come in through a PAX `path` record and is kept, since no system
+/// call takes it and tar readers end the name there), in strictly increasing byte order (lookups are binary searches;
+/// a name twice would be two files at one path). A crafted record breaking this could put a
+/// `../x` into a synthesized layer or a restore, or hide one entry behind another.
+fn check_names(nodes: &[Node]) -> Result<()> {
+    for (i, node) in nodes.iter().enumerate() {
+        let name = &node.name[..];
+        let why = if name.is_empty() || name == b"." || name == b".." {
+            "is not a name"
+        } else if name.contains(&b'/') {
+            "holds a '/'"
+        } else if i > 0 && nodes[i - 1].name[..] >= *name {
+            "is not after the entry before it (names must be unique and in byte order)"
+        } else {
+            continue;
+        };
+        return Err(Error::corrupt(format!(
+            "directory record: entry {i} ({:?}) {why}",
+            path_text(name)
+        )));
+    }
+    Ok(())
 }
 
 /// `n` name indices, each once: a listing that names every entry exactly once.
@@ -197,6 +223,32 @@ mod tests {
             (0..3).map(|i| ordered.position(i)).collect::<Vec<_>>(),
             [1, 2, 0]
         );
+    }
+
+    #[test]
+    fn a_record_whose_names_are_not_single_sorted_components_is_damage() {
+        let named = |names: &[&[u8]]| {
+            let mut nodes = nodes();
+            nodes.truncate(names.len());
+            for (n, name) in nodes.iter_mut().zip(names) {
+                n.name = name.to_vec();
+            }
+            encode_dir(&nodes, None)
+        };
+        assert!(decode_dir(&named(&[b"a", b"b\xff", b"b\xff\n\0"])).is_ok());
+        for bad in [
+            &[&b""[..]][..],
+            &[b"."],
+            &[b".."],
+            &[b"a", b"../escape"],
+            &[b"a/b"],
+            &[b"b", b"a"],
+            &[b"a", b"a"],
+        ] {
+            let err = decode_dir(&named(bad)).unwrap_err();
+            assert!(matches!(err, Error::Corrupt(_)), "{bad:?}: {err}");
+            assert!(err.to_string().contains("directory record: entry"), "{err}");
+        }
     }
 
     #[test]
