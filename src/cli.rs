@@ -433,6 +433,14 @@ pub struct ServeArgs {
     /// HOST:0` picked), flushed, as one line
     #[arg(long)]
     pub json: bool,
+    /// Layer downloads made at once; more wait their turn
+    #[arg(long, value_name = "N", default_value_t = crate::serve::Downloads::DEFAULT_MAX,
+          value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub max_downloads: u16,
+    /// Cut off a download whose client takes nothing for this many seconds
+    #[arg(long, value_name = "SECS", default_value_t = crate::serve::Downloads::DEFAULT_SEND_TIMEOUT,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub send_timeout: u64,
     #[command(flatten)]
     pub layers: LayersArg,
     #[command(flatten)]

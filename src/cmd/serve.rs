@@ -8,7 +8,7 @@ use cellar_store::Store;
 
 use crate::cli::ServeArgs;
 use crate::output::errln;
-use crate::serve::{serve_until_signal, Shared};
+use crate::serve::{serve_until_signal, Downloads, Shared};
 
 pub fn run(store: Store, args: ServeArgs) -> anyhow::Result<()> {
     let opts = ImageOptions {
@@ -17,7 +17,9 @@ pub fn run(store: Store, args: ServeArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     opts.settings.validate()?;
-    let shared = Arc::new(Shared::new(Arc::new(store), opts));
+    let mut shared = Shared::new(Arc::new(store), opts);
+    shared.downloads = Downloads::new(args.max_downloads, args.send_timeout);
+    let shared = Arc::new(shared);
     serve_until_signal(shared, &args.listen, |addr| {
         errln!("cellar: serving the store's snapshots at http://{addr}/v2/ (read-only)");
         if args.json {

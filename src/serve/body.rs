@@ -8,6 +8,7 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -25,6 +26,10 @@ type Piece = Result<Bytes, io::Error>;
 
 struct ChannelWriter {
     tx: mpsc::Sender<Piece>,
+    /// The runtime the connection is on: sends wait on it, with a time limit.
+    rt: tokio::runtime::Handle,
+    /// How long a piece may wait for the client to take the one before it.
+    send_timeout: Duration,
     buf: Vec<u8>,
     held: Option<Bytes>,
     /// Offset in the whole blob of the next byte written.
@@ -35,9 +40,22 @@ struct ChannelWriter {
 
 impl ChannelWriter {
     fn send(&mut self, piece: Piece) -> io::Result<()> {
-        self.tx
-            .blocking_send(piece)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
+        let limit = self.send_timeout;
+        match self
+            .rt
+            .block_on(tokio::time::timeout(limit, self.tx.send(piece)))
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the client went away",
+            )),
+            // A client that stopped reading would otherwise hold this thread for good.
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client took nothing for {} s", limit.as_secs()),
+            )),
+        }
     }
 
     /// Move the filled buffer to the held slot, sending what was held before.
@@ -56,9 +74,11 @@ impl ChannelWriter {
         }
     }
 
-    fn fail(mut self, e: impl std::fmt::Display) {
+    fn fail(self, e: impl std::fmt::Display) {
         errln!("cellar serve: aborting a download: {e}");
-        let _ = self.send(Err(io::Error::other(e.to_string())));
+        // Without waiting: the client may be the trouble. Unsent, the error still shows, as
+        // a body that ends short of its length once the sender is dropped.
+        let _ = self.tx.try_send(Err(io::Error::other(e.to_string())));
     }
 }
 
@@ -105,11 +125,19 @@ pub async fn layer_body(
     key: LayerKey,
     range: (u64, u64),
 ) -> cellar_store::Result<Body> {
+    // Waiting here holds no thread; the permit goes with the layer's thread and is given
+    // back when it ends.
+    let permit = (shared.downloads.slots.clone().acquire_owned().await)
+        .map_err(|_| cellar_store::Error::Output(io::Error::other("the server is stopping")))?;
     let (tx, rx) = mpsc::channel::<Piece>(4);
     let (pinned_tx, pinned) = oneshot::channel();
+    let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let mut w = ChannelWriter {
             tx,
+            rt,
+            send_timeout: shared.downloads.send_timeout,
             buf: Vec::with_capacity(PIECE),
             held: None,
             pos: 0,

@@ -27,6 +27,38 @@ pub struct Shared {
     pub opts: ImageOptions,
     /// Layers whose left-out paths have been logged: once per layer, not per download.
     pub left_out_logged: Mutex<HashSet<String>>,
+    pub downloads: Downloads,
+}
+
+/// How layer downloads are bounded. Each one makes its layer on a blocking thread, which
+/// waits while the client is slow to read: uncapped, a few hundred clients that stop reading
+/// would hold every blocking thread, and every other request (manifests, tags) would wait
+/// behind them.
+pub struct Downloads {
+    /// One permit per download in progress; more wait for a permit, holding no thread.
+    pub slots: Arc<tokio::sync::Semaphore>,
+    /// A client that takes nothing for this long is cut off, and its thread freed.
+    pub send_timeout: Duration,
+}
+
+impl Downloads {
+    /// `serve --max-downloads`'s default: well inside tokio's 512 blocking threads.
+    pub const DEFAULT_MAX: u16 = 64;
+    /// `serve --send-timeout`'s default, in seconds.
+    pub const DEFAULT_SEND_TIMEOUT: u64 = 60;
+
+    pub fn new(max: u16, send_timeout_secs: u64) -> Self {
+        Downloads {
+            slots: Arc::new(tokio::sync::Semaphore::new(max.into())),
+            send_timeout: Duration::from_secs(send_timeout_secs),
+        }
+    }
+}
+
+impl Default for Downloads {
+    fn default() -> Self {
+        Downloads::new(Self::DEFAULT_MAX, Self::DEFAULT_SEND_TIMEOUT)
+    }
 }
 
 impl Shared {
@@ -35,6 +67,7 @@ impl Shared {
             store,
             opts,
             left_out_logged: Mutex::default(),
+            downloads: Downloads::default(),
         }
     }
 }

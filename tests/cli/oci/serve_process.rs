@@ -1,4 +1,4 @@
-//! The `serve` process itself: where it says it listens, and how it stops.
+//! The `serve` process itself: where it says it listens, how it stops, how it bounds downloads.
 
 use std::io::{BufRead, Write};
 use std::process::{Child, Stdio};
@@ -63,4 +63,39 @@ fn serve_stops_on_sigterm_with_a_request_held_open() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("cut off"), "{err}");
+}
+
+/// A client that stops reading is cut off after `--send-timeout`, and its download's slot is
+/// given back: with `--max-downloads 1`, a second download waits its turn behind the stalled
+/// one, then gets every byte. Before, the stalled one held its thread for as long as the
+/// client kept the connection, and a few hundred such clients starved every request.
+#[test]
+fn a_stalled_download_is_cut_off_and_its_slot_given_back() {
+    use std::io::Read;
+
+    let store = TestStore::new();
+    let dir = store.scratch("tree");
+    // Far more than the socket buffers and the server's queue hold.
+    write_file(&dir.join("big.bin"), &noise(48_000_000, 7));
+    let stream = tar_of_dir(&dir);
+    store.snapshot_bytes(&stream, "vm");
+    let served = Served::start(&store, &["--max-downloads", "1", "--send-timeout", "1"]);
+    let path = format!("/v2/vm/blobs/sha256:{}", sha256_hex(&stream));
+
+    let mut stalled = std::net::TcpStream::connect(served.addr()).unwrap();
+    write!(stalled, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut first = [0u8; 4096];
+    stalled
+        .read_exact(&mut first)
+        .expect("the download started");
+    // ...and is never read again while the second one runs.
+    let r = http_get(served.addr(), &path, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body == stream, "the second download's bytes");
+    assert!(
+        served.log_line("took nothing for 1 s").is_some(),
+        "{:?}",
+        served.log()
+    );
+    drop(stalled);
 }
