@@ -1,7 +1,12 @@
 //! Error responses in the distribution spec's shape: `{"errors": [{code, message, detail}]}`.
 
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 pub struct ApiError {
@@ -62,6 +67,26 @@ impl ApiError {
         )
     }
 
+    /// A path segment axum could not take (percent-encoded bytes that are not UTF-8): named
+    /// for the parameter it was meant to be, in the spec's shape, not axum's text/plain.
+    fn bad_path(e: &PathRejection) -> Self {
+        let key = match e {
+            PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
+                ErrorKind::InvalidUtf8InPathParam { key } => key.as_str(),
+                _ => "",
+            },
+            _ => "",
+        };
+        let message = e.body_text();
+        match key {
+            "name" => Self::new(StatusCode::BAD_REQUEST, "NAME_INVALID", message),
+            "digest" => Self::new(StatusCode::BAD_REQUEST, "DIGEST_INVALID", message),
+            // A reference no tag or digest can be.
+            "reference" => Self::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", message),
+            _ => Self::new(StatusCode::BAD_REQUEST, "UNSUPPORTED", message),
+        }
+    }
+
     pub fn internal(e: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string())
     }
@@ -87,5 +112,19 @@ impl IntoResponse for ApiError {
             body.to_string(),
         )
             .into_response()
+    }
+}
+
+/// `Path`, its rejections answered as [`ApiError`]s.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(t)) => Ok(Params(t)),
+            Err(e) => Err(ApiError::bad_path(&e)),
+        }
     }
 }

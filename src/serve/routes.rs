@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::accept::accepts;
 use super::body::layer_body;
-use super::errors::ApiError;
+use super::errors::{ApiError, Params};
 use super::page::{page, Page, PageQuery};
 use super::Shared;
 
@@ -149,7 +149,7 @@ fn find_in(store: &Store, snaps: &[Snapshot], digest: &Digest) -> Result<Option<
 
 async fn tags(
     State(shared): State<Arc<Shared>>,
-    Path(name): Path<String>,
+    Params(name): Params<String>,
     Query(q): Query<PageQuery>,
     uri: Uri,
 ) -> ApiResult {
@@ -191,7 +191,7 @@ async fn manifest(
     method: Method,
     headers: HeaderMap,
     State(shared): State<Arc<Shared>>,
-    Path((name, reference)): Path<(String, String)>,
+    Params((name, reference)): Params<(String, String)>,
 ) -> ApiResult {
     let (digest, bytes) = blocking(&shared, move |s| {
         let snaps = lineage(&s.store, &name)?;
@@ -265,7 +265,7 @@ async fn blob(
     method: Method,
     headers: HeaderMap,
     State(shared): State<Arc<Shared>>,
-    Path((name, digest)): Path<(String, String)>,
+    Params((name, digest)): Params<(String, String)>,
 ) -> ApiResult {
     let digest = Digest::parse(&digest).map_err(|_| ApiError::digest_invalid(&digest))?;
     let found = {

@@ -174,6 +174,11 @@ fn distribution_api_answers_as_the_spec_says() {
         ("/v2/vm/manifests/sha256:xyz", 400, "DIGEST_INVALID"),
         ("/v2/vm/blobs/sha256:xyz", 400, "DIGEST_INVALID"),
         ("/v2/vm/blobs/nodigest", 400, "DIGEST_INVALID"),
+        // Segments that decode to no UTF-8: the spec's error shape too, not a text/plain 400.
+        ("/v2/vm/blobs/%FF", 400, "DIGEST_INVALID"),
+        ("/v2/%FF/tags/list", 400, "NAME_INVALID"),
+        ("/v2/%FF/blobs/sha256:xyz", 400, "NAME_INVALID"),
+        ("/v2/vm/manifests/%FF%FE", 404, "MANIFEST_UNKNOWN"),
     ] {
         let r = http_get(addr, path, &accept);
         assert_eq!(r.status, status, "{path}");
