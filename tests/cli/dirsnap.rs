@@ -198,6 +198,11 @@ fn excludes_and_bad_directories() {
         "{listing}"
     );
     assert!(listing.contains("/usr/bin/tool\n"), "{listing}");
+    // `./` names a member from the top, as `tar -C DIR --exclude=./proc .` does.
+    let rooted = snapshot_dir(&store, &src, &["--exclude", "./usr/bin"]);
+    let listing = store.ok(&["ls", &rooted, "-R"]);
+    assert!(!listing.contains("/usr/bin"), "{listing}");
+    assert!(listing.contains("/usr/share/"), "{listing}");
 
     let missing = store.scratch("missing");
     let out = store.run(&["snapshot", "--dir", missing.to_str().unwrap()]);

@@ -9,7 +9,11 @@
 //! - `\` makes the next character literal;
 //! - a pattern excludes a member when it matches its path relative to the snapshotted
 //!   directory (`var/cache/apt`, no leading `./`) or any trailing run of its components
-//!   (`cache/apt`, `apt`), so `*.log` or `cache` exclude at any depth.
+//!   (`cache/apt`, `apt`), so `*.log` or `cache` exclude at any depth;
+//! - a pattern starting with `./` is matched against the member's name instead (`./var/cache`,
+//!   as `tar -C DIR .` names it), so `./proc` excludes the top-level `proc` only. (GNU tar
+//!   tries every pattern on the `./` name too, where `.*` matches every member; only these
+//!   patterns are, so `.*` still means hidden files.)
 //!
 //! Paths are bytes: a valid UTF-8 sequence counts as one character, any other byte counts as
 //! one character of its own (it can match `*`, `?` and negated sets, never a literal).
@@ -253,19 +257,33 @@ fn next_char(s: &[u8]) -> (u32, usize) {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Excludes {
     patterns: Vec<Pattern>,
+    /// Patterns starting with `./`, matched against the member's name (`./var/cache`).
+    rooted: Vec<Pattern>,
 }
 
 impl Excludes {
     pub(crate) fn new<S: AsRef<str>>(patterns: &[S]) -> Excludes {
+        let (rooted, patterns): (Vec<&str>, Vec<&str>) = patterns
+            .iter()
+            .map(|p| p.as_ref())
+            .partition(|p| p.starts_with("./"));
         Excludes {
-            patterns: patterns.iter().map(|p| Pattern::new(p.as_ref())).collect(),
+            patterns: patterns.into_iter().map(Pattern::new).collect(),
+            rooted: rooted.into_iter().map(Pattern::new).collect(),
         }
     }
 
     /// Whether the member at `rel` (its path relative to the snapshotted directory, without
     /// `./` or a trailing `/`) is excluded: some pattern matches the whole path or a trailing
-    /// run of its components.
+    /// run of its components, or a pattern starting with `./` matches its member name `./rel`
+    /// (as in `tar -C DIR --exclude=./proc .`, the way root filesystems are archived).
     pub(crate) fn excludes(&self, rel: &[u8]) -> bool {
+        if !self.rooted.is_empty() {
+            let name = [&b"./"[..], rel].concat();
+            if self.rooted.iter().any(|p| p.matches(&name)) {
+                return true;
+            }
+        }
         if self.patterns.is_empty() {
             return false;
         }
@@ -393,6 +411,15 @@ mod tests {
             "whole trailing components only, not a prefix"
         );
         assert!(!ex.excludes(b"ab/c"), "component boundaries only");
+        // `./` patterns name members from the top, as `tar -C DIR .` names them.
+        let ex = Excludes::new(&["./proc", "./var/cache/*", "./*.tmp"]);
+        assert!(ex.excludes(b"proc") && ex.excludes(b"var/cache/apt"));
+        assert!(
+            ex.excludes(b"x.tmp") && ex.excludes(b"a/b.tmp"),
+            "`*` matches `/`"
+        );
+        assert!(!ex.excludes(b"usr/proc") && !ex.excludes(b"srv/var/cache/apt"));
+        assert!(!ex.excludes(b"proc2") && !ex.excludes(b"var/cache"));
     }
 
     #[test]
