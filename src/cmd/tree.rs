@@ -11,15 +11,6 @@ use serde::Serialize;
 use crate::cli::{CatArgs, DiffArgs, LsArgs, UsageError};
 use crate::output::{escape_name, print_json, rfc3339};
 
-/// A path inside a snapshot: raw bytes from the root, without the leading `/`.
-fn child_path(dir: &[u8], name: &[u8]) -> Vec<u8> {
-    if dir.is_empty() {
-        name.to_vec()
-    } else {
-        [dir, b"/", name].concat()
-    }
-}
-
 fn shown(path: &[u8]) -> String {
     format!("/{}", escape_name(path))
 }
@@ -140,8 +131,9 @@ fn long_line(path: &[u8], n: &Node) -> String {
     line
 }
 
-/// What `ls` lists: the entry at PATH if it is not a directory, else what is in it (and with
-/// -R everything below it), depth-first in name order.
+/// What `ls` lists of a directory: what is in it (and with -R everything below it),
+/// depth-first in name order. The store's walk keeps its own stack and refuses, as damage,
+/// a crafted tree nested deeper than any ingest makes, which recursing here would not survive.
 fn collect(
     tree: &Tree,
     path: &[u8],
@@ -149,14 +141,10 @@ fn collect(
     recursive: bool,
     f: &mut dyn FnMut(&[u8], &Node) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    for child in tree.readdir(node)?.iter() {
-        let p = child_path(path, &child.name);
-        f(&p, child)?;
-        if recursive && child.is_dir() {
-            collect(tree, &p, child, true, f)?;
-        }
-    }
-    Ok(())
+    tree.walk(node, path, |p, child| {
+        f(p, child)?;
+        Ok(recursive)
+    })
 }
 
 /// A PATH argument as raw bytes (names need not be UTF-8), normalized (no surrounding or

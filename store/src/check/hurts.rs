@@ -16,7 +16,7 @@ use crate::object::ObjectSource;
 use crate::piece;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
-use crate::tree::{Node, Tree};
+use crate::tree::{Node, Tree, MAX_TREE_DEPTH};
 
 /// Paths below a directory (relative, no leading `/`; empty: the directory itself) and the
 /// bad chunks each one uses.
@@ -134,11 +134,19 @@ impl Attr<'_> {
         Ok(hits)
     }
 
-    /// The paths below directory `dir` that use bad chunks.
-    fn dir(&mut self, tree: &Tree, dir: &Node) -> Result<DirHits> {
+    /// The paths below directory `dir` (`depth` levels below its tree's root) that use bad
+    /// chunks.
+    fn dir(&mut self, tree: &Tree, dir: &Node, depth: usize) -> Result<DirHits> {
         let id = dir.child.expect("a directory");
         if let Some(hits) = self.dirs.get(&id) {
             return Ok(hits.clone());
+        }
+        if depth >= MAX_TREE_DEPTH {
+            // A crafted tree that no reader goes into (the walk of the trees reports it):
+            // not recursed into either, which could overflow the stack. What is below goes
+            // unattributed, so the attribution is said to be incomplete.
+            self.incomplete = true;
+            return Ok(Rc::default());
         }
         let mut out = Vec::new();
         if self.is_bad(&id) {
@@ -160,7 +168,7 @@ impl Attr<'_> {
                             }
                         }
                         if n.child.is_some() {
-                            for (rel, hits) in self.dir(tree, n)?.iter() {
+                            for (rel, hits) in self.dir(tree, n, depth + 1)?.iter() {
                                 let mut path = n.name.clone();
                                 if !rel.is_empty() {
                                     path.push(b'/');
@@ -237,7 +245,7 @@ pub(super) fn report_bad(v: &mut Verifier, snaps: &[Snapshot]) -> Result<()> {
                 continue;
             };
             let tree = store.tree(s)?;
-            for (rel, ids) in a.dir(&tree, root)?.iter() {
+            for (rel, ids) in a.dir(&tree, root, 0)?.iter() {
                 let mut path = vec![b'/'];
                 path.extend_from_slice(rel);
                 for id in ids {

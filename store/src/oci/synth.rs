@@ -17,12 +17,14 @@
 //!   file of a lower layer that may be gone: the first in order as the file, the rest as links.
 //!   That takes a first pass to find the groups.
 
+use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
+use std::sync::Arc;
 
 use crate::error::Result;
 use crate::tar::MemberWriter;
-use crate::tree::{changed_fields, Kind, Node, Tree};
+use crate::tree::{changed_fields, join_path as join, Dir, Kind, Node, Tree};
 
 const WHITEOUT: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
@@ -52,12 +54,13 @@ impl LeftOut {
     }
 }
 
-fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
-    if dir.is_empty() {
-        name.to_vec()
-    } else {
-        [dir, b"/", name].concat()
-    }
+/// Directories of A and B at the same path being compared: their nodes, and the next of each.
+struct Pair {
+    la: Arc<Dir>,
+    lb: Arc<Dir>,
+    i: usize,
+    j: usize,
+    rel: Vec<u8>,
 }
 
 /// Where members go: counted only (the first pass of a diff), or written.
@@ -117,78 +120,92 @@ impl<'t, 'w> Synth<'t, 'w> {
         }
     }
 
-    /// `node` at `rel` and, for a directory, everything below it.
-    fn whole_subtree(&mut self, rel: &[u8], node: &Node) -> Result<()> {
-        if node.name.starts_with(WHITEOUT) {
-            self.left_out.add(rel);
-            return Ok(());
-        }
-        self.node(rel, node)?;
-        if node.is_dir() {
-            for child in self.tree.readdir(node)?.iter() {
-                self.whole_subtree(&join(rel, &child.name), child)?;
-            }
+    /// `node` at `rel` (`depth` levels below the root) and, for a directory, everything
+    /// below it.
+    fn whole_subtree(&mut self, rel: &[u8], node: &Node, depth: usize) -> Result<()> {
+        if self.whole_node(rel, node)? && node.is_dir() {
+            let tree = self.tree;
+            tree.walk_from(node, rel, depth, |p, n| self.whole_node(p, n))?;
         }
         Ok(())
     }
 
-    /// In a part of B the diff has no other reason to write: the names of groups written whole.
-    fn group_members(&mut self, rel: &[u8], node: &Node) -> Result<()> {
-        if self.whole.is_empty() {
+    /// One node of a subtree written whole. False for a name no layer can carry: left out,
+    /// with everything below it.
+    fn whole_node(&mut self, rel: &[u8], node: &Node) -> Result<bool> {
+        if node.name.starts_with(WHITEOUT) {
+            self.left_out.add(rel);
+            return Ok(false);
+        }
+        self.node(rel, node)?;
+        Ok(true)
+    }
+
+    /// In a part of B the diff has no other reason to write (`node` at `rel`, `depth` levels
+    /// down): the names of groups written whole.
+    fn group_members(&mut self, rel: &[u8], node: &Node, depth: usize) -> Result<()> {
+        if self.whole.is_empty() || !self.group_member(rel, node)? || !node.is_dir() {
             return Ok(());
         }
+        let tree = self.tree;
+        tree.walk_from(node, rel, depth, |p, n| self.group_member(p, n))
+    }
+
+    /// One node of [`Synth::group_members`], written if of a group written whole. False for
+    /// a name no layer can carry, which nothing below it is written for either.
+    fn group_member(&mut self, rel: &[u8], node: &Node) -> Result<bool> {
         let in_group = node.kind == Kind::File && self.whole.contains(&node.ino);
         if node.name.starts_with(WHITEOUT) {
             if in_group {
                 self.left_out.add(rel);
             }
-            return Ok(());
+            return Ok(false);
         }
-        if node.is_dir() {
-            for child in self.tree.readdir(node)?.iter() {
-                self.group_members(&join(rel, &child.name), child)?;
-            }
-        } else if in_group {
+        if in_group {
             self.node(rel, node)?;
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// The changes from directory `x` of A to directory `y` of B (both at `rel`).
-    fn diff_dir(&mut self, a: &Tree, x: &Node, y: &Node, rel: &[u8]) -> Result<()> {
-        if x.child == y.child {
-            return self.group_members(rel, y);
-        }
-        let (la, lb) = (a.readdir(x)?, self.tree.readdir(y)?);
-        let present = |name: &[u8]| lb.binary_search_by(|n| n.name.as_slice().cmp(name)).is_ok();
-        if !la.is_empty() && !la.iter().any(|n| present(&n.name)) {
-            self.opaque(rel)?;
-            for n in lb.iter() {
-                self.whole_subtree(&join(rel, &n.name), n)?;
-            }
-            return Ok(());
-        }
-        let (mut i, mut j) = (0, 0);
-        while i < la.len() || j < lb.len() {
+    /// The changes from A's root `x` to B's root `y`. The pairs of directories being compared
+    /// are kept on a stack rather than recursed into, which a crafted tree's depth could
+    /// overflow (`tree/walk.rs`).
+    fn diff_dir(&mut self, a: &Tree, x: &Node, y: &Node) -> Result<()> {
+        let mut open = Vec::new();
+        self.open_pair(a, x, y, Vec::new(), 0, &mut open)?;
+        loop {
+            // How deep the nodes of the innermost pair are.
+            let depth = open.len();
+            let Some(top) = open.last_mut() else {
+                return Ok(());
+            };
+            let (la, lb, i, j) = (top.la.clone(), top.lb.clone(), top.i, top.j);
             let order = match (la.get(i), lb.get(j)) {
                 (Some(p), Some(q)) => p.name.cmp(&q.name),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                _ => std::cmp::Ordering::Greater,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => {
+                    open.pop();
+                    continue;
+                }
             };
+            let rel = top.rel.clone();
             match order {
-                std::cmp::Ordering::Less => {
+                Ordering::Less => {
+                    top.i += 1;
                     if !la[i].name.starts_with(WHITEOUT) {
-                        self.whiteout(rel, &la[i].name)?;
+                        self.whiteout(&rel, &la[i].name)?;
                     }
-                    i += 1;
                 }
-                std::cmp::Ordering::Greater => {
-                    self.whole_subtree(&join(rel, &lb[j].name), &lb[j])?;
-                    j += 1;
+                Ordering::Greater => {
+                    top.j += 1;
+                    self.whole_subtree(&join(&rel, &lb[j].name), &lb[j], depth)?;
                 }
-                std::cmp::Ordering::Equal => {
+                Ordering::Equal => {
+                    top.i += 1;
+                    top.j += 1;
                     let (p, q) = (&la[i], &lb[j]);
-                    let path = join(rel, &q.name);
+                    let path = join(&rel, &q.name);
                     if q.name.starts_with(WHITEOUT) {
                         // Not carried by any layer: left out if this one would write it.
                         let written = p.kind != q.kind
@@ -199,24 +216,55 @@ impl<'t, 'w> Synth<'t, 'w> {
                             self.left_out.add(&path);
                         }
                     } else if p.kind != q.kind {
-                        self.whiteout(rel, &q.name)?;
-                        self.whole_subtree(&path, q)?;
+                        self.whiteout(&rel, &q.name)?;
+                        self.whole_subtree(&path, q, depth)?;
                     } else {
                         let changed = !changed_fields(p, q).is_empty();
                         if q.is_dir() {
                             if changed {
                                 self.node(&path, q)?;
                             }
-                            self.diff_dir(a, p, q, &path)?;
+                            self.open_pair(a, p, q, path, depth, &mut open)?;
                         } else if changed || (q.ino != 0 && self.whole.contains(&q.ino)) {
                             self.node(&path, q)?;
                         }
                     }
-                    i += 1;
-                    j += 1;
                 }
             }
         }
+    }
+
+    /// Start on directory `x` of A and `y` of B, both at `rel`, `depth` levels down: what
+    /// takes no comparison name by name is written here, the rest is pushed onto `open`.
+    fn open_pair(
+        &mut self,
+        a: &Tree,
+        x: &Node,
+        y: &Node,
+        rel: Vec<u8>,
+        depth: usize,
+        open: &mut Vec<Pair>,
+    ) -> Result<()> {
+        if x.child == y.child {
+            return self.group_members(&rel, y, depth);
+        }
+        let la = a.readdir_at(x, &rel, depth)?;
+        let lb = self.tree.readdir_at(y, &rel, depth)?;
+        let present = |name: &[u8]| lb.binary_search_by(|n| n.name.as_slice().cmp(name)).is_ok();
+        if !la.is_empty() && !la.iter().any(|n| present(&n.name)) {
+            self.opaque(&rel)?;
+            for n in lb.iter() {
+                self.whole_subtree(&join(&rel, &n.name), n, depth + 1)?;
+            }
+            return Ok(());
+        }
+        open.push(Pair {
+            la,
+            lb,
+            i: 0,
+            j: 0,
+            rel,
+        });
         Ok(())
     }
 
@@ -231,7 +279,7 @@ impl<'t, 'w> Synth<'t, 'w> {
 /// The whole tree as a tar (with no `out`, only what it leaves out is found).
 pub(super) fn write_tree(tree: &Tree, out: Option<&mut dyn Write>) -> Result<LeftOut> {
     let mut s = Synth::new(tree, out);
-    s.whole_subtree(b"", tree.root())?;
+    s.whole_subtree(b"", tree.root(), 0)?;
     s.finish()
 }
 
@@ -241,7 +289,7 @@ pub(super) fn write_diff(a: &Tree, b: &Tree, out: &mut dyn Write) -> Result<Left
         if !changed_fields(a.root(), b.root()).is_empty() {
             s.node(b"", b.root())?;
         }
-        s.diff_dir(a, a.root(), b.root(), b"")
+        s.diff_dir(a, a.root(), b.root())
     };
     let mut count = Synth::new(b, None);
     run(&mut count)?;
@@ -249,4 +297,64 @@ pub(super) fn write_diff(a: &Tree, b: &Tree, out: &mut dyn Write) -> Result<Left
     s.whole = count.groups;
     run(&mut s)?;
     s.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::tree::crafted::{chain_over, chain_path, crafted_dir, deep_chain};
+    use crate::tree::MAX_TREE_DEPTH;
+    use crate::Store;
+
+    fn too_deep() -> String {
+        crate::tree::too_deep(chain_path(MAX_TREE_DEPTH).as_bytes()).to_string()
+    }
+
+    /// A layer of a crafted tree thousands of directories deep is refused as damage (a
+    /// `serve` thread overflowed its stack at about 2000), as is its diff from a tree with
+    /// something else at the bottom, which compares every level.
+    #[test]
+    fn layers_of_trees_nested_too_deep_are_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("store")).unwrap();
+        let deep = Tree::from_root(&store, deep_chain(&store, 5000));
+        for out in [None, Some(&mut Vec::new() as &mut dyn Write)] {
+            let err = write_tree(&deep, out).unwrap_err();
+            assert!(matches!(err, Error::Corrupt(_)), "{err}");
+            assert_eq!(err.to_string(), too_deep());
+        }
+        let other = chain_over(&store, 5000, vec![crafted_dir(&store, b"x", Vec::new())]);
+        let other = Tree::from_root(&store, other);
+        let empty = Tree::from_root(&store, crafted_dir(&store, b"", Vec::new()));
+        for (a, b) in [(&deep, &other), (&other, &deep), (&empty, &deep)] {
+            let err = write_diff(a, b, &mut Vec::new()).unwrap_err();
+            assert_eq!(err.to_string(), too_deep());
+        }
+    }
+
+    #[test]
+    fn layers_of_trees_as_deep_as_the_limit_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("store")).unwrap();
+        // The directory `x` at the bottom is the deepest read: MAX_TREE_DEPTH - 1 levels down.
+        let levels = MAX_TREE_DEPTH - 2;
+        let a = Tree::from_root(&store, deep_chain(&store, levels));
+        let x = crafted_dir(&store, b"x", Vec::new());
+        let b = Tree::from_root(&store, chain_over(&store, levels, vec![x]));
+        let mut layer = Vec::new();
+        assert!(write_tree(&b, Some(&mut layer)).unwrap().is_empty());
+        let mut diff = Vec::new();
+        assert!(write_diff(&a, &b, &mut diff).unwrap().is_empty());
+        // The new directory at the bottom is in the diff, and the unchanged ones above are
+        // not: far fewer bytes than the whole tree.
+        let name = format!("{}/x", chain_path(levels));
+        assert!(diff.windows(name.len()).any(|w| w == name.as_bytes()));
+        assert!(
+            diff.len() < layer.len() / 10,
+            "{} of {}",
+            diff.len(),
+            layer.len()
+        );
+    }
 }

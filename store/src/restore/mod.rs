@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{path_text, Error, Result};
 use crate::snapshot::Snapshot;
 use crate::store::Store;
-use crate::tree::{Dir, Kind, Node, Tree};
+use crate::tree::{join_path as join, Dir, Kind, Node, Tree, MAX_TREE_DEPTH};
 
 /// How a restore treats what is already in DIR.
 #[derive(Debug, Clone, Default)]
@@ -82,8 +82,6 @@ pub struct RestoreFailure {
 const MAX_WARNINGS: usize = 1000;
 /// File data moves through one buffer of this size.
 const BUF_SIZE: usize = 1 << 20;
-/// Deepest directory nesting restored (the tree builder stops at 256).
-const MAX_DEPTH: usize = 1024;
 
 /// Restore the node at `path` (from the snapshot's root; `/` and `.` components ignored) of
 /// `snap` into `dir`. A directory's contents go directly into `dir` (and `dir` gets its
@@ -268,14 +266,6 @@ struct Restorer<'a, 's> {
     buf: Vec<u8>,
 }
 
-fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
-    if dir.is_empty() {
-        name.to_vec()
-    } else {
-        [dir, b"/", name].concat()
-    }
-}
-
 impl Restorer<'_, '_> {
     fn warn(&mut self, msg: String) {
         if self.report.warnings.len() < MAX_WARNINGS {
@@ -336,10 +326,10 @@ impl Restorer<'_, '_> {
     /// Restore every child of the directory `node` into the open directory `fd` (at `rel`).
     fn contents(&mut self, fd: BorrowedFd, rel: &[u8], node: &Node) -> Result<()> {
         // Trees are built at most 256 levels deep; a deeper one is not from an ingest, and
-        // must not exhaust the stack or the descriptors.
-        if self.depth >= MAX_DEPTH {
+        // must not exhaust the stack or the descriptors (one is held open per level).
+        if self.depth >= MAX_TREE_DEPTH {
             return Err(Error::corrupt(format!(
-                "{}: directories nested over {MAX_DEPTH} levels deep",
+                "{}: directories nested over {MAX_TREE_DEPTH} levels deep",
                 self.snap_path(rel)
             )));
         }
@@ -442,7 +432,7 @@ impl Restorer<'_, '_> {
     /// counted and named as tar's extraction names them, and a hardlink elsewhere to a file
     /// below it fails as a link to a name not restored.
     fn fail_below(&mut self, rel: &[u8], node: &Node) -> Result<()> {
-        if self.depth >= MAX_DEPTH {
+        if self.depth >= MAX_TREE_DEPTH {
             return Ok(()); // `contents` reports such a tree as damaged
         }
         let children = self.tree.readdir(node).map_err(|e| self.read_err(rel, e))?;

@@ -56,8 +56,9 @@ fn split(components: &[&[u8]]) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// Paths longer than Linux can open (PATH_MAX) could never be extracted, and no root
-/// filesystem nests hundreds of directories deep: such members are left out of the tree,
-/// which bounds the depth every tree walk recurses to.
+/// filesystem nests hundreds of directories deep: such members are left out of the tree.
+/// Readers do not count on it (a crafted store can nest deeper): they stop at
+/// [`super::MAX_TREE_DEPTH`].
 const MAX_PATH: usize = 4095;
 const MAX_DEPTH: usize = 256;
 

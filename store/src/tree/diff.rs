@@ -2,9 +2,14 @@
 //! without being read: only the directories that changed are visited.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use super::node::{Kind, Node};
+use super::record::Dir;
 use super::vfs::Tree;
+use super::walk::join;
+#[cfg(doc)]
+use super::MAX_TREE_DEPTH;
 use crate::error::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,17 +110,10 @@ fn read_exact_at(tree: &Tree, node: &Node, mut offset: u64, mut buf: &mut [u8]) 
     Ok(())
 }
 
-fn join(path: &[u8], name: &[u8]) -> Vec<u8> {
-    if path.is_empty() {
-        name.to_vec()
-    } else {
-        [path, b"/", name].concat()
-    }
-}
-
 impl Tree<'_> {
     /// Every path that differs from `self` to `other`, sorted by path bytes. Everything under an
-    /// added or removed directory is listed too.
+    /// added or removed directory is listed too. Directories nested over [`MAX_TREE_DEPTH`]
+    /// levels (which no ingest makes) are `Corrupt`.
     pub fn diff(&self, other: &Tree) -> Result<Vec<Change>> {
         let mut out = Vec::new();
         let fields = changed_fields(self.root(), other.root());
@@ -126,77 +124,104 @@ impl Tree<'_> {
                 fields,
             });
         }
-        diff_dirs(self, self.root(), other, other.root(), &[], &mut out)?;
+        diff_dirs(self, other, &mut out)?;
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
     }
 
-    /// Every path under `dir` (for added or removed directories).
-    fn walk(&self, dir: &Node, path: &[u8], kind: ChangeKind, out: &mut Vec<Change>) -> Result<()> {
-        for n in self.readdir(dir)?.iter() {
-            let p = join(path, &n.name);
+    /// Every path below `dir` (at `path`, `depth` levels down), for added or removed
+    /// directories.
+    fn walk_all(
+        &self,
+        dir: &Node,
+        path: &[u8],
+        depth: usize,
+        kind: ChangeKind,
+        out: &mut Vec<Change>,
+    ) -> Result<()> {
+        self.walk_from(dir, path, depth, |p, _| {
             out.push(Change {
-                path: p.clone(),
+                path: p.to_vec(),
                 kind,
                 fields: Vec::new(),
             });
-            if n.is_dir() {
-                self.walk(n, &p, kind, out)?;
-            }
-        }
-        Ok(())
+            Ok(true)
+        })
     }
 }
 
-fn diff_dirs(
-    ta: &Tree,
-    a: &Node,
-    tb: &Tree,
-    b: &Node,
-    path: &[u8],
-    out: &mut Vec<Change>,
-) -> Result<()> {
-    if a.child == b.child {
-        return Ok(());
+/// Two directories at the same path being compared: their nodes, and the next of each.
+struct Pair {
+    la: Arc<Dir>,
+    lb: Arc<Dir>,
+    i: usize,
+    j: usize,
+    path: Vec<u8>,
+}
+
+/// The changes below the roots of `ta` and `tb`. The pairs of directories open are kept on
+/// a stack rather than recursed into, which a crafted tree's depth could overflow (`walk.rs`).
+fn diff_dirs(ta: &Tree, tb: &Tree, out: &mut Vec<Change>) -> Result<()> {
+    let mut open = Vec::new();
+    let (a, b) = (ta.root(), tb.root());
+    if a.child != b.child {
+        let (la, lb) = (ta.readdir_at(a, b"", 0)?, tb.readdir_at(b, b"", 0)?);
+        open.push(Pair {
+            la,
+            lb,
+            i: 0,
+            j: 0,
+            path: Vec::new(),
+        });
     }
-    let (la, lb) = (ta.readdir(a)?, tb.readdir(b)?);
-    let (mut i, mut j) = (0, 0);
-    while i < la.len() || j < lb.len() {
+    loop {
+        // How deep the nodes of the innermost pair are.
+        let depth = open.len();
+        let Some(top) = open.last_mut() else {
+            return Ok(());
+        };
+        let (la, lb, i, j) = (top.la.clone(), top.lb.clone(), top.i, top.j);
         let order = match (la.get(i), lb.get(j)) {
             (Some(x), Some(y)) => x.name.cmp(&y.name),
             (Some(_), None) => Ordering::Less,
-            _ => Ordering::Greater,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => {
+                open.pop();
+                continue;
+            }
         };
         match order {
             Ordering::Less => {
+                top.i += 1;
                 let n = &la[i];
-                let p = join(path, &n.name);
+                let p = join(&top.path, &n.name);
                 out.push(Change {
                     path: p.clone(),
                     kind: ChangeKind::Removed,
                     fields: Vec::new(),
                 });
                 if n.is_dir() {
-                    ta.walk(n, &p, ChangeKind::Removed, out)?;
+                    ta.walk_all(n, &p, depth, ChangeKind::Removed, out)?;
                 }
-                i += 1;
             }
             Ordering::Greater => {
+                top.j += 1;
                 let n = &lb[j];
-                let p = join(path, &n.name);
+                let p = join(&top.path, &n.name);
                 out.push(Change {
                     path: p.clone(),
                     kind: ChangeKind::Added,
                     fields: Vec::new(),
                 });
                 if n.is_dir() {
-                    tb.walk(n, &p, ChangeKind::Added, out)?;
+                    tb.walk_all(n, &p, depth, ChangeKind::Added, out)?;
                 }
-                j += 1;
             }
             Ordering::Equal => {
+                top.i += 1;
+                top.j += 1;
                 let (x, y) = (&la[i], &lb[j]);
-                let p = join(path, &x.name);
+                let p = join(&top.path, &x.name);
                 let mut fields = changed_fields(x, y);
                 if fields.contains(&"content") && same_bytes(ta, x, tb, y)? {
                     fields.retain(|f| *f != "content");
@@ -209,15 +234,83 @@ fn diff_dirs(
                     });
                 }
                 match (x.is_dir(), y.is_dir()) {
-                    (true, true) => diff_dirs(ta, x, tb, y, &p, out)?,
-                    (true, false) => ta.walk(x, &p, ChangeKind::Removed, out)?,
-                    (false, true) => tb.walk(y, &p, ChangeKind::Added, out)?,
+                    // Equal records are equal trees: not read.
+                    (true, true) if x.child == y.child => {}
+                    (true, true) => {
+                        let la = ta.readdir_at(x, &p, depth)?;
+                        let lb = tb.readdir_at(y, &p, depth)?;
+                        open.push(Pair {
+                            la,
+                            lb,
+                            i: 0,
+                            j: 0,
+                            path: p,
+                        });
+                    }
+                    (true, false) => ta.walk_all(x, &p, depth, ChangeKind::Removed, out)?,
+                    (false, true) => tb.walk_all(y, &p, depth, ChangeKind::Added, out)?,
                     _ => {}
                 }
-                i += 1;
-                j += 1;
             }
         }
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::tree::crafted::{chain_over, chain_path, deep_chain};
+    use crate::tree::MAX_TREE_DEPTH;
+    use crate::Store;
+
+    /// Two crafted chains `levels` deep that differ only at the bottom, where the second has
+    /// an empty file `f`: every record on the way differs, so the comparison goes all the way.
+    fn chains(store: &Store, levels: usize) -> (Tree<'_>, Tree<'_>) {
+        let mut f = Node::new(Kind::File);
+        f.name = b"f".to_vec();
+        f.content = Some(crate::tree::Content {
+            chunks: crate::list::ListRef::Inline(Vec::new()),
+            data_offset: 0,
+            segments: None,
+        });
+        let a = Tree::from_root(store, deep_chain(store, levels));
+        let b = Tree::from_root(store, chain_over(store, levels, vec![f]));
+        (a, b)
+    }
+
+    #[test]
+    fn trees_as_deep_as_the_limit_compare() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("store")).unwrap();
+        let (a, b) = chains(&store, MAX_TREE_DEPTH - 1);
+        let changes = a.diff(&b).unwrap();
+        let want = format!("{}/f", chain_path(MAX_TREE_DEPTH - 1));
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].path, want.as_bytes());
+        assert_eq!(changes[0].kind, ChangeKind::Added);
+    }
+
+    /// A crafted chain of records thousands deep is refused as damage, whether both trees
+    /// are compared down it or one side's whole subtree is listed, rather than overflowing
+    /// the stack.
+    #[test]
+    fn trees_nested_too_deep_are_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("store")).unwrap();
+        let (a, b) = chains(&store, 3000);
+        let too_deep = crate::tree::too_deep(chain_path(MAX_TREE_DEPTH).as_bytes()).to_string();
+        for err in [a.diff(&b), b.diff(&a)].map(Result::unwrap_err) {
+            assert!(matches!(err, Error::Corrupt(_)), "{err}");
+            assert_eq!(err.to_string(), too_deep);
+        }
+        // Against an empty tree: everything below is added, or removed.
+        let empty = Tree::from_root(
+            &store,
+            crate::tree::crafted::crafted_dir(&store, b"", vec![]),
+        );
+        for err in [a.diff(&empty), empty.diff(&a)].map(Result::unwrap_err) {
+            assert_eq!(err.to_string(), too_deep);
+        }
+    }
 }

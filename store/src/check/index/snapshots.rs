@@ -1,6 +1,6 @@
 //! Snapshot rows, and every snapshot's recipe and tree against the index.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::check::walk::Probe;
 use crate::check::{reason, Bad, Verifier};
@@ -11,7 +11,7 @@ use crate::object::ObjectSource;
 use crate::piece;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
-use crate::tree::Node;
+use crate::tree::{join_path as join, too_deep, Node, MAX_TREE_DEPTH};
 
 /// Every snapshot row, in commit order. A row that does not parse is a problem and is left
 /// out of the walks.
@@ -97,7 +97,8 @@ fn indexed(store: &Store, id: &ChunkId) -> Result<bool> {
 struct Seen {
     pieces: HashSet<ChunkId>,
     lists: HashSet<ChunkId>,
-    dirs: HashSet<ChunkId>,
+    /// Directory records, each with the deepest it was walked from.
+    dirs: HashMap<ChunkId, usize>,
 }
 
 /// A chunk list: its nodes are read (verified), its data chunks must be indexed.
@@ -141,12 +142,16 @@ pub(in crate::check) fn check_snapshots(v: &mut Verifier, snaps: &[Snapshot]) ->
     let mut seen = Seen::default();
     for s in snaps {
         let label = format!("snapshot {} ({})", s.short_id(), s.name);
-        if s.root.total_len() != s.stream_len {
-            v.problem(format!(
-                "{label}: its recipe adds up to {} bytes, but its stream is {}",
-                s.root.total_len(),
+        match recipe_len(&s.root) {
+            Some(len) if len == s.stream_len => {}
+            Some(len) => v.problem(format!(
+                "{label}: its recipe adds up to {len} bytes, but its stream is {}",
                 s.stream_len
-            ));
+            )),
+            None => v.problem(format!(
+                "{label}: its recipe's lengths add up past 2^64 bytes, but its stream is {}",
+                s.stream_len
+            )),
         }
         // The recipe: piece list → pieces → items → chunk lists.
         let probe = Probe::new(store, None);
@@ -181,12 +186,26 @@ pub(in crate::check) fn check_snapshots(v: &mut Verifier, snaps: &[Snapshot]) ->
             continue;
         }
         let tree = store.tree(s)?;
-        let mut stack = vec![root.clone()];
-        while let Some(dir) = stack.pop() {
+        // Each directory with how deep it is and its path, for a tree too deep to read.
+        let mut stack = vec![(root.clone(), 0, Vec::new())];
+        let mut deep = false;
+        while let Some((dir, depth, path)) = stack.pop() {
             let id = dir.child.expect("only directories are stacked");
-            if !seen.dirs.insert(id) {
+            if depth >= MAX_TREE_DEPTH {
+                // Every reader refuses it; said once a snapshot, and not walked on, so that
+                // a crafted chain of records costs no more than this.
+                if !deep {
+                    deep = true;
+                    v.problem(format!("{label}: {}", reason(&too_deep(&path))));
+                }
                 continue;
             }
+            // A record walked before is walked again only from deeper down (records are
+            // shared, within and across trees): what is below it may then pass the limit.
+            match seen.dirs.get(&id) {
+                Some(&walked) if walked >= depth => continue,
+                _ => seen.dirs.insert(id, depth),
+            };
             let nodes = match tree.readdir(&dir) {
                 Ok(n) => n,
                 Err(Error::Db(e)) => return Err(Error::Db(e)),
@@ -200,10 +219,77 @@ pub(in crate::check) fn check_snapshots(v: &mut Verifier, snaps: &[Snapshot]) ->
                     check_list(v, &c.chunks, &mut seen)?;
                 }
                 if n.child.is_some() {
-                    stack.push(n.clone());
+                    stack.push((n.clone(), depth + 1, join(&path, &n.name)));
                 }
             }
         }
     }
     Ok(())
+}
+
+/// The bytes a recipe adds up to, None past u64: a damaged or crafted inline list's lengths
+/// may overflow, which must be reported rather than panic (or wrap) here.
+fn recipe_len(list: &ListRef) -> Option<u64> {
+    match list {
+        ListRef::Inline(entries) => entries
+            .iter()
+            .try_fold(0u64, |sum, e| sum.checked_add(e.len)),
+        ListRef::Tree { root, .. } => Some(root.len),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::check::hurts::report_bad;
+    use crate::ids::SnapshotId;
+    use crate::list::Entry;
+    use crate::tree::crafted::deep_chain;
+
+    /// A snapshot whose recipe's lengths pass 2^64 (as no decoded one can, but verify must
+    /// not count on it) and whose tree is a crafted chain of records thousands deep: both
+    /// are reported, and neither the walks nor the attribution of bad chunks panic or
+    /// overflow.
+    #[test]
+    fn a_crafted_recipe_and_a_tree_nested_too_deep_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("store")).unwrap();
+        let piece = |n: u8| Entry {
+            id: ChunkId([n; 32]),
+            len: u64::MAX,
+            aux: 0,
+        };
+        let snap = Snapshot {
+            id: SnapshotId([1; 32]),
+            name: "crafted".into(),
+            parent: None,
+            created: "2024-01-01T00:00:00Z".into(),
+            stream_len: 0,
+            stream_sha256: String::new(),
+            members: 0,
+            added_bytes: 0,
+            labels: Default::default(),
+            root: ListRef::Inline(vec![piece(1), piece(2)]),
+            tree: Some(deep_chain(&store, 5000)),
+            image: Default::default(),
+            exact_layer: false,
+        };
+        let mut v = Verifier {
+            store: &store,
+            problems: Vec::new(),
+            notes: Vec::new(),
+            bad: HashMap::new(),
+            unlisted: Vec::new(),
+            seen_in: Vec::new(),
+        };
+        check_snapshots(&mut v, std::slice::from_ref(&snap)).unwrap();
+        let said = |what: &str| v.problems.iter().filter(|p| p.what.contains(what)).count();
+        assert_eq!(said("past 2^64"), 1);
+        assert_eq!(said("directories nested over 1024 levels deep"), 1);
+        // The pieces are not in the store: bad chunks, whose uses are looked for in the tree.
+        assert!(!v.bad.is_empty());
+        report_bad(&mut v, &[snap]).unwrap();
+    }
 }

@@ -92,6 +92,7 @@ use self::xattrs::{read_xattrs, xattr_key};
 use super::glob::Excludes;
 use crate::error::{Error, Result};
 use crate::tar::header::DIRECTORY;
+use crate::tree::join_path as child;
 
 #[derive(Debug, Clone, Default)]
 pub struct DirOptions {
@@ -397,17 +398,6 @@ impl<'a> Walker<'a> {
             }
         }
     }
-}
-
-/// `parent/name` for relative paths, where the root is the empty path.
-fn child(parent: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut rel = Vec::with_capacity(parent.len() + 1 + name.len());
-    if !parent.is_empty() {
-        rel.extend_from_slice(parent);
-        rel.push(b'/');
-    }
-    rel.extend_from_slice(name);
-    rel
 }
 
 /// The member name GNU tar gives a path under `tar -C DIR -cf - .`.
