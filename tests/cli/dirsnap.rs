@@ -373,3 +373,79 @@ fn a_tree_deeper_than_the_open_files_limit_is_an_error_not_a_partial_snapshot() 
         "a heading and the first"
     );
 }
+
+/// Run `script` with `sh -c` in a command line, `cellar` and `store` given as $1 and $2.
+fn sh_with_cellar(wrapper: &[&str], script: &str, store: &Path) -> std::process::Output {
+    std::process::Command::new(wrapper[0])
+        .args(&wrapper[1..])
+        .args(["sh", "-c", script, "sh", cellar_bin()])
+        .arg(store)
+        .env_remove("CELLAR_STORE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A directory that can be read but not searched (mode 0644, met by a user other than root)
+/// is archived, with a warning for each entry it holds, as GNU tar does: its listing is read
+/// from its descriptor, which needs no search permission.
+#[test]
+fn a_directory_readable_but_not_searchable_is_archived_without_its_contents() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t");
+    write_file(&dir.join("ronly/f"), b"f\n");
+    write_file(&dir.join("ok"), b"ok\n");
+    let store = tmp.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    for (path, mode) in [
+        (tmp.path(), 0o755),
+        (&dir.join("ronly"), 0o644),
+        (&store, 0o777),
+    ] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    let script = format!(
+        "exec \"$1\" --store \"$2\" snapshot --name r --dir '{}'",
+        dir.display()
+    );
+    let out = sh_with_cellar(&nobody, &script, &store);
+    assert_success(&out, &["snapshot", "--dir", "as nobody"]);
+    let err = stderr(&out);
+    assert!(err.contains("/t/ronly/f: Permission denied"), "{err}");
+    let listed = String::from_utf8(cellar_at(&store, &["ls", "-R", "r", "/"]).stdout).unwrap();
+    assert_eq!(listed, "/ok\n/ronly\n");
+}
+
+/// Without /proc (a bare chroot) entries are reached by their paths from DIR: the snapshot
+/// is the same stream, with a warning saying what that gives up.
+#[test]
+fn without_proc_a_directory_is_archived_by_paths_with_a_warning() {
+    let store = TestStore::new();
+    let src = store.scratch("src");
+    varied_tree(&src);
+    let with_proc = snapshot_dir(&store, &src, &["--name", "with"]);
+    let script = format!(
+        "umount -l /proc && exec \"$1\" --store \"$2\" snapshot --name without --dir '{}'",
+        src.display()
+    );
+    let out = sh_with_cellar(&["unshare", "--mount"], &script, &store.path());
+    assert_success(&out, &["snapshot", "--dir", "without /proc"]);
+    assert!(
+        stderr(&out).contains("/proc is not mounted"),
+        "{}",
+        stderr(&out)
+    );
+    let sha = |name: &str| store.json(&["show", name, "--json"])["sha256"].clone();
+    assert_eq!(
+        sha(&with_proc),
+        sha("without"),
+        "the same tree, the same stream"
+    );
+}

@@ -86,9 +86,14 @@ use std::path::{Path, PathBuf};
 use self::header::{Entry, BLOCK_DEVICE, CHAR_DEVICE, FIFO, SYMLINK};
 pub use self::members::{MemberWriter, Payload};
 use self::output::Out;
-use self::paths::{list_dir, not_a_directory_now, open_dir, out_of_descriptors, through};
+#[cfg(test)]
+use self::paths::list_dir;
+use self::paths::{
+    descriptors_reachable, list_open_dir, not_a_directory_now, open_dir, out_of_descriptors,
+    through,
+};
 use self::regular::HardLinks;
-use self::xattrs::{read_xattrs, xattr_key};
+use self::xattrs::{read_xattrs, read_xattrs_fd, xattr_key};
 use super::glob::Excludes;
 use crate::error::{Error, Result};
 use crate::tar::header::DIRECTORY;
@@ -124,13 +129,14 @@ pub fn write_dir(root: &Path, opts: &DirOptions, out: &mut dyn Write) -> Result<
         _ => Error::io(root, e),
     })?;
     let root_md = dir.metadata().map_err(|e| Error::io(root, e))?;
-    if !Path::new("/proc/self/fd").is_dir() {
-        // Without it every entry would look vanished, and the snapshot come out empty.
-        return Err(Error::SourceFailed(
-            "snapshot --dir reaches entries through /proc/self/fd, and /proc is not mounted".into(),
-        ));
-    }
     let mut walker = Walker::new(root, &root_md, opts, out);
+    if !walker.by_descriptor {
+        walker.warn(
+            b"",
+            "/proc is not mounted: entries are reached by their paths, so a directory \
+             replaced by a symlink during the walk could be followed",
+        );
+    }
     walker.start(dir, &root_md)?;
     walker.run()?;
     walker.out.finish()?;
@@ -144,6 +150,9 @@ struct Walker<'a> {
     root: PathBuf,
     /// The directories being walked, the root first, each open (see `paths.rs`).
     stack: Vec<OpenDir>,
+    /// Entries are reached through their directory's descriptor (/proc is mounted), not by
+    /// their paths from DIR.
+    by_descriptor: bool,
     root_dev: u64,
     one_file_system: bool,
     excludes: Excludes,
@@ -151,6 +160,13 @@ struct Walker<'a> {
     out: Out<'a>,
     links: HardLinks,
     report: DirReport,
+}
+
+/// Where an entry's extended attributes are read from: the entry itself when it is open (a
+/// directory or regular file), else its path (a symlink, device or fifo).
+enum Attrs<'a> {
+    Path(&'a Path),
+    Open(&'a File),
 }
 
 /// A directory whose member is written and whose entries are being walked.
@@ -171,6 +187,7 @@ impl<'a> Walker<'a> {
         Walker {
             root: root.to_path_buf(),
             stack: Vec::new(),
+            by_descriptor: descriptors_reachable(),
             root_dev: root_md.dev(),
             one_file_system: opts.one_file_system,
             excludes: Excludes::new(&opts.excludes),
@@ -216,6 +233,9 @@ impl<'a> Walker<'a> {
 
     /// Where the entry at `rel`, a child of the directory on top of the stack, is reached.
     fn path(&self, rel: &[u8]) -> PathBuf {
+        if !self.by_descriptor {
+            return self.root.join(OsStr::from_bytes(rel));
+        }
         let parent = self.stack.last().expect("an entry below the root");
         through(
             &parent.dir,
@@ -309,10 +329,9 @@ impl<'a> Walker<'a> {
     /// unless it is a mount point under `--one-file-system`. The entries are listed first so
     /// that a directory that cannot be read is left out whole, as GNU tar does.
     fn opened(&mut self, rel: Vec<u8>, dir: File, md: &Metadata) -> Result<Option<OpenDir>> {
-        let itself = through(&dir, b".");
         let descend = !self.one_file_system || md.dev() == self.root_dev;
         let names = if descend {
-            match list_dir(&itself) {
+            match list_open_dir(&dir) {
                 Ok(names) => names,
                 // Without its root listing the snapshot would be empty: that is an error.
                 Err(e) if rel.is_empty() => return Err(Error::io(&self.root, e)),
@@ -322,7 +341,7 @@ impl<'a> Walker<'a> {
             Vec::new()
         };
         let mut entry = Entry::new(member_name(&rel, true), DIRECTORY, md);
-        self.add_xattrs(&mut entry, &rel, &itself);
+        self.add_xattrs(&mut entry, &rel, Attrs::Open(&dir));
         if !self.emit(&entry, &rel)? {
             return Ok(None);
         }
@@ -343,7 +362,7 @@ impl<'a> Walker<'a> {
         };
         let mut entry = Entry::new(member_name(rel, false), SYMLINK, md);
         entry.link = target;
-        self.add_xattrs(&mut entry, rel, path);
+        self.add_xattrs(&mut entry, rel, Attrs::Path(path));
         self.emit(&entry, rel)?;
         Ok(())
     }
@@ -363,14 +382,18 @@ impl<'a> Walker<'a> {
             let rdev = md.rdev() as libc::dev_t;
             entry.dev = (libc::major(rdev).into(), libc::minor(rdev).into());
         }
-        self.add_xattrs(&mut entry, rel, path);
+        self.add_xattrs(&mut entry, rel, Attrs::Path(path));
         self.emit(&entry, rel)?;
         Ok(())
     }
 
-    /// The extended attributes of the entry at `rel`, reached as `path`.
-    fn add_xattrs(&mut self, entry: &mut Entry, rel: &[u8], path: &Path) {
-        match read_xattrs(path) {
+    /// The extended attributes of the entry at `rel`.
+    fn add_xattrs(&mut self, entry: &mut Entry, rel: &[u8], from: Attrs) {
+        let read = match from {
+            Attrs::Path(path) => read_xattrs(path),
+            Attrs::Open(file) => read_xattrs_fd(file),
+        };
+        match read {
             Ok(attrs) => {
                 for (name, value) in attrs {
                     entry.pax.insert(xattr_key(&name), value);

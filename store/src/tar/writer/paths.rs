@@ -10,12 +10,15 @@
 //! symlink (lstat, O_NOFOLLOW opens, readlink, llistxattr) take as it is. GNU tar walks
 //! with `openat` for the same reason. Paths stay short however deep the tree, so depth is
 //! bounded only by open descriptors (one per level; the binary raises its soft limit).
+//! A directory's own listing and attributes are read from its descriptor. Without /proc
+//! (a bare chroot) entries are reached by their paths from DIR, with a warning saying what
+//! that loses.
 
-use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{CStr, OsStr};
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -47,14 +50,63 @@ pub(super) fn not_a_directory_now(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR))
 }
 
-/// A directory's entry names, sorted by their bytes: the order that makes the stream
-/// independent of how the file system happens to return them.
-pub(super) fn list_dir(path: &Path) -> io::Result<Vec<Vec<u8>>> {
-    let mut names = fs::read_dir(path)?
-        .map(|e| e.map(|e| e.file_name().into_vec()))
-        .collect::<io::Result<Vec<_>>>()?;
+/// The entry names of the directory open as `dir`, sorted by their bytes: the order that
+/// makes the stream independent of how the file system returns them. Read from the
+/// descriptor itself, so a directory that can be read but not searched (mode 0644) is listed,
+/// as GNU tar lists it, and no /proc is needed.
+pub(super) fn list_open_dir(dir: &File) -> io::Result<Vec<Vec<u8>>> {
+    // fdopendir takes the descriptor over: give it a copy of ours.
+    // SAFETY: fcntl on a descriptor we own; it touches no memory.
+    let fd = unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else uses; on failure it is still ours.
+    let stream = unsafe { libc::fdopendir(fd) };
+    if stream.is_null() {
+        let e = io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so `fd` was not taken over.
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    // SAFETY: `stream` is a valid DIR* until closedir below; each dirent it returns stays
+    // valid until the next readdir on it, and its name is NUL-terminated.
+    let listed = unsafe {
+        // The copy shares the file offset: start from the beginning whatever it is.
+        libc::rewinddir(stream);
+        let mut names = Vec::new();
+        let end = loop {
+            *libc::__errno_location() = 0;
+            let entry = libc::readdir64(stream);
+            if entry.is_null() {
+                break io::Error::last_os_error();
+            }
+            let name = CStr::from_ptr((*entry).d_name.as_ptr()).to_bytes();
+            if name != b"." && name != b".." {
+                names.push(name.to_vec());
+            }
+        };
+        libc::closedir(stream);
+        match end.raw_os_error() {
+            Some(0) => Ok(names),
+            _ => Err(end),
+        }
+    };
+    let mut names = listed?;
     names.sort_unstable();
     Ok(names)
+}
+
+/// A directory's entry names by its path, sorted by their bytes (for tests that check a
+/// stream against the tree it came from).
+#[cfg(test)]
+pub(super) fn list_dir(path: &Path) -> io::Result<Vec<Vec<u8>>> {
+    list_open_dir(&open_dir(path, true)?)
+}
+
+/// Whether entries can be reached through their directory's descriptor: /proc is mounted.
+pub(super) fn descriptors_reachable() -> bool {
+    Path::new("/proc/self/fd").is_dir()
 }
 
 #[cfg(test)]
@@ -62,6 +114,8 @@ mod tests {
     use super::*;
 
     /// A directory moved elsewhere and replaced by a symlink is still reached where it went.
+    use std::fs;
+
     #[test]
     fn entries_are_reached_in_the_directory_that_was_opened() {
         let tmp = tempfile::tempdir().unwrap();
@@ -79,7 +133,7 @@ mod tests {
         fs::rename(&a, &moved).unwrap();
         std::os::unix::fs::symlink(&decoy, &a).unwrap();
         assert_eq!(fs::read(through(&dir, b"f")).unwrap(), b"inside");
-        assert_eq!(list_dir(&through(&dir, b".")).unwrap(), [b"f".to_vec()]);
+        assert_eq!(list_open_dir(&dir).unwrap(), [b"f".to_vec()]);
         let e = open_dir(&a, false).unwrap_err();
         assert!(not_a_directory_now(&e), "{e}");
     }

@@ -9,7 +9,7 @@ use std::path::Path;
 use super::header::{Entry, HARDLINK, REGULAR};
 use super::output::ReadTrouble;
 use super::sparse::{data_segments, looks_sparse, sparse_map};
-use super::{member_name, Walker};
+use super::{member_name, Attrs, Walker};
 use crate::error::Result;
 use crate::tar::header::BLOCK;
 
@@ -45,21 +45,14 @@ impl Walker<'_> {
                 return Ok(());
             }
         };
-        self.file(rel, path, &file, &md)
+        self.file(rel, &file, &md)
     }
 
-    /// Archive the regular file at `rel`, open as `file` (and reached as `path`), whose
-    /// header will say `md`.
-    pub(super) fn file(
-        &mut self,
-        rel: &[u8],
-        path: &Path,
-        file: &File,
-        md: &Metadata,
-    ) -> Result<()> {
+    /// Archive the regular file at `rel`, open as `file`, whose header will say `md`.
+    pub(super) fn file(&mut self, rel: &[u8], file: &File, md: &Metadata) -> Result<()> {
         let size = md.size();
         let mut entry = Entry::new(member_name(rel, false), REGULAR, md);
-        self.add_xattrs(&mut entry, rel, path);
+        self.add_xattrs(&mut entry, rel, Attrs::Open(file));
         let sparse = looks_sparse(md)
             .then(|| data_segments(file, size))
             .flatten()

@@ -1,7 +1,9 @@
 //! Extended attributes: reading them all, and their `SCHILY.xattr.` record keys.
 
 use std::ffi::CString;
+use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -9,11 +11,32 @@ use std::path::Path;
 pub(super) fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let cpath = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let list = xattr_call(|buf, len| {
+    read_all(
         // SAFETY: `buf` is valid for `len` bytes (or null with len 0), cpath is NUL-terminated.
-        unsafe { libc::llistxattr(cpath.as_ptr(), buf.cast(), len) }
-    });
-    let list = match list {
+        |buf, len| unsafe { libc::llistxattr(cpath.as_ptr(), buf.cast(), len) },
+        // SAFETY: as above; the name is NUL-terminated.
+        |name, buf, len| unsafe { libc::lgetxattr(cpath.as_ptr(), name, buf.cast(), len) },
+    )
+}
+
+/// Every extended attribute of the open file or directory `file`, sorted by name: what was
+/// opened, whatever its path leads to now, and with no search permission needed on it.
+pub(super) fn read_xattrs_fd(file: &File) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let fd = file.as_raw_fd();
+    read_all(
+        // SAFETY: `buf` is valid for `len` bytes (or null with len 0); `fd` is open.
+        |buf, len| unsafe { libc::flistxattr(fd, buf.cast(), len) },
+        // SAFETY: as above; the name is NUL-terminated.
+        |name, buf, len| unsafe { libc::fgetxattr(fd, name, buf.cast(), len) },
+    )
+}
+
+/// The attributes `list` names, each read with `get`, sorted by name.
+fn read_all(
+    list: impl FnMut(*mut u8, usize) -> isize,
+    mut get: impl FnMut(*const libc::c_char, *mut u8, usize) -> isize,
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let list = match xattr_call(list) {
         Ok(list) => list,
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP | libc::ENOSYS)) => {
             return Ok(Vec::new())
@@ -23,11 +46,7 @@ pub(super) fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut attrs = Vec::new();
     for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-        let value = xattr_call(|buf, len| {
-            // SAFETY: as above; cname is NUL-terminated.
-            unsafe { libc::lgetxattr(cpath.as_ptr(), cname.as_ptr(), buf.cast(), len) }
-        });
-        match value {
+        match xattr_call(|buf, len| get(cname.as_ptr(), buf, len)) {
             Ok(value) => attrs.push((name.to_vec(), value)),
             // Removed between listing and reading: it is simply not there any more.
             Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}

@@ -223,7 +223,7 @@ fn changed_file(new_len: u64) -> (Vec<Read>, Vec<String>, Vec<u8>) {
     let mut out = Vec::new();
     let warnings = {
         let mut w = walker(tmp.path(), &mut out);
-        w.file(b"f", &path, &f, &md).unwrap();
+        w.file(b"f", &f, &md).unwrap();
         w.out.finish().unwrap();
         w.report.warnings
     };
