@@ -188,7 +188,7 @@ fn outside_store(root: &Path, path: &Path, shown: &str, why: &str) -> anyhow::Re
     let (Ok(root), Some(at)) = (root.canonicalize(), resolved(path)) else {
         return Ok(());
     };
-    if !at.starts_with(&root) {
+    if !at.starts_with(&root) && !reaches_store(&root, &at) {
         return Ok(());
     }
     Err(cli::UsageError(format!(
@@ -196,6 +196,32 @@ fn outside_store(root: &Path, path: &Path, shown: &str, why: &str) -> anyhow::Re
         root.display()
     ))
     .into())
+}
+
+/// Whether `at` (resolved: no symlinks in it) is in one of the store's directories by
+/// identity, device and inode: another path to the store, a bind mount of it or of its
+/// `packs`, is as much inside it as its own path. The store's directories are few (the root,
+/// `tmp`, `packs` and its fan-out), so all of them are compared.
+fn reaches_store(root: &Path, at: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let mut ours: Vec<_> = id(root).into_iter().collect();
+    let mut level = vec![root.to_path_buf()];
+    for _ in 0..2 {
+        let below: Vec<PathBuf> = level
+            .iter()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        ours.extend(below.iter().filter_map(|d| id(d)));
+        level = below;
+    }
+    at.ancestors()
+        .filter_map(id)
+        .any(|found| ours.contains(&found))
 }
 
 /// Where the store at `root` is below `path` (relative to it), if `path` holds it: a mount

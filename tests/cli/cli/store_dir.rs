@@ -147,6 +147,50 @@ fn writing_into_the_store_is_refused() {
     ts.ok(&["export", &id, "-o", &s(ts.scratch("store.tar"))]);
 }
 
+/// Another path to the store's directories, a bind mount of the store or of its packs, is
+/// inside the store too: the paths differ, the directories are the same (device and inode).
+#[test]
+fn writing_into_the_store_through_a_bind_mount_is_refused() {
+    let ts = TestStore::new();
+    let id = ts.snapshot_bytes(&tar_of(&tree(&ts, 1)), "web");
+    let s = |p: PathBuf| p.to_str().unwrap().to_string();
+    let (bound, packs) = (ts.scratch("bound"), ts.scratch("packs"));
+    for (from, to) in [(ts.path(), &bound), (ts.path().join("packs"), &packs)] {
+        std::fs::create_dir(to).unwrap();
+        sh(&format!(
+            "mount --bind '{}' '{}'",
+            from.display(),
+            to.display()
+        ));
+    }
+    let (db, pack, restored) = (
+        s(bound.join("cellar.db")),
+        s(packs.join("new.tar")),
+        s(bound.join("restored")),
+    );
+    let whole = s(bound.clone());
+    let results: Vec<_> = [
+        vec!["export", &id, "-o", &db],
+        vec!["export", &id, "-o", &pack],
+        vec!["restore", &id, &whole, "--force"],
+        vec!["restore", &id, &restored],
+    ]
+    .into_iter()
+    .map(|args| (ts.run(&args), args))
+    .collect();
+    // Unmounted before anything is asserted, so that a failure leaves no mount behind.
+    for to in [&bound, &packs] {
+        sh(&format!("umount '{}'", to.display()));
+    }
+    for (out, args) in results {
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("inside the store"), "{args:?}: {err}");
+    }
+    ts.ok(&["verify"]);
+    assert!(ts.ok(&["list"]).contains("web"));
+}
+
 /// A restore or mount at a directory that holds the store: a mount there would hide the store
 /// from cellar, and a restore is refused when the snapshot has something where the store is.
 #[test]
