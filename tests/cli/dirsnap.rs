@@ -1,8 +1,6 @@
 //! `snapshot --dir`: a local directory archived natively, deterministically, and faithfully.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -21,33 +19,6 @@ struct Attrs {
     content: Option<String>,
     rdev: u64,
     xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
-}
-
-fn xattrs(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let mut names = vec![0u8; 65536];
-    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    assert!(n >= 0, "llistxattr {}", path.display());
-    let mut out = BTreeMap::new();
-    for name in names[..n as usize]
-        .split(|&b| b == 0)
-        .filter(|n| !n.is_empty())
-    {
-        let cn = CString::new(name).unwrap();
-        let mut value = vec![0u8; 65536];
-        let len = unsafe {
-            libc::lgetxattr(
-                c.as_ptr(),
-                cn.as_ptr(),
-                value.as_mut_ptr().cast(),
-                value.len(),
-            )
-        };
-        assert!(len >= 0);
-        value.truncate(len as usize);
-        out.insert(name.to_vec(), value);
-    }
-    out
 }
 
 /// Every path under `root` (relative), with its attributes; plus hardlink groups.
@@ -98,7 +69,7 @@ fn snapshot_of(root: &Path) -> (BTreeMap<PathBuf, Attrs>, BTreeSet<Vec<PathBuf>>
                         .is_file()
                         .then(|| sha256_hex(&std::fs::read(&p).unwrap())),
                     rdev: m.rdev(),
-                    xattrs: xattrs(&p),
+                    xattrs: xattrs_of(&p),
                 },
             );
         }

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use super::acl::acl_xattr;
 use super::node::{Content, Kind, Node};
 use crate::list::ListRef;
 use crate::tar::header;
@@ -217,8 +218,15 @@ pub fn action(
     n.uid = owner("uid", m.uid);
     n.gid = owner("gid", m.gid);
     (n.mtime, n.mtime_nsec) = mtime(m);
-    let (xattrs, left_out) = xattrs(&m.pax);
+    let (xattrs, left_out, bad_acls) = xattrs(&m.pax);
     n.xattrs = xattrs;
+    if bad_acls > 0 {
+        warn(format!(
+            "{}: {bad_acls} ACL record(s) (SCHILY.acl.*) that cannot be set whole (a user or \
+             group named without its number, or not a valid ACL) left out of the tree",
+            m.display_path()
+        ));
+    }
     if left_out > 0 {
         warn(format!(
             "{}: {left_out} extended attribute(s) over Linux's limits (a name over \
@@ -279,14 +287,15 @@ pub(super) fn keep_earlier_xattrs(dir: &mut Node, earlier: Vec<Xattr>) {
 }
 
 /// xattrs from GNU/star (`SCHILY.xattr.NAME`, raw value) and libarchive
-/// (`LIBARCHIVE.xattr.NAME`, name %-encoded, value base64) records; the last one for a name
+/// (`LIBARCHIVE.xattr.NAME`, name %-encoded, value base64) records, and ACLs from their text
+/// (`SCHILY.acl.access`/`default`, unless the xattr itself is there); the last one for a name
 /// wins. libarchive writes each xattr twice, `SCHILY.xattr.` beside its own record under the
 /// same encoded NAME: that copy is left for the exact one, or a name with a space would come
 /// back as both `user.a b` and `user.a%20b` (bsdtar itself restores both). Those over
 /// Linux's limits are left out, and so is what comes past `XATTR_LIST_MAX` of names, in name
 /// order;
-/// returns how many were.
-fn xattrs(recs: &[PaxRecord]) -> (Vec<Xattr>, usize) {
+/// returns how many were, and how many ACLs could not be read.
+fn xattrs(recs: &[PaxRecord]) -> (Vec<Xattr>, usize, usize) {
     // None: a value too large to set, which still replaces an earlier one of the name.
     let value = |v: &[u8]| (v.len() <= XATTR_SIZE_MAX).then(|| v.to_vec());
     let libarchive: HashSet<&[u8]> = recs
@@ -306,8 +315,27 @@ fn xattrs(recs: &[PaxRecord]) -> (Vec<Xattr>, usize) {
             }
         }
     }
-    let mut total = 0;
+    let mut bad_acls = 0;
+    // ACLs as text, where no xattr of the name says it exactly already (see `acl.rs`).
+    for (key, name) in [
+        (&b"SCHILY.acl.access"[..], &b"system.posix_acl_access"[..]),
+        (b"SCHILY.acl.default", b"system.posix_acl_default"),
+    ] {
+        let Some(text) = recs.iter().rev().find(|r| r.key == key) else {
+            continue;
+        };
+        if out.contains_key(name) {
+            continue;
+        }
+        match acl_xattr(&text.value) {
+            Some(value) => {
+                out.insert(name.to_vec(), Some(value));
+            }
+            None => bad_acls += 1,
+        }
+    }
     let mut left_out = 0;
+    let mut total = 0;
     let mut kept = Vec::new();
     for (name, value) in out {
         match value {
@@ -318,7 +346,7 @@ fn xattrs(recs: &[PaxRecord]) -> (Vec<Xattr>, usize) {
             _ => left_out += 1,
         }
     }
-    (kept, left_out)
+    (kept, left_out, bad_acls)
 }
 
 /// A `SCHILY.xattr.` name as GNU tar reads it: it writes `%` and `=` as `%25` and `%3D` and
@@ -482,18 +510,18 @@ mod tests {
             xattr("user.c", XATTR_SIZE_MAX),
             xattr("user.d", 20_000),
         ];
-        let (kept, left_out) = xattrs(&recs);
+        let (kept, left_out, _) = xattrs(&recs);
         let names: Vec<&[u8]> = kept.iter().map(|(n, _)| n.as_slice()).collect();
         assert_eq!(names, [&b"user.a"[..], b"user.b", b"user.c", b"user.d"]);
         assert_eq!(left_out, 2, "user.big and the long name");
-        let (kept, left_out) = xattrs(&[xattr(&long[1..], XATTR_SIZE_MAX)]);
+        let (kept, left_out, _) = xattrs(&[xattr(&long[1..], XATTR_SIZE_MAX)]);
         assert_eq!((kept.len(), left_out), (1, 0), "at the limits is kept");
         // 255-byte names, 256 bytes listed each: 256 of them fill the list.
         let names: Vec<String> = (0..300)
             .map(|i| format!("user.{i:03}{}", "x".repeat(247)))
             .collect();
         let recs: Vec<PaxRecord> = names.iter().map(|n| xattr(n, 1)).collect();
-        let (kept, left_out) = xattrs(&recs);
+        let (kept, left_out, _) = xattrs(&recs);
         assert_eq!((kept.len(), left_out), (256, 44));
     }
 }

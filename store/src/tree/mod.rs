@@ -1,6 +1,7 @@
 //! The browsable tree of a snapshot: content-addressed directory records built at ingest, and
 //! a filesystem-agnostic read API over them.
 
+mod acl;
 mod build;
 mod diff;
 mod members;
