@@ -84,6 +84,13 @@ pub(super) fn acl_xattr(text: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The perms of the mask entry of an ACL in the kernel's layout, if it has one.
+pub(super) fn acl_mask(value: &[u8]) -> Option<u16> {
+    value.get(4..)?.chunks_exact(8).find_map(|e| {
+        (u16::from_le_bytes([e[0], e[1]]) == 0x10).then(|| u16::from_le_bytes([e[2], e[3]]))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,7 +136,9 @@ mod tests {
                 (0x20, 0, any)
             ]
         );
-        assert!(acl_xattr(b"user::rw-,group::r--,other::r--").is_some());
+        let base = acl_xattr(b"user::rw-,group::r--,other::r--").unwrap();
+        assert_eq!(acl_mask(&base), None);
+        assert_eq!(acl_mask(&v), Some(7));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::acl::acl_xattr;
+use super::acl::{acl_mask, acl_xattr};
 use super::node::{Content, Kind, Node};
 use crate::list::ListRef;
 use crate::tar::header;
@@ -218,8 +218,19 @@ pub fn action(
     n.uid = owner("uid", m.uid);
     n.gid = owner("gid", m.gid);
     (n.mtime, n.mtime_nsec) = mtime(m);
-    let (xattrs, left_out, bad_acls) = xattrs(&m.pax);
-    n.xattrs = xattrs;
+    let Xattrs {
+        kept,
+        left_out,
+        bad_acls,
+        text_acl_mask,
+    } = xattrs(&m.pax);
+    n.xattrs = kept;
+    // bsdtar writes the owning group's bits into the header's mode where an ACL has a mask,
+    // and sets the ACL last: the extracted mode's group bits are the mask's, as the kernel
+    // keeps them (GNU tar writes them so in the first place).
+    if let (Some(mask), false) = (text_acl_mask, kind == Kind::Symlink) {
+        n.mode = (n.mode & !0o070) | (u32::from(mask) << 3);
+    }
     if bad_acls > 0 {
         warn(format!(
             "{}: {bad_acls} ACL record(s) (SCHILY.acl.*) that cannot be set whole (a user or \
@@ -293,9 +304,8 @@ pub(super) fn keep_earlier_xattrs(dir: &mut Node, earlier: Vec<Xattr>) {
 /// same encoded NAME: that copy is left for the exact one, or a name with a space would come
 /// back as both `user.a b` and `user.a%20b` (bsdtar itself restores both). Those over
 /// Linux's limits are left out, and so is what comes past `XATTR_LIST_MAX` of names, in name
-/// order;
-/// returns how many were, and how many ACLs could not be read.
-fn xattrs(recs: &[PaxRecord]) -> (Vec<Xattr>, usize, usize) {
+/// order.
+fn xattrs(recs: &[PaxRecord]) -> Xattrs {
     // None: a value too large to set, which still replaces an earlier one of the name.
     let value = |v: &[u8]| (v.len() <= XATTR_SIZE_MAX).then(|| v.to_vec());
     let libarchive: HashSet<&[u8]> = recs
@@ -315,7 +325,7 @@ fn xattrs(recs: &[PaxRecord]) -> (Vec<Xattr>, usize, usize) {
             }
         }
     }
-    let mut bad_acls = 0;
+    let (mut bad_acls, mut text_acl_mask) = (0, None);
     // ACLs as text, where no xattr of the name says it exactly already (see `acl.rs`).
     for (key, name) in [
         (&b"SCHILY.acl.access"[..], &b"system.posix_acl_access"[..]),
@@ -329,6 +339,9 @@ fn xattrs(recs: &[PaxRecord]) -> (Vec<Xattr>, usize, usize) {
         }
         match acl_xattr(&text.value) {
             Some(value) => {
+                if key == b"SCHILY.acl.access" {
+                    text_acl_mask = acl_mask(&value);
+                }
                 out.insert(name.to_vec(), Some(value));
             }
             None => bad_acls += 1,
@@ -346,7 +359,23 @@ fn xattrs(recs: &[PaxRecord]) -> (Vec<Xattr>, usize, usize) {
             _ => left_out += 1,
         }
     }
-    (kept, left_out, bad_acls)
+    Xattrs {
+        kept,
+        left_out,
+        bad_acls,
+        text_acl_mask,
+    }
+}
+
+/// A member's xattrs as the tree keeps them (see [`xattrs`]).
+struct Xattrs {
+    kept: Vec<Xattr>,
+    /// Over Linux's limits.
+    left_out: usize,
+    /// ACL text records that are not an ACL that can be set.
+    bad_acls: usize,
+    /// The mask of an access ACL read from its text, if it has one.
+    text_acl_mask: Option<u16>,
 }
 
 /// A `SCHILY.xattr.` name as GNU tar reads it: it writes `%` and `=` as `%25` and `%3D` and
@@ -510,18 +539,18 @@ mod tests {
             xattr("user.c", XATTR_SIZE_MAX),
             xattr("user.d", 20_000),
         ];
-        let (kept, left_out, _) = xattrs(&recs);
+        let Xattrs { kept, left_out, .. } = xattrs(&recs);
         let names: Vec<&[u8]> = kept.iter().map(|(n, _)| n.as_slice()).collect();
         assert_eq!(names, [&b"user.a"[..], b"user.b", b"user.c", b"user.d"]);
         assert_eq!(left_out, 2, "user.big and the long name");
-        let (kept, left_out, _) = xattrs(&[xattr(&long[1..], XATTR_SIZE_MAX)]);
+        let Xattrs { kept, left_out, .. } = xattrs(&[xattr(&long[1..], XATTR_SIZE_MAX)]);
         assert_eq!((kept.len(), left_out), (1, 0), "at the limits is kept");
         // 255-byte names, 256 bytes listed each: 256 of them fill the list.
         let names: Vec<String> = (0..300)
             .map(|i| format!("user.{i:03}{}", "x".repeat(247)))
             .collect();
         let recs: Vec<PaxRecord> = names.iter().map(|n| xattr(n, 1)).collect();
-        let (kept, left_out, _) = xattrs(&recs);
+        let Xattrs { kept, left_out, .. } = xattrs(&recs);
         assert_eq!((kept.len(), left_out), (256, 44));
     }
 }
