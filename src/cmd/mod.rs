@@ -203,9 +203,7 @@ fn outside_store(root: &Path, path: &Path, shown: &str, why: &str) -> anyhow::Re
 /// `packs`, is as much inside it as its own path. The store's directories are few (the root,
 /// `tmp`, `packs` and its fan-out), so all of them are compared.
 fn reaches_store(root: &Path, at: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let mut ours: Vec<_> = id(root).into_iter().collect();
+    let mut ours: Vec<_> = identity(root).into_iter().collect();
     let mut level = vec![root.to_path_buf()];
     for _ in 0..2 {
         let below: Vec<PathBuf> = level
@@ -216,20 +214,32 @@ fn reaches_store(root: &Path, at: &Path) -> bool {
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| e.path())
             .collect();
-        ours.extend(below.iter().filter_map(|d| id(d)));
+        ours.extend(below.iter().filter_map(|d| identity(d)));
         level = below;
     }
     at.ancestors()
-        .filter_map(id)
+        .filter_map(identity)
         .any(|found| ours.contains(&found))
 }
 
 /// Where the store at `root` is below `path` (relative to it), if `path` holds it: a mount
-/// there would hide it, and a restore could write into it.
+/// there would hide it, and a restore could write into it. `path` may be another path to a
+/// directory above the store (a bind mount of `/`): the same directory by device and inode.
 fn store_below(root: &Path, path: &Path) -> Option<PathBuf> {
     let root = root.canonicalize().ok()?;
     let at = resolved(path)?;
-    root.strip_prefix(&at).ok().map(Path::to_path_buf)
+    if let Ok(below) = root.strip_prefix(&at) {
+        return Some(below.to_path_buf());
+    }
+    let target = identity(&at)?;
+    let above = root.ancestors().find(|a| identity(a) == Some(target))?;
+    root.strip_prefix(above).ok().map(Path::to_path_buf)
+}
+
+/// What a path names, whichever path it is reached by: its device and inode.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Where `path` lands, resolved a component at a time as the kernel resolves it: a symlink

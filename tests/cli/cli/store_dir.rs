@@ -221,6 +221,20 @@ fn a_directory_holding_the_store_is_refused_where_it_would_reach_it() {
     assert!(err.contains(&format!("/sub/{name}")), "{err}");
     let err = fails(&ts, &["mount", above_s], 2);
     assert!(err.contains("holds the store"), "{err}");
+    // The same directory by another path, a bind mount of it, holds the store too.
+    let bound = ts.scratch("bound-above");
+    std::fs::create_dir(&bound).unwrap();
+    sh(&format!("mount --bind '{above_s}' '{}'", bound.display()));
+    let bound_s = bound.to_str().unwrap();
+    let through_bind = [
+        ts.run(&["restore", &reaching, bound_s, "--force"]),
+        ts.run(&["mount", bound_s]),
+    ];
+    sh(&format!("umount '{bound_s}'"));
+    for out in through_bind {
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains("holds the store"), "{}", stderr(&out));
+    }
     ts.ok(&["verify"]);
     assert!(!above.join("etc").exists(), "a refused restore wrote");
 
