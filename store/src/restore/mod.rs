@@ -115,6 +115,7 @@ pub fn restore(
         as_root: fs::is_root(),
         links: HashMap::new(),
         depth: 0,
+        visited: 0,
         report: RestoreReport::default(),
         dropped: 0,
         buf: vec![0u8; BUF_SIZE],
@@ -261,6 +262,8 @@ struct Restorer<'a, 's> {
     links: HashMap<u64, links::Group>,
     /// Directories open on the current path.
     depth: usize,
+    /// Nodes met so far ([`Tree::count`]).
+    visited: u64,
     report: RestoreReport,
     dropped: u64,
     buf: Vec<u8>,
@@ -334,6 +337,7 @@ impl Restorer<'_, '_> {
             )));
         }
         let children = self.tree.readdir(node).map_err(|e| self.read_err(rel, e))?;
+        self.tree.count(&mut self.visited, children.len())?;
         self.depth += 1;
         let result = self.write_order(&children).into_iter().try_for_each(|i| {
             let child = &children[i];
@@ -436,6 +440,7 @@ impl Restorer<'_, '_> {
             return Ok(()); // `contents` reports such a tree as damaged
         }
         let children = self.tree.readdir(node).map_err(|e| self.read_err(rel, e))?;
+        self.tree.count(&mut self.visited, children.len())?;
         let reason = format!("in {}, which could not be restored", self.snap_path(rel));
         self.depth += 1;
         let result = children.listing().try_for_each(|i| {

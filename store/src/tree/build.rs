@@ -60,7 +60,7 @@ fn split(components: &[&[u8]]) -> (Vec<u8>, Vec<u8>) {
 /// Readers do not count on it (a crafted store can nest deeper): they stop at
 /// [`super::MAX_TREE_DEPTH`].
 const MAX_PATH: usize = 4095;
-const MAX_DEPTH: usize = 256;
+pub(crate) const MAX_DEPTH: usize = 256;
 
 /// GNU tar's rules for member names: leading `/` and `.` components go; a name with `..` is
 /// not extracted. Returns None for names to skip.

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use super::build::MAX_DEPTH as MAX_INGEST_DEPTH;
 use super::node::{Kind, Node};
 use super::record::{decode_dir, Dir};
 use crate::error::{path_text, Error, Result};
@@ -14,6 +15,8 @@ use crate::store::Store;
 pub struct Tree<'s> {
     store: &'s Store,
     root: Node,
+    /// How many members the snapshot's stream had, when known: what bounds its tree's size.
+    members: Option<u64>,
 }
 
 impl Store {
@@ -25,7 +28,13 @@ impl Store {
                 snap.short_id()
             ))
         })?;
-        Ok(Tree { store: self, root })
+        // Counted since the first trees; a zero from elsewhere bounds nothing.
+        let members = Some(snap.members).filter(|&m| m > 0);
+        Ok(Tree {
+            store: self,
+            root,
+            members,
+        })
     }
 }
 
@@ -55,7 +64,40 @@ pub(crate) fn normalize_path_into(path: &[u8], out: &mut Vec<u8>) {
 impl<'s> Tree<'s> {
     /// The tree below a root node of this store's.
     pub(crate) fn from_root(store: &'s Store, root: Node) -> Self {
-        Tree { store, root }
+        Tree {
+            store,
+            root,
+            members: None,
+        }
+    }
+
+    /// The same tree, bounded as a snapshot of `members` members bounds it.
+    #[cfg(test)]
+    pub(crate) fn with_members(self, members: u64) -> Self {
+        Tree {
+            members: Some(members),
+            ..self
+        }
+    }
+
+    /// Count `n` more nodes into a whole-tree walk's `visited`. Each member of the stream
+    /// makes one node, and at most [`MAX_INGEST_DEPTH`] directories above it that the stream
+    /// does not name: a walk past that is going round and round records a crafted store
+    /// shares between many names (a few kilobytes of them can name 10^15 paths), and is
+    /// refused as damage rather than left to run for ever.
+    pub(crate) fn count(&self, visited: &mut u64, n: usize) -> Result<()> {
+        *visited = visited.saturating_add(n as u64);
+        let Some(members) = self.members else {
+            return Ok(());
+        };
+        let most = members.saturating_mul(MAX_INGEST_DEPTH as u64 + 1);
+        if *visited > most {
+            return Err(Error::corrupt(format!(
+                "the tree holds over {most} entries, more than its stream's {members} members \
+                 can make: its directory records are damaged or crafted"
+            )));
+        }
+        Ok(())
     }
 
     pub(crate) fn store(&self) -> &'s Store {

@@ -67,6 +67,7 @@ impl Tree<'_> {
     ) -> std::result::Result<(), E> {
         // The directories open, innermost last: each one's nodes, the next to visit, its path.
         let mut open = vec![(self.readdir_at(dir, path, depth)?, 0, path.to_vec())];
+        let mut visited = 0;
         while let Some((nodes, next, at)) = open.last_mut() {
             let (nodes, i) = (nodes.clone(), *next);
             let Some(n) = nodes.get(i) else {
@@ -74,6 +75,7 @@ impl Tree<'_> {
                 continue;
             };
             *next += 1;
+            self.count(&mut visited, 1)?;
             let p = join(at, &n.name);
             if f(&p, n)? && n.is_dir() {
                 let below = self.readdir_at(n, &p, depth + open.len())?;
@@ -167,5 +169,36 @@ pub(crate) mod tests {
         })
         .unwrap();
         assert_eq!(seen, 1);
+    }
+
+    /// Records shared under many names (two names a level, 40 levels: 2^40 paths from 41
+    /// records) are refused once a walk passes what the snapshot's members could make, not
+    /// walked for ever; a tree within that is walked whole.
+    #[test]
+    fn a_tree_of_shared_records_larger_than_its_stream_makes_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("store")).unwrap();
+        let mut level = crafted_dir(&store, b"x", Vec::new());
+        for _ in 0..40 {
+            let names = [&b"a"[..], b"b"].map(|name| Node {
+                name: name.to_vec(),
+                ..level.clone()
+            });
+            level = crafted_dir(&store, b"", names.to_vec());
+        }
+        let tree = Tree::from_root(&store, level.clone()).with_members(10);
+        let err = tree.walk(&level, b"", |_, _| Ok(true)).unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{err}");
+        assert!(err.to_string().contains("its stream's 10 members"), "{err}");
+
+        let root = deep_chain(&store, 3);
+        let tree = Tree::from_root(&store, root.clone()).with_members(1);
+        let mut seen = 0;
+        tree.walk(&root, b"", |_, _| -> Result<bool> {
+            seen += 1;
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(seen, 3, "a member's implicit parents are within the bound");
     }
 }
