@@ -163,9 +163,13 @@ struct Pair {
 /// a stack rather than recursed into, which a crafted tree's depth could overflow (`walk.rs`).
 fn diff_dirs(ta: &Tree, tb: &Tree, out: &mut Vec<Change>) -> Result<()> {
     let mut open = Vec::new();
+    // Nodes met in each tree, which bound the walk as they bound `Tree::walk`.
+    let mut met = (0, 0);
     let (a, b) = (ta.root(), tb.root());
     if a.child != b.child {
         let (la, lb) = (ta.readdir_at(a, b"", 0)?, tb.readdir_at(b, b"", 0)?);
+        ta.count(&mut met.0, la.len())?;
+        tb.count(&mut met.1, lb.len())?;
         open.push(Pair {
             la,
             lb,
@@ -239,6 +243,8 @@ fn diff_dirs(ta: &Tree, tb: &Tree, out: &mut Vec<Change>) -> Result<()> {
                     (true, true) => {
                         let la = ta.readdir_at(x, &p, depth)?;
                         let lb = tb.readdir_at(y, &p, depth)?;
+                        ta.count(&mut met.0, la.len())?;
+                        tb.count(&mut met.1, lb.len())?;
                         open.push(Pair {
                             la,
                             lb,
@@ -311,6 +317,25 @@ mod tests {
         );
         for err in [a.diff(&empty), empty.diff(&a)].map(Result::unwrap_err) {
             assert_eq!(err.to_string(), too_deep);
+        }
+    }
+
+    /// Two crafted trees of shared records (2^40 paths each) that differ at every leaf: the
+    /// comparison stops past what their streams' members can make.
+    #[test]
+    fn comparing_trees_of_shared_records_is_bounded() {
+        use crate::tree::crafted::shared_records;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("store")).unwrap();
+        let tree = |leaf: &[u8]| {
+            let mut f = Node::new(Kind::Fifo);
+            f.name = leaf.to_vec();
+            Tree::from_root(&store, shared_records(&store, 40, vec![f])).with_members(10)
+        };
+        let (a, b) = (tree(b"x"), tree(b"y"));
+        for err in [a.diff(&b), b.diff(&a)].map(Result::unwrap_err) {
+            assert!(matches!(err, Error::Corrupt(_)), "{err}");
+            assert!(err.to_string().contains("10 members"), "{err}");
         }
     }
 }

@@ -121,6 +121,20 @@ pub(crate) mod tests {
         crafted_dir(store, b"", vec![dir])
     }
 
+    /// The root of a crafted tree of `levels` records each naming the next twice (`a` and
+    /// `b`), 2^`levels` paths, the innermost directories holding `leaf`.
+    pub(crate) fn shared_records(store: &Store, levels: usize, leaf: Vec<Node>) -> Node {
+        let mut level = crafted_dir(store, b"", leaf);
+        for _ in 0..levels {
+            let names = [&b"a"[..], b"b"].map(|name| Node {
+                name: name.to_vec(),
+                ..level.clone()
+            });
+            level = crafted_dir(store, b"", names.to_vec());
+        }
+        level
+    }
+
     /// The path of the `depth`-th directory of a [`deep_chain`] (without the leading `/`).
     pub(crate) fn chain_path(depth: usize) -> String {
         vec!["d"; depth].join("/")
@@ -178,14 +192,7 @@ pub(crate) mod tests {
     fn a_tree_of_shared_records_larger_than_its_stream_makes_is_damage() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::create(&dir.path().join("store")).unwrap();
-        let mut level = crafted_dir(&store, b"x", Vec::new());
-        for _ in 0..40 {
-            let names = [&b"a"[..], b"b"].map(|name| Node {
-                name: name.to_vec(),
-                ..level.clone()
-            });
-            level = crafted_dir(&store, b"", names.to_vec());
-        }
+        let level = shared_records(&store, 40, Vec::new());
         let tree = Tree::from_root(&store, level.clone()).with_members(10);
         let err = tree.walk(&level, b"", |_, _| Ok(true)).unwrap_err();
         assert!(matches!(err, Error::Corrupt(_)), "{err}");
