@@ -47,21 +47,25 @@ fn an_ingest_in_another_pid_namespace_holds_its_lease_until_it_is_killed() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Waited for with dry runs: a real gc before the ingest takes its lease would reclaim
+    // the forgotten snapshot there and then, and leave nothing for the end to find.
     let start = Instant::now();
-    let live = loop {
-        let r = gc_json(&store, &["--grace", "0"]);
+    loop {
+        let r = gc_json(&store, &["--grace", "0", "--dry-run"]);
         let tmp_pack = entries(&store.path().join("tmp"))
             .iter()
             .any(|f| f.extension().is_some_and(|e| e == "pack"));
         if r["leases"].as_array().unwrap().len() == 1 && tmp_pack {
-            break r;
+            break;
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "the ingest never started: {r}"
         );
         std::thread::sleep(Duration::from_millis(100));
-    };
+    }
+    let live = gc_json(&store, &["--grace", "0"]);
+    assert_eq!(live["bytes_freed"], 0, "held back by the ingest: {live}");
     // Its pid there is 1 (cellar itself, after unshare's fork): on the host, init. The lease
     // is not taken for stale, nor its temp files for leftovers.
     assert_eq!(live["leases"][0]["holder"], "ingest", "{live}");
