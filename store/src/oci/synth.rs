@@ -20,11 +20,10 @@
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::sync::Arc;
 
 use crate::error::Result;
 use crate::tar::MemberWriter;
-use crate::tree::{changed_fields, join_path as join, Dir, Kind, Node, Tree};
+use crate::tree::{changed_fields, join_path as join, DirPair, Kind, Node, Tree};
 
 const WHITEOUT: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
@@ -52,15 +51,6 @@ impl LeftOut {
             self.paths.push(path.to_vec());
         }
     }
-}
-
-/// Directories of A and B at the same path being compared: their nodes, and the next of each.
-struct Pair {
-    la: Arc<Dir>,
-    lb: Arc<Dir>,
-    i: usize,
-    j: usize,
-    rel: Vec<u8>,
 }
 
 /// Where members go: counted only (the first pass of a diff), or written.
@@ -172,7 +162,9 @@ impl<'t, 'w> Synth<'t, 'w> {
     /// overflow (`tree/walk.rs`).
     fn diff_dir(&mut self, a: &Tree, x: &Node, y: &Node) -> Result<()> {
         let mut open = Vec::new();
-        self.open_pair(a, x, y, Vec::new(), 0, &mut open)?;
+        // Nodes met in each tree, which bound the walk (`Tree::count`).
+        let mut met = (0, 0);
+        self.open_pair((a, x), y, Vec::new(), 0, &mut open, &mut met)?;
         loop {
             // How deep the nodes of the innermost pair are.
             let depth = open.len();
@@ -189,7 +181,7 @@ impl<'t, 'w> Synth<'t, 'w> {
                     continue;
                 }
             };
-            let rel = top.rel.clone();
+            let rel = top.path.clone();
             match order {
                 Ordering::Less => {
                     top.i += 1;
@@ -224,7 +216,7 @@ impl<'t, 'w> Synth<'t, 'w> {
                             if changed {
                                 self.node(&path, q)?;
                             }
-                            self.open_pair(a, p, q, path, depth, &mut open)?;
+                            self.open_pair((a, p), q, path, depth, &mut open, &mut met)?;
                         } else if changed || (q.ino != 0 && self.whole.contains(&q.ino)) {
                             self.node(&path, q)?;
                         }
@@ -238,33 +230,27 @@ impl<'t, 'w> Synth<'t, 'w> {
     /// takes no comparison name by name is written here, the rest is pushed onto `open`.
     fn open_pair(
         &mut self,
-        a: &Tree,
-        x: &Node,
+        (a, x): (&Tree, &Node),
         y: &Node,
         rel: Vec<u8>,
         depth: usize,
-        open: &mut Vec<Pair>,
+        open: &mut Vec<DirPair>,
+        met: &mut (u64, u64),
     ) -> Result<()> {
         if x.child == y.child {
             return self.group_members(&rel, y, depth);
         }
-        let la = a.readdir_at(x, &rel, depth)?;
-        let lb = self.tree.readdir_at(y, &rel, depth)?;
+        let pair = DirPair::open((a, x), (self.tree, y), rel, depth, met)?;
+        let (la, lb) = (&pair.la, &pair.lb);
         let present = |name: &[u8]| lb.binary_search_by(|n| n.name.as_slice().cmp(name)).is_ok();
         if !la.is_empty() && !la.iter().any(|n| present(&n.name)) {
-            self.opaque(&rel)?;
+            self.opaque(&pair.path)?;
             for n in lb.iter() {
-                self.whole_subtree(&join(&rel, &n.name), n, depth + 1)?;
+                self.whole_subtree(&join(&pair.path, &n.name), n, depth + 1)?;
             }
             return Ok(());
         }
-        open.push(Pair {
-            la,
-            lb,
-            i: 0,
-            j: 0,
-            rel,
-        });
+        open.push(pair);
         Ok(())
     }
 

@@ -150,13 +150,40 @@ impl Tree<'_> {
     }
 }
 
-/// Two directories at the same path being compared: their nodes, and the next of each.
-struct Pair {
-    la: Arc<Dir>,
-    lb: Arc<Dir>,
-    i: usize,
-    j: usize,
-    path: Vec<u8>,
+/// Two directories at the same path being compared (here, and by the diff layers of
+/// `oci/synth.rs`): their nodes, and the next of each.
+pub(crate) struct Pair {
+    pub la: Arc<Dir>,
+    pub lb: Arc<Dir>,
+    pub i: usize,
+    pub j: usize,
+    pub path: Vec<u8>,
+}
+
+impl Pair {
+    /// Directory `x` of one tree and `y` of the other, both at `path`, `depth` levels down,
+    /// read for comparing; their nodes are counted into `met` (one tally a tree).
+    pub(crate) fn open(
+        (ta, x): (&Tree, &Node),
+        (tb, y): (&Tree, &Node),
+        path: Vec<u8>,
+        depth: usize,
+        met: &mut (u64, u64),
+    ) -> Result<Pair> {
+        let (la, lb) = (
+            ta.readdir_at(x, &path, depth)?,
+            tb.readdir_at(y, &path, depth)?,
+        );
+        ta.count(&mut met.0, la.len())?;
+        tb.count(&mut met.1, lb.len())?;
+        Ok(Pair {
+            la,
+            lb,
+            i: 0,
+            j: 0,
+            path,
+        })
+    }
 }
 
 /// The changes below the roots of `ta` and `tb`. The pairs of directories open are kept on
@@ -167,16 +194,7 @@ fn diff_dirs(ta: &Tree, tb: &Tree, out: &mut Vec<Change>) -> Result<()> {
     let mut met = (0, 0);
     let (a, b) = (ta.root(), tb.root());
     if a.child != b.child {
-        let (la, lb) = (ta.readdir_at(a, b"", 0)?, tb.readdir_at(b, b"", 0)?);
-        ta.count(&mut met.0, la.len())?;
-        tb.count(&mut met.1, lb.len())?;
-        open.push(Pair {
-            la,
-            lb,
-            i: 0,
-            j: 0,
-            path: Vec::new(),
-        });
+        open.push(Pair::open((ta, a), (tb, b), Vec::new(), 0, &mut met)?);
     }
     loop {
         // How deep the nodes of the innermost pair are.
@@ -241,17 +259,7 @@ fn diff_dirs(ta: &Tree, tb: &Tree, out: &mut Vec<Change>) -> Result<()> {
                     // Equal records are equal trees: not read.
                     (true, true) if x.child == y.child => {}
                     (true, true) => {
-                        let la = ta.readdir_at(x, &p, depth)?;
-                        let lb = tb.readdir_at(y, &p, depth)?;
-                        ta.count(&mut met.0, la.len())?;
-                        tb.count(&mut met.1, lb.len())?;
-                        open.push(Pair {
-                            la,
-                            lb,
-                            i: 0,
-                            j: 0,
-                            path: p,
-                        });
+                        open.push(Pair::open((ta, x), (tb, y), p, depth, &mut met)?);
                     }
                     (true, false) => ta.walk_all(x, &p, depth, ChangeKind::Removed, out)?,
                     (false, true) => tb.walk_all(y, &p, depth, ChangeKind::Added, out)?,

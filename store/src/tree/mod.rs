@@ -12,6 +12,7 @@ mod vfs;
 mod walk;
 
 pub(crate) use build::TreeBuilder;
+pub(crate) use diff::Pair as DirPair;
 pub use diff::{changed_fields, Change, ChangeKind};
 pub use node::{linux_dev, Content, Kind, Node, Segments, MAX_MAJOR, MAX_MINOR};
 pub use record::Dir;
