@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use cellar_store::oci::ImageOptions;
+use cellar_store::oci::{Codec, ImageOptions};
 use cellar_store::Store;
 
 use crate::cli::ServeArgs;
@@ -14,7 +14,7 @@ pub fn run(store: Store, args: ServeArgs) -> anyhow::Result<()> {
     let opts = ImageOptions {
         mode: args.layers.mode(),
         settings: args.image.settings(),
-        ..Default::default()
+        codec: Codec::parse(&args.compression).expect("clap checked the codec"),
     };
     opts.settings.validate()?;
     let mut shared = Shared::new(Arc::new(store), opts);

@@ -6,18 +6,21 @@
 //! ends the response short of its Content-Length and the client sees a failed download,
 //! never a complete blob with wrong bytes.
 
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
 use cellar_store::oci::LayerKey;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::spool::Spooled;
 use super::Shared;
-use crate::output::{errln, left_out_summary};
+use crate::output::errln;
 
 /// Pieces handed to the connection: with a queue of 4, at most ~1 MiB in flight per download.
 const PIECE: usize = 256 * 1024;
@@ -117,6 +120,28 @@ impl Write for ChannelWriter {
     }
 }
 
+/// A download's writer and the body it feeds, once one of the download slots is free: waiting
+/// for it holds no thread. The permit goes with the download's thread and is given back when
+/// it ends.
+async fn download(
+    shared: &Shared,
+    range: (u64, u64),
+) -> cellar_store::Result<(OwnedSemaphorePermit, ChannelWriter, Body)> {
+    let permit = (shared.downloads.slots.clone().acquire_owned().await)
+        .map_err(|_| cellar_store::Error::Output(io::Error::other("the server is stopping")))?;
+    let (tx, rx) = mpsc::channel::<Piece>(4);
+    let w = ChannelWriter {
+        tx,
+        rt: tokio::runtime::Handle::current(),
+        send_timeout: shared.downloads.send_timeout,
+        buf: Vec::with_capacity(PIECE),
+        held: None,
+        pos: 0,
+        range,
+    };
+    Ok((permit, w, Body::from_stream(ReceiverStream::new(rx))))
+}
+
 /// The bytes `range` (inclusive) of the layer `key` as a streaming body, once the snapshots it
 /// is made of are pinned: a snapshot forgotten before that is an error here, for the caller to
 /// answer with a status, not a 200 whose body breaks off at once.
@@ -125,24 +150,10 @@ pub async fn layer_body(
     key: LayerKey,
     range: (u64, u64),
 ) -> cellar_store::Result<Body> {
-    // Waiting here holds no thread; the permit goes with the layer's thread and is given
-    // back when it ends.
-    let permit = (shared.downloads.slots.clone().acquire_owned().await)
-        .map_err(|_| cellar_store::Error::Output(io::Error::other("the server is stopping")))?;
-    let (tx, rx) = mpsc::channel::<Piece>(4);
+    let (permit, mut w, body) = download(&shared, range).await?;
     let (pinned_tx, pinned) = oneshot::channel();
-    let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let mut w = ChannelWriter {
-            tx,
-            rt,
-            send_timeout: shared.downloads.send_timeout,
-            buf: Vec::with_capacity(PIECE),
-            held: None,
-            pos: 0,
-            range,
-        };
         // For the download's length: a snapshot forgotten meanwhile is served to the end.
         let lease = shared.store.read_lease("serve");
         if let Err(e) = lease.pin_layer(&key.spec) {
@@ -155,17 +166,7 @@ pub async fn layer_body(
         drop(lease);
         match written {
             Ok(layer) => {
-                let first = || {
-                    let mut logged = shared.left_out_logged.lock().expect("log set");
-                    logged.insert(layer.digest.digest.to_string())
-                };
-                if !layer.left_out.is_empty() && first() {
-                    errln!(
-                        "cellar serve: layer {} leaves out {}",
-                        layer.digest.digest,
-                        left_out_summary(&layer.left_out)
-                    );
-                }
+                shared.log_left_out(&layer.digest.digest, &layer.left_out);
                 w.finish()
             }
             Err(e) => w.fail(e),
@@ -174,5 +175,42 @@ pub async fn layer_body(
     pinned.await.map_err(|_| {
         cellar_store::Error::Output(io::Error::other("the layer's thread ended early"))
     })??;
-    Ok(Body::from_stream(ReceiverStream::new(rx)))
+    Ok(body)
+}
+
+/// The bytes `range` (inclusive) of a layer kept in a spool file, as a streaming body. They
+/// were hashed into the layer's digest as they were made; the store is not read again.
+pub async fn spool_body(
+    shared: Arc<Shared>,
+    spooled: Spooled,
+    range: (u64, u64),
+) -> cellar_store::Result<Body> {
+    let (permit, mut w, body) = download(&shared, range).await?;
+    w.pos = range.0;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        match copy_range(&spooled.file, range, &mut w) {
+            Ok(()) => w.finish(),
+            Err(e) => w.fail(format!("reading a spooled layer: {e}")),
+        }
+    });
+    Ok(body)
+}
+
+fn copy_range(file: &File, (start, end): (u64, u64), w: &mut ChannelWriter) -> io::Result<()> {
+    let mut buf = vec![0u8; PIECE];
+    let mut at = start;
+    while at <= end {
+        let want = usize::try_from(end - at + 1).map_or(PIECE, |n| n.min(PIECE));
+        let n = file.read_at(&mut buf[..want], at)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file ends early",
+            ));
+        }
+        w.write_all(&buf[..n])?;
+        at += n as u64;
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@ mod body;
 mod errors;
 mod page;
 mod routes;
+mod spool;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -15,11 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use cellar_store::oci::ImageOptions;
+use cellar_store::oci::{Digest, ImageOptions, LeftOut};
 use cellar_store::Store;
 use tokio::sync::oneshot;
 
-use crate::output::errln;
+use crate::output::{errln, left_out_summary};
 
 /// What every request shares.
 pub struct Shared {
@@ -28,6 +29,8 @@ pub struct Shared {
     /// Layers whose left-out paths have been logged: once per layer, not per download.
     pub left_out_logged: Mutex<HashSet<String>>,
     pub downloads: Downloads,
+    /// Layers made to learn their digests, kept for the downloads that follow.
+    pub spools: spool::Spools,
 }
 
 /// How layer downloads are bounded. Each one makes its layer on a blocking thread, which
@@ -68,6 +71,24 @@ impl Shared {
             opts,
             left_out_logged: Mutex::default(),
             downloads: Downloads::default(),
+            spools: spool::Spools::default(),
+        }
+    }
+
+    /// Log what a layer it made left out, the first time for each layer.
+    pub fn log_left_out(&self, digest: &Digest, left_out: &LeftOut) {
+        if left_out.is_empty() {
+            return;
+        }
+        let mut logged = self
+            .left_out_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if logged.insert(digest.to_string()) {
+            errln!(
+                "cellar serve: layer {digest} leaves out {}",
+                left_out_summary(left_out)
+            );
         }
     }
 }

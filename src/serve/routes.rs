@@ -16,7 +16,7 @@ use cellar_store::{Snapshot, SnapshotId, Store};
 use serde_json::json;
 
 use super::accept::accepts;
-use super::body::layer_body;
+use super::body::{layer_body, spool_body};
 use super::errors::{ApiError, Params};
 use super::page::{page, Page, PageQuery};
 use super::Shared;
@@ -211,6 +211,8 @@ async fn manifest(
             snaps.iter().find(|s| s.short_id() == reference)
         }
         .ok_or_else(|| ApiError::manifest_unknown(&format!("{name}:{reference}")))?;
+        s.spools
+            .make_layers(&s.store, snap, &s.opts, |d, l| s.log_left_out(d, l))?;
         let image = s.store.image(snap, &s.opts)?;
         Ok((image.manifest_digest, image.manifest))
     })
@@ -307,7 +309,12 @@ async fn blob(
             (media_type, body)
         }
         Blob::Layer { key, .. } => {
-            let body = if wanted {
+            let spooled = shared.spools.get(&digest);
+            let body = if !wanted {
+                Body::empty()
+            } else if let Some(spooled) = spooled {
+                spool_body(shared, spooled, (start, end)).await?
+            } else {
                 // Forgotten since it was found: gone, as if it had not been found.
                 layer_body(shared, key, (start, end))
                     .await
@@ -315,8 +322,6 @@ async fn blob(
                         cellar_store::Error::NotFound(_) => ApiError::blob_unknown(digest.as_str()),
                         e => e.into(),
                     })?
-            } else {
-                Body::empty()
             };
             ("application/octet-stream".to_string(), body)
         }

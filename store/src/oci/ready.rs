@@ -9,11 +9,14 @@ use std::io::{BufWriter, Read, Seek, Write};
 
 use super::image::Layer;
 use super::layer::{LayerDigest, LayerKey};
+use super::synth::LeftOut;
 use crate::error::{Error, Result};
 use crate::store::Store;
 
 pub struct ReadyLayer {
     pub layer: Layer,
+    /// What the layer left out, when it was made to learn its digests (else not looked for).
+    pub left_out: LeftOut,
     /// The layer's bytes, if they had to be made to learn its digests.
     spool: Option<File>,
 }
@@ -22,6 +25,11 @@ impl ReadyLayer {
     /// Whether its bytes wait in a spool file (they were made to learn its digests).
     pub fn spooled(&self) -> bool {
         self.spool.is_some()
+    }
+
+    /// The spool file holding the layer's bytes, if they had to be made.
+    pub fn into_spool(self) -> Option<File> {
+        self.spool
     }
 }
 
@@ -32,6 +40,7 @@ impl Store {
         if let Some(digest) = self.known_layer_digest(&key)? {
             return Ok(ReadyLayer {
                 layer: Layer { key, digest },
+                left_out: LeftOut::default(),
                 spool: None,
             });
         }
@@ -42,17 +51,21 @@ impl Store {
             let spool = out
                 .into_inner()
                 .map_err(|e| Error::Output(e.into_error()))?;
-            Ok((made.digest, Some(spool)))
+            Ok((made.digest, made.left_out, Some(spool)))
         })();
-        let (digest, spool) = match spooled {
+        let (digest, left_out, spool) = match spooled {
             Ok(made) => made,
             // No room for it: made once to learn its digest, and again to be written out, as
             // it would be without a spool.
-            Err(Error::Output(e)) if is_out_of_space(&e) => (self.layer_digest(&key)?, None),
+            Err(Error::Output(e)) if is_out_of_space(&e) => {
+                let made = self.write_layer(&key, &mut std::io::sink())?;
+                (made.digest, made.left_out, None)
+            }
             Err(e) => return Err(e),
         };
         Ok(ReadyLayer {
             layer: Layer { key, digest },
+            left_out,
             spool,
         })
     }

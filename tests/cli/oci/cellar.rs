@@ -87,6 +87,17 @@ pub(crate) fn snap_dir(store: &TestStore, root: &Path, name: &str, label: &str) 
     }
 }
 
+/// Two snapshots of lineage `vm`: `image_tree`, then the same with `names/` gone and
+/// `etc/new` added.
+pub(crate) fn two_snapshots(store: &TestStore) -> (Snap, Snap) {
+    let root = store.scratch("tree");
+    image_tree(&root);
+    let s1 = snap_dir(store, &root, "vm", "1");
+    std::fs::remove_dir_all(root.join("names")).unwrap();
+    write_file(&root.join("etc/new"), b"new\n");
+    (s1, snap_dir(store, &root, "vm", "2"))
+}
+
 /// `cellar serve` on an ephemeral loopback port, killed on drop.
 pub(crate) struct Served {
     pub(crate) child: Child,

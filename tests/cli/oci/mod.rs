@@ -37,6 +37,7 @@ mod push;
 mod push_auth;
 mod push_tls;
 mod serve;
+mod serve_compressed;
 mod serve_process;
 mod written_layer;
 

@@ -1,8 +1,6 @@
 //! `cellar serve`: a read-only registry that skopeo pulls from, with the distribution API's
 //! answers checked by hand.
 
-use std::fs;
-
 use super::cellar::*;
 use super::*;
 use crate::common::*;
@@ -20,12 +18,7 @@ fn tag_list(ids: &[&str]) -> serde_json::Value {
 #[test]
 fn skopeo_pulls_full_and_incremental_images_that_unpack_to_the_tree() {
     let store = TestStore::new();
-    let root = store.scratch("tree");
-    image_tree(&root);
-    let s1 = snap_dir(&store, &root, "vm", "1");
-    fs::remove_dir_all(root.join("names")).unwrap();
-    write_file(&root.join("etc/new"), b"new\n");
-    let s2 = snap_dir(&store, &root, "vm", "2");
+    let (s1, s2) = two_snapshots(&store);
 
     for mode in ["full", "incremental"] {
         let served = Served::start(&store, &["--layers", mode]);
