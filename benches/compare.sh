@@ -319,6 +319,9 @@ out=$work/results.md
     "$here/benches/image.sh" "$work/step3.tar" | sed 's/^/    /'
     "$here/benches/image.sh" "$work/step3.tar" "$work/step2.tar" | sed 's/^/    /'
     "$here/benches/image.sh" --pulled-parent "$work/step3.tar" "$work/step2.tar" | sed 's/^/    /'
+    echo "and the same two without a client's image, cellar serving zstd layers:"
+    "$here/benches/image.sh" --compression zstd "$work/step3.tar" | sed 's/^/    /'
+    "$here/benches/image.sh" --compression zstd "$work/step3.tar" "$work/step2.tar" | sed 's/^/    /'
     echo '```'
     [[ -n $rustic_note ]] && echo "$rustic_note"
     true

@@ -355,17 +355,33 @@ impl Store {
         super::synth::write_tree(&self.tree(snap)?, None)
     }
 
-    /// A layer through the encoder `enc` (which writes into a hashing output), hashed on its way
-    /// in for the diff_id; `finish` ends the encoder and gives that output back.
+    /// A layer through the encoder `enc` (which writes into a hashing output): the tar is made
+    /// on a second thread (`pipe`), hashed there for the diff_id, and compressed on this one;
+    /// `finish` ends the encoder and gives that output back. An exact stream's diff_id is the
+    /// sha256 its export checks the bytes against, so it is not hashed again.
     fn write_compressed<'a, E: Write>(
         &self,
         spec: &LayerSpec,
-        enc: E,
+        mut enc: E,
         finish: impl FnOnce(E) -> std::io::Result<Hashing<&'a mut dyn Write>>,
     ) -> Result<(LayerDigest, LeftOut)> {
-        let mut raw = Hashing::new(enc);
-        let left_out = self.write_raw_layer(spec, &mut raw)?;
-        let (enc, diff_id, _) = raw.finish();
+        let recorded = match *spec {
+            LayerSpec::Exact(id) => Some(Digest::from_hex_sha256(
+                &self.snapshot_by_id(&id)?.stream_sha256,
+            )?),
+            _ => None,
+        };
+        let (left_out, diff_id) = super::pipe::made_beside(
+            |raw| match recorded {
+                Some(diff_id) => Ok((self.write_raw_layer(spec, raw)?, diff_id)),
+                None => {
+                    let mut hashed = Hashing::new(raw);
+                    let left_out = self.write_raw_layer(spec, &mut hashed)?;
+                    Ok((left_out, hashed.finish().1))
+                }
+            },
+            &mut enc,
+        )?;
         let stored = finish(enc).map_err(out_err)?;
         Ok((layer_digests(stored, Some(diff_id))?, left_out))
     }

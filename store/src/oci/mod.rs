@@ -9,6 +9,7 @@ mod digest;
 mod image;
 mod layer;
 mod layout;
+mod pipe;
 mod ready;
 mod settings;
 mod synth;
