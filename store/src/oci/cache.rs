@@ -183,3 +183,61 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest as _;
+    use std::io::Read;
+
+    /// A digest cached for another deflate implementation's bytes (`gzip-6`, miniz_oxide's) is
+    /// not the one a gzip layer is checked against now: the layer is made and cached anew,
+    /// and gc drops the old row.
+    #[test]
+    fn gzip_digests_of_the_old_deflate_are_not_used() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("f"), b"data\n".repeat(1000)).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let snap = crate::fuzzing::snapshot_of_tar(root.path(), src.path(), &["f".to_string()]);
+        let store = Store::open(root.path()).unwrap();
+        let key = LayerKey {
+            spec: LayerSpec::Exact(snap.id),
+            codec: Codec::Gzip,
+        };
+        let old_key = key.to_string().replace("gzip-6-zlibrs", "gzip-6");
+        assert_ne!(old_key, key.to_string());
+        let bogus = format!("sha256:{}", "ab".repeat(32));
+        store
+            .db()
+            .immediate(|tx| {
+                tx.execute(
+                    "INSERT INTO layer_digests (key, digest, size, diff_id) VALUES (?1, ?2, 1, ?2)",
+                    params![old_key, bogus],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.cached_layer_digest(&key).unwrap(), None);
+
+        let mut out = Vec::new();
+        let made = store.write_layer(&key, &mut out).unwrap();
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(&out[..])
+            .read_to_end(&mut tar)
+            .unwrap();
+        assert_eq!(hex::encode(sha2::Sha256::digest(&tar)), snap.stream_sha256);
+        assert_eq!(store.cached_layer_digest(&key).unwrap(), Some(made.digest));
+
+        store.prune_image_cache().unwrap();
+        let rows: i64 = store
+            .db()
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM layer_digests WHERE key = ?1",
+                [&old_key],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(rows, 0);
+    }
+}

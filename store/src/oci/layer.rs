@@ -67,10 +67,12 @@ impl Codec {
     }
 
     /// The codec and every setting that shapes its output: part of a cached digest's key.
+    /// The deflate implementation shapes gzip's bytes too: `gzip-6` was miniz_oxide's, whose
+    /// cached digests zlib-rs's bytes would not match.
     fn key(self) -> String {
         match self {
             Codec::None => "none".into(),
-            Codec::Gzip => format!("gzip-{GZIP_LEVEL}"),
+            Codec::Gzip => format!("gzip-{GZIP_LEVEL}-zlibrs"),
             Codec::Zstd => format!("zstd-{ZSTD_LEVEL}"),
         }
     }
