@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use cellar_store::oci::LayerKey;
+use cellar_store::oci::{Codec, LayerKey, LayerSpec};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::spool::Spooled;
+use super::spool::{Spooled, Tee};
 use super::Shared;
 use crate::output::errln;
 
@@ -161,12 +161,28 @@ pub async fn layer_body(
             return;
         }
         let _ = pinned_tx.send(Ok(()));
-        let written = shared.store.write_layer(&key, &mut w);
+        // An exact stream's export is as fast as reading a spool would be.
+        let cheap = matches!((key.spec, key.codec), (LayerSpec::Exact(_), Codec::None));
+        let spool = if cheap {
+            None
+        } else {
+            shared.store.spool().ok()
+        };
+        let mut tee = Tee::new(&mut w, spool);
+        let written = shared.store.write_layer(&key, &mut tee);
+        let spool = tee.into_spool();
         // Every byte is read: end the lease before the client can see the last of them.
         drop(lease);
         match written {
             Ok(layer) => {
                 shared.log_left_out(&layer.digest.digest, &layer.left_out);
+                if let Some(file) = spool {
+                    let size = layer.digest.size;
+                    let file = Arc::new(file);
+                    shared
+                        .spools
+                        .keep(layer.digest.digest, Spooled { file, size });
+                }
                 w.finish()
             }
             Err(e) => w.fail(e),

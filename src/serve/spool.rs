@@ -2,12 +2,14 @@
 //! synthesized tree or diff layer's) is known only once the layer is made, and the manifest
 //! that names it is asked for before any of its bytes: the pull that follows is sent the
 //! bytes that pass made, from an unnamed file in the store's `tmp/` (`Store::spool`), rather
-//! than the layer made a second time. The last used are kept, up to a budget; a layer not
+//! than the layer made a second time. The last used are kept, up to a budget. A layer not
 //! kept (or made by an earlier server, whose digest the index remembers) is made again as it
-//! is sent, and checked against its digest on the way.
+//! is sent, checked against its digest on the way, and kept as it goes (`Tee`): a server
+//! gzips a layer once, however many clients pull it.
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::io::{self, BufWriter, Write};
 use std::sync::{Arc, Mutex};
 
 use cellar_store::oci::{Digest, ImageOptions, LayerKey, LeftOut};
@@ -15,9 +17,10 @@ use cellar_store::{Snapshot, Store};
 
 use crate::output::errln;
 
-/// Spool files kept at most, and their bytes at most: the newest is kept whatever its size,
-/// since the pull that asked for it comes next.
-const KEPT: usize = 16;
+/// Spool files kept at most (several images of up to `CHAIN_LEN` layers each), and their
+/// bytes at most: the newest is kept whatever its size, since the pull that asked for it
+/// comes next.
+const KEPT: usize = 64;
 const KEPT_BYTES: u64 = 4 << 30;
 
 #[derive(Clone)]
@@ -69,7 +72,7 @@ impl Spools {
         Ok(())
     }
 
-    fn keep(&self, digest: Digest, spooled: Spooled) {
+    pub fn keep(&self, digest: Digest, spooled: Spooled) {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         kept.retain(|(d, _)| *d != digest);
         kept.push_back((digest, spooled));
@@ -89,5 +92,42 @@ impl Spools {
         let spooled = entry.1.clone();
         kept.push_back(entry);
         Some(spooled)
+    }
+}
+
+/// A download's bytes on their way to `out`, also written to a spool file for the downloads
+/// after it. A spool that cannot be written is given up; the download goes on.
+pub struct Tee<'a, W> {
+    out: &'a mut W,
+    spool: Option<BufWriter<File>>,
+}
+
+impl<'a, W: Write> Tee<'a, W> {
+    pub fn new(out: &'a mut W, spool: Option<File>) -> Self {
+        Tee {
+            out,
+            spool: spool.map(|f| BufWriter::with_capacity(1 << 20, f)),
+        }
+    }
+
+    /// The spool file, whole, if every byte went into it.
+    pub fn into_spool(self) -> Option<File> {
+        self.spool?.into_inner().ok()
+    }
+}
+
+impl<W: Write> Write for Tee<'_, W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(data)?;
+        if let Some(spool) = &mut self.spool {
+            if spool.write_all(&data[..n]).is_err() {
+                self.spool = None;
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }

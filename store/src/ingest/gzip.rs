@@ -14,8 +14,8 @@ pub(crate) struct GzipMembers<R: BufRead> {
 }
 
 enum State<R: BufRead> {
-    /// In a member.
-    Member(GzDecoder<R>),
+    /// In a member (boxed: the decoder's state is large, and the state moves on every read).
+    Member(Box<GzDecoder<R>>),
     /// After one, not yet known whether another follows (looked at again if the look failed).
     Between(R),
     End,
@@ -24,7 +24,7 @@ enum State<R: BufRead> {
 impl<R: BufRead> GzipMembers<R> {
     pub(crate) fn new(input: R) -> Self {
         GzipMembers {
-            state: State::Member(GzDecoder::new(input)),
+            state: State::Member(Box::new(GzDecoder::new(input))),
         }
     }
 }
@@ -38,7 +38,7 @@ impl<R: BufRead> Read for GzipMembers<R> {
                 State::Member(mut member) => match member.read(buf) {
                     Ok(0) if !buf.is_empty() => {
                         // The member ended, its trailer read and nothing after it consumed.
-                        self.state = State::Between(member.into_inner());
+                        self.state = State::Between((*member).into_inner());
                     }
                     read => {
                         self.state = State::Member(member);
@@ -46,7 +46,7 @@ impl<R: BufRead> Read for GzipMembers<R> {
                     }
                 },
                 State::Between(mut rest) => match another_member(&mut rest) {
-                    Ok(true) => self.state = State::Member(GzDecoder::new(rest)),
+                    Ok(true) => self.state = State::Member(Box::new(GzDecoder::new(rest))),
                     Ok(false) => return Ok(0),
                     Err(e) => {
                         self.state = State::Between(rest);
