@@ -98,7 +98,7 @@ impl Store {
         // has the mark pass over them instead of dropping them.
         let stale = sweep::stale_leases(self)?;
         report.stale_leases = stale.len() as u64;
-        let unlisted = sweep::unlisted_snapshots(self, &stale, opts)?;
+        let unlisted = sweep::unlisted_snapshots(self, &stale)?;
         if let Some((pack, id)) = unlisted.first() {
             return Err(Error::Refused(format!(
                 "{} holds snapshot {}{}, which the index does not list: an ingest \

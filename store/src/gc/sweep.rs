@@ -221,15 +221,23 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
         .unwrap_or_default()
 }
 
-/// The pack names the index holds, and the time before which an unindexed pack is a
-/// leftover: the grace period, and the oldest live ingest (its packs are sealed long before
-/// its commit indexes them).
-/// Leases in `stale` (their processes are gone) hold nothing.
-fn indexed_and_limit(
-    store: &Store,
-    grace_secs: u64,
-    stale: &[i64],
-) -> Result<(HashSet<Vec<u8>>, SystemTime)> {
+/// What gc goes by for pack files no index row names.
+struct Unindexed {
+    /// The pack names the index holds.
+    indexed: HashSet<Vec<u8>>,
+    /// Before this an unindexed pack is a leftover: the grace period, and the oldest live
+    /// ingest (its packs are sealed long before its commit indexes them).
+    limit: SystemTime,
+    /// Before this an unindexed pack is no live ingest's: the oldest live ingest's start
+    /// (now, without one). A last pack is sealed after its ingest's lease began.
+    live: SystemTime,
+    /// Whether an ingest's lease is in `stale`: its process is gone, and it may have died
+    /// committing, after `live`.
+    dead_ingest: bool,
+}
+
+/// `Unindexed` now. Leases in `stale` (their processes are gone) hold nothing.
+fn unindexed(store: &Store, grace_secs: u64, stale: &[i64]) -> Result<Unindexed> {
     let db = store.db();
     let mut stmt = db.conn().prepare("SELECT name FROM packs")?;
     let rows = stmt.query_map([], |r| r.get(0))?;
@@ -238,27 +246,40 @@ fn indexed_and_limit(
         .conn()
         .prepare("SELECT id, started FROM leases WHERE holder = ?1")?;
     let mut oldest: Option<i64> = None;
+    let mut dead_ingest = false;
     for row in stmt.query_map([super::lease::INGEST], |r| Ok((r.get(0)?, r.get(1)?)))? {
         let (id, started): (i64, i64) = row?;
-        if !stale.contains(&id) {
+        if stale.contains(&id) {
+            dead_ingest = true;
+        } else {
             oldest = Some(oldest.map_or(started, |o| o.min(started)));
         }
     }
-    let mut limit = before_grace(grace_secs);
-    if let Some(s) = oldest {
-        // Lease times are whole seconds: one more keeps a pack sealed that second.
-        let lease = SystemTime::UNIX_EPOCH + Duration::from_secs((s.max(1) - 1) as u64);
-        limit = limit.min(lease);
-    }
-    Ok((indexed, limit))
+    // Lease times are whole seconds: one more keeps a pack sealed that second.
+    let live = oldest.map_or_else(SystemTime::now, |s| {
+        SystemTime::UNIX_EPOCH + Duration::from_secs((s.max(1) - 1) as u64)
+    });
+    Ok(Unindexed {
+        indexed,
+        limit: before_grace(grace_secs).min(live),
+        live,
+        dead_ingest,
+    })
 }
 
-/// Pack files under `packs/` that no index row names and that are older than `limit`.
-fn unindexed_packs(root: &Path, indexed: &HashSet<Vec<u8>>, limit: SystemTime) -> Vec<PathBuf> {
+/// Pack files under `packs/` that no index row names and that are older than `limit` (any
+/// age without one).
+fn unindexed_packs(
+    root: &Path,
+    indexed: &HashSet<Vec<u8>>,
+    limit: Option<SystemTime>,
+) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for dir in files(&root.join(layout::PACKS_DIR)) {
         for f in files(&dir) {
-            if pack_id(&f).is_some_and(|id| !indexed.contains(&id.0[..])) && older_than(&f, limit) {
+            if pack_id(&f).is_some_and(|id| !indexed.contains(&id.0[..]))
+                && limit.is_none_or(|limit| older_than(&f, limit))
+            {
                 out.push(f);
             }
         }
@@ -266,19 +287,28 @@ fn unindexed_packs(root: &Path, indexed: &HashSet<Vec<u8>>, limit: SystemTime) -
     out
 }
 
-/// Snapshot records in the packs gc would delete as leftovers that name a snapshot the index
-/// does not list and no forget record names. Such a pack is left by an ingest killed between
-/// sealing its last pack and committing, or by an index that lost its last commits (a lost
-/// `-wal`, a restored copy of `cellar.db`): `repair-index` restores those snapshots (FORMAT
-/// §14), so gc must delete neither their packs nor anything they reach.
+/// Snapshot records in packs no index row names, of snapshots the index does not list and no
+/// forget record names, that no live ingest is committing. Such a pack is left by an ingest
+/// killed between sealing its last pack and committing, or by an index that lost its last
+/// commits (a lost `-wal`, a restored copy of `cellar.db`): `repair-index` restores those
+/// snapshots (FORMAT §14), so gc must delete nothing they reach. Whatever its age: an
+/// ingest's earlier packs are older than its last, which holds the record, so a record in a
+/// pack too young to go may need packs old enough to go, and indexed chunks gc would condemn.
 pub(super) fn unlisted_snapshots(
     store: &Store,
     stale: &[i64],
-    opts: &GcOptions,
 ) -> Result<Vec<(PathBuf, SnapshotId)>> {
-    let (indexed, limit) = indexed_and_limit(store, opts.grace_secs, stale)?;
+    let u = unindexed(store, 0, stale)?;
+    let mut found = unlisted_records(store, &u)?;
+    found.retain(|(pack, _)| u.dead_ingest || older_than(pack, u.live));
+    Ok(found)
+}
+
+/// `unlisted_in` every unindexed pack but the last packs of killed ingests (their markers
+/// say no commit of theirs began).
+fn unlisted_records(store: &Store, u: &Unindexed) -> Result<Vec<(PathBuf, SnapshotId)>> {
     let abandoned: HashSet<PackId> = abandoned_packs(store.root()).into_values().collect();
-    let mut packs = unindexed_packs(store.root(), &indexed, limit);
+    let mut packs = unindexed_packs(store.root(), &u.indexed, None);
     packs.retain(|p| pack_id(p).is_none_or(|id| !abandoned.contains(&id)));
     unlisted_in(store, &packs)
 }
@@ -347,8 +377,19 @@ pub(super) fn orphans(
     report: &mut GcReport,
 ) -> Result<()> {
     let root = store.root();
-    let (indexed, limit) = indexed_and_limit(store, opts.grace_secs, stale)?;
+    let u = unindexed(store, opts.grace_secs, stale)?;
+    let (indexed, limit) = (&u.indexed, u.limit);
     let grace = before_grace(opts.grace_secs);
+    // An ingest's packs go together. While an unindexed pack holds the record of a snapshot
+    // the index does not list (a commit under way, or one that came about since gc checked)
+    // or a killed ingest's last pack is too young to go, no unindexed pack goes: those old
+    // enough may hold that snapshot's chunks, and `repair-index` would restore it without.
+    let abandoned = abandoned_packs(root);
+    let young_abandoned = abandoned.values().any(|id| {
+        let pack = layout::pack_path(root, id);
+        pack.exists() && !older_than(&pack, limit)
+    });
+    let keep_unindexed = young_abandoned || !unlisted_records(store, &u)?.is_empty();
     let mut remove = |path: &Path| -> Result<()> {
         let size = fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
         if !opts.dry_run {
@@ -358,15 +399,18 @@ pub(super) fn orphans(
         report.bytes_freed += size;
         Ok(())
     };
-    for f in unindexed_packs(root, &indexed, limit) {
-        remove(&f)?;
+    if !keep_unindexed {
+        for f in unindexed_packs(root, indexed, Some(limit)) {
+            remove(&f)?;
+        }
     }
     // A killed ingest's marker stays as long as its pack: the pack goes as any leftover does
     // (above, once older than the grace), and while both are there the marker keeps gc's
     // refusal off it.
-    for (marker, id) in abandoned_packs(root) {
+    for (marker, id) in abandoned {
         let pack = layout::pack_path(root, &id);
-        if indexed.contains(&id.0[..]) || !pack.exists() || older_than(&pack, limit) {
+        let gone = !keep_unindexed && older_than(&pack, limit);
+        if indexed.contains(&id.0[..]) || !pack.exists() || gone {
             remove(&marker)?;
         }
     }
