@@ -169,6 +169,9 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
         discard();
         return Err(e);
     }
+    if keep_current || readable_index(root) {
+        carry_image_caches(&tmp, &root.join(layout::DB_FILE));
+    }
     // The new index is its file alone (its WAL was folded in); reading it just now left
     // a `-shm` (and an empty `-wal`) beside it, which would stay in tmp/ as leftovers.
     for f in &sidecars(&tmp)[1..] {
@@ -183,6 +186,50 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
     report.moved = move_aside(root)?;
     install_new_index(root)?;
     Ok(report)
+}
+
+/// The image caches (FORMAT §16.5) of an old index SQLite finds sound, into the rebuilt one:
+/// a registry client given a manifest just before the repair still finds its blobs, and no
+/// layer is made again to learn a digest the old index knew. Rows of snapshots the rebuild
+/// lacks are gc's to drop, as ever. Caches only: where copying fails, they are left behind
+/// and made again when asked for.
+fn carry_image_caches(new: &Path, old: &Path) {
+    use rusqlite::{Connection, OpenFlags};
+    let copy = || -> rusqlite::Result<()> {
+        // Read-only, so closing it checkpoints nothing: the old index is moved aside as it is.
+        let from = Connection::open_with_flags(old, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let mut to = Connection::open(new)?;
+        let tx = to.transaction()?;
+        {
+            let mut read = from.prepare("SELECT key, digest, size, diff_id FROM layer_digests")?;
+            let mut write = tx.prepare(
+                "INSERT OR IGNORE INTO layer_digests (key, digest, size, diff_id)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut rows = read.query([])?;
+            while let Some(r) = rows.next()? {
+                let row: (String, String, i64, String) =
+                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+                write.execute(rusqlite::params![row.0, row.1, row.2, row.3])?;
+            }
+            let mut read =
+                from.prepare("SELECT digest, media_type, bytes, snapshot FROM image_blobs")?;
+            let mut write = tx.prepare(
+                "INSERT OR IGNORE INTO image_blobs (digest, media_type, bytes, snapshot)
+                 SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM snapshots WHERE id = ?4)",
+            )?;
+            let mut rows = read.query([])?;
+            while let Some(r) = rows.next()? {
+                let row: (String, String, Vec<u8>, String) =
+                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+                write.execute(rusqlite::params![row.0, row.1, row.2, row.3])?;
+            }
+        }
+        tx.commit()?;
+        // Into the file itself: only the file is moved into place.
+        to.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+    };
+    let _ = copy();
 }
 
 /// Finish a `repair-index` that was killed while it swapped the indexes: where there is no
@@ -463,6 +510,37 @@ mod tests {
 
     fn order(snaps: Vec<Snapshot>) -> Vec<u8> {
         commit_order(snaps).iter().map(|s| s.id.0[0]).collect()
+    }
+
+    /// Cached layer digests and image blobs survive a rebuild of a sound index: a client
+    /// given a manifest before it still finds the manifest's blobs.
+    #[test]
+    fn image_caches_survive_a_repair() {
+        use crate::oci::{Codec, ImageOptions, LayerKey, LayerSpec};
+        let src = tempfile::tempdir().unwrap();
+        fs::write(src.path().join("f"), b"data\n").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let snap = crate::fuzzing::snapshot_of_tar(root.path(), src.path(), &["f".to_string()]);
+        let store = Store::open(root.path()).unwrap();
+        let opts = ImageOptions {
+            codec: Codec::Zstd,
+            ..Default::default()
+        };
+        let image = store.image(&snap, &opts).unwrap();
+        let key = LayerKey {
+            spec: LayerSpec::Exact(snap.id),
+            codec: Codec::Zstd,
+        };
+        let digest = store.cached_layer_digest(&key).unwrap().expect("cached");
+        drop(store);
+
+        repair_index(root.path(), false, &|_| {}).unwrap();
+        let store = Store::open(root.path()).unwrap();
+        assert_eq!(store.cached_layer_digest(&key).unwrap(), Some(digest));
+        let all = |_: &SnapshotId| true;
+        for blob in [&image.config_digest, &image.manifest_digest] {
+            assert!(store.find_blob(blob, &all).unwrap().is_some(), "{blob}");
+        }
     }
 
     #[test]
