@@ -178,10 +178,7 @@ pub async fn layer_body(
                 shared.log_left_out(&layer.digest.digest, &layer.left_out);
                 if let Some(file) = spool {
                     let size = layer.digest.size;
-                    let file = Arc::new(file);
-                    shared
-                        .spools
-                        .keep(layer.digest.digest, Spooled { file, size });
+                    shared.spools.keep(layer.digest.digest, size, file);
                 }
                 w.finish()
             }

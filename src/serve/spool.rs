@@ -65,14 +65,18 @@ impl Spools {
             left_out(&ready.layer.digest.digest, &ready.left_out);
             let (digest, size) = (ready.layer.digest.digest.clone(), ready.layer.digest.size);
             if let Some(file) = ready.into_spool() {
-                let file = Arc::new(file);
-                self.keep(digest, Spooled { file, size });
+                self.keep(digest, size, file);
             }
         }
         Ok(())
     }
 
-    pub fn keep(&self, digest: Digest, spooled: Spooled) {
+    /// Keep `file`, the `size` bytes of the layer with this digest, as the last to go.
+    pub fn keep(&self, digest: Digest, size: u64, file: File) {
+        let spooled = Spooled {
+            file: Arc::new(file),
+            size,
+        };
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         kept.retain(|(d, _)| *d != digest);
         kept.push_back((digest, spooled));

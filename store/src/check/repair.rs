@@ -102,7 +102,8 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
         discard();
         return Err(e);
     }
-    let keep_current = !force && readable_index(root);
+    let old_sound = readable_index(root);
+    let keep_current = !force && old_sound;
     if report.skipped_packs > 0 && keep_current {
         discard();
         let why: Vec<&str> = report.warnings.iter().map(String::as_str).take(3).collect();
@@ -169,7 +170,7 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
         discard();
         return Err(e);
     }
-    if keep_current || readable_index(root) {
+    if old_sound {
         carry_image_caches(&tmp, &root.join(layout::DB_FILE));
     }
     // The new index is its file alone (its WAL was folded in); reading it just now left
@@ -194,42 +195,45 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
 /// lacks are gc's to drop, as ever. Caches only: where copying fails, they are left behind
 /// and made again when asked for.
 fn carry_image_caches(new: &Path, old: &Path) {
-    use rusqlite::{Connection, OpenFlags};
-    let copy = || -> rusqlite::Result<()> {
+    use rusqlite::{types::Value, Connection, OpenFlags, Transaction};
+    // Every row `select` gives, through `insert` (one parameter per column).
+    let copy = |from: &Connection, to: &Transaction, select: &str, insert: &str| {
+        let mut write = to.prepare(insert)?;
+        let mut read = from.prepare(select)?;
+        let columns = read.column_count();
+        let mut rows = read.query([])?;
+        while let Some(r) = rows.next()? {
+            let row = (0..columns)
+                .map(|i| r.get::<_, Value>(i))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            write.execute(rusqlite::params_from_iter(row))?;
+        }
+        Ok::<_, rusqlite::Error>(())
+    };
+    let carry = || -> rusqlite::Result<()> {
         // Read-only, so closing it checkpoints nothing: the old index is moved aside as it is.
         let from = Connection::open_with_flags(old, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let mut to = Connection::open(new)?;
         let tx = to.transaction()?;
-        {
-            let mut read = from.prepare("SELECT key, digest, size, diff_id FROM layer_digests")?;
-            let mut write = tx.prepare(
-                "INSERT OR IGNORE INTO layer_digests (key, digest, size, diff_id)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            let mut rows = read.query([])?;
-            while let Some(r) = rows.next()? {
-                let row: (String, String, i64, String) =
-                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-                write.execute(rusqlite::params![row.0, row.1, row.2, row.3])?;
-            }
-            let mut read =
-                from.prepare("SELECT digest, media_type, bytes, snapshot FROM image_blobs")?;
-            let mut write = tx.prepare(
-                "INSERT OR IGNORE INTO image_blobs (digest, media_type, bytes, snapshot)
-                 SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM snapshots WHERE id = ?4)",
-            )?;
-            let mut rows = read.query([])?;
-            while let Some(r) = rows.next()? {
-                let row: (String, String, Vec<u8>, String) =
-                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-                write.execute(rusqlite::params![row.0, row.1, row.2, row.3])?;
-            }
-        }
+        copy(
+            &from,
+            &tx,
+            "SELECT key, digest, size, diff_id FROM layer_digests",
+            "INSERT OR IGNORE INTO layer_digests (key, digest, size, diff_id)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        copy(
+            &from,
+            &tx,
+            "SELECT digest, media_type, bytes, snapshot FROM image_blobs",
+            "INSERT OR IGNORE INTO image_blobs (digest, media_type, bytes, snapshot)
+             SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM snapshots WHERE id = ?4)",
+        )?;
         tx.commit()?;
         // Into the file itself: only the file is moved into place.
         to.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
     };
-    let _ = copy();
+    let _ = carry();
 }
 
 /// Finish a `repair-index` that was killed while it swapped the indexes: where there is no

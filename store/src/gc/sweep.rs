@@ -299,17 +299,20 @@ pub(super) fn unlisted_snapshots(
     stale: &[i64],
 ) -> Result<Vec<(PathBuf, SnapshotId)>> {
     let u = unindexed(store, 0, stale)?;
-    let mut found = unlisted_records(store, &u)?;
+    let mut found = unlisted_records(store, &u, &abandoned_packs(store.root()))?;
     found.retain(|(pack, _)| u.dead_ingest || older_than(pack, u.live));
     Ok(found)
 }
 
-/// `unlisted_in` every unindexed pack but the last packs of killed ingests (their markers
-/// say no commit of theirs began).
-fn unlisted_records(store: &Store, u: &Unindexed) -> Result<Vec<(PathBuf, SnapshotId)>> {
-    let abandoned: HashSet<PackId> = abandoned_packs(store.root()).into_values().collect();
+/// `unlisted_in` every unindexed pack but the `abandoned` last packs of killed ingests (their
+/// markers say no commit of theirs began).
+fn unlisted_records(
+    store: &Store,
+    u: &Unindexed,
+    abandoned: &HashMap<PathBuf, PackId>,
+) -> Result<Vec<(PathBuf, SnapshotId)>> {
     let mut packs = unindexed_packs(store.root(), &u.indexed, None);
-    packs.retain(|p| pack_id(p).is_none_or(|id| !abandoned.contains(&id)));
+    packs.retain(|p| pack_id(p).is_none_or(|id| !abandoned.values().any(|a| *a == id)));
     unlisted_in(store, &packs)
 }
 
@@ -389,7 +392,7 @@ pub(super) fn orphans(
         let pack = layout::pack_path(root, id);
         pack.exists() && !older_than(&pack, limit)
     });
-    let keep_unindexed = young_abandoned || !unlisted_records(store, &u)?.is_empty();
+    let keep_unindexed = young_abandoned || !unlisted_records(store, &u, &abandoned)?.is_empty();
     let mut remove = |path: &Path| -> Result<()> {
         let size = fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
         if !opts.dry_run {
