@@ -37,7 +37,7 @@ pub struct Store {
     db: Mutex<Db>,
     /// Keyed by (pack, payload offset): gc frees `frames` row ids for reuse.
     frames: Frames,
-    packs: Mutex<LruCache<PackId, Arc<File>>>,
+    packs: Mutex<LruCache<PackId, Arc<read::OpenPack>>>,
     dirs: DirCache,
     /// Where chunks are, learned whenever a frame is read from its pack: one query gives the
     /// locations of all the frame's chunks, so reading a stream back costs a query per frame
