@@ -5,6 +5,7 @@ mod closed_fds;
 mod cmd;
 mod fuse;
 mod output;
+mod procs;
 mod progress;
 mod registry;
 mod serve;

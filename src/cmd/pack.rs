@@ -25,7 +25,7 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
     crate::signals::end_on_interrupt(held, move |sig| {
         let mut stopped = stop.lock().unwrap_or_else(|e| e.into_inner());
         *stopped = true;
-        super::source::stop_descendants(|| true);
+        crate::procs::stop_descendants(|| true);
         errln!("cellar: interrupted by signal {sig}; smolvm stopped");
     });
     let opts = ImageOptions {
@@ -84,7 +84,7 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
 }
 
 fn run_smolvm(args: &PackArgs, reference: &str, stopping: &Mutex<bool>) -> anyhow::Result<()> {
-    super::source::adopt_orphans();
+    crate::procs::adopt_orphans();
     let mut command = Command::new(&args.smolvm);
     let spawning = stopping.lock().unwrap_or_else(|e| e.into_inner());
     if *spawning {

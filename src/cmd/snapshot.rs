@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use cellar_store::tar::{write_dir, DirOptions};
-use cellar_store::{Error, IngestInput, IngestOptions, IngestReport, Store};
+use cellar_store::{Error, IngestInput, IngestOptions, IngestReport, Store, WriterExited};
 use serde::Serialize;
 
 use crate::cli::{Interrupted, SnapshotArgs, UsageError};
@@ -43,6 +43,12 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
                             give a FILE, -- CMD or --dir DIR";
     if from_stdin && std::io::stdin().is_terminal() {
         return Err(UsageError(TERMINAL.into()).into());
+    }
+    if from_stdin && stdin_is_dir() {
+        return Err(UsageError(
+            "stdin is a directory, not a tar stream; to snapshot a directory use --dir DIR".into(),
+        )
+        .into());
     }
     // Bad arguments are refused before the store is opened (or made).
     if let Some((dir, why)) = args
@@ -142,16 +148,27 @@ fn ingest(
             Err(e) => return Err(e.into()),
         }
     } else {
-        let mut cmd = SourceCommand::spawn(&args.command)?;
-        let stdout = IngestInput::pipe(cmd.child.stdout.take().expect("piped stdout"))
-            .context("reading the command's stdout")?;
+        let exited = WriterExited::default();
         let cancel = opts.cancel.clone();
+        let mut cmd = SourceCommand::spawn(
+            &args.command,
+            &args.allow_exit,
+            exited.clone(),
+            cancel.clone(),
+        )?;
+        let stdout = cmd.child.stdout.take().expect("piped stdout");
+        let stdout =
+            IngestInput::command_pipe(stdout, exited).context("reading the command's stdout")?;
         let result = store.ingest(stdout, opts, || {
             cmd.finish(&args.allow_exit, &cancel)
                 .map(|w| warnings.extend(w))
         });
         match result {
             Ok(r) => r,
+            // Stopped because the command failed: its status is the error.
+            Err(Error::Interrupted) if cmd.failed() => {
+                return Err(cmd.failed_early(&args.allow_exit));
+            }
             // Interrupted: the command, and what it started, are stopped.
             Err(Error::Interrupted) => {
                 cmd.stop();
@@ -160,6 +177,16 @@ fn ingest(
             Err(e) => return Err(cmd.explain(e)),
         }
     })
+}
+
+/// Whether stdin is a directory (`cellar snapshot - < /etc`), which reads fail with EISDIR.
+fn stdin_is_dir() -> bool {
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let Ok(fd) = stdin.as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    File::from(fd).metadata().is_ok_and(|m| m.is_dir())
 }
 
 /// Standard input: a stream, or a file when the shell redirected one (`cellar snapshot - <

@@ -4,7 +4,11 @@
 //! cellar is the command's subreaper (`PR_SET_CHILD_SUBREAPER`), so what the command leaves
 //! running when it dies (`sh -c 'tar ...; sleep 60'`) becomes cellar's child, not init's, and is
 //! stopped with it instead of outliving the snapshot. A command that succeeds may leave things
-//! running (a daemon it started): they are left alone, and not waited for.
+//! running (a daemon it started): they are left alone, and not waited for. Such a daemon may
+//! hold the command's stdout open: a thread watches for the command's exit (`watch`), and
+//! tells the ingest, which then takes the stream to end once its end-of-archive marker has
+//! come and the pipe stays idle. A command that fails stops the ingest soon after: nothing can
+//! be recorded, and the pipe may never end.
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -15,12 +19,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use cellar_store::Error;
+use cellar_store::{Error, WriterExited};
+
+use crate::procs::{adopt_orphans, reap_orphans, stop_descendants, EXIT_WAIT};
 
 /// How much of a command's stderr is kept to show when it fails.
 const STDERR_KEEP: usize = 64 << 10;
-/// How long a command whose stream broke may take to exit before it is stopped.
-const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// The end of the command's stderr, and how much came before it.
 #[derive(Default)]
@@ -36,15 +40,20 @@ pub(super) struct SourceCommand {
     stderr: Option<JoinHandle<()>>,
     stderr_text: Arc<Mutex<Kept>>,
     finished: bool,
+    /// Set once the command has exited with a status `--allow-exit` does not take.
+    failed: Arc<AtomicBool>,
 }
 
 impl SourceCommand {
-    pub fn spawn(argv: &[OsString]) -> anyhow::Result<SourceCommand> {
-        let display = argv
-            .iter()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ");
+    /// Start the command. Once it exits, `exited` is told if its status is 0 or in
+    /// `allowed`; otherwise `cancel` is set, to stop the ingest.
+    pub fn spawn(
+        argv: &[OsString],
+        allowed: &[i32],
+        exited: WriterExited,
+        cancel: Arc<AtomicBool>,
+    ) -> anyhow::Result<SourceCommand> {
+        let display = shown(argv);
         adopt_orphans();
         let mut command = Command::new(&argv[0]);
         let mut child = crate::signals::unblocked_in_child(&mut command)
@@ -69,13 +78,34 @@ impl SourceCommand {
                 }
             }
         });
+        let failed = Arc::new(AtomicBool::new(false));
+        let pid = child.id();
+        let (allowed, failing) = (allowed.to_vec(), failed.clone());
+        std::thread::spawn(move || match exit_code(pid) {
+            Some(Some(code)) if code == 0 || allowed.contains(&code) => exited.set(),
+            // Killed by a signal, or a code nobody allowed. All it wrote is in the pipe, so
+            // the stream ends (and its own error, if any, says what it wrote) unless something
+            // it left running holds the pipe: then, a moment later, the ingest is stopped.
+            Some(_) => {
+                failing.store(true, Ordering::SeqCst);
+                std::thread::sleep(EXIT_WAIT);
+                cancel.store(true, Ordering::SeqCst);
+            }
+            None => {}
+        });
         Ok(SourceCommand {
             display,
             child,
             stderr: Some(stderr),
             stderr_text,
             finished: false,
+            failed,
         })
+    }
+
+    /// Whether the command exited failing (and the ingest was told to stop for it).
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
     }
 
     /// What the command wrote on stderr. Its end is waited for, but not past `EXIT_WAIT`: a
@@ -120,6 +150,36 @@ impl SourceCommand {
                 }
             }
         };
+        self.judge(status, allowed)
+    }
+
+    /// The command failed while its stream was read (`failed`): stopped with what it started
+    /// (a daemon that holds its stdout), and its status is the error.
+    pub fn failed_early(mut self, allowed: &[i32]) -> anyhow::Error {
+        self.finished = true;
+        // It has exited (the watcher saw it): its status first, before `stop` reaps orphans.
+        let status = self.child.wait();
+        self.stop();
+        let status = match status {
+            Ok(status) => status,
+            Err(e) => {
+                return Error::SourceFailed(format!("waiting for {}: {e}", self.display)).into()
+            }
+        };
+        match self.judge(status, allowed) {
+            Err(e) => e.into(),
+            Ok(_) => Error::Interrupted.into(),
+        }
+    }
+
+    /// What the command's exit status means for the snapshot: a warning (an allowed code),
+    /// or the error that records nothing.
+    fn judge(&mut self, status: ExitStatus, allowed: &[i32]) -> Result<Option<String>, Error> {
+        // Its stderr is not waited for when it is not shown: a daemon the command started may
+        // hold it open.
+        if status.code() == Some(0) {
+            return Ok(None);
+        }
         let stderr = self.stderr_text();
         let with_stderr = |msg: String| {
             if stderr.is_empty() {
@@ -129,7 +189,6 @@ impl SourceCommand {
             }
         };
         match status.code() {
-            Some(0) => Ok(None),
             Some(code) if allowed.contains(&code) => Ok(Some(with_stderr(format!(
                 "`{}` exited with status {code} (allowed by --allow-exit)",
                 self.display
@@ -159,12 +218,18 @@ impl SourceCommand {
             format!("; its stderr:\n{stderr}")
         };
         match status {
+            // Killed by the pipe cellar closed on refusing the stream: the refusal explains.
+            Some(status) if by_sigpipe(status) => Error::SourceFailed(format!(
+                "{e}; reading the output of `{}` (stopped){said}",
+                self.display
+            ))
+            .into(),
             Some(status) if !status.success() => Error::SourceFailed(format!(
                 "`{}` failed ({status}); nothing was recorded; what it wrote: {e}{said}",
                 self.display
             ))
             .into(),
-            _ if said.is_empty() || e.is_usage() => e.into(),
+            _ if e.is_usage() => e.into(),
             _ => Error::SourceFailed(format!(
                 "{e}; reading the output of `{}`{}{said}",
                 self.display,
@@ -199,81 +264,51 @@ impl SourceCommand {
     }
 }
 
-/// Make what a child leaves running when it dies this process's child, not init's, so that
-/// `stop_descendants` finds it.
-pub(super) fn adopt_orphans() {
-    // SAFETY: prctl(2) with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-}
-
-/// Stop every process below this one: SIGTERM to them all, and SIGKILL to what is still
-/// running `EXIT_WAIT` later, or as soon as none is left and `child_done` (the direct child
-/// cellar waits on itself, whose status it may still want) says so. Orphans are reaped.
-pub(super) fn stop_descendants(mut child_done: impl FnMut() -> bool) {
-    signal(&descendants(), libc::SIGTERM);
-    let start = Instant::now();
-    while start.elapsed() < EXIT_WAIT {
-        if child_done() && descendants().is_empty() {
-            break;
+/// The command as a shell would take it, for messages: words quoted where they need it.
+fn shown(argv: &[OsString]) -> String {
+    let word = |a: &OsString| {
+        let a = a.to_string_lossy();
+        let plain = !a.is_empty()
+            && a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+        match plain {
+            true => a.into_owned(),
+            false => format!("'{}'", a.replace('\'', r"'\''")),
         }
-        reap_orphans();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    signal(&descendants(), libc::SIGKILL);
-    reap_orphans();
+    };
+    argv.iter().map(word).collect::<Vec<_>>().join(" ")
 }
 
-/// Reap exited children: the orphans a command left, and the command itself once its status
-/// no longer matters.
-fn reap_orphans() {
-    // SAFETY: waitpid(2) with a null status pointer writes nothing.
-    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+/// Whether the command ended as a writer does when its reader goes away: killed by SIGPIPE,
+/// or a shell's report of that (128 + 13).
+fn by_sigpipe(status: ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(libc::SIGPIPE) || status.code() == Some(128 + libc::SIGPIPE)
 }
 
-/// Every process (pid, parent pid) but zombies, from /proc.
-fn processes() -> Vec<(i32, i32)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
+/// Wait for process `pid` to exit without reaping it (`WNOWAIT`: its status stays for
+/// `Child::wait`): `Some(Some(code))` for an exit, `Some(None)` for a signal, `None` if it
+/// cannot be waited for.
+fn exit_code(pid: u32) -> Option<Option<i32>> {
+    loop {
+        // SAFETY: waitid(2) writes only into the zeroed siginfo it is given.
+        let (rc, info) = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let rc = libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            );
+            (rc, info)
         };
-        // The state and the parent follow the command name, which may hold spaces and
-        // parentheses: they are read after the last ')'.
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let mut fields = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace());
-        let state = fields.as_mut().and_then(|f| f.next());
-        let ppid = fields.as_mut().and_then(|f| f.next()?.parse::<i32>().ok());
-        if let (Some(state), Some(ppid)) = (state, ppid) {
-            if state != "Z" {
-                out.push((pid, ppid));
-            }
+        if rc == 0 {
+            // SAFETY: waitid filled in a child's siginfo.
+            let status = unsafe { info.si_status() };
+            return Some((info.si_code == libc::CLD_EXITED).then_some(status));
         }
-    }
-    out
-}
-
-/// The processes below this one that have not exited.
-fn descendants() -> Vec<i32> {
-    let all = processes();
-    let mut below = vec![std::process::id() as i32];
-    let mut at = 0;
-    while at < below.len() {
-        let parent = below[at];
-        below.extend(all.iter().filter(|&&(_, p)| p == parent).map(|&(c, _)| c));
-        at += 1;
-    }
-    below.split_off(1)
-}
-
-fn signal(pids: &[i32], sig: i32) {
-    for &pid in pids {
-        // SAFETY: kill(2) takes plain integers.
-        unsafe { libc::kill(pid, sig) };
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return None;
+        }
     }
 }

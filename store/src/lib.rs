@@ -45,7 +45,7 @@ pub use error::{Error, Result};
 pub use forget::{apply as apply_policy, Decision, Policy, Within};
 pub use gc::{GcOptions, GcReport, LeaseInfo, ReadLease};
 pub use ids::{ChunkId, PackId, SnapshotId, SHORT_ID_LEN};
-pub use ingest::{IngestInput, IngestOptions, IngestReport, Progress};
+pub use ingest::{IngestInput, IngestOptions, IngestReport, Progress, WriterExited};
 pub use snapshot::{validate_lookup_name, validate_name, Snapshot, DEFAULT_NAME};
 pub use stats::Stats;
 pub use store::Store;

@@ -196,6 +196,21 @@ fn excludes_and_bad_directories() {
         "{}",
         stderr(&out)
     );
+    // And on stdin (`snapshot - < DIR`), before a store is made.
+    let out = std::process::Command::new(cellar_bin())
+        .arg("--store")
+        .arg(&fresh)
+        .args(["snapshot", "-"])
+        .stdin(std::fs::File::open(&src).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stdin is a directory"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!fresh.exists(), "a refused snapshot made a store");
     let out = store.run(&["snapshot", "--exclude", "x", "-"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }

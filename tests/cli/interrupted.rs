@@ -14,6 +14,16 @@ fn temp_files(store: &TestStore) -> usize {
         .unwrap_or(0)
 }
 
+/// `snapshot -- sh -c SCRIPT`, started.
+fn snapshot_of(store: &TestStore, script: &str) -> std::process::Child {
+    store
+        .cmd(&["snapshot", "--", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn an_interrupted_snapshot_records_nothing_and_leaves_nothing() {
     let store = TestStore::new();
@@ -139,12 +149,7 @@ fn an_interrupt_after_the_stream_records_nothing() {
         mark.display(),
         ended.display()
     );
-    let child = store
-        .cmd(&["snapshot", "--", "sh", "-c", &script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = snapshot_of(&store, &script);
     wait_until("the stream to end", || mark.exists());
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
@@ -161,6 +166,35 @@ fn an_interrupt_after_the_stream_records_nothing() {
         "the snapshot waited for its command to end"
     );
     assert!(!running(&stall), "`{stall}` outlived the snapshot");
+}
+
+/// A second interrupt ends the snapshot at once, without waiting for the command to stop of
+/// its own accord (it ignores SIGTERM here), but not without it: the command, and what it
+/// started, are killed.
+#[test]
+fn a_second_interrupt_ends_at_once_and_takes_the_command_with_it() {
+    let store = TestStore::new();
+    let stall = format!("sleep 63.{}", std::process::id());
+    let mark = store.scratch("writing");
+    let script = format!(
+        "trap '' TERM; printf 'x%.0s' $(seq 600); touch '{}'; {stall}",
+        mark.display()
+    );
+    let child = snapshot_of(&store, &script);
+    wait_until("the command to write", || mark.exists());
+    let pid = child.id() as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let out = output_within_a_minute(child, "snapshot after two interrupts");
+    assert_eq!(
+        out.status.code(),
+        Some(128 + libc::SIGINT),
+        "{}",
+        stderr(&out)
+    );
+    wait_until("the command to be gone", || !running(&stall));
+    assert_eq!(store.snapshot_count(), 0);
 }
 
 /// An interrupt ends a restore where it is, saying what it leaves (exit 128 + the signal);

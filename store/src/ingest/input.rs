@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, Cursor, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::gzip::{GzipMembers, Tally};
 use super::mapped::{Block, MappedRange, Mapping};
+use super::pipe::{set_nonblocking, stalled, Idle, PipeEnd, WriterExited};
 use super::wrapper::{codec_of, SNIFF};
 use crate::error::{Error, Result};
 use crate::tar::ByteSource;
@@ -40,8 +41,9 @@ const HASHED_AHEAD: usize = 8;
 pub enum IngestInput {
     Stream(Box<dyn Read + Send>),
     /// A stream from a pipe (a command's stdout, stdin), read as a stream; the descriptor
-    /// (a duplicate) tells when the writer has nothing more for now.
-    Pipe(Box<dyn Read + Send>, OwnedFd),
+    /// (a duplicate) tells when the writer has nothing more for now, and, for a command's
+    /// pipe, whether its stream is over though the pipe stays open (`pipe.rs`).
+    Pipe(Box<dyn Read + Send>, OwnedFd, Option<WriterExited>),
     File(File),
 }
 
@@ -57,7 +59,19 @@ impl IngestInput {
     /// prints something else and waits on a prompt would otherwise hang the snapshot).
     pub fn pipe(r: impl Read + AsFd + Send + 'static) -> std::io::Result<Self> {
         let fd = r.as_fd().try_clone_to_owned()?;
-        Ok(IngestInput::Pipe(Box::new(r), fd))
+        Ok(IngestInput::Pipe(Box::new(r), fd, None))
+    }
+
+    /// The stdout of a command cellar started, read as [`IngestInput::pipe`] is. Once
+    /// `exited` is set, a plain tar stream whose end-of-archive marker has come ends when the
+    /// pipe goes quiet, though something the command left running holds it open (`pipe.rs`);
+    /// the report warns of it.
+    pub fn command_pipe(
+        r: impl Read + AsFd + Send + 'static,
+        exited: WriterExited,
+    ) -> std::io::Result<Self> {
+        let fd = r.as_fd().try_clone_to_owned()?;
+        Ok(IngestInput::Pipe(Box::new(r), fd, Some(exited)))
     }
 }
 
@@ -100,6 +114,7 @@ pub struct ChannelSource {
     stamp: Option<Stamp>,
     /// Set to stop the ingest: looked at while the input stalls (`IngestOptions::cancel`).
     cancel: Arc<AtomicBool>,
+    pipe_end: Arc<PipeEnd>,
 }
 
 /// What a write to a file changes: its size, its modification time and (whatever sets the
@@ -159,6 +174,17 @@ impl ChannelSource {
     pub fn digest(&self) -> Option<(u64, [u8; 32])> {
         self.end
     }
+
+    /// Says the end-of-archive marker has been read, for the thread reading a command's pipe.
+    pub fn marker_read(&self) -> impl Fn() + use<> {
+        let end = self.pipe_end.clone();
+        move || end.trailer.store(true, Ordering::SeqCst)
+    }
+
+    /// Whether the stream was taken to end with its pipe still open (`pipe.rs`).
+    pub fn cut_open(&self) -> bool {
+        self.pipe_end.cut.load(Ordering::SeqCst)
+    }
 }
 
 impl ByteSource for ChannelSource {
@@ -211,12 +237,14 @@ pub fn spawn(input: IngestInput, cancel: Arc<AtomicBool>) -> ChannelSource {
         IngestInput::File(file) => Stamp::take(file),
         IngestInput::Stream(_) | IngestInput::Pipe(..) => None,
     };
+    let pipe_end = Arc::new(PipeEnd::default());
+    let (end, stop) = (pipe_end.clone(), cancel.clone());
     let (raw_tx, raw_rx) = bounded(QUEUE);
     let (tx, rx) = bounded(HASHED_AHEAD);
     let (recycle, free) = bounded(QUEUE + HASHED_AHEAD + 2);
     thread::Builder::new()
         .name("cellar-input".into())
-        .spawn(move || pump(input, raw_tx, free))
+        .spawn(move || pump(input, raw_tx, free, (&end, &stop)))
         .expect("spawn input thread");
     // sha256 runs at about the speed of reading, so it gets a thread of its own.
     thread::Builder::new()
@@ -231,6 +259,7 @@ pub fn spawn(input: IngestInput, cancel: Arc<AtomicBool>) -> ChannelSource {
         end: None,
         stamp,
         cancel,
+        pipe_end,
     }
 }
 
@@ -256,10 +285,12 @@ fn hash(rx: Receiver<Raw>, tx: Sender<Msg>) {
     }
 }
 
-fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Block>) {
-    let (input, pipe) = match input {
-        IngestInput::Stream(r) => (r, None),
-        IngestInput::Pipe(r, fd) => (r, Some(fd)),
+/// `pipe`: what a command's pipe is told by the parse, and the ingest's `cancel`.
+fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Block>, pipe: (&PipeEnd, &AtomicBool)) {
+    let (end, cancel) = pipe;
+    let (input, pipe, exited) = match input {
+        IngestInput::Stream(r) => (r, None, None),
+        IngestInput::Pipe(r, fd, exited) => (r, Some(fd), exited),
         IngestInput::File(file) => match Mapping::new(&file) {
             Some(map) if codec_of(map.bytes()).is_none() => {
                 // Whatever was appended to the file since is not read: the file changed, which
@@ -269,7 +300,7 @@ fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Block>) {
                 }
                 return;
             }
-            _ => (Box::new(file) as Box<dyn Read + Send>, None),
+            _ => (Box::new(file) as Box<dyn Read + Send>, None, None),
         },
     };
     let consumed = Arc::new(AtomicU64::new(0));
@@ -280,7 +311,36 @@ fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Block>) {
             return;
         }
     };
-    read_blocks(reader, codec, consumed, pipe.as_ref(), &tx, &free)
+    // Only a plain stream's reads are the pipe's: a decoder may hold bytes it has not given
+    // out, and is not made to meet `WouldBlock`.
+    let idle = match (&pipe, &exited, codec) {
+        (Some(fd), Some(exited), None) => match set_nonblocking(fd) {
+            Ok(()) => Some(Idle {
+                fd,
+                exited,
+                end,
+                cancel,
+                gone_since: Default::default(),
+            }),
+            Err(e) => {
+                let _ = tx.send(Raw::Failed(Error::Input(e)));
+                return;
+            }
+        },
+        _ => None,
+    };
+    let pipe = Pipe {
+        fd: pipe.as_ref(),
+        idle,
+    };
+    read_blocks(reader, codec, consumed, pipe, &tx, &free)
+}
+
+/// The pipe a stream is read from, if it is one.
+struct Pipe<'a> {
+    fd: Option<&'a OwnedFd>,
+    /// For a command's plain stream: its reads do not block, and this waits instead.
+    idle: Option<Idle<'a>>,
 }
 
 /// Hand the mapped file on in blocks, each populated first; false if the ingest stopped
@@ -325,23 +385,6 @@ fn spare(free: &Receiver<Block>) -> Vec<u8> {
     Vec::new()
 }
 
-/// How long a pipe may have nothing to read before what has come is handed on. A writer that
-/// keeps up refills it far sooner (`tar` writes every few microseconds), so blocks stay whole
-/// and few; one that has stopped is noticed at once, to a person.
-const PIPE_PAUSE_MS: libc::c_int = 20;
-
-/// Whether the pipe has had nothing to read for [`PIPE_PAUSE_MS`]: its writer is waiting.
-fn stalled(pipe: &OwnedFd) -> bool {
-    let mut p = libc::pollfd {
-        fd: pipe.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one pollfd, for a descriptor `pipe` holds open. EINTR counts as data, so the
-    // read that follows decides.
-    unsafe { libc::poll(&mut p, 1, PIPE_PAUSE_MS) == 0 }
-}
-
 /// Read `reader` to its end in blocks (reusing read ones from `free`), then send the end. A
 /// block is sent when full, or, from a `pipe` whose writer has stalled, with the whole
 /// tar blocks read so far (the bytes past them start the next one): blocks stay 512-aligned
@@ -350,7 +393,7 @@ fn read_blocks(
     mut reader: Box<dyn Read + '_>,
     codec: Option<&'static str>,
     consumed: Arc<AtomicU64>,
-    pipe: Option<&OwnedFd>,
+    pipe: Pipe,
     tx: &Sender<Raw>,
     free: &Receiver<Block>,
 ) {
@@ -364,7 +407,7 @@ fn read_blocks(
         carry.clear();
         let mut eof = false;
         while n < BLOCK {
-            if n >= TAR_BLOCK && pipe.is_some_and(stalled) {
+            if n >= TAR_BLOCK && pipe.fd.is_some_and(stalled) {
                 break;
             }
             match reader.read(&mut block[n..]) {
@@ -374,6 +417,18 @@ fn read_blocks(
                 }
                 Ok(k) => n += k,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => match &pipe.idle {
+                    Some(idle) if idle.wait() => {}
+                    // Over, with the pipe still open.
+                    Some(_) => {
+                        eof = true;
+                        break;
+                    }
+                    None => {
+                        let _ = tx.send(Raw::Failed(Error::Input(e)));
+                        return;
+                    }
+                },
                 Err(e) => {
                     let err = match codec {
                         Some(codec) => Error::BadCompression {

@@ -15,7 +15,9 @@ mod hints;
 mod index;
 mod input;
 pub use input::IngestInput;
+pub use pipe::WriterExited;
 mod mapped;
+mod pipe;
 mod progress;
 mod scratch;
 pub(crate) mod sink;
@@ -253,12 +255,14 @@ impl Store {
         let mut parent =
             parent_tree.map(|root| hints::ParentFiles::new(Tree::from_root(self, root.clone())));
         let mut hints = Vec::new();
+        let marker_read = source.marker_read();
         let mut tar = TarReader::new(source);
         let mut chunker = Chunker::default();
         let mut pieces = PieceBuffer::default();
         let mut piece_list = ListBuilder::default();
         let mut members = 0u64;
         let mut tree = TreeBuilder::new(scratch, time)?;
+        let after_end;
         // Pieces are stored in order; those cut before the parent's anchors are read wait.
         let mut store_piece =
             |cut: Option<Cut>, last: bool, sink: &mut Sink, list: &mut ListBuilder| -> Result<()> {
@@ -320,13 +324,21 @@ impl Store {
                     }
                 }
                 Err(end) => {
+                    marker_read();
+                    let rest_at = tar.offset();
                     // The trailer: everything from the end-of-archive block on.
                     let mut rest = Payload(&mut tar, TarReader::rest_slice, reading);
-                    // Its first block, which says whether Go's archive/tar reads the end too.
+                    // Its first block, which says whether Go's archive/tar reads the end too,
+                    // and where it first holds something other than zeros.
                     let mut start = Vec::new();
+                    let (mut seen, mut stray) = (0u64, None);
                     let mut take_start = |c: &[u8]| {
                         let room = 512usize.saturating_sub(start.len()).min(c.len());
                         start.extend_from_slice(&c[..room]);
+                        if stray.is_none() {
+                            stray = c.iter().position(|&b| b != 0).map(|i| seen + i as u64);
+                        }
+                        seen += c.len() as u64;
                     };
                     let (chunks, payload_len) = chunk_payload(
                         &mut chunker,
@@ -339,6 +351,7 @@ impl Store {
                     if !exact::layer_reads_end(&start) || tar.saw_global_header() {
                         tree.not_exact();
                     }
+                    after_end = stray.map(|at| (rest_at - 512, rest_at + at));
                     let item = Item {
                         head: end.head,
                         payload_len,
@@ -353,13 +366,28 @@ impl Store {
         store_piece(pieces.finish(), true, sink, &mut piece_list)?;
         let root = piece_list.finish(sink)?;
         let exact_layer = tree.exact_layer();
-        let warnings = tree.take_warnings();
+        let mut warnings = tree.take_warnings();
+        if let Some((marker, at)) = after_end {
+            // GNU tar stops at the marker too ("A lone zero block"), unless --ignore-zeros.
+            warnings.push(format!(
+                "the stream goes on after its end-of-archive marker at byte {marker} (byte {at} \
+                 is not zero: archives joined end to end?): what follows is kept, and export \
+                 gives it back, but no member of it is in the tree"
+            ));
+        }
         let tree = tree.finish(sink, self, parent_tree)?;
         sink.finish()?;
-        let (stream_len, sha256) = tar
-            .into_source()?
+        let source = tar.into_source()?;
+        let (stream_len, sha256) = source
             .digest()
             .ok_or_else(|| Error::Input(std::io::Error::other("input ended without a digest")))?;
+        if source.cut_open() {
+            warnings.push(format!(
+                "the stream is taken to end at byte {stream_len}: its command has exited, but \
+                 something it left running holds its output open (what that writes after the \
+                 end-of-archive marker is not kept)"
+            ));
+        }
         Ok(Parsed {
             root,
             members,

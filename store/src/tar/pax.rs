@@ -29,23 +29,34 @@ pub fn parse_records(data: &[u8], already: usize) -> Result<Vec<PaxRecord>, (usi
             ));
         }
         let rest = &data[pos..];
-        let space = rest
-            .iter()
-            .take(20)
-            .position(|&b| b == b' ')
-            .ok_or((pos, "PAX record without a length".to_string()))?;
-        let len: usize = std::str::from_utf8(&rest[..space])
-            .ok()
-            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse().ok())
-            .ok_or((pos, "PAX record length is not a decimal number".to_string()))?;
-        if len <= space + 1 || len > rest.len() {
+        // The length's digits, then a space.
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || rest.get(digits) != Some(&b' ') {
+            let what = match digits {
+                0 => "PAX record without a length",
+                _ => "PAX record length is not followed by a space",
+            };
+            return Err((pos, what.to_string()));
+        }
+        let space = digits;
+        let shown = String::from_utf8_lossy(&rest[..space]);
+        let len = match shown.parse::<usize>() {
+            Ok(len) if len <= rest.len() => len,
+            _ => {
+                return Err((
+                    pos,
+                    format!(
+                        "PAX record length {shown} runs past the header's {} bytes",
+                        rest.len()
+                    ),
+                ))
+            }
+        };
+        // A record holds at least its length, a space, a key, '=' and a newline.
+        if len < space + 4 {
             return Err((
                 pos,
-                format!(
-                    "PAX record length {len} runs past the header's {} bytes",
-                    rest.len()
-                ),
+                format!("PAX record length {len} is too short for a record"),
             ));
         }
         let record = &rest[space + 1..len];
@@ -237,5 +248,31 @@ mod tests {
         let (at, what) =
             parse_records(b"16 path=a/b/c.t\n11 size=42\n", MAX_RECORDS - 1).unwrap_err();
         assert_eq!(at, 16, "{what}");
+    }
+
+    #[test]
+    fn a_bad_length_is_named_for_what_is_wrong_with_it() {
+        let what = |data: &[u8]| parse_records(data, 0).unwrap_err().1;
+        assert_eq!(
+            what(b"0 \n"),
+            "PAX record length 0 is too short for a record"
+        );
+        assert_eq!(
+            what(b"4 k\n"),
+            "PAX record length 4 is too short for a record"
+        );
+        assert_eq!(
+            what(b"99999999999999999999999 path=x\n"),
+            "PAX record length 99999999999999999999999 runs past the header's 31 bytes"
+        );
+        assert_eq!(
+            what(b"12 path=x\n"),
+            "PAX record length 12 runs past the header's 10 bytes"
+        );
+        assert_eq!(what(b" 5 k=\n"), "PAX record without a length");
+        assert_eq!(
+            what(b"5k=\n"),
+            "PAX record length is not followed by a space"
+        );
     }
 }

@@ -248,10 +248,11 @@ impl<S: ByteSource> TarReader<S> {
             let at = head.len();
             let n = self.read_block(&mut head)?;
             if n == 0 {
-                return Err(self.bad(
-                    start,
-                    "stream ends without an end-of-archive marker (truncated?)",
-                ));
+                let what = match start {
+                    0 => "the stream is empty: not even a tar stream's end-of-archive marker",
+                    _ => "stream ends without an end-of-archive marker (truncated?)",
+                };
+                return Err(self.bad(start, what));
             }
             if n < BLOCK {
                 let what = format!("truncated header: {n} of 512 bytes");
@@ -489,16 +490,18 @@ impl<S: ByteSource> TarReader<S> {
         if self.src.offset.saturating_sub(trailer_at) <= MAX_TRAILER {
             return Ok(());
         }
-        Err(self.bad(
-            trailer_at + MAX_TRAILER,
-            format!(
+        // No member's: the marker names the place.
+        Err(Error::BadTar {
+            offset: trailer_at + MAX_TRAILER,
+            member: None,
+            what: format!(
                 "more than {} MiB follow the end-of-archive marker at byte {}: a tar stream \
                  ends with its last record's padding, so this source does not end (is it \
                  /dev/zero or a whole disk?); cut it at the marker's record",
                 MAX_TRAILER >> 20,
                 self.end_at
             ),
-        ))
+        })
     }
 
     /// [`TarReader::read_payload`] without a copy: the next bytes of the current member's

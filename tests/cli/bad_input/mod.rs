@@ -8,6 +8,7 @@ use std::process::Output;
 use super::common::*;
 
 mod compression;
+mod left_running;
 mod sources;
 mod streams;
 

@@ -107,11 +107,12 @@ fn a_command_that_fails_before_writing_a_stream_leads_with_its_exit_status() {
     // complaint on stderr, a failing status. The status is the cause, the empty stream only
     // its symptom.
     let ts = TestStore::new();
-    let script = "echo 'machine vm1 is not running' >&2; exit 3";
+    let script = "echo \"machine vm1 is not running\" >&2; exit 3";
     let out = ts.run(&["snapshot", "--", "sh", "-c", script]);
     let err = refused(&ts, &out, "command failing before writing");
+    // The command as a shell would take it.
     let want =
-        format!("cellar: error: `sh -c {script}` failed (exit status: 3); nothing was recorded");
+        format!("cellar: error: `sh -c '{script}'` failed (exit status: 3); nothing was recorded");
     assert!(err.starts_with(&want), "{err}");
     assert!(
         err.contains("its stderr:\nmachine vm1 is not running"),
