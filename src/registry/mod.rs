@@ -102,6 +102,11 @@ impl Client {
                  HTTP ({http}: {e})",
                 self.reference.api_host()
             )),
+            // A registry that speaks no TLS answered over plain HTTP: its answer is the error.
+            Err(refused) if speaks_no_tls(&tls_error) => Err(anyhow!(
+                "{refused} (over plain HTTP, as HTTPS failed: {tls_error})"
+            )),
+            // One that does (an untrusted certificate, say) refused plain HTTP for that.
             Err(refused) => Err(anyhow!(
                 "{}; over plain HTTP: {refused}",
                 network_error(tls_error, &https)
@@ -166,7 +171,8 @@ impl Client {
             let mut resp = resp;
             let body = read_error_body(&mut resp);
             bail!(
-                "{method} {url}: the registry refused access {how}: {}",
+                "{method} {}: the registry refused access {how}: {}",
+                shown_url(url),
                 describe_status(401, &body)
             );
         }
@@ -244,9 +250,31 @@ fn check(
     }
     let body = read_error_body(&mut resp);
     Err(anyhow!(
-        "{method} {url}: {}",
+        "{method} {}: {}",
+        shown_url(url),
         describe_status(status, &body)
     ))
+}
+
+/// Whether a TLS connection failed because the server answered with something that is not
+/// TLS at all (a plain HTTP registry), rather than over TLS (a certificate not trusted).
+fn speaks_no_tls(e: &ureq::Error) -> bool {
+    let ureq::Error::Io(io) = e else {
+        return false;
+    };
+    matches!(
+        io.get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType
+        ))
+    )
+}
+
+/// A URL for a message: without its query, where an upload's `Location` keeps the
+/// registry's state (long, and it may hold a signed token).
+fn shown_url(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(path, _)| path)
 }
 
 fn read_error_body(resp: &mut Response<Body>) -> Vec<u8> {
@@ -299,7 +327,10 @@ fn network_error(e: ureq::Error, url: &str) -> anyhow::Error {
     let host = url
         .split_once("://")
         .map_or(url, |(_, rest)| rest.split('/').next().unwrap_or(rest));
-    anyhow!("cannot reach the registry at {host} ({url}): {e}")
+    anyhow!(
+        "cannot reach the registry at {host} ({}): {e}",
+        shown_url(url)
+    )
 }
 
 #[cfg(test)]

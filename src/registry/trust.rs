@@ -86,10 +86,15 @@ fn certs_d(dir: &Path) -> anyhow::Result<(Vec<Certificate<'static>>, Option<Clie
                         dir.display()
                     );
                 }
-                client = Some(ClientCert::new_with_certs(
-                    &pem_certs(path)?,
-                    pem_key(&key)?,
-                ));
+                let (certs, private) = (pem_certs(path)?, pem_key(&key)?);
+                check_pair(&certs, &private).with_context(|| {
+                    format!(
+                        "client certificate {} with key {}",
+                        path.display(),
+                        key.display()
+                    )
+                })?;
+                client = Some(ClientCert::new_with_certs(&certs, private));
             }
             Some("key") if !path.with_extension("cert").exists() => bail!(
                 "key {} has no client certificate beside it ({})",
@@ -100,6 +105,37 @@ fn certs_d(dir: &Path) -> anyhow::Result<(Vec<Certificate<'static>>, Option<Clie
         }
     }
     Ok((cas, client))
+}
+
+/// Whether TLS can present `certs` with `key`, asked as ureq asks rustls when it makes its
+/// first connection: ureq panics there on a key that is not the certificate's, or of a kind
+/// rustls cannot sign with.
+fn check_pair(certs: &[Certificate<'_>], key: &PrivateKey<'_>) -> anyhow::Result<()> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = certs
+        .iter()
+        .map(|c| CertificateDer::from(c.der()).into_owned())
+        .collect();
+    // The DER tells its kind (PKCS#1, SEC1, PKCS#8), as ureq's parse found it.
+    let der = PrivateKeyDer::try_from(key.der()).map_err(|e| anyhow!("{e}"))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_client_auth_cert(chain, der.clone_key())
+        .map_err(|e| anyhow!("{}", pair_error(&e)))?;
+    Ok(())
+}
+
+/// rustls's reason, in words.
+fn pair_error(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::InconsistentKeys(_) => {
+            "the key is not the certificate's (they do not belong together)".into()
+        }
+        rustls::Error::General(why) => format!("the key cannot be used: {why}"),
+        other => other.to_string(),
+    }
 }
 
 fn read_pem(path: &Path) -> anyhow::Result<Vec<PemItem<'static>>> {
@@ -132,5 +168,18 @@ fn pem_key(path: &Path) -> anyhow::Result<PrivateKey<'static>> {
             PemItem::PrivateKey(k) => Some(k),
             _ => None,
         })
-        .ok_or_else(|| anyhow!("{}: holds no private key", path.display()))
+        .ok_or_else(|| {
+            let pem = fs::read(path).unwrap_or_default();
+            let encrypted = [&b"ENCRYPTED PRIVATE KEY"[..], b"Proc-Type: 4,ENCRYPTED"]
+                .iter()
+                .any(|m| pem.windows(m.len()).any(|w| w == *m));
+            match encrypted {
+                true => anyhow!(
+                    "{}: the key is encrypted with a passphrase, which cellar cannot ask for \
+                     (decrypt it: openssl pkey -in KEY -out KEY)",
+                    path.display()
+                ),
+                false => anyhow!("{}: holds no private key", path.display()),
+            }
+        })
 }

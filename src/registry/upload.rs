@@ -131,7 +131,8 @@ impl Client {
         }
         if status != 202 {
             return Err(anyhow!(
-                "PATCH {location}: {}",
+                "PATCH {}: {}",
+                super::shown_url(&location),
                 super::describe_status(status, &body)
             ));
         }

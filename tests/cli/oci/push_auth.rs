@@ -97,6 +97,10 @@ fn push_takes_the_password_from_dockers_config() {
     );
     let out = push(&store, &registry, &wrong, &bin);
     assert_refused(&out, "refused access as \"cellar\"", "a wrong password");
+    // The plain HTTP registry was reached: its refusal leads, not HTTPS's failure.
+    let said = stderr(&out);
+    assert!(said.starts_with("cellar: error: GET http://"), "{said}");
+    assert!(!said.contains("cannot reach"), "{said}");
 
     // docker writes `auth`; other tools write the user and password apart, or name the
     // registry as a URL.

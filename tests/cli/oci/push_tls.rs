@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use super::push::{pull_rootfs, push, push_env, push_json, served_digest, uploaded};
 use super::*;
@@ -140,7 +141,25 @@ fn a_client_certificate_gets_into_a_registry_that_asks_for_one() {
         "no client certificate, no entry"
     );
 
+    // A key that is not the certificate's, or one under a passphrase: refused, saying so
+    // (ureq would panic on the first, and take the second for no key at all).
     let (cert, key) = registry.client_cert();
+    let other_key = registry.ca().with_extension("key");
+    cert_dir(&dir, &[("client.cert", &cert), ("client.key", &other_key)]);
+    assert_refused(
+        &push(&store, &args),
+        &["client.key", "do not belong together"],
+    );
+    let sealed = Command::new("openssl")
+        .args(["pkey", "-aes256", "-passout", "pass:secret", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(dir.join("client.key"))
+        .status()
+        .unwrap();
+    assert!(sealed.success());
+    assert_refused(&push(&store, &args), &["client.key", "encrypted"]);
+
     cert_dir(&dir, &[("client.cert", &cert), ("client.key", &key)]);
     let report = push_json(&store, &registry, &args);
     assert_eq!(uploaded(&report), [true]);
