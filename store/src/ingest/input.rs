@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::gzip::{GzipMembers, Tally};
 use super::mapped::{Block, MappedRange, Mapping};
-use super::pipe::{set_nonblocking, stalled, Idle, PipeEnd, WriterExited};
+use super::pipe::{set_nonblocking, stalled, Idle, Shared, WriterExited};
 use super::wrapper::{codec_of, SNIFF};
 use crate::error::{Error, Result};
 use crate::tar::ByteSource;
@@ -114,7 +114,7 @@ pub struct ChannelSource {
     stamp: Option<Stamp>,
     /// Set to stop the ingest: looked at while the input stalls (`IngestOptions::cancel`).
     cancel: Arc<AtomicBool>,
-    pipe_end: Arc<PipeEnd>,
+    shared: Arc<Shared>,
 }
 
 /// What a write to a file changes: its size, its modification time and (whatever sets the
@@ -177,13 +177,20 @@ impl ChannelSource {
 
     /// Says the end-of-archive marker has been read, for the thread reading a command's pipe.
     pub fn marker_read(&self) -> impl Fn() + use<> {
-        let end = self.pipe_end.clone();
+        let end = self.shared.clone();
         move || end.trailer.store(true, Ordering::SeqCst)
+    }
+
+    /// Says, once the input has been read (or failed), what it was unwrapped from: `gzip`,
+    /// `zstd`, or nothing for a plain tar stream.
+    pub fn unwrapped(&self) -> impl Fn() -> Option<&'static str> + use<> {
+        let shared = self.shared.clone();
+        move || shared.codec.get().copied()
     }
 
     /// Whether the stream was taken to end with its pipe still open (`pipe.rs`).
     pub fn cut_open(&self) -> bool {
-        self.pipe_end.cut.load(Ordering::SeqCst)
+        self.shared.cut.load(Ordering::SeqCst)
     }
 }
 
@@ -237,8 +244,8 @@ pub fn spawn(input: IngestInput, cancel: Arc<AtomicBool>) -> ChannelSource {
         IngestInput::File(file) => Stamp::take(file),
         IngestInput::Stream(_) | IngestInput::Pipe(..) => None,
     };
-    let pipe_end = Arc::new(PipeEnd::default());
-    let (end, stop) = (pipe_end.clone(), cancel.clone());
+    let shared = Arc::new(Shared::default());
+    let (end, stop) = (shared.clone(), cancel.clone());
     let (raw_tx, raw_rx) = bounded(QUEUE);
     let (tx, rx) = bounded(HASHED_AHEAD);
     let (recycle, free) = bounded(QUEUE + HASHED_AHEAD + 2);
@@ -259,7 +266,7 @@ pub fn spawn(input: IngestInput, cancel: Arc<AtomicBool>) -> ChannelSource {
         end: None,
         stamp,
         cancel,
-        pipe_end,
+        shared,
     }
 }
 
@@ -286,7 +293,7 @@ fn hash(rx: Receiver<Raw>, tx: Sender<Msg>) {
 }
 
 /// `pipe`: what a command's pipe is told by the parse, and the ingest's `cancel`.
-fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Block>, pipe: (&PipeEnd, &AtomicBool)) {
+fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Block>, pipe: (&Shared, &AtomicBool)) {
     let (end, cancel) = pipe;
     let (input, pipe, exited) = match input {
         IngestInput::Stream(r) => (r, None, None),
@@ -311,6 +318,9 @@ fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Block>, pipe: (&Pipe
             return;
         }
     };
+    if let Some(codec) = codec {
+        let _ = end.codec.set(codec);
+    }
     // Only a plain stream's reads are the pipe's: a decoder may hold bytes it has not given
     // out, and is not made to meet `WouldBlock`.
     let idle = match (&pipe, &exited, codec) {

@@ -13,7 +13,7 @@
 use std::cell::Cell;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long a pipe may have nothing to read before what has come is handed on. A writer that
@@ -44,20 +44,22 @@ impl WriterExited {
     }
 }
 
-/// Between the parse and the thread reading a command's pipe.
+/// What the input thread and the parse tell each other.
 #[derive(Default)]
-pub(super) struct PipeEnd {
+pub(super) struct Shared {
     /// The parse has read the end-of-archive marker: what comes now is the trailer.
     pub trailer: AtomicBool,
-    /// The stream was taken to end with the pipe still open.
+    /// The stream was taken to end with its pipe still open.
     pub cut: AtomicBool,
+    /// The compression the input was unwrapped from, once it is known.
+    pub codec: OnceLock<&'static str>,
 }
 
 /// What to do when the pipe has nothing to read.
 pub(super) struct Idle<'a> {
     pub fd: &'a OwnedFd,
     pub exited: &'a WriterExited,
-    pub end: &'a PipeEnd,
+    pub end: &'a Shared,
     /// The ingest's `cancel`: once set, nobody reads on.
     pub cancel: &'a AtomicBool,
     /// When the command's exit and the marker were both first seen.

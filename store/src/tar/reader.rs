@@ -148,17 +148,32 @@ const OTHER_COMPRESSIONS: [(&[u8], &str, &str); 5] = [
 /// like a compressed format that is not unwrapped (a tar header starting the same way is
 /// still read as one, and only its failure gets the hint).
 fn with_hint(what: String, offset: u64, first: &[u8]) -> String {
-    let found = OTHER_COMPRESSIONS
-        .iter()
-        .find(|(magic, ..)| offset == 0 && first.starts_with(magic));
-    match found {
-        Some((_, name, cmd)) => format!(
+    if offset != 0 {
+        return what;
+    }
+    let starts = |(magic, ..): &&(&[u8], &str, &str)| first.starts_with(magic);
+    if let Some((_, name, cmd)) = OTHER_COMPRESSIONS.iter().find(starts) {
+        return format!(
             "{what}; the stream starts like {name}-compressed data, and cellar unwraps only \
              gzip and zstd: decompress it first (`{cmd} FILE | cellar snapshot -`)"
+        );
+    }
+    // A tar stream that starts so was unwrapped once already (the input is unwrapped when
+    // it starts so).
+    match UNWRAPPED.iter().find(starts) {
+        Some((_, name, cmd)) => format!(
+            "{what}; unwrapped, the stream starts like {name}-compressed data again: was it \
+             compressed twice? (`{cmd} FILE | cellar snapshot -` takes one layer off)"
         ),
         None => what,
     }
 }
+
+/// The compressions the input unwraps, by their magic, and a command that decompresses each.
+const UNWRAPPED: [(&[u8], &str, &str); 2] = [
+    (b"\x1f\x8b", "gzip", "gzip -dc"),
+    (b"\x28\xb5\x2f\xfd", "zstd", "zstd -dc"),
+];
 
 impl<S: ByteSource> TarReader<S> {
     pub fn new(inner: S) -> Self {

@@ -91,13 +91,19 @@ fn damaged_tar_inside_good_compression() {
     let (_, tar) = fixture(&ts);
     let cut = &tar[..C_DATA + 700];
     for (what, bytes) in [("gzip", gzip(cut, &ts)), ("zstd", zstd(cut, &ts))] {
+        let inside = format!("of the tar stream inside the {what} input");
         let err = refuse_stdin(&bytes, what);
         assert_offset(&err, C_DATA + 700, what);
         assert_member(&err, "c.bin", what);
+        assert_mentions(&err, &inside, what);
         let err = refuse_file(&bytes, "cut.tar.z", what);
         assert_offset(&err, C_DATA + 700, what);
         assert_member(&err, "c.bin", what);
+        assert_mentions(&err, &inside, what);
     }
+    // A plain stream's offsets are the input's own: no such note.
+    let err = refuse_stdin(cut, "plain");
+    assert!(!err.contains("of the tar stream inside"), "{err}");
 }
 
 /// A stream in a compression cellar does not unwrap is refused as a bad tar stream that says
@@ -128,6 +134,27 @@ fn other_compressions_are_named() {
     // Garbage that starts like nothing known gets no such hint.
     let err = refuse_stdin(&noise(4096, 6), "noise");
     assert!(!err.contains("compressed"), "{err}");
+}
+
+/// A tar compressed twice: unwrapped once, it starts like compressed data again, and the
+/// refusal says so.
+#[test]
+fn a_stream_compressed_twice_is_named() {
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    let twice = [
+        ("gzip", gzip(&gzip(&tar, &ts), &ts)),
+        ("zstd", zstd(&zstd(&tar, &ts), &ts)),
+    ];
+    for (name, bytes) in twice {
+        let err = refuse_stdin(&bytes, name);
+        assert_offset(&err, 0, name);
+        assert!(
+            err.contains(&format!("starts like {name}-compressed data again"))
+                && err.contains("compressed twice?"),
+            "{name}: {err}"
+        );
+    }
 }
 
 /// A tar whose first member's name starts like gzip or zstd is tar, from stdin and from a
