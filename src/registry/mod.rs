@@ -118,7 +118,7 @@ impl Client {
     /// nothing answered.
     fn ping_at(&mut self, url: &str) -> anyhow::Result<Result<(), ureq::Error>> {
         let call = |agent: &ureq::Agent, auth: Option<&str>| with_auth(agent.get(url), auth).call();
-        let resp = match call(&self.agent, self.auth.as_deref()) {
+        let resp = match call(&self.agent, self.auth_for(url)) {
             Ok(resp) => resp,
             Err(e) => return Ok(Err(e)),
         };
@@ -134,7 +134,7 @@ impl Client {
         url: &str,
         call: impl Fn(&ureq::Agent, Option<&str>) -> Result<Response<Body>, ureq::Error>,
     ) -> anyhow::Result<Response<Body>> {
-        let resp = call(&self.agent, self.auth.as_deref()).map_err(|e| network_error(e, url))?;
+        let resp = call(&self.agent, self.auth_for(url)).map_err(|e| network_error(e, url))?;
         self.meet_challenge(resp, method, url, call)
     }
 
@@ -162,7 +162,7 @@ impl Client {
         if !fresh {
             return Ok(resp);
         }
-        let resp = call(&self.agent, self.auth.as_deref()).map_err(|e| network_error(e, url))?;
+        let resp = call(&self.agent, self.auth_for(url)).map_err(|e| network_error(e, url))?;
         if resp.status().as_u16() == 401 {
             let how = match &self.creds {
                 Some(c) => format!("as {:?}", c.user),
@@ -215,6 +215,15 @@ impl Client {
     }
 
     /// Resolve a `Location` header against the registry (it may be relative).
+    /// The credentials for a request to `url`, which go only to the registry's own origin: an
+    /// upload's `Location` may name another host (a storage service), which is not given the
+    /// registry's password or token. docker does the same; skopeo sends them anywhere.
+    fn auth_for(&self, url: &str) -> Option<&str> {
+        self.auth
+            .as_deref()
+            .filter(|_| origin(url) == origin(&self.base))
+    }
+
     fn absolute(&self, location: &str) -> String {
         if location.starts_with("http://") || location.starts_with("https://") {
             location.to_string()
@@ -227,6 +236,13 @@ impl Client {
             format!("{}/{location}", self.base)
         }
     }
+}
+
+/// `scheme://host[:port]` of a URL, lowercased as hosts compare.
+fn origin(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    format!("{scheme}://{authority}").to_ascii_lowercase()
 }
 
 fn with_auth<B>(req: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
@@ -336,6 +352,27 @@ fn network_error(e: ureq::Error, url: &str) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_go_only_to_the_registrys_own_origin() {
+        let base = origin("https://Registry.example:5000/v2/vm/blobs/uploads/");
+        assert_eq!(base, "https://registry.example:5000");
+        for same in [
+            "https://registry.example:5000/v2/vm/blobs/uploads/abc?_state=x",
+            "https://REGISTRY.example:5000",
+        ] {
+            assert_eq!(origin(same), base, "{same}");
+        }
+        for other in [
+            "https://storage.example/bucket/upload?sig=1",
+            "http://registry.example:5000/v2/",
+            "https://registry.example/v2/",
+            "https://registry.example:5000.evil/v2/",
+            "https://registry.example:5000@evil.example/v2/",
+        ] {
+            assert_ne!(origin(other), base, "{other}");
+        }
+    }
 
     #[test]
     fn describes_oci_errors() {

@@ -90,7 +90,7 @@ impl Client {
         let location = self.start_upload()?;
         let (tx, rx) = sync_channel(IN_FLIGHT);
         let agent = self.agent.clone();
-        let auth = self.auth.clone();
+        let auth = self.auth_for(&location).map(str::to_string);
         let url = location.clone();
         let http = std::thread::spawn(move || -> Result<_, ureq::Error> {
             let mut resp = with_auth(agent.patch(&url), auth.as_deref())
@@ -125,7 +125,7 @@ impl Client {
                 "cellar: the registry refused a chunked upload ({why}); uploading from a \
                  temporary file instead"
             );
-            let _ = with_auth(self.agent.delete(&location), self.auth.as_deref()).call();
+            let _ = with_auth(self.agent.delete(&location), self.auth_for(&location)).call();
             progress.set_position(0);
             return self.put_blob_spooled(produce, digest, progress);
         }
