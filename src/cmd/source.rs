@@ -150,6 +150,11 @@ impl SourceCommand {
                 }
             }
         };
+        // A failing command takes what it left running with it (which may hold its stderr,
+        // waited for next).
+        if !accepted(status, allowed) {
+            self.stop();
+        }
         self.judge(status, allowed)
     }
 
@@ -244,8 +249,9 @@ impl SourceCommand {
     /// subreaper), so it is found, and reaped here.
     pub fn stop(&mut self) {
         let child = &mut self.child;
+        // The command is among the descendants signalled. It is not killed through `Child`:
+        // `reap_orphans` may have reaped it, and its pid may be another process's by now.
         stop_descendants(|| matches!(child.try_wait(), Ok(Some(_)) | Err(_)));
-        let _ = self.child.kill();
         let _ = self.child.wait();
         reap_orphans();
     }
@@ -277,6 +283,13 @@ fn shown(argv: &[OsString]) -> String {
         }
     };
     argv.iter().map(word).collect::<Vec<_>>().join(" ")
+}
+
+/// Whether a status records the snapshot: 0, or a code `--allow-exit` names.
+fn accepted(status: ExitStatus, allowed: &[i32]) -> bool {
+    status
+        .code()
+        .is_some_and(|code| code == 0 || allowed.contains(&code))
 }
 
 /// Whether the command ended as a writer does when its reader goes away: killed by SIGPIPE,

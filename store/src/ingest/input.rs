@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::gzip::{GzipMembers, Tally};
 use super::mapped::{Block, MappedRange, Mapping};
-use super::pipe::{set_nonblocking, stalled, Idle, Shared, WriterExited};
+use super::pipe::{set_nonblocking, stalled, Idle, Shared, Waited, WriterExited};
 use super::wrapper::{codec_of, SNIFF};
 use crate::error::{Error, Result};
 use crate::tar::ByteSource;
@@ -323,34 +323,21 @@ fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Block>, pipe: (&Shar
     }
     // Only a plain stream's reads are the pipe's: a decoder may hold bytes it has not given
     // out, and is not made to meet `WouldBlock`.
-    let idle = match (&pipe, &exited, codec) {
-        (Some(fd), Some(exited), None) => match set_nonblocking(fd) {
-            Ok(()) => Some(Idle {
-                fd,
-                exited,
-                end,
-                cancel,
-                gone_since: Default::default(),
-            }),
-            Err(e) => {
-                let _ = tx.send(Raw::Failed(Error::Input(e)));
-                return;
-            }
-        },
-        _ => None,
-    };
-    let pipe = Pipe {
-        fd: pipe.as_ref(),
-        idle,
-    };
-    read_blocks(reader, codec, consumed, pipe, &tx, &free)
-}
-
-/// The pipe a stream is read from, if it is one.
-struct Pipe<'a> {
-    fd: Option<&'a OwnedFd>,
-    /// For a command's plain stream: its reads do not block, and this waits instead.
-    idle: Option<Idle<'a>>,
+    let exited = exited.filter(|_| codec.is_none());
+    if let (Some(fd), Some(_)) = (&pipe, &exited) {
+        if let Err(e) = set_nonblocking(fd) {
+            let _ = tx.send(Raw::Failed(Error::Input(e)));
+            return;
+        }
+    }
+    let idle = pipe.as_ref().map(|fd| Idle {
+        fd,
+        exited: exited.as_ref(),
+        end,
+        cancel,
+        gone_since: Default::default(),
+    });
+    read_blocks(reader, codec, consumed, idle, &tx, &free)
 }
 
 /// Hand the mapped file on in blocks, each populated first; false if the ingest stopped
@@ -403,7 +390,7 @@ fn read_blocks(
     mut reader: Box<dyn Read + '_>,
     codec: Option<&'static str>,
     consumed: Arc<AtomicU64>,
-    pipe: Pipe,
+    pipe: Option<Idle>,
     tx: &Sender<Raw>,
     free: &Receiver<Block>,
 ) {
@@ -417,7 +404,7 @@ fn read_blocks(
         carry.clear();
         let mut eof = false;
         while n < BLOCK {
-            if n >= TAR_BLOCK && pipe.fd.is_some_and(stalled) {
+            if n >= TAR_BLOCK && pipe.as_ref().is_some_and(|p| stalled(p.fd)) {
                 break;
             }
             match reader.read(&mut block[n..]) {
@@ -427,18 +414,23 @@ fn read_blocks(
                 }
                 Ok(k) => n += k,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => match &pipe.idle {
-                    Some(idle) if idle.wait() => {}
-                    // Over, with the pipe still open.
-                    Some(_) => {
-                        eof = true;
-                        break;
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    match pipe.as_ref().map(Idle::wait) {
+                        Some(Waited::Ready) => {}
+                        Some(Waited::Over) => {
+                            eof = true;
+                            break;
+                        }
+                        Some(Waited::Stopped) => {
+                            let _ = tx.send(Raw::Failed(Error::Interrupted));
+                            return;
+                        }
+                        None => {
+                            let _ = tx.send(Raw::Failed(Error::Input(e)));
+                            return;
+                        }
                     }
-                    None => {
-                        let _ = tx.send(Raw::Failed(Error::Input(e)));
-                        return;
-                    }
-                },
+                }
                 Err(e) => {
                     let err = match codec {
                         Some(codec) => Error::BadCompression {

@@ -386,9 +386,9 @@ impl Store {
             .ok_or_else(|| Error::Input(std::io::Error::other("input ended without a digest")))?;
         if source.cut_open() {
             warnings.push(format!(
-                "the stream is taken to end at byte {stream_len}: its command has exited, but \
-                 something it left running holds its output open (what that writes after the \
-                 end-of-archive marker is not kept)"
+                "the stream is taken to end at byte {stream_len}, where its pipe went quiet: \
+                 its command has exited, but something it left running holds its output open \
+                 (what that writes from then on is not kept)"
             ));
         }
         Ok(Parsed {

@@ -55,10 +55,12 @@ pub(super) struct Shared {
     pub codec: OnceLock<&'static str>,
 }
 
-/// What to do when the pipe has nothing to read.
+/// What to do when the pipe has nothing to read: a command's plain stream's pipe is made
+/// non-blocking, and any pipe may come so (a parent's choice for stdin).
 pub(super) struct Idle<'a> {
     pub fd: &'a OwnedFd,
-    pub exited: &'a WriterExited,
+    /// For a command's pipe: told when the command has exited.
+    pub exited: Option<&'a WriterExited>,
     pub end: &'a Shared,
     /// The ingest's `cancel`: once set, nobody reads on.
     pub cancel: &'a AtomicBool,
@@ -66,24 +68,34 @@ pub(super) struct Idle<'a> {
     pub gone_since: Cell<Option<Instant>>,
 }
 
+/// How a wait for the pipe ended.
+pub(super) enum Waited {
+    /// It can be read: data, or its end.
+    Ready,
+    /// The stream is over with the pipe still open (see the module's docs).
+    Over,
+    /// The ingest was told to stop: the stream is not over, and nobody reads on.
+    Stopped,
+}
+
 impl Idle<'_> {
-    /// Wait until the pipe can be read (data, or its end); false if the stream is over
-    /// without it (see the module's docs), or the ingest stopped.
-    pub fn wait(&self) -> bool {
+    /// Wait until the pipe can be read, the stream is over without it, or the ingest stops.
+    pub fn wait(&self) -> Waited {
         let quiet = Instant::now();
         loop {
             if poll_in(self.fd, IDLE_CHECK_MS) {
-                return true;
+                return Waited::Ready;
             }
             if self.cancel.load(Ordering::SeqCst) {
-                return false;
+                return Waited::Stopped;
             }
-            if self.exited.is_set() && self.end.trailer.load(Ordering::SeqCst) {
+            let exited = self.exited.is_some_and(WriterExited::is_set);
+            if exited && self.end.trailer.load(Ordering::SeqCst) {
                 let since = self.gone_since.get().unwrap_or_else(Instant::now);
                 self.gone_since.set(Some(since));
                 if quiet.elapsed() >= GONE_QUIET || since.elapsed() >= GONE_LIMIT {
                     self.end.cut.store(true, Ordering::SeqCst);
-                    return false;
+                    return Waited::Over;
                 }
             }
         }

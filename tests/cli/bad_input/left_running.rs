@@ -59,23 +59,30 @@ fn a_daemon_holding_the_pipe_does_not_hold_a_whole_stream() {
     assert!(running(&sleep), "`{sleep}` was stopped");
 }
 
-/// A command that fails, having written part of a stream, while what it left running holds
-/// its stdout: the failure is reported soon after, and what it left is stopped.
+/// A command that fails, having written part of a stream or all of it, while what it left
+/// running holds its stdout (and, the second time, its stderr): the failure is reported soon
+/// after, and what it left is stopped.
 #[test]
 fn a_failing_command_is_not_waited_for_behind_a_daemon() {
     let ts = TestStore::new();
     let (file, _) = fixture_file(&ts);
     let (sleep, _reaper) = daemon(72);
-    let script = format!("head -c 5000 '{}'; {sleep} & exit 4", file.display());
-    let start = Instant::now();
-    let out = ts.run(&["snapshot", "--", "sh", "-c", &script]);
-    let err = refused(&ts, &out, "a failing command with a daemon");
-    assert!(
-        start.elapsed() < Duration::from_secs(30),
-        "the snapshot waited for the process holding the pipe"
-    );
-    assert!(err.contains("failed (exit status: 4)"), "{err}");
-    assert!(!running(&sleep), "`{sleep}` outlived the snapshot");
+    let file = file.display();
+    for script in [
+        format!("head -c 5000 '{file}'; {sleep} & exit 4"),
+        format!("{sleep} 2>/dev/null & cat '{file}'; exit 4"),
+        format!("{sleep} & cat '{file}'; exit 4"),
+    ] {
+        let start = Instant::now();
+        let out = ts.run(&["snapshot", "--", "sh", "-c", &script]);
+        let err = refused(&ts, &out, &script);
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{script}: the snapshot waited for the process holding the pipe"
+        );
+        assert!(err.contains("failed (exit status: 4)"), "{script}: {err}");
+        wait_until("what the command left to be stopped", || !running(&sleep));
+    }
 }
 
 /// cellar refuses what `yes` writes and closes the pipe, which kills `yes` with SIGPIPE: the
