@@ -438,3 +438,34 @@ fn a_bad_start_is_refused_while_the_writer_waits() {
     let err = refused(&ts, &out, "stdin");
     assert_offset(&err, 0, "stdin");
 }
+
+/// A stdin pipe its parent made non-blocking (a parent's choice cellar inherits): reads that
+/// find it empty are waited out, not refused with EAGAIN, and the stream comes back whole.
+#[test]
+fn a_non_blocking_stdin_pipe_is_waited_on() {
+    use std::os::fd::AsRawFd;
+    let ts = TestStore::new();
+    let (_, tar) = fixture(&ts);
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    // SAFETY: fcntl on a descriptor `reader` holds open.
+    unsafe {
+        let fd = reader.as_raw_fd();
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        assert_eq!(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK), 0);
+    }
+    let child = ts
+        .cmd(&["snapshot", "--name", "nb", "-"])
+        .stdin(reader)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Part of it, a pause long enough for cellar to find the pipe empty, then the rest.
+    writer.write_all(&tar[..B_HDR]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    writer.write_all(&tar[B_HDR..]).unwrap();
+    drop(writer);
+    let out = output_within_a_minute(child, "snapshot of a non-blocking stdin");
+    assert_success(&out, &["snapshot", "-"]);
+    assert_eq!(ts.export("nb"), tar);
+}
