@@ -236,6 +236,26 @@ impl ByteSource for ChannelSource {
     }
 }
 
+/// A bad tar stream's offset counts the tar stream, not the file it was unwrapped from: said
+/// so when it was unwrapped.
+pub(super) fn counted_unwrapped(e: Error, codec: Option<&str>) -> Error {
+    match (e, codec) {
+        (
+            Error::BadTar {
+                offset,
+                member,
+                what,
+            },
+            Some(codec),
+        ) => Error::BadTar {
+            offset,
+            member,
+            what: format!("{what} (byte {offset} of the tar stream inside the {codec} input)"),
+        },
+        (e, _) => e,
+    }
+}
+
 /// Start reading `input` on a thread of its own, and hashing it on another. The threads are not
 /// joined: if the ingest stops early they are left to finish when the source ends (or their
 /// reader is dropped).

@@ -179,7 +179,7 @@ impl Store {
             let unwrapped = source.unwrapped();
             let parsed = self
                 .parse(source, &mut sink, &scratch, &base, anchors, reading)
-                .map_err(|e| counted_unwrapped(e, unwrapped()));
+                .map_err(|e| input::counted_unwrapped(e, unwrapped()));
             drop(sink);
             let mut error = None;
             for w in workers {
@@ -401,26 +401,6 @@ impl Store {
             exact_layer,
             warnings,
         })
-    }
-}
-
-/// A bad tar stream's offset counts the tar stream, not the file it was unwrapped from: said
-/// so when it was unwrapped.
-fn counted_unwrapped(e: Error, codec: Option<&str>) -> Error {
-    match (e, codec) {
-        (
-            Error::BadTar {
-                offset,
-                member,
-                what,
-            },
-            Some(codec),
-        ) => Error::BadTar {
-            offset,
-            member,
-            what: format!("{what} (byte {offset} of the tar stream inside the {codec} input)"),
-        },
-        (e, _) => e,
     }
 }
 
