@@ -5,7 +5,7 @@
 //! running when it dies (`sh -c 'tar ...; sleep 60'`) becomes cellar's child, not init's, and is
 //! stopped with it instead of outliving the snapshot. A command that succeeds may leave things
 //! running (a daemon it started): they are left alone, and not waited for. Such a daemon may
-//! hold the command's stdout open: a thread watches for the command's exit (`watch`), and
+//! hold the command's stdout open: a thread watches for the command's exit (`exit_code`), and
 //! tells the ingest, which then takes the stream to end once its end-of-archive marker has
 //! come and the pipe stays idle. A command that fails stops the ingest soon after: nothing can
 //! be recorded, and the pipe may never end.
@@ -82,7 +82,7 @@ impl SourceCommand {
         let pid = child.id();
         let (allowed, failing) = (allowed.to_vec(), failed.clone());
         std::thread::spawn(move || match exit_code(pid) {
-            Some(Some(code)) if code == 0 || allowed.contains(&code) => exited.set(),
+            Some(code) if accepts(code, &allowed) => exited.set(),
             // Killed by a signal, or a code nobody allowed. All it wrote is in the pipe, so
             // the stream ends (and its own error, if any, says what it wrote) unless something
             // it left running holds the pipe: then, a moment later, the ingest is stopped.
@@ -152,7 +152,7 @@ impl SourceCommand {
         };
         // A failing command takes what it left running with it (which may hold its stderr,
         // waited for next).
-        if !accepted(status, allowed) {
+        if !accepts(status.code(), allowed) {
             self.stop();
         }
         self.judge(status, allowed)
@@ -285,11 +285,10 @@ fn shown(argv: &[OsString]) -> String {
     argv.iter().map(word).collect::<Vec<_>>().join(" ")
 }
 
-/// Whether a status records the snapshot: 0, or a code `--allow-exit` names.
-fn accepted(status: ExitStatus, allowed: &[i32]) -> bool {
-    status
-        .code()
-        .is_some_and(|code| code == 0 || allowed.contains(&code))
+/// Whether an exit (its code; none when a signal ended it) records the snapshot: 0, or a
+/// code `--allow-exit` names.
+fn accepts(code: Option<i32>, allowed: &[i32]) -> bool {
+    code.is_some_and(|code| code == 0 || allowed.contains(&code))
 }
 
 /// Whether the command ended as a writer does when its reader goes away: killed by SIGPIPE,
