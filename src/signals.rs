@@ -89,7 +89,8 @@ pub fn end_on_interrupt(held: Held, cleanup: impl FnOnce(i32) + Send + 'static) 
 /// From now on, an interrupt (SIGINT, SIGTERM, SIGHUP) sets `cancel`, for the command to
 /// stop at its next step and clean up as after an error; the signal is returned, for the exit
 /// status (128 + it). A second interrupt ends the process at once, as when the first cannot
-/// be acted on (an input that stalls), killing every process below it. Hold interrupts before starting any thread.
+/// be acted on (an input that stalls), killing every process below it. Hold interrupts
+/// before starting any thread.
 pub fn cancel_on_interrupt(held: Held, cancel: Arc<AtomicBool>) -> Arc<AtomicI32> {
     let got = Arc::new(AtomicI32::new(0));
     let seen = got.clone();

@@ -214,7 +214,6 @@ impl Client {
         Ok(true)
     }
 
-    /// Resolve a `Location` header against the registry (it may be relative).
     /// The credentials for a request to `url`, which go only to the registry's own origin: an
     /// upload's `Location` may name another host (a storage service), which is not given the
     /// registry's password or token. docker does the same; skopeo sends them anywhere.
@@ -224,6 +223,7 @@ impl Client {
             .filter(|_| origin(url) == origin(&self.base))
     }
 
+    /// Resolve a `Location` header against the registry (it may be relative).
     fn absolute(&self, location: &str) -> String {
         if location.starts_with("http://") || location.starts_with("https://") {
             location.to_string()

@@ -139,10 +139,16 @@ fn pair_error(e: &rustls::Error) -> String {
 }
 
 fn read_pem(path: &Path) -> anyhow::Result<Vec<PemItem<'static>>> {
+    Ok(read_pem_text(path)?.1)
+}
+
+/// A PEM file's bytes and what they hold.
+fn read_pem_text(path: &Path) -> anyhow::Result<(Vec<u8>, Vec<PemItem<'static>>)> {
     let pem = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    ureq::tls::parse_pem(&pem)
+    let items = ureq::tls::parse_pem(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| anyhow!("{}: not PEM: {e}", path.display()))
+        .map_err(|e| anyhow!("{}: not PEM: {e}", path.display()))?;
+    Ok((pem, items))
 }
 
 /// The certificates of a PEM file, at least one.
@@ -160,26 +166,25 @@ fn pem_certs(path: &Path) -> anyhow::Result<Vec<Certificate<'static>>> {
     Ok(certs)
 }
 
-/// The private key of a PEM file.
+/// The private key of a PEM file. An encrypted one (ureq reads no such block) is named as
+/// such, rather than as no key at all.
 fn pem_key(path: &Path) -> anyhow::Result<PrivateKey<'static>> {
-    read_pem(path)?
-        .into_iter()
-        .find_map(|item| match item {
-            PemItem::PrivateKey(k) => Some(k),
-            _ => None,
-        })
-        .ok_or_else(|| {
-            let pem = fs::read(path).unwrap_or_default();
-            let encrypted = [&b"ENCRYPTED PRIVATE KEY"[..], b"Proc-Type: 4,ENCRYPTED"]
-                .iter()
-                .any(|m| pem.windows(m.len()).any(|w| w == *m));
-            match encrypted {
-                true => anyhow!(
-                    "{}: the key is encrypted with a passphrase, which cellar cannot ask for \
-                     (decrypt it: openssl pkey -in KEY -out KEY)",
-                    path.display()
-                ),
-                false => anyhow!("{}: holds no private key", path.display()),
-            }
-        })
+    let (pem, items) = read_pem_text(path)?;
+    if let Some(key) = items.into_iter().find_map(|item| match item {
+        PemItem::PrivateKey(k) => Some(k),
+        _ => None,
+    }) {
+        return Ok(key);
+    }
+    let encrypted = [&b"ENCRYPTED PRIVATE KEY"[..], b"Proc-Type: 4,ENCRYPTED"]
+        .iter()
+        .any(|m| pem.windows(m.len()).any(|w| w == *m));
+    match encrypted {
+        true => bail!(
+            "{}: the key is encrypted with a passphrase, which cellar cannot ask for (decrypt \
+             it: openssl pkey -in KEY -out KEY)",
+            path.display()
+        ),
+        false => bail!("{}: holds no private key", path.display()),
+    }
 }

@@ -177,8 +177,8 @@ impl ChannelSource {
 
     /// Says the end-of-archive marker has been read, for the thread reading a command's pipe.
     pub fn marker_read(&self) -> impl Fn() + use<> {
-        let end = self.shared.clone();
-        move || end.trailer.store(true, Ordering::SeqCst)
+        let shared = self.shared.clone();
+        move || shared.trailer.store(true, Ordering::SeqCst)
     }
 
     /// Says, once the input has been read (or failed), what it was unwrapped from: `gzip`,
@@ -271,7 +271,7 @@ pub fn spawn(input: IngestInput, cancel: Arc<AtomicBool>) -> ChannelSource {
     let (recycle, free) = bounded(QUEUE + HASHED_AHEAD + 2);
     thread::Builder::new()
         .name("cellar-input".into())
-        .spawn(move || pump(input, raw_tx, free, (&end, &stop)))
+        .spawn(move || pump(input, raw_tx, free, &end, &stop))
         .expect("spawn input thread");
     // sha256 runs at about the speed of reading, so it gets a thread of its own.
     thread::Builder::new()
@@ -312,9 +312,15 @@ fn hash(rx: Receiver<Raw>, tx: Sender<Msg>) {
     }
 }
 
-/// `pipe`: what a command's pipe is told by the parse, and the ingest's `cancel`.
-fn pump(input: IngestInput, tx: Sender<Raw>, free: Receiver<Block>, pipe: (&Shared, &AtomicBool)) {
-    let (end, cancel) = pipe;
+/// Read `input` into `tx`. `end` is what the parse tells a pipe's reader (and is told of the
+/// input); `cancel` is the ingest's.
+fn pump(
+    input: IngestInput,
+    tx: Sender<Raw>,
+    free: Receiver<Block>,
+    end: &Shared,
+    cancel: &AtomicBool,
+) {
     let (input, pipe, exited) = match input {
         IngestInput::Stream(r) => (r, None, None),
         IngestInput::Pipe(r, fd, exited) => (r, Some(fd), exited),
