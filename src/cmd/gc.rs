@@ -1,5 +1,6 @@
 //! `cellar gc [--dry-run] [--grace SECONDS] [--json]`.
 
+use anyhow::bail;
 use cellar_store::{GcOptions, GcReport, Store};
 use serde::Serialize;
 
@@ -19,6 +20,8 @@ struct GcJson {
     stale_leases: u64,
     /// Live ingests and readers holding leases when gc finished.
     leases: Vec<LeaseJson>,
+    /// Damaged packs that hold indexed chunks, left as they are (gc then exits 1).
+    damaged_packs: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -52,6 +55,7 @@ impl From<&GcReport> for GcJson {
                     keeps_forgotten: l.keeps_forgotten,
                 })
                 .collect(),
+            damaged_packs: r.damaged_packs.clone(),
         }
     }
 }
@@ -63,8 +67,27 @@ pub fn run(store: &Store, args: GcArgs) -> anyhow::Result<()> {
     };
     let r = store.gc(&opts, &|msg| errln!("cellar: {msg}"))?;
     if args.json {
-        return print_json(&GcJson::from(&r));
+        print_json(&GcJson::from(&r))?;
+    } else {
+        print_human(&r)?;
     }
+    // Everything else was reclaimed; what the damage hurts is verify's to say.
+    match r.damaged_packs.as_slice() {
+        [] => Ok(()),
+        damaged => {
+            for why in damaged {
+                errln!("cellar: damaged pack left as it is: {why}");
+            }
+            bail!(
+                "{} damaged pack(s) hold chunks the index places in them and were left as they \
+                 are; `cellar verify --data` names what the damage hurts",
+                damaged.len()
+            )
+        }
+    }
+}
+
+fn print_human(r: &GcReport) -> anyhow::Result<()> {
     // A dry run says what a run now would do, in the same order.
     let label = |done: &str, would: &str| if r.dry_run { would } else { done }.to_string();
     if r.dry_run {

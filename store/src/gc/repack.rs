@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 use rusqlite::params;
 
@@ -15,6 +16,8 @@ use crate::pack::compress::frame_compressor;
 use crate::pack::format::{Entry, PACK_HEADER_LEN};
 use crate::pack::{Codec, PackWriter, RecordHeader, RecordKind};
 use crate::store::Store;
+
+use super::GcReport;
 
 /// A chunk row (in `chunks` or `condemned`) pointing into a frame: its id and offset.
 type Row = (ChunkId, u64);
@@ -33,8 +36,13 @@ pub(super) struct Carry {
 
 pub(super) enum PackPlan {
     Keep,
-    Dead { size: u64 },
+    Dead {
+        size: u64,
+    },
     Repack(Vec<Carry>),
+    /// Its records cannot all be read and the index places chunks in it: left as it is, for
+    /// `verify --data` to name what the damage hurts (the message says where it is).
+    Damaged(String),
 }
 
 /// A pack's plan, with what a dry run needs to add it up.
@@ -133,12 +141,13 @@ pub(super) fn plan(
     }
     let path = layout::pack_path(store.root(), id);
     let size = fs::metadata(&path).at(&path)?.len();
+    let indexed = !live.is_empty();
     let mut carry = Vec::new();
     let mut live_bytes = PACK_HEADER_LEN as f64;
     let mut needs_records = false;
     let mut tombstones = Vec::new();
     let mut dead_snapshots = Vec::new();
-    crate::pack::scan(&path, |rec| {
+    let scanned = crate::pack::scan(&path, |rec| {
         let h = rec.header;
         let whole = (h.encoded_len() + h.stored_len as usize) as f64;
         match h.kind {
@@ -190,7 +199,23 @@ pub(super) fn plan(
             }
         }
         Ok(())
-    })?;
+    });
+    if let Err(Error::Corrupt(why)) = scanned {
+        // repair-index reads no record of a pack that does not hash to its name, so all a
+        // damaged pack still gives is the chunks the index places in it. With none, it goes
+        // as any dead pack goes; a gc that stopped at it would never reclaim the packs after.
+        let plan = match indexed {
+            true => PackPlan::Damaged(why),
+            false => PackPlan::Dead { size },
+        };
+        return Ok(Planned {
+            plan,
+            size,
+            live_bytes: 0.0,
+            dead_snapshots: Vec::new(),
+        });
+    }
+    scanned?;
     if !live.is_empty() {
         return Err(Error::corrupt(format!(
             "pack {}: chunk rows point at records the pack does not have",
@@ -228,6 +253,41 @@ pub(super) fn plan(
     })
 }
 
+/// Carry out a pack's plan and count it in `report`; true if the pack changed (deleted or
+/// repacked). A damaged pack is named in the report and left as it is.
+pub(super) fn apply(
+    store: &Store,
+    row: i64,
+    id: &PackId,
+    plan: PackPlan,
+    report: &mut GcReport,
+) -> Result<bool> {
+    let damaged = |report: &mut GcReport, why: String| {
+        if !report.damaged_packs.contains(&why) {
+            report.damaged_packs.push(why);
+        }
+        Ok(false)
+    };
+    match plan {
+        PackPlan::Dead { size } => {
+            delete_pack(store, row, id)?;
+            report.packs_deleted += 1;
+            report.bytes_freed += size;
+            Ok(true)
+        }
+        PackPlan::Repack(carry) => match repack(store, row, id, carry)? {
+            Repacked::Done { old, new } => {
+                report.packs_repacked += 1;
+                report.bytes_freed += old.saturating_sub(new);
+                Ok(true)
+            }
+            Repacked::Damaged(why) => damaged(report, why),
+        },
+        PackPlan::Keep => Ok(false),
+        PackPlan::Damaged(why) => damaged(report, why),
+    }
+}
+
 /// Unindex a pack nothing points into, then delete its file.
 pub(super) fn delete_pack(store: &Store, row: i64, id: &PackId) -> Result<()> {
     store.db().immediate(|tx| {
@@ -259,11 +319,15 @@ fn check_unreferenced(tx: &rusqlite::Transaction, row: i64, id: &PackId) -> Resu
 
 /// One carried chunk record as it goes into the new pack: the whole record when all of it is
 /// live (or it is a delta), else the live objects recompressed.
-fn rewrite(file: &fs::File, c: &Carry) -> Result<(RecordHeader, Vec<u8>, Vec<Move>)> {
+fn rewrite(file: &fs::File, path: &Path, c: &Carry) -> Result<(RecordHeader, Vec<u8>, Vec<Move>)> {
     let h = &c.header;
+    let damaged = |what: String| {
+        let at = c.payload_offset;
+        Error::corrupt(format!("{} at offset {at}: {what}", path.display()))
+    };
     let mut stored = vec![0u8; h.stored_len as usize];
     file.read_exact_at(&mut stored, c.payload_offset)
-        .map_err(|e| Error::corrupt(format!("gc: reading a record: {e}")))?;
+        .map_err(|e| damaged(format!("reading the record: {e}")))?;
     let mut at = 0u64;
     let mut keep = Vec::new();
     for e in &h.entries {
@@ -279,7 +343,7 @@ fn rewrite(file: &fs::File, c: &Carry) -> Result<(RecordHeader, Vec<u8>, Vec<Mov
     let raw = match h.codec {
         Codec::None => stored,
         _ => zstd::bulk::decompress(&stored, h.raw_len as usize)
-            .map_err(|e| Error::corrupt(format!("gc: a record does not decompress: {e}")))?,
+            .map_err(|e| damaged(format!("the record does not decompress: {e}")))?,
     };
     let mut out = Vec::new();
     let mut entries: Vec<Entry> = Vec::new();
@@ -287,10 +351,10 @@ fn rewrite(file: &fs::File, c: &Carry) -> Result<(RecordHeader, Vec<u8>, Vec<Mov
     for (e, o) in keep {
         let bytes = raw
             .get(o as usize..(o + e.len as u64) as usize)
-            .ok_or_else(|| Error::corrupt("gc: a chunk lies outside its record"))?;
+            .ok_or_else(|| damaged("a chunk lies outside its record".into()))?;
         if ChunkId::of(bytes) != e.id {
-            return Err(Error::corrupt(format!(
-                "gc: chunk {} fails its checksum",
+            return Err(damaged(format!(
+                "chunk {} fails its checksum",
                 e.id.short()
             )));
         }
@@ -317,14 +381,17 @@ fn rewrite(file: &fs::File, c: &Carry) -> Result<(RecordHeader, Vec<u8>, Vec<Mov
     Ok((header, payload, moves))
 }
 
+/// What a repack did.
+pub(super) enum Repacked {
+    /// The pack's sizes before and after.
+    Done { old: u64, new: u64 },
+    /// A record to carry could not be read: nothing changed (the message says where).
+    Damaged(String),
+}
+
 /// Copy the live records into a new pack, seal it, switch the index in one transaction, then
-/// delete the old file. Returns (old size, new size).
-pub(super) fn repack(
-    store: &Store,
-    row: i64,
-    id: &PackId,
-    carry: Vec<Carry>,
-) -> Result<(u64, u64)> {
+/// delete the old file.
+fn repack(store: &Store, row: i64, id: &PackId, carry: Vec<Carry>) -> Result<Repacked> {
     let path = layout::pack_path(store.root(), id);
     let file = fs::File::open(&path).at(&path)?;
     let old_size = file.metadata().at(&path)?.len();
@@ -334,7 +401,7 @@ pub(super) fn repack(
     let result = (|| {
         for c in &carry {
             let (header, payload, moves) = match c.frame {
-                Some(_) => rewrite(&file, c)?,
+                Some(_) => rewrite(&file, &path, c)?,
                 None => {
                     let mut p = vec![0u8; c.header.stored_len as usize];
                     file.read_exact_at(&mut p, c.payload_offset).at(&path)?;
@@ -348,7 +415,10 @@ pub(super) fn repack(
     })();
     if let Err(e) = result {
         writer.discard();
-        return Err(e);
+        return match e {
+            Error::Corrupt(why) => Ok(Repacked::Damaged(why)),
+            e => Err(e),
+        };
     }
     let sealed = writer.seal()?;
     crate::failpoint::hit("gc:after-seal");
@@ -408,5 +478,8 @@ pub(super) fn repack(
     }
     crate::failpoint::hit("gc:after-switch");
     fs::remove_file(&path).at(&path)?;
-    Ok((old_size, sealed.size))
+    Ok(Repacked::Done {
+        old: old_size,
+        new: sealed.size,
+    })
 }

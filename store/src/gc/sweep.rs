@@ -182,21 +182,8 @@ fn sweep_packs(
         if !still {
             continue;
         }
-        match repack::plan(store, row, &id, Survivors::INDEX, records)?.plan {
-            PackPlan::Dead { size } => {
-                repack::delete_pack(store, row, &id)?;
-                report.packs_deleted += 1;
-                report.bytes_freed += size;
-                stale |= records.is_some();
-            }
-            PackPlan::Repack(plan) => {
-                let (old, new) = repack::repack(store, row, &id, plan)?;
-                report.packs_repacked += 1;
-                report.bytes_freed += old.saturating_sub(new);
-                stale |= records.is_some();
-            }
-            PackPlan::Keep => {}
-        }
+        let plan = repack::plan(store, row, &id, Survivors::INDEX, records)?.plan;
+        stale |= repack::apply(store, row, &id, plan, report)? && records.is_some();
     }
     Ok(stale)
 }
@@ -572,7 +559,7 @@ pub(super) fn estimate(
     for (row, id) in &packs {
         let p = repack::plan(store, *row, id, survivors, &mut records)?;
         match p.plan {
-            PackPlan::Keep => kept.extend(p.dead_snapshots),
+            PackPlan::Keep | PackPlan::Damaged(_) => kept.extend(p.dead_snapshots),
             _ => dropped.extend(p.dead_snapshots),
         }
     }
@@ -591,6 +578,7 @@ pub(super) fn estimate(
                 report.bytes_freed += (p.size as f64 - p.live_bytes).max(0.0) as u64;
             }
             PackPlan::Keep => {}
+            PackPlan::Damaged(why) => report.damaged_packs.push(why),
         }
     }
     Ok(())

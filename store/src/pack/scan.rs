@@ -27,23 +27,42 @@ pub fn scan_file(file: File, path: &Path, mut f: impl FnMut(Found) -> Result<()>
     let len = file.metadata().at(path)?.len();
     let mut r = BufReader::with_capacity(1 << 16, file);
     let mut head = [0u8; PACK_HEADER_LEN as usize];
+    if len < PACK_HEADER_LEN {
+        return Err(Error::corrupt(format!(
+            "{}: {len} bytes, shorter than a pack header",
+            path.display()
+        )));
+    }
     r.read_exact(&mut head).at(path)?;
-    check_pack_header(&head)?;
+    check_pack_header(&head).map_err(|e| match e {
+        Error::Corrupt(what) => Error::corrupt(format!("{}: {what}", path.display())),
+        e => e,
+    })?;
     let mut pos = PACK_HEADER_LEN;
     let mut buf = Vec::new();
     while pos < len {
         let damaged =
             |what: String| Error::corrupt(format!("{} at offset {pos}: {what}", path.display()));
+        // A header's own fault is `Corrupt` too: its "store damaged" is said once.
+        let bad_header = |e: Error| match e {
+            Error::Corrupt(what) => damaged(what),
+            e => e,
+        };
+        let cut_short = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                damaged("the pack ends inside a record header".into())
+            }
+            _ => damaged(e.to_string()),
+        };
         buf.resize(20, 0);
-        r.read_exact(&mut buf).map_err(|e| damaged(e.to_string()))?;
+        r.read_exact(&mut buf).map_err(cut_short)?;
         let need = RecordHeader::needed(&buf)
-            .map_err(|e| damaged(e.to_string()))?
+            .map_err(bad_header)?
             .expect("fixed part read");
         buf.resize(need, 0);
-        r.read_exact(&mut buf[20..])
-            .map_err(|e| damaged(e.to_string()))?;
+        r.read_exact(&mut buf[20..]).map_err(cut_short)?;
         let (header, used) = RecordHeader::decode(&buf)
-            .map_err(|e| damaged(e.to_string()))?
+            .map_err(bad_header)?
             .expect("whole header read");
         let payload_offset = pos + used as u64;
         let stored = header.stored_len as u64;

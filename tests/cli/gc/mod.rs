@@ -10,6 +10,7 @@ use crate::crash::assert_consistent;
 
 mod beside_ingest;
 mod beside_verify;
+mod damaged_packs;
 mod dry_run;
 mod killed_commit;
 mod leases;

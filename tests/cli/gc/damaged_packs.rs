@@ -1,0 +1,125 @@
+//! A damaged pack never stops gc: one that holds nothing the index needs goes as a dead pack
+//! goes, one that does is named and left for verify, and every other pack is reclaimed.
+
+use std::path::PathBuf;
+
+use super::verify_ok;
+use crate::common::*;
+
+/// Snapshot `stream` as `name`; the pack files the ingest added.
+fn snapshot_new_packs(store: &TestStore, stream: &[u8], name: &str) -> Vec<PathBuf> {
+    let before = store.pack_files();
+    store.snapshot_bytes(stream, name);
+    let added: Vec<PathBuf> = store
+        .pack_files()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert!(!added.is_empty(), "{name} added no pack");
+    added
+}
+
+fn stream_of(store: &TestStore, dir: &str, files: &[(&str, usize, u64)]) -> Vec<u8> {
+    let root = store.scratch(dir);
+    for &(name, len, seed) in files {
+        write_file(&root.join(name), &noise(len, seed));
+    }
+    tar_of_dir(&root)
+}
+
+fn truncate_by(path: &PathBuf, n: u64) {
+    let len = std::fs::metadata(path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(len - n).unwrap();
+}
+
+#[test]
+fn a_damaged_pack_of_forgotten_data_is_deleted_and_gc_goes_on() {
+    let store = TestStore::new();
+    let kept = stream_of(&store, "kept", &[("a.bin", 3_000_000, 1)]);
+    store.snapshot_bytes(&kept, "kept");
+    let gone = stream_of(&store, "gone", &[("b.bin", 3_000_000, 2)]);
+    let gone_packs = snapshot_new_packs(&store, &gone, "gone");
+    store.ok(&["rm", "gone"]);
+    // Cut inside its last record, and junk after another pack's records.
+    let biggest = gone_packs
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    truncate_by(biggest, 100);
+    let smallest = gone_packs
+        .iter()
+        .min_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    if smallest != biggest {
+        let mut bytes = std::fs::read(smallest).unwrap();
+        bytes.extend_from_slice(b"JUNK");
+        std::fs::write(smallest, bytes).unwrap();
+    }
+
+    let out = store.run(&["gc", "--grace", "0", "--json"]);
+    assert_success(&out, &["gc"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["damaged_packs"], serde_json::json!([]), "{report}");
+    assert!(report["packs_deleted"].as_u64().unwrap() >= 1, "{report}");
+    for p in &gone_packs {
+        assert!(!p.exists(), "{} was kept", p.display());
+    }
+    assert_eq!(sha256_hex(&store.export("kept")), sha256_hex(&kept));
+    verify_ok(&store, true);
+    // And the next gc has nothing left to trip on.
+    assert_success(&store.run(&["gc", "--grace", "0"]), &["gc"]);
+}
+
+#[test]
+fn a_damaged_pack_the_index_needs_is_named_and_the_rest_reclaimed() {
+    let store = TestStore::new();
+    // One frame holds a.bin's chunks and the start of b.bin's: with only a.bin live, the
+    // pack is mostly dead, so gc repacks it, and checks a.bin's chunks as it copies them.
+    let both = stream_of(
+        &store,
+        "both",
+        &[("a.bin", 1_000_000, 3), ("b.bin", 5_000_000, 4)],
+    );
+    let damaged = snapshot_new_packs(&store, &both, "both");
+    assert_eq!(damaged.len(), 1, "{damaged:?}");
+    let damaged = &damaged[0];
+    let one = stream_of(&store, "one", &[("a.bin", 1_000_000, 3)]);
+    store.snapshot_bytes(&one, "one");
+    // A forgotten snapshot's pack, after the damaged one in gc's order.
+    let later = stream_of(&store, "later", &[("c.bin", 2_000_000, 5)]);
+    let later_packs = snapshot_new_packs(&store, &later, "later");
+    store.ok(&["rm", "both"]);
+    store.ok(&["rm", "later"]);
+    // a.bin's bytes are stored as they are (noise does not compress), early in the pack.
+    let mut bytes = std::fs::read(damaged).unwrap();
+    bytes[300_000] ^= 0xff;
+    std::fs::write(damaged, bytes).unwrap();
+
+    let out = store.run(&["gc", "--grace", "0", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let name = damaged.file_name().unwrap().to_str().unwrap();
+    assert!(err.contains("damaged pack left as it is"), "{err}");
+    assert!(
+        err.contains(name) && err.contains("fails its checksum"),
+        "{err}"
+    );
+    assert!(err.contains("cellar verify --data"), "{err}");
+    assert!(!err.contains("store damaged: store damaged"), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = report["damaged_packs"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{report}");
+    assert!(listed[0].as_str().unwrap().contains(name), "{report}");
+    // The damaged pack is as it was; the packs after it were reclaimed all the same.
+    assert!(damaged.exists());
+    for p in &later_packs {
+        assert!(!p.exists(), "{} was kept", p.display());
+    }
+    // verify names the damage gc left; a later gc says the same again, and no more.
+    let out = store.run(&["verify", "--data"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = store.run(&["gc", "--grace", "0"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(stderr(&out).matches("damaged pack left").count(), 1);
+}
