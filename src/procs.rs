@@ -67,6 +67,11 @@ fn processes() -> Vec<(i32, i32)> {
     out
 }
 
+/// Whether any process below this one has not exited.
+pub fn any_descendants() -> bool {
+    !descendants().is_empty()
+}
+
 /// The processes below this one that have not exited.
 fn descendants() -> Vec<i32> {
     let all = processes();

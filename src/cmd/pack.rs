@@ -2,9 +2,15 @@
 //! smolvm's agent pulls the layers straight from the store. Nothing is left running after,
 //! also when cellar is interrupted: smolvm, and whatever it started, is stopped first.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cellar_store::oci::ImageOptions;
@@ -41,9 +47,12 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
         dir.filter(|d| !d.is_dir())
             .map(|d| format!("no directory {}", d.display()))
     });
-    if let Some(why) = why {
+    if let Some(why) = why.or_else(|| names_the_sidecar(out)) {
         return Err(UsageError(format!("-o {}: {why}", out.display())).into());
     }
+    // Before the image is made, which can take a while for a layer not made yet.
+    find_program(&args.smolvm)
+        .map_err(|why| anyhow::anyhow!("cannot run {}: {why}", args.smolvm.display()))?;
     let shown = format!("-o {}", out.display());
     super::outside_store(store.root(), out, &shown, super::WOULD_DAMAGE)?;
     let store = Arc::new(store);
@@ -64,7 +73,7 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
     let host = args
         .pull_host
         .clone()
-        .unwrap_or_else(|| server.addr().to_string());
+        .unwrap_or_else(|| reachable(server.addr()).to_string());
     let reference = format!("{host}/{}@{}", snap.name, image.manifest_digest);
     errln!("cellar: serving {reference}; running smolvm pack create");
 
@@ -83,8 +92,13 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// After smolvm exits, how long its stderr may stay quiet before it counts as done: a process
+/// smolvm started (the VM that pulled the image) may hold the pipe open for good.
+const STDERR_QUIET: Duration = Duration::from_millis(250);
+
 fn run_smolvm(args: &PackArgs, reference: &str, stopping: &Mutex<bool>) -> anyhow::Result<()> {
     crate::procs::adopt_orphans();
+    let before = written(&args.output);
     let mut command = Command::new(&args.smolvm);
     let spawning = stopping.lock().unwrap_or_else(|e| e.into_inner());
     if *spawning {
@@ -101,16 +115,35 @@ fn run_smolvm(args: &PackArgs, reference: &str, stopping: &Mutex<bool>) -> anyho
         .spawn()
         .with_context(|| format!("cannot run {}", args.smolvm.display()))?;
     drop(spawning);
-    // smolvm's stderr goes on to ours as it comes (the error below does not repeat it).
-    let mut said = false;
+    // smolvm's stderr goes on to ours as it comes (the error below does not repeat it), from
+    // a thread: what is waited for is smolvm's exit, not the pipe's end.
+    let said = Arc::new(AtomicBool::new(false));
+    let (line_tx, lines) = mpsc::channel();
     let stderr = child.stderr.take().expect("piped stderr");
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap_or_default();
-        let _ = writeln!(std::io::stderr(), "{line}");
-        said = true;
-    }
+    let saying = said.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(std::io::stderr(), "{line}");
+            saying.store(true, Ordering::SeqCst);
+            let _ = line_tx.send(());
+        }
+    });
     let status = child.wait().context("waiting for smolvm")?;
-    if status.success() && !args.output.exists() {
+    // Its last words come before cellar's verdict, unless the pipe stays open and busy.
+    let exited = Instant::now();
+    while exited.elapsed() < crate::procs::EXIT_WAIT {
+        match lines.recv_timeout(STDERR_QUIET) {
+            Ok(()) => continue,
+            Err(_) => break, // closed, or quiet
+        }
+    }
+    // What it left running pulled from the server that stops now: it goes too.
+    if crate::procs::any_descendants() {
+        crate::procs::stop_descendants(|| true);
+        errln!("cellar: stopped what smolvm left running");
+    }
+    if status.success() && written(&args.output) == before {
         anyhow::bail!(
             "{} pack create exited 0 but wrote no {}",
             args.smolvm.display(),
@@ -132,10 +165,63 @@ fn run_smolvm(args: &PackArgs, reference: &str, stopping: &Mutex<bool>) -> anyho
     anyhow::bail!(
         "{} pack create {how} ({})",
         args.smolvm.display(),
-        if said {
+        if said.load(Ordering::SeqCst) {
             "what it said is above"
         } else {
             "it said nothing"
         }
     )
+}
+
+/// What says a file was written: its inode and change time (None when there is no file).
+/// Compared before and after smolvm runs, so an OUT left by an earlier run is not taken for
+/// this one's.
+fn written(path: &Path) -> Option<(u64, u64, i64, i64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
+}
+
+/// smolvm names the sidecar `OUT.smolmachine` itself, and refuses an OUT named so.
+fn names_the_sidecar(out: &Path) -> Option<String> {
+    let name = out.file_name()?.to_str()?;
+    let stub = out.with_file_name(name.strip_suffix(".smolmachine")?);
+    let stub = stub.display();
+    Some(format!(
+        "names the sidecar, which smolvm names itself (and refuses this name): give -o {stub} \
+         and it writes {stub} and {stub}.smolmachine"
+    ))
+}
+
+/// The executable `program` names: a path, or a name looked up in PATH as the spawn will.
+fn find_program(program: &Path) -> Result<PathBuf, String> {
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.as_os_str().as_encoded_bytes().contains(&b'/') {
+        return match runnable(program) {
+            true => Ok(program.to_path_buf()),
+            false if program.exists() => Err("not an executable file".into()),
+            false => Err("no such file".into()),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| runnable(p))
+        .ok_or_else(|| format!("not found in PATH ({})", OsStr::new(&path).display()))
+}
+
+/// The address a client on this host reaches a server listening on `addr` at: loopback for
+/// a wildcard, which is no address to connect to. IPv4's for `[::]` too, which takes IPv4
+/// as well unless the system says otherwise (`bindv6only`): many image reference parsers
+/// (skopeo's among them) refuse an IPv6 literal.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    let v6_only =
+        || std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").is_ok_and(|v| v.trim() == "1");
+    let ip = match addr {
+        SocketAddr::V6(a) if a.ip().is_unspecified() && v6_only() => Ipv6Addr::LOCALHOST.into(),
+        a if a.ip().is_unspecified() => Ipv4Addr::LOCALHOST.into(),
+        a => a.ip(),
+    };
+    SocketAddr::new(ip, addr.port())
 }

@@ -10,9 +10,10 @@ use super::cellar::*;
 use crate::common::*;
 use crate::trees::portable_tree;
 
-/// A `smolvm` that takes `pack create --image REF --output OUT [EXTRA...]`, pulls REF with
-/// skopeo into an OCI layout at OUT, unpacks it beside OUT with umoci, and records its
-/// arguments. `FAIL_WITH` in its environment makes it fail instead.
+/// A `smolvm` that takes `pack create --image REF --output OUT [EXTRA...]` as smolvm does
+/// (refusing an OUT named `*.smolmachine`, writing the stub OUT and the sidecar
+/// OUT.smolmachine), pulls REF with skopeo into an OCI layout beside OUT, unpacks it with
+/// umoci, and records its arguments. `FAIL_WITH` in its environment makes it fail instead.
 fn stand_in(dir: &Path) -> PathBuf {
     let path = dir.join("smolvm");
     std::fs::write(
@@ -23,11 +24,14 @@ set -eu
 shift 2
 [ "$1" = --image ] && image=$2 && shift 2
 [ "$1" = --output ] && out=$2 && shift 2
+case "$out" in *.smolmachine) echo "error: the sidecar is created as <output>.smolmachine" >&2; exit 2;; esac
 echo "$image" > "$out.image"
 echo "$*" > "$out.extra"
 if [ -n "${FAIL_WITH:-}" ]; then echo "smolvm: cannot boot: $FAIL_WITH" >&2; exit 3; fi
-skopeo --insecure-policy copy -q --src-tls-verify=false "docker://$image" "oci:$out:packed"
-umoci unpack --image "$out:packed" "$out.bundle" >/dev/null
+skopeo --insecure-policy copy -q --src-tls-verify=false "docker://$image" "oci:$out.oci:packed"
+umoci unpack --image "$out.oci:packed" "$out.bundle" >/dev/null
+tar -cf "$out.smolmachine" -C "$out.oci" .
+printf 'stub\n' > "$out"
 echo "packed $image into $out"
 "#,
     )
@@ -44,7 +48,7 @@ fn packable(fill: fn(&Path)) -> (TestStore, Snap, PathBuf, PathBuf, Vec<String>)
     fill(&root);
     let snap = snap_dir(&store, &root, "vm", "1");
     let smolvm = stand_in(store.dir.path());
-    let out = store.scratch("vm.smolmachine");
+    let out = store.scratch("vm");
     let args = ["pack", "vm", "-o", out.to_str().unwrap(), "--smolvm"]
         .into_iter()
         .chain([smolvm.to_str().unwrap(), "--json"])
@@ -77,6 +81,7 @@ fn pack_feeds_smolvm_the_snapshot_image() {
         "--cpus 2"
     );
     super::assert_same_tree(&snap.extraction, &beside("bundle").join("rootfs"));
+    assert!(out.is_file() && beside("smolmachine").is_file());
 
     // Nothing is left listening.
     let addr = image.split('/').next().unwrap();
@@ -118,9 +123,90 @@ fn pack_feeds_smolvm_the_snapshot_image() {
         stderr(&nothing)
     );
 
-    let missing = store.run(&["pack", "vm", "-o", "y", "--smolvm", "/nonexistent/smolvm"]);
-    assert_eq!(missing.status.code(), Some(1));
-    assert!(stderr(&missing).contains("/nonexistent/smolvm"));
+    // ...nor has one that left an OUT of an earlier run as it was.
+    write_file(&store.scratch("old"), b"an earlier pack\n");
+    let old = store.scratch("old");
+    let stale = pack_with(&store, &old, "/bin/true", &[]);
+    assert_eq!(stale.status.code(), Some(1), "{}", stderr(&stale));
+    assert!(stderr(&stale).contains("wrote no"), "{}", stderr(&stale));
+
+    // A smolvm that is not there is named before the image is served.
+    for (smolvm, says) in [
+        ("/nonexistent/smolvm", "/nonexistent/smolvm: no such file"),
+        ("no-such-smolvm", "no-such-smolvm: not found in PATH"),
+    ] {
+        let missing = store.run(&["pack", "vm", "-o", "y", "--smolvm", smolvm]);
+        assert_eq!(missing.status.code(), Some(1));
+        let err = stderr(&missing);
+        assert!(err.contains(says) && !err.contains("serving"), "{err}");
+    }
+}
+
+/// A wildcard --listen is no address to pull from: smolvm is given loopback (IPv4's, which
+/// `[::]` takes too and every reference parser reads).
+#[test]
+fn pack_on_a_wildcard_address_gives_smolvm_loopback() {
+    let (store, snap, smolvm, out, _args) = packable(portable_tree);
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let _ = fs::remove_dir_all(format!("{}.bundle", out.display()));
+        let r = pack_with(
+            &store,
+            &out,
+            smolvm.to_str().unwrap(),
+            &["--listen", listen],
+        );
+        assert_success(&r, &["pack", "--listen", listen]);
+        let image = fs::read_to_string(format!("{}.image", out.display())).unwrap();
+        assert!(image.starts_with("127.0.0.1:"), "{listen}: {image}");
+        let rootfs = PathBuf::from(format!("{}.bundle/rootfs", out.display()));
+        super::assert_same_tree(&snap.extraction, &rootfs);
+    }
+}
+
+/// smolvm is done when it exits: a process it left holding its stderr neither keeps `pack`
+/// waiting nor outlives it.
+#[test]
+fn pack_ends_when_smolvm_does_and_stops_what_it_left() {
+    let (store, _snap, _smolvm, out, _args) = packable(portable_tree);
+    let helper = format!("sleep 73.{}", std::process::id());
+    let smolvm = store.dir.path().join("leaving-smolvm");
+    let script = format!(
+        "#!/bin/sh\n{helper} &\necho 'started a helper' >&2\n\
+         for last; do :; done\nprintf stub > \"$last\"\n"
+    );
+    fs::write(&smolvm, script).unwrap();
+    fs::set_permissions(&smolvm, fs::Permissions::from_mode(0o755)).unwrap();
+    let child = spawn_pack(&store, &out, &smolvm, Stdio::piped());
+    let r = output_within_a_minute(child, "pack beside a helper holding smolvm's stderr");
+    assert_success(&r, &["pack"]);
+    let err = stderr(&r);
+    assert!(err.contains("started a helper"), "{err}");
+    assert!(err.contains("stopped what smolvm left running"), "{err}");
+    assert!(!running(&helper), "smolvm's helper outlived cellar pack");
+}
+
+/// `cellar pack vm -o OUT --smolvm SMOLVM MORE...`, run.
+fn pack_with(store: &TestStore, out: &Path, smolvm: &str, more: &[&str]) -> std::process::Output {
+    let out = out.to_str().unwrap();
+    let args = ["pack", "vm", "-o", out, "--smolvm", smolvm];
+    store.run(&[&args[..], more].concat())
+}
+
+/// `cellar pack vm -o OUT --smolvm SMOLVM`, started, its stderr piped.
+fn spawn_pack(store: &TestStore, out: &Path, smolvm: &Path, stdout: Stdio) -> std::process::Child {
+    store
+        .cmd(&[
+            "pack",
+            "vm",
+            "-o",
+            out.to_str().unwrap(),
+            "--smolvm",
+            smolvm.to_str().unwrap(),
+        ])
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// Names starting `.wh.` are left out of the image smolvm gets: a warning, and `--json` says
@@ -145,19 +231,7 @@ fn an_interrupted_pack_leaves_nothing_running() {
     let smolvm = store.dir.path().join("slow-smolvm");
     fs::write(&smolvm, format!("#!/bin/sh\n{vm} &\nexec {agent}\n")).unwrap();
     fs::set_permissions(&smolvm, fs::Permissions::from_mode(0o755)).unwrap();
-    let child = store
-        .cmd(&[
-            "pack",
-            "vm",
-            "-o",
-            out.to_str().unwrap(),
-            "--smolvm",
-            smolvm.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_pack(&store, &out, &smolvm, Stdio::null());
     wait_until("smolvm and its VM to run", || {
         running(&vm) && running(&agent)
     });
@@ -202,6 +276,13 @@ fn pack_refuses_an_output_it_cannot_write_before_smolvm_runs() {
         (at("missing/p"), "no directory"),
         (at("afile/p"), "part of the path is not a directory"),
         (at("new/"), "a trailing / names a directory"),
+        (
+            at("p.smolmachine"),
+            &format!(
+                "give -o {p} and it writes {p} and {p}.smolmachine",
+                p = at("p")
+            ),
+        ),
     ] {
         let r = store.run(&[
             "pack",
