@@ -16,8 +16,9 @@
 //!   mtime is seconds. Typeflags: `0` regular file, `1` hard link, `2` symlink (target from
 //!   readlink, raw bytes), `3`/`4` character/block device (devmajor, devminor), `5` directory,
 //!   `6` fifo. Sockets and other types are left out, with a warning.
-//! - Hard links: a regular file with st_nlink > 1 whose (st_dev, st_ino) was already archived
-//!   is a `1` member, size 0, linkname the first member's name.
+//! - Hard links: a regular file or symlink with st_nlink > 1 whose (st_dev, st_ino) was
+//!   already archived is a `1` member, size 0, linkname the first member's name. As in GNU
+//!   tar, devices and fifos are never linked: each name is a node of its own.
 //! - A local `x` header precedes a member only when something does not fit ustar: the name
 //!   does not fit the 100-byte name field nor a split at a `/` into prefix (≤ 155 bytes) and
 //!   name (1..=100 bytes) (`path`; the name field then holds its first 100 bytes); the link
@@ -83,7 +84,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use self::header::{Entry, BLOCK_DEVICE, CHAR_DEVICE, FIFO, SYMLINK};
+use self::header::{Entry, BLOCK_DEVICE, CHAR_DEVICE, FIFO, HARDLINK, SYMLINK};
 pub use self::members::{MemberWriter, Payload};
 use self::output::Out;
 #[cfg(test)]
@@ -290,8 +291,18 @@ impl<'a> Walker<'a> {
         if ft.is_dir() {
             return self.directory(rel, &path);
         }
+        // A later name of an archived file or symlink is a `1` member naming the first. GNU
+        // tar links those two types alone: a device's or fifo's names are each a node.
+        if md.nlink() > 1 && (ft.is_file() || ft.is_symlink()) {
+            if let Some(first) = self.links.earlier(&md) {
+                let mut entry = Entry::new(member_name(&rel, false), HARDLINK, &md);
+                entry.link = first;
+                self.emit(&entry, &rel)?;
+                return Ok(None);
+            }
+        }
         if ft.is_file() {
-            self.regular(&rel, &path, &md)?;
+            self.regular(&rel, &path)?;
         } else if ft.is_symlink() {
             self.symlink(&rel, &path, &md)?;
         } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
@@ -363,8 +374,7 @@ impl<'a> Walker<'a> {
         let mut entry = Entry::new(member_name(rel, false), SYMLINK, md);
         entry.link = target;
         self.add_xattrs(&mut entry, rel, Attrs::Path(path));
-        self.emit(&entry, rel)?;
-        Ok(())
+        self.emit_linkable(entry, rel, md)
     }
 
     /// Devices and fifos: header only.
@@ -384,6 +394,15 @@ impl<'a> Walker<'a> {
         }
         self.add_xattrs(&mut entry, rel, Attrs::Path(path));
         self.emit(&entry, rel)?;
+        Ok(())
+    }
+
+    /// Write a member other names may link to: an inode with more links is remembered by
+    /// the name it was archived under.
+    fn emit_linkable(&mut self, entry: Entry, rel: &[u8], md: &Metadata) -> Result<()> {
+        if self.emit(&entry, rel)? && md.nlink() > 1 {
+            self.links.remember(md, entry.name);
+        }
         Ok(())
     }
 

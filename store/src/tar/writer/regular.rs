@@ -6,7 +6,7 @@ use std::fs::{self, File, Metadata};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-use super::header::{Entry, HARDLINK, REGULAR};
+use super::header::{Entry, REGULAR};
 use super::output::ReadTrouble;
 use super::sparse::{data_segments, looks_sparse, sparse_map};
 use super::{member_name, Attrs, Walker};
@@ -14,15 +14,8 @@ use crate::error::Result;
 use crate::tar::header::BLOCK;
 
 impl Walker<'_> {
-    pub(super) fn regular(&mut self, rel: &[u8], path: &Path, md: &Metadata) -> Result<()> {
-        if md.nlink() > 1 {
-            if let Some(first) = self.links.earlier(md) {
-                let mut entry = Entry::new(member_name(rel, false), HARDLINK, md);
-                entry.link = first;
-                self.emit(&entry, rel)?;
-                return Ok(());
-            }
-        }
+    /// A regular file (not an earlier one's hard link: `visit` wrote that).
+    pub(super) fn regular(&mut self, rel: &[u8], path: &Path) -> Result<()> {
         // O_NONBLOCK: should a fifo have replaced the file since lstat, opening it must not
         // hang (GNU tar opens files the same way).
         let opened = fs::OpenOptions::new()
@@ -112,7 +105,7 @@ impl Walker<'_> {
     }
 }
 
-/// Files archived with st_nlink > 1, so later links to them become `1` members.
+/// Inodes archived with st_nlink > 1, so later links to them become `1` members.
 #[derive(Default)]
 pub(super) struct HardLinks(HashMap<(u64, u64), Seen>);
 
@@ -124,7 +117,7 @@ struct Seen {
 
 impl HardLinks {
     /// The member name under which this file was archived already, if it was.
-    fn earlier(&mut self, md: &Metadata) -> Option<Vec<u8>> {
+    pub(super) fn earlier(&mut self, md: &Metadata) -> Option<Vec<u8>> {
         let key = (md.dev(), md.ino());
         let seen = self.0.get_mut(&key)?;
         let name = seen.name.clone();
@@ -135,7 +128,7 @@ impl HardLinks {
         Some(name)
     }
 
-    fn remember(&mut self, md: &Metadata, name: Vec<u8>) {
+    pub(super) fn remember(&mut self, md: &Metadata, name: Vec<u8>) {
         let links_left = md.nlink() - 1;
         self.0
             .insert((md.dev(), md.ino()), Seen { name, links_left });

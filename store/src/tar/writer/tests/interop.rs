@@ -123,6 +123,12 @@ fn byte_identical_to_gnu_tar_on_plain_trees() {
     fs::hard_link(p(&src, &deep), src.join("sub/hard-to-deep")).unwrap();
     mknod(&src.join("sub/chr"), libc::S_IFCHR, 1, 3);
     mknod(&src.join("sub/fifo"), libc::S_IFIFO, 0, 0);
+    // GNU tar links a symlink's second name as a file's (link(2) links the symlink itself),
+    // and writes a device's or fifo's second name as a node of its own.
+    for linked in ["short", "chr", "fifo"] {
+        let at = |name: &str| src.join("sub").join(name);
+        fs::hard_link(at(linked), at(&format!("{linked}-again"))).unwrap();
+    }
     lchown(file(&src, b"sub/bigid", b"id"), Some(3_000_000), Some(7)).unwrap();
     set_xattr(&file(&src, b"sub/xattr", b"x"), "user.k", b"v\nw");
     // GNU tar moves names with non-ASCII bytes to `path` records; this one is ASCII.
