@@ -522,25 +522,17 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 }
 
 /// An error in how cellar was called, found after parsing (exit status 2).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct UsageError(pub String);
 
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
+/// A snapshot recorded without some of what its source held, which could not be read (exit
+/// status 3, restic's for the same case).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Incomplete(pub String);
 
 /// A command stopped by an interrupt, having recorded nothing (exit status 128 + the signal).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by signal {0}; nothing was recorded")]
 pub struct Interrupted(pub i32);
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "interrupted by signal {}; nothing was recorded", self.0)
-    }
-}
-
-impl std::error::Error for Interrupted {}

@@ -43,6 +43,10 @@ fn main() -> ExitCode {
                 errln!("cellar: {e}");
                 return ExitCode::from((128 + sig) as u8);
             }
+            if e.downcast_ref::<cli::Incomplete>().is_some() {
+                errln!("cellar: {e}");
+                return ExitCode::from(3);
+            }
             errln!("cellar: error: {e:#}");
             let usage = e
                 .downcast_ref::<cellar_store::Error>()

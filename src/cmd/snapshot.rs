@@ -11,7 +11,7 @@ use cellar_store::tar::{write_dir, DirOptions};
 use cellar_store::{Error, IngestInput, IngestOptions, IngestReport, Store, WriterExited};
 use serde::Serialize;
 
-use crate::cli::{Interrupted, SnapshotArgs, UsageError};
+use crate::cli::{Incomplete, Interrupted, SnapshotArgs, UsageError};
 use crate::output::{errln, outln, print_json, SnapshotJson};
 use crate::progress::IngestBar;
 
@@ -26,6 +26,9 @@ struct SnapshotReport<'a> {
     /// Payload bytes that were already stored.
     known_bytes: u64,
     warnings: Vec<String>,
+    /// `--dir`: paths that could not be read, so the snapshot lacks them or holds them
+    /// imperfectly (exit status 3).
+    unreadable: u64,
 }
 
 pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
@@ -104,9 +107,13 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
     opts.on_wait = Box::new(|msg| errln!("cellar: {msg}"));
     let _bar = IngestBar::start(opts.progress.clone());
 
-    let mut warnings = Vec::new();
-    let report = ingest(&store, &args, file, opts, &mut warnings).map_err(stopped)?;
+    let mut notes = SourceNotes::default();
+    let report = ingest(&store, &args, file, opts, &mut notes).map_err(stopped)?;
     drop(_bar);
+    let SourceNotes {
+        mut warnings,
+        unreadable,
+    } = notes;
     warnings.extend(report.warnings.iter().cloned());
     for w in &warnings {
         crate::output::warn(w);
@@ -117,11 +124,28 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
             new_bytes: report.new_bytes,
             known_bytes: report.known_bytes,
             warnings,
-        })
+            unreadable,
+        })?;
     } else {
         outln!("{}", report.snapshot.short_id());
-        Ok(())
     }
+    match unreadable {
+        0 => Ok(()),
+        n => Err(Incomplete(format!(
+            "snapshot {} was recorded without {n} path(s) it could not read, or with them \
+             incomplete (warned of above)",
+            report.snapshot.short_id()
+        ))
+        .into()),
+    }
+}
+
+/// What the source said beside its stream: warnings, and (`--dir`) how many paths could
+/// not be read.
+#[derive(Default)]
+struct SourceNotes {
+    warnings: Vec<String>,
+    unreadable: u64,
 }
 
 /// Ingest what the arguments name: a directory, a file or stdin, or a command's output.
@@ -130,10 +154,10 @@ fn ingest(
     args: &SnapshotArgs,
     file: Option<File>,
     opts: IngestOptions,
-    warnings: &mut Vec<String>,
+    notes: &mut SourceNotes,
 ) -> anyhow::Result<IngestReport> {
     Ok(if let Some(dir) = &args.dir {
-        snapshot_dir(store, dir, args, opts, warnings)?
+        snapshot_dir(store, dir, args, opts, notes)?
     } else if args.command.is_empty() {
         let Some(file) = file else {
             return Ok(store.ingest(stdin_input()?, opts, || Ok(()))?);
@@ -161,7 +185,7 @@ fn ingest(
             IngestInput::command_pipe(stdout, exited).context("reading the command's stdout")?;
         let result = store.ingest(stdout, opts, || {
             cmd.finish(&args.allow_exit, &cancel)
-                .map(|w| warnings.extend(w))
+                .map(|w| notes.warnings.extend(w))
         });
         match result {
             Ok(r) => r,
@@ -214,7 +238,7 @@ fn snapshot_dir(
     dir: &Path,
     args: &SnapshotArgs,
     opts: IngestOptions,
-    warnings: &mut Vec<String>,
+    notes: &mut SourceNotes,
 ) -> anyhow::Result<IngestReport> {
     let dir_opts = DirOptions {
         excludes: args.exclude.clone(),
@@ -239,7 +263,8 @@ fn snapshot_dir(
     };
     let result = store.ingest(IngestInput::stream(reader), opts, || {
         if let Some(report) = join()? {
-            warnings.extend(report.warnings);
+            notes.warnings.extend(report.warnings);
+            notes.unreadable += report.unreadable;
         }
         Ok(())
     });

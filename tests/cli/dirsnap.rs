@@ -379,7 +379,8 @@ fn sh_with_cellar(wrapper: &[&str], script: &str, store: &Path) -> std::process:
 
 /// A directory that can be read but not searched (mode 0644, met by a user other than root)
 /// is archived, with a warning for each entry it holds, as GNU tar does: its listing is read
-/// from its descriptor, which needs no search permission.
+/// from its descriptor, which needs no search permission. The snapshot is recorded, and the
+/// exit status (3, restic's) says it lacks what could not be read, as GNU tar's (2) does.
 #[test]
 fn a_directory_readable_but_not_searchable_is_archived_without_its_contents() {
     use std::os::unix::fs::PermissionsExt;
@@ -403,13 +404,19 @@ fn a_directory_readable_but_not_searchable_is_archived_without_its_contents() {
         "--clear-groups",
     ];
     let script = format!(
-        "exec \"$1\" --store \"$2\" snapshot --name r --dir '{}'",
+        "exec \"$1\" --store \"$2\" snapshot --name r --dir '{}' --json",
         dir.display()
     );
     let out = sh_with_cellar(&nobody, &script, &store);
-    assert_success(&out, &["snapshot", "--dir", "as nobody"]);
     let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("/t/ronly/f: Permission denied"), "{err}");
+    assert!(
+        err.contains("recorded without 1 path(s) it could not read"),
+        "{err}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["unreadable"], 1, "{report}");
     let listed = String::from_utf8(cellar_at(&store, &["ls", "-R", "r", "/"]).stdout).unwrap();
     assert_eq!(listed, "/ok\n/ronly\n");
 }

@@ -116,6 +116,9 @@ pub struct DirOptions {
 pub struct DirReport {
     /// Paths left out or archived imperfectly, each message naming the path.
     pub warnings: Vec<String>,
+    /// Of those, the paths that could not be read (an error other than the path vanishing):
+    /// missing from the stream, or in it without their xattrs or with zeros for data.
+    pub unreadable: u64,
     /// Members written (the `x` headers are not members of their own).
     pub members: u64,
 }
@@ -256,11 +259,21 @@ impl<'a> Walker<'a> {
             .push(format!("{}: {what}", shown(&full)));
     }
 
+    /// A warning that the entry at `rel` could not be read (`what` says how that left it),
+    /// counted as such unless it vanished first, as a live tree's files do: GNU tar too
+    /// tells "removed before we read it" from a failure.
+    fn unreadable(&mut self, rel: &[u8], e: &io::Error, what: impl Display) {
+        if e.kind() != io::ErrorKind::NotFound {
+            self.report.unreadable += 1;
+        }
+        self.warn(rel, what);
+    }
+
     /// The entry at `rel` could not be opened: it is left out with a warning, unless the
     /// process ran out of descriptors, which would leave out everything deeper as well.
     fn left_out(&mut self, rel: &[u8], e: io::Error) -> Result<()> {
         if !out_of_descriptors(&e) {
-            self.warn(rel, e);
+            self.unreadable(rel, &e, &e);
             return Ok(());
         }
         let depth = rel.split(|&b| b == b'/').count();
@@ -283,7 +296,7 @@ impl<'a> Walker<'a> {
         let md = match fs::symlink_metadata(&path) {
             Ok(md) => md,
             Err(e) => {
-                self.warn(&rel, e);
+                self.unreadable(&rel, &e, &e);
                 return Ok(None);
             }
         };
@@ -367,7 +380,7 @@ impl<'a> Walker<'a> {
         let target = match fs::read_link(path) {
             Ok(t) => t.into_os_string().into_vec(),
             Err(e) => {
-                self.warn(rel, e);
+                self.unreadable(rel, &e, &e);
                 return Ok(());
             }
         };
@@ -418,8 +431,9 @@ impl<'a> Walker<'a> {
                     entry.pax.insert(xattr_key(&name), value);
                 }
             }
-            Err(e) => self.warn(
+            Err(e) => self.unreadable(
                 rel,
+                &e,
                 format_args!("cannot read extended attributes: {e}; archived without them"),
             ),
         }

@@ -34,7 +34,7 @@ impl Walker<'_> {
                 return Ok(());
             }
             Err(e) => {
-                self.warn(rel, e);
+                self.unreadable(rel, &e, &e);
                 return Ok(());
             }
         };
@@ -95,8 +95,9 @@ impl Walker<'_> {
     ) {
         match trouble {
             Some(ReadTrouble::Shrank) => self.warn(rel, "file changed as we read it"),
-            Some(ReadTrouble::Failed { at, error }) => self.warn(
+            Some(ReadTrouble::Failed { at, error }) => self.unreadable(
                 rel,
+                &error,
                 format_args!("read error at byte {at}: {error}; padded with zeros"),
             ),
             None if changed_since(file, md) => self.warn(rel, "file changed as we read it"),
