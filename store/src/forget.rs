@@ -187,6 +187,15 @@ type Bucket = fn(&time::OffsetDateTime) -> String;
 
 /// Decide for every snapshot of each lineage in `snaps` (commit order). Buckets are in UTC.
 pub fn apply(policy: &Policy, snaps: Vec<Snapshot>) -> Result<Vec<Decision>> {
+    apply_at(policy, snaps, time::OffsetDateTime::now_utc())
+}
+
+/// `apply` as at `now`, which bounds where `--keep-within`'s span is reckoned from.
+fn apply_at(
+    policy: &Policy,
+    snaps: Vec<Snapshot>,
+    now: time::OffsetDateTime,
+) -> Result<Vec<Decision>> {
     if policy.is_empty() {
         return Err(Error::InvalidArgument(
             "no retention policy: give at least one --keep-* option".into(),
@@ -257,9 +266,13 @@ pub fn apply(policy: &Policy, snaps: Vec<Snapshot>) -> Result<Vec<Decision>> {
                 }
             }
         }
-        if let (false, Some(&newest)) = (policy.within.is_zero(), order.first()) {
+        if !policy.within.is_zero() {
+            // From the newest snapshot not taken in the future, as restic reckons it: one
+            // taken under a clock set years ahead does not push the rest out of the span.
+            // With none, restic starts from the zero time, which keeps them all.
+            let newest = order.iter().map(|&i| times[i]).find(|&t| t < now);
             // Strictly after the span's start, as restic keeps them.
-            let start = policy.within.before(times[newest]);
+            let start = newest.and_then(|t| policy.within.before(t));
             for &i in &order {
                 if start.is_none_or(|start| times[i] > start) {
                     reasons[i].push(format!("within {}", policy.within));
@@ -363,6 +376,37 @@ mod tests {
         // Within the span of the lineage's newest snapshot, not of now.
         let far = vec![snap("db", "2001-01-01T00:00:00Z", 7)];
         assert_eq!(kept(within("1d"), far), vec![7]);
+    }
+
+    /// A snapshot taken in the future (a clock set wrong) is not where `--keep-within`'s span
+    /// is reckoned from, as in restic: the newest one before now is. With none before now,
+    /// the span starts at the zero time and keeps them all.
+    #[test]
+    fn within_is_reckoned_from_the_newest_snapshot_not_in_the_future() {
+        let rfc3339 = &time::format_description::well_known::Rfc3339;
+        let now = time::OffsetDateTime::parse("2026-12-03T12:00:00Z", rfc3339).unwrap();
+        let within = |w: &str| Policy {
+            within: w.parse().unwrap(),
+            ..Policy::default()
+        };
+        let kept_at = |policy: Policy, snaps: Vec<Snapshot>| -> Vec<u8> {
+            let decisions = apply_at(&policy, snaps, now).unwrap();
+            let kept = decisions.into_iter().filter(|d| d.keep());
+            kept.map(|d| d.snapshot.id.0[0]).collect()
+        };
+        let snaps = vec![
+            snap("vm", "2026-09-02T10:00:00Z", 1),
+            snap("vm", "2026-11-02T10:00:00Z", 2),
+            snap("vm", "2026-12-01T10:00:00Z", 3),
+            snap("vm", "2030-01-01T00:00:00Z", 4),
+        ];
+        assert_eq!(kept_at(within("3m"), snaps.clone()), vec![1, 2, 3, 4]);
+        assert_eq!(kept_at(within("1m"), snaps.clone()), vec![2, 3, 4]);
+        let future = vec![
+            snap("vm", "2027-02-28T00:00:00Z", 5),
+            snap("vm", "2028-02-29T00:00:00Z", 6),
+        ];
+        assert_eq!(kept_at(within("1d"), future), vec![5, 6]);
     }
 
     #[test]
