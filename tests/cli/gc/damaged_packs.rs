@@ -91,9 +91,13 @@ fn a_damaged_pack_the_index_needs_is_named_and_the_rest_reclaimed() {
     let later_packs = snapshot_new_packs(&store, &later, "later");
     store.ok(&["rm", "both"]);
     store.ok(&["rm", "later"]);
-    // a.bin's bytes are stored as they are (noise does not compress), early in the pack.
+    // a.bin's bytes are stored as they are (noise does not compress): found by content, as
+    // the compression workers' records reach the pack in either order.
     let mut bytes = std::fs::read(damaged).unwrap();
-    bytes[300_000] ^= 0xff;
+    let probe = &noise(1_000_000, 3)[500_000..500_064];
+    let at = bytes.windows(probe.len()).position(|w| w == probe);
+    let at = at.expect("a.bin's bytes stored as they are");
+    bytes[at] ^= 0xff;
     std::fs::write(damaged, bytes).unwrap();
 
     let out = store.run(&["gc", "--grace", "0", "--json"]);
