@@ -11,6 +11,7 @@ mod registry;
 mod serve;
 mod signals;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -23,7 +24,20 @@ fn main() -> ExitCode {
     if std::env::var_os("CELLAR_STORE").is_some_and(|v| v.is_empty()) {
         std::env::remove_var("CELLAR_STORE");
     }
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version go to stdout, usage errors to stderr; a failed write is an error.
+        Err(e) => {
+            let code = e.exit_code() as u8;
+            if let Err(w) = e.print().and_then(|()| std::io::stdout().flush()) {
+                if w.kind() != std::io::ErrorKind::BrokenPipe {
+                    errln!("cellar: error: writing the output: {w}");
+                }
+                return ExitCode::from(1);
+            }
+            return ExitCode::from(code);
+        }
+    };
     raise_open_files_limit();
     if let Some(fd) = closed_fds::needed_but_closed(&cli.command) {
         // What the command writes would be lost, or what it reads would look empty.

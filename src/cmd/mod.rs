@@ -28,9 +28,13 @@ use crate::cli::{self, Cli, Command};
 use crate::output::{errln, left_out_summary};
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let root = match cli.store {
-        Some(dir) => dir,
-        None => default_store()?,
+    let (root, named_by) = match cli.store {
+        // clap fills --store from CELLAR_STORE: the message names where it came from.
+        Some(dir) if std::env::var_os("CELLAR_STORE").is_some_and(|v| v == dir) => {
+            (dir, "CELLAR_STORE")
+        }
+        Some(dir) => (dir, "--store"),
+        None => (default_store()?, "the default store"),
     };
     // A store is a directory: a file there is no store, and none can be made there, nor
     // below one.
@@ -40,7 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     };
     if not_a_dir {
         return Err(cli::UsageError(format!(
-            "--store {}: not a directory (a store is a directory)",
+            "{named_by} {}: not a directory (a store is a directory)",
             root.display()
         ))
         .into());
@@ -294,9 +298,12 @@ fn default_store() -> anyhow::Result<PathBuf> {
     if let Some(d) = absolute("XDG_DATA_HOME") {
         return Ok(d.join("cellar"));
     }
-    let home = absolute("HOME").context(
-        "no store given: neither --store nor CELLAR_STORE is set, and HOME is not an \
-         absolute path",
-    )?;
+    let home = absolute("HOME").with_context(|| {
+        let home = match std::env::var_os("HOME") {
+            Some(_) => "HOME is not an absolute path",
+            None => "HOME is not set",
+        };
+        format!("no store given: neither --store nor CELLAR_STORE is set, and {home}")
+    })?;
     Ok(home.join(".local/share/cellar"))
 }

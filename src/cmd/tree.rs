@@ -108,27 +108,45 @@ fn mode_string(n: &Node) -> String {
     .collect()
 }
 
-fn long_line(path: &[u8], n: &Node) -> String {
-    let size = match n.kind {
-        Kind::Char | Kind::Block => format!("{}, {}", n.rdev_major, n.rdev_minor),
-        _ => n.size.to_string(),
-    };
-    let when = crate::output::minutes(n.mtime);
-    let mut line = format!(
-        "{} {:>3} {:>5} {:>5} {:>10} {} {}",
-        mode_string(n),
-        n.nlink,
-        n.uid,
-        n.gid,
-        size,
-        when,
-        shown(path)
-    );
-    if n.kind == Kind::Symlink {
-        line.push_str(" -> ");
-        line.push_str(&escape_name(&n.link));
+/// The widths of `ls -l`'s number columns: each grows to the widest value met so far and
+/// never shrinks, as `tar -tv` sizes its columns, so a listing streams and still lines up
+/// once its widest values have gone by.
+struct Columns([usize; 4]);
+
+impl Default for Columns {
+    fn default() -> Self {
+        Columns([3, 5, 5, 10])
     }
-    line
+}
+
+impl Columns {
+    fn line(&mut self, path: &[u8], n: &Node) -> String {
+        let size = match n.kind {
+            Kind::Char | Kind::Block => format!("{}, {}", n.rdev_major, n.rdev_minor),
+            _ => n.size.to_string(),
+        };
+        let numbers = [
+            n.nlink.to_string(),
+            n.uid.to_string(),
+            n.gid.to_string(),
+            size,
+        ];
+        let mut line = mode_string(n);
+        for (width, value) in self.0.iter_mut().zip(&numbers) {
+            *width = (*width).max(value.len());
+            line.push_str(&format!(" {value:>width$}", width = *width));
+        }
+        line.push_str(&format!(
+            " {} {}",
+            crate::output::minutes(n.mtime),
+            shown(path)
+        ));
+        if n.kind == Kind::Symlink {
+            line.push_str(" -> ");
+            line.push_str(&escape_name(&n.link));
+        }
+        line
+    }
 }
 
 /// What `ls` lists of a directory: what is in it (and with -R everything below it),
@@ -163,13 +181,14 @@ pub fn ls(store: &Store, args: LsArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut entries = Vec::new();
+    let mut columns = Columns::default();
     let mut emit = |p: &[u8], n: &Node| -> anyhow::Result<()> {
         if args.json {
             entries.push(entry_json(p, n));
         } else if args.long {
-            writeln!(out, "{}", long_line(p, n))?;
+            written(writeln!(out, "{}", columns.line(p, n)))?;
         } else {
-            writeln!(out, "{}", shown(p))?;
+            written(writeln!(out, "{}", shown(p)))?;
         }
         Ok(())
     };
@@ -182,8 +201,12 @@ pub fn ls(store: &Store, args: LsArgs) -> anyhow::Result<()> {
         drop(out);
         return print_json(&entries);
     }
-    out.flush()?;
-    Ok(())
+    written(out.flush())
+}
+
+/// A write to stdout, its failure said to be the output's.
+fn written(result: std::io::Result<()>) -> anyhow::Result<()> {
+    Ok(result.map_err(cellar_store::Error::Output)?)
 }
 
 pub fn cat(lease: &ReadLease, args: CatArgs) -> anyhow::Result<()> {
@@ -255,8 +278,7 @@ pub fn diff(store: &Store, args: DiffArgs) -> anyhow::Result<()> {
             ChangeKind::Removed => '-',
             ChangeKind::Modified => 'M',
         };
-        writeln!(out, "{sign} {}", shown(&c.path))?;
+        written(writeln!(out, "{sign} {}", shown(&c.path)))?;
     }
-    out.flush()?;
-    Ok(())
+    written(out.flush())
 }

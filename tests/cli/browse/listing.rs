@@ -296,6 +296,21 @@ fn ls_long_looks_like_ls_l() {
     let long_target = format!(" /long/long-target-link -> {}/target", "x".repeat(150));
     find(&long_target);
 
+    // Columns line up once their widest values have gone by (a 7-digit owner here), as in
+    // `tar -tv`: where the time starts never moves left from one line to the next.
+    let time_at = |line: &str| {
+        let b = line.as_bytes();
+        (0..b.len().saturating_sub(16))
+            .find(|&i| b[i + 4] == b'-' && b[i + 7] == b'-' && b[i + 13] == b':')
+            .unwrap_or_else(|| panic!("no time in {line:?}"))
+    };
+    let starts: Vec<usize> = long.iter().map(|l| time_at(l)).collect();
+    assert!(
+        starts.windows(2).all(|w| w[0] <= w[1]),
+        "columns moved back:\n{}",
+        long.join("\n")
+    );
+
     // -l on a single entry.
     let one = store.ok(&["ls", &id, "-l", "/etc/hostname"]);
     assert!(

@@ -448,6 +448,32 @@ fn a_reader_that_went_away_ends_every_report_quietly() {
     }
 }
 
+/// A full disk under stdout is an error that says it is the output's, for every report,
+/// help and version included (coreutils' `--help >/dev/full` fails too).
+#[test]
+fn a_full_stdout_is_an_output_error() {
+    let ts = TestStore::new();
+    let id = ts.snapshot_bytes(&tar_of(&tree(&ts, 1)), "web");
+    let other = ts.snapshot_bytes(&tar_of(&tree(&ts, 2)), "web");
+    for args in [
+        &["--help"][..],
+        &["--version"],
+        &["ls", "--help"],
+        &["list"],
+        &["ls", id.as_str(), "-R", "-l"],
+        &["diff", id.as_str(), other.as_str()],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = ts.cmd(args).stdout(full).output().expect("run cellar");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("writing the output: "), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn a_stderr_that_went_away_costs_the_messages_not_the_exit_status() {
     let ts = TestStore::new();

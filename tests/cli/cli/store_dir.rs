@@ -87,6 +87,14 @@ fn a_file_is_no_store_and_a_failed_snapshot_makes_none() {
             "{err}"
         );
     }
+    // Named by where it came from.
+    let out = std::process::Command::new(cellar_bin())
+        .arg("list")
+        .env("CELLAR_STORE", &file)
+        .output()
+        .unwrap();
+    let err = exits(&out, &["list", "(CELLAR_STORE)"], 2);
+    assert!(err.contains("CELLAR_STORE "), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), b"not a store");
     // Nor below one: a usage error too, and nothing made.
     let below = file.join("sub");
