@@ -110,23 +110,23 @@ pub struct PruneArgs {
     /// Only this lineage [default: every lineage, each on its own]
     #[arg(long)]
     pub name: Option<String>,
-    /// Keep the newest N snapshots
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32))]
+    /// Keep the newest N snapshots (-1: all of them, as for every --keep-* count)
+    #[arg(long, value_name = "N", value_parser = parse_count, allow_negative_numbers = true)]
     pub keep_last: Option<u32>,
     /// Keep the newest snapshot of each of the newest N hours that have one
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32))]
+    #[arg(long, value_name = "N", value_parser = parse_count, allow_negative_numbers = true)]
     pub keep_hourly: Option<u32>,
     /// Keep the newest snapshot of each of the newest N days that have one
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32))]
+    #[arg(long, value_name = "N", value_parser = parse_count, allow_negative_numbers = true)]
     pub keep_daily: Option<u32>,
     /// Keep the newest snapshot of each of the newest N ISO weeks that have one
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32))]
+    #[arg(long, value_name = "N", value_parser = parse_count, allow_negative_numbers = true)]
     pub keep_weekly: Option<u32>,
     /// Keep the newest snapshot of each of the newest N months that have one
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32))]
+    #[arg(long, value_name = "N", value_parser = parse_count, allow_negative_numbers = true)]
     pub keep_monthly: Option<u32>,
     /// Keep the newest snapshot of each of the newest N years that have one
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32))]
+    #[arg(long, value_name = "N", value_parser = parse_count, allow_negative_numbers = true)]
     pub keep_yearly: Option<u32>,
     /// Keep every snapshot taken within SPAN (1y6m7d12h: years, months, days, hours) before
     /// the lineage's newest
@@ -512,6 +512,16 @@ pub struct JsonArg {
     /// Print the result as one JSON document on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+/// A `--keep-*` count: N, or -1 for no limit (restic's spelling), taken as `u32::MAX`.
+fn parse_count(s: &str) -> Result<u32, String> {
+    match s {
+        "-1" => Ok(u32::MAX),
+        _ => s
+            .parse()
+            .map_err(|_| "expected a count (0 or more) or -1 (no limit)".to_string()),
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

@@ -120,7 +120,7 @@ fn prune_needs_a_policy() {
     for args in [
         &["prune"][..],
         &["prune", "--keep-last", "0"],
-        &["prune", "--keep-daily", "-1"],
+        &["prune", "--keep-daily", "-2"],
         &["prune", "--name", "Bad", "--keep-last", "1"],
         &["prune", "--keep-within", "7w"],
         &["prune", "--keep-within", "0d", "--keep-yearly", "0"],
@@ -161,4 +161,7 @@ fn prune_keeps_yearly_and_within_and_takes_0_as_no_rule() {
     }
     let text = store.ok(&["prune", "--keep-within", "1h", "--dry-run"]);
     assert!(text.contains("(within 1h)"), "{text}");
+    // -1 is no limit, as in restic: every snapshot is among the newest "all".
+    let plan = store.json(&["prune", "--keep-last", "-1", "--dry-run", "--json"]);
+    assert_eq!(plan["keep"].as_array().unwrap().len(), 3, "{plan}");
 }
