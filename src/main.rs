@@ -29,6 +29,10 @@ fn main() -> ExitCode {
         // Help and version go to stdout, usage errors to stderr; a failed write is an error.
         Err(e) => {
             let code = e.exit_code() as u8;
+            if !e.use_stderr() && closed_fds::closed_at_start(1) {
+                errln!("cellar: error: stdout is closed, and help and version go there");
+                return ExitCode::from(1);
+            }
             if let Err(w) = e.print().and_then(|()| std::io::stdout().flush()) {
                 if w.kind() != std::io::ErrorKind::BrokenPipe {
                     errln!("cellar: error: writing the output: {w}");

@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,9 +50,6 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
     if let Some(why) = why.or_else(|| names_the_sidecar(out)) {
         return Err(UsageError(format!("-o {}: {why}", out.display())).into());
     }
-    // Before the image is made, which can take a while for a layer not made yet.
-    find_program(&args.smolvm)
-        .map_err(|why| anyhow::anyhow!("cannot run {}: {why}", args.smolvm.display()))?;
     let shown = format!("-o {}", out.display());
     super::outside_store(store.root(), out, &shown, super::WOULD_DAMAGE)?;
     let store = Arc::new(store);
@@ -64,6 +61,9 @@ pub fn run(store: Store, args: PackArgs) -> anyhow::Result<()> {
             return Err(UsageError(format!("--pull-host {host:?}: expected HOST:PORT")).into());
         }
     }
+    // After the usage errors, before the image is made (a layer not made yet takes a while).
+    find_program(&args.smolvm)
+        .map_err(|why| anyhow::anyhow!("cannot run {}: {why}", args.smolvm.display()))?;
     // The manifest first: its digest names the image, and its layers' digests are then
     // known (synthesized ones are computed here, once).
     let image = lease.image(&snap, &opts)?;
@@ -138,7 +138,9 @@ fn run_smolvm(args: &PackArgs, reference: &str, stopping: &Mutex<bool>) -> anyho
             Err(_) => break, // closed, or quiet
         }
     }
-    // What it left running pulled from the server that stops now: it goes too.
+    // What it left running pulled from the server that stops now: it goes too. (What has
+    // just exited is reaped first, so it is not counted as left running.)
+    crate::procs::reap_orphans();
     if crate::procs::any_descendants() {
         crate::procs::stop_descendants(|| true);
         errln!("cellar: stopped what smolvm left running");
@@ -184,18 +186,27 @@ fn written(path: &Path) -> Option<(u64, u64, i64, i64)> {
 /// smolvm names the sidecar `OUT.smolmachine` itself, and refuses an OUT named so.
 fn names_the_sidecar(out: &Path) -> Option<String> {
     let name = out.file_name()?.to_str()?;
-    let stub = out.with_file_name(name.strip_suffix(".smolmachine")?);
-    let stub = stub.display();
+    let stub = name.strip_suffix(".smolmachine")?;
+    let stub = match stub {
+        "" => "NAME".into(),
+        stub => out.with_file_name(stub).display().to_string(),
+    };
     Some(format!(
         "names the sidecar, which smolvm names itself (and refuses this name): give -o {stub} \
          and it writes {stub} and {stub}.smolmachine"
     ))
 }
 
-/// The executable `program` names: a path, or a name looked up in PATH as the spawn will.
+/// The executable `program` names: a path, or a name looked up in PATH as the spawn will
+/// (glibc's execvp: `/bin:/usr/bin` when PATH is unset).
 fn find_program(program: &Path) -> Result<PathBuf, String> {
     let runnable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+            return false;
+        };
+        // SAFETY: access(2) reads the NUL-terminated path and nothing else.
+        let executable = unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0;
+        executable && std::fs::metadata(p).is_ok_and(|m| m.is_file())
     };
     if program.as_os_str().as_encoded_bytes().contains(&b'/') {
         return match runnable(program) {
@@ -204,7 +215,7 @@ fn find_program(program: &Path) -> Result<PathBuf, String> {
             false => Err("no such file".into()),
         };
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|p| runnable(p))

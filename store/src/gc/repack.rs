@@ -202,9 +202,11 @@ pub(super) fn plan(
     });
     if let Err(Error::Corrupt(why)) = scanned {
         // repair-index reads no record of a pack that does not hash to its name, so all a
-        // damaged pack still gives is the chunks the index places in it. With none, it goes
-        // as any dead pack goes; a gc that stopped at it would never reclaim the packs after.
-        let plan = match indexed {
+        // damaged one still gives is the chunks the index places in it. With none, it goes
+        // as any dead pack goes (a gc that stopped at it would never reclaim the packs
+        // after); but one that hashes to its name is as it was written, its snapshot and
+        // forget records readable to repair-index, and stays.
+        let plan = match indexed || hashes_to_its_name(&path, id)? {
             true => PackPlan::Damaged(why),
             false => PackPlan::Dead { size },
         };
@@ -212,7 +214,7 @@ pub(super) fn plan(
             plan,
             size,
             live_bytes: 0.0,
-            dead_snapshots: Vec::new(),
+            dead_snapshots,
         });
     }
     scanned?;
@@ -251,6 +253,14 @@ pub(super) fn plan(
         live_bytes,
         dead_snapshots,
     })
+}
+
+/// Whether the pack file at `path` hashes to its name, as every pack is sealed.
+fn hashes_to_its_name(path: &Path, id: &PackId) -> Result<bool> {
+    let mut hasher = blake3::Hasher::new();
+    let file = fs::File::open(path).at(path)?;
+    hasher.update_reader(file).at(path)?;
+    Ok(hasher.finalize().as_bytes() == &id.0)
 }
 
 /// Carry out a pack's plan and count it in `report`; true if the pack changed (deleted or

@@ -48,11 +48,12 @@ pub fn scan_file(file: File, path: &Path, mut f: impl FnMut(Found) -> Result<()>
             Error::Corrupt(what) => damaged(what),
             e => e,
         };
+        // Only what is read can be damage: a failed read is the disk's error, not the pack's.
         let cut_short = |e: std::io::Error| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => {
                 damaged("the pack ends inside a record header".into())
             }
-            _ => damaged(e.to_string()),
+            _ => Error::io(path, e),
         };
         buf.resize(20, 0);
         r.read_exact(&mut buf).map_err(cut_short)?;

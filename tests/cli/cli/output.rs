@@ -591,6 +591,8 @@ fn a_closed_stdout_or_stdin_is_an_error_for_the_commands_that_need_it() {
             "stdout",
         ),
         ("snapshot --name other - <&-".to_string(), "stdin"),
+        ("--help >&-".to_string(), "stdout"),
+        ("--version >&-".to_string(), "stdout"),
     ] {
         let out = run(&args);
         let err = stderr(&out);

@@ -127,3 +127,43 @@ fn a_damaged_pack_the_index_needs_is_named_and_the_rest_reclaimed() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(stderr(&out).matches("damaged pack left").count(), 1);
 }
+
+/// What only looks damaged stays: a pack that hashes to its name is as it was sealed, so
+/// repair-index reads its snapshot and forget records, which a delete would lose.
+#[test]
+fn a_pack_that_hashes_to_its_name_is_never_taken_for_damage() {
+    let store = TestStore::new();
+    let kept = stream_of(&store, "kept", &[("a.bin", 500_000, 6)]);
+    store.snapshot_bytes(&kept, "kept");
+    let gone = stream_of(&store, "gone", &[("b.bin", 500_000, 7)]);
+    let gone_packs = snapshot_new_packs(&store, &gone, "gone");
+    store.ok(&["rm", "gone"]);
+    // Junk after its records, and the pack renamed (in its file name and its index row) to
+    // the hash of what it now holds: as if cellar had sealed it so.
+    let old = &gone_packs[0];
+    let mut bytes = std::fs::read(old).unwrap();
+    bytes.extend_from_slice(b"JUNK");
+    let hex = blake3::hash(&bytes).to_hex().to_string();
+    let new = old.parent().unwrap().parent().unwrap().join(&hex[..2]);
+    std::fs::create_dir_all(&new).unwrap();
+    let new = new.join(format!("{hex}.pack"));
+    std::fs::write(&new, &bytes).unwrap();
+    std::fs::remove_file(old).unwrap();
+    let old_name = blake3::Hash::from_hex(old.file_stem().unwrap().to_str().unwrap()).unwrap();
+    let renamed = rusqlite::Connection::open(store.path().join("cellar.db"))
+        .unwrap()
+        .execute(
+            "UPDATE packs SET name = ?1 WHERE name = ?2",
+            (
+                &blake3::Hash::from_hex(&hex).unwrap().as_bytes()[..],
+                &old_name.as_bytes()[..],
+            ),
+        )
+        .unwrap();
+    assert_eq!(renamed, 1);
+
+    let out = store.run(&["gc", "--grace", "0"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&hex), "{}", stderr(&out));
+    assert!(new.exists(), "a pack that hashes to its name was deleted");
+}

@@ -139,6 +139,9 @@ fn pack_feeds_smolvm_the_snapshot_image() {
         assert_eq!(missing.status.code(), Some(1));
         let err = stderr(&missing);
         assert!(err.contains(says) && !err.contains("serving"), "{err}");
+        // A usage error comes first.
+        let nosuch = store.run(&["pack", "nosuch", "-o", "y", "--smolvm", smolvm]);
+        assert_eq!(nosuch.status.code(), Some(2), "{}", stderr(&nosuch));
     }
 }
 
