@@ -95,7 +95,11 @@ pub fn run(root: &Path, args: SnapshotArgs) -> anyhow::Result<()> {
     // Before any thread starts: an interrupt stops the ingest, which then discards what it
     // wrote (its sealed packs, its scratch files), as after any error.
     let held = crate::signals::hold_interrupts();
-    let store = Store::create(root)?;
+    let new = !root.join("cellar.db").exists();
+    let store = Store::create(root).with_context(|| match new {
+        true => format!("cannot create the store at {}", root.display()),
+        false => format!("cannot open the store at {}", root.display()),
+    })?;
     let mut opts = IngestOptions::new(&args.name);
     let interrupted = crate::signals::cancel_on_interrupt(held, opts.cancel.clone());
     let stopped = |e: anyhow::Error| match interrupted.load(Ordering::SeqCst) {

@@ -254,3 +254,42 @@ fn a_directory_holding_the_store_is_refused_where_it_would_reach_it() {
     );
     ts.ok(&["verify"]);
 }
+
+/// A store that cannot be made where it is asked for says so, naming the store, not only the
+/// first directory it could not make (here as a user who may not write there).
+#[test]
+fn a_store_that_cannot_be_made_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let locked = tmp.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    for (path, mode) in [(tmp.path(), 0o755), (&locked, 0o555)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let tree = tmp.path().join("tree");
+    crate::trees::portable_tree(&tree);
+    let stream = tmp.path().join("s.tar");
+    std::fs::write(&stream, tar_of_dir(&tree)).unwrap();
+    std::fs::set_permissions(&stream, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = locked.join("store");
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            cellar_bin(),
+        ])
+        .arg("--store")
+        .arg(&store)
+        .arg("snapshot")
+        .arg(&stream)
+        .env_remove("CELLAR_STORE")
+        .output()
+        .unwrap();
+    let err = exits(&out, &["snapshot", "(as nobody)"], 1);
+    let want = format!("cannot create the store at {}: ", store.display());
+    assert!(
+        err.contains(&want) && err.contains("Permission denied"),
+        "{err}"
+    );
+}
