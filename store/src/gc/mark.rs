@@ -164,6 +164,17 @@ pub(super) fn mark(store: &Store, dead_leases: &[i64]) -> Result<Mark> {
     Ok(Mark { max_seq })
 }
 
+/// Whether the live set holds a chunk neither `chunks` nor `condemned` has a row for.
+pub(super) fn live_chunks_unindexed(store: &Store) -> Result<bool> {
+    Ok(store.db().conn().query_row(
+        "SELECT EXISTS (SELECT 1 FROM temp.gc_live l
+          WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = l.id)
+            AND NOT EXISTS (SELECT 1 FROM condemned c WHERE c.id = l.id))",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
 /// Step 3, under the commit lock in one transaction: snapshots committed since the mark (and
 /// pinned ones the mark did not see) join the live set, and every other indexed chunk is
 /// condemned under a new epoch.

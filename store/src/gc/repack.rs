@@ -141,7 +141,6 @@ pub(super) fn plan(
     }
     let path = layout::pack_path(store.root(), id);
     let size = fs::metadata(&path).at(&path)?.len();
-    let indexed = !live.is_empty();
     let mut carry = Vec::new();
     let mut live_bytes = PACK_HEADER_LEN as f64;
     let mut needs_records = false;
@@ -201,20 +200,14 @@ pub(super) fn plan(
         Ok(())
     });
     if let Err(Error::Corrupt(why)) = scanned {
-        // repair-index reads no record of a pack that does not hash to its name, so all a
-        // damaged one still gives is the chunks the index places in it. With none, it goes
-        // as any dead pack goes (a gc that stopped at it would never reclaim the packs
-        // after); but one that hashes to its name is as it was written, its snapshot and
-        // forget records readable to repair-index, and stays.
-        let plan = match indexed || hashes_to_its_name(&path, id)? {
-            true => PackPlan::Damaged(why),
-            false => PackPlan::Dead { size },
-        };
+        // What lies past the damage cannot be told (a listed snapshot's record, a tombstone
+        // that keeps one forgotten, chunks), and damage such as bytes appended is undone by
+        // hand: the pack stays, named, and gc goes on with the others rather than stop here.
         return Ok(Planned {
-            plan,
+            plan: PackPlan::Damaged(why),
             size,
             live_bytes: 0.0,
-            dead_snapshots,
+            dead_snapshots: Vec::new(),
         });
     }
     scanned?;
@@ -253,14 +246,6 @@ pub(super) fn plan(
         live_bytes,
         dead_snapshots,
     })
-}
-
-/// Whether the pack file at `path` hashes to its name, as every pack is sealed.
-fn hashes_to_its_name(path: &Path, id: &PackId) -> Result<bool> {
-    let mut hasher = blake3::Hasher::new();
-    let file = fs::File::open(path).at(path)?;
-    hasher.update_reader(file).at(path)?;
-    Ok(hasher.finalize().as_bytes() == &id.0)
 }
 
 /// Carry out a pack's plan and count it in `report`; true if the pack changed (deleted or

@@ -379,7 +379,11 @@ pub(super) fn orphans(
         let pack = layout::pack_path(root, id);
         pack.exists() && !older_than(&pack, limit)
     });
-    let keep_unindexed = young_abandoned || !unlisted_records(store, &u, &abandoned)?.is_empty();
+    // Nor while a snapshot the mark kept needs a chunk the index lacks (an index rebuilt
+    // without a pack it could not read): an unindexed pack may be the one that holds it.
+    let keep_unindexed = young_abandoned
+        || !unlisted_records(store, &u, &abandoned)?.is_empty()
+        || super::mark::live_chunks_unindexed(store)?;
     let mut remove = |path: &Path| -> Result<()> {
         let size = fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
         if !opts.dry_run {
