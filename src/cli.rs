@@ -441,6 +441,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = crate::serve::Downloads::DEFAULT_SEND_TIMEOUT,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub send_timeout: u64,
+    /// Close a connection whose client takes this many seconds to send a request's header
+    /// (counted from when one is awaited, so also an idle connection between requests)
+    #[arg(long, value_name = "SECS", default_value_t = crate::serve::Shared::DEFAULT_HEADER_TIMEOUT,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub header_timeout: u64,
     /// How layers are compressed on the wire. A compressed layer is made (into the store's
     /// tmp/) when its image's manifest is first asked for, to learn its digest, and its
     /// downloads are sent those bytes

@@ -19,6 +19,7 @@ pub fn run(store: Store, args: ServeArgs) -> anyhow::Result<()> {
     opts.settings.validate()?;
     let mut shared = Shared::new(Arc::new(store), opts);
     shared.downloads = Downloads::new(args.max_downloads, args.send_timeout);
+    shared.header_timeout = std::time::Duration::from_secs(args.header_timeout);
     let shared = Arc::new(shared);
     serve_until_signal(shared, &args.listen, |addr| {
         errln!("cellar: serving the store's snapshots at http://{addr}/v2/ (read-only)");

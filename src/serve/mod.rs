@@ -31,6 +31,10 @@ pub struct Shared {
     pub downloads: Downloads,
     /// Layers made to learn their digests, kept for the downloads that follow.
     pub spools: spool::Spools,
+    /// How long a client may take to send a request's header (`serve --header-timeout`),
+    /// counted from when the server waits for it: a connection that sends no request, half
+    /// of one, or nothing more between requests is closed after it.
+    pub header_timeout: Duration,
 }
 
 /// How layer downloads are bounded. Each one makes its layer on a blocking thread, which
@@ -72,8 +76,12 @@ impl Shared {
             left_out_logged: Mutex::default(),
             downloads: Downloads::default(),
             spools: spool::Spools::default(),
+            header_timeout: Duration::from_secs(Self::DEFAULT_HEADER_TIMEOUT),
         }
     }
+
+    /// `serve --header-timeout`'s default, in seconds (hyper's own default).
+    pub const DEFAULT_HEADER_TIMEOUT: u64 = 30;
 
     /// Log what a layer it made left out, the first time for each layer.
     pub fn log_left_out(&self, digest: &Digest, left_out: &LeftOut) {
@@ -123,12 +131,11 @@ impl Server {
         let (tx, rx) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             rt.block_on(async move {
-                axum::serve(listener, routes::router(shared))
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await
-                    .context("serving")
+                let stop = async {
+                    let _ = rx.await;
+                };
+                serve_connections(listener, shared, stop).await;
+                Ok(())
             })
         });
         Ok(Server {
@@ -187,7 +194,7 @@ pub fn serve_until_signal(
             }
             let _ = stopping.send(());
         };
-        let server = axum::serve(listener, routes::router(shared)).with_graceful_shutdown(stop);
+        let server = serve_connections(listener, shared, stop);
         // Open requests are let finish, but not for ever: a client that stopped reading a
         // download, or never finished its request's header, kept serve running (and its
         // lease on the store held) until that client left.
@@ -199,7 +206,7 @@ pub fn serve_until_signal(
             }
         };
         tokio::select! {
-            served = server => served.context("serving"),
+            () = server => anyhow::Ok(()),
             () = drained => {
                 errln!(
                     "cellar: serve: requests still open {} s after the signal were cut off",
@@ -216,3 +223,45 @@ pub fn serve_until_signal(
 
 /// How long requests open at a stop signal may take to finish.
 const DRAIN: Duration = Duration::from_secs(5);
+
+/// Serve `shared`'s routes on `listener` until `stop`, then let the connections finish their
+/// requests (idle ones close at once). Each connection has its own task, with a deadline on
+/// every request header (`Shared::header_timeout`), which `axum::serve` does not set:
+/// without it, idle or half-sent connections were held until the process ran out of
+/// descriptors and no client was served. A download in progress is not affected (that is
+/// `--send-timeout`'s).
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(shared.header_timeout);
+    let router = routes::router(shared);
+    tokio::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of descriptors, or a connection reset before it was taken: wait a
+                // moment (as axum::serve does) rather than spin.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}

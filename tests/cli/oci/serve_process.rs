@@ -99,3 +99,45 @@ fn a_stalled_download_is_cut_off_and_its_slot_given_back() {
     );
     drop(stalled);
 }
+
+/// A connection that sends half a request's header, or none, or nothing more after one, is
+/// closed after `--header-timeout`; other clients are served meanwhile. Before, each was held
+/// for as long as its client liked, and enough of them used up the process's descriptors.
+#[test]
+fn a_connection_that_sends_no_whole_header_is_closed() {
+    use std::io::Read;
+
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    write_file(&root.join("f"), b"f\n");
+    store.snapshot_bytes(&tar_of_dir(&root), "vm");
+    let served = Served::start(&store, &["--header-timeout", "1"]);
+    let connect = || {
+        let c = std::net::TcpStream::connect(served.addr()).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        c
+    };
+    let mut half = connect();
+    write!(half, "GET /v2/ HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut silent = connect();
+    let mut idle = connect();
+    write!(idle, "GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // Served meanwhile.
+    assert_eq!(http_get(served.addr(), "/v2/", &[]).status, 200);
+    for (what, conn) in [("half", &mut half), ("silent", &mut silent)] {
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest)
+            .unwrap_or_else(|e| panic!("{what}: still open ({e})"));
+        assert!(
+            rest.is_empty(),
+            "{what}: {}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+    // The one that asked was answered, then closed once it said nothing more.
+    let mut answered = Vec::new();
+    idle.read_to_end(&mut answered)
+        .expect("idle after a request: still open");
+    assert!(answered.starts_with(b"HTTP/1.1 200"), "{answered:?}");
+}
