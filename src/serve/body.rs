@@ -22,8 +22,12 @@ use super::spool::{Spooled, Tee};
 use super::Shared;
 use crate::output::errln;
 
-/// Pieces handed to the connection: with a queue of 4, at most ~1 MiB in flight per download.
-const PIECE: usize = 256 * 1024;
+/// Pieces handed to the connection: with a queue of `QUEUE`, at most ~1 MiB in flight per
+/// download. Small, because `--send-timeout` is timed per piece (a send waits for the
+/// client to take the one before): a client reading steadily at 3 KB/s took over 60 s per
+/// 256 KiB piece and was cut off; 64 KiB is cut off only below about 1 KiB/s.
+const PIECE: usize = 64 * 1024;
+const QUEUE: usize = 16;
 
 type Piece = Result<Bytes, io::Error>;
 
@@ -129,7 +133,7 @@ async fn download(
 ) -> cellar_store::Result<(OwnedSemaphorePermit, ChannelWriter, Body)> {
     let permit = (shared.downloads.slots.clone().acquire_owned().await)
         .map_err(|_| cellar_store::Error::Output(io::Error::other("the server is stopping")))?;
-    let (tx, rx) = mpsc::channel::<Piece>(4);
+    let (tx, rx) = mpsc::channel::<Piece>(QUEUE);
     let w = ChannelWriter {
         tx,
         rt: tokio::runtime::Handle::current(),
