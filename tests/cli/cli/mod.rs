@@ -6,6 +6,7 @@ use std::process::Output;
 
 use super::common::*;
 
+mod broken_output;
 mod descriptors;
 mod lineages;
 mod output;
