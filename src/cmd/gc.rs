@@ -20,7 +20,7 @@ struct GcJson {
     stale_leases: u64,
     /// Live ingests and readers holding leases when gc finished.
     leases: Vec<LeaseJson>,
-    /// Damaged packs that hold indexed chunks, left as they are (gc then exits 1).
+    /// Damaged packs, left as they are (gc then exits 1).
     damaged_packs: Vec<String>,
 }
 
@@ -79,8 +79,8 @@ pub fn run(store: &Store, args: GcArgs) -> anyhow::Result<()> {
                 errln!("cellar: damaged pack left as it is: {why}");
             }
             bail!(
-                "{} damaged pack(s) hold chunks the index places in them and were left as they \
-                 are; `cellar verify --data` names what the damage hurts",
+                "{} damaged pack(s) were left as they are; `cellar verify --data` names what \
+                 the damage hurts",
                 damaged.len()
             )
         }

@@ -66,8 +66,8 @@ pub struct GcReport {
     /// The leases of live ingests and readers when gc finished: what an ingest's lease holds
     /// waits (`chunks_waiting`), and what a reader pins was not condemned.
     pub leases: Vec<LeaseInfo>,
-    /// Packs whose records cannot all be read while the index places chunks in them: left as
-    /// they are, each named with where and how it is damaged. gc reclaimed the rest.
+    /// Damaged packs (records that do not parse, or a live chunk failing its check in a
+    /// repack): left as they are, each named with where and how. gc reclaimed the rest.
     pub damaged_packs: Vec<String>,
 }
 

@@ -40,8 +40,8 @@ pub(super) enum PackPlan {
         size: u64,
     },
     Repack(Vec<Carry>),
-    /// Its records cannot all be read and the index places chunks in it: left as it is, for
-    /// `verify --data` to name what the damage hurts (the message says where it is).
+    /// Its records cannot all be parsed, or a live one fails its check as it is copied: left
+    /// as it is, for `verify --data` to name what the damage hurts (the message says where).
     Damaged(String),
 }
 
@@ -321,8 +321,8 @@ fn rewrite(file: &fs::File, path: &Path, c: &Carry) -> Result<(RecordHeader, Vec
         Error::corrupt(format!("{} at offset {at}: {what}", path.display()))
     };
     let mut stored = vec![0u8; h.stored_len as usize];
-    file.read_exact_at(&mut stored, c.payload_offset)
-        .map_err(|e| damaged(format!("reading the record: {e}")))?;
+    // A failed read is the disk's error, not damage: it stops gc (scan's rule too).
+    file.read_exact_at(&mut stored, c.payload_offset).at(path)?;
     let mut at = 0u64;
     let mut keep = Vec::new();
     for e in &h.entries {
@@ -380,7 +380,7 @@ fn rewrite(file: &fs::File, path: &Path, c: &Carry) -> Result<(RecordHeader, Vec
 pub(super) enum Repacked {
     /// The pack's sizes before and after.
     Done { old: u64, new: u64 },
-    /// A record to carry could not be read: nothing changed (the message says where).
+    /// A record to carry is damaged: nothing changed (the message says where).
     Damaged(String),
 }
 
