@@ -49,6 +49,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Rebuild the index (cellar.db) from the packs alone, after losing or damaging it
     RepairIndex(RepairIndexArgs),
+    /// Salvage what damaged pack files still hold into a new pack, and set them aside
+    RepairPacks(RepairPacksArgs),
     /// Reclaim what no snapshot references: delete dead packs, repack mostly-dead ones
     Gc(GcArgs),
     /// Serve snapshots read-only over the OCI distribution API (repository = NAME)
@@ -90,6 +92,17 @@ pub struct RepairIndexArgs {
     /// then lacks what only they hold)
     #[arg(long)]
     pub force: bool,
+    /// Print the result as one JSON document on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RepairPacksArgs {
+    /// Packs to salvage (id prefixes), even if their contents hash to their names; default:
+    /// every pack file whose contents do not
+    #[arg(value_name = "PACK")]
+    pub packs: Vec<String>,
     /// Print the result as one JSON document on stdout
     #[arg(long)]
     pub json: bool,

@@ -7,6 +7,7 @@ mod mount;
 mod pack;
 mod prune;
 mod push;
+mod repair;
 mod restore;
 mod serve;
 mod snapshot;
@@ -63,7 +64,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm(args) => prune::rm(&open(&root)?, args),
         Command::Prune(args) => prune::prune(&open(&root)?, args),
         Command::Verify(args) => verify::verify(&root, args),
-        Command::RepairIndex(args) => verify::repair_index(&root, args),
+        Command::RepairIndex(args) => repair::repair_index(&root, args),
+        Command::RepairPacks(args) => repair::repair_packs(&root, args),
         Command::Gc(args) => gc::run(&open(&root)?, args),
         Command::Serve(args) => serve::run(open_to_stay(&root)?, args),
         Command::Push(args) => reading(&root, "push", |l| push::run(l, args)),

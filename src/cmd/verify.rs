@@ -1,4 +1,4 @@
-//! `cellar verify [--data] [--json]` and `cellar repair-index`.
+//! `cellar verify [--data] [--json]`, and the problem report the repair commands print too.
 
 use std::io::Write;
 use std::path::Path;
@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 use cellar_store::{Error, Hurt, Problem, Store, VerifyReport};
 use serde::Serialize;
 
-use crate::cli::{RepairIndexArgs, VerifyArgs};
-use crate::output::{errln, escape_name, json_path, outln};
+use crate::cli::VerifyArgs;
+use crate::output::{escape_name, json_path};
 
 /// How many of a problem's hurts the human report lists (`--json` lists all).
 const SHOWN_HURTS: usize = 20;
@@ -26,7 +26,7 @@ struct VerifyJson {
 }
 
 #[derive(Serialize)]
-struct ProblemJson {
+pub(super) struct ProblemJson {
     what: String,
     /// `what` without the chunk it names, the same for chunks damaged the same way.
     reason: String,
@@ -67,7 +67,7 @@ fn hurt_json(h: &Hurt) -> HurtJson {
     }
 }
 
-fn problem_json(p: &Problem) -> ProblemJson {
+pub(super) fn problem_json(p: &Problem) -> ProblemJson {
     ProblemJson {
         what: p.what.clone(),
         reason: p.reason.clone(),
@@ -92,7 +92,7 @@ fn hurt_line(h: &Hurt) -> String {
     }
 }
 
-fn print_human(r: &VerifyReport) -> anyhow::Result<()> {
+pub(super) fn print_human(r: &VerifyReport) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     write_human(&mut out, r).map_err(cellar_store::Error::Output)?;
     Ok(())
@@ -216,92 +216,4 @@ pub fn verify(root: &Path, args: VerifyArgs) -> anyhow::Result<()> {
         1 => bail!("verify found 1 problem"),
         n => bail!("verify found {n} problems"),
     }
-}
-
-#[derive(Serialize)]
-struct RepairJson {
-    /// Where the old index files went, relative to the store.
-    moved: Vec<String>,
-    packs: u64,
-    skipped_packs: u64,
-    records: u64,
-    chunks: u64,
-    duplicates: u64,
-    snapshots: u64,
-    forgotten: u64,
-    warnings: Vec<String>,
-    /// Whether the rebuilt index verifies (index level), and what it found if not.
-    verified: bool,
-    problems: Vec<ProblemJson>,
-}
-
-pub fn repair_index(root: &Path, args: RepairIndexArgs) -> anyhow::Result<()> {
-    let report = cellar_store::repair_index(root, args.force, &|msg| errln!("cellar: {msg}"))?;
-    for w in &report.warnings {
-        crate::output::warn(w);
-    }
-    let moved: Vec<String> = report
-        .moved
-        .iter()
-        .map(|db| db.strip_prefix(root).unwrap_or(db).display().to_string())
-        .collect();
-    // The rebuilt index must stand on its own: check it (index level; `verify --data` reads
-    // everything).
-    let check = Store::open(root)?.verify(false)?;
-    if args.json {
-        crate::output::print_json(&RepairJson {
-            moved: moved.clone(),
-            packs: report.packs,
-            skipped_packs: report.skipped_packs,
-            records: report.frames,
-            chunks: report.chunks,
-            duplicates: report.duplicates,
-            snapshots: report.snapshots,
-            forgotten: report.forgotten,
-            warnings: report.warnings.clone(),
-            verified: check.ok(),
-            problems: check.problems.iter().map(problem_json).collect(),
-        })?;
-    } else {
-        match moved.first() {
-            Some(db) => outln!("moved the old index aside to {db}"),
-            None => outln!("no old index to move aside"),
-        }
-        outln!(
-            "indexed {} packs ({} skipped): {} records, {} chunks ({} duplicate copies left \
-             unindexed)",
-            report.packs,
-            report.skipped_packs,
-            report.frames,
-            report.chunks,
-            report.duplicates
-        );
-        outln!(
-            "restored {} snapshots ({} forgotten ones left out)",
-            report.snapshots,
-            report.forgotten
-        );
-        if !check.ok() {
-            print_human(&check)?;
-        }
-    }
-    if !check.ok() {
-        bail!(
-            "the rebuilt index has {} problem(s); see above (the old index is kept as {})",
-            check.problems.len(),
-            moved
-                .first()
-                .map_or("nothing: there was none", String::as_str)
-        );
-    }
-    if report.skipped_packs > 0 {
-        bail!(
-            "{} damaged or unreadable pack(s) were skipped; their contents are not indexed",
-            report.skipped_packs
-        );
-    }
-    if !args.json {
-        outln!("the rebuilt index verifies");
-    }
-    Ok(())
 }

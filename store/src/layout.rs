@@ -17,6 +17,9 @@ pub const PACKS_DIR: &str = "packs";
 /// Files being written; a name starts with the writer's `Owner::file_tag` (its pid, start
 /// time and pid namespace) so `gc` can tell the dead.
 pub const TMP_DIR: &str = "tmp";
+/// Damaged pack files `repair-packs` salvaged, set aside under their names: no command reads
+/// or deletes them.
+pub const DAMAGED_DIR: &str = "damaged";
 
 pub fn pack_path(root: &Path, id: &PackId) -> PathBuf {
     let hex = id.hex();

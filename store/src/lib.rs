@@ -38,7 +38,10 @@ mod store;
 pub mod tar;
 pub mod tree;
 
-pub use check::{repair_index, Hurt, Problem, RepairReport, VerifyReport};
+pub use check::{
+    kind_name, repair_index, repair_packs, Hurt, Problem, RepairReport, SalvageReport,
+    SalvagedPack, VerifyReport,
+};
 /// The content-defined chunker ingest uses (and what it reads from), exposed for the benches.
 pub use chunker::{Chunker, Feed, FillFeed, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK};
 pub use error::{Error, Result};

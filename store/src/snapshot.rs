@@ -98,9 +98,20 @@ impl Snapshot {
     /// snapshots' rows have none either. An index row that fails this is damaged, or mixed
     /// with another row's through a damaged index.
     pub(crate) fn matches_id(&self) -> bool {
-        let id_of = |record: &[u8]| SnapshotId(*blake3::hash(record).as_bytes());
-        id_of(&self.to_record()) == self.id
-            || (self.tree.is_none() && id_of(&self.record_of_version(1)) == self.id)
+        self.record_for_id().is_some()
+    }
+
+    /// The record this snapshot's id is the hash of, written again from its fields (of the
+    /// version it was written in), if they are the ones it was made from.
+    pub(crate) fn record_for_id(&self) -> Option<Vec<u8>> {
+        let hashes_to_id =
+            |record: &Vec<u8>| SnapshotId(*blake3::hash(record).as_bytes()) == self.id;
+        Some(self.to_record()).filter(hashes_to_id).or_else(|| {
+            self.tree
+                .is_none()
+                .then(|| self.record_of_version(1))
+                .filter(hashes_to_id)
+        })
     }
 
     pub fn short_id(&self) -> String {

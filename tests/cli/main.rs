@@ -25,6 +25,7 @@ mod oci;
 mod prune;
 mod prune_crash;
 mod readonly;
+mod repair_packs;
 mod restore;
 mod schema;
 mod verify;

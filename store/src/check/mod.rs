@@ -22,9 +22,10 @@
 mod data;
 mod hurts;
 mod index;
+mod rebuild_packs;
 mod repair;
-mod repair_packs;
 mod replaced;
+mod salvage;
 mod settle;
 mod walk;
 
@@ -32,6 +33,7 @@ use std::collections::HashMap;
 
 pub(crate) use repair::finish_swap;
 pub use repair::{repair_index, RepairReport};
+pub use salvage::{repair_packs, SalvageReport, SalvagedPack};
 
 use crate::error::{Error, Result};
 use crate::ids::{ChunkId, PackId, SnapshotId};
@@ -201,7 +203,8 @@ fn chunk_problem(kind: Option<ChunkKind>, id: &ChunkId, reason: &str) -> String 
     format!("{} {short}: {reason}", kind_name(kind))
 }
 
-pub(crate) fn kind_name(kind: Option<ChunkKind>) -> &'static str {
+/// What reports call a chunk of `kind` (`None`: of a kind not known).
+pub fn kind_name(kind: Option<ChunkKind>) -> &'static str {
     match kind {
         Some(ChunkKind::Data) => "data chunk",
         Some(ChunkKind::Piece) => "piece",

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::params;
 
-use super::repair_packs::{pack_files, read_pack};
+use super::rebuild_packs::{pack_files, read_pack};
 use super::replaced::{
     listed_snapshots, missing_listed_packs, readable_index, refuse_if_busy, refuse_if_read,
 };
@@ -77,8 +77,8 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
     }
     fs::create_dir_all(root.join(layout::TMP_DIR)).at(root.join(layout::TMP_DIR))?;
     let _lock = lock_file(root, on_wait, None)?;
-    refuse_if_busy(root)?;
-    refuse_if_read(root)?;
+    refuse_if_busy(root, "repair-index")?;
+    refuse_if_read(root, "repair-index")?;
     crate::failpoint::hit("repair:locked");
     let mut report = RepairReport::default();
     let files = pack_files(root, &mut report.warnings);
@@ -166,7 +166,9 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
     }
     // An ingest that started meanwhile has the old index open and would commit into it once
     // the lock is free: check again, just before the swap.
-    if let Err(e) = refuse_if_busy(root).and_then(|()| refuse_if_read(root)) {
+    if let Err(e) =
+        refuse_if_busy(root, "repair-index").and_then(|()| refuse_if_read(root, "repair-index"))
+    {
         discard();
         return Err(e);
     }

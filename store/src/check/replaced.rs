@@ -60,7 +60,7 @@ pub(super) fn readable_index(root: &Path) -> bool {
 
 /// An ingest in progress holds index state the rebuild would not see (and would commit into
 /// the old index): its `tmp/PID-…` files name a live process.
-pub(super) fn refuse_if_busy(root: &Path) -> Result<()> {
+pub(super) fn refuse_if_busy(root: &Path, command: &str) -> Result<()> {
     let tmp = root.join(layout::TMP_DIR);
     for f in fs::read_dir(&tmp).at(&tmp)?.flatten() {
         let name = f.file_name().to_string_lossy().into_owned();
@@ -73,7 +73,7 @@ pub(super) fn refuse_if_busy(root: &Path) -> Result<()> {
                 f.path(),
                 io::Error::other(format!(
                     "process {pid} is writing to the store (an ingest in progress); let it \
-                     finish, then run repair-index again (remove this file if process {pid} \
+                     finish, then run {command} again (remove this file if process {pid} \
                      is not cellar)"
                 )),
             ));
@@ -86,40 +86,61 @@ pub(super) fn refuse_if_busy(root: &Path) -> Result<()> {
 /// the rebuild moves aside, and pins what it reads there, which the new index would not know:
 /// gc could then take a forgotten snapshot from under it. So the leases of live processes in
 /// the old index refuse the rebuild. An index too damaged to tell names no one.
-pub(super) fn refuse_if_read(root: &Path) -> Result<()> {
+pub(super) fn refuse_if_read(root: &Path, command: &str) -> Result<()> {
     let path = root.join(layout::DB_FILE);
-    let leases = || -> rusqlite::Result<Vec<(Owner, String)>> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let open = || -> rusqlite::Result<rusqlite::Connection> {
         let conn = rusqlite::Connection::open_with_flags(
             &path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // Leases before schema 5 have no holder (only ingests took them), and before
-        // schema 6 no process beside the pid.
-        let mut query = conn
-            .prepare("SELECT pid, holder, process FROM leases")
-            .or_else(|_| conn.prepare("SELECT pid, holder, NULL FROM leases"))
-            .or_else(|_| conn.prepare("SELECT pid, 'ingest', NULL FROM leases"))?;
-        let rows = query.query_map([], |r| {
-            let owner = Owner::of_lease(r.get(0)?, r.get::<_, Option<String>>(2)?.as_deref());
-            Ok((owner, r.get(1)?))
-        })?;
-        rows.collect()
+        Ok(conn)
     };
-    if !path.exists() {
-        return Ok(());
-    }
-    for (owner, holder) in leases().unwrap_or_default() {
-        let pid = owner.pid;
+    let reader = open()
+        .and_then(|conn| live_lease(&conn))
+        .unwrap_or_default();
+    refuse_reader(&path, reader, command)
+}
+
+/// The first lease in the index `conn` reads held by a live process other than this one: its
+/// pid and what holds it.
+pub(super) fn live_lease(conn: &rusqlite::Connection) -> rusqlite::Result<Option<(i64, String)>> {
+    // Leases before schema 5 have no holder (only ingests took them), and before schema 6 no
+    // process beside the pid.
+    let mut query = conn
+        .prepare("SELECT pid, holder, process FROM leases")
+        .or_else(|_| conn.prepare("SELECT pid, holder, NULL FROM leases"))
+        .or_else(|_| conn.prepare("SELECT pid, 'ingest', NULL FROM leases"))?;
+    let rows = query.query_map([], |r| {
+        let owner = Owner::of_lease(r.get(0)?, r.get::<_, Option<String>>(2)?.as_deref());
+        Ok((owner, r.get::<_, String>(1)?))
+    })?;
+    for row in rows {
+        let (owner, holder) = row?;
         if !owner.is_me() && owner.alive() {
-            return Err(Error::io(
-                path,
-                io::Error::other(format!(
-                    "process {pid} ({holder}) is reading the store through this index; end it \
-                     (`fusermount3 -u` for a mount), then run repair-index again"
-                )),
-            ));
+            return Ok(Some((owner.pid, holder)));
         }
     }
-    Ok(())
+    Ok(None)
+}
+
+/// The refusal for a process reading (or ingesting) through the index at `path`.
+pub(super) fn refuse_reader(
+    path: &Path,
+    reader: Option<(i64, String)>,
+    command: &str,
+) -> Result<()> {
+    match reader {
+        None => Ok(()),
+        Some((pid, holder)) => Err(Error::io(
+            path,
+            io::Error::other(format!(
+                "process {pid} ({holder}) is reading the store through this index; end it \
+                 (`fusermount3 -u` for a mount), then run {command} again"
+            )),
+        )),
+    }
 }

@@ -134,6 +134,14 @@ pub(super) fn trusted(index: &Connection, parent: &SnapshotId) -> Result<bool> {
     Ok(after.unwrap_or(false))
 }
 
+/// After chunks were taken out of the index (`repair-packs`: those it could not salvage):
+/// no snapshot listed so far can vouch for its chunks any longer, so the next snapshot of each
+/// lineage looks every chunk up, and stores again what was lost.
+pub(crate) fn distrust_all(tx: &Connection) -> Result<()> {
+    tx.execute("DELETE FROM meta WHERE key = ?1", [TRUSTED_AFTER])?;
+    Ok(())
+}
+
 /// In a commit, before the snapshot's row: set the [`TRUSTED_AFTER`] mark at the last snapshot
 /// listed, if it is missing.
 pub(super) fn mark_trusted_after(tx: &Connection) -> Result<()> {

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use crossbeam_channel::bounded;
 
 use anchors::Anchors;
+pub(crate) use hints::distrust_all;
 pub(crate) use index::{index_pack, index_pack_file};
 pub use progress::Progress;
 pub(crate) use scratch::Scratch;

@@ -17,7 +17,7 @@ use crate::ids::ChunkId;
 pub const PACK_MAGIC: &[u8; 8] = b"CELLARPK";
 pub const PACK_VERSION: u32 = 1;
 pub const PACK_HEADER_LEN: u64 = 32;
-const RECORD_MAGIC: &[u8; 4] = b"CREC";
+pub(crate) const RECORD_MAGIC: &[u8; 4] = b"CREC";
 const FIXED_LEN: usize = 20;
 const ENTRY_LEN: usize = 37;
 const CHECK_LEN: usize = 8;

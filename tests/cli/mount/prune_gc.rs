@@ -378,6 +378,17 @@ fn repair_index_refuses_while_a_mount_reads_the_store() {
                 && err.contains("repair-index again"),
             "{err}"
         );
+        // Nor does repair-packs go on: the mount may have looked up a chunk it takes out.
+        let out = store.run(&[
+            "repair-packs",
+            &store.pack_files()[0].file_stem().unwrap().to_string_lossy()[..8],
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("repair-packs again"),
+            "{}",
+            stderr(&out)
+        );
         let aside = fs::read_dir(store.path())
             .unwrap()
             .filter(|e| {

@@ -20,7 +20,8 @@ fn sorted_dir(path: &Path) -> Vec<fs::DirEntry> {
     v
 }
 
-/// Notes about files no index row names: unindexed pack files and `tmp/` files.
+/// Notes about files no index row names: unindexed pack files, indexes and packs set aside
+/// by the repairs, and `tmp/` files.
 pub(in crate::check) fn leftovers(v: &mut Verifier, packs: &[PackRow]) -> Result<()> {
     let root = v.store.root().to_path_buf();
     let indexed: HashSet<PackId> = packs.iter().map(|p| p.id).collect();
@@ -80,6 +81,15 @@ pub(in crate::check) fn leftovers(v: &mut Verifier, packs: &[PackRow]) -> Result
                  it is no longer wanted"
             ));
         }
+    }
+    for f in sorted_dir(&root.join(layout::DAMAGED_DIR)) {
+        let fname = f.file_name().to_string_lossy().into_owned();
+        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        v.notes.push(format!(
+            "{}/{fname}: a damaged pack set aside by repair-packs ({size} bytes); delete it \
+             when nothing more is to be had from it",
+            layout::DAMAGED_DIR
+        ));
     }
     for f in sorted_dir(&root.join(layout::TMP_DIR)) {
         let fname = f.file_name().to_string_lossy().into_owned();

@@ -1,0 +1,221 @@
+//! `cellar repair-index` (a new index from the packs) and `cellar repair-packs` (what damaged
+//! packs still hold, salvaged into a new one).
+
+use std::path::Path;
+
+use anyhow::bail;
+use cellar_store::Store;
+use serde::Serialize;
+
+use super::verify::{print_human, problem_json, ProblemJson};
+use crate::cli::{RepairIndexArgs, RepairPacksArgs};
+use crate::output::{errln, outln};
+
+#[derive(Serialize)]
+struct RepairJson {
+    /// Where the old index files went, relative to the store.
+    moved: Vec<String>,
+    packs: u64,
+    skipped_packs: u64,
+    records: u64,
+    chunks: u64,
+    duplicates: u64,
+    snapshots: u64,
+    forgotten: u64,
+    warnings: Vec<String>,
+    /// Whether the rebuilt index verifies (index level), and what it found if not.
+    verified: bool,
+    problems: Vec<ProblemJson>,
+}
+
+pub fn repair_index(root: &Path, args: RepairIndexArgs) -> anyhow::Result<()> {
+    let report = cellar_store::repair_index(root, args.force, &|msg| errln!("cellar: {msg}"))?;
+    for w in &report.warnings {
+        crate::output::warn(w);
+    }
+    let moved: Vec<String> = report
+        .moved
+        .iter()
+        .map(|db| db.strip_prefix(root).unwrap_or(db).display().to_string())
+        .collect();
+    // The rebuilt index must stand on its own: check it (index level; `verify --data` reads
+    // everything).
+    let check = Store::open(root)?.verify(false)?;
+    if args.json {
+        crate::output::print_json(&RepairJson {
+            moved: moved.clone(),
+            packs: report.packs,
+            skipped_packs: report.skipped_packs,
+            records: report.frames,
+            chunks: report.chunks,
+            duplicates: report.duplicates,
+            snapshots: report.snapshots,
+            forgotten: report.forgotten,
+            warnings: report.warnings.clone(),
+            verified: check.ok(),
+            problems: check.problems.iter().map(problem_json).collect(),
+        })?;
+    } else {
+        match moved.first() {
+            Some(db) => outln!("moved the old index aside to {db}"),
+            None => outln!("no old index to move aside"),
+        }
+        outln!(
+            "indexed {} packs ({} skipped): {} records, {} chunks ({} duplicate copies left \
+             unindexed)",
+            report.packs,
+            report.skipped_packs,
+            report.frames,
+            report.chunks,
+            report.duplicates
+        );
+        outln!(
+            "restored {} snapshots ({} forgotten ones left out)",
+            report.snapshots,
+            report.forgotten
+        );
+        if !check.ok() {
+            print_human(&check)?;
+        }
+    }
+    if !check.ok() {
+        bail!(
+            "the rebuilt index has {} problem(s); see above (the old index is kept as {})",
+            check.problems.len(),
+            moved
+                .first()
+                .map_or("nothing: there was none", String::as_str)
+        );
+    }
+    if report.skipped_packs > 0 {
+        bail!(
+            "{} damaged or unreadable pack(s) were skipped; their contents are not indexed",
+            report.skipped_packs
+        );
+    }
+    if !args.json {
+        outln!("the rebuilt index verifies");
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct SalvageJson {
+    checked: u64,
+    packs: Vec<SalvagedJson>,
+    /// Chunks no damaged pack could give back, with their kinds.
+    lost: Vec<LostJson>,
+    /// Whether the index verifies (index level) after the salvage, and what it found if not.
+    verified: bool,
+    problems: Vec<ProblemJson>,
+}
+
+#[derive(Serialize)]
+struct SalvagedJson {
+    pack: String,
+    damage: String,
+    /// Relative to the store.
+    moved_to: String,
+    new_pack: Option<String>,
+    objects: u64,
+    records: u64,
+    rewritten_records: Vec<String>,
+    skipped_bytes: u64,
+}
+
+#[derive(Serialize)]
+struct LostJson {
+    chunk: String,
+    kind: &'static str,
+}
+
+pub fn repair_packs(root: &Path, args: RepairPacksArgs) -> anyhow::Result<()> {
+    let store = super::open(root)?;
+    let report = cellar_store::repair_packs(&store, &args.packs, &|msg| errln!("cellar: {msg}"))?;
+    let relative = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
+    // Lost chunks are no longer indexed: the check names what they hurt.
+    let check = store.verify(false)?;
+    if args.json {
+        crate::output::print_json(&SalvageJson {
+            checked: report.checked,
+            packs: report
+                .packs
+                .iter()
+                .map(|p| SalvagedJson {
+                    pack: p.pack.hex(),
+                    damage: p.damage.clone(),
+                    moved_to: relative(&p.moved_to),
+                    new_pack: p.new_pack.map(|id| id.hex()),
+                    objects: p.objects,
+                    records: p.records,
+                    rewritten_records: p.rewritten.iter().map(|s| s.hex()).collect(),
+                    skipped_bytes: p.skipped.bytes,
+                })
+                .collect(),
+            lost: report
+                .lost
+                .iter()
+                .map(|(id, kind)| LostJson {
+                    chunk: id.hex(),
+                    kind: cellar_store::kind_name(Some(*kind)),
+                })
+                .collect(),
+            verified: check.ok(),
+            problems: check.problems.iter().map(problem_json).collect(),
+        })?;
+    } else {
+        if report.packs.is_empty() {
+            outln!(
+                "no damaged packs: all {} pack files hash to their names",
+                report.checked
+            );
+        }
+        for p in &report.packs {
+            outln!("pack {}: {}", p.pack.hex(), p.damage);
+            if let Some(at) = p.skipped.first {
+                outln!(
+                    "  {} bytes from offset {at} on are in no record that checks out",
+                    p.skipped.bytes
+                );
+            }
+            match p.new_pack {
+                Some(new) => outln!(
+                    "  salvaged {} objects and {} snapshot and forget records into pack {}",
+                    p.objects,
+                    p.records + p.rewritten.len() as u64,
+                    new.hex()
+                ),
+                None => outln!("  nothing in it could be salvaged"),
+            }
+            for s in &p.rewritten {
+                outln!(
+                    "  wrote the record of snapshot {} again from the index",
+                    s.hex()
+                );
+            }
+            outln!("  moved the damaged file to {}", relative(&p.moved_to));
+        }
+        if !report.lost.is_empty() {
+            outln!(
+                "{} chunks could not be salvaged; they are no longer indexed, and a new \
+                 snapshot of the same data stores them again",
+                report.lost.len()
+            );
+        }
+        if !check.ok() {
+            print_human(&check)?;
+        }
+    }
+    if !report.lost.is_empty() || !check.ok() {
+        bail!(
+            "{} chunk(s) were lost{}",
+            report.lost.len(),
+            if check.ok() {
+                String::new()
+            } else {
+                format!("; the index has {} problem(s), above", check.problems.len())
+            }
+        );
+    }
+    Ok(())
+}

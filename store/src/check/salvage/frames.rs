@@ -1,0 +1,122 @@
+//! The frames of a damaged pack, and as much of each as decodes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+
+use crate::error::Result;
+use crate::ids::{ChunkId, PackId};
+use crate::object::ObjectSource;
+use crate::pack::compress::decompress_delta;
+use crate::pack::{ChunkKind, Codec};
+use crate::store::Store;
+
+/// A frame longer than this (stored or decoded) is not a frame cellar wrote: it is left out
+/// rather than allocated.
+const FRAME_MAX: u64 = 1 << 28;
+
+/// A frame of the damaged pack to read objects from.
+#[derive(Default)]
+pub(super) struct Frame {
+    pub(super) stored_len: u64,
+    pub(super) raw_len: u64,
+    pub(super) codec: Option<Codec>,
+    pub(super) base: Option<ChunkId>,
+    /// (id, kind, offset in the decoded frame, length).
+    pub(super) objects: Vec<(ChunkId, ChunkKind, u64, u32)>,
+}
+
+/// The frames the index places in pack `id`, by offset, with the chunks it has in each.
+pub(super) fn indexed_frames(store: &Store, id: &PackId) -> Result<BTreeMap<u64, Frame>> {
+    let db = store.db();
+    let mut frames: BTreeMap<u64, Frame> = BTreeMap::new();
+    let mut by_row = HashMap::new();
+    let mut stmt = db.conn().prepare(
+        "SELECT f.id, f.offset, f.stored_len, f.raw_len, f.codec, f.base
+         FROM frames f JOIN packs p ON p.id = f.pack WHERE p.name = ?1",
+    )?;
+    let mut rows = stmt.query([&id.0[..]])?;
+    while let Some(r) = rows.next()? {
+        let offset = r.get::<_, i64>(1)? as u64;
+        by_row.insert(r.get::<_, i64>(0)?, offset);
+        frames.insert(
+            offset,
+            Frame {
+                stored_len: r.get::<_, i64>(2)? as u64,
+                raw_len: r.get::<_, i64>(3)? as u64,
+                codec: Codec::from_u8(r.get(4)?),
+                base: r
+                    .get::<_, Option<Vec<u8>>>(5)?
+                    .and_then(|b| ChunkId::from_slice(&b)),
+                objects: Vec::new(),
+            },
+        );
+    }
+    for table in ["chunks", "condemned"] {
+        let mut stmt = db.conn().prepare(&format!(
+            "SELECT c.id, c.kind, c.frame, c.offset, c.len FROM {table} c
+             JOIN frames f ON f.id = c.frame JOIN packs p ON p.id = f.pack WHERE p.name = ?1"
+        ))?;
+        let mut rows = stmt.query([&id.0[..]])?;
+        while let Some(r) = rows.next()? {
+            let cid = r.get::<_, Vec<u8>>(0)?;
+            let (Some(cid), Some(kind)) =
+                (ChunkId::from_slice(&cid), ChunkKind::from_u8(r.get(1)?))
+            else {
+                continue;
+            };
+            let offset = by_row[&r.get::<_, i64>(2)?];
+            let frame = frames.get_mut(&offset).expect("its frame was read");
+            frame
+                .objects
+                .push((cid, kind, r.get::<_, i64>(3)? as u64, r.get(4)?));
+        }
+    }
+    Ok(frames)
+}
+
+/// As much of a frame's decoded bytes as can be had: all of them, the part before the damage
+/// in a zstd frame, or nothing.
+pub(super) fn decode(store: &Store, file: &File, offset: u64, frame: &Frame) -> Vec<u8> {
+    let Some(codec) = frame.codec else {
+        return Vec::new();
+    };
+    if frame.stored_len > FRAME_MAX || frame.raw_len > FRAME_MAX {
+        return Vec::new();
+    }
+    let mut stored = vec![0u8; frame.stored_len as usize];
+    // What lies past the end of a cut-off file is not there: read what is.
+    let got = read_at_most(file, &mut stored, offset);
+    stored.truncate(got);
+    match codec {
+        Codec::None => stored,
+        Codec::Zstd => {
+            let mut raw = Vec::new();
+            if let Ok(d) = zstd::stream::read::Decoder::with_buffer(&stored[..]) {
+                // Blocks before a damaged one come out before the error does.
+                let _ = d.take(frame.raw_len).read_to_end(&mut raw);
+            }
+            raw
+        }
+        Codec::ZstdDelta => {
+            let base = frame.base.and_then(|b| store.object(&b).ok());
+            base.and_then(|base| {
+                decompress_delta(&base, &stored, Vec::with_capacity(frame.raw_len as usize)).ok()
+            })
+            .unwrap_or_default()
+        }
+    }
+}
+
+/// Fill `buf` from `offset` as far as the file goes; the count read.
+pub(super) fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    got
+}
