@@ -250,6 +250,14 @@ impl<'a> TreeBuilder<'a> {
                 node.name.clear();
                 keep_earlier_xattrs(&mut node, std::mem::take(&mut self.root.xattrs));
                 self.root = node;
+            } else {
+                // GNU tar fails such a member ("Cannot open: File exists"); an image's
+                // extractor refuses to change the root's type.
+                self.warn(format!(
+                    "{}: a {} named as the root directory is left out of the tree",
+                    path_text(&path[..path.len().min(200)]),
+                    node.kind.describe()
+                ));
             }
             return Ok(());
         }
@@ -316,6 +324,12 @@ impl<'a> TreeBuilder<'a> {
             ));
             return Ok(());
         };
+        if target_c == components {
+            // A link to its own name (GNU tar writes one for a file named twice, as in
+            // `tar -c dir dir/file`): extraction leaves the file as it is, but an image's
+            // extractor removes the name before it links, and then has nothing to link to.
+            self.not_exact();
+        }
         if t.ino == 0 {
             t.ino = self.next_ino;
             self.next_ino += 1;

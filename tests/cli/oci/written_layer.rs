@@ -238,3 +238,40 @@ fn sparse_records_go_reads_otherwise_give_a_written_layer() {
         assert_written_layer_unpacks_as_restored(&store, &stream, what);
     }
 }
+
+/// A hard link to its own name, as GNU tar writes for a file named twice (`tar -c f f g`):
+/// extraction keeps the file, but umoci removes the name before it links and then fails.
+#[test]
+fn a_hard_link_to_its_own_name_gives_a_written_layer() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    write_file(&root.join("f"), b"data\n");
+    std::fs::hard_link(root.join("f"), root.join("g")).unwrap();
+    // `.` first, so that both extractions take the root's times from the stream.
+    let stream = tar_stream(&["tar", "-cf", "-", "-C", root.to_str().unwrap(), ".", "./f"]);
+    assert_written_layer_unpacks(&store, &stream);
+}
+
+/// A file (or a symlink) named `.`: GNU tar fails it, umoci refuses to change the root's
+/// type. It is left out of the tree, with a warning, and the layer is written from the tree.
+#[test]
+fn a_file_named_as_the_root_is_left_out_with_a_warning() {
+    for (typeflag, data, link) in [
+        (b'0', &b"dot data\n"[..], &b""[..]),
+        (b'2', &b""[..], &b"elsewhere"[..]),
+    ] {
+        let store = TestStore::new();
+        let mut stream = root_dir();
+        member(&mut stream, b"a", b'0', b"x\n", b"", 0o644);
+        member(&mut stream, b".", typeflag, data, link, 0o644);
+        end_of_archive(&mut stream);
+        let out = store.run_stdin(&["snapshot", "--name", "odd", "-"], &stream);
+        assert_success(&out, &["snapshot"]);
+        assert!(
+            stderr(&out).contains("named as the root directory is left out"),
+            "{}",
+            stderr(&out)
+        );
+        assert_written_layer_unpacks_as_restored(&store, &stream, "a member named .");
+    }
+}
