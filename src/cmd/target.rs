@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -164,8 +164,17 @@ fn to_file(
         },
         |t| t.path(),
     )?;
-    let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
     let writing = || format!("-o {}", shown.display());
+    // A file written over keeps its owner and mode, as a shell's `>` and `tar -f` keep them:
+    // an export of a root filesystem into a file made private must not come out readable to
+    // all. (The owner only where this user may give it; its set-id bits are not kept.)
+    if let Some(old) = std::fs::metadata(path).ok().filter(|m| m.is_file()) {
+        let file = tmp.as_file();
+        let _ = std::os::unix::fs::fchown(file, Some(old.uid()), Some(old.gid()));
+        file.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o777))
+            .with_context(writing)?;
+    }
+    let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
     write(&mut out).map_err(|e| at_output(e, shown))?;
     out.flush().with_context(writing)?;
     drop(out);

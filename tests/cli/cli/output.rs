@@ -94,6 +94,18 @@ fn export_is_the_exact_stream_from_stdin_or_file() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o666 & !umask(), "{mode:o}");
+    // Written over, a file keeps its mode and owner, as with a shell's `>`.
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&dest, Some(65534), Some(65534)).unwrap();
+    let out = ts.run(&["export", from_file, "-o", dest.to_str().unwrap()]);
+    assert_success(&out, &["export", "-o"]);
+    let meta = std::fs::metadata(&dest).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+        (0o600, 65534, 65534)
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), tar);
     // -o - is stdout, as for tar.
     let cwd = ts.scratch("cwd");
     std::fs::create_dir(&cwd).unwrap();
