@@ -145,6 +145,21 @@ pub struct PruneArgs {
     /// the lineage's newest
     #[arg(long, value_name = "SPAN")]
     pub keep_within: Option<cellar_store::Within>,
+    /// Keep the newest snapshot of each hour that has one within SPAN before the newest
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_hourly: Option<cellar_store::Within>,
+    /// Keep the newest snapshot of each day that has one within SPAN before the newest
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_daily: Option<cellar_store::Within>,
+    /// Keep the newest snapshot of each ISO week that has one within SPAN before the newest
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_weekly: Option<cellar_store::Within>,
+    /// Keep the newest snapshot of each month that has one within SPAN before the newest
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_monthly: Option<cellar_store::Within>,
+    /// Keep the newest snapshot of each year that has one within SPAN before the newest
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_yearly: Option<cellar_store::Within>,
     /// Show what would be kept and forgotten, and change nothing
     #[arg(long)]
     pub dry_run: bool,

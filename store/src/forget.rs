@@ -69,6 +69,13 @@ pub struct Policy {
     pub monthly: u32,
     pub yearly: u32,
     pub within: Within,
+    /// restic's `--keep-within-hourly` … `--keep-within-yearly`: the newest snapshot of every
+    /// hour (day, week, month, year) that has one within the span, however many.
+    pub within_hourly: Within,
+    pub within_daily: Within,
+    pub within_weekly: Within,
+    pub within_monthly: Within,
+    pub within_yearly: Within,
 }
 
 /// restic's `--keep-within` span: years, months, days and hours (`1y6m`, `7d`, `2d12h`).
@@ -228,8 +235,8 @@ fn apply_at(
         for &i in order.iter().take(policy.last as usize) {
             reasons[i].push("last".into());
         }
-        let rules: [(&str, u32, Bucket); 5] = [
-            ("hourly", policy.hourly, |t| {
+        let rules: [(&str, u32, Within, Bucket); 5] = [
+            ("hourly", policy.hourly, policy.within_hourly, |t| {
                 format!(
                     "{}-{:02}-{:02} {:02}h",
                     t.year(),
@@ -238,19 +245,21 @@ fn apply_at(
                     t.hour()
                 )
             }),
-            ("daily", policy.daily, |t| {
+            ("daily", policy.daily, policy.within_daily, |t| {
                 format!("{}-{:02}-{:02}", t.year(), t.month() as u8, t.day())
             }),
-            ("weekly", policy.weekly, |t| {
+            ("weekly", policy.weekly, policy.within_weekly, |t| {
                 let (y, w, _) = t.to_iso_week_date();
                 format!("{y}-W{w:02}")
             }),
-            ("monthly", policy.monthly, |t| {
+            ("monthly", policy.monthly, policy.within_monthly, |t| {
                 format!("{}-{:02}", t.year(), t.month() as u8)
             }),
-            ("yearly", policy.yearly, |t| t.year().to_string()),
+            ("yearly", policy.yearly, policy.within_yearly, |t| {
+                t.year().to_string()
+            }),
         ];
-        for (rule, n, bucket) in rules {
+        for (rule, n, _, bucket) in rules {
             let mut seen = HashSet::new();
             for (k, &i) in order.iter().enumerate() {
                 if seen.len() >= n as usize {
@@ -266,16 +275,32 @@ fn apply_at(
                 }
             }
         }
+        // Spans are reckoned from the newest snapshot not taken in the future, as restic
+        // reckons them: one taken under a clock set years ahead does not push the rest out.
+        // With none, restic starts from the zero time, which keeps them all.
+        let newest = order.iter().map(|&i| times[i]).find(|&t| t < now);
+        // Strictly after the span's start, as restic keeps them.
+        let within = |span: &Within, t: time::OffsetDateTime| {
+            newest
+                .and_then(|newest| span.before(newest))
+                .is_none_or(|start| t > start)
+        };
         if !policy.within.is_zero() {
-            // From the newest snapshot not taken in the future, as restic reckons it: one
-            // taken under a clock set years ahead does not push the rest out of the span.
-            // With none, restic starts from the zero time, which keeps them all.
-            let newest = order.iter().map(|&i| times[i]).find(|&t| t < now);
-            // Strictly after the span's start, as restic keeps them.
-            let start = newest.and_then(|t| policy.within.before(t));
             for &i in &order {
-                if start.is_none_or(|start| times[i] > start) {
+                if within(&policy.within, times[i]) {
                     reasons[i].push(format!("within {}", policy.within));
+                }
+            }
+        }
+        for (rule, _, span, bucket) in rules {
+            if span.is_zero() {
+                continue;
+            }
+            let mut seen = HashSet::new();
+            for &i in order.iter().filter(|&&i| within(&span, times[i])) {
+                let b = bucket(&times[i]);
+                if seen.insert(b.clone()) {
+                    reasons[i].push(format!("{rule} within {span} {b}"));
                 }
             }
         }
@@ -376,6 +401,47 @@ mod tests {
         // Within the span of the lineage's newest snapshot, not of now.
         let far = vec![snap("db", "2001-01-01T00:00:00Z", 7)];
         assert_eq!(kept(within("1d"), far), vec![7]);
+    }
+
+    /// `--keep-within-daily 2d`: the newest of each day, for every day that has one within
+    /// two days of the newest snapshot, and nothing older (no "oldest" rule, as in restic).
+    #[test]
+    fn within_buckets_keep_one_a_bucket_inside_the_span() {
+        let snaps = vec![
+            snap("vm", "2026-11-28T10:00:00Z", 1),
+            snap("vm", "2026-11-29T09:00:00Z", 2),
+            snap("vm", "2026-11-29T21:00:00Z", 3),
+            snap("vm", "2026-11-30T08:00:00Z", 4),
+            snap("vm", "2026-11-30T09:00:00Z", 5),
+            snap("vm", "2026-12-01T07:00:00Z", 6),
+            snap("vm", "2026-12-01T07:30:00Z", 7),
+        ];
+        let daily = |w: &str| Policy {
+            within_daily: w.parse().unwrap(),
+            ..Policy::default()
+        };
+        // From 29 November 07:30 on (strictly after): the 29th's 2, too late for no.1.
+        assert_eq!(kept(daily("2d"), snaps.clone()), vec![3, 5, 7]);
+        assert_eq!(kept(daily("2d1h"), snaps.clone()), vec![3, 5, 7]);
+        assert_eq!(kept(daily("3d"), snaps.clone()), vec![1, 3, 5, 7]);
+        let hourly = Policy {
+            within_hourly: "1h".parse().unwrap(),
+            ..Policy::default()
+        };
+        assert_eq!(kept(hourly, snaps.clone()), vec![7]);
+        let why = apply(&daily("2d"), snaps.clone()).unwrap();
+        assert_eq!(why[6].reasons, vec!["daily within 2d 2026-12-01"]);
+        // Alongside a count, each rule gives its own reason.
+        let both = Policy {
+            daily: 1,
+            ..daily("1d")
+        };
+        let why = apply(&both, snaps).unwrap();
+        assert_eq!(
+            why[6].reasons,
+            vec!["daily 2026-12-01", "daily within 1d 2026-12-01"]
+        );
+        assert_eq!(why[4].reasons, vec!["daily within 1d 2026-11-30"]);
     }
 
     /// A snapshot taken in the future (a clock set wrong) is not where `--keep-within`'s span

@@ -124,6 +124,8 @@ fn prune_needs_a_policy() {
         &["prune", "--name", "Bad", "--keep-last", "1"],
         &["prune", "--keep-within", "7w"],
         &["prune", "--keep-within", "0d", "--keep-yearly", "0"],
+        &["prune", "--keep-within-daily", "0h"],
+        &["prune", "--keep-within-daily", "2"],
     ] {
         let out = store.run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
@@ -161,6 +163,17 @@ fn prune_keeps_yearly_and_within_and_takes_0_as_no_rule() {
     }
     let text = store.ok(&["prune", "--keep-within", "1h", "--dry-run"]);
     assert!(text.contains("(within 1h)"), "{text}");
+    // --keep-within-hourly: the newest of the hour they were taken in (two, should the
+    // seconds between them cross an hour).
+    let plan = store.json(&["prune", "--keep-within-hourly", "1d", "--dry-run", "--json"]);
+    let kept = plan["keep"].as_array().unwrap();
+    assert_eq!(kept[kept.len() - 1]["short_id"], vm[2].as_str(), "{plan}");
+    let hour = &kept[kept.len() - 1]["created"].as_str().unwrap()[..13].replace('T', " ");
+    assert_eq!(
+        kept[kept.len() - 1]["reasons"],
+        serde_json::json!([format!("hourly within 1d {hour}h")])
+    );
+    assert!(kept.len() <= 2 && plan["drop"].as_array().unwrap().len() == 3 - kept.len());
     // -1 is no limit, as in restic: every snapshot is among the newest "all".
     let plan = store.json(&["prune", "--keep-last", "-1", "--dry-run", "--json"]);
     assert_eq!(plan["keep"].as_array().unwrap().len(), 3, "{plan}");
