@@ -103,6 +103,9 @@ pub fn repair_index(root: &Path, args: RepairIndexArgs) -> anyhow::Result<()> {
 struct SalvageJson {
     checked: u64,
     packs: Vec<SalvagedJson>,
+    new_packs: Vec<String>,
+    rewritten_records: Vec<String>,
+    rewritten_tombstones: Vec<String>,
     /// Chunks no damaged pack could give back, with their kinds.
     lost: Vec<LostJson>,
     /// Whether the index verifies (index level) after the salvage, and what it found if not.
@@ -116,10 +119,8 @@ struct SalvagedJson {
     damage: String,
     /// Relative to the store.
     moved_to: String,
-    new_pack: Option<String>,
     objects: u64,
     records: u64,
-    rewritten_records: Vec<String>,
     skipped_bytes: u64,
 }
 
@@ -133,6 +134,7 @@ pub fn repair_packs(root: &Path, args: RepairPacksArgs) -> anyhow::Result<()> {
     let store = super::open(root)?;
     let report = cellar_store::repair_packs(&store, &args.packs, &|msg| errln!("cellar: {msg}"))?;
     let relative = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
+    let hex = |ids: &[cellar_store::SnapshotId]| ids.iter().map(|s| s.hex()).collect::<Vec<_>>();
     // Lost chunks are no longer indexed: the check names what they hurt.
     let check = store.verify(false)?;
     if args.json {
@@ -145,13 +147,14 @@ pub fn repair_packs(root: &Path, args: RepairPacksArgs) -> anyhow::Result<()> {
                     pack: p.pack.hex(),
                     damage: p.damage.clone(),
                     moved_to: relative(&p.moved_to),
-                    new_pack: p.new_pack.map(|id| id.hex()),
                     objects: p.objects,
                     records: p.records,
-                    rewritten_records: p.rewritten.iter().map(|s| s.hex()).collect(),
                     skipped_bytes: p.skipped.bytes,
                 })
                 .collect(),
+            new_packs: report.new_packs.iter().map(|p| p.hex()).collect(),
+            rewritten_records: hex(&report.rewritten),
+            rewritten_tombstones: hex(&report.tombstones),
             lost: report
                 .lost
                 .iter()
@@ -178,22 +181,27 @@ pub fn repair_packs(root: &Path, args: RepairPacksArgs) -> anyhow::Result<()> {
                     p.skipped.bytes
                 );
             }
-            match p.new_pack {
-                Some(new) => outln!(
-                    "  salvaged {} objects and {} snapshot and forget records into pack {}",
-                    p.objects,
-                    p.records + p.rewritten.len() as u64,
-                    new.hex()
-                ),
-                None => outln!("  nothing in it could be salvaged"),
-            }
-            for s in &p.rewritten {
-                outln!(
-                    "  wrote the record of snapshot {} again from the index",
-                    s.hex()
-                );
-            }
+            outln!(
+                "  salvaged {} objects and {} snapshot and forget records",
+                p.objects,
+                p.records
+            );
             outln!("  moved the damaged file to {}", relative(&p.moved_to));
+        }
+        for s in &report.rewritten {
+            outln!(
+                "wrote the record of snapshot {} again from the index",
+                s.hex()
+            );
+        }
+        for s in &report.tombstones {
+            outln!(
+                "wrote the tombstone of forgotten snapshot {} again",
+                s.hex()
+            );
+        }
+        for new in &report.new_packs {
+            outln!("new pack {}", new.hex());
         }
         if !report.lost.is_empty() {
             outln!(

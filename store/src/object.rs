@@ -39,6 +39,12 @@ impl Deref for Object {
 pub trait ObjectSource {
     /// The verified bytes of an object.
     fn object(&self, id: &ChunkId) -> Result<Object>;
+
+    /// Whether the store has no row for `id` any longer: an object `repair-packs` could not
+    /// salvage, which is no fault of the reader's (a source without an index has none).
+    fn lost(&self, _id: &ChunkId) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 pub trait ObjectSink {

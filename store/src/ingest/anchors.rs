@@ -5,13 +5,15 @@
 //! parsing meanwhile: the walk runs on a helper thread while the other core would otherwise
 //! wait, and pieces cut before it is done wait here, in order.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::thread::{Scope, ScopedJoinHandle};
 use std::vec::Drain;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::ChunkId;
 use crate::list::ListRef;
+use crate::object::{Object, ObjectSource};
 use crate::piece::Cut;
 use crate::store::Store;
 
@@ -77,14 +79,38 @@ impl<'scope> Anchors<'scope> {
     }
 }
 
-/// Each anchor's first piece in the parent's list.
+/// Each anchor's first piece in the parent's list. A list with a node `repair-packs` could not
+/// salvage gives the anchors read before it: bases are only a saving, and the snapshot being
+/// taken may be what stores the lost objects again. (Any other damage stops the ingest, as
+/// what it would dedup against may be in a pack that is missing.)
 fn read(store: &Store, root: &ListRef) -> Result<AnchorMap> {
     let mut anchors = HashMap::new();
-    root.for_each(store, &mut |e| {
+    let noting = Noting {
+        store,
+        last: Cell::new(None),
+    };
+    let read = root.for_each(&noting, &mut |e| {
         anchors.entry(e.aux).or_insert(e.id);
         Ok(())
-    })?;
-    Ok(anchors)
+    });
+    match (read, noting.last.get()) {
+        (Ok(()), _) => Ok(anchors),
+        (Err(Error::Corrupt(_)), Some(id)) if store.lost(&id)? => Ok(anchors),
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// The store, remembering the last object asked of it: the one a walk failed at.
+struct Noting<'a> {
+    store: &'a Store,
+    last: Cell<Option<ChunkId>>,
+}
+
+impl ObjectSource for Noting<'_> {
+    fn object(&self, id: &ChunkId) -> Result<Object> {
+        self.last.set(Some(*id));
+        self.store.object(id)
+    }
 }
 
 #[cfg(test)]

@@ -2,8 +2,11 @@
 //! record that does not parse, this walk goes on past it to the next place a record header
 //! that checks out starts, so one flipped byte costs only the record it is in.
 //!
-//! A record header ends in 8 bytes of its blake3, so a run of bytes taken for a header by
-//! mistake (payload bytes that happen to read `CREC`) is found out with odds of 2^-64.
+//! A record header ends in 8 bytes of its blake3, so payload bytes that happen to read `CREC`
+//! are taken for a header with odds of 2^-64. Real headers inside a payload are another
+//! matter (a pack file stored in this store as data holds them, whole in a frame stored
+//! uncompressed): what uses this walk checks every object against its id, and takes snapshot
+//! and forget records only where the pack's own are (see `check::salvage::frames`).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -359,6 +359,15 @@ impl ObjectSource for Store {
         }
         self.object_from_index(id)
     }
+
+    fn lost(&self, id: &ChunkId) -> Result<bool> {
+        let db = self.db();
+        let mut stmt = db.conn().prepare_cached(
+            "SELECT NOT EXISTS (SELECT 1 FROM chunks WHERE id = ?1)
+                AND NOT EXISTS (SELECT 1 FROM condemned WHERE id = ?1)",
+        )?;
+        Ok(stmt.query_row([&id.0[..]], |r| r.get(0))?)
+    }
 }
 
 /// Run `f` on this thread's [`STORED`] buffer, `len` bytes long.

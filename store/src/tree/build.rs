@@ -410,7 +410,20 @@ impl Build<'_, '_> {
                 };
                 let base_nodes = match (&mut base_nodes, base) {
                     (Some(nodes), _) => nodes,
-                    (None, Some(id)) => base_nodes.insert(decode_dir(&self.src.object(&id)?)?),
+                    // A parent's record `repair-packs` could not salvage gives no bases: the
+                    // snapshot being taken may be what stores the lost objects again. (Any
+                    // other damage stops the ingest: what it would dedup against may be in a
+                    // pack that is missing.)
+                    (None, Some(id)) => {
+                        let nodes = match self.src.object(&id).and_then(|o| decode_dir(&o)) {
+                            Ok(nodes) => nodes,
+                            Err(Error::Corrupt(_)) if self.src.lost(&id)? => {
+                                Dir::by_name(Vec::new())
+                            }
+                            Err(e) => return Err(e),
+                        };
+                        base_nodes.insert(nodes)
+                    }
                     (None, None) => base_nodes.insert(Dir::by_name(Vec::new())),
                 };
                 let child_base = base_nodes

@@ -1,15 +1,20 @@
-//! The frames of a damaged pack, and as much of each as decodes.
+//! What a damaged pack holds: its frames (where the index places them, and where a walk over
+//! its records finds them), as much of each as decodes, and the snapshot and forget records
+//! that can be trusted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 
+use std::collections::HashSet;
+use std::path::Path;
+
 use crate::error::Result;
 use crate::ids::{ChunkId, PackId};
 use crate::object::ObjectSource;
 use crate::pack::compress::decompress_delta;
-use crate::pack::{ChunkKind, Codec};
+use crate::pack::{intact_records, ChunkKind, Codec, RecordHeader, RecordKind, Skipped};
 use crate::store::Store;
 
 /// A frame longer than this (stored or decoded) is not a frame cellar wrote: it is left out
@@ -27,8 +32,83 @@ pub(super) struct Frame {
     pub(super) objects: Vec<(ChunkId, ChunkKind, u64, u32)>,
 }
 
+/// What a damaged pack holds, as far as can be told.
+pub(super) struct Contents {
+    /// By payload offset.
+    pub(super) frames: BTreeMap<u64, Frame>,
+    /// Snapshot and forget records whose headers check out and that are not taken for bytes
+    /// inside another record's payload (see `contents`), with their payload offsets.
+    pub(super) records: Vec<(RecordHeader, u64)>,
+    pub(super) skipped: Skipped,
+}
+
+/// The frames of pack `id` (the file at `path`): the index's, and those the walk finds.
+///
+/// The walk's records past a resync are taken only as far as they are read as chunks (each
+/// object is checked against its id, so a frame found inside another frame's bytes, such as
+/// a pack stored in this store as data, adds no wrong object). A snapshot or forget record is
+/// taken only in the first run of records (from the pack header on, before any damage) or the
+/// last (up to the last record found), where a pack's records of those kinds are written; a
+/// record inside stored data would sit in a run in between, cut off by the outer record after
+/// it.
+pub(super) fn contents(store: &Store, id: &PackId, file: &File, path: &Path) -> Result<Contents> {
+    let mut frames = indexed_frames(store, id)?;
+    // (start, end, header, payload offset) of every record found.
+    let mut found = Vec::new();
+    let skipped = intact_records(file, path, |rec| {
+        let start = rec.payload_offset - rec.header.encoded_len() as u64;
+        let end = rec.payload_offset + rec.header.stored_len as u64;
+        found.push((start, end, rec.header, rec.payload_offset));
+        Ok(())
+    })?;
+    let first_run = found
+        .iter()
+        .scan(crate::pack::format::PACK_HEADER_LEN, |at, r| {
+            (r.0 == *at).then(|| *at = r.1)
+        })
+        .count();
+    let mut last_run = found.len().saturating_sub(1);
+    while last_run > 0 && found[last_run - 1].1 == found[last_run].0 {
+        last_run -= 1;
+    }
+    let mut records = Vec::new();
+    for (i, (_, _, h, payload_offset)) in found.into_iter().enumerate() {
+        match h.kind {
+            RecordKind::Chunks => add_entries(&mut frames, &h, payload_offset),
+            RecordKind::Snapshot | RecordKind::Forget if i < first_run || i >= last_run => {
+                records.push((h, payload_offset))
+            }
+            RecordKind::Snapshot | RecordKind::Forget => {}
+        }
+    }
+    Ok(Contents {
+        frames,
+        records,
+        skipped,
+    })
+}
+
+/// A chunk record's frame and the entries the index has no row for.
+fn add_entries(frames: &mut BTreeMap<u64, Frame>, h: &RecordHeader, payload_offset: u64) {
+    let f = frames.entry(payload_offset).or_insert_with(|| Frame {
+        stored_len: h.stored_len as u64,
+        raw_len: h.raw_len as u64,
+        codec: Some(h.codec),
+        base: h.base,
+        objects: Vec::new(),
+    });
+    let known: HashSet<(ChunkId, u64)> = f.objects.iter().map(|&(i, _, at, _)| (i, at)).collect();
+    let mut at = 0u64;
+    for e in &h.entries {
+        if !known.contains(&(e.id, at)) {
+            f.objects.push((e.id, e.kind, at, e.len));
+        }
+        at += e.len as u64;
+    }
+}
+
 /// The frames the index places in pack `id`, by offset, with the chunks it has in each.
-pub(super) fn indexed_frames(store: &Store, id: &PackId) -> Result<BTreeMap<u64, Frame>> {
+fn indexed_frames(store: &Store, id: &PackId) -> Result<BTreeMap<u64, Frame>> {
     let db = store.db();
     let mut frames: BTreeMap<u64, Frame> = BTreeMap::new();
     let mut by_row = HashMap::new();

@@ -1,32 +1,30 @@
-//! The new pack a salvage writes: objects grouped into frames as an ingest groups them, and
-//! the records that check out.
+//! The new packs a salvage writes: objects grouped into frames as an ingest groups them (data
+//! apart from metadata), and snapshot and forget records.
 
-use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
+use std::collections::HashSet;
 
-use super::frames::read_at_most;
 use crate::error::{Error, Result};
 use crate::ids::{ChunkId, SnapshotId};
+use crate::layout;
 use crate::pack::compress::{frame_compressor, FRAME_TARGET};
 use crate::pack::format::Entry;
-use crate::pack::{ChunkKind, Codec, PackWriter, RecordHeader, RecordKind};
-use crate::snapshot::Snapshot;
+use crate::pack::{ChunkKind, Codec, PackWriter, RecordHeader, RecordKind, SealedPack};
 use crate::store::Store;
 
-/// Entries in one frame of the new pack, at most (as an ingest writes them).
+/// Entries in one frame of a new pack, at most (as an ingest writes them).
 const FRAME_ENTRIES: usize = 4096;
 
-/// The new pack being written: objects grouped into frames as an ingest groups them (data
-/// apart from metadata), records as they are.
-pub(super) struct Salvager {
-    pub(super) writer: PackWriter,
+/// A new pack is sealed once it is this long, as an ingest seals its packs.
+const PACK_TARGET: u64 = 32 << 20;
+
+pub(super) struct Salvager<'s> {
+    store: &'s Store,
+    writer: Option<PackWriter>,
+    sealed: Vec<SealedPack>,
     z: zstd::bulk::Compressor<'static>,
     data: Pending,
     meta: Pending,
     seen: HashSet<ChunkId>,
-    pub(super) objects: u64,
-    pub(super) records: u64,
-    pub(super) rewritten: Vec<SnapshotId>,
 }
 
 #[derive(Default)]
@@ -35,25 +33,25 @@ struct Pending {
     entries: Vec<Entry>,
 }
 
-impl Salvager {
-    pub(super) fn new(store: &Store) -> Result<Self> {
+impl<'s> Salvager<'s> {
+    pub(super) fn new(store: &'s Store) -> Result<Self> {
         Ok(Salvager {
-            writer: PackWriter::create(store.root())?,
+            store,
+            writer: None,
+            sealed: Vec::new(),
             z: frame_compressor().map_err(Error::Output)?,
             data: Pending::default(),
             meta: Pending::default(),
             seen: HashSet::new(),
-            objects: 0,
-            records: 0,
-            rewritten: Vec::new(),
         })
     }
 
-    pub(super) fn object(&mut self, id: ChunkId, kind: ChunkKind, bytes: &[u8]) -> Result<()> {
+    /// Add an object (checked against its id by the caller); false if one with its id was
+    /// added already.
+    pub(super) fn object(&mut self, id: ChunkId, kind: ChunkKind, bytes: &[u8]) -> Result<bool> {
         if !self.seen.insert(id) {
-            return Ok(());
+            return Ok(false);
         }
-        self.objects += 1;
         let data = kind == ChunkKind::Data;
         let p = if data { &mut self.data } else { &mut self.meta };
         p.raw.extend_from_slice(bytes);
@@ -65,10 +63,10 @@ impl Salvager {
         if p.raw.len() >= FRAME_TARGET || p.entries.len() >= FRAME_ENTRIES {
             self.flush(data)?;
         }
-        Ok(())
+        Ok(true)
     }
 
-    pub(super) fn flush(&mut self, data: bool) -> Result<()> {
+    fn flush(&mut self, data: bool) -> Result<()> {
         let p = std::mem::take(if data { &mut self.data } else { &mut self.meta });
         if p.entries.is_empty() {
             return Ok(());
@@ -87,52 +85,69 @@ impl Salvager {
             base: None,
             entries: p.entries,
         };
-        self.writer.append(&header, &payload)
+        self.append(&header, &payload)
     }
 
-    /// A snapshot or forget record found in the damaged pack, copied if it checks out.
-    pub(super) fn record(
-        &mut self,
-        file: &File,
-        h: &RecordHeader,
-        payload_offset: u64,
-        unheld: &mut BTreeMap<SnapshotId, Snapshot>,
-    ) -> Result<()> {
-        match h.kind {
-            RecordKind::Snapshot => {
-                let [entry] = &h.entries[..] else {
-                    return Ok(());
-                };
-                let mut payload = vec![0u8; h.stored_len as usize];
-                let got = read_at_most(file, &mut payload, payload_offset);
-                if h.codec != Codec::None
-                    || got < payload.len()
-                    || ChunkId::of(&payload) != entry.id
-                {
-                    return Ok(());
-                }
-                let sid = SnapshotId(entry.id.0);
-                unheld.remove(&sid);
-                self.snapshot(sid, &payload)
-            }
-            // The header's check covers the ids: the payload repeats them.
-            RecordKind::Forget => {
-                let ids: Vec<ChunkId> = h.entries.iter().map(|e| e.id).collect();
-                let payload: Vec<u8> = ids.iter().flat_map(|i| i.0).collect();
-                self.records += 1;
-                self.writer.append(
-                    &RecordHeader::snapshots(RecordKind::Forget, &ids, 32),
-                    &payload,
-                )
-            }
-            RecordKind::Chunks => Ok(()),
-        }
-    }
-
+    /// A snapshot record: its payload hashes to `id`.
     pub(super) fn snapshot(&mut self, id: SnapshotId, record: &[u8]) -> Result<()> {
-        self.records += 1;
         let header =
             RecordHeader::snapshots(RecordKind::Snapshot, &[ChunkId(id.0)], record.len() as u32);
-        self.writer.append(&header, record)
+        self.append(&header, record)
+    }
+
+    /// A forget record (tombstone) of `ids`.
+    pub(super) fn forget(&mut self, ids: &[SnapshotId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<ChunkId> = ids.iter().map(|s| ChunkId(s.0)).collect();
+        let payload: Vec<u8> = ids.iter().flat_map(|i| i.0).collect();
+        self.append(
+            &RecordHeader::snapshots(RecordKind::Forget, &ids, 32),
+            &payload,
+        )
+    }
+
+    fn append(&mut self, header: &RecordHeader, payload: &[u8]) -> Result<()> {
+        let writer = match &mut self.writer {
+            Some(w) => w,
+            none => none.insert(PackWriter::create(self.store.root())?),
+        };
+        writer.append(header, payload)?;
+        if writer.len() >= PACK_TARGET {
+            let full = self.writer.take().expect("written to");
+            self.sealed.push(full.seal()?);
+        }
+        Ok(())
+    }
+
+    /// Write what is pending and seal the last pack: every pack written, all sealed.
+    pub(super) fn finish(mut self) -> Result<Vec<SealedPack>> {
+        let done = self.flush(true).and_then(|()| self.flush(false));
+        if let Err(e) = done {
+            self.discard();
+            return Err(e);
+        }
+        if let Some(w) = self.writer.take() {
+            match w.seal() {
+                Ok(sealed) => self.sealed.push(sealed),
+                Err(e) => {
+                    self.discard();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(std::mem::take(&mut self.sealed))
+    }
+
+    /// Throw away what was written: the pack being written, and the packs sealed (no index
+    /// row names them yet).
+    pub(super) fn discard(&mut self) {
+        if let Some(w) = self.writer.take() {
+            w.discard();
+        }
+        for s in self.sealed.drain(..) {
+            let _ = std::fs::remove_file(layout::pack_path(self.store.root(), &s.id));
+        }
     }
 }

@@ -1,0 +1,148 @@
+//! The index switched from the damaged packs to the new ones, in one transaction.
+
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::{OptionalExtension, Transaction};
+
+use super::super::replaced::{live_lease, refuse_reader};
+use super::COMMAND;
+use crate::error::Result;
+use crate::ids::{ChunkId, PackId};
+use crate::ingest::{distrust_all, index_pack};
+use crate::layout;
+use crate::pack::{ChunkKind, SealedPack};
+use crate::store::Store;
+
+/// Drop the damaged packs' rows, index the new packs, and take back the snapshots' trust in
+/// their chunks; the chunks the index named (not condemned ones) that it no longer can.
+///
+/// The new packs are indexed after every damaged pack's rows are gone, so an object salvaged
+/// from any of them takes the place of a copy lost in another. A chunk condemned before goes
+/// back to `condemned` with its epoch, so gc reclaims it as it would have. A delta whose base
+/// is lost cannot be decoded either, wherever it is stored: its row goes too (and so on down
+/// the chains), so the next ingest stores it again rather than finding it.
+pub(super) fn switch_index(
+    store: &Store,
+    damaged: &[PackId],
+    sealed: &[SealedPack],
+) -> Result<Vec<(ChunkId, ChunkKind)>> {
+    store.db().immediate(|tx| {
+        // The early check's answer may be stale: an ingest that looked a chunk up before
+        // this transaction would commit a snapshot naming it.
+        refuse_reader(
+            &store.root().join(layout::DB_FILE),
+            live_lease(tx)?,
+            COMMAND,
+        )?;
+        let mut named = Vec::new();
+        let mut condemned = HashMap::new();
+        for id in damaged {
+            let row: Option<i64> = tx
+                .query_row("SELECT id FROM packs WHERE name = ?1", [&id.0[..]], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let Some(row) = row else { continue };
+            named.extend(rows_into(tx, "chunks", row)?);
+            for (cid, _) in rows_into(tx, "condemned", row)? {
+                let epoch: i64 = tx.query_row(
+                    "SELECT epoch FROM condemned WHERE id = ?1",
+                    [&cid.0[..]],
+                    |r| r.get(0),
+                )?;
+                condemned.insert(cid, epoch);
+            }
+            for table in ["chunks", "condemned"] {
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {table}
+                         WHERE frame IN (SELECT id FROM frames WHERE pack = ?1)"
+                    ),
+                    [row],
+                )?;
+            }
+            tx.execute("DELETE FROM frames WHERE pack = ?1", [row])?;
+            tx.execute("DELETE FROM packs WHERE id = ?1", [row])?;
+        }
+        for pack in sealed {
+            index_pack(store.root(), tx, pack, &HashMap::new())?;
+        }
+        for (cid, epoch) in &condemned {
+            let moved = tx.execute(
+                "INSERT OR IGNORE INTO condemned (id, frame, offset, len, kind, depth, epoch)
+                 SELECT id, frame, offset, len, kind, depth, ?2 FROM chunks WHERE id = ?1",
+                rusqlite::params![&cid.0[..], epoch],
+            )?;
+            if moved > 0 {
+                tx.execute("DELETE FROM chunks WHERE id = ?1", [&cid.0[..]])?;
+            }
+        }
+        named.extend(undecodable_deltas(tx)?);
+        let mut present = tx.prepare(
+            "SELECT EXISTS (SELECT 1 FROM chunks WHERE id = ?1)
+                 OR EXISTS (SELECT 1 FROM condemned WHERE id = ?1)",
+        )?;
+        let mut seen = HashSet::new();
+        let mut lost = Vec::new();
+        for (cid, kind) in named {
+            if seen.insert(cid) && !present.query_row([&cid.0[..]], |r| r.get::<_, bool>(0))? {
+                lost.push((cid, kind));
+            }
+        }
+        distrust_all(tx)?;
+        Ok(lost)
+    })
+}
+
+/// The rows of `table` in pack `row`'s frames: (id, kind).
+fn rows_into(tx: &Transaction, table: &str, row: i64) -> Result<Vec<(ChunkId, ChunkKind)>> {
+    let mut stmt = tx.prepare(&format!(
+        "SELECT c.id, c.kind FROM {table} c JOIN frames f ON f.id = c.frame WHERE f.pack = ?1"
+    ))?;
+    let mut rows = stmt.query([row])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let cid: Vec<u8> = r.get(0)?;
+        let kind = ChunkKind::from_u8(r.get(1)?).unwrap_or(ChunkKind::Data);
+        if let Some(cid) = ChunkId::from_slice(&cid) {
+            out.push((cid, kind));
+        }
+    }
+    Ok(out)
+}
+
+/// Delete the rows of objects in delta frames whose base has no row, until none is left;
+/// the `chunks` rows deleted.
+fn undecodable_deltas(tx: &Transaction) -> Result<Vec<(ChunkId, ChunkKind)>> {
+    let orphaned = "SELECT f.id FROM frames f WHERE f.base IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = f.base)
+          AND NOT EXISTS (SELECT 1 FROM condemned c WHERE c.id = f.base)";
+    let mut out = Vec::new();
+    loop {
+        let frames: Vec<i64> = {
+            let mut stmt = tx.prepare(&format!(
+                "{orphaned} AND (EXISTS (SELECT 1 FROM chunks c WHERE c.frame = f.id)
+                              OR EXISTS (SELECT 1 FROM condemned c WHERE c.frame = f.id))"
+            ))?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        if frames.is_empty() {
+            return Ok(out);
+        }
+        for frame in frames {
+            let mut stmt = tx.prepare_cached("SELECT id, kind FROM chunks WHERE frame = ?1")?;
+            let mut rows = stmt.query([frame])?;
+            while let Some(r) = rows.next()? {
+                let cid: Vec<u8> = r.get(0)?;
+                let kind = ChunkKind::from_u8(r.get(1)?).unwrap_or(ChunkKind::Data);
+                if let Some(cid) = ChunkId::from_slice(&cid) {
+                    out.push((cid, kind));
+                }
+            }
+            for table in ["chunks", "condemned"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE frame = ?1"), [frame])?;
+            }
+        }
+    }
+}
