@@ -106,6 +106,8 @@ struct SalvageJson {
     new_packs: Vec<String>,
     rewritten_records: Vec<String>,
     rewritten_tombstones: Vec<String>,
+    /// Indexed packs whose files are missing and that were not named, so not given up.
+    missing: Vec<String>,
     /// Chunks no damaged pack could give back, with their kinds.
     lost: Vec<LostJson>,
     /// Whether the index verifies (index level) after the salvage, and what it found if not.
@@ -117,8 +119,8 @@ struct SalvageJson {
 struct SalvagedJson {
     pack: String,
     damage: String,
-    /// Relative to the store.
-    moved_to: String,
+    /// Relative to the store; null for a pack whose file was missing.
+    moved_to: Option<String>,
     objects: u64,
     records: u64,
     skipped_bytes: u64,
@@ -146,7 +148,7 @@ pub fn repair_packs(root: &Path, args: RepairPacksArgs) -> anyhow::Result<()> {
                 .map(|p| SalvagedJson {
                     pack: p.pack.hex(),
                     damage: p.damage.clone(),
-                    moved_to: relative(&p.moved_to),
+                    moved_to: p.moved_to.as_deref().map(relative),
                     objects: p.objects,
                     records: p.records,
                     skipped_bytes: p.skipped.bytes,
@@ -155,6 +157,7 @@ pub fn repair_packs(root: &Path, args: RepairPacksArgs) -> anyhow::Result<()> {
             new_packs: report.new_packs.iter().map(|p| p.hex()).collect(),
             rewritten_records: hex(&report.rewritten),
             rewritten_tombstones: hex(&report.tombstones),
+            missing: report.missing.iter().map(|p| p.hex()).collect(),
             lost: report
                 .lost
                 .iter()
@@ -167,7 +170,7 @@ pub fn repair_packs(root: &Path, args: RepairPacksArgs) -> anyhow::Result<()> {
             problems: check.problems.iter().map(problem_json).collect(),
         })?;
     } else {
-        if report.packs.is_empty() {
+        if report.packs.is_empty() && report.missing.is_empty() {
             outln!(
                 "no damaged packs: all {} pack files hash to their names",
                 report.checked
@@ -181,12 +184,15 @@ pub fn repair_packs(root: &Path, args: RepairPacksArgs) -> anyhow::Result<()> {
                     p.skipped.bytes
                 );
             }
+            let Some(moved) = &p.moved_to else {
+                continue;
+            };
             outln!(
                 "  salvaged {} objects and {} snapshot and forget records",
                 p.objects,
                 p.records
             );
-            outln!("  moved the damaged file to {}", relative(&p.moved_to));
+            outln!("  moved the damaged file to {}", relative(moved));
         }
         for s in &report.rewritten {
             outln!(
@@ -213,6 +219,18 @@ pub fn repair_packs(root: &Path, args: RepairPacksArgs) -> anyhow::Result<()> {
         if !check.ok() {
             print_human(&check)?;
         }
+    }
+    for p in &report.missing {
+        errln!(
+            "cellar: pack {} is in the index but its file is missing; bring the file back if \
+             it can come back (a disk not mounted), or give up what only it held with \
+             `cellar repair-packs {}`",
+            p.hex(),
+            &p.hex()[..16]
+        );
+    }
+    if !report.missing.is_empty() && report.lost.is_empty() && check.ok() {
+        bail!("{} indexed pack file(s) are missing", report.missing.len());
     }
     if !report.lost.is_empty() || !check.ok() {
         bail!(

@@ -67,6 +67,8 @@ pub struct SalvageReport {
     /// deltas whose base is such a chunk. (Condemned chunks lost with them are not listed:
     /// no snapshot needed them.)
     pub lost: Vec<(ChunkId, ChunkKind)>,
+    /// Packs the index names whose files are missing, not named (so not given up).
+    pub missing: Vec<PackId>,
 }
 
 /// One damaged pack, and what came of it.
@@ -75,8 +77,8 @@ pub struct SalvagedPack {
     pub pack: PackId,
     /// What is wrong with it.
     pub damage: String,
-    /// Where the file is now.
-    pub moved_to: PathBuf,
+    /// Where the file is now (none for a pack whose file was missing).
+    pub moved_to: Option<PathBuf>,
     /// Objects copied from it (not counting those another damaged pack gave first).
     pub objects: u64,
     /// Snapshot and forget records copied from it.
@@ -86,8 +88,9 @@ pub struct SalvagedPack {
 }
 
 /// Salvage the damaged packs of `store`: those named by `wanted` (id prefixes; salvaged even
-/// if they hash to their names, for a pack `verify --data` finds a bad chunk in), or every
-/// pack file whose contents do not hash to its name.
+/// if they hash to their names, for a pack `verify --data` finds a bad chunk in, and given up
+/// if the index names them but their files are missing), or every pack file whose contents do
+/// not hash to its name.
 pub fn repair_packs(
     store: &Store,
     wanted: &[String],
@@ -100,7 +103,7 @@ pub fn repair_packs(
     let mut report = SalvageReport::default();
     let mut ignored = Vec::new();
     let files = pack_files(root, &mut ignored);
-    let mut damaged = choose(&files, wanted, &mut report)?;
+    let mut damaged = choose(store, &files, wanted, &mut report)?;
     // A run killed after its switch left the damaged file in `packs/` beside its copy in
     // `damaged/`, and the index no longer names it: only the removal was left to do.
     let mut finished = Vec::new();
@@ -140,8 +143,11 @@ pub fn repair_packs(
         }
     };
     for ((id, path, _), salvaged) in damaged.iter().zip(&mut report.packs) {
+        if salvaged.damage == MISSING {
+            continue;
+        }
         match set_aside(root, id, path) {
-            Ok(to) => salvaged.moved_to = to,
+            Ok(to) => salvaged.moved_to = Some(to),
             Err(e) => {
                 drop_new();
                 return Err(e);
@@ -157,7 +163,10 @@ pub fn repair_packs(
         }
     };
     crate::failpoint::hit("salvage:after-switch");
-    for (_, path, _) in &damaged {
+    for (_, path, damage) in &damaged {
+        if damage == MISSING {
+            continue;
+        }
         fs::remove_file(path).at(path)?;
         layout::sync_dir(path.parent().expect("pack dir"))?;
     }
@@ -166,11 +175,16 @@ pub fn repair_packs(
 
 /// The packs to salvage: (id, file, what is wrong with it).
 fn choose(
+    store: &Store,
     files: &[(PackId, PathBuf)],
     wanted: &[String],
     report: &mut SalvageReport,
 ) -> Result<Vec<(PackId, PathBuf, String)>> {
+    // Indexed packs whose files are gone are given up only when named: the file may come
+    // back (a disk not mounted, a copy not finished).
+    let gone = missing_files(store)?;
     let named: Vec<&(PackId, PathBuf)> = if wanted.is_empty() {
+        report.missing = gone.iter().map(|(id, _)| *id).collect();
         files.iter().collect()
     } else {
         let mut named = Vec::new();
@@ -178,6 +192,7 @@ fn choose(
             let p = prefix.to_ascii_lowercase();
             let hits: Vec<_> = files
                 .iter()
+                .chain(&gone)
                 .filter(|(id, _)| id.hex().starts_with(&p))
                 .collect();
             match hits[..] {
@@ -199,6 +214,10 @@ fn choose(
     };
     let mut out = Vec::new();
     for (id, path) in named {
+        if gone.iter().any(|(g, _)| g == id) {
+            out.push((*id, path.clone(), MISSING.to_string()));
+            continue;
+        }
         report.checked += 1;
         let mut hasher = blake3::Hasher::new();
         let file = File::open(path).at(path)?;
@@ -224,6 +243,16 @@ fn salvage(
     out: &mut Salvager,
     records: &mut Records,
 ) -> Result<SalvagedPack> {
+    if damage == MISSING {
+        return Ok(SalvagedPack {
+            pack: *id,
+            damage: damage.to_string(),
+            moved_to: None,
+            objects: 0,
+            records: 0,
+            skipped: Skipped::default(),
+        });
+    }
     let file = File::open(path).at(path)?;
     let found = contents(store, id, &file, path)?;
     let mut objects = 0;
@@ -240,11 +269,32 @@ fn salvage(
     Ok(SalvagedPack {
         pack: *id,
         damage: damage.to_string(),
-        moved_to: PathBuf::new(),
+        moved_to: None,
         objects,
         records: copied,
         skipped: found.skipped,
     })
+}
+
+/// What a pack given up is reported with.
+const MISSING: &str = "its file is missing: given up";
+
+/// The packs the index names whose files are not there.
+fn missing_files(store: &Store) -> Result<Vec<(PackId, PathBuf)>> {
+    let names: Vec<Vec<u8>> = {
+        let db = store.db();
+        let mut stmt = db.conn().prepare("SELECT name FROM packs")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut out = Vec::new();
+    for id in names.iter().filter_map(|n| PackId::from_slice(n)) {
+        let path = layout::pack_path(store.root(), &id);
+        if !path.try_exists().at(&path)? {
+            out.push((id, path));
+        }
+    }
+    Ok(out)
 }
 
 /// Whether the index names pack `id`.
