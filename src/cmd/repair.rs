@@ -108,6 +108,8 @@ struct SalvageJson {
     rewritten_tombstones: Vec<String>,
     /// Indexed packs whose files are missing and that were not named, so not given up.
     missing: Vec<String>,
+    /// Packs an earlier, killed run had set aside, whose names in packs/ were removed.
+    finished: Vec<String>,
     /// Chunks no damaged pack could give back, with their kinds.
     lost: Vec<LostJson>,
     /// Whether the index verifies (index level) after the salvage, and what it found if not.
@@ -158,6 +160,7 @@ pub fn repair_packs(root: &Path, args: RepairPacksArgs) -> anyhow::Result<()> {
             rewritten_records: hex(&report.rewritten),
             rewritten_tombstones: hex(&report.tombstones),
             missing: report.missing.iter().map(|p| p.hex()).collect(),
+            finished: report.finished.iter().map(|p| p.hex()).collect(),
             lost: report
                 .lost
                 .iter()
@@ -170,7 +173,14 @@ pub fn repair_packs(root: &Path, args: RepairPacksArgs) -> anyhow::Result<()> {
             problems: check.problems.iter().map(problem_json).collect(),
         })?;
     } else {
-        if report.packs.is_empty() && report.missing.is_empty() {
+        for p in &report.finished {
+            outln!(
+                "pack {}: removed from packs/ (an earlier run set it aside in damaged/ and \
+                 switched the index, then stopped)",
+                p.hex()
+            );
+        }
+        if report.packs.is_empty() && report.missing.is_empty() && report.finished.is_empty() {
             outln!(
                 "no damaged packs: all {} pack files hash to their names",
                 report.checked

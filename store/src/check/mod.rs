@@ -19,6 +19,7 @@
 //! Phases 1 and 3 walk chunk lists through `walk::Probe`, which names the chunk a walk stopped
 //! at.
 
+mod copies;
 mod data;
 mod hurts;
 mod index;

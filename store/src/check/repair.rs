@@ -20,7 +20,8 @@
 //!   names, as `rm`/`prune` did.
 //! - **Damaged packs.** A pack whose contents do not hash to its name is skipped with a warning,
 //!   whole: its chunks and records are not indexed. Chunks stored in several packs are indexed
-//!   at their first copy in pack-name order.
+//!   at their first copy in pack-name order, unless that copy is a delta that cannot be
+//!   decoded and another copy can (`copies.rs`).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::params;
 
+use super::copies::prefer_decodable;
 use super::rebuild_packs::{pack_files, read_pack};
 use super::replaced::{
     listed_snapshots, missing_listed_packs, readable_index, refuse_if_busy, refuse_if_read,
@@ -346,6 +348,13 @@ fn build(
         report.chunks =
             tx.query_row("SELECT COUNT(*) FROM chunks", [], |r| r.get::<_, i64>(0))? as u64;
         report.duplicates = entries.saturating_sub(report.chunks);
+        let switched = prefer_decodable(tx, files)?;
+        if switched > 0 {
+            report.warnings.push(format!(
+                "{switched} object(s) indexed at another copy: the first copy found is a delta \
+                 that cannot be decoded (its base is gone, or a delta on it)"
+            ));
+        }
         set_depths(tx)?;
         let mut seen = HashSet::new();
         snaps.retain(|s| seen.insert(s.id));

@@ -38,7 +38,7 @@ pub fn intact_records(
     let mut skipped = Skipped::default();
     let mut pos = PACK_HEADER_LEN;
     while pos < len {
-        match header_at(file, path, pos, len)? {
+        match header_at(file, path, pos, len, skipped.first.is_some())? {
             Some((header, used)) => {
                 let payload_offset = pos + used as u64;
                 pos = payload_offset + header.stored_len as u64;
@@ -64,10 +64,14 @@ fn header_at(
     path: &Path,
     pos: u64,
     len: u64,
+    resynced: bool,
 ) -> Result<Option<(RecordHeader, usize)>> {
     let room = len - pos;
     let mut buf = vec![0u8; 20.min(room as usize)];
     file.read_exact_at(&mut buf, pos).at(path)?;
+    if !plausible(&buf, resynced) {
+        return Ok(None);
+    }
     let need = match RecordHeader::needed(&buf) {
         Ok(Some(need)) if need as u64 <= room => need,
         _ => return Ok(None),
@@ -78,6 +82,32 @@ fn header_at(
         Ok(Some((h, used))) if used as u64 + h.stored_len as u64 <= room => Some((h, used)),
         _ => None,
     })
+}
+
+/// Entries a record found past damage may have, at most: cellar writes chunk records of up to
+/// 4096 (and forget records of as many snapshots as one `prune` forgets), so a larger count
+/// is bytes that read `CREC` by chance, whose header would cost up to 38 MiB to read.
+const RESYNCED_ENTRIES: u32 = 1 << 16;
+
+/// Whether the fixed part of a header (20 bytes) is one cellar writes: the reserved field 0,
+/// at least one entry, a known kind and codec that go together, and sizes that agree. Cheap,
+/// so that bytes reading `CREC` by chance cost no hashing.
+fn plausible(fixed: &[u8], resynced: bool) -> bool {
+    if fixed.len() < 20 {
+        return false;
+    }
+    let u32_at = |i: usize| u32::from_le_bytes(fixed[i..i + 4].try_into().expect("4 bytes"));
+    let (kind, codec, count) = (fixed[4], fixed[5], u32_at(8));
+    let (raw, stored) = (u32_at(12), u32_at(16));
+    let sizes = match (kind, codec) {
+        (0, 0) => raw == stored,
+        (0, 1) => true,
+        (0, 2) => count == 1,
+        (1, 0) => count == 1 && raw == stored,
+        (2, 0) => raw == stored && stored as u64 == 32 * count as u64,
+        _ => false,
+    };
+    fixed[6..8] == [0, 0] && count >= 1 && sizes && (!resynced || count <= RESYNCED_ENTRIES)
 }
 
 /// The offset of the next `CREC` at or after `from`, or `len` if there is none.

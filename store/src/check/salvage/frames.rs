@@ -44,21 +44,32 @@ pub(super) struct Contents {
 
 /// The frames of pack `id` (the file at `path`): the index's, and those the walk finds.
 ///
-/// The walk's records past a resync are taken only as far as they are read as chunks (each
-/// object is checked against its id, so a frame found inside another frame's bytes, such as
-/// a pack stored in this store as data, adds no wrong object). A snapshot or forget record is
-/// taken only in the first run of records (from the pack header on, before any damage) or the
-/// last (up to the last record found), where a pack's records of those kinds are written; a
-/// record inside stored data would sit in a run in between, cut off by the outer record after
-/// it.
+/// A pack stored in this store as data holds real record headers. A record the walk finds
+/// inside a payload the index places is left out; of the others, a snapshot or forget record
+/// is taken only in the first run of records (from the pack header on, before any damage) or
+/// the last (up to the last record found), where a pack's own are written: one inside stored
+/// data of a pack the index does not name sits in a run in between, cut off by the outer
+/// record after it. (Chunk records found in such data add objects, each checked against its
+/// id: the right bytes, whatever they came with.)
 pub(super) fn contents(store: &Store, id: &PackId, file: &File, path: &Path) -> Result<Contents> {
     let mut frames = indexed_frames(store, id)?;
+    // Where the index puts payloads: a record found starting inside one is in its bytes.
+    let payloads: Vec<(u64, u64)> = frames
+        .iter()
+        .map(|(&at, f)| (at, at + f.stored_len))
+        .collect();
+    let inside = |start: u64| {
+        let i = payloads.partition_point(|&(at, _)| at <= start);
+        i > 0 && start < payloads[i - 1].1
+    };
     // (start, end, header, payload offset) of every record found.
     let mut found = Vec::new();
     let skipped = intact_records(file, path, |rec| {
         let start = rec.payload_offset - rec.header.encoded_len() as u64;
         let end = rec.payload_offset + rec.header.stored_len as u64;
-        found.push((start, end, rec.header, rec.payload_offset));
+        if !inside(start) {
+            found.push((start, end, rec.header, rec.payload_offset));
+        }
         Ok(())
     })?;
     let first_run = found

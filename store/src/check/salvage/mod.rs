@@ -38,7 +38,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use self::frames::{contents, decode};
-use self::records::Records;
+use self::records::{Records, Source};
 use self::switch::switch_index;
 use self::writer::Salvager;
 use super::rebuild_packs::pack_files;
@@ -69,6 +69,9 @@ pub struct SalvageReport {
     pub lost: Vec<(ChunkId, ChunkKind)>,
     /// Packs the index names whose files are missing, not named (so not given up).
     pub missing: Vec<PackId>,
+    /// Damaged packs an earlier run, killed after switching the index, had set aside: only
+    /// their names in `packs/` were left to remove.
+    pub finished: Vec<PackId>,
 }
 
 /// One damaged pack, and what came of it.
@@ -114,6 +117,7 @@ pub fn repair_packs(
         }
     }
     damaged.retain(|(id, _, _)| !finished.contains(id));
+    report.finished = finished;
     if damaged.is_empty() {
         return Ok(report);
     }
@@ -196,6 +200,8 @@ fn choose(
                 .filter(|(id, _)| id.hex().starts_with(&p))
                 .collect();
             match hits[..] {
+                // The same pack named twice is salvaged once.
+                [one] if named.contains(&one) => {}
                 [one] => named.push(one),
                 [] => {
                     return Err(Error::NotFound(format!(
@@ -265,7 +271,17 @@ fn salvage(
             }
         }
     }
-    let copied = records.carry(&file, &found.records, indexed(store, id)?, out)?;
+    let source = if indexed(store, id)? {
+        Source::Indexed
+    } else if crate::gc::abandoned_packs(store.root())
+        .values()
+        .any(|p| p == id)
+    {
+        Source::Abandoned
+    } else {
+        Source::Unindexed
+    };
+    let copied = records.carry(&file, &found.records, source, out)?;
     Ok(SalvagedPack {
         pack: *id,
         damage: damage.to_string(),

@@ -16,6 +16,17 @@ use crate::ids::{ChunkId, PackId, SnapshotId};
 use crate::pack::{Codec, RecordHeader, RecordKind};
 use crate::store::Store;
 
+/// Where a damaged pack stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// The index names it.
+    Indexed,
+    /// The index does not name it (an index rebuilt without it, or an orphan).
+    Unindexed,
+    /// The last pack of an ingest killed while committing.
+    Abandoned,
+}
+
 /// Which snapshots have records, and which tombstones, outside the damaged packs.
 pub(super) struct Records {
     /// Snapshots whose records a sound indexed pack holds.
@@ -67,15 +78,24 @@ impl Records {
         Ok(r)
     }
 
-    /// Copy the records found in a damaged pack (`indexed`: one the index names) that check
-    /// out; how many were copied.
+    /// Copy the records found in a damaged pack that check out; how many were copied.
+    ///
+    /// From a pack the index does not name, only snapshot records are copied, and not from
+    /// the last pack of an ingest killed while committing (a `committing` marker names it):
+    /// such a pack is an orphan gc deletes, and what it holds must not become lasting. A
+    /// tombstone in one is of an `rm` that did not commit; a snapshot record in one that no
+    /// marker names is of a committed snapshot an index lost, which `repair-index` restores.
     pub(super) fn carry(
         &mut self,
         file: &File,
         records: &[(RecordHeader, u64)],
-        indexed: bool,
+        source: Source,
         out: &mut Salvager,
     ) -> Result<u64> {
+        let indexed = source == Source::Indexed;
+        if source == Source::Abandoned {
+            return Ok(0);
+        }
         let mut copied = 0;
         for (h, payload_offset) in records {
             let ids: Vec<SnapshotId> = h.entries.iter().map(|e| SnapshotId(e.id.0)).collect();
@@ -96,7 +116,7 @@ impl Records {
                     copied += 1;
                 }
                 // The header's check covers the ids; the payload only repeats them.
-                (RecordKind::Forget, _) => {
+                (RecordKind::Forget, _) if indexed => {
                     let new: Vec<SnapshotId> = ids
                         .into_iter()
                         .filter(|s| self.forgotten.insert(*s))
