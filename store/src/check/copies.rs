@@ -61,21 +61,7 @@ pub(super) fn prefer_decodable(tx: &Transaction, files: &[(PackId, PathBuf)]) ->
 /// The indexed objects whose delta chains do not end in a whole object: a base not indexed,
 /// or a cycle.
 fn undecodable(tx: &Transaction) -> Result<HashSet<ChunkId>> {
-    let mut bases: HashMap<ChunkId, ChunkId> = HashMap::new();
-    {
-        let mut stmt = tx.prepare(
-            "SELECT c.id, f.base FROM chunks c JOIN frames f ON f.id = c.frame
-             WHERE f.codec = 2 AND f.base IS NOT NULL",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let id = ChunkId::from_slice(&r.get::<_, Vec<u8>>(0)?);
-            let base = ChunkId::from_slice(&r.get::<_, Vec<u8>>(1)?);
-            if let (Some(id), Some(base)) = (id, base) {
-                bases.insert(id, base);
-            }
-        }
-    }
+    let bases = delta_bases(tx)?;
     let mut indexed = tx.prepare("SELECT 1 FROM chunks WHERE id = ?1")?;
     let mut decodes: HashMap<ChunkId, bool> = HashMap::new();
     for &start in bases.keys() {
@@ -105,6 +91,24 @@ fn undecodable(tx: &Transaction) -> Result<HashSet<ChunkId>> {
         .filter(|&(id, ok)| !ok && bases.contains_key(&id))
         .map(|(id, _)| id)
         .collect())
+}
+
+/// The base of every indexed object stored as a delta.
+pub(super) fn delta_bases(tx: &Transaction) -> Result<HashMap<ChunkId, ChunkId>> {
+    let mut bases = HashMap::new();
+    let mut stmt = tx.prepare(
+        "SELECT c.id, f.base FROM chunks c JOIN frames f ON f.id = c.frame
+         WHERE f.codec = 2 AND f.base IS NOT NULL",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let id = ChunkId::from_slice(&r.get::<_, Vec<u8>>(0)?);
+        let base = ChunkId::from_slice(&r.get::<_, Vec<u8>>(1)?);
+        if let (Some(id), Some(base)) = (id, base) {
+            bases.insert(id, base);
+        }
+    }
+    Ok(bases)
 }
 
 /// A copy of an object in an indexed pack.

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::params;
 
-use super::copies::prefer_decodable;
+use super::copies::{delta_bases, prefer_decodable};
 use super::rebuild_packs::{pack_files, read_pack};
 use super::replaced::{
     listed_snapshots, missing_listed_packs, readable_index, refuse_if_busy, refuse_if_read,
@@ -380,21 +380,7 @@ fn build(
 
 /// `chunks.depth`: a delta object's depth is its base's plus one (FORMAT §8.4).
 fn set_depths(tx: &rusqlite::Transaction) -> Result<()> {
-    let mut bases: HashMap<ChunkId, ChunkId> = HashMap::new();
-    {
-        let mut stmt = tx.prepare(
-            "SELECT c.id, f.base FROM chunks c JOIN frames f ON f.id = c.frame
-             WHERE f.codec = 2 AND f.base IS NOT NULL",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let id = ChunkId::from_slice(&r.get::<_, Vec<u8>>(0)?);
-            let base = ChunkId::from_slice(&r.get::<_, Vec<u8>>(1)?);
-            if let (Some(id), Some(base)) = (id, base) {
-                bases.insert(id, base);
-            }
-        }
-    }
+    let bases = delta_bases(tx)?;
     let mut depth: HashMap<ChunkId, u32> = HashMap::new();
     for &start in bases.keys() {
         let mut chain = Vec::new();
