@@ -219,7 +219,12 @@ pub fn repair_packs(root: &Path, args: RepairPacksArgs) -> anyhow::Result<()> {
         for new in &report.new_packs {
             outln!("new pack {}", new.hex());
         }
-        if !report.lost.is_empty() {
+        if !report.lost.is_empty() && check.ok() {
+            outln!(
+                "{} chunks could not be salvaged; no listed snapshot needs them",
+                report.lost.len()
+            );
+        } else if !report.lost.is_empty() {
             outln!(
                 "{} chunks could not be salvaged; they are no longer indexed, and a new \
                  snapshot of the same data stores them again",
@@ -239,19 +244,16 @@ pub fn repair_packs(root: &Path, args: RepairPacksArgs) -> anyhow::Result<()> {
             &p.hex()[..16]
         );
     }
-    if !report.missing.is_empty() && report.lost.is_empty() && check.ok() {
-        bail!("{} indexed pack file(s) are missing", report.missing.len());
-    }
-    if !report.lost.is_empty() || !check.ok() {
+    // What is lost matters as far as a listed snapshot needs it: the check says.
+    if !check.ok() {
         bail!(
-            "{} chunk(s) were lost{}",
+            "{} chunk(s) were lost; the index has {} problem(s), above",
             report.lost.len(),
-            if check.ok() {
-                String::new()
-            } else {
-                format!("; the index has {} problem(s), above", check.problems.len())
-            }
+            check.problems.len()
         );
+    }
+    if !report.missing.is_empty() {
+        bail!("{} indexed pack file(s) are missing", report.missing.len());
     }
     Ok(())
 }

@@ -401,69 +401,80 @@ fn damaged_location_rows_are_reported_not_a_panic_or_a_hang() {
 }
 
 /// A rebuilt index names a copy it can decode: of two copies of a chunk, the one found first
-/// (in a pack whose name sorts first) is a delta on a base no pack holds, and the other is
-/// whole. Such stale deltas are left in packs gc keeps for the rest they hold, and by
-/// `repair-packs`; the rebuild passes over them.
+/// (in a pack whose name sorts first) is a delta on a base no pack holds; the other is whole,
+/// or a delta on a base that is indexed. Such stale deltas are left in packs gc keeps for the
+/// rest they hold, and by `repair-packs`; the rebuild passes over them.
 #[test]
 fn repair_index_passes_over_a_copy_it_cannot_decode() {
     use cellar_store::pack::format::{pack_header, Entry, RecordHeader};
     use cellar_store::pack::{ChunkKind, Codec, RecordKind};
-    let store = TestStore::new();
-    let dir = store.scratch("vm");
-    write_file(&dir.join("etc/motd"), &text(3000, 5));
-    let stream = tar_of_dir(&dir);
-    let id = store.snapshot_bytes(&stream, "vm");
-    let (chunk, len): (Vec<u8>, u32) = store
-        .db()
-        .query_row(
-            "SELECT id, len FROM chunks WHERE kind = 0 ORDER BY len DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    let first = store.pack_files()[0]
-        .file_stem()
-        .unwrap()
-        .to_string_lossy()
-        .to_string();
-    let header = RecordHeader {
-        kind: RecordKind::Chunks,
-        codec: Codec::ZstdDelta,
-        raw_len: len,
-        stored_len: 4,
-        base: cellar_store::ChunkId::from_slice(&[0xab; 32]),
-        entries: vec![Entry {
-            id: cellar_store::ChunkId::from_slice(&chunk).unwrap(),
-            kind: ChunkKind::Data,
-            len,
-        }],
-    };
-    let (name, bytes) = (0u8..=255)
-        .map(|n| {
-            let mut bytes = pack_header([n; 16]).to_vec();
-            bytes.extend(header.encode());
-            bytes.extend(b"junk");
-            (blake3::hash(&bytes).to_hex().to_string(), bytes)
-        })
-        .find(|(name, _)| *name < first)
-        .expect("a name that sorts first");
-    write_file(
-        &store
-            .path()
-            .join("packs")
-            .join(&name[..2])
-            .join(format!("{name}.pack")),
-        &bytes,
-    );
-    std::fs::remove_file(store.path().join("cellar.db")).unwrap();
+    // The other copy: whole (a file's data) or a delta (a directory record of a second
+    // snapshot, made against the first one's).
+    for delta in [false, true] {
+        let store = TestStore::new();
+        let dir = store.scratch("vm");
+        for i in 0..30u64 {
+            write_file(&dir.join(format!("d{}/f{i}", i % 3)), &text(3000, i));
+        }
+        let first = tar_of_dir(&dir);
+        store.snapshot_bytes(&first, "vm");
+        write_file(&dir.join("d1/new"), b"new\n");
+        let stream = tar_of_dir(&dir);
+        let id = store.snapshot_bytes(&stream, "vm");
+        let query = if delta {
+            "SELECT c.id, c.len, c.kind FROM chunks c JOIN frames f ON f.id = c.frame
+             WHERE f.base IS NOT NULL ORDER BY c.len DESC LIMIT 1"
+        } else {
+            "SELECT id, len, kind FROM chunks WHERE kind = 0 ORDER BY len DESC LIMIT 1"
+        };
+        let (chunk, len, kind): (Vec<u8>, u32, u8) = store
+            .db()
+            .query_row(query, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap();
+        let first_pack = store.pack_files()[0]
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let header = RecordHeader {
+            kind: RecordKind::Chunks,
+            codec: Codec::ZstdDelta,
+            raw_len: len,
+            stored_len: 4,
+            base: cellar_store::ChunkId::from_slice(&[0xab; 32]),
+            entries: vec![Entry {
+                id: cellar_store::ChunkId::from_slice(&chunk).unwrap(),
+                kind: ChunkKind::from_u8(kind).unwrap(),
+                len,
+            }],
+        };
+        let (name, bytes) = (0u8..=255)
+            .map(|n| {
+                let mut bytes = pack_header([n; 16]).to_vec();
+                bytes.extend(header.encode());
+                bytes.extend(b"junk");
+                (blake3::hash(&bytes).to_hex().to_string(), bytes)
+            })
+            .find(|(name, _)| *name < first_pack)
+            .expect("a name that sorts first");
+        write_file(
+            &store
+                .path()
+                .join("packs")
+                .join(&name[..2])
+                .join(format!("{name}.pack")),
+            &bytes,
+        );
+        std::fs::remove_file(store.path().join("cellar.db")).unwrap();
 
-    let out = store.run(&["repair-index"]);
-    assert_success(&out, &["repair-index"]);
-    assert!(
-        stderr(&out).contains("indexed at another copy"),
-        "{}",
-        stderr(&out)
-    );
-    assert_eq!(sha256_hex(&store.export(&id)), sha256_hex(&stream));
-    store.ok(&["verify"]);
+        let out = store.run(&["repair-index"]);
+        assert_success(&out, &["repair-index"]);
+        let err = stderr(&out);
+        assert!(
+            err.contains("indexed at another copy"),
+            "delta {delta}: {err}"
+        );
+        assert_eq!(sha256_hex(&store.export(&id)), sha256_hex(&stream));
+        store.ok(&["verify"]);
+    }
 }

@@ -503,6 +503,11 @@ fn a_missing_pack_is_given_up_when_named_and_a_new_snapshot_heals() {
         stderr(&out)
     );
     assert_eq!(store.run(&["gc", "--grace", "0"]).status.code(), Some(1));
+    // Nor does a snapshot go in, even of data the lost pack never held: what it finds stored
+    // could be in that pack.
+    let out = store.run_stdin(&["snapshot", "--name", "other", "-"], &kept);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("repair-packs"), "{}", stderr(&out));
 
     let names: Vec<String> = files
         .iter()
@@ -564,4 +569,95 @@ fn a_killed_rm_leaves_its_snapshot_even_when_its_tombstone_pack_is_damaged() {
     assert_success(&store.run(&["verify"]), &["verify"]);
     store.ok(&["repair-index", "--force"]);
     assert_eq!(sha256_hex(&store.export(&second)), sha256_hex(&b));
+}
+
+/// Deltas whose base is lost leave the index before the salvaged packs are indexed, so that a
+/// whole copy salvaged of one stands in for it. Here lineage "b" stored a second snapshot's
+/// objects whole while lineage "a" stored them as deltas on its first snapshot's (the index
+/// names the deltas: "a" committed first); the first snapshot's metadata is then lost.
+#[test]
+fn a_whole_copy_salvaged_stands_in_for_a_delta_whose_base_is_lost() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    for i in 0..40u64 {
+        write_file(
+            &root.join(format!("d{}/f{i:02}.txt", i % 4)),
+            &text(3_000, i),
+        );
+    }
+    store.snapshot_bytes(&tar_of_dir(&root), "a");
+    let first: Vec<u8> = store
+        .db()
+        .query_row("SELECT name FROM packs ORDER BY id LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    // Every member's header changes (its mtime), so no piece or directory record of the
+    // first snapshot is shared: each is stored again, as a delta on the first one's. (The
+    // files are one chunk each: a longer file's chunk list would be shared, and lost.)
+    for i in 0..40u64 {
+        set_mtime_ns(
+            &root.join(format!("d{}/f{i:02}.txt", i % 4)),
+            1_600_000_000,
+            0,
+        );
+    }
+    let v2 = tar_of_dir(&root);
+    let file = store.scratch("v2.tar");
+    std::fs::write(&file, &v2).unwrap();
+    // "b" has no parent: whole objects. Held before its commit while "a" commits.
+    let b = store.stopped_at(
+        &["snapshot", "--name", "b", file.to_str().unwrap()],
+        "commit:before-lock",
+    );
+    let a2 = store.snapshot_bytes(&v2, "a");
+    let before_b = store.pack_files();
+    resume(&b);
+    let out = output_within_a_minute(b, "snapshot b");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deltas: i64 = store
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM chunks c JOIN frames f ON f.id = c.frame
+             WHERE f.base IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(deltas > 0, "a's second snapshot made no deltas");
+    // A byte of the first pack's metadata frame: the bases of a2's deltas.
+    let meta: i64 = store
+        .db()
+        .query_row(
+            "SELECT MIN(f.offset) FROM frames f JOIN packs p ON p.id = f.pack
+             JOIN chunks c ON c.frame = f.id WHERE p.name = ?1 AND c.kind <> 0",
+            [&first],
+            |r| r.get(0),
+        )
+        .unwrap();
+    flip(&pack_path_of(&store, &first), meta as u64 + 20);
+
+    // b's packs named with the damaged one, so its whole copies are salvaged (a2's deltas,
+    // in a pack not named, stay where they are, undecodable).
+    let b_packs: Vec<PathBuf> = store
+        .pack_files()
+        .into_iter()
+        .filter(|p| !before_b.contains(p))
+        .collect();
+    assert!(!b_packs.is_empty());
+    let names: Vec<String> = b_packs
+        .iter()
+        .chain([&pack_path_of(&store, &first)])
+        .map(|p| p.file_stem().unwrap().to_string_lossy()[..16].to_string())
+        .collect();
+    let mut args = vec!["repair-packs", "--json"];
+    args.extend(names.iter().map(String::as_str));
+    let out = store.run(&args);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The first snapshot's pieces and directory records are lost (they hurt it alone).
+    assert!(!report["lost"].as_array().unwrap().is_empty(), "{report}");
+    for snap in [a2.as_str(), "b"] {
+        let out = store.run(&["export", snap]);
+        assert!(out.stdout == v2, "{snap}: {}\n{report}", stderr(&out));
+    }
 }

@@ -316,7 +316,7 @@ fn a_snapshot_onto_a_lost_parent_pack_fails_and_records_nothing() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("is missing") && err.contains("repair-index"),
+        err.contains("is missing") && err.contains("repair-packs"),
         "{err}"
     );
     assert_eq!(store.snapshot_count(), 1, "nothing recorded");

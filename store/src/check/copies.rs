@@ -28,23 +28,25 @@ pub(super) fn prefer_decodable(tx: &Transaction, files: &[(PackId, PathBuf)]) ->
         }
         let mut changed = false;
         for (id, copies) in copies_of(tx, files, &bad)? {
-            let good = copies.iter().find(|c| c.base.is_none()).or_else(|| {
-                copies
-                    .iter()
-                    .find(|c| c.base.is_some_and(|b| b != id && !bad.contains(&b)))
-            });
-            let Some(good) = good else { continue };
-            // A delta copy's base must be indexed for it to decode.
-            if let Some(base) = good.base {
-                let indexed: Option<i64> = tx
-                    .query_row("SELECT 1 FROM chunks WHERE id = ?1", [&base.0[..]], |r| {
-                        r.get(0)
-                    })
-                    .optional()?;
-                if indexed.is_none() {
-                    continue;
+            let mut good = copies.iter().find(|c| c.base.is_none());
+            if good.is_none() {
+                // Else a delta whose base is indexed and decodes.
+                for c in &copies {
+                    let Some(base) = c.base.filter(|&b| b != id && !bad.contains(&b)) else {
+                        continue;
+                    };
+                    let indexed: Option<i64> = tx
+                        .query_row("SELECT 1 FROM chunks WHERE id = ?1", [&base.0[..]], |r| {
+                            r.get(0)
+                        })
+                        .optional()?;
+                    if indexed.is_some() {
+                        good = Some(c);
+                        break;
+                    }
                 }
             }
+            let Some(good) = good else { continue };
             tx.execute(
                 "UPDATE chunks SET frame = ?1, offset = ?2 WHERE id = ?3",
                 params![good.frame, good.offset as i64, &id.0[..]],

@@ -20,7 +20,7 @@ mod sweep;
 
 pub(crate) use lease::{Lease, INGEST as INGEST_HOLDER};
 pub use lease::{LeaseInfo, ReadLease};
-pub(crate) use sweep::{abandoned_packs, unlisted_in};
+pub(crate) use sweep::{abandoned_packs, missing_pack, unlisted_in};
 
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -88,9 +88,11 @@ impl Store {
         if let Some(path) = sweep::missing_pack(self)? {
             return Err(Error::corrupt(format!(
                 "indexed pack file {} is missing, so gc will not delete anything; `cellar \
-                 verify` names what it hurts, and `cellar repair-index` rebuilds the index from \
-                 the packs that remain",
-                path.display()
+                 verify` names what it hurts; bring the file back, or give up what it held \
+                 with `cellar repair-packs {}` (if the index is what is wrong, `cellar \
+                 repair-index` rebuilds it from the packs)",
+                path.display(),
+                pack_prefix(&path)
             )));
         }
         let mut report = GcReport {
@@ -174,4 +176,10 @@ fn now_secs() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// The first 16 characters of a pack file's name: enough to name it to `repair-packs`.
+pub(crate) fn pack_prefix(path: &std::path::Path) -> String {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    name.unwrap_or_default().chars().take(16).collect()
 }

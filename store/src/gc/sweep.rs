@@ -129,7 +129,7 @@ pub(super) fn sweep(
 
 /// The first pack the index lists whose file is gone, if any: gc then deletes nothing, as
 /// what it would keep or repack cannot be read, and the index no longer says what is stored.
-pub(super) fn missing_pack(store: &Store) -> Result<Option<PathBuf>> {
+pub(crate) fn missing_pack(store: &Store) -> Result<Option<PathBuf>> {
     let missing: Vec<(Vec<u8>, PathBuf)> = indexed_packs(store)?
         .into_iter()
         .filter_map(|(_, name)| {

@@ -133,6 +133,17 @@ impl Store {
         let (now, created) = clock_time()?;
         // The lease comes before the first index read, so gc keeps what this ingest may find.
         let lease = self.take_lease()?;
+        // Chunks found in a pack the index names whose file is gone would be named by this
+        // snapshot and read by no one.
+        if let Some(path) = crate::gc::missing_pack(self)? {
+            return Err(Error::corrupt(format!(
+                "indexed pack file {} is missing, so a snapshot now could name chunks that are \
+                 gone; bring the file back, or give up what it held with `cellar repair-packs \
+                 {}`",
+                path.display(),
+                crate::gc::pack_prefix(&path)
+            )));
+        }
         let parent = self.latest(&opts.name, 0)?;
         // Dedup lookups run inside one read transaction: no lock calls per chunk. Chunks other
         // ingests commit meanwhile are not seen, and at worst stored twice.

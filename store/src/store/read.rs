@@ -141,10 +141,12 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::corrupt(format!(
                     "pack {} is in the index but {} is missing (`cellar verify` lists what \
-                     it hurts; if the index is what is wrong, `cellar repair-index` \
+                     it hurts; bring the file back, or give up what it held with `cellar \
+                     repair-packs {}`; if the index is what is wrong, `cellar repair-index` \
                      rebuilds it from the packs)",
                     id.short(),
-                    path.display()
+                    path.display(),
+                    &id.hex()[..16]
                 )))
             }
             Err(e) => return Err(Error::io(&path, e)),

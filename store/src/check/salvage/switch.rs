@@ -16,11 +16,12 @@ use crate::store::Store;
 /// Drop the damaged packs' rows, index the new packs, and take back the snapshots' trust in
 /// their chunks; the chunks the index named (not condemned ones) that it no longer can.
 ///
-/// The new packs are indexed after every damaged pack's rows are gone, so an object salvaged
-/// from any of them takes the place of a copy lost in another. A chunk condemned before goes
-/// back to `condemned` with its epoch, so gc reclaims it as it would have. A delta whose base
-/// is lost cannot be decoded either, wherever it is stored: its row goes too (and so on down
-/// the chains), so the next ingest stores it again rather than finding it.
+/// A delta whose base is lost cannot be decoded either, wherever it is stored: its row goes
+/// too (and so on down the chains), so the next ingest stores it again rather than finding
+/// it. The new packs are indexed after every damaged pack's rows and those deltas' are gone,
+/// so an object salvaged from any damaged pack takes the place of a copy lost in another or
+/// of an undecodable delta. A chunk condemned before goes back to `condemned` with its epoch,
+/// so gc reclaims it as it would have.
 pub(super) fn switch_index(
     store: &Store,
     damaged: &[PackId],
@@ -64,6 +65,9 @@ pub(super) fn switch_index(
             tx.execute("DELETE FROM frames WHERE pack = ?1", [row])?;
             tx.execute("DELETE FROM packs WHERE id = ?1", [row])?;
         }
+        // Deltas whose bases are gone leave first, so that a whole copy salvaged of one
+        // takes its place.
+        named.extend(undecodable_deltas(tx)?);
         for pack in sealed {
             index_pack(store.root(), tx, pack, &HashMap::new())?;
         }
