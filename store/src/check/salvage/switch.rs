@@ -46,6 +46,16 @@ pub(super) fn switch_index(
             let Some(row) = row else { continue };
             named.extend(rows_into(tx, "chunks", row)?);
             for (cid, _) in rows_into(tx, "condemned", row)? {
+                // An id with a `chunks` row too (stored again by an ingest after gc condemned
+                // it) is live: it stays in `chunks`.
+                let live: Option<i64> = tx
+                    .query_row("SELECT 1 FROM chunks WHERE id = ?1", [&cid.0[..]], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                if live.is_some() {
+                    continue;
+                }
                 let epoch: i64 = tx.query_row(
                     "SELECT epoch FROM condemned WHERE id = ?1",
                     [&cid.0[..]],
