@@ -246,9 +246,12 @@ pub fn repair_packs(root: &Path, args: RepairPacksArgs) -> anyhow::Result<()> {
     }
     // What is lost matters as far as a listed snapshot needs it: the check says.
     if !check.ok() {
+        let lost = match report.lost.len() {
+            0 => String::new(),
+            n => format!("{n} chunk(s) were lost; "),
+        };
         bail!(
-            "{} chunk(s) were lost; the index has {} problem(s), above",
-            report.lost.len(),
+            "{lost}the index has {} problem(s), above",
             check.problems.len()
         );
     }

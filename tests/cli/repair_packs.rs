@@ -697,3 +697,67 @@ fn a_chunk_stored_again_after_gc_condemned_it_stays_live() {
     assert_eq!(sha256_hex(&store.export(&again)), sha256_hex(&stream));
     assert_success(&store.run(&["verify", "--data"]), &["verify", "--data"]);
 }
+
+/// A run stopped after naming the damaged file in `damaged/` but before switching the index
+/// leaves no mark of a switch: the next run salvages the pack again, rather than take the
+/// name for a finished run and remove the only file of an unindexed pack's snapshot. A
+/// symlink in `damaged/` to the pack is no name of it either.
+#[test]
+fn only_a_switched_run_counts_as_finished() {
+    let store = TestStore::new();
+    let kept = mixed_stream(&store, "kept", 13);
+    store.snapshot_bytes(&kept, "kept");
+    let before = store.pack_files();
+    let hurt = mixed_stream(&store, "hurt", 23);
+    let id = store.snapshot_bytes(&hurt, "hurt");
+    let mine: Vec<PathBuf> = store
+        .pack_files()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    for p in &mine {
+        let len = std::fs::metadata(p).unwrap().len();
+        flip(p, len / 2);
+    }
+    // The rebuild skips them: the snapshot is in no index, only in those packs.
+    assert_eq!(
+        store.run(&["repair-index", "--force"]).status.code(),
+        Some(1)
+    );
+    let damaged = store.path().join("damaged");
+    std::fs::create_dir_all(&damaged).unwrap();
+    let name = mine[0].file_name().unwrap();
+    std::os::unix::fs::symlink(&mine[0], damaged.join(name)).unwrap();
+    let out = store
+        .cmd(&["repair-packs"])
+        .env("CELLAR_FAILPOINT", "salvage:after-link")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", stderr(&out));
+
+    let report = salvage_json(&store, &[], 1);
+    assert_eq!(report["finished"], serde_json::json!([]), "{report}");
+    assert_eq!(
+        report["packs"].as_array().unwrap().len(),
+        mine.len(),
+        "{report}"
+    );
+    for p in &mine {
+        assert!(!p.exists());
+    }
+    let files = set_aside(&store);
+    assert!(
+        files
+            .iter()
+            .filter(|f| f.is_file() && !f.is_symlink())
+            .count()
+            >= mine.len(),
+        "{files:?}"
+    );
+    // The snapshot comes back (missing what the flipped bytes took: exit 1 names it).
+    let out = store.run(&["repair-index"]);
+    assert!(stderr(&out).contains("problem"), "{}", stderr(&out));
+    assert_eq!(sha256_hex(&store.export("kept")), sha256_hex(&kept));
+    let out = store.run(&["show", &id]);
+    assert_success(&out, &["show"]);
+}

@@ -108,15 +108,16 @@ pub fn repair_packs(
     let files = pack_files(root, &mut ignored);
     let mut damaged = choose(store, &files, wanted, &mut report)?;
     // A run killed after its switch left the damaged file in `packs/` beside its copy in
-    // `damaged/`, and the index no longer names it: only the removal was left to do.
+    // `damaged/`, and the switch's mark in the index: only the removal was left to do.
     let mut finished = Vec::new();
     for (id, path, _) in &damaged {
-        if !indexed(store, id)? && set_aside_already(root, id, path) {
+        if switch::switched(store, id)? && set_aside_already(root, id, path) {
             fs::remove_file(path).at(path)?;
             finished.push(*id);
         }
     }
     damaged.retain(|(id, _, _)| !finished.contains(id));
+    switch::forget_switched(store, &finished)?;
     report.finished = finished;
     if damaged.is_empty() {
         return Ok(report);
@@ -141,9 +142,15 @@ pub fn repair_packs(
     };
     crate::failpoint::hit("salvage:after-seal");
     report.new_packs = sealed.iter().map(|s| s.id).collect();
-    let drop_new = || {
+    // Names this run gave the damaged files in `damaged/`: taken back if it stops before the
+    // switch, or a rerun would take them for the mark of one that switched.
+    let mut linked = Vec::new();
+    let drop_new = |linked: &[PathBuf]| {
         for s in &sealed {
             let _ = fs::remove_file(layout::pack_path(root, &s.id));
+        }
+        for l in linked {
+            let _ = fs::remove_file(l);
         }
     };
     for ((id, path, _), salvaged) in damaged.iter().zip(&mut report.packs) {
@@ -151,18 +158,24 @@ pub fn repair_packs(
             continue;
         }
         match set_aside(root, id, path) {
-            Ok(to) => salvaged.moved_to = Some(to),
+            Ok((to, made)) => {
+                if made {
+                    linked.push(to.clone());
+                }
+                salvaged.moved_to = Some(to);
+            }
             Err(e) => {
-                drop_new();
+                drop_new(&linked);
                 return Err(e);
             }
         }
     }
+    crate::failpoint::hit("salvage:after-link");
     let ids: Vec<PackId> = damaged.iter().map(|(id, _, _)| *id).collect();
     report.lost = match switch_index(store, &ids, &sealed) {
         Ok(lost) => lost,
         Err(e) => {
-            drop_new();
+            drop_new(&linked);
             return Err(e);
         }
     };
@@ -174,6 +187,7 @@ pub fn repair_packs(
         fs::remove_file(path).at(path)?;
         layout::sync_dir(path.parent().expect("pack dir"))?;
     }
+    switch::forget_switched(store, &ids)?;
     Ok(report)
 }
 
@@ -322,9 +336,17 @@ fn indexed(store: &Store, id: &PackId) -> Result<bool> {
     )?)
 }
 
+/// A regular file's device and inode (not those of what a symlink leads to).
+fn file_ino(p: &Path) -> Option<(u64, u64)> {
+    fs::symlink_metadata(p)
+        .ok()
+        .filter(|m| m.file_type().is_file())
+        .map(|m| (m.dev(), m.ino()))
+}
+
 /// Whether `damaged/` holds the file at `path` (the same inode) under its name.
 fn set_aside_already(root: &Path, id: &PackId, path: &Path) -> bool {
-    let ino = |p: &Path| fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    let ino = file_ino;
     let here = ino(path);
     here.is_some()
         && fs::read_dir(root.join(layout::DAMAGED_DIR))
@@ -336,11 +358,11 @@ fn set_aside_already(root: &Path, id: &PackId, path: &Path) -> bool {
 }
 
 /// Give the damaged file a name in `damaged/` (a hard link, so both names hold it until the
-/// index no longer names the pack): where it is now.
-fn set_aside(root: &Path, id: &PackId, path: &Path) -> Result<PathBuf> {
+/// index no longer names the pack): where it is now, and whether this call made that name.
+fn set_aside(root: &Path, id: &PackId, path: &Path) -> Result<(PathBuf, bool)> {
     let dir = root.join(layout::DAMAGED_DIR);
     fs::create_dir_all(&dir).at(&dir)?;
-    let ino = |p: &Path| fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    let ino = file_ino;
     let here = ino(path);
     for n in 0u32.. {
         let name = match n {
@@ -350,12 +372,12 @@ fn set_aside(root: &Path, id: &PackId, path: &Path) -> Result<PathBuf> {
         let to = dir.join(name);
         // A salvage killed after the link and run again finds it already there.
         if here.is_some() && ino(&to) == here {
-            return Ok(to);
+            return Ok((to, false));
         }
         match fs::hard_link(path, &to) {
             Ok(()) => {
                 layout::sync_dir(&dir)?;
-                return Ok(to);
+                return Ok((to, true));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Error::io(&to, e)),

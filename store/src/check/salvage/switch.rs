@@ -104,7 +104,48 @@ pub(super) fn switch_index(
             }
         }
         distrust_all(tx)?;
+        // The proof, for a run killed before it removes the damaged files, that this one
+        // switched: an unindexed damaged pack with a name in `damaged/` may be one a run
+        // stopped before its switch left there.
+        for id in damaged {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, strftime('%s','now'))",
+                [switched_key(id)],
+            )?;
+        }
         Ok(lost)
+    })
+}
+
+fn switched_key(id: &PackId) -> String {
+    format!("salvaged {}", id.hex())
+}
+
+/// Whether a salvage switched the index away from pack `id` (and has not yet removed its
+/// file from `packs/`).
+pub(super) fn switched(store: &Store, id: &PackId) -> Result<bool> {
+    let found: Option<i64> = store
+        .db()
+        .conn()
+        .query_row(
+            "SELECT 1 FROM meta WHERE key = ?1",
+            [switched_key(id)],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(found.is_some())
+}
+
+/// The damaged files of `ids` are gone from `packs/`: their marks go too.
+pub(super) fn forget_switched(store: &Store, ids: &[PackId]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    store.db().immediate(|tx| {
+        for id in ids {
+            tx.execute("DELETE FROM meta WHERE key = ?1", [switched_key(id)])?;
+        }
+        Ok(())
     })
 }
 
