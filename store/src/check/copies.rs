@@ -48,7 +48,8 @@ pub(super) fn prefer_decodable(tx: &Transaction, files: &[(PackId, PathBuf)]) ->
             }
             let Some(good) = good else { continue };
             tx.execute(
-                "UPDATE chunks SET frame = ?1, offset = ?2 WHERE id = ?3",
+                // Depths are set afterwards, for the deltas; a whole copy's is 0.
+                "UPDATE chunks SET frame = ?1, offset = ?2, depth = 0 WHERE id = ?3",
                 params![good.frame, good.offset as i64, &id.0[..]],
             )?;
             switched += 1;

@@ -37,6 +37,9 @@ pub(super) fn switch_index(
         )?;
         let mut named = Vec::new();
         let mut condemned = HashMap::new();
+        let mut rows = Vec::new();
+        // Every damaged pack's rows are read before any is deleted: whether an id is live
+        // must be asked of the index as it was.
         for id in damaged {
             let row: Option<i64> = tx
                 .query_row("SELECT id FROM packs WHERE name = ?1", [&id.0[..]], |r| {
@@ -44,10 +47,11 @@ pub(super) fn switch_index(
                 })
                 .optional()?;
             let Some(row) = row else { continue };
+            rows.push(row);
             named.extend(rows_into(tx, "chunks", row)?);
             for (cid, _) in rows_into(tx, "condemned", row)? {
-                // An id with a `chunks` row too (stored again by an ingest after gc condemned
-                // it) is live: it stays in `chunks`.
+                // An id with a `chunks` row too, in any pack (stored again by an ingest after
+                // gc condemned it), is live: it stays in `chunks`.
                 let live: Option<i64> = tx
                     .query_row("SELECT 1 FROM chunks WHERE id = ?1", [&cid.0[..]], |r| {
                         r.get(0)
@@ -63,6 +67,8 @@ pub(super) fn switch_index(
                 )?;
                 condemned.insert(cid, epoch);
             }
+        }
+        for row in rows {
             for table in ["chunks", "condemned"] {
                 tx.execute(
                     &format!(
