@@ -21,39 +21,21 @@ fn deltas_on_a_lost_base_are_lost_too_and_the_next_snapshot_stores_them() {
     }
     let v1 = tar_of_dir(&root);
     store.snapshot_bytes(&v1, "vm");
-    let first: Vec<u8> = store
-        .db()
-        .query_row("SELECT name FROM packs ORDER BY id LIMIT 1", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let first = indexed_pack(&store, true);
     for i in (0..40u64).step_by(7) {
         write_file(&root.join(name(i)), &text(20_000, 100 + i));
     }
     let v2 = tar_of_dir(&root);
     let id2 = store.snapshot_bytes(&v2, "vm");
-    let deltas: i64 = store
-        .db()
-        .query_row(
-            "SELECT COUNT(*) FROM frames WHERE base IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert!(deltas > 0, "the second snapshot made no deltas");
+    assert!(
+        indexed_deltas(&store) > 0,
+        "the second snapshot made no deltas"
+    );
     // Cut v1's pack inside its first metadata frame: the bases of v2's deltas.
-    let meta: i64 = store
-        .db()
-        .query_row(
-            "SELECT MIN(f.offset) FROM frames f JOIN packs p ON p.id = f.pack
-             JOIN chunks c ON c.frame = f.id WHERE p.name = ?1 AND c.kind <> 0",
-            [&first],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let meta = first_metadata_frame(&store, &first);
     let pack = pack_path_of(&store, &first);
     let f = std::fs::OpenOptions::new().write(true).open(&pack).unwrap();
-    f.set_len(meta as u64 + 10).unwrap();
+    f.set_len(meta + 10).unwrap();
 
     let report = salvage_json(&store, &[], 1);
     let kinds = report["lost"].to_string();
@@ -121,12 +103,7 @@ fn a_whole_copy_salvaged_stands_in_for_a_delta_whose_base_is_lost() {
         );
     }
     store.snapshot_bytes(&tar_of_dir(&root), "a");
-    let first: Vec<u8> = store
-        .db()
-        .query_row("SELECT name FROM packs ORDER BY id LIMIT 1", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let first = indexed_pack(&store, true);
     // Every member's header changes (its mtime), so no piece or directory record of the
     // first snapshot is shared: each is stored again, as a delta on the first one's. (The
     // files are one chunk each: a longer file's chunk list would be shared, and lost.)
@@ -150,27 +127,13 @@ fn a_whole_copy_salvaged_stands_in_for_a_delta_whose_base_is_lost() {
     resume(&b);
     let out = output_within_a_minute(b, "snapshot b");
     assert!(out.status.success(), "{}", stderr(&out));
-    let deltas: i64 = store
-        .db()
-        .query_row(
-            "SELECT COUNT(*) FROM chunks c JOIN frames f ON f.id = c.frame
-             WHERE f.base IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert!(deltas > 0, "a's second snapshot made no deltas");
+    assert!(
+        indexed_deltas(&store) > 0,
+        "a's second snapshot made no deltas"
+    );
     // A byte of the first pack's metadata frame: the bases of a2's deltas.
-    let meta: i64 = store
-        .db()
-        .query_row(
-            "SELECT MIN(f.offset) FROM frames f JOIN packs p ON p.id = f.pack
-             JOIN chunks c ON c.frame = f.id WHERE p.name = ?1 AND c.kind <> 0",
-            [&first],
-            |r| r.get(0),
-        )
-        .unwrap();
-    flip(&pack_path_of(&store, &first), meta as u64 + 20);
+    let meta = first_metadata_frame(&store, &first);
+    flip(&pack_path_of(&store, &first), meta + 20);
 
     // b's packs named with the damaged one, so its whole copies are salvaged (a2's deltas,
     // in a pack not named, stay where they are, undecodable).

@@ -58,6 +58,40 @@ pub(super) fn set_aside(store: &TestStore) -> Vec<PathBuf> {
     }
 }
 
+/// The name of the pack indexed first (`first`) or last.
+pub(super) fn indexed_pack(store: &TestStore, first: bool) -> Vec<u8> {
+    let order = if first { "ASC" } else { "DESC" };
+    let sql = format!("SELECT name FROM packs ORDER BY id {order} LIMIT 1");
+    store.db().query_row(&sql, [], |r| r.get(0)).unwrap()
+}
+
+/// Where the first frame of `pack` holding metadata (pieces, directory records) starts.
+pub(super) fn first_metadata_frame(store: &TestStore, pack: &[u8]) -> u64 {
+    let at: i64 = store
+        .db()
+        .query_row(
+            "SELECT MIN(f.offset) FROM frames f JOIN packs p ON p.id = f.pack
+             JOIN chunks c ON c.frame = f.id WHERE p.name = ?1 AND c.kind <> 0",
+            [pack],
+            |r| r.get(0),
+        )
+        .unwrap();
+    at as u64
+}
+
+/// Objects the index has stored as deltas.
+pub(super) fn indexed_deltas(store: &TestStore) -> i64 {
+    store
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM chunks c JOIN frames f ON f.id = c.frame
+             WHERE f.base IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
 /// The path of the pack the index names by `row`'s name.
 pub(super) fn pack_path_of(store: &TestStore, name: &[u8]) -> PathBuf {
     let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();

@@ -14,12 +14,7 @@ fn a_killed_run_leaves_no_record_only_an_orphan_holds() {
     let store = TestStore::new();
     let stream = mixed_stream(&store, "vm", 7);
     let id = store.snapshot_bytes(&stream, "vm");
-    let last: Vec<u8> = store
-        .db()
-        .query_row("SELECT name FROM packs ORDER BY id DESC LIMIT 1", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let last = indexed_pack(&store, false);
     let pack = pack_path_of(&store, &last);
     // The snapshot record ends the pack: a byte of its payload.
     let len = std::fs::metadata(&pack).unwrap().len();
@@ -189,19 +184,7 @@ fn a_cut_off_pack_keeps_what_comes_before_the_cut_and_the_snapshot_record() {
         .unwrap()
         .to_string();
     // The snapshot record ends the ingest's last pack.
-    let db = store.db();
-    let last: Vec<u8> = db
-        .query_row("SELECT name FROM packs ORDER BY id DESC LIMIT 1", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    drop(db);
-    let hex: String = last.iter().map(|b| format!("{b:02x}")).collect();
-    let pack = store
-        .path()
-        .join("packs")
-        .join(&hex[..2])
-        .join(format!("{hex}.pack"));
+    let pack = pack_path_of(&store, &indexed_pack(&store, false));
     let len = std::fs::metadata(&pack).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&pack).unwrap();
     f.set_len(len - 100).unwrap();

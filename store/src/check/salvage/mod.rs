@@ -111,6 +111,7 @@ pub fn repair_packs(
     // `damaged/`, and the switch's mark in the index: only the removal was left to do.
     let mut finished = Vec::new();
     for (id, path, _) in &damaged {
+        let Some(path) = path else { continue };
         if switch::switched(store, id)? && set_aside_already(root, id, path) {
             fs::remove_file(path).at(path)?;
             finished.push(*id);
@@ -127,9 +128,14 @@ pub fn repair_packs(
     let mut out = Salvager::new(store)?;
     let written = (|| {
         for (id, path, damage) in &damaged {
-            report
-                .packs
-                .push(salvage(store, id, path, damage, &mut out, &mut records)?);
+            report.packs.push(salvage(
+                store,
+                id,
+                path.as_deref(),
+                damage,
+                &mut out,
+                &mut records,
+            )?);
         }
         records.finish(store, &mut out, &mut report)
     })();
@@ -154,9 +160,7 @@ pub fn repair_packs(
         }
     };
     for ((id, path, _), salvaged) in damaged.iter().zip(&mut report.packs) {
-        if salvaged.damage == MISSING {
-            continue;
-        }
+        let Some(path) = path else { continue };
         match set_aside(root, id, path) {
             Ok((to, made)) => {
                 if made {
@@ -180,10 +184,8 @@ pub fn repair_packs(
         }
     };
     crate::failpoint::hit("salvage:after-switch");
-    for (_, path, damage) in &damaged {
-        if damage == MISSING {
-            continue;
-        }
+    for (_, path, _) in &damaged {
+        let Some(path) = path else { continue };
         fs::remove_file(path).at(path)?;
         layout::sync_dir(path.parent().expect("pack dir"))?;
     }
@@ -191,13 +193,17 @@ pub fn repair_packs(
     Ok(report)
 }
 
-/// The packs to salvage: (id, file, what is wrong with it).
+/// A pack to salvage: its id, its file (none for a missing one, given up), and what is wrong
+/// with it.
+type Chosen = (PackId, Option<PathBuf>, String);
+
+/// The packs to salvage.
 fn choose(
     store: &Store,
     files: &[(PackId, PathBuf)],
     wanted: &[String],
     report: &mut SalvageReport,
-) -> Result<Vec<(PackId, PathBuf, String)>> {
+) -> Result<Vec<Chosen>> {
     // Indexed packs whose files are gone are given up only when named: the file may come
     // back (a disk not mounted, a copy not finished).
     let gone = missing_files(store)?;
@@ -235,7 +241,7 @@ fn choose(
     let mut out = Vec::new();
     for (id, path) in named {
         if gone.iter().any(|(g, _)| g == id) {
-            out.push((*id, path.clone(), MISSING.to_string()));
+            out.push((*id, None, "its file is missing: given up".to_string()));
             continue;
         }
         report.checked += 1;
@@ -249,7 +255,7 @@ fn choose(
         } else {
             "named on the command line (its contents hash to its name)".to_string()
         };
-        out.push((*id, path.clone(), damage));
+        out.push((*id, Some(path.clone()), damage));
     }
     Ok(out)
 }
@@ -258,12 +264,12 @@ fn choose(
 fn salvage(
     store: &Store,
     id: &PackId,
-    path: &Path,
+    path: Option<&Path>,
     damage: &str,
     out: &mut Salvager,
     records: &mut Records,
 ) -> Result<SalvagedPack> {
-    if damage == MISSING {
+    let Some(path) = path else {
         return Ok(SalvagedPack {
             pack: *id,
             damage: damage.to_string(),
@@ -272,7 +278,7 @@ fn salvage(
             records: 0,
             skipped: Skipped::default(),
         });
-    }
+    };
     let file = File::open(path).at(path)?;
     let found = contents(store, id, &file, path)?;
     let mut objects = 0;
@@ -305,9 +311,6 @@ fn salvage(
         skipped: found.skipped,
     })
 }
-
-/// What a pack given up is reported with.
-const MISSING: &str = "its file is missing: given up";
 
 /// The packs the index names whose files are not there.
 fn missing_files(store: &Store) -> Result<Vec<(PackId, PathBuf)>> {
