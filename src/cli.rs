@@ -160,6 +160,9 @@ pub struct PruneArgs {
     /// Keep the newest snapshot of each year that has one within SPAN before the newest
     #[arg(long, value_name = "SPAN")]
     pub keep_within_yearly: Option<cellar_store::Within>,
+    /// Keep every snapshot carrying this label: KEY (any value) or KEY=VALUE (repeatable)
+    #[arg(long = "keep-label", value_name = "KEY[=VALUE]")]
+    pub keep_labels: Vec<cellar_store::LabelMatch>,
     /// Show what would be kept and forgotten, and change nothing
     #[arg(long)]
     pub dry_run: bool,

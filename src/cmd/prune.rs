@@ -66,13 +66,15 @@ pub fn prune(store: &Store, args: PruneArgs) -> anyhow::Result<()> {
         within_weekly: args.keep_within_weekly.unwrap_or_default(),
         within_monthly: args.keep_within_monthly.unwrap_or_default(),
         within_yearly: args.keep_within_yearly.unwrap_or_default(),
+        labels: args.keep_labels,
     };
     if policy.is_empty() {
         // 0 is no rule, as for restic; with no rule at all, nothing would be kept.
         return Err(UsageError(
             "prune needs a policy: --keep-last, --keep-hourly, --keep-daily, --keep-weekly, \
              --keep-monthly or --keep-yearly of at least 1, or --keep-within or \
-             --keep-within-{hourly,daily,weekly,monthly,yearly} of a span over 0"
+             --keep-within-{hourly,daily,weekly,monthly,yearly} of a span over 0, or \
+             --keep-label"
                 .into(),
         )
         .into());

@@ -76,6 +76,50 @@ pub struct Policy {
     pub within_weekly: Within,
     pub within_monthly: Within,
     pub within_yearly: Within,
+    /// restic's `--keep-tag`: every snapshot carrying one of these labels, whatever its age.
+    pub labels: Vec<LabelMatch>,
+}
+
+/// A label a kept snapshot carries: `KEY` (any value) or `KEY=VALUE` (that value exactly).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelMatch {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+impl std::str::FromStr for LabelMatch {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<LabelMatch, String> {
+        let (key, value) = match s.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_string())),
+            None => (s, None),
+        };
+        if key.is_empty() {
+            return Err(format!("expected KEY or KEY=VALUE, got {s:?}"));
+        }
+        Ok(LabelMatch {
+            key: key.to_string(),
+            value,
+        })
+    }
+}
+
+impl std::fmt::Display for LabelMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={v}", self.key),
+            None => f.write_str(&self.key),
+        }
+    }
+}
+
+impl LabelMatch {
+    fn matches(&self, s: &Snapshot) -> bool {
+        s.labels
+            .get(&self.key)
+            .is_some_and(|v| self.value.as_ref().is_none_or(|want| want == v))
+    }
 }
 
 /// restic's `--keep-within` span: years, months, days and hours (`1y6m`, `7d`, `2d12h`).
@@ -304,6 +348,11 @@ fn apply_at(
                 }
             }
         }
+        for (i, s) in lineage.iter().enumerate() {
+            for m in policy.labels.iter().filter(|m| m.matches(s)) {
+                reasons[i].push(format!("label {m}"));
+            }
+        }
         for (snapshot, reasons) in lineage.into_iter().zip(reasons).rev() {
             out.push(Decision { snapshot, reasons });
         }
@@ -511,5 +560,48 @@ mod tests {
             .map(|d| d.snapshot.id.0[0])
             .collect();
         assert_eq!(order, vec![1, 2, 3, 4]);
+    }
+
+    /// restic's `--keep-tag`, as labels: `KEY` keeps any value, `KEY=VALUE` only that one,
+    /// whatever else the rules drop; in every lineage.
+    #[test]
+    fn labels_keep_what_carries_them() {
+        let labelled = |n, created, labels: &[(&str, &str)]| {
+            let mut s = snap(if n < 4 { "vm" } else { "db" }, created, n);
+            s.labels = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            s
+        };
+        let snaps = vec![
+            labelled(1, "2026-03-01T10:00:00Z", &[("keep", "yes")]),
+            labelled(
+                2,
+                "2026-03-02T10:00:00Z",
+                &[("keep", "no"), ("owner", "ci")],
+            ),
+            labelled(3, "2026-03-03T10:00:00Z", &[]),
+            labelled(4, "2026-03-01T10:00:00Z", &[("keep", "")]),
+            labelled(5, "2026-03-02T10:00:00Z", &[]),
+        ];
+        let p = |labels: &[&str]| Policy {
+            labels: labels.iter().map(|l| l.parse().unwrap()).collect(),
+            ..Policy::default()
+        };
+        assert_eq!(kept(p(&["keep"]), snaps.clone()), vec![4, 1, 2]);
+        assert_eq!(kept(p(&["keep=yes"]), snaps.clone()), vec![1]);
+        assert_eq!(kept(p(&["keep="]), snaps.clone()), vec![4]);
+        assert_eq!(kept(p(&["keep=yes", "owner"]), snaps.clone()), vec![1, 2]);
+        assert_eq!(kept(p(&["owner=cd"]), snaps.clone()), Vec::<u8>::new());
+        let with_last = Policy {
+            last: 1,
+            ..p(&["keep=yes"])
+        };
+        assert_eq!(kept(with_last.clone(), snaps.clone()), vec![5, 1, 3]);
+        let why = apply(&with_last, snaps).unwrap();
+        assert_eq!(why[2].reasons, vec!["label keep=yes"]);
+        assert!("=v".parse::<LabelMatch>().is_err());
+        assert_eq!("k=a=b".parse::<LabelMatch>().unwrap().to_string(), "k=a=b");
     }
 }

@@ -45,7 +45,7 @@ pub use check::{
 /// The content-defined chunker ingest uses (and what it reads from), exposed for the benches.
 pub use chunker::{Chunker, Feed, FillFeed, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK};
 pub use error::{Error, Result};
-pub use forget::{apply as apply_policy, Decision, Policy, Within};
+pub use forget::{apply as apply_policy, Decision, LabelMatch, Policy, Within};
 pub use gc::{GcOptions, GcReport, LeaseInfo, ReadLease};
 pub use ids::{ChunkId, PackId, SnapshotId, SHORT_ID_LEN};
 pub use ingest::{IngestInput, IngestOptions, IngestReport, Progress, WriterExited};

@@ -178,3 +178,45 @@ fn prune_keeps_yearly_and_within_and_takes_0_as_no_rule() {
     let plan = store.json(&["prune", "--keep-last", "-1", "--dry-run", "--json"]);
     assert_eq!(plan["keep"].as_array().unwrap().len(), 3, "{plan}");
 }
+
+/// restic's `--keep-tag`, as labels: a snapshot carrying one is kept whatever else the rules
+/// drop, and `--keep-label` alone is a policy.
+#[test]
+fn prune_keeps_what_carries_a_label() {
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    portable_tree(&root);
+    let snap = |n: usize, labels: &[&str]| {
+        write_file(&root.join("etc/generation"), format!("{n}\n").as_bytes());
+        let mut args = vec!["snapshot", "--name", "vm"];
+        for l in labels {
+            args.extend(["--label", l]);
+        }
+        args.push("-");
+        let out = store.run_stdin(&args, &tar_of_dir(&root));
+        assert_success(&out, &args);
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let release = snap(0, &["release=1.0"]);
+    let pinned = snap(1, &["pin=", "owner=ci"]);
+    let plain = snap(2, &[]);
+    let newest = snap(3, &["release=2.0"]);
+
+    let plan = store.json(&["prune", "--keep-label", "pin", "--dry-run", "--json"]);
+    assert_eq!(plan["keep"].as_array().unwrap().len(), 1, "{plan}");
+    assert_eq!(plan["keep"][0]["short_id"], pinned.as_str());
+    assert_eq!(plan["keep"][0]["reasons"], serde_json::json!(["label pin"]));
+
+    let out = store.run(&["prune", "--keep-label", "=1.0", "--keep-last", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(ids(&store).len(), 4);
+
+    store.ok(&["prune", "--keep-last", "1", "--keep-label", "release=1.0"]);
+    assert_eq!(ids(&store), vec![release.clone(), newest.clone()]);
+    let text = store.ok(&["prune", "--keep-label", "release", "--dry-run"]);
+    assert!(
+        text.contains(&format!("keep {release} vm")) && text.contains("(label release)"),
+        "{text}"
+    );
+    assert!(!text.contains(&plain), "{text}");
+}
