@@ -37,6 +37,8 @@ pub struct TreeBuilder<'a> {
     /// A member name the stream's own extraction would put elsewhere than the tree does, or
     /// that an OCI layer would read as a whiteout (or a member not every extractor reads).
     odd_names: bool,
+    /// A name beginning with `/` was warned of (once a stream).
+    absolute_noted: bool,
     /// Sparse data segments in the nodes put so far, hard links' copies included.
     segments: u64,
 }
@@ -127,6 +129,7 @@ impl<'a> TreeBuilder<'a> {
             warnings: Vec::new(),
             more_warnings: 0,
             odd_names: false,
+            absolute_noted: false,
             segments: 0,
         })
     }
@@ -216,6 +219,14 @@ impl<'a> TreeBuilder<'a> {
     }
 
     fn note_name(&mut self, path: &[u8]) {
+        if path.starts_with(b"/") && !self.absolute_noted {
+            // Once, as GNU tar says "Removing leading `/' from member names".
+            self.absolute_noted = true;
+            self.warn(format!(
+                "{}: names beginning with '/' are read from the root without it",
+                path_text(&path[..path.len().min(200)])
+            ));
+        }
         if path.starts_with(b"/")
             || path
                 .split(|&b| b == b'/')
