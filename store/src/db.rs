@@ -9,9 +9,10 @@
 //! holds commits (a copy or volume snapshot taken while a mount or `serve` had it open) is
 //! read from a private copy of both files, since `immutable` would not see them.
 //!
-//! A store on a full filesystem is opened the same way when the normal open fails for want of
-//! space (SQLite cannot make its `-shm`): the data is all there, and a full backup disk is
-//! where a restore is most needed. Writers fail with `Error::Full`.
+//! A store on a full filesystem (under 64 KiB free) is opened the same way, whether or not
+//! SQLite could still open it for writing (its `-shm` left by a writer that filled the disk):
+//! the data is all there, a full backup disk is where a restore is most needed, and a reader's
+//! lease could not be written. Writers fail with `Error::Full`.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -201,9 +202,18 @@ impl Db {
             }
             return Self::open_read_only(path, ReadOnly::Filesystem(dir.to_path_buf()), file);
         }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        if on_full_fs(dir) && path.exists() {
+            // Opened for writing, the index would serve reads, but the first write (a
+            // reader's lease) fails: SQLite still has its `-shm` when the last writer filled
+            // the disk, since its checkpoint could not grow the file. Read it as below.
+            if create {
+                return Err(Error::Full(dir.to_path_buf()));
+            }
+            return Self::open_read_only(path, ReadOnly::Full(dir.to_path_buf()), file);
+        }
         match Self::open_writable(path, create, file) {
             Err(e) if e.is_out_of_space() => {
-                let dir = path.parent().unwrap_or(Path::new("."));
                 match on_full_fs(dir) {
                     false => Err(e),
                     // A writer is refused saying why, not with SQLite's "disk I/O error".
@@ -480,7 +490,7 @@ pub(crate) fn on_full_fs(dir: &Path) -> bool {
 
 /// A path as the path part of an SQLite URI: everything but unreserved bytes %-escaped.
 /// `path` with `suffix` added to its file name (`cellar.db-wal`).
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)

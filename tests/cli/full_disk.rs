@@ -107,17 +107,39 @@ fn a_full_disk_fails_the_snapshot_and_loses_nothing() {
     ok(&["verify", "--data"]);
 }
 
-/// A store on a disk with no space left at all (SQLite cannot even make its `-shm`) is read as
-/// a read-only one is: a full backup disk is where a restore is needed most. Writers are
-/// refused saying the disk is full, and change nothing.
+/// A store on a disk with no space left at all is read as a read-only one is: a full backup
+/// disk is where a restore is needed most. Writers are refused saying the disk is full, and
+/// change nothing.
 #[test]
 fn a_store_on_a_full_disk_can_still_be_read() {
+    // SQLite cannot even make its `-shm`.
+    read_a_full_store(false);
+}
+
+/// The same when the index is open elsewhere as the disk fills, so SQLite's `-shm` and `-wal`
+/// are there (as a snapshot that fills the disk leaves them: its checkpoint cannot grow the
+/// index): SQLite would open it for writing, and a reader's lease would fail.
+#[test]
+fn a_full_disk_with_the_index_open_elsewhere_can_still_be_read() {
+    read_a_full_store(true);
+}
+
+fn read_a_full_store(index_held_open: bool) {
     let scratch = TestStore::new();
     let disk = SmallDisk::new(&scratch.scratch("disk"), "8m");
     let store = disk.dir.join("store");
     let (file, stream) = stream_file(&scratch, "small", 2_000_000, 3);
     let args = ["snapshot", "--name", "a", file.to_str().unwrap()];
     assert_success(&cellar_at(&store, &args), &args);
+    let held = index_held_open.then(|| {
+        let db = rusqlite::Connection::open(store.join("cellar.db")).unwrap();
+        let n: i64 = db
+            .query_row("SELECT COUNT(*) FROM snapshots", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        assert!(store.join("cellar.db-shm").exists());
+        db
+    });
     // Fill what is left, to the last block.
     let filler = disk.dir.join("filler");
     let _ = std::fs::write(&filler, vec![0u8; 16 << 20]);
@@ -169,6 +191,7 @@ fn a_store_on_a_full_disk_can_still_be_read() {
     );
     let tmp_left = std::fs::read_dir(store.join("tmp")).unwrap().count();
     assert_eq!(tmp_left, 0, "repair-index left its build in tmp/");
+    drop(held);
     std::fs::remove_file(&filler).unwrap();
     assert_eq!(packs(), before);
     assert!(

@@ -89,8 +89,8 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
     let sidecars = |p: &Path| {
         [
             p.to_path_buf(),
-            with_suffix(p, "-wal"),
-            with_suffix(p, "-shm"),
+            crate::db::sibling(p, "-wal"),
+            crate::db::sibling(p, "-shm"),
         ]
     };
     let discard = || {
@@ -261,12 +261,6 @@ fn install_new_index(root: &Path) -> Result<()> {
     let (new, db) = (root.join(layout::DB_NEW), root.join(layout::DB_FILE));
     fs::rename(&new, &db).at(&db)?;
     layout::sync_dir(root)
-}
-
-fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 /// A build that ran out of space says what repair-index needs, rather than what a store on a

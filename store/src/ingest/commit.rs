@@ -93,6 +93,12 @@ impl Store {
             hints::mark_trusted_after(tx)?;
             Store::insert_snapshot(tx, &snap)?;
             crate::failpoint::hit("commit:in-transaction");
+            // The transaction's pages go to the WAL, uncommitted, and to the disk before the
+            // marker goes: a kill from its removal to the commit leaves a snapshot no row
+            // names (gc refuses until `repair-index`), so that window is kept to the removal,
+            // an fsync of `tmp/`, and the commit's one frame and fsync.
+            tx.cache_flush()?;
+            sync_wal(self.root())?;
             // Gone for good before the commit: a marker found is of a commit that never began,
             // whatever becomes of the index (a marker outliving its commit would call the pack
             // of a committed snapshot a leftover once a copy of the index from before it were
@@ -117,4 +123,10 @@ impl Store {
         }
         result.map(|()| snap)
     }
+}
+
+/// fsync the index's WAL (an fsync through any descriptor of the file writes its data out).
+fn sync_wal(root: &std::path::Path) -> Result<()> {
+    let wal = crate::db::sibling(&root.join(layout::DB_FILE), "-wal");
+    File::open(&wal).and_then(|f| f.sync_data()).at(&wal)
 }

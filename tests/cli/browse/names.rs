@@ -35,7 +35,11 @@ fn hostile_names_stay_inside_the_tree() {
         .trim()
         .to_string();
     let err = stderr(&out);
-    for name in ["../evil", "a/../../b", "/abs/file: names beginning with '/'"] {
+    for name in [
+        "../evil",
+        "a/../../b",
+        "/abs/file: names beginning with '/'",
+    ] {
         assert!(
             err.lines()
                 .any(|l| l.contains("warning") && l.contains(name)),
