@@ -114,6 +114,14 @@ impl Store {
             .at(std::env::temp_dir())
     }
 
+    /// SQLite's `data_version`: it changes when another connection commits to the index.
+    pub(crate) fn data_version(&self) -> Result<i64> {
+        Ok(self
+            .db()
+            .conn()
+            .pragma_query_value(None, "data_version", |r| r.get(0))?)
+    }
+
     pub(crate) fn db(&self) -> MutexGuard<'_, Db> {
         self.db.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -5,15 +5,17 @@
 //! Inode numbers are handed out as nodes are looked up and kept while the kernel holds them
 //! (`inodes.rs`); the names of one hardlink group in one snapshot share one inode. Snapshots are
 //! immutable, so everything below a snapshot's root may be cached by the kernel for as long as
-//! it likes; the lineage directories above them are read from the index on every call, so
-//! snapshots taken or removed while mounted appear and vanish.
+//! it likes; the lineage directories above them are read from the index whenever it has
+//! changed (`listing.rs`), so snapshots taken or removed while mounted appear and vanish.
 
 mod inodes;
+mod listing;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, RwLock};
 
 use inodes::{Held, Inode, Inodes, Key};
+use listing::Listing;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -83,6 +85,7 @@ pub struct FsView {
     /// shown, it stays readable while the view holds inodes in it.
     lease: ReadLease,
     inodes: RwLock<Inodes>,
+    snapshots: Listing,
 }
 
 impl FsView {
@@ -110,6 +113,7 @@ impl FsView {
         FsView {
             lease,
             inodes: RwLock::new(Inodes::new(root)),
+            snapshots: Listing::default(),
         }
     }
 
@@ -170,7 +174,7 @@ impl FsView {
     pub fn usage(&self) -> Result<Usage> {
         let snaps = match self.get(ROOT_INO)? {
             Inode::Node { snap, .. } => vec![(*snap).clone()],
-            _ => self.store().list(None)?,
+            _ => self.snapshots.all(self.store())?.to_vec(),
         };
         Ok(snaps.iter().fold(Usage::default(), |u, s| Usage {
             bytes: u.bytes + s.stream_len,
@@ -191,10 +195,10 @@ impl FsView {
 
     fn lineages(&self) -> Result<BTreeSet<String>> {
         Ok(self
-            .store()
-            .list(None)?
-            .into_iter()
-            .map(|s| s.name)
+            .snapshots
+            .all(self.store())?
+            .iter()
+            .map(|s| s.name.clone())
             .collect())
     }
 
@@ -252,8 +256,8 @@ impl FsView {
                     })
                 } else {
                     let found = self
-                        .store()
-                        .list(Some(&lineage))?
+                        .snapshots
+                        .of(self.store(), &lineage)?
                         .into_iter()
                         .find(|s| s.short_id().as_bytes() == name);
                     match found {
@@ -297,16 +301,16 @@ impl FsView {
         };
         Ok(match self.get(ino)? {
             Inode::Top => {
-                let snaps = self.store().list(None)?;
+                let snaps = self.snapshots.all(self.store())?;
                 let lineages: HashSet<&str> = snaps.iter().map(|s| s.name.as_str()).collect();
                 synthetic(&snaps, lineages.len())
             }
             Inode::Lineage(lineage) => {
-                let snaps = self.store().list(Some(&lineage))?;
+                let snaps = self.snapshots.of(self.store(), &lineage)?;
                 synthetic(&snaps, snaps.len())
             }
             Inode::Latest(lineage) => {
-                let latest = self.store().latest(&lineage, 0)?;
+                let latest = self.snapshots.of(self.store(), &lineage)?.pop();
                 Attr {
                     kind: Kind::Symlink,
                     mode: 0o777,
@@ -329,8 +333,9 @@ impl FsView {
 
     fn latest_target(&self, lineage: &str) -> Result<Vec<u8>> {
         Ok(self
-            .store()
-            .latest(lineage, 0)?
+            .snapshots
+            .of(self.store(), lineage)?
+            .pop()
             .map(|s| s.short_id().into_bytes())
             .unwrap_or_default())
     }
@@ -366,7 +371,7 @@ impl FsView {
                 }
             }
             Inode::Lineage(lineage) => {
-                let snaps = self.store().list(Some(&lineage))?;
+                let snaps = self.snapshots.of(self.store(), &lineage)?;
                 let count = snaps.len();
                 for s in snaps.into_iter().skip(skip) {
                     let name = s.short_id().into_bytes();
