@@ -34,13 +34,21 @@ impl<'a> Header<'a> {
         self.0[156]
     }
 
+    /// As GNU tar tells them (`list.c`): `ustar\0` whatever the version, `ustar  \0` with its
+    /// version, and anything else (a `ustar ` with another version too) a v7 header, whose
+    /// prefix, device numbers and sparse map are not read.
     pub fn dialect(&self) -> Dialect {
         match &self.0[257..265] {
             b"ustar  \0" => Dialect::Gnu,
             m if &m[..6] == b"ustar\0" => Dialect::Ustar,
-            m if &m[..5] == b"ustar" => Dialect::Ustar,
             _ => Dialect::V7,
         }
+    }
+
+    /// An old-GNU sparse member: typeflag `S` in a GNU header. GNU tar reads an `S` in any
+    /// other header as a file of unknown type (a regular file of the header's size).
+    pub fn gnu_sparse(&self) -> bool {
+        self.typeflag() == GNU_SPARSE && self.dialect() == Dialect::Gnu
     }
 
     /// Check the header checksum. Writers sum the bytes as unsigned (POSIX) or, historically,

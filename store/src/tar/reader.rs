@@ -346,7 +346,7 @@ impl<S: ByteSource> TarReader<S> {
                     current.clear();
                     current.extend_from_slice(m.real_path());
                     self.in_next_headers = false;
-                    if typeflag == header::GNU_SPARSE {
+                    if h.gnu_sparse() {
                         let extended = h.gnu_sparse_extended();
                         m.gnu_sparse =
                             sparse_entries(&block[386..482]).map_err(|e| self.bad(start, e))?;
@@ -387,7 +387,9 @@ impl<S: ByteSource> TarReader<S> {
         m.mtime = h.mtime()?;
         m.uname = h.uname();
         m.gname = h.gname();
-        if h.dialect() != Dialect::V7 {
+        // Device numbers only of devices, as GNU tar reads them: another member's fields
+        // may hold anything.
+        if h.dialect() != Dialect::V7 && matches!(m.typeflag, b'3' | b'4') {
             m.devmajor = h.devmajor()?;
             m.devminor = h.devminor()?;
         }
@@ -400,7 +402,7 @@ impl<S: ByteSource> TarReader<S> {
                 .ok_or("malformed PAX size record")?,
             None => size,
         };
-        if m.typeflag == header::GNU_SPARSE {
+        if h.gnu_sparse() {
             m.gnu_realsize = Some(h.gnu_realsize()?);
         }
         // Links, devices, fifos and directories carry no data whatever their size says

@@ -37,7 +37,7 @@ pub fn slash_dir(m: &Member) -> bool {
 }
 
 pub fn sparse_layout(m: &Member) -> Sparse {
-    if m.typeflag == header::GNU_SPARSE {
+    if m.gnu_realsize.is_some() {
         return Sparse::Map(m.gnu_sparse.clone());
     }
     if pax::lookup(&m.pax, "GNU.sparse.major") == Some(b"1") {
@@ -160,8 +160,9 @@ pub fn action(
         b'4' => Kind::Block,
         b'5' | b'D' => Kind::Dir,
         b'6' => Kind::Fifo,
-        // A volume label, and GNU's old list of names to rename: no files.
-        b'V' | b'N' => return Action::Skip,
+        // A volume label: no file. (GNU's old list of names to rename, `N`, is a file of
+        // unknown type, as GNU tar extracts it.)
+        b'V' => return Action::Skip,
         // The rest of a file begun in an earlier volume: not a file of its own. GNU tar
         // reading this volume alone refuses it too ("file is continued from another volume").
         b'M' => {

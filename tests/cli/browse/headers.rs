@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::oracle::{assert_matches_extraction, lossy, ls_json};
 use crate::common::*;
+use crate::tar_bytes::{end_of_archive, member, set_checksum};
 use crate::trees::set_mtime;
 
 /// `bsdtar --format=v7` writes directories as regular-file members named `dir/`.
@@ -222,4 +223,66 @@ fn owned_file(mut stream: Vec<u8>, uid: [u8; 8], gid: [u8; 8]) -> (String, serde
     assert!(store.export(&id) == stream);
     let f = ls_json(&store, &[&id, "/f"])[0].clone();
     (stderr(&out), f)
+}
+
+/// Fields GNU tar does not read where they stand, read as it reads them (each found by
+/// mutating real streams): a non-device's device numbers, which may hold anything; a
+/// typeflag `N` (GNU's old list of names), a file of unknown type; and a header whose magic
+/// is `ustar ` without GNU's version, a v7 header, whose prefix is no part of its name and
+/// whose typeflag `S` is no sparse member.
+#[test]
+fn fields_gnu_tar_does_not_read_are_not_read() {
+    let with = |name: &[u8], typeflag: u8, data: &[u8], patch: &dyn Fn(&mut [u8])| {
+        let mut stream = Vec::new();
+        member(&mut stream, name, typeflag, data, b"", 0o644);
+        patch(&mut stream[..512]);
+        set_checksum(&mut stream[..512]);
+        member(&mut stream, b"after", b'0', b"after\n", b"", 0o644);
+        end_of_archive(&mut stream);
+        stream
+    };
+    let not_gnu = |h: &mut [u8]| h[257..265].copy_from_slice(b"ustar \x01\x02");
+    let cases: [(&str, Vec<u8>, &[&str]); 4] = [
+        (
+            "a file's device numbers",
+            with(b"f", b'0', b"data\n", &|h| {
+                h[329..337].copy_from_slice(b"zz\0\0\0\0\0\0")
+            }),
+            &["/after", "/f"],
+        ),
+        (
+            "typeflag N",
+            with(b"names", b'N', b"a file all the same\n", &|_| {}),
+            &["/after", "/names"],
+        ),
+        (
+            "a prefix in a v7 header",
+            with(b"f", b'0', b"data\n", &|h| {
+                not_gnu(h);
+                h[345..348].copy_from_slice(b"dir");
+            }),
+            &["/after", "/f"],
+        ),
+        (
+            "typeflag S in a v7 header",
+            with(b"s", b'S', b"packed bytes, no holes\n", &|h| {
+                not_gnu(h);
+                // A map an old-GNU reader would expand: 300 KiB, holes but for the data.
+                h[386..398].copy_from_slice(b"00000000000\0");
+                h[398..410].copy_from_slice(b"00000000027\0");
+                h[483..495].copy_from_slice(b"00001130000\0");
+            }),
+            &["/after", "/s"],
+        ),
+    ];
+    for (what, stream, paths) in cases {
+        let store = TestStore::new();
+        let out = store.run_stdin(&["snapshot", "-"], &stream);
+        assert_success(&out, &["snapshot", what]);
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let (listed, _) = assert_matches_extraction(&store, &id, &stream, what, None);
+        let names: Vec<String> = listed.iter().map(|p| lossy(p)).collect();
+        assert_eq!(names, paths, "{what}");
+        assert!(store.export(&id) == stream, "{what}: export differs");
+    }
 }
