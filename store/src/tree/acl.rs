@@ -84,11 +84,26 @@ pub(super) fn acl_xattr(text: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The perms of the mask entry of an ACL in the kernel's layout, if it has one.
-pub(super) fn acl_mask(value: &[u8]) -> Option<u16> {
-    value.get(4..)?.chunks_exact(8).find_map(|e| {
-        (u16::from_le_bytes([e[0], e[1]]) == 0x10).then(|| u16::from_le_bytes([e[2], e[3]]))
-    })
+/// What setting an access ACL (in the kernel's layout, as `acl_xattr` makes it) leaves of a
+/// file's permission bits, as Linux sets them (`posix_acl_update_mode`): the owner's are the
+/// `user::` entry's, the others' the `other::` entry's, the group's the mask's, or `group::`'s
+/// where there is no mask. And whether the ACL is only those three entries, which the mode
+/// says whole: the kernel then keeps no ACL (and GNU tar's extraction leaves no xattr).
+pub(super) fn acl_mode(value: &[u8]) -> (u32, bool) {
+    let (mut user, mut group, mut mask, mut other) = (0, 0, None, 0);
+    let mut minimal = true;
+    for e in value.get(4..).unwrap_or_default().chunks_exact(8) {
+        let perm = u32::from(u16::from_le_bytes([e[2], e[3]]) & 7);
+        match u16::from_le_bytes([e[0], e[1]]) {
+            0x01 => user = perm,
+            0x04 => group = perm,
+            0x10 => mask = Some(perm),
+            0x20 => other = perm,
+            _ => {}
+        }
+        minimal &= matches!(u16::from_le_bytes([e[0], e[1]]), 0x01 | 0x04 | 0x20);
+    }
+    (user << 6 | mask.unwrap_or(group) << 3 | other, minimal)
 }
 
 #[cfg(test)]
@@ -137,8 +152,14 @@ mod tests {
             ]
         );
         let base = acl_xattr(b"user::rw-,group::r--,other::r--").unwrap();
-        assert_eq!(acl_mask(&base), None);
-        assert_eq!(acl_mask(&v), Some(7));
+        assert_eq!(acl_mode(&base), (0o644, true));
+        assert_eq!(
+            acl_mode(&v),
+            (0o674, false),
+            "the group's bits are the mask's"
+        );
+        let open = acl_xattr(b"u::rwx,g::rwx,o::rwx").unwrap();
+        assert_eq!(acl_mode(&open), (0o777, true));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::acl::{acl_mask, acl_xattr};
+use super::acl::{acl_mode, acl_xattr};
 use super::node::{Content, Kind, Node};
 use crate::list::ListRef;
 use crate::tar::header;
@@ -223,14 +223,14 @@ pub fn action(
         kept,
         left_out,
         bad_acls,
-        text_acl_mask,
+        text_acl_mode,
     } = xattrs(&m.pax);
     n.xattrs = kept;
-    // bsdtar writes the owning group's bits into the header's mode where an ACL has a mask,
-    // and sets the ACL last: the extracted mode's group bits are the mask's, as the kernel
-    // keeps them (GNU tar writes them so in the first place).
-    if let (Some(mask), false) = (text_acl_mask, kind == Kind::Symlink) {
-        n.mode = (n.mode & !0o070) | (u32::from(mask) << 3);
+    // Extraction sets the ACL after the mode, and the kernel makes the mode's permission bits
+    // the ACL's (bsdtar writes the owning group's bits into the header's mode where an ACL has
+    // a mask; the extracted mode's group bits are the mask's).
+    if let (Some(bits), false) = (text_acl_mode, kind == Kind::Symlink) {
+        n.mode = (n.mode & !0o777) | bits;
     }
     if bad_acls > 0 {
         warn(format!(
@@ -326,7 +326,7 @@ fn xattrs(recs: &[PaxRecord]) -> Xattrs {
             }
         }
     }
-    let (mut bad_acls, mut text_acl_mask) = (0, None);
+    let (mut bad_acls, mut text_acl_mode) = (0, None);
     // ACLs as text, where no xattr of the name says it exactly already (see `acl.rs`).
     for (key, name) in [
         (&b"SCHILY.acl.access"[..], &b"system.posix_acl_access"[..]),
@@ -341,7 +341,12 @@ fn xattrs(recs: &[PaxRecord]) -> Xattrs {
         match acl_xattr(&text.value) {
             Some(value) => {
                 if key == b"SCHILY.acl.access" {
-                    text_acl_mask = acl_mask(&value);
+                    let (bits, minimal) = acl_mode(&value);
+                    text_acl_mode = Some(bits);
+                    if minimal {
+                        // The mode says it all: Linux keeps no such ACL.
+                        continue;
+                    }
                 }
                 out.insert(name.to_vec(), Some(value));
             }
@@ -364,7 +369,7 @@ fn xattrs(recs: &[PaxRecord]) -> Xattrs {
         kept,
         left_out,
         bad_acls,
-        text_acl_mask,
+        text_acl_mode,
     }
 }
 
@@ -375,8 +380,8 @@ struct Xattrs {
     left_out: usize,
     /// ACL text records that are not an ACL that can be set.
     bad_acls: usize,
-    /// The mask of an access ACL read from its text, if it has one.
-    text_acl_mask: Option<u16>,
+    /// The permission bits an access ACL read from its text gives the mode (`acl_mode`).
+    text_acl_mode: Option<u32>,
 }
 
 /// A `SCHILY.xattr.` name as GNU tar reads it: it writes `%` and `=` as `%25` and `%3D` and

@@ -259,6 +259,13 @@ fn acls_written_as_text_are_restored() {
         )],
     );
     member(&mut stream, b"d/", b'5', b"", b"", 0o755);
+    // A minimal ACL, its mode other than the header's: the mode is the ACL's, and Linux
+    // keeps no ACL that the mode says whole.
+    pax(
+        &mut stream,
+        &[("SCHILY.acl.access", b"user::rwx\ngroup::rwx\nother::r-x\n")],
+    );
+    member(&mut stream, b"m", b'0', b"m", b"", 0o644);
     end_of_archive(&mut stream);
     let store = TestStore::new();
     let id = store.snapshot_bytes(&stream, "acl");
@@ -284,6 +291,12 @@ fn acls_written_as_text_are_restored() {
         let mode = |p: &Path| fs::symlink_metadata(p).unwrap().mode() & 0o7777;
         assert_eq!(mode(&out.join(name)), mode(&bsd.join(name)), "{name}");
     }
+    let mode = |p: &Path| fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!((mode(&out.join("m")), mode(&bsd.join("m"))), (0o775, 0o775));
+    assert_eq!(xattrs_of(&out.join("m")), xattrs_of(&bsd.join("m")));
+    let listed = store.json(&["ls", &id, "/m", "--json"]);
+    assert_eq!(listed[0]["mode"], 0o775, "{listed}");
+    assert_eq!(listed[0]["xattrs"], serde_json::json!([]), "{listed}");
     // A user named without a number cannot be set here: that ACL is left out, saying so.
     let mut named = Vec::new();
     pax(
