@@ -37,6 +37,8 @@ pub enum Command {
     Cat(CatArgs),
     /// What changed between two snapshots, one line per path
     Diff(DiffArgs),
+    /// Find paths matching patterns in every snapshot (or some), restic's `find`
+    Find(FindArgs),
     /// Browse snapshots as a read-only FUSE filesystem
     Mount(MountArgs),
     /// Write a snapshot (or one path in it) into a directory
@@ -220,6 +222,27 @@ pub struct LsArgs {
     /// Everything below the directory, depth first
     #[arg(short = 'R')]
     pub recursive: bool,
+    /// Print the result as one JSON document on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FindArgs {
+    /// GNU tar wildcards (`*` matches `/` too): each is tried against a path and every trailing
+    /// run of its components (`*.conf`, `apt/sources.list`), or, starting with `/`, against
+    /// the whole path (`/etc/*`)
+    #[arg(required = true, value_name = "PATTERN")]
+    pub patterns: Vec<String>,
+    /// Only snapshots of this name
+    #[arg(long, conflicts_with = "snapshots")]
+    pub name: Option<String>,
+    /// Only this snapshot (repeatable): id, unique id prefix, NAME or NAME~N
+    #[arg(long = "snapshot", short = 's', value_name = "SNAP")]
+    pub snapshots: Vec<String>,
+    /// Long listing, like `ls -l` with numeric owners
+    #[arg(short = 'l')]
+    pub long: bool,
     /// Print the result as one JSON document on stdout
     #[arg(long)]
     pub json: bool,

@@ -1,6 +1,7 @@
 //! One module per command; each takes its parsed arguments and the store location.
 
 mod export;
+mod find;
 mod gc;
 mod list;
 mod mount;
@@ -59,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ls(args) => tree::ls(&open(&root)?, args),
         Command::Cat(args) => reading(&root, "cat", |l| tree::cat(l, args)),
         Command::Diff(args) => tree::diff(&open(&root)?, args),
+        Command::Find(args) => reading(&root, "find", |l| find::run(l, args)),
         Command::Mount(args) => mount::run(&root, open_to_stay(&root)?, args),
         Command::Restore(args) => reading(&root, "restore", |l| restore::run(l, args)),
         Command::Rm(args) => prune::rm(&open(&root)?, args),

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::cli::{CatArgs, DiffArgs, LsArgs, UsageError};
 use crate::output::{escape_name, print_json, rfc3339};
 
-fn shown(path: &[u8]) -> String {
+pub(super) fn shown(path: &[u8]) -> String {
     format!("/{}", escape_name(path))
 }
 
@@ -22,7 +22,7 @@ fn said(path: &[u8]) -> String {
 }
 
 #[derive(Serialize)]
-struct EntryJson {
+pub(super) struct EntryJson {
     path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     path_bytes: Option<String>,
@@ -48,7 +48,7 @@ fn json_path(path: &[u8]) -> (String, Option<String>) {
     crate::output::json_path(&[b"/", path].concat())
 }
 
-fn entry_json(path: &[u8], n: &Node) -> EntryJson {
+pub(super) fn entry_json(path: &[u8], n: &Node) -> EntryJson {
     let (path, path_bytes) = json_path(path);
     let device = matches!(n.kind, Kind::Char | Kind::Block);
     EntryJson {
@@ -111,7 +111,7 @@ fn mode_string(n: &Node) -> String {
 /// The widths of `ls -l`'s number columns: each grows to the widest value met so far and
 /// never shrinks, as `tar -tv` sizes its columns, so a listing streams and still lines up
 /// once its widest values have gone by.
-struct Columns([usize; 4]);
+pub(super) struct Columns([usize; 4]);
 
 impl Default for Columns {
     fn default() -> Self {
@@ -120,7 +120,7 @@ impl Default for Columns {
 }
 
 impl Columns {
-    fn line(&mut self, path: &[u8], n: &Node) -> String {
+    pub(super) fn line(&mut self, path: &[u8], n: &Node) -> String {
         let size = match n.kind {
             Kind::Char | Kind::Block => format!("{}, {}", n.rdev_major, n.rdev_minor),
             _ => n.size.to_string(),
@@ -205,7 +205,7 @@ pub fn ls(store: &Store, args: LsArgs) -> anyhow::Result<()> {
 }
 
 /// A write to stdout, its failure said to be the output's.
-fn written(result: std::io::Result<()>) -> anyhow::Result<()> {
+pub(super) fn written(result: std::io::Result<()>) -> anyhow::Result<()> {
     Ok(result.map_err(cellar_store::Error::Output)?)
 }
 

@@ -52,4 +52,4 @@ pub use ingest::{IngestInput, IngestOptions, IngestReport, Progress, WriterExite
 pub use snapshot::{validate_lookup_name, validate_name, Snapshot, DEFAULT_NAME};
 pub use stats::Stats;
 pub use store::Store;
-pub use tree::{Change, ChangeKind, Kind, Node, Tree};
+pub use tree::{Change, ChangeKind, Finder, Kind, Node, Tree};

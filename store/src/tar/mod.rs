@@ -1,7 +1,7 @@
 //! Tar at the header level: enough to split a stream into exact pieces and to know what each
 //! member is, without ever normalizing a byte.
 
-mod glob;
+pub(crate) mod glob;
 pub mod header;
 mod member;
 pub mod pax;

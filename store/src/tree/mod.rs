@@ -4,6 +4,7 @@
 mod acl;
 mod build;
 mod diff;
+mod find;
 mod members;
 pub mod meta;
 mod node;
@@ -14,6 +15,7 @@ mod walk;
 pub(crate) use build::TreeBuilder;
 pub(crate) use diff::Pair as DirPair;
 pub use diff::{changed_fields, Change, ChangeKind};
+pub use find::Finder;
 pub use node::{linux_dev, Content, Kind, Node, Segments, MAX_MAJOR, MAX_MINOR};
 pub use record::Dir;
 pub(crate) use vfs::normalize_path_into;

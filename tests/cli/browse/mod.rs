@@ -8,6 +8,7 @@ mod diff;
 mod edge;
 mod errors;
 mod extraction;
+mod find;
 mod headers;
 mod listing;
 mod metadata;

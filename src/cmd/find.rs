@@ -1,0 +1,98 @@
+//! `cellar find`: paths matching patterns, snapshot by snapshot (restic's `find`).
+
+use std::io::{BufWriter, Write};
+
+use cellar_store::{Finder, Node, ReadLease, Snapshot};
+use serde::Serialize;
+
+use super::tree::{entry_json, shown, written, Columns, EntryJson};
+use crate::cli::FindArgs;
+use crate::output::{errln, print_json};
+
+#[derive(Serialize)]
+struct Found {
+    id: String,
+    short_id: String,
+    name: String,
+    created: String,
+    hits: u64,
+    matches: Vec<EntryJson>,
+}
+
+pub fn run(lease: &ReadLease, args: FindArgs) -> anyhow::Result<()> {
+    let store = lease.store();
+    let mut finder = Finder::new(&args.patterns)?;
+    // Every snapshot is resolved (and pinned) before any is searched: a bad SNAP searches
+    // nothing.
+    let snaps = if args.snapshots.is_empty() {
+        if let Some(name) = &args.name {
+            cellar_store::validate_lookup_name(name)?;
+        }
+        store.list(args.name.as_deref())?
+    } else {
+        let mut snaps: Vec<Snapshot> = Vec::new();
+        for spec in &args.snapshots {
+            let s = lease.resolve(spec)?;
+            if !snaps.iter().any(|x| x.id == s.id) {
+                snaps.push(s);
+            }
+        }
+        snaps
+    };
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut columns = Columns::default();
+    let mut found = Vec::new();
+    let (mut searched, mut hits) = (0, 0);
+    for snap in &snaps {
+        match lease.pin(&snap.id) {
+            // Forgotten since it was listed: nothing to search.
+            Err(cellar_store::Error::NotFound(_)) => continue,
+            other => other?,
+        }
+        let tree = match store.tree(snap) {
+            Ok(tree) => tree,
+            Err(cellar_store::Error::InvalidArgument(why)) => {
+                errln!("cellar: warning: {why}: not searched");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut matches = Vec::new();
+        let id = snap.short_id();
+        let n = finder.find_in(&tree, |path: &[u8], node: &Node| -> anyhow::Result<()> {
+            if args.json {
+                matches.push(entry_json(path, node));
+            } else if args.long {
+                written(writeln!(out, "{id} {}", columns.line(path, node)))?;
+            } else {
+                written(writeln!(out, "{id} {}", shown(path)))?;
+            }
+            Ok(())
+        })?;
+        lease.unpin(&snap.id);
+        searched += 1;
+        hits += n;
+        if n > 0 && args.json {
+            found.push(Found {
+                id: snap.id.hex(),
+                short_id: id,
+                name: snap.name.clone(),
+                created: snap.created.clone(),
+                hits: n,
+                matches,
+            });
+        }
+    }
+    written(out.flush())?;
+    drop(out);
+    if args.json {
+        print_json(&found)?;
+    }
+    errln!(
+        "cellar: {hits} match{} in {searched} snapshot{}",
+        if hits == 1 { "" } else { "es" },
+        if searched == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
