@@ -88,6 +88,27 @@ pub fn prune(store: &Store, args: PruneArgs) -> anyhow::Result<()> {
         errln!("cellar: no snapshots named {name}");
     }
     let decisions = apply_policy(&policy, snaps)?;
+    // Every rule but a label keeps each lineage's newest snapshot, so only a label no snapshot
+    // of a lineage carries (a typo) can leave it none. As restic's `forget` does since 0.17,
+    // that is refused: `rm` forgets a whole lineage when that is meant.
+    let mut emptied: Vec<&str> = decisions
+        .iter()
+        .map(|d| d.snapshot.name.as_str())
+        .filter(|name| {
+            decisions
+                .iter()
+                .all(|d| d.snapshot.name != *name || !d.keep())
+        })
+        .collect();
+    emptied.dedup();
+    if !emptied.is_empty() {
+        anyhow::bail!(
+            "prune would forget every snapshot of {}: no rule keeps any of them (a label none \
+             carries?); nothing was forgotten (--name prunes one lineage; `cellar rm` forgets a \
+             whole lineage)",
+            emptied.join(", ")
+        );
+    }
     let mut report = PruneReport {
         dry_run: args.dry_run,
         keep: Vec::new(),

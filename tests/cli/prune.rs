@@ -202,6 +202,26 @@ fn prune_keeps_what_carries_a_label() {
     let plain = snap(2, &[]);
     let newest = snap(3, &["release=2.0"]);
 
+    // A label no snapshot of a lineage carries (a typo, or another lineage's) would forget
+    // it whole: refused, dry run or not, as restic's `forget` refuses since 0.17.
+    let other = lineage(&store, "db", 1);
+    for args in [
+        &["prune", "--keep-label", "pni"][..],
+        &["prune", "--keep-label", "pin", "--dry-run"],
+        &["prune", "--keep-label", "pin"],
+    ] {
+        let out = store.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).contains("would forget every snapshot of db")
+                && stderr(&out).contains("nothing was forgotten"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(ids(&store).len(), 5);
+    store.ok(&["rm", &other[0]]);
+
     let plan = store.json(&["prune", "--keep-label", "pin", "--dry-run", "--json"]);
     assert_eq!(plan["keep"].as_array().unwrap().len(), 1, "{plan}");
     assert_eq!(plan["keep"][0]["short_id"], pinned.as_str());
