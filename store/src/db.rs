@@ -9,10 +9,14 @@
 //! holds commits (a copy or volume snapshot taken while a mount or `serve` had it open) is
 //! read from a private copy of both files, since `immutable` would not see them.
 //!
-//! A store on a full filesystem (under 64 KiB free) is opened the same way, whether or not
-//! SQLite could still open it for writing (its `-shm` left by a writer that filled the disk):
-//! the data is all there, a full backup disk is where a restore is most needed, and a reader's
-//! lease could not be written. Writers fail with `Error::Full`.
+//! A store on a full filesystem is opened the same way when the normal open fails for want of
+//! space (SQLite cannot make its `-shm`): the data is all there, and a full backup disk is
+//! where a restore is most needed. Writers fail with `Error::Full`. When the `-shm` is there
+//! (left by the writer that filled the disk, whose checkpoint could not grow the index, or
+//! held by a process that has the index open) the index opens as usual, so its reads take
+//! SQLite's locks: a copy made beside a live writer can mix pages of two moments. Writers
+//! are then refused as full by `writable` (under 64 KiB free), and a reader whose lease
+//! cannot be written reads without one (`ReadLease`).
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -184,6 +188,8 @@ pub struct Db {
     /// The index file's (device, inode) as it was just before it was opened: `repair-index`
     /// puts a new file in its place (`Store::follow_index`).
     file: Option<(u64, u64)>,
+    /// The store's directory, whose filesystem `not_full` checks for room.
+    dir: PathBuf,
     /// A read-only store's index and WAL, copied where SQLite can read the WAL: removed after
     /// the connection closes (fields drop in order).
     _copy: Option<tempfile::TempDir>,
@@ -203,14 +209,10 @@ impl Db {
             return Self::open_read_only(path, ReadOnly::Filesystem(dir.to_path_buf()), file);
         }
         let dir = path.parent().unwrap_or(Path::new("."));
-        if on_full_fs(dir) && path.exists() {
-            // Opened for writing, the index would serve reads, but the first write (a
-            // reader's lease) fails: SQLite still has its `-shm` when the last writer filled
-            // the disk, since its checkpoint could not grow the file. Read it as below.
-            if create {
-                return Err(Error::Full(dir.to_path_buf()));
-            }
-            return Self::open_read_only(path, ReadOnly::Full(dir.to_path_buf()), file);
+        if create && on_full_fs(dir) && path.exists() {
+            // A snapshot into a full store (whose `-shm` is there, so the open below would
+            // succeed) is refused saying why, not by the first pack it cannot write.
+            return Err(Error::Full(dir.to_path_buf()));
         }
         match Self::open_writable(path, create, file) {
             Err(e) if e.is_out_of_space() => {
@@ -263,6 +265,7 @@ impl Db {
             read_only: None,
             // A new store's file is the one just made.
             file: file.or_else(|| file_id(path)),
+            dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
             _copy: None,
         };
         db.migrate()?;
@@ -366,6 +369,7 @@ impl Db {
         }
         Ok(Db {
             conn,
+            dir: dir.clone(),
             read_only: Some(why),
             file,
             _copy: copy,
@@ -377,19 +381,23 @@ impl Db {
         self.read_only.is_some()
     }
 
-    /// `Error::Full` if the store was opened for reading only because its filesystem is full:
-    /// for readers that run on (a mount, a server), which hold a lease in the index. Opened
-    /// `immutable`, the index would neither record their lease nor see what writers commit
-    /// once space is freed.
+    /// `Error::Full` if the store was opened for reading only because its filesystem is full,
+    /// or the filesystem is full now (under 64 KiB free): for readers that run on (a mount, a
+    /// server), which hold a lease in the index (opened `immutable`, the index would neither
+    /// record it nor see what writers commit once space is freed), and for the commands that
+    /// change the store (`rm`, `prune`, `gc`, `repair-packs`), to say so before they begin.
     pub fn not_full(&self) -> Result<()> {
         match &self.read_only {
             Some(why @ ReadOnly::Full(_)) => Err(why.error()),
-            _ => Ok(()),
+            Some(ReadOnly::Filesystem(_)) => Ok(()),
+            None if on_full_fs(&self.dir) => Err(Error::Full(self.dir.clone())),
+            None => Ok(()),
         }
     }
 
     /// `Error::ReadOnly` (or `Error::Full`) if the store was opened for reading only: for
-    /// writers to check before they begin.
+    /// writers to check before they take the commit lock. (An ingest that leaves the disk all
+    /// but full still commits: its index rows may fit in the WAL's room.)
     pub fn writable(&self) -> Result<()> {
         match &self.read_only {
             Some(why) => Err(why.error()),

@@ -27,6 +27,7 @@ impl Store {
         // Refused on a read-only store even with nothing to forget: a prune that would drop
         // nothing today is still a writer, and should fail as it will on the day it would.
         self.db().writable()?;
+        self.db().not_full()?;
         if ids.is_empty() {
             return Ok(());
         }

@@ -13,6 +13,7 @@
 //! an ingest one fsync of the WAL before its first read, and a reader one per pin.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::params;
@@ -41,8 +42,9 @@ pub(crate) struct Lease<'s> {
 pub struct ReadLease {
     store: Arc<Store>,
     holder: String,
-    /// On a read-only store nothing can forget or collect anything: no row is needed.
-    read_only: bool,
+    /// On a read-only store nothing can forget or collect anything: no row is needed. Set too
+    /// once a row could not be written for want of space (`without_room`).
+    read_only: AtomicBool,
     /// The lease row, written with the first pin (so a reader that pins one snapshot commits
     /// once to begin and once to end). Held across each pin's or unpin's transaction, so they
     /// happen one at a time.
@@ -92,7 +94,7 @@ impl Store {
         ReadLease {
             store: self.clone(),
             holder: holder.to_string(),
-            read_only: self.db().read_only(),
+            read_only: AtomicBool::new(self.db().read_only()),
             row: Mutex::new(None),
             pinned: Mutex::new(HashSet::new()),
         }
@@ -137,19 +139,41 @@ impl ReadLease {
     /// them for hours without going into one): `repair-index`, which would move that index
     /// aside under it, then finds the reader and refuses.
     pub fn register(&self) -> Result<()> {
-        if self.read_only {
+        if self.unleased() {
             return Ok(());
         }
         let mut row = self.row.lock().unwrap_or_else(|e| e.into_inner());
         if row.is_none() {
-            let id = self
+            match self
                 .store
                 .db()
-                .immediate_unsynced(|tx| insert_lease_in(tx, &self.holder))?
-                .0;
-            *row = Some(id);
+                .immediate_unsynced(|tx| insert_lease_in(tx, &self.holder))
+            {
+                Ok((id, _)) => *row = Some(id),
+                Err(e) => return self.without_room(e),
+            }
         }
         Ok(())
+    }
+
+    fn unleased(&self) -> bool {
+        self.read_only.load(Ordering::Relaxed)
+    }
+
+    /// A row that could not be written because the store's filesystem is full (a store whose
+    /// `-shm` the writer that filled it left behind opens for writing, `db.rs`): the reader
+    /// reads on without a lease, as it does on a store opened read-only for a full disk, since
+    /// a full disk is where a restore is needed most. Nothing else can commit there either
+    /// until space is freed (`rm`, `prune` and `gc` refuse a full disk), but a gc already
+    /// running could take what the reader reads, which then fails, naming it, rather than
+    /// reading wrong bytes. Any other error is the caller's.
+    fn without_room(&self, e: Error) -> Result<()> {
+        if e.is_out_of_space() && crate::db::on_full_fs(self.store.root()) {
+            self.read_only.store(true, Ordering::Relaxed);
+            Ok(())
+        } else {
+            Err(e)
+        }
     }
 
     /// How many snapshots this lease pins.
@@ -160,20 +184,24 @@ impl ReadLease {
     /// Keep snapshot `id` whole for as long as this lease lives. Fails with `NotFound` if it
     /// has been forgotten already (a pin only holds what is still there).
     pub fn pin(&self, id: &SnapshotId) -> Result<()> {
-        if self.read_only || self.pinned_set().contains(id) {
+        if self.unleased() || self.pinned_set().contains(id) {
             return Ok(());
         }
         let mut row = self.row.lock().unwrap_or_else(|e| e.into_inner());
         if self.pinned_set().contains(id) {
             return Ok(()); // by another thread, while this one waited
         }
-        let (lease, pinned) = self.store.db().immediate_unsynced(|tx| {
+        let written = self.store.db().immediate_unsynced(|tx| {
             let lease = match *row {
                 Some(lease) => lease,
                 None => insert_lease_in(tx, &self.holder)?.0,
             };
             Ok((lease, Store::pin_in(tx, lease, id)?))
-        })?;
+        });
+        let (lease, pinned) = match written {
+            Ok(written) => written,
+            Err(e) => return self.without_room(e),
+        };
         *row = Some(lease);
         if !pinned {
             return Err(Error::NotFound(format!(

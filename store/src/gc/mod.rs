@@ -74,6 +74,10 @@ pub struct GcReport {
 impl Store {
     /// Collect garbage. Never blocks snapshots for more than one short step.
     pub fn gc(&self, opts: &GcOptions, on_wait: &dyn Fn(&str)) -> Result<GcReport> {
+        if !opts.dry_run {
+            // Said now, not by the first index write or repack that fails for it.
+            self.not_full()?;
+        }
         // gc deletes what the index does not name: a damaged index (an index entry that
         // disagrees with its row hides a pack from the orphan sweep, or a frame from its
         // pack's plan) would have it delete live data. Checked before anything is read.

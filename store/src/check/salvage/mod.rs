@@ -100,6 +100,7 @@ pub fn repair_packs(
     on_wait: &dyn Fn(&str),
 ) -> Result<SalvageReport> {
     let root = store.root();
+    store.not_full()?;
     let _lock = store.commit_lock(on_wait)?;
     refuse_if_busy(root, COMMAND)?;
     refuse_if_read(root, COMMAND)?;
