@@ -229,9 +229,9 @@ pub struct LsArgs {
 
 #[derive(Args, Debug)]
 pub struct FindArgs {
-    /// GNU tar wildcards (`*` matches `/` too): each is tried against a path and every trailing
-    /// run of its components (`*.conf`, `apt/sources.list`), or, starting with `/`, against
-    /// the whole path (`/etc/*`)
+    /// Wildcards per component (`*`, `?`, `[...]`, none matching `/`): a pattern matches a path
+    /// whose last components match its own (`*.conf`, `apt/sources.list`), or, starting with
+    /// `/`, the whole path (`/etc/*`); ending in `/`, directories only
     #[arg(required = true, value_name = "PATTERN")]
     pub patterns: Vec<String>,
     /// Only snapshots of this name

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::tree::{entry_json, shown, written, Columns, EntryJson};
 use crate::cli::FindArgs;
-use crate::output::{errln, print_json};
+use crate::output::errln;
 
 #[derive(Serialize)]
 struct Found {
@@ -17,6 +17,30 @@ struct Found {
     created: String,
     hits: u64,
     matches: Vec<EntryJson>,
+}
+
+/// A JSON array written an element at a time, laid out as `serde_json::to_string_pretty` lays
+/// out the whole array (so `find --json` reads like every other command's `--json`).
+#[derive(Default)]
+struct JsonArray {
+    started: bool,
+}
+
+impl JsonArray {
+    fn push(&mut self, out: &mut impl Write, value: &impl Serialize) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(value)?;
+        written(out.write_all(if self.started { b",\n" } else { b"[\n" }))?;
+        self.started = true;
+        for (i, line) in text.lines().enumerate() {
+            let sep = if i == 0 { "" } else { "\n" };
+            written(write!(out, "{sep}  {line}"))?;
+        }
+        Ok(())
+    }
+
+    fn end(self, out: &mut impl Write) -> anyhow::Result<()> {
+        written(out.write_all(if self.started { b"\n]\n" } else { b"[]\n" }))
+    }
 }
 
 pub fn run(lease: &ReadLease, args: FindArgs) -> anyhow::Result<()> {
@@ -39,10 +63,15 @@ pub fn run(lease: &ReadLease, args: FindArgs) -> anyhow::Result<()> {
         }
         snaps
     };
+    if let (Some(name), true) = (&args.name, snaps.is_empty()) {
+        errln!("cellar: no snapshots named {name}");
+    }
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut columns = Columns::default();
-    let mut found = Vec::new();
+    // `--json` is one array, written a snapshot at a time: only one snapshot's matches are
+    // held (a search of many snapshots can match millions of paths).
+    let mut json = args.json.then(JsonArray::default);
     let (mut searched, mut hits) = (0, 0);
     for snap in &snaps {
         match lease.pin(&snap.id) {
@@ -73,22 +102,22 @@ pub fn run(lease: &ReadLease, args: FindArgs) -> anyhow::Result<()> {
         lease.unpin(&snap.id);
         searched += 1;
         hits += n;
-        if n > 0 && args.json {
-            found.push(Found {
+        if let (Some(json), true) = (&mut json, n > 0) {
+            let found = Found {
                 id: snap.id.hex(),
                 short_id: id,
                 name: snap.name.clone(),
                 created: snap.created.clone(),
                 hits: n,
                 matches,
-            });
+            };
+            json.push(&mut out, &found)?;
         }
     }
-    written(out.flush())?;
-    drop(out);
-    if args.json {
-        print_json(&found)?;
+    if let Some(json) = json {
+        json.end(&mut out)?;
     }
+    written(out.flush())?;
     errln!(
         "cellar: {hits} match{} in {searched} snapshot{}",
         if hits == 1 { "" } else { "es" },

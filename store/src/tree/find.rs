@@ -42,12 +42,42 @@ struct Open {
 /// takes them, none of them matching `/`, as `find -name` and restic's `find` have it).
 struct PathPattern {
     components: Vec<Pattern>,
-    /// Written with a leading `/`: matched against the whole path, not a trailing run.
+    /// Written with a leading `/` (or `./`, as tar names members): matched against the whole
+    /// path, not a trailing run.
     rooted: bool,
+    /// Written with a trailing `/`: directories only.
+    dirs_only: bool,
 }
 
 impl PathPattern {
-    fn matches(&self, path: &[u8]) -> bool {
+    fn new(p: &str) -> Result<PathPattern> {
+        let bad = |why: &str| Error::InvalidArgument(format!("the pattern {p:?} {why}"));
+        let mut components = Vec::new();
+        for c in p.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    return Err(bad(
+                        "has a '..' component, which names nothing in a snapshot",
+                    ))
+                }
+                c => components.push(Pattern::new(c)),
+            }
+        }
+        if components.is_empty() {
+            return Err(bad("names no file (an empty pattern, or `/` alone)"));
+        }
+        Ok(PathPattern {
+            components,
+            rooted: p.starts_with('/') || p.starts_with("./"),
+            dirs_only: p.ends_with('/'),
+        })
+    }
+
+    fn matches(&self, path: &[u8], node: &Node) -> bool {
+        if self.dirs_only && !node.is_dir() {
+            return false;
+        }
         let names: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
         let Some(skip) = names.len().checked_sub(self.components.len()) else {
             return false;
@@ -62,28 +92,13 @@ impl PathPattern {
 
 impl Finder {
     /// Patterns that match a path (from the root, no leading `/`) when their components match
-    /// its last ones (`*.conf`, `apt/sources.list`), or, starting with `/`, all of them
-    /// (`/etc/*`: what is in `/etc`).
+    /// its last ones (`*.conf`, `apt/sources.list`), or, starting with `/` or `./`, all of
+    /// them (`/etc/*`: what is in `/etc`); ending in `/`, directories only. `.` components
+    /// are nothing; a `..` is refused.
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Finder> {
         let patterns = patterns
             .iter()
-            .map(|p| {
-                let p = p.as_ref();
-                let components: Vec<Pattern> = p
-                    .split('/')
-                    .filter(|c| !c.is_empty())
-                    .map(Pattern::new)
-                    .collect();
-                if components.is_empty() {
-                    return Err(Error::InvalidArgument(format!(
-                        "the pattern {p:?} names no file (an empty pattern, or `/` alone)"
-                    )));
-                }
-                Ok(PathPattern {
-                    components,
-                    rooted: p.starts_with('/'),
-                })
-            })
+            .map(|p| PathPattern::new(p.as_ref()))
             .collect::<Result<_>>()?;
         Ok(Finder {
             patterns,
@@ -130,7 +145,7 @@ impl Finder {
             top.next += 1;
             tree.count(&mut visited, 1)?;
             let path = join(&top.path, &n.name);
-            if self.patterns.iter().any(|p| p.matches(&path)) {
+            if self.patterns.iter().any(|p| p.matches(&path, n)) {
                 top.matched = true;
                 hits += 1;
                 f(&path, n)?;
@@ -209,9 +224,17 @@ mod tests {
         assert_eq!(find(&["apt/sources.list"]), vec!["etc/apt/sources.list"]);
         assert_eq!(find(&["pt/sources.list"]), Vec::<String>::new());
         assert_eq!(find(&["hosts", "y.*"]), vec!["etc/hosts", "usr/etc/y.conf"]);
-        assert_eq!(find(&["etc//hosts/"]), vec!["etc/hosts"]);
-        assert!(Finder::new(&["x", ""]).is_err());
-        assert!(Finder::new(&["/"]).is_err());
+        assert_eq!(find(&["etc//./hosts"]), vec!["etc/hosts"]);
+        assert_eq!(find(&["./etc/hosts", "./etc"]), vec!["etc", "etc/hosts"]);
+        assert_eq!(find(&["etc/"]), vec!["etc", "usr/etc"]);
+        assert_eq!(
+            find(&["hosts/", "/x.*/"]),
+            Vec::<String>::new(),
+            "not directories"
+        );
+        for bad in ["", "/", "./", "/etc/../etc", ".."] {
+            assert!(Finder::new(&["x", bad]).is_err(), "{bad:?}");
+        }
     }
 
     /// A directory below which nothing matched is not walked again at the same path, in any

@@ -160,3 +160,34 @@ fn find_reports_entries_as_ls_does() {
         assert!(out.stdout.is_empty(), "{args:?}");
     }
 }
+
+/// Patterns as tar lists members (`./etc/...`), directories only (`NAME/`), and what names
+/// nothing refused; `--name` of no lineage says so.
+#[test]
+fn find_takes_tar_names_and_directory_patterns() {
+    let store = TestStore::new();
+    let root = tree(&store);
+    write_file(&root.join("filedir/etc"), b"a file named etc\n");
+    let id = store.snapshot_bytes(&tar_of_dir(&root), "vm");
+    let out = store.ok(&["find", "./etc/apt", "etc/"]);
+    assert_eq!(found(&out, &id), ["/etc", "/etc/apt", "/srv/etc"]);
+    assert_eq!(
+        found(&store.ok(&["find", "etc"]), &id),
+        ["/etc", "/filedir/etc", "/srv/etc"]
+    );
+    assert_eq!(
+        found(&store.ok(&["find", "/etc/./apt/"]), &id),
+        ["/etc/apt"]
+    );
+    for bad in ["/etc/../etc", "..", "./"] {
+        let out = store.run(&["find", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+    }
+    let out = store.run(&["find", "x", "--name", "nosuch"]);
+    assert_success(&out, &["find", "--name nosuch"]);
+    assert!(
+        stderr(&out).contains("no snapshots named nosuch"),
+        "{}",
+        stderr(&out)
+    );
+}
