@@ -226,6 +226,11 @@ pub fn action(
         text_acl_mode,
     } = xattrs(&m.pax);
     n.xattrs = kept;
+    if kind == Kind::Symlink {
+        // Linux has no ACLs on symlinks: GNU tar and bsdtar set none, and say nothing.
+        n.xattrs
+            .retain(|(name, _)| !name.starts_with(b"system.posix_acl_"));
+    }
     // Extraction sets the ACL after the mode, and the kernel makes the mode's permission bits
     // the ACL's (bsdtar writes the owning group's bits into the header's mode where an ACL has
     // a mask; the extracted mode's group bits are the mask's).
@@ -327,7 +332,8 @@ fn xattrs(recs: &[PaxRecord]) -> Xattrs {
         }
     }
     let (mut bad_acls, mut text_acl_mode) = (0, None);
-    // ACLs as text, where no xattr of the name says it exactly already (see `acl.rs`).
+    // ACLs as text (see `acl.rs`), over an xattr of the same name: GNU tar and bsdtar set the
+    // ACL after the xattrs.
     for (key, name) in [
         (&b"SCHILY.acl.access"[..], &b"system.posix_acl_access"[..]),
         (b"SCHILY.acl.default", b"system.posix_acl_default"),
@@ -335,9 +341,6 @@ fn xattrs(recs: &[PaxRecord]) -> Xattrs {
         let Some(text) = recs.iter().rev().find(|r| r.key == key) else {
             continue;
         };
-        if out.contains_key(name) {
-            continue;
-        }
         match acl_xattr(&text.value) {
             Some(value) => {
                 if key == b"SCHILY.acl.access" {
@@ -345,6 +348,7 @@ fn xattrs(recs: &[PaxRecord]) -> Xattrs {
                     text_acl_mode = Some(bits);
                     if minimal {
                         // The mode says it all: Linux keeps no such ACL.
+                        out.remove(name);
                         continue;
                     }
                 }
