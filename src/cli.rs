@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
+pub use crate::exit::{Incomplete, Interrupted, UsageError};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "cellar",
@@ -589,19 +591,3 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
         _ => Err(format!("expected KEY=VALUE, got {s:?}")),
     }
 }
-
-/// An error in how cellar was called, found after parsing (exit status 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-/// A snapshot recorded without some of what its source held, which could not be read (exit
-/// status 3, restic's for the same case).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Incomplete(pub String);
-
-/// A command stopped by an interrupt, having recorded nothing (exit status 128 + the signal).
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted by signal {0}; nothing was recorded")]
-pub struct Interrupted(pub i32);

@@ -3,6 +3,7 @@
 mod cli;
 mod closed_fds;
 mod cmd;
+mod exit;
 mod fuse;
 mod output;
 mod procs;

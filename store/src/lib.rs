@@ -30,6 +30,7 @@ mod object;
 pub mod oci;
 pub mod pack;
 mod piece;
+mod policy;
 mod process;
 pub mod restore;
 mod snapshot;
@@ -45,10 +46,10 @@ pub use check::{
 /// The content-defined chunker ingest uses (and what it reads from), exposed for the benches.
 pub use chunker::{Chunker, Feed, FillFeed, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK};
 pub use error::{Error, Result};
-pub use forget::{apply as apply_policy, Decision, LabelMatch, Policy, Within};
 pub use gc::{GcOptions, GcReport, LeaseInfo, ReadLease};
 pub use ids::{ChunkId, PackId, SnapshotId, SHORT_ID_LEN};
 pub use ingest::{IngestInput, IngestOptions, IngestReport, Progress, WriterExited};
+pub use policy::{apply as apply_policy, Decision, LabelMatch, Policy, Within};
 pub use snapshot::{validate_lookup_name, validate_name, Snapshot, DEFAULT_NAME};
 pub use stats::Stats;
 pub use store::Store;
