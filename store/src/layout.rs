@@ -21,6 +21,21 @@ pub const TMP_DIR: &str = "tmp";
 /// or deletes them.
 pub const DAMAGED_DIR: &str = "damaged";
 
+/// `damaged/ID.retired`: left by `repair-packs` for each pack it switched the index away from
+/// (FORMAT §14.1). A file of that name found in `packs/` again (a disk that was not mounted, a
+/// backup put back) counts for nothing but its chunks: its snapshot records may be of
+/// snapshots forgotten since, whose tombstones gc dropped once no pack held those records.
+/// Outside the index, so `repair-index` sees it too.
+pub fn retired_mark(root: &Path, id: &PackId) -> PathBuf {
+    root.join(DAMAGED_DIR).join(format!("{}.retired", id.hex()))
+}
+
+/// Whether `repair-packs` retired pack `id` (its index may name it again only if an old copy
+/// of the index was put back; callers that have an index ask it first).
+pub fn is_retired(root: &Path, id: &PackId) -> bool {
+    retired_mark(root, id).exists()
+}
+
 pub fn pack_path(root: &Path, id: &PackId) -> PathBuf {
     let hex = id.hex();
     root.join(PACKS_DIR)

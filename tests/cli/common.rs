@@ -106,6 +106,16 @@ impl TestStore {
         serde_json::from_str(&self.ok(args)).expect("valid JSON")
     }
 
+    /// Field `key` (`id`, `short_id`, `name`…) of every snapshot `list` shows.
+    pub fn listed(&self, key: &str) -> Vec<String> {
+        self.json(&["list", "--json"])
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|s| s[key].as_str().expect("a string").to_string())
+            .collect()
+    }
+
     pub fn snapshot_count(&self) -> usize {
         if !self.path().join("cellar.db").exists() {
             return 0;

@@ -20,13 +20,7 @@ fn lineage(store: &TestStore, name: &str, count: usize) -> Vec<String> {
 }
 
 fn ids(store: &TestStore) -> Vec<String> {
-    store
-        .json(&["list", "--json"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["short_id"].as_str().unwrap().to_string())
-        .collect()
+    store.listed("short_id")
 }
 
 #[test]

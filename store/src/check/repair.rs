@@ -83,7 +83,22 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
     refuse_if_read(root, "repair-index")?;
     crate::failpoint::hit("repair:locked");
     let mut report = RepairReport::default();
-    let files = pack_files(root, &mut report.warnings);
+    let mut files = pack_files(root, &mut report.warnings);
+    // A pack `repair-packs` retired counts for nothing here: its records may be of snapshots
+    // forgotten since, whose tombstones gc dropped (FORMAT §14.1).
+    files.retain(|(id, path)| {
+        let retired = layout::is_retired(root, id);
+        if retired {
+            report.warnings.push(format!(
+                "skipped {}: repair-packs retired this pack (see {}/{}.retired); \
+                 `cellar repair-packs` takes back the chunks it holds",
+                path.strip_prefix(root).unwrap_or(path).display(),
+                layout::DAMAGED_DIR,
+                id.hex()
+            ));
+        }
+        !retired
+    });
     let tmp = layout::new_temp_path(root, "db");
     let built = build(&tmp, root, &files, &mut report);
     let sidecars = |p: &Path| {

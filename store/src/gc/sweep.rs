@@ -255,7 +255,7 @@ fn unindexed(store: &Store, grace_secs: u64, stale: &[i64]) -> Result<Unindexed>
 }
 
 /// Pack files under `packs/` that no index row names and that are older than `limit` (any
-/// age without one).
+/// age without one), but retired ones (`layout::retired_mark`), which count for nothing.
 fn unindexed_packs(
     root: &Path,
     indexed: &HashSet<Vec<u8>>,
@@ -264,7 +264,9 @@ fn unindexed_packs(
     let mut out = Vec::new();
     for dir in files(&root.join(layout::PACKS_DIR)) {
         for f in files(&dir) {
-            if pack_id(&f).is_some_and(|id| !indexed.contains(&id.0[..]))
+            // A retired pack is no leftover: `repair-packs` takes its chunks back.
+            if pack_id(&f)
+                .is_some_and(|id| !indexed.contains(&id.0[..]) && !layout::is_retired(root, &id))
                 && limit.is_none_or(|limit| older_than(&f, limit))
             {
                 out.push(f);

@@ -9,6 +9,7 @@ use crate::common::*;
 
 mod copies;
 mod records;
+mod retired;
 
 /// A stream of compressible text and incompressible noise: zstd frames and stored ones.
 pub(super) fn mixed_stream(store: &TestStore, dir: &str, seed: u64) -> Vec<u8> {
@@ -49,10 +50,14 @@ pub(super) fn chunk_count(store: &TestStore) -> u64 {
     store.json(&["stats", "--json"])["chunks"].as_u64().unwrap()
 }
 
+/// The pack files set aside in `damaged/` (not the `.retired` marks beside them).
 pub(super) fn set_aside(store: &TestStore) -> Vec<PathBuf> {
     let dir = store.path().join("damaged");
     if dir.exists() {
         entries(&dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+            .collect()
     } else {
         Vec::new()
     }

@@ -45,6 +45,11 @@ pub(in crate::check) fn leftovers(v: &mut Verifier, packs: &[PackRow]) -> Result
                 .filter(|id| id.hex()[..2] == dname);
             match id {
                 Some(id) if indexed.contains(&id) => {}
+                Some(id) if layout::is_retired(&root, &id) => v.notes.push(format!(
+                    "{rel}: a pack repair-packs retired ({size} bytes), found here again: it \
+                     counts for nothing; `cellar repair-packs` takes back the chunks it holds \
+                     and sets it aside"
+                )),
                 Some(_) => unindexed.push((f.path(), rel, size)),
                 None => v
                     .notes
@@ -84,6 +89,9 @@ pub(in crate::check) fn leftovers(v: &mut Verifier, packs: &[PackRow]) -> Result
     }
     for f in sorted_dir(&root.join(layout::DAMAGED_DIR)) {
         let fname = f.file_name().to_string_lossy().into_owned();
+        if fname.ends_with(".retired") {
+            continue; // a mark, not a pack: kept for good
+        }
         let size = f.metadata().map(|m| m.len()).unwrap_or(0);
         v.notes.push(format!(
             "{}/{fname}: a damaged pack set aside by repair-packs ({size} bytes); delete it \

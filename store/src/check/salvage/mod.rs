@@ -19,7 +19,9 @@
 //! 4. In one transaction (`switch.rs`): drop the damaged packs' rows, index the new packs, and
 //!    take back the snapshots' trust in their chunks, so the next snapshot of each lineage
 //!    stores again what was lost.
-//! 5. Remove the damaged files from `packs/`.
+//! 5. Leave `damaged/ID.retired` for each (`retire`), then remove the damaged files from
+//!    `packs/`. A retired pack's file found in `packs/` again is salvaged for its objects
+//!    alone: its records may be of snapshots forgotten since (`Source::Retired`).
 //!
 //! A kill anywhere leaves a store `verify` reads: before 4 the old index stands (the new packs
 //! are orphans gc removes); after it the damaged files in `packs/` are orphans whose copies are
@@ -105,6 +107,15 @@ pub fn repair_packs(
     refuse_if_busy(root, COMMAND)?;
     refuse_if_read(root, COMMAND)?;
     let mut report = SalvageReport::default();
+    // A run killed after its switch may not have left its marks; a pack given up then has no
+    // file left to remove, and its mark in the index goes.
+    let switched = switch::all_switched(store)?;
+    retire(root, &switched)?;
+    let fileless: Vec<PackId> = switched
+        .into_iter()
+        .filter(|id| !layout::pack_path(root, id).exists())
+        .collect();
+    switch::forget_switched(store, &fileless)?;
     let mut ignored = Vec::new();
     let files = pack_files(root, &mut ignored);
     let mut damaged = choose(store, &files, wanted, &mut report)?;
@@ -185,6 +196,7 @@ pub fn repair_packs(
         }
     };
     crate::failpoint::hit("salvage:after-switch");
+    retire(root, &ids)?;
     for (_, path, _) in &damaged {
         let Some(path) = path else { continue };
         fs::remove_file(path).at(path)?;
@@ -251,6 +263,9 @@ fn choose(
         hasher.update_reader(&file).at(path)?;
         let damage = if PackId(*hasher.finalize().as_bytes()) != *id {
             "its contents do not hash to its name".to_string()
+        } else if retired(store, id)? {
+            "retired by an earlier repair-packs: its chunks are taken back, its records are not"
+                .to_string()
         } else if wanted.is_empty() {
             continue;
         } else {
@@ -294,6 +309,8 @@ fn salvage(
     }
     let source = if indexed(store, id)? {
         Source::Indexed
+    } else if retired(store, id)? {
+        Source::Retired
     } else if crate::gc::abandoned_packs(store.root())
         .values()
         .any(|p| p == id)
@@ -329,6 +346,33 @@ fn missing_files(store: &Store) -> Result<Vec<(PackId, PathBuf)>> {
         }
     }
     Ok(out)
+}
+
+/// Whether pack `id` was retired by an earlier salvage (and an old copy of the index put back
+/// since does not name it again).
+fn retired(store: &Store, id: &PackId) -> Result<bool> {
+    Ok(layout::is_retired(store.root(), id) && !indexed(store, id)?)
+}
+
+/// Leave `damaged/ID.retired` for each of `ids`, packs the index no longer names, synced.
+fn retire(root: &Path, ids: &[PackId]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let dir = root.join(layout::DAMAGED_DIR);
+    fs::create_dir_all(&dir).at(&dir)?;
+    for id in ids {
+        let mark = layout::retired_mark(root, id);
+        let text = format!(
+            "repair-packs switched the index away from pack {}: a file of that name in \
+             packs/ counts only for its chunks\n",
+            id.hex()
+        );
+        fs::write(&mark, text)
+            .and_then(|()| File::open(&mark)?.sync_all())
+            .at(&mark)?;
+    }
+    layout::sync_dir(&dir)
 }
 
 /// Whether the index names pack `id`.

@@ -25,6 +25,9 @@ pub(super) enum Source {
     Unindexed,
     /// The last pack of an ingest killed while committing.
     Abandoned,
+    /// A pack an earlier salvage switched the index away from (`layout::retired_mark`), found
+    /// in `packs/` again.
+    Retired,
 }
 
 /// Which snapshots have records, and which tombstones, outside the damaged packs.
@@ -81,7 +84,9 @@ impl Records {
     /// Copy the records found in a damaged pack that check out; how many were copied.
     ///
     /// From a pack the index does not name, only snapshot records are copied, and not from
-    /// the last pack of an ingest killed while committing (a `committing` marker names it):
+    /// a retired pack (its snapshots may have been forgotten since, their tombstones dropped)
+    /// nor from the last pack of an ingest killed while committing (a `committing` marker
+    /// names it):
     /// such a pack is an orphan gc deletes, and what it holds must not become lasting. A
     /// tombstone in one is of an `rm` that did not commit; a snapshot record in one that no
     /// marker names is of a committed snapshot an index lost, which `repair-index` restores.
@@ -93,7 +98,7 @@ impl Records {
         out: &mut Salvager,
     ) -> Result<u64> {
         let indexed = source == Source::Indexed;
-        if source == Source::Abandoned {
+        if matches!(source, Source::Abandoned | Source::Retired) {
             return Ok(0);
         }
         let mut copied = 0;

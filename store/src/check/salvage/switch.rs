@@ -142,6 +142,21 @@ pub(super) fn switched(store: &Store, id: &PackId) -> Result<bool> {
     Ok(found.is_some())
 }
 
+/// Every pack whose switch left its mark (FORMAT §14.1 step 5).
+pub(super) fn all_switched(store: &Store) -> Result<Vec<PackId>> {
+    let db = store.db();
+    let mut stmt = db
+        .conn()
+        .prepare("SELECT key FROM meta WHERE key LIKE 'salvaged %'")?;
+    let keys = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for key in keys {
+        let key = key?;
+        out.extend(key.strip_prefix("salvaged ").and_then(PackId::from_hex));
+    }
+    Ok(out)
+}
+
 /// The damaged files of `ids` are gone from `packs/`: their marks go too.
 pub(super) fn forget_switched(store: &Store, ids: &[PackId]) -> Result<()> {
     if ids.is_empty() {
