@@ -2,7 +2,7 @@
 
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -125,6 +125,25 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Params<
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(t)) => Ok(Params(t)),
             Err(e) => Err(ApiError::bad_path(&e)),
+        }
+    }
+}
+
+/// `Query`, its rejections (a parameter given twice, `?n=1&n=2`) answered as [`ApiError`]s:
+/// UNSUPPORTED, the spec's code for an invalid set of parameters.
+pub struct Queries<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Queries<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(t)) => Ok(Queries(t)),
+            Err(e) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "UNSUPPORTED",
+                e.body_text(),
+            )),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::accept::accepts;
 use super::body::{layer_body, spool_body};
-use super::errors::{ApiError, Params};
+use super::errors::{ApiError, Params, Queries};
 use super::page::{page, Page, PageQuery};
 use super::Shared;
 
@@ -116,7 +116,7 @@ fn page_response(mut body: serde_json::Value, key: &str, page: Page) -> Response
 
 async fn catalog(
     State(shared): State<Arc<Shared>>,
-    Query(q): Query<PageQuery>,
+    Queries(q): Queries<PageQuery>,
     uri: Uri,
 ) -> ApiResult {
     let names = blocking(&shared, |s| {
@@ -150,7 +150,7 @@ fn find_in(store: &Store, snaps: &[Snapshot], digest: &Digest) -> Result<Option<
 async fn tags(
     State(shared): State<Arc<Shared>>,
     Params(name): Params<String>,
-    Query(q): Query<PageQuery>,
+    Queries(q): Queries<PageQuery>,
     uri: Uri,
 ) -> ApiResult {
     let (name, tags) = blocking(&shared, move |s| {

@@ -331,6 +331,9 @@ fn tags_and_catalog_page_with_n_and_last() {
         "/v2/vm/tags/list?n=abc",
         "/v2/vm/tags/list?n=-1",
         "/v2/_catalog?n=2x",
+        // A parameter given twice is an invalid set of them, in the spec's shape too.
+        "/v2/vm/tags/list?n=1&n=2",
+        "/v2/_catalog?last=a&last=b",
     ] {
         let r = http_get(addr, path, &[]);
         assert_eq!(r.status, 400, "{path}: {}", r.text());
