@@ -165,6 +165,9 @@ pub fn run(root: &Path, store: Store, args: MountArgs) -> anyhow::Result<()> {
         // for that. Exiting closes /dev/fuse, which ends the connection (held files then get
         // ENOTCONN).
         let _ = rx.recv_timeout(std::time::Duration::from_secs(1));
+        // The session thread may still hold the view, whose drop would end the lease: the
+        // process exits first, so the lease ends here (else its row waits for a gc).
+        view.end_lease();
     }
     errln!("cellar: unmounted {}", shown);
     Ok(())

@@ -193,6 +193,12 @@ impl FsView {
         self.lease.pinned()
     }
 
+    /// End the view's lease now (`ReadLease::end`), for a mount that exits while the kernel
+    /// still holds it.
+    pub fn end_lease(&self) {
+        self.lease.end()
+    }
+
     fn lineages(&self) -> Result<BTreeSet<String>> {
         Ok(self
             .snapshots

@@ -43,7 +43,8 @@ pub struct ReadLease {
     store: Arc<Store>,
     holder: String,
     /// On a read-only store nothing can forget or collect anything: no row is needed. Set too
-    /// once a row could not be written for want of space (`without_room`).
+    /// once a row could not be written for want of space (`without_room`), and once the
+    /// lease has ended (`end`).
     read_only: AtomicBool,
     /// The lease row, written with the first pin (so a reader that pins one snapshot commits
     /// once to begin and once to end). Held across each pin's or unpin's transaction, so they
@@ -143,7 +144,7 @@ impl ReadLease {
             return Ok(());
         }
         let mut row = self.row.lock().unwrap_or_else(|e| e.into_inner());
-        if row.is_none() {
+        if row.is_none() && !self.unleased() {
             match self
                 .store
                 .db()
@@ -188,8 +189,8 @@ impl ReadLease {
             return Ok(());
         }
         let mut row = self.row.lock().unwrap_or_else(|e| e.into_inner());
-        if self.pinned_set().contains(id) {
-            return Ok(()); // by another thread, while this one waited
+        if self.unleased() || self.pinned_set().contains(id) {
+            return Ok(()); // by another thread, or the lease ended, while this one waited
         }
         let written = self.store.db().immediate_unsynced(|tx| {
             let lease = match *row {
@@ -251,16 +252,28 @@ impl ReadLease {
     }
 }
 
+impl ReadLease {
+    /// End the lease while it is still shared: for a reader about to exit with other threads
+    /// holding it (a mount whose files are still open when a signal stops it), which `Drop`
+    /// would never reach. Nothing is pinned after this; a later pin is a no-op, as on a store
+    /// opened read-only.
+    pub fn end(&self) {
+        let mut row = self.row.lock().unwrap_or_else(|e| e.into_inner());
+        self.read_only.store(true, Ordering::Relaxed);
+        self.pinned_set().clear();
+        if let Some(id) = row.take() {
+            let _ = self.store.db().immediate_unsynced(|tx| {
+                tx.execute("DELETE FROM pins WHERE lease = ?1", [id])?;
+                tx.execute("DELETE FROM leases WHERE id = ?1", [id])?;
+                Ok(())
+            });
+        }
+    }
+}
+
 impl Drop for ReadLease {
     fn drop(&mut self) {
-        let Some(id) = *self.row.get_mut().unwrap_or_else(|e| e.into_inner()) else {
-            return;
-        };
-        let _ = self.store.db().immediate_unsynced(|tx| {
-            tx.execute("DELETE FROM pins WHERE lease = ?1", [id])?;
-            tx.execute("DELETE FROM leases WHERE id = ?1", [id])?;
-            Ok(())
-        });
+        self.end();
     }
 }
 

@@ -158,6 +158,10 @@ fn foreground_mount_exits_on_sigterm_while_a_file_is_open() {
     );
     assert!(detached, "the busy mount was detached");
     drop(held);
+    // Its lease ended with it, though the kernel still held a file: no row waits for gc.
+    let gc = store.json(&["gc", "--dry-run", "--json"]);
+    assert_eq!(gc["stale_leases"], 0, "{gc}");
+    assert_eq!(gc["leases"], serde_json::json!([]), "{gc}");
 }
 
 #[test]
