@@ -42,6 +42,8 @@ pub(super) struct SourceCommand {
     finished: bool,
     /// Set once the command has exited with a status `--allow-exit` does not take.
     failed: Arc<AtomicBool>,
+    /// The codes `--allow-exit` takes.
+    allowed: Vec<i32>,
 }
 
 impl SourceCommand {
@@ -80,9 +82,9 @@ impl SourceCommand {
         });
         let failed = Arc::new(AtomicBool::new(false));
         let pid = child.id();
-        let (allowed, failing) = (allowed.to_vec(), failed.clone());
+        let (taken, failing) = (allowed.to_vec(), failed.clone());
         std::thread::spawn(move || match exit_code(pid) {
-            Some(code) if accepts(code, &allowed) => exited.set(),
+            Some(code) if accepts(code, &taken) => exited.set(),
             // Killed by a signal, or a code nobody allowed. All it wrote is in the pipe, so
             // the stream ends (and its own error, if any, says what it wrote) unless something
             // it left running holds the pipe: then, a moment later, the ingest is stopped.
@@ -100,6 +102,7 @@ impl SourceCommand {
             stderr_text,
             finished: false,
             failed,
+            allowed: allowed.to_vec(),
         })
     }
 
@@ -229,6 +232,15 @@ impl SourceCommand {
                 self.display
             ))
             .into(),
+            // An allowed status allows a whole stream, not a broken one.
+            Some(status) if !status.success() && accepts(status.code(), &self.allowed) => {
+                Error::SourceFailed(format!(
+                    "`{}` ended ({status}, which --allow-exit takes), but what it wrote is no \
+                     whole stream; nothing was recorded: {e}{said}",
+                    self.display
+                ))
+                .into()
+            }
             Some(status) if !status.success() => Error::SourceFailed(format!(
                 "`{}` failed ({status}); nothing was recorded; what it wrote: {e}{said}",
                 self.display

@@ -125,7 +125,12 @@ fn a_command_that_fails_before_writing_a_stream_leads_with_its_exit_status() {
         &out,
         "command failing before writing, its status allowed",
     );
-    assert!(err.starts_with(&want), "{err}");
+    let allowed = format!(
+        "cellar: error: `sh -c '{script}'` ended (exit status: 3, which --allow-exit takes), \
+         but what it wrote is no whole stream; nothing was recorded"
+    );
+    assert!(err.starts_with(&allowed), "{err}");
+    assert!(err.contains("machine vm1 is not running"), "{err}");
     let out = ts.run(&["snapshot", "--", "false"]);
     let err = refused(&ts, &out, "false");
     assert!(
@@ -158,6 +163,10 @@ fn failing_command_with_broken_stream() {
             err.contains("broken pipe dream"),
             "the command's stderr is not shown:\n{err}"
         );
+        // The allowed status is said to be allowed: the stream is what failed.
+        let allowed = args.contains(&"--allow-exit");
+        assert_eq!(err.contains("which --allow-exit takes"), allowed, "{err}");
+        assert_eq!(err.contains("failed (exit status: 2)"), !allowed, "{err}");
     }
 }
 
