@@ -20,8 +20,8 @@ use crate::registry::{Client, Reference};
 struct Report {
     target: String,
     digest: String,
-    layers: Vec<LayerReport>,
     config: String,
+    layers: Vec<LayerReport>,
     left_out: LeftOutJson,
 }
 
@@ -108,8 +108,8 @@ pub fn run(lease: &ReadLease, args: PushArgs) -> anyhow::Result<()> {
         print_json(&Report {
             target,
             digest: digest.to_string(),
-            layers: reports,
             config: config.to_string(),
+            layers: reports,
             left_out: LeftOutJson::from(&left_out),
         })
     } else {

@@ -24,6 +24,7 @@ mod mount;
 mod oci;
 mod prune;
 mod prune_crash;
+mod readme_json;
 mod readonly;
 mod repair_packs;
 mod restore;

@@ -200,6 +200,7 @@ fn a_directory_named_again_keeps_its_earlier_xattrs() {
     let id = store.snapshot_bytes(&stream, "vm");
     assert_matches_extraction(&store, &id, &stream, "a directory appended again", None);
     let listing = store.json(&["ls", &id, "/", "--json"]);
+    crate::readme_json::assert_readme_order(&listing, "`ls --json` prints an array");
     assert_eq!(listing[0]["path"], "/d", "{listing}");
     assert_eq!(
         listing[0]["xattrs"],

@@ -85,6 +85,7 @@ fn unchanged_directories_are_shared_between_snapshots() {
         .collect();
     assert_eq!(lines(&store.ok(&["diff", &b, &c])), want);
     let got = store.json(&["diff", &b, &c, "--json"]);
+    crate::readme_json::assert_readme_order(&got, "`diff --json` prints an array");
     for change in got.as_array().unwrap() {
         assert_eq!(change["change"], "modified");
         assert_eq!(change["fields"], json!(["content"]), "{change}");

@@ -16,6 +16,7 @@ fn snapshot_prints_short_id_and_show_json_has_the_contract_keys() {
     );
 
     let show = ts.json(&["show", id, "--json"]);
+    crate::readme_json::assert_readme_order(&show, "`show --json` prints one snapshot object");
     let obj = show.as_object().expect("object");
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     keys.sort_unstable();
@@ -358,6 +359,7 @@ fn stats_json_has_the_contract_keys() {
     ts.snapshot_bytes(&t1, "web");
     ts.snapshot_bytes(&t2, "db");
     let stats = ts.json(&["stats", "--json"]);
+    crate::readme_json::assert_readme_order(&stats, "`stats --json`:");
     let mut keys: Vec<&str> = stats
         .as_object()
         .unwrap()

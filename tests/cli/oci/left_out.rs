@@ -30,7 +30,8 @@ fn export_says_which_paths_the_image_leaves_out() {
 
     let layout = store.scratch("layout");
     let out = export(&store, "vm", "oci", &layout, &[]);
-    assert_left_out_reported(&out, &["export", "oci"], &snap.id);
+    let report = assert_left_out_reported(&out, &["export", "oci"], &snap.id);
+    crate::readme_json::assert_readme_order(&report, "`config` in the `--json` object");
     let img = oci_image(&layout, "latest");
     img.assert_diff_ids();
     let blob = blob_path(&layout, &img.layers[0].digest);
@@ -44,7 +45,8 @@ fn export_says_which_paths_the_image_leaves_out() {
     // Said again when the layer is known already (its digest cached), as a docker archive.
     let archive = store.scratch("vm.tar");
     let out = export(&store, "vm", "docker-archive", &archive, &[]);
-    assert_left_out_reported(&out, &["export", "docker-archive"], &snap.id);
+    let report = assert_left_out_reported(&out, &["export", "docker-archive"], &snap.id);
+    crate::readme_json::assert_readme_order(&report, "`config` in the `--json` object");
 
     // An incremental image lacks what its snapshot's tree holds under such names.
     write_file(&root.join("etc/added"), b"new\n");

@@ -51,7 +51,10 @@ pub(super) fn push_json(store: &TestStore, registry: &Registry, args: &[&str]) -
     let mut argv = args.to_vec();
     argv.push("--json");
     let out = push_ok(store, registry, &argv);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("--json printed no JSON ({e}): {out}"))
+    let report = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("--json printed no JSON ({e}): {out}"));
+    crate::readme_json::assert_readme_order(&report, "`push` prints the pushed manifest digest");
+    report
 }
 
 /// The `uploaded` flags of a `--json` report's layers.
