@@ -33,7 +33,8 @@ use rusqlite::params;
 use super::copies::{delta_bases, prefer_decodable};
 use super::rebuild_packs::{pack_files, read_pack};
 use super::replaced::{
-    listed_snapshots, missing_listed_packs, readable_index, refuse_if_busy, refuse_if_read,
+    listed_packs, listed_snapshots, missing_listed_packs, readable_index, refuse_if_busy,
+    refuse_if_read,
 };
 use crate::commit_lock::lock_file;
 use crate::db::Db;
@@ -85,9 +86,11 @@ pub fn repair_index(root: &Path, force: bool, on_wait: &dyn Fn(&str)) -> Result<
     let mut report = RepairReport::default();
     let mut files = pack_files(root, &mut report.warnings);
     // A pack `repair-packs` retired counts for nothing here: its records may be of snapshots
-    // forgotten since, whose tombstones gc dropped (FORMAT §14.1).
+    // forgotten since, whose tombstones gc dropped (FORMAT §14.1). One the current index
+    // names (a copy of the index from before the retirement, put back) is that index's.
+    let named = listed_packs(root);
     files.retain(|(id, path)| {
-        let retired = layout::is_retired(root, id);
+        let retired = layout::is_retired(root, id) && !named.contains(id);
         if retired {
             report.warnings.push(format!(
                 "skipped {}: repair-packs retired this pack (see {}/{}.retired); \

@@ -30,8 +30,9 @@ pub(super) fn listed_snapshots(db: &Path) -> Vec<(String, String)> {
     read().unwrap_or_default()
 }
 
-/// The pack files the index at `root` lists that are not there.
-pub(super) fn missing_listed_packs(root: &Path) -> Vec<PathBuf> {
+/// The packs the index at `root` names, as far as it can be read: none for an index that is
+/// gone or too damaged to say.
+pub(super) fn listed_packs(root: &Path) -> Vec<PackId> {
     let read = || -> rusqlite::Result<Vec<Vec<u8>>> {
         let conn = rusqlite::Connection::open_with_flags(
             root.join(layout::DB_FILE),
@@ -45,7 +46,14 @@ pub(super) fn missing_listed_packs(root: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
         .into_iter()
         .filter_map(|name| PackId::from_slice(&name))
-        .map(|id| layout::pack_path(root, &id))
+        .collect()
+}
+
+/// The pack files the index at `root` lists that are not there.
+pub(super) fn missing_listed_packs(root: &Path) -> Vec<PathBuf> {
+    listed_packs(root)
+        .iter()
+        .map(|id| layout::pack_path(root, id))
         .filter(|path| matches!(path.try_exists(), Ok(false)))
         .collect()
 }

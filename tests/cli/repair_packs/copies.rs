@@ -13,24 +13,7 @@ use super::*;
 #[test]
 fn deltas_on_a_lost_base_are_lost_too_and_the_next_snapshot_stores_them() {
     let store = TestStore::new();
-    let root = store.scratch("tree");
-    // Subdirectories, so that the next snapshot reads its parent's directory records.
-    let name = |i: u64| format!("d{}/f{i:02}.txt", i % 4);
-    for i in 0..40u64 {
-        write_file(&root.join(name(i)), &text(20_000, i));
-    }
-    let v1 = tar_of_dir(&root);
-    store.snapshot_bytes(&v1, "vm");
-    let first = indexed_pack(&store, true);
-    for i in (0..40u64).step_by(7) {
-        write_file(&root.join(name(i)), &text(20_000, 100 + i));
-    }
-    let v2 = tar_of_dir(&root);
-    let id2 = store.snapshot_bytes(&v2, "vm");
-    assert!(
-        indexed_deltas(&store) > 0,
-        "the second snapshot made no deltas"
-    );
+    let DeltaLineage { first, v2, id2, .. } = delta_lineage(&store);
     // Cut v1's pack inside its first metadata frame: the bases of v2's deltas.
     let meta = first_metadata_frame(&store, &first);
     let pack = pack_path_of(&store, &first);
@@ -192,8 +175,7 @@ fn a_chunk_stored_again_after_gc_condemned_it_stays_live() {
 
     salvage_json(&store, &[], 0);
     store.ok(&["gc", "--grace", "0"]);
-    assert_eq!(sha256_hex(&store.export(&again)), sha256_hex(&stream));
-    assert_success(&store.run(&["verify", "--data"]), &["verify", "--data"]);
+    super::assert_whole(&store, &[(&again, &stream)]);
 }
 
 /// A pack file the index names that is gone is given up only when named (it may come back):
@@ -289,8 +271,7 @@ fn a_chunk_stored_again_stays_live_when_both_its_packs_are_damaged() {
         }
         salvage_json(&store, &[], 0);
         store.ok(&["gc", "--grace", "0"]);
-        assert_eq!(sha256_hex(&store.export(&again)), sha256_hex(&stream));
-        assert_success(&store.run(&["verify", "--data"]), &["verify", "--data"]);
+        super::assert_whole(&store, &[(&again, &stream)]);
         return;
     }
     panic!("the live pack's name never sorted first");

@@ -50,6 +50,56 @@ pub(super) fn chunk_count(store: &TestStore) -> u64 {
     store.json(&["stats", "--json"])["chunks"].as_u64().unwrap()
 }
 
+/// Two snapshots of lineage "vm" of a tree in subdirectories (so that the second reads its
+/// parent's directory records), the second storing its metadata as deltas on the first's.
+pub(super) struct DeltaLineage {
+    pub v1: Vec<u8>,
+    pub id1: String,
+    /// The first snapshot's pack (the index's name of it): the bases of the deltas.
+    pub first: Vec<u8>,
+    pub v2: Vec<u8>,
+    pub id2: String,
+}
+
+pub(super) fn delta_lineage(store: &TestStore) -> DeltaLineage {
+    let root = store.scratch("tree");
+    let name = |i: u64| format!("d{}/f{i:02}.txt", i % 4);
+    for i in 0..40u64 {
+        write_file(&root.join(name(i)), &text(20_000, i));
+    }
+    let v1 = tar_of_dir(&root);
+    let id1 = store.snapshot_bytes(&v1, "vm");
+    let first = indexed_pack(store, true);
+    for i in (0..40u64).step_by(7) {
+        write_file(&root.join(name(i)), &text(20_000, 100 + i));
+    }
+    let v2 = tar_of_dir(&root);
+    let id2 = store.snapshot_bytes(&v2, "vm");
+    assert!(
+        indexed_deltas(store) > 0,
+        "the second snapshot made no deltas"
+    );
+    DeltaLineage {
+        v1,
+        id1,
+        first,
+        v2,
+        id2,
+    }
+}
+
+/// Each snapshot exports exactly its stream, and `verify --data` finds nothing wrong.
+pub(super) fn assert_whole(store: &TestStore, snaps: &[(&str, &[u8])]) {
+    for (id, stream) in snaps {
+        assert_eq!(
+            sha256_hex(&store.export(id)),
+            sha256_hex(stream),
+            "snapshot {id}"
+        );
+    }
+    assert_success(&store.run(&["verify", "--data"]), &["verify", "--data"]);
+}
+
 /// The pack files set aside in `damaged/` (not the `.retired` marks beside them).
 pub(super) fn set_aside(store: &TestStore) -> Vec<PathBuf> {
     let dir = store.path().join("damaged");

@@ -89,13 +89,24 @@ pub(in crate::check) fn leftovers(v: &mut Verifier, packs: &[PackRow]) -> Result
     }
     for f in sorted_dir(&root.join(layout::DAMAGED_DIR)) {
         let fname = f.file_name().to_string_lossy().into_owned();
-        if fname.ends_with(".retired") {
-            continue; // a mark, not a pack: kept for good
+        if let Some(stem) = fname.strip_suffix(".retired") {
+            // A mark, not a pack: kept for good. One of a pack the index names (a copy of
+            // the index from before the retirement, put back) is said to be overruled.
+            if PackId::from_hex(stem).is_some_and(|id| indexed.contains(&id)) {
+                v.notes.push(format!(
+                    "{}/{fname}: marks a pack retired that the index names (a copy of the \
+                     index from before repair-packs retired it?): the index is followed",
+                    layout::DAMAGED_DIR
+                ));
+            }
+            continue;
         }
         let size = f.metadata().map(|m| m.len()).unwrap_or(0);
         v.notes.push(format!(
             "{}/{fname}: a damaged pack set aside by repair-packs ({size} bytes); delete it \
-             when nothing more is to be had from it",
+             when nothing more is to be had from it, but keep the ID.retired marks beside it \
+             (without them a copy of a retired pack put back could bring back snapshots \
+             forgotten since)",
             layout::DAMAGED_DIR
         ));
     }

@@ -12,7 +12,6 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::ids::{ChunkId, PackId};
-use crate::object::ObjectSource;
 use crate::pack::compress::decompress_delta;
 use crate::pack::{intact_records, ChunkKind, Codec, RecordHeader, RecordKind, Skipped};
 use crate::store::Store;
@@ -168,8 +167,13 @@ fn indexed_frames(store: &Store, id: &PackId) -> Result<BTreeMap<u64, Frame>> {
 }
 
 /// As much of a frame's decoded bytes as can be had: all of them, the part before the damage
-/// in a zstd frame, or nothing.
-pub(super) fn decode(store: &Store, file: &File, offset: u64, frame: &Frame) -> Vec<u8> {
+/// in a zstd frame, or nothing. A delta frame's base comes from `base`.
+pub(super) fn decode_with(
+    file: &File,
+    offset: u64,
+    frame: &Frame,
+    base: &dyn Fn(&ChunkId) -> Option<Vec<u8>>,
+) -> Vec<u8> {
     let Some(codec) = frame.codec else {
         return Vec::new();
     };
@@ -191,7 +195,7 @@ pub(super) fn decode(store: &Store, file: &File, offset: u64, frame: &Frame) -> 
             raw
         }
         Codec::ZstdDelta => {
-            let base = frame.base.and_then(|b| store.object(&b).ok());
+            let base = frame.base.and_then(|b| base(&b));
             base.and_then(|base| {
                 decompress_delta(&base, &stored, Vec::with_capacity(frame.raw_len as usize)).ok()
             })

@@ -29,6 +29,7 @@
 //! they hurt, and a new snapshot of the same data stores them again, which makes the older
 //! snapshots that use them whole.
 
+mod bases;
 mod frames;
 mod records;
 mod switch;
@@ -39,7 +40,10 @@ use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use self::frames::{contents, decode};
+use rusqlite::OptionalExtension;
+
+use self::bases::RunBases;
+use self::frames::{contents, decode_with};
 use self::records::{Records, Source};
 use self::switch::switch_index;
 use self::writer::Salvager;
@@ -139,12 +143,14 @@ pub fn repair_packs(
     let mut records = Records::in_sound_packs(store, &files, &skip)?;
     let mut out = Salvager::new(store)?;
     let written = (|| {
+        let bases = RunBases::new(store, &damaged)?;
         for (id, path, damage) in &damaged {
             report.packs.push(salvage(
                 store,
                 id,
                 path.as_deref(),
                 damage,
+                (&bases, &skip),
                 &mut out,
                 &mut records,
             )?);
@@ -208,7 +214,7 @@ pub fn repair_packs(
 
 /// A pack to salvage: its id, its file (none for a missing one, given up), and what is wrong
 /// with it.
-type Chosen = (PackId, Option<PathBuf>, String);
+pub(super) type Chosen = (PackId, Option<PathBuf>, String);
 
 /// The packs to salvage.
 fn choose(
@@ -282,6 +288,7 @@ fn salvage(
     id: &PackId,
     path: Option<&Path>,
     damage: &str,
+    (bases, run): (&RunBases, &HashSet<PackId>),
     out: &mut Salvager,
     records: &mut Records,
 ) -> Result<SalvagedPack> {
@@ -299,9 +306,14 @@ fn salvage(
     let found = contents(store, id, &file, path)?;
     let mut objects = 0;
     for (&offset, frame) in &found.frames {
-        let raw = decode(store, &file, offset, frame);
+        let raw = decode_with(&file, offset, frame, &|b| bases.base(store, b));
         for &(cid, kind, at, len) in &frame.objects {
             let bytes = raw.get(at as usize..(at + len as u64) as usize);
+            // An object a sound pack holds is not copied again (a retired pack that came
+            // back holds much the store has stored again since).
+            if held_elsewhere(store, &cid, run)? {
+                continue;
+            }
             if let Some(bytes) = bytes.filter(|b| ChunkId::of(b) == cid) {
                 objects += u64::from(out.object(cid, kind, bytes)?);
             }
@@ -373,6 +385,21 @@ fn retire(root: &Path, ids: &[PackId]) -> Result<()> {
             .at(&mark)?;
     }
     layout::sync_dir(&dir)
+}
+
+/// Whether the index has object `id` whole in a pack outside this run's `run` (whose rows the
+/// switch drops). A delta there is not enough: its base may be what this run lost, and the
+/// switch then drops it too.
+fn held_elsewhere(store: &Store, id: &ChunkId, run: &HashSet<PackId>) -> Result<bool> {
+    let db = store.db();
+    let mut stmt = db.conn().prepare_cached(
+        "SELECT p.name FROM chunks c JOIN frames f ON f.id = c.frame
+         JOIN packs p ON p.id = f.pack WHERE c.id = ?1 AND f.base IS NULL",
+    )?;
+    let pack: Option<Vec<u8>> = stmt.query_row([&id.0[..]], |r| r.get(0)).optional()?;
+    Ok(pack
+        .and_then(|p: Vec<u8>| PackId::from_slice(&p))
+        .is_some_and(|p| !run.contains(&p)))
 }
 
 /// Whether the index names pack `id`.
