@@ -139,7 +139,8 @@ impl Frames {
         let frame = Arc::new(decode(buf)?);
         #[cfg(test)]
         self.decoded.fetch_add(1, Ordering::Relaxed);
-        slot.len.store(frame.len(), Ordering::Relaxed);
+        // What it holds, not what it uses: a reused buffer may be larger than its frame.
+        slot.len.store(frame.capacity(), Ordering::Relaxed);
         *decoded = Some(frame.clone());
         drop(decoded);
         self.trim();

@@ -219,44 +219,58 @@ fn stream_get(addr: &str, path: &str) -> (u64, String) {
 }
 
 /// A million small members: the tree and the new-chunk ids spill to the ingest's scratch
-/// table instead of growing the heap.
+/// table instead of growing the heap. The same stream again, with the first as its parent (a
+/// walk of a million members' pieces to find delta bases), stays in the same bound.
 #[test]
 fn a_million_members_ingest_in_bounded_memory() {
     const DIRS: u64 = 1000;
     const PER_DIR: u64 = 1000;
     let store = TestStore::new();
     let report = store.scratch("rss");
-    let mut child = measured(&store, &["snapshot", "--name", "many", "-"], &report)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut stdin);
-        let mut block = [0u8; 512];
-        for d in 0..DIRS {
-            for f in 0..PER_DIR {
-                let data = format!("file {d} {f}\n");
-                out.write_all(&file_header(&format!("d{d:04}/f{f:04}"), data.len() as u64))
-                    .unwrap();
-                block.fill(0);
-                block[..data.len()].copy_from_slice(data.as_bytes());
-                out.write_all(&block).unwrap();
+    let ingest = || {
+        let mut child = measured(&store, &["snapshot", "--name", "many", "-"], &report)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let feeder = std::thread::spawn(move || {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut stdin);
+            let mut block = [0u8; 512];
+            for d in 0..DIRS {
+                for f in 0..PER_DIR {
+                    let data = format!("file {d} {f}\n");
+                    out.write_all(&file_header(&format!("d{d:04}/f{f:04}"), data.len() as u64))
+                        .unwrap();
+                    block.fill(0);
+                    block[..data.len()].copy_from_slice(data.as_bytes());
+                    out.write_all(&block).unwrap();
+                }
             }
-        }
-        out.write_all(&[0u8; 1024]).unwrap();
-    });
-    let (rss, ok) = peak_rss(child, &report);
-    feeder.join().unwrap();
-    assert!(ok, "snapshot failed");
-    eprintln!(
-        "ingest of {} members: peak RSS {} MiB",
-        DIRS * PER_DIR,
-        rss >> 10
-    );
-    assert!(rss < 128 << 10, "ingest peak RSS {} MiB", rss >> 10);
+            out.write_all(&[0u8; 1024]).unwrap();
+        });
+        let (rss, ok) = peak_rss(child, &report);
+        feeder.join().unwrap();
+        assert!(ok, "snapshot failed");
+        rss
+    };
+    // Again: the parent's metadata is read through the 32 MiB frame cache, and what waits for
+    // its piece anchors is bounded (it grew with the stream: 191 MiB here before, 228 MiB for
+    // 3,000,000 empty members in a release build).
+    for (run, bound) in [("first", 128), ("again", 176)] {
+        let rss = ingest();
+        eprintln!(
+            "ingest of {} members ({run}): peak RSS {} MiB",
+            DIRS * PER_DIR,
+            rss >> 10
+        );
+        assert!(
+            rss < bound << 10,
+            "ingest ({run}) peak RSS {} MiB",
+            rss >> 10
+        );
+    }
     assert_eq!(
         store.json(&["show", "many", "--json"])["members"],
         DIRS * PER_DIR

@@ -3,7 +3,9 @@
 //! They come from a walk of the parent's piece list, which for a cold parent spans its large
 //! metadata frames (about 13 ms of decoding for a Debian root filesystem). The ingest starts
 //! parsing meanwhile: the walk runs on a helper thread while the other core would otherwise
-//! wait, and pieces cut before it is done wait here, in order.
+//! wait, and pieces cut before it is done wait here, in order, up to `WAITING_MAX` bytes: past
+//! that the parse waits for the walk (a parent of millions of members takes most of the parse
+//! to walk, and what waited would grow with the stream).
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -19,10 +21,15 @@ use crate::store::Store;
 
 type AnchorMap = HashMap<u64, ChunkId>;
 
+/// Encoded bytes of pieces that wait for the anchors, at most.
+const WAITING_MAX: usize = 8 << 20;
+
 pub struct Anchors<'scope> {
     arriving: Option<ScopedJoinHandle<'scope, Result<AnchorMap>>>,
     map: AnchorMap,
     waiting: Vec<Cut>,
+    /// The encoded bytes of `waiting`.
+    waiting_bytes: usize,
 }
 
 impl<'scope> Anchors<'scope> {
@@ -57,24 +64,30 @@ impl<'scope> Anchors<'scope> {
             arriving: None,
             map,
             waiting: Vec::new(),
+            waiting_bytes: 0,
         }
     }
 
     /// Queue `cut`, and hand back every queued cut, in order, once the anchors are here to
-    /// find their bases in. With `wait` (the parse's end) this waits for them; otherwise,
-    /// while they are still being read, it hands back nothing.
+    /// find their bases in. With `wait` (the parse's end), or once `WAITING_MAX` bytes wait,
+    /// this waits for them; otherwise, while they are still being read, it hands back nothing.
     pub fn release(
         &mut self,
         cut: Option<Cut>,
         wait: bool,
     ) -> Result<Option<(Drain<'_, Cut>, &AnchorMap)>> {
-        self.waiting.extend(cut);
+        if let Some(cut) = cut {
+            self.waiting_bytes += cut.encoded.len();
+            self.waiting.push(cut);
+        }
+        let wait = wait || self.waiting_bytes > WAITING_MAX;
         if let Some(reader) = self.arriving.take_if(|r| wait || r.is_finished()) {
             self.map = reader.join().expect("anchor reader panicked")?;
         }
         if self.arriving.is_some() {
             return Ok(None);
         }
+        self.waiting_bytes = 0;
         Ok(Some((self.waiting.drain(..), &self.map)))
     }
 }
@@ -149,6 +162,29 @@ mod tests {
             // Once here, a cut goes straight through.
             let released = anchors_of(a.release(Some(cut(9)), false).unwrap());
             assert_eq!(released, Some(vec![(9, true)]));
+        });
+    }
+
+    #[test]
+    fn the_parse_waits_for_the_anchors_once_enough_waits() {
+        let (send, recv) = crossbeam_channel::bounded::<AnchorMap>(1);
+        std::thread::scope(move |s| {
+            let mut a = Anchors::spawn(s, move || Ok(recv.recv().expect("anchors sent")));
+            let big = |anchor| Cut {
+                encoded: vec![0; WAITING_MAX / 2],
+                anchor,
+                stream_len: 512,
+            };
+            assert!(a.release(Some(big(1)), false).unwrap().is_none());
+            assert!(a.release(Some(big(2)), false).unwrap().is_none());
+            // The third goes past the bound: the release waits for the walk, which ends a
+            // moment later.
+            s.spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                send.send(HashMap::new()).unwrap();
+            });
+            let released = anchors_of(a.release(Some(big(3)), false).unwrap());
+            assert_eq!(released, Some(vec![(1, false), (2, false), (3, false)]));
         });
     }
 

@@ -215,7 +215,7 @@ impl Store {
             }
             Codec::Zstd => {
                 buf.clear();
-                buf.try_reserve(loc.raw_len).map_err(too_large)?;
+                buf.try_reserve_exact(loc.raw_len).map_err(too_large)?;
                 with_stored(loc.stored_len, |stored| {
                     read(stored)?;
                     DCTX.with_borrow_mut(|dctx| {
@@ -236,7 +236,7 @@ impl Store {
                 // Read first: the base may be decoded on this thread, through the same buffer.
                 let base = self.object(&base_id)?;
                 let mut out = Vec::new();
-                out.try_reserve(loc.raw_len).map_err(too_large)?;
+                out.try_reserve_exact(loc.raw_len).map_err(too_large)?;
                 with_stored(loc.stored_len, |stored| {
                     read(stored)?;
                     crate::pack::compress::decompress_delta(&base, stored, out).map_err(damaged)
