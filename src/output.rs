@@ -1,6 +1,7 @@
 //! How reports look: JSON shapes (a contract: see the README) and human formatting.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 
 use cellar_store::error::{path_text, printable};
 use cellar_store::oci::LeftOut;
@@ -149,7 +150,6 @@ pub fn warn(text: &str) {
 /// Print one JSON document on stdout. A reader that went away is an output error (reported
 /// quietly by `main`), not a panic as `println!` would make it.
 pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    use std::io::Write;
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
     std::io::stdout()
@@ -157,6 +157,34 @@ pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
         .write_all(text.as_bytes())
         .map_err(cellar_store::Error::Output)?;
     Ok(())
+}
+
+/// A JSON array written an element at a time, laid out as `serde_json::to_string_pretty` lays
+/// out the whole array (so a listing streamed this way reads like every other command's `--json`), for
+/// listings that may hold millions of entries.
+#[derive(Default)]
+pub struct JsonArray {
+    started: bool,
+}
+
+impl JsonArray {
+    pub fn push(&mut self, out: &mut impl Write, value: &impl Serialize) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(value)?;
+        out.write_all(if self.started { b",\n" } else { b"[\n" })
+            .map_err(cellar_store::Error::Output)?;
+        self.started = true;
+        for (i, line) in text.lines().enumerate() {
+            let sep = if i == 0 { "" } else { "\n" };
+            write!(out, "{sep}  {line}").map_err(cellar_store::Error::Output)?;
+        }
+        Ok(())
+    }
+
+    pub fn end(self, out: &mut impl Write) -> anyhow::Result<()> {
+        out.write_all(if self.started { b"\n]\n" } else { b"[]\n" })
+            .map_err(cellar_store::Error::Output)?;
+        Ok(())
+    }
 }
 
 /// 1536 -> "1.5 KiB".

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::tree::{entry_json, shown, written, Columns, EntryJson};
 use crate::cli::FindArgs;
-use crate::output::errln;
+use crate::output::{errln, JsonArray};
 
 #[derive(Serialize)]
 struct Found {
@@ -17,30 +17,6 @@ struct Found {
     created: String,
     hits: u64,
     matches: Vec<EntryJson>,
-}
-
-/// A JSON array written an element at a time, laid out as `serde_json::to_string_pretty` lays
-/// out the whole array (so `find --json` reads like every other command's `--json`).
-#[derive(Default)]
-struct JsonArray {
-    started: bool,
-}
-
-impl JsonArray {
-    fn push(&mut self, out: &mut impl Write, value: &impl Serialize) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(value)?;
-        written(out.write_all(if self.started { b",\n" } else { b"[\n" }))?;
-        self.started = true;
-        for (i, line) in text.lines().enumerate() {
-            let sep = if i == 0 { "" } else { "\n" };
-            written(write!(out, "{sep}  {line}"))?;
-        }
-        Ok(())
-    }
-
-    fn end(self, out: &mut impl Write) -> anyhow::Result<()> {
-        written(out.write_all(if self.started { b"\n]\n" } else { b"[]\n" }))
-    }
 }
 
 pub fn run(lease: &ReadLease, args: FindArgs) -> anyhow::Result<()> {

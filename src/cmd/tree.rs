@@ -9,7 +9,7 @@ use cellar_store::{ChangeKind, Kind, Node, ReadLease, Store, Tree};
 use serde::Serialize;
 
 use crate::cli::{CatArgs, DiffArgs, LsArgs, UsageError};
-use crate::output::{escape_name, print_json, rfc3339};
+use crate::output::{escape_name, rfc3339, JsonArray};
 
 pub(super) fn shown(path: &[u8]) -> String {
     format!("/{}", escape_name(path))
@@ -180,11 +180,12 @@ pub fn ls(store: &Store, args: LsArgs) -> anyhow::Result<()> {
     let path = snapshot_path(raw);
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    let mut entries = Vec::new();
+    // An entry at a time: `ls -R --json` of millions of files holds none of them.
+    let mut json = args.json.then(JsonArray::default);
     let mut columns = Columns::default();
     let mut emit = |p: &[u8], n: &Node| -> anyhow::Result<()> {
-        if args.json {
-            entries.push(entry_json(p, n));
+        if let Some(json) = &mut json {
+            json.push(&mut out, &entry_json(p, n))?;
         } else if args.long {
             written(writeln!(out, "{}", columns.line(p, n)))?;
         } else {
@@ -197,9 +198,8 @@ pub fn ls(store: &Store, args: LsArgs) -> anyhow::Result<()> {
     } else {
         emit(&path, &node)?;
     }
-    if args.json {
-        drop(out);
-        return print_json(&entries);
+    if let Some(json) = json {
+        json.end(&mut out)?;
     }
     written(out.flush())
 }
@@ -251,27 +251,28 @@ pub fn diff(store: &Store, args: DiffArgs) -> anyhow::Result<()> {
     let b = store.resolve(&args.b)?;
     let (ta, tb) = (store.tree(&a)?, store.tree(&b)?);
     let changes = ta.diff(&tb)?;
-    if args.json {
-        let out: Vec<ChangeJson> = changes
-            .iter()
-            .map(|c| {
-                let (path, path_bytes) = json_path(&c.path);
-                ChangeJson {
-                    path,
-                    path_bytes,
-                    change: match c.kind {
-                        ChangeKind::Added => "added",
-                        ChangeKind::Removed => "removed",
-                        ChangeKind::Modified => "modified",
-                    },
-                    fields: c.fields.clone(),
-                }
-            })
-            .collect();
-        return print_json(&out);
-    }
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
+    if args.json {
+        // A change at a time: the changes are held once, not again as JSON.
+        let mut json = JsonArray::default();
+        for c in &changes {
+            let (path, path_bytes) = json_path(&c.path);
+            let change = ChangeJson {
+                path,
+                path_bytes,
+                change: match c.kind {
+                    ChangeKind::Added => "added",
+                    ChangeKind::Removed => "removed",
+                    ChangeKind::Modified => "modified",
+                },
+                fields: c.fields.clone(),
+            };
+            json.push(&mut out, &change)?;
+        }
+        json.end(&mut out)?;
+        return written(out.flush());
+    }
     for c in &changes {
         let sign = match c.kind {
             ChangeKind::Added => '+',

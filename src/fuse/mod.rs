@@ -17,8 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod feeder;
+mod trim;
 
 pub use feeder::Feeder;
+use trim::Trim;
 
 use cellar_store::fsview::{Attr, Entry, FsView};
 use cellar_store::tree::linux_dev;
@@ -61,6 +63,8 @@ pub struct CellarFs {
     /// The kernel opens directories without asking, and nothing in the view changes: a
     /// directory opened that way has its listing cached by the kernel for good.
     skip_opendir: bool,
+    /// Gives the heap back as the inode table shrinks.
+    trim: Trim,
 }
 
 impl CellarFs {
@@ -70,6 +74,7 @@ impl CellarFs {
             feeder,
             skip_open: false,
             skip_opendir: false,
+            trim: Trim::default(),
         }
     }
 
@@ -373,6 +378,7 @@ impl Filesystem for CellarFs {
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.view.forget(ino.0, nlookup);
+        self.trim.after_forget(self.view.inode_count());
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
