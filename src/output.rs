@@ -170,14 +170,20 @@ pub struct JsonArray {
 impl JsonArray {
     pub fn push(&mut self, out: &mut impl Write, value: &impl Serialize) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(value)?;
+        self.push_with(out, |out| write_indented(out, &text, 2))
+    }
+
+    /// An element whose text `write` writes, laid out as an element is (`write_indented`
+    /// by 2), for one too large to be made in memory.
+    pub fn push_with(
+        &mut self,
+        out: &mut impl Write,
+        write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         out.write_all(if self.started { b",\n" } else { b"[\n" })
             .map_err(cellar_store::Error::Output)?;
         self.started = true;
-        for (i, line) in text.lines().enumerate() {
-            let sep = if i == 0 { "" } else { "\n" };
-            write!(out, "{sep}  {line}").map_err(cellar_store::Error::Output)?;
-        }
-        Ok(())
+        write(out)
     }
 
     pub fn end(self, out: &mut impl Write) -> anyhow::Result<()> {
@@ -185,6 +191,15 @@ impl JsonArray {
             .map_err(cellar_store::Error::Output)?;
         Ok(())
     }
+}
+
+/// `text` (pretty JSON) with every line indented by `by` spaces, and no newline after it.
+pub fn write_indented(out: &mut dyn Write, text: &str, by: usize) -> anyhow::Result<()> {
+    for (i, line) in text.lines().enumerate() {
+        let sep = if i == 0 { "" } else { "\n" };
+        write!(out, "{sep}{:by$}{line}", "").map_err(cellar_store::Error::Output)?;
+    }
+    Ok(())
 }
 
 /// 1536 -> "1.5 KiB".

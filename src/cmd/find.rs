@@ -1,14 +1,18 @@
 //! `cellar find`: paths matching patterns, snapshot by snapshot (restic's `find`).
 
-use std::io::{BufWriter, Write};
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+
+use anyhow::Context;
 
 use cellar_store::{Finder, Node, ReadLease, Snapshot};
 use serde::Serialize;
 
 use super::tree::{entry_json, shown, written, Columns, EntryJson};
 use crate::cli::FindArgs;
-use crate::output::{errln, JsonArray};
+use crate::output::{errln, write_indented, JsonArray};
 
+/// A snapshot's element of `--json`, but its `matches`, which follow `hits`.
 #[derive(Serialize)]
 struct Found {
     id: String,
@@ -16,7 +20,45 @@ struct Found {
     name: String,
     created: String,
     hits: u64,
-    matches: Vec<EntryJson>,
+}
+
+/// One snapshot's matches as `--json` lays them out (inside its element), spooled to an
+/// unnamed temporary file: a snapshot can match millions of paths, and `hits`, which comes
+/// first, is known only once they are all found.
+#[derive(Default)]
+struct Spool {
+    file: Option<BufWriter<File>>,
+}
+
+impl Spool {
+    fn push(&mut self, entry: &EntryJson) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(entry)?;
+        let file = match &mut self.file {
+            Some(f) => {
+                f.write_all(b",\n")?;
+                f
+            }
+            None => self.file.insert(BufWriter::new(
+                tempfile::tempfile().context("spooling matches")?,
+            )),
+        };
+        write_indented(file, &text, 6).context("spooling matches")
+    }
+
+    /// The element of `found`, its matches copied from the spool.
+    fn write(self, out: &mut dyn Write, found: &Found) -> anyhow::Result<()> {
+        let head = serde_json::to_string_pretty(found)?;
+        let head = head.strip_suffix("\n}").expect("an object");
+        write_indented(out, head, 2)?;
+        written(out.write_all(b",\n    \"matches\": [\n"))?;
+        if let Some(file) = self.file {
+            let mut file = file.into_inner().map_err(|e| e.into_error())?;
+            file.seek(SeekFrom::Start(0))?;
+            let mut file = std::io::BufReader::with_capacity(1 << 20, file);
+            written(std::io::copy(&mut file, out).map(drop))?;
+        }
+        written(out.write_all(b"\n    ]\n  }"))
+    }
 }
 
 pub fn run(lease: &ReadLease, args: FindArgs) -> anyhow::Result<()> {
@@ -45,8 +87,8 @@ pub fn run(lease: &ReadLease, args: FindArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut columns = Columns::default();
-    // `--json` is one array, written a snapshot at a time: only one snapshot's matches are
-    // held (a search of many snapshots can match millions of paths).
+    // `--json` is one array, written a snapshot at a time, each snapshot's matches spooled
+    // to a temporary file until its count is known.
     let mut json = args.json.then(JsonArray::default);
     let (mut searched, mut hits) = (0, 0);
     for snap in &snaps {
@@ -63,11 +105,11 @@ pub fn run(lease: &ReadLease, args: FindArgs) -> anyhow::Result<()> {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut matches = Vec::new();
+        let mut matches = Spool::default();
         let id = snap.short_id();
         let n = finder.find_in(&tree, |path: &[u8], node: &Node| -> anyhow::Result<()> {
             if args.json {
-                matches.push(entry_json(path, node));
+                matches.push(&entry_json(path, node))?;
             } else if args.long {
                 written(writeln!(out, "{id} {}", columns.line(path, node)))?;
             } else {
@@ -85,9 +127,8 @@ pub fn run(lease: &ReadLease, args: FindArgs) -> anyhow::Result<()> {
                 name: snap.name.clone(),
                 created: snap.created.clone(),
                 hits: n,
-                matches,
             };
-            json.push(&mut out, &found)?;
+            json.push_with(&mut out, |out| matches.write(out, &found))?;
         }
     }
     if let Some(json) = json {
