@@ -214,6 +214,10 @@ impl Store {
                 stored
             }
             Codec::Zstd => {
+                // A spare buffer of a much larger frame would count at its size in the cache.
+                if buf.capacity() > 2 * loc.raw_len {
+                    buf = Vec::new();
+                }
                 buf.clear();
                 buf.try_reserve_exact(loc.raw_len).map_err(too_large)?;
                 with_stored(loc.stored_len, |stored| {

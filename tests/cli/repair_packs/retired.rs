@@ -220,3 +220,39 @@ fn what_the_store_holds_again_is_not_copied_again() {
     assert_eq!(again["new_packs"].as_array().unwrap().len(), 0, "{again}");
     super::assert_whole(&store, &[(&b_id, &b)]);
 }
+
+/// ... but an object whose other copy is in a pack that is missing is copied: that pack may be
+/// given up next, and then the retired pack's copy, set aside, would have been the last.
+#[test]
+fn what_only_a_missing_pack_holds_again_is_copied() {
+    let store = TestStore::new();
+    let b = mixed_stream(&store, "b", 80);
+    let b_id = store.snapshot_bytes(&b, "b");
+    let pack = super::biggest(&store.pack_files());
+    let name = pack.file_stem().unwrap().to_str().unwrap().to_string();
+    let first = super::salvage_json(&store, &[&name], 0);
+    let aside = store
+        .path()
+        .join(first["packs"][0]["moved_to"].as_str().unwrap());
+    std::fs::rename(&aside, &pack).unwrap();
+    // The copy the first run wrote goes missing.
+    let new = first["new_packs"][0].as_str().unwrap().to_string();
+    let away = store.scratch("away");
+    std::fs::create_dir(&away).unwrap();
+    let new_path = store
+        .path()
+        .join("packs")
+        .join(&new[..2])
+        .join(format!("{new}.pack"));
+    std::fs::rename(&new_path, away.join("new.pack")).unwrap();
+
+    let again = super::salvage_json(&store, &[], 1);
+    assert_eq!(again["missing"][0], new.as_str(), "{again}");
+    assert_eq!(
+        again["packs"][0]["objects"], first["packs"][0]["objects"],
+        "{again}"
+    );
+    let given_up = super::salvage_json(&store, &[&new], 0);
+    assert_eq!(given_up["lost"], serde_json::json!([]), "{given_up}");
+    super::assert_whole(&store, &[(&b_id, &b)]);
+}

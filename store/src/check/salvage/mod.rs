@@ -140,6 +140,9 @@ pub fn repair_packs(
         return Ok(report);
     }
     let skip: HashSet<PackId> = damaged.iter().map(|(id, _, _)| *id).collect();
+    // Which packs outside the run are known sound: with no pack named, every file in `packs/`
+    // was hashed against its name (`choose`); else none is known.
+    let sound = |id: &PackId| wanted.is_empty() && layout::pack_path(root, id).is_file();
     let mut records = Records::in_sound_packs(store, &files, &skip)?;
     let mut out = Salvager::new(store)?;
     let written = (|| {
@@ -150,13 +153,14 @@ pub fn repair_packs(
                 id,
                 path.as_deref(),
                 damage,
-                (&bases, &skip),
+                (&bases, &|p: &PackId| !skip.contains(p) && sound(p)),
                 &mut out,
                 &mut records,
             )?);
         }
         records.finish(store, &mut out, &mut report)
     })();
+    let added = out.take_added();
     let sealed = match written {
         Ok(()) => out.finish()?,
         Err(e) => {
@@ -194,7 +198,7 @@ pub fn repair_packs(
     }
     crate::failpoint::hit("salvage:after-link");
     let ids: Vec<PackId> = damaged.iter().map(|(id, _, _)| *id).collect();
-    report.lost = match switch_index(store, &ids, &sealed) {
+    report.lost = match switch_index(store, &ids, &sealed, (&report.missing, &added)) {
         Ok(lost) => lost,
         Err(e) => {
             drop_new(&linked);
@@ -288,7 +292,7 @@ fn salvage(
     id: &PackId,
     path: Option<&Path>,
     damage: &str,
-    (bases, run): (&RunBases, &HashSet<PackId>),
+    (bases, sound): (&RunBases, &dyn Fn(&PackId) -> bool),
     out: &mut Salvager,
     records: &mut Records,
 ) -> Result<SalvagedPack> {
@@ -311,7 +315,7 @@ fn salvage(
             let bytes = raw.get(at as usize..(at + len as u64) as usize);
             // An object a sound pack holds is not copied again (a retired pack that came
             // back holds much the store has stored again since).
-            if held_elsewhere(store, &cid, run)? {
+            if held_elsewhere(store, &cid, sound)? {
                 continue;
             }
             if let Some(bytes) = bytes.filter(|b| ChunkId::of(b) == cid) {
@@ -387,10 +391,11 @@ fn retire(root: &Path, ids: &[PackId]) -> Result<()> {
     layout::sync_dir(&dir)
 }
 
-/// Whether the index has object `id` whole in a pack outside this run's `run` (whose rows the
-/// switch drops). A delta there is not enough: its base may be what this run lost, and the
-/// switch then drops it too.
-fn held_elsewhere(store: &Store, id: &ChunkId, run: &HashSet<PackId>) -> Result<bool> {
+/// Whether the index has object `id` whole in a pack known `sound` (outside the run, its file
+/// there and hashed against its name). A delta is not enough: its base may be what this run
+/// loses, and the switch then drops it too. Nor is a pack not known sound: a missing one may
+/// be given up next, a damaged one lose it.
+fn held_elsewhere(store: &Store, id: &ChunkId, sound: &dyn Fn(&PackId) -> bool) -> Result<bool> {
     let db = store.db();
     let mut stmt = db.conn().prepare_cached(
         "SELECT p.name FROM chunks c JOIN frames f ON f.id = c.frame
@@ -399,7 +404,7 @@ fn held_elsewhere(store: &Store, id: &ChunkId, run: &HashSet<PackId>) -> Result<
     let pack: Option<Vec<u8>> = stmt.query_row([&id.0[..]], |r| r.get(0)).optional()?;
     Ok(pack
         .and_then(|p: Vec<u8>| PackId::from_slice(&p))
-        .is_some_and(|p| !run.contains(&p)))
+        .is_some_and(|p| sound(&p)))
 }
 
 /// Whether the index names pack `id`.

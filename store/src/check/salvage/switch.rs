@@ -22,10 +22,15 @@ use crate::store::Store;
 /// so an object salvaged from any damaged pack takes the place of a copy lost in another or
 /// of an undecodable delta. A chunk condemned before goes back to `condemned` with its epoch,
 /// so gc reclaims it as it would have.
+///
+/// `absent` are packs the index names whose files are missing (not given up): a row of one
+/// for an object this run `added` to the new packs gives way to the new copy, since the pack
+/// may be given up next, and the copy would then not be indexed.
 pub(super) fn switch_index(
     store: &Store,
     damaged: &[PackId],
     sealed: &[SealedPack],
+    (absent, added): (&[PackId], &HashSet<ChunkId>),
 ) -> Result<Vec<(ChunkId, ChunkKind)>> {
     store.db().immediate(|tx| {
         // The early check's answer may be stale: an ingest that looked a chunk up before
@@ -41,12 +46,9 @@ pub(super) fn switch_index(
         // Every damaged pack's rows are read before any is deleted: whether an id is live
         // must be asked of the index as it was.
         for id in damaged {
-            let row: Option<i64> = tx
-                .query_row("SELECT id FROM packs WHERE name = ?1", [&id.0[..]], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            let Some(row) = row else { continue };
+            let Some(row) = pack_row(tx, id)? else {
+                continue;
+            };
             rows.push(row);
             named.extend(rows_into(tx, "chunks", row)?);
             for (cid, _) in rows_into(tx, "condemned", row)? {
@@ -80,6 +82,20 @@ pub(super) fn switch_index(
             }
             tx.execute("DELETE FROM frames WHERE pack = ?1", [row])?;
             tx.execute("DELETE FROM packs WHERE id = ?1", [row])?;
+        }
+        for id in absent {
+            let Some(row) = pack_row(tx, id)? else {
+                continue;
+            };
+            for (cid, _) in rows_into(tx, "chunks", row)? {
+                if added.contains(&cid) {
+                    tx.execute(
+                        "DELETE FROM chunks WHERE id = ?1
+                         AND frame IN (SELECT id FROM frames WHERE pack = ?2)",
+                        rusqlite::params![&cid.0[..], row],
+                    )?;
+                }
+            }
         }
         // Deltas whose bases are gone leave first, so that a whole copy salvaged of one
         // takes its place.
@@ -168,6 +184,15 @@ pub(super) fn forget_switched(store: &Store, ids: &[PackId]) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// The index's row of pack `id`, if it names it.
+fn pack_row(tx: &Transaction, id: &PackId) -> Result<Option<i64>> {
+    Ok(tx
+        .query_row("SELECT id FROM packs WHERE name = ?1", [&id.0[..]], |r| {
+            r.get(0)
+        })
+        .optional()?)
 }
 
 /// The rows of `table` in pack `row`'s frames: (id, kind).

@@ -121,6 +121,11 @@ impl<'s> Salvager<'s> {
         Ok(())
     }
 
+    /// The ids of every object added, taken (for the switch, once all are added).
+    pub(super) fn take_added(&mut self) -> HashSet<ChunkId> {
+        std::mem::take(&mut self.seen)
+    }
+
     /// Write what is pending and seal the last pack: every pack written, all sealed.
     pub(super) fn finish(mut self) -> Result<Vec<SealedPack>> {
         let done = self.flush(true).and_then(|()| self.flush(false));
