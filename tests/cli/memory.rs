@@ -80,6 +80,33 @@ fn measured(store: &TestStore, args: &[&str], report: &std::path::Path) -> std::
     c
 }
 
+/// `cellar snapshot --name NAME -` under GNU time, its stdin written by `feed` on a thread:
+/// the peak RSS (the snapshot must succeed) and what `feed` returned.
+fn snapshot_fed<T: Send + 'static>(
+    store: &TestStore,
+    name: &str,
+    report: &std::path::Path,
+    feed: impl FnOnce(&mut dyn Write) -> T + Send + 'static,
+) -> (i64, T) {
+    let mut child = measured(store, &["snapshot", "--name", name, "-"], report)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut stdin);
+        let fed = feed(&mut out);
+        out.flush().unwrap();
+        fed
+    });
+    let (rss, ok) = peak_rss(child, report);
+    let fed = feeder.join().unwrap();
+    assert!(ok, "snapshot {name} failed");
+    (rss, fed)
+}
+
 /// A tar file is mapped rather than read: its pages must leave the process as the ingest goes
 /// past them, or the peak RSS would be the file's size. The file is sparse (one member of
 /// zeros, a hole on disk), so it costs no disk space; its pages still count when mapped.
@@ -108,19 +135,7 @@ fn a_mapped_1_gib_file_ingests_in_bounded_memory() {
 fn a_5_gib_stream_ingests_and_exports_in_bounded_memory() {
     let store = TestStore::new();
     let report = store.scratch("rss");
-    let mut child = measured(&store, &["snapshot", "--name", "big", "-"], &report)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
-        generate(&mut std::io::BufWriter::with_capacity(1 << 20, &mut stdin))
-    });
-    let (rss, ok) = peak_rss(child, &report);
-    let sha = feeder.join().unwrap();
-    assert!(ok, "snapshot failed");
+    let (rss, sha) = snapshot_fed(&store, "big", &report, generate);
     eprintln!(
         "ingest of {} GiB: peak RSS {} MiB",
         (FILES * FILE_SIZE) >> 30,
@@ -228,15 +243,7 @@ fn a_million_members_ingest_in_bounded_memory() {
     let store = TestStore::new();
     let report = store.scratch("rss");
     let ingest = || {
-        let mut child = measured(&store, &["snapshot", "--name", "many", "-"], &report)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let feeder = std::thread::spawn(move || {
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut stdin);
+        let feed = |out: &mut dyn Write| {
             let mut block = [0u8; 512];
             for d in 0..DIRS {
                 for f in 0..PER_DIR {
@@ -249,11 +256,8 @@ fn a_million_members_ingest_in_bounded_memory() {
                 }
             }
             out.write_all(&[0u8; 1024]).unwrap();
-        });
-        let (rss, ok) = peak_rss(child, &report);
-        feeder.join().unwrap();
-        assert!(ok, "snapshot failed");
-        rss
+        };
+        snapshot_fed(&store, "many", &report, feed).0
     };
     // Again: the parent's metadata is read through the 32 MiB frame cache, and what waits for
     // its piece anchors is bounded (it grew with the stream: 191 MiB here before, 228 MiB for

@@ -140,9 +140,15 @@ pub fn repair_packs(
         return Ok(report);
     }
     let skip: HashSet<PackId> = damaged.iter().map(|(id, _, _)| *id).collect();
-    // Which packs outside the run are known sound: with no pack named, every file in `packs/`
-    // was hashed against its name (`choose`); else none is known.
-    let sound = |id: &PackId| wanted.is_empty() && layout::pack_path(root, id).is_file();
+    // The packs outside the run known sound: with no pack named, every file in `packs/` was
+    // hashed against its name (`choose`); else none is known.
+    let sound: Option<HashSet<PackId>> = wanted.is_empty().then(|| {
+        files
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| !skip.contains(id))
+            .collect()
+    });
     let mut records = Records::in_sound_packs(store, &files, &skip)?;
     let mut out = Salvager::new(store)?;
     let written = (|| {
@@ -153,7 +159,7 @@ pub fn repair_packs(
                 id,
                 path.as_deref(),
                 damage,
-                (&bases, &|p: &PackId| !skip.contains(p) && sound(p)),
+                (&bases, sound.as_ref()),
                 &mut out,
                 &mut records,
             )?);
@@ -292,7 +298,7 @@ fn salvage(
     id: &PackId,
     path: Option<&Path>,
     damage: &str,
-    (bases, sound): (&RunBases, &dyn Fn(&PackId) -> bool),
+    (bases, sound): (&RunBases, Option<&HashSet<PackId>>),
     out: &mut Salvager,
     records: &mut Records,
 ) -> Result<SalvagedPack> {
@@ -392,10 +398,13 @@ fn retire(root: &Path, ids: &[PackId]) -> Result<()> {
 }
 
 /// Whether the index has object `id` whole in a pack known `sound` (outside the run, its file
-/// there and hashed against its name). A delta is not enough: its base may be what this run
-/// loses, and the switch then drops it too. Nor is a pack not known sound: a missing one may
-/// be given up next, a damaged one lose it.
-fn held_elsewhere(store: &Store, id: &ChunkId, sound: &dyn Fn(&PackId) -> bool) -> Result<bool> {
+/// hashed against its name; none is known when packs were named). A delta is not enough: its
+/// base may be what this run loses, and the switch then drops it too. Nor is a pack not known
+/// sound: a missing one may be given up next, a damaged one lose it.
+fn held_elsewhere(store: &Store, id: &ChunkId, sound: Option<&HashSet<PackId>>) -> Result<bool> {
+    let Some(sound) = sound else {
+        return Ok(false);
+    };
     let db = store.db();
     let mut stmt = db.conn().prepare_cached(
         "SELECT p.name FROM chunks c JOIN frames f ON f.id = c.frame
@@ -404,7 +413,7 @@ fn held_elsewhere(store: &Store, id: &ChunkId, sound: &dyn Fn(&PackId) -> bool) 
     let pack: Option<Vec<u8>> = stmt.query_row([&id.0[..]], |r| r.get(0)).optional()?;
     Ok(pack
         .and_then(|p: Vec<u8>| PackId::from_slice(&p))
-        .is_some_and(|p| sound(&p)))
+        .is_some_and(|p| sound.contains(&p)))
 }
 
 /// Whether the index names pack `id`.
