@@ -250,13 +250,12 @@ pub fn diff(store: &Store, args: DiffArgs) -> anyhow::Result<()> {
     let a = store.resolve(&args.a)?;
     let b = store.resolve(&args.b)?;
     let (ta, tb) = (store.tree(&a)?, store.tree(&b)?);
-    let changes = ta.diff(&tb)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     if args.json {
-        // A change at a time: the changes are held once, not again as JSON.
+        // A change at a time, as the walk finds them in path order: nothing is held.
         let mut json = JsonArray::default();
-        for c in &changes {
+        ta.diff_each(&tb, |c| {
             let (path, path_bytes) = json_path(&c.path);
             let change = ChangeJson {
                 path,
@@ -266,20 +265,20 @@ pub fn diff(store: &Store, args: DiffArgs) -> anyhow::Result<()> {
                     ChangeKind::Removed => "removed",
                     ChangeKind::Modified => "modified",
                 },
-                fields: c.fields.clone(),
+                fields: c.fields,
             };
-            json.push(&mut out, &change)?;
-        }
+            json.push(&mut out, &change)
+        })?;
         json.end(&mut out)?;
         return written(out.flush());
     }
-    for c in &changes {
+    ta.diff_each(&tb, |c| {
         let sign = match c.kind {
             ChangeKind::Added => '+',
             ChangeKind::Removed => '-',
             ChangeKind::Modified => 'M',
         };
-        written(writeln!(out, "{sign} {}", shown(&c.path)))?;
-    }
+        written(writeln!(out, "{sign} {}", shown(&c.path)))
+    })?;
     written(out.flush())
 }

@@ -10,7 +10,7 @@ use super::vfs::Tree;
 use super::walk::join;
 #[cfg(doc)]
 use super::MAX_TREE_DEPTH;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
@@ -116,37 +116,31 @@ impl Tree<'_> {
     /// levels (which no ingest makes) are `Corrupt`.
     pub fn diff(&self, other: &Tree) -> Result<Vec<Change>> {
         let mut out = Vec::new();
-        let fields = changed_fields(self.root(), other.root());
-        if !fields.is_empty() {
-            out.push(Change {
-                path: Vec::new(),
-                kind: ChangeKind::Modified,
-                fields,
-            });
-        }
-        diff_dirs(self, other, &mut out)?;
-        out.sort_by(|a, b| a.path.cmp(&b.path));
+        self.diff_each(other, |c| {
+            out.push(c);
+            Ok::<_, Error>(())
+        })?;
         Ok(out)
     }
 
-    /// Every path below `dir` (at `path`, `depth` levels down), for added or removed
-    /// directories.
-    fn walk_all(
+    /// [`Tree::diff`], a change at a time, in the same order: the walk visits each directory's
+    /// entries and subdirectories in the order of their paths' bytes, so nothing is held to be
+    /// sorted (a diff of millions of changes costs what its deepest directories do). The error
+    /// type is the caller's, so that `f` can fail in its own terms.
+    pub fn diff_each<E: From<Error>>(
         &self,
-        dir: &Node,
-        path: &[u8],
-        depth: usize,
-        kind: ChangeKind,
-        out: &mut Vec<Change>,
-    ) -> Result<()> {
-        self.walk_from(dir, path, depth, |p, _| {
-            out.push(Change {
-                path: p.to_vec(),
-                kind,
-                fields: Vec::new(),
-            });
-            Ok(true)
-        })
+        other: &Tree,
+        mut f: impl FnMut(Change) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let fields = changed_fields(self.root(), other.root());
+        if !fields.is_empty() {
+            f(Change {
+                path: Vec::new(),
+                kind: ChangeKind::Modified,
+                fields,
+            })?;
+        }
+        diff_dirs(self, other, &mut f)
     }
 }
 
@@ -170,15 +164,29 @@ impl Pair {
         depth: usize,
         met: &mut (u64, u64),
     ) -> Result<Pair> {
-        let (la, lb) = (
-            ta.readdir_at(x, &path, depth)?,
-            tb.readdir_at(y, &path, depth)?,
-        );
-        ta.count(&mut met.0, la.len())?;
-        tb.count(&mut met.1, lb.len())?;
+        Pair::open_sides((ta, Some(x)), (tb, Some(y)), path, depth, met)
+    }
+
+    /// [`Pair::open`] where a side may have no directory at `path` (it was added or removed):
+    /// that side is empty, so every node of the other is a change.
+    fn open_sides(
+        (ta, x): (&Tree, Option<&Node>),
+        (tb, y): (&Tree, Option<&Node>),
+        path: Vec<u8>,
+        depth: usize,
+        met: &mut (u64, u64),
+    ) -> Result<Pair> {
+        let side = |t: &Tree, dir: Option<&Node>, met: &mut u64| -> Result<Arc<Dir>> {
+            let Some(dir) = dir else {
+                return Ok(Arc::new(Dir::by_name(Vec::new())));
+            };
+            let nodes = t.readdir_at(dir, &path, depth)?;
+            t.count(met, nodes.len())?;
+            Ok(nodes)
+        };
         Ok(Pair {
-            la,
-            lb,
+            la: side(ta, x, &mut met.0)?,
+            lb: side(tb, y, &mut met.1)?,
             i: 0,
             j: 0,
             path,
@@ -186,24 +194,83 @@ impl Pair {
     }
 }
 
-/// The changes below the roots of `ta` and `tb`. The pairs of directories open are kept on
-/// a stack rather than recursed into, which a crafted tree's depth could overflow (`walk.rs`).
-fn diff_dirs(ta: &Tree, tb: &Tree, out: &mut Vec<Change>) -> Result<()> {
+/// A pair of directories being compared, with the subdirectories of theirs still to compare.
+struct Open {
+    pair: Pair,
+    /// Each as (`NAME/`, the index of the directory in `la`, in `lb`), largest first. A
+    /// subdirectory's paths sort after every name up to `NAME/` (`a-b` and `a.c` before `a/x`,
+    /// `a0` after it), so it is compared once the walk passes that key.
+    later: Vec<(Vec<u8>, Option<usize>, Option<usize>)>,
+}
+
+impl Open {
+    fn new(pair: Pair) -> Open {
+        Open {
+            pair,
+            later: Vec::new(),
+        }
+    }
+
+    fn defer(&mut self, name: &[u8], a: Option<usize>, b: Option<usize>) {
+        let mut key = name.to_vec();
+        key.push(b'/');
+        let at = self.later.partition_point(|(k, ..)| *k > key);
+        self.later.insert(at, (key, a, b));
+    }
+}
+
+/// The changes below the roots of `ta` and `tb`, in path order. The pairs of directories open
+/// are kept on a stack rather than recursed into, which a crafted tree's depth could overflow
+/// (`walk.rs`).
+fn diff_dirs<E: From<Error>>(
+    ta: &Tree,
+    tb: &Tree,
+    f: &mut impl FnMut(Change) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
     let mut open = Vec::new();
     // Nodes met in each tree, which bound the walk as they bound `Tree::walk`.
     let mut met = (0, 0);
     let (a, b) = (ta.root(), tb.root());
     if a.child != b.child {
-        open.push(Pair::open((ta, a), (tb, b), Vec::new(), 0, &mut met)?);
+        open.push(Open::new(Pair::open(
+            (ta, a),
+            (tb, b),
+            Vec::new(),
+            0,
+            &mut met,
+        )?));
     }
+    let change = |path, kind, fields| Change { path, kind, fields };
     loop {
         // How deep the nodes of the innermost pair are.
         let depth = open.len();
         let Some(top) = open.last_mut() else {
             return Ok(());
         };
-        let (la, lb, i, j) = (top.la.clone(), top.lb.clone(), top.i, top.j);
-        let order = match (la.get(i), lb.get(j)) {
+        let (la, lb, i, j) = (
+            top.pair.la.clone(),
+            top.pair.lb.clone(),
+            top.pair.i,
+            top.pair.j,
+        );
+        let (x, y) = (la.get(i), lb.get(j));
+        let next = match (x, y) {
+            (Some(x), Some(y)) => Some(std::cmp::min(&x.name, &y.name)),
+            (Some(n), None) | (None, Some(n)) => Some(&n.name),
+            (None, None) => None,
+        };
+        // A subdirectory whose paths come before the next name is compared first.
+        if let Some((key, a, b)) = top.later.last() {
+            if next.is_none_or(|n| key < n) {
+                let (a, b) = (a.map(|k| &la[k]), b.map(|k| &lb[k]));
+                let path = join(&top.pair.path, &key[..key.len() - 1]);
+                top.later.pop();
+                let pair = Pair::open_sides((ta, a), (tb, b), path, depth, &mut met)?;
+                open.push(Open::new(pair));
+                continue;
+            }
+        }
+        let order = match (x, y) {
             (Some(x), Some(y)) => x.name.cmp(&y.name),
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,
@@ -214,55 +281,50 @@ fn diff_dirs(ta: &Tree, tb: &Tree, out: &mut Vec<Change>) -> Result<()> {
         };
         match order {
             Ordering::Less => {
-                top.i += 1;
+                top.pair.i += 1;
                 let n = &la[i];
-                let p = join(&top.path, &n.name);
-                out.push(Change {
-                    path: p.clone(),
-                    kind: ChangeKind::Removed,
-                    fields: Vec::new(),
-                });
+                f(change(
+                    join(&top.pair.path, &n.name),
+                    ChangeKind::Removed,
+                    Vec::new(),
+                ))?;
                 if n.is_dir() {
-                    ta.walk_all(n, &p, depth, ChangeKind::Removed, out)?;
+                    top.defer(&n.name, Some(i), None);
                 }
             }
             Ordering::Greater => {
-                top.j += 1;
+                top.pair.j += 1;
                 let n = &lb[j];
-                let p = join(&top.path, &n.name);
-                out.push(Change {
-                    path: p.clone(),
-                    kind: ChangeKind::Added,
-                    fields: Vec::new(),
-                });
+                f(change(
+                    join(&top.pair.path, &n.name),
+                    ChangeKind::Added,
+                    Vec::new(),
+                ))?;
                 if n.is_dir() {
-                    tb.walk_all(n, &p, depth, ChangeKind::Added, out)?;
+                    top.defer(&n.name, None, Some(j));
                 }
             }
             Ordering::Equal => {
-                top.i += 1;
-                top.j += 1;
+                top.pair.i += 1;
+                top.pair.j += 1;
                 let (x, y) = (&la[i], &lb[j]);
-                let p = join(&top.path, &x.name);
                 let mut fields = changed_fields(x, y);
                 if fields.contains(&"content") && same_bytes(ta, x, tb, y)? {
                     fields.retain(|f| *f != "content");
                 }
                 if !fields.is_empty() {
-                    out.push(Change {
-                        path: p.clone(),
-                        kind: ChangeKind::Modified,
+                    f(change(
+                        join(&top.pair.path, &x.name),
+                        ChangeKind::Modified,
                         fields,
-                    });
+                    ))?;
                 }
                 match (x.is_dir(), y.is_dir()) {
                     // Equal records are equal trees: not read.
                     (true, true) if x.child == y.child => {}
-                    (true, true) => {
-                        open.push(Pair::open((ta, x), (tb, y), p, depth, &mut met)?);
-                    }
-                    (true, false) => ta.walk_all(x, &p, depth, ChangeKind::Removed, out)?,
-                    (false, true) => tb.walk_all(y, &p, depth, ChangeKind::Added, out)?,
+                    (true, true) => top.defer(&x.name, Some(i), Some(j)),
+                    (true, false) => top.defer(&x.name, Some(i), None),
+                    (false, true) => top.defer(&x.name, None, Some(j)),
                     _ => {}
                 }
             }
@@ -272,9 +334,12 @@ fn diff_dirs(ta: &Tree, tb: &Tree, out: &mut Vec<Change>) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
     use super::*;
-    use crate::error::Error;
-    use crate::tree::crafted::{chain_over, chain_path, deep_chain};
+    use crate::tree::crafted::{chain_over, chain_path, crafted_dir, deep_chain};
     use crate::tree::MAX_TREE_DEPTH;
     use crate::Store;
 
@@ -344,6 +409,100 @@ mod tests {
         for err in [a.diff(&b), b.diff(&a)].map(Result::unwrap_err) {
             assert!(matches!(err, Error::Corrupt(_)), "{err}");
             assert!(err.to_string().contains("10 members"), "{err}");
+        }
+    }
+
+    /// A tree for the order test: a node with children is a directory, one without a fifo
+    /// whose mtime tells two versions apart.
+    #[derive(Default)]
+    struct Sketch {
+        kids: BTreeMap<Vec<u8>, Sketch>,
+        mtime: i64,
+    }
+
+    impl Sketch {
+        fn of(paths: &[(Vec<usize>, i64)]) -> Sketch {
+            let mut root = Sketch::default();
+            for (path, mtime) in paths {
+                let mut at = &mut root;
+                for &k in path {
+                    at = at.kids.entry(NAMES[k].to_vec()).or_default();
+                }
+                at.mtime = *mtime;
+            }
+            root
+        }
+
+        /// The tree's root: a directory, if an empty one.
+        fn root<'s>(&self, store: &'s Store) -> Tree<'s> {
+            let kids = self.kids.iter().map(|(k, s)| s.node(store, k)).collect();
+            Tree::from_root(store, crafted_dir(store, b"", kids))
+        }
+
+        fn node(&self, store: &Store, name: &[u8]) -> Node {
+            if self.kids.is_empty() {
+                let mut n = Node::new(Kind::Fifo);
+                n.name = name.to_vec();
+                n.mtime = self.mtime;
+                return n;
+            }
+            let kids = self.kids.iter().map(|(k, s)| s.node(store, k)).collect();
+            crafted_dir(store, name, kids)
+        }
+
+        /// Every path below, with whether it is a directory and its mtime.
+        fn flat(&self, at: &[u8], out: &mut BTreeMap<Vec<u8>, (bool, i64)>) {
+            for (name, s) in &self.kids {
+                let p = join(at, name);
+                out.insert(p.clone(), (!s.kids.is_empty(), s.mtime));
+                s.flat(&p, out);
+            }
+        }
+    }
+
+    /// Names that sort on both sides of `a/`: `a-b` and `a.c` before it, `a0` after.
+    const NAMES: [&[u8]; 5] = [b"a", b"a-b", b"a.c", b"a0", b"b"];
+
+    fn sketch() -> impl Strategy<Value = Vec<(Vec<usize>, i64)>> {
+        prop::collection::vec(
+            (prop::collection::vec(0..NAMES.len(), 1..4), 0..2i64),
+            0..24,
+        )
+    }
+
+    proptest! {
+        /// The walk gives exactly the changes two path sets differ by, in the order of the
+        /// paths' bytes, without sorting them.
+        #[test]
+        fn changes_come_in_path_order(a in sketch(), b in sketch()) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::create(&dir.path().join("store")).unwrap();
+            let (sa, sb) = (Sketch::of(&a), Sketch::of(&b));
+            let (ta, tb) = (sa.root(&store), sb.root(&store));
+            let (mut fa, mut fb) = (BTreeMap::new(), BTreeMap::new());
+            sa.flat(b"", &mut fa);
+            sb.flat(b"", &mut fb);
+            let mut paths: Vec<&Vec<u8>> = fa.keys().chain(fb.keys()).collect();
+            paths.sort();
+            paths.dedup();
+            let want: Vec<(Vec<u8>, ChangeKind)> = paths
+                .into_iter()
+                .filter_map(|p| match (fa.get(p), fb.get(p)) {
+                    (Some(_), None) => Some((p.clone(), ChangeKind::Removed)),
+                    (None, Some(_)) => Some((p.clone(), ChangeKind::Added)),
+                    (Some(x), Some(y)) if x != y && !(x.0 && y.0) => {
+                        Some((p.clone(), ChangeKind::Modified))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let got: Vec<(Vec<u8>, ChangeKind)> = ta
+                .diff(&tb)
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.path, c.kind))
+                .collect();
+            prop_assert_eq!(got, want);
         }
     }
 }

@@ -207,7 +207,7 @@ mod tests {
         );
         let root = crafted_dir(&store, b"", vec![etc, usr]);
         let tree = Tree::from_root(&store, root);
-        let mut find = |patterns: &[&str]| found(&mut Finder::new(patterns).unwrap(), &tree);
+        let find = |patterns: &[&str]| found(&mut Finder::new(patterns).unwrap(), &tree);
         assert_eq!(find(&["*.conf"]), vec!["etc/x.conf", "usr/etc/y.conf"]);
         assert_eq!(find(&["etc"]), vec!["etc", "usr/etc"]);
         assert_eq!(find(&["/etc"]), vec!["etc"]);

@@ -96,6 +96,12 @@ fn diff_lists_what_changed_between_extractions() {
     write_file(&root.join("gone/y"), b"y\n");
     write_file(&root.join("var/becomes-dir"), b"a file first\n");
     symlink("empty-dir", root.join("var/link-becomes-dir")).unwrap();
+    // Names that sort between a directory and what is below it (`keep-b.txt` comes before
+    // `keep/attrs.txt`, `keep0` after it): the walk gives them in path order.
+    write_file(&root.join("keep-b.txt"), b"sibling\n");
+    write_file(&root.join("keep0"), b"after\n");
+    write_file(&root.join("gone-x"), b"x\n");
+    write_file(&root.join("gone.d/inner"), b"i\n");
     let stream_a = archive(GNU_TAR_POSIX_XATTRS, &root);
     let a = store.snapshot_bytes(&stream_a, "vm");
 
@@ -105,6 +111,13 @@ fn diff_lists_what_changed_between_extractions() {
     write_file(&root.join("etc/added.conf"), b"added\n");
     std::fs::hard_link(root.join("etc/hostname"), root.join("etc/hostname.third")).unwrap();
     std::fs::remove_dir_all(root.join("gone")).unwrap();
+    std::fs::remove_dir_all(root.join("gone.d")).unwrap();
+    std::fs::remove_file(root.join("gone-x")).unwrap();
+    write_file(&root.join("new-1.txt"), b"n1\n");
+    write_file(&root.join("new.txt"), b"n\n");
+    write_file(&root.join("new0/z"), b"z\n");
+    rewrite_keeping_mtime(&root.join("keep-b.txt"), b"SIBLING\n");
+    rewrite_keeping_mtime(&root.join("keep0"), b"AFTER\n");
     let mut tool = noise(300_000, 1);
     tool[150_000] ^= 0xFF;
     rewrite_keeping_mtime(&root.join("usr/bin/tool"), &tool);
