@@ -60,6 +60,33 @@ fn mount_line(dir: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Unmount `dir` with `argv` (`umount`, or `fusermount3 -u`), asserting that it succeeds.
+/// A busy mount is tried again until [`BOUND`]: another thread's child holds this process's
+/// files (one open in the mount among them) from its fork until its exec, which under load
+/// is long enough for an unmount to meet it.
+pub(super) fn unmount(argv: &[&str], dir: &Path) {
+    let start = Instant::now();
+    loop {
+        let out = Command::new(argv[0])
+            .args(&argv[1..])
+            .arg(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("run {argv:?}: {e}"));
+        if out.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let busy = err.contains("busy");
+        assert!(
+            busy && start.elapsed() < BOUND,
+            "{argv:?} {}: {}",
+            dir.display(),
+            err
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub(super) fn is_mounted(dir: &Path) -> bool {
     mount_line(dir).is_some()
 }

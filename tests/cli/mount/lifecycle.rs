@@ -47,8 +47,7 @@ fn daemon_returns_once_the_mount_answers_and_exits_on_umount() {
         let pid = m.daemon.expect("background pid");
         assert!(alive(pid));
 
-        let st = Command::new("umount").arg(m.path("")).status().unwrap();
-        assert!(st.success(), "umount");
+        unmount(&["umount"], &m.path(""));
         assert!(
             wait_for(BOUND, || !alive(pid)),
             "round {round}: the background mount {pid} still runs after umount; log:\n{}",
@@ -80,12 +79,7 @@ fn daemon_returns_once_the_mount_answers_and_exits_on_umount() {
     m.daemon(&store, None);
     assert_eq!(names_in(&m.path("")), set(&["vm"]));
     let pid = m.daemon.unwrap();
-    let st = Command::new("fusermount3")
-        .arg("-u")
-        .arg(m.path(""))
-        .status()
-        .unwrap();
-    assert!(st.success(), "fusermount3 -u");
+    unmount(&["fusermount3", "-u"], &m.path(""));
     assert!(
         wait_for(BOUND, || !alive(pid)),
         "background mount exits after fusermount3 -u"
@@ -195,8 +189,7 @@ fn kill_9_leaves_a_mount_umount_clears_and_the_store_is_intact() {
         assert!(stderr(&out).contains("fusermount3 -u"), "{}", stderr(&out));
     };
     refused_there(&m.path(""));
-    let st = Command::new("umount").arg(m.path("")).status().unwrap();
-    assert!(st.success(), "umount of the dead mount");
+    unmount(&["umount"], &m.path(""));
     assert!(!is_mounted(&m.path("")));
     assert!(names_in(&m.path("")).is_empty());
 

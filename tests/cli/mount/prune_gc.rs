@@ -222,12 +222,7 @@ fn an_unmounted_snapshot_is_swept_by_the_next_gc() {
         assert_eq!(r["chunks_deleted"], 0, "{r}");
         assert!(fs::read(m.path("a.bin")).unwrap() == data);
         if by_unmount {
-            let st = std::process::Command::new("fusermount3")
-                .arg("-u")
-                .arg(m.path(""))
-                .status()
-                .unwrap();
-            assert!(st.success());
+            unmount(&["fusermount3", "-u"], &m.path(""));
         } else {
             signal(pid, libc::SIGTERM);
         }

@@ -130,8 +130,7 @@ fn all_snapshots_view_follows_new_snapshots_without_remounting() {
         assert_eq!(&store.export(id), s, "{id}");
     }
     // Unmounting with umount ends the foreground process cleanly.
-    let st = Command::new("umount").arg(m.path("")).status().unwrap();
-    assert!(st.success(), "umount");
+    unmount(&["umount"], &m.path(""));
     let exit = m.wait_child(BOUND);
     assert!(
         exit.is_some_and(|s| s.success()),
