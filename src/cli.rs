@@ -517,8 +517,8 @@ pub struct ServeArgs {
 pub struct PushArgs {
     /// Snapshot: id, unique id prefix, NAME or NAME~N
     pub snap: String,
-    /// Where to: REGISTRY/REPO:TAG
-    #[arg(value_name = "REGISTRY/REPO:TAG")]
+    /// Where to: REGISTRY/REPO[:TAG], the tag `latest` when none is given
+    #[arg(value_name = "REGISTRY/REPO[:TAG]")]
     pub target: String,
     /// How layers are compressed on the wire
     #[arg(long, value_name = "CODEC", default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]

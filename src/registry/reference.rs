@@ -1,4 +1,4 @@
-//! Where an image goes: `HOST[:PORT]/REPO[/...]:TAG`, checked against the distribution spec's
+//! Where an image goes: `HOST[:PORT]/REPO[/...][:TAG]` (`latest` by default), checked against the distribution spec's
 //! grammar so a typo is a usage error here rather than a puzzling 400 from the registry.
 
 use std::net::IpAddr;
@@ -19,7 +19,7 @@ const DOCKER_HUB_API: &str = "registry-1.docker.io";
 
 impl Reference {
     pub fn parse(target: &str) -> Result<Reference, String> {
-        let example = "expected REGISTRY/REPO:TAG, e.g. registry.example.com:5000/team/app:v1";
+        let example = "expected REGISTRY/REPO[:TAG], e.g. registry.example.com:5000/team/app:v1";
         if let Some((scheme, _)) = target.split_once("://") {
             return Err(format!(
                 "{target:?}: give the registry without {scheme}:// (HTTPS is used, or plain \
@@ -42,10 +42,8 @@ impl Reference {
             ));
         }
         check_host(host).map_err(|e| format!("{target:?}: {e}"))?;
-        let (repo, tag) = match rest.rsplit_once(':') {
-            Some((repo, tag)) => (repo, tag),
-            None => return Err(format!("{target:?} has no tag; {example}")),
-        };
+        // No tag is `latest`, as docker, crane and skopeo take it.
+        let (repo, tag) = rest.rsplit_once(':').unwrap_or((rest, "latest"));
         check_tag(tag).map_err(|e| format!("{target:?}: {e}"))?;
         check_repo(repo).map_err(|e| format!("{target:?}: {e}"))?;
         let host = host.to_ascii_lowercase();
@@ -216,6 +214,8 @@ mod tests {
         assert_eq!(r.hostname(), "::1");
         assert!(r.is_loopback());
         assert!(ok("localhost/x:y").is_loopback());
+        let r = ok("127.0.0.1:5000/team/app");
+        assert_eq!((r.repo.as_str(), r.tag.as_str()), ("team/app", "latest"));
         assert!(ok("127.3.4.5:1/x:y").is_loopback());
         let r = ok("docker.io/alpine:3");
         assert_eq!(
@@ -227,7 +227,6 @@ mod tests {
     #[test]
     fn rejects_bad_targets() {
         for bad in [
-            "127.0.0.1:5000/app",
             "127.0.0.1:5000/app:",
             "app:v1",
             "team/app:v1",

@@ -159,6 +159,12 @@ fn pushed_image_pulls_back_as_the_tree() {
     );
     assert_eq!(again["layers"][0]["size"], manifest["layers"][0]["size"]);
     assert_eq!(again["config"], manifest["config"]["digest"]);
+
+    // Without a tag: `latest`, as docker and crane push.
+    let latest = push_json(&store, &registry, &["vm", &registry.reference("team/vm")]);
+    assert_eq!(latest["target"], registry.reference("team/vm:latest"));
+    assert_eq!(latest["digest"], digest);
+    assert_eq!(served_digest(&registry, "team/vm:latest"), digest);
 }
 
 /// Incremental images: the second snapshot's push sends only its diff layer (the base is
@@ -275,7 +281,6 @@ fn bad_targets_are_refused_clearly() {
     snap_dir(&store, &root, "vm", "1");
 
     for (target, says) in [
-        ("127.0.0.1:5000/repo", "no tag"),
         ("127.0.0.1:5000/repo:", "bad tag"),
         ("repo:v1", "names no registry"),
         ("127.0.0.1:5000/Repo:v1", "bad repository name"),
