@@ -227,15 +227,25 @@ fn sigkill_of_a_running_prune_leaves_a_consistent_set() {
         let files_before = leftovers(&store);
         let tmp_before = files_before.0.len();
         let arg = keep.to_string();
-        let mut child = store
-            .cmd(&["prune", "--keep-last", &arg])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let args = ["prune", "--keep-last", &arg];
         let start = Instant::now();
-        if round % 2 == 0 {
+        let mut child = if round == 0 {
+            // Stopped once its tombstone is written: certain to be killed mid-forget, which
+            // the timed rounds below reach only when the machine lets them (the window is a
+            // few fsyncs long, and nearly nothing on tmpfs).
+            store.stopped_at(&args, "forget:after-tombstone")
+        } else {
+            store
+                .cmd(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        if round == 0 {
+            // Stopped already.
+        } else if round % 2 == 0 {
             // Spin (no sleep: the window is a few fsyncs long) until the tombstone's temp
             // pack appears, then kill.
             while std::fs::read_dir(&tmp).unwrap().count() == tmp_before

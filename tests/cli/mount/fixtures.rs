@@ -57,7 +57,8 @@ static KERNEL_CACHES: Mutex<()> = Mutex::new(());
 
 /// Held while a test drops the kernel's caches, and while one counts what the kernel holds of
 /// its mount (inodes, cached pages): a drop made by another test meanwhile would make the
-/// kernel forget that mount's inodes, and their pages, too.
+/// kernel forget that mount's inodes, and their pages, too. Held too by a test that relies on
+/// them otherwise (a snapshot pinned only by the inodes the kernel looked up).
 pub(super) fn kernel_caches() -> MutexGuard<'static, ()> {
     KERNEL_CACHES.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -306,6 +306,9 @@ fn the_all_snapshots_view_lets_go_what_the_kernel_forgot() {
     );
     let mut m = Mounted::new(&store, "mnt");
     m.daemon(&store, None);
+    // Until gc has run, old is pinned only by the kernel's inodes: no other test may make the
+    // kernel drop them meanwhile.
+    let caches = kernel_caches();
     assert!(fs::read(m.path(&format!("old/{old}/a.bin"))).unwrap() == old_data);
     assert!(fs::read(m.path(&format!("keep/{keep}/k.bin"))).unwrap() == kept);
     assert_eq!(m.report().1, 2, "both gone into");
@@ -316,7 +319,7 @@ fn the_all_snapshots_view_lets_go_what_the_kernel_forgot() {
     assert_eq!(r["leases"][0]["keeps_forgotten"], 1, "{r}");
 
     // Nothing is open: the kernel forgets every inode, and the view its pins.
-    drop_kernel_caches(&kernel_caches());
+    drop_kernel_caches(&caches);
     let mut pinned = 2;
     assert!(
         wait_for(BOUND, || {

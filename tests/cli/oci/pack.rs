@@ -230,7 +230,9 @@ fn pack_says_which_paths_the_image_leaves_out() {
 fn an_interrupted_pack_leaves_nothing_running() {
     let (store, _snap, _smolvm, out, _args) = packable(portable_tree);
     let tag = std::process::id();
-    let (vm, agent) = (format!("sleep 71.{tag}"), format!("sleep 72.{tag}"));
+    // Tags no other test uses: the tests share one process id, and each one's checks (and
+    // reaper) go by the command line.
+    let (vm, agent) = (format!("sleep 76.{tag}"), format!("sleep 77.{tag}"));
     let smolvm = store.dir.path().join("slow-smolvm");
     fs::write(&smolvm, format!("#!/bin/sh\n{vm} &\nexec {agent}\n")).unwrap();
     fs::set_permissions(&smolvm, fs::Permissions::from_mode(0o755)).unwrap();
