@@ -10,6 +10,7 @@ use image::parse_label;
 pub use image::{ImageArgs, LayersArg, PackArgs, PushArgs, ServeArgs};
 
 pub use crate::exit::{Incomplete, Interrupted, UsageError};
+use cellar_store::DataCheck;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -89,9 +90,37 @@ pub struct VerifyArgs {
     /// snapshots and paths each damaged chunk hurts
     #[arg(long)]
     pub data: bool,
+    /// As --data, for subset N of T of the packs (split by pack id; subsets 1/T to T/T read
+    /// every pack once between them)
+    #[arg(long, value_name = "N/T", value_parser = parse_subset, conflicts_with = "data")]
+    pub data_subset: Option<DataCheck>,
     /// Print the result as one JSON document on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+impl VerifyArgs {
+    pub fn scope(&self) -> DataCheck {
+        match self.data_subset {
+            Some(subset) => subset,
+            None if self.data => DataCheck::All,
+            None => DataCheck::Index,
+        }
+    }
+}
+
+/// `N/T`, 1 <= N <= T: subset N of T.
+fn parse_subset(s: &str) -> Result<DataCheck, String> {
+    let bad = || format!("expected N/T with 1 <= N <= T, e.g. 2/7, got {s:?}");
+    let (n, of) = s.split_once('/').ok_or_else(bad)?;
+    let (n, of): (u32, u32) = (
+        n.parse().map_err(|_| bad())?,
+        of.parse().map_err(|_| bad())?,
+    );
+    if n == 0 || n > of {
+        return Err(bad());
+    }
+    Ok(DataCheck::Subset { n, of })
 }
 
 #[derive(Args, Debug)]

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::bail;
-use cellar_store::Store;
+use cellar_store::{DataCheck, Store};
 use serde::Serialize;
 
 use super::verify::{print_human, problem_json, ProblemJson};
@@ -40,7 +40,7 @@ pub fn repair_index(root: &Path, args: RepairIndexArgs) -> anyhow::Result<()> {
         .collect();
     // The rebuilt index must stand on its own: check it (index level; `verify --data` reads
     // everything).
-    let check = Store::open(root)?.verify(false)?;
+    let check = Store::open(root)?.verify(DataCheck::Index)?;
     if args.json {
         crate::output::print_json(&RepairJson {
             moved: moved.clone(),
@@ -140,7 +140,7 @@ pub fn repair_packs(root: &Path, args: RepairPacksArgs) -> anyhow::Result<()> {
     let relative = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
     let hex = |ids: &[cellar_store::SnapshotId]| ids.iter().map(|s| s.hex()).collect::<Vec<_>>();
     // Lost chunks are no longer indexed: the check names what they hurt.
-    let check = store.verify(false)?;
+    let check = store.verify(DataCheck::Index)?;
     if args.json {
         crate::output::print_json(&SalvageJson {
             checked: report.checked,

@@ -1,10 +1,10 @@
-//! `cellar verify [--data] [--json]`, and the problem report the repair commands print too.
+//! `cellar verify [--data | --data-subset N/T] [--json]`, and the problem report the repair commands print too.
 
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use cellar_store::{Error, Hurt, Problem, Store, VerifyReport};
+use cellar_store::{DataCheck, Error, Hurt, Problem, Store, VerifyReport};
 use serde::Serialize;
 
 use crate::cli::VerifyArgs;
@@ -19,6 +19,9 @@ const SHOWN_ALIKE: usize = 5;
 struct VerifyJson {
     ok: bool,
     packs: u64,
+    /// Packs read whole: only with --data or --data-subset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    packs_read: Option<u64>,
     chunks: u64,
     snapshots: u64,
     problems: Vec<ProblemJson>,
@@ -99,10 +102,13 @@ pub(super) fn print_human(r: &VerifyReport) -> anyhow::Result<()> {
 }
 
 fn write_human(out: &mut dyn Write, r: &VerifyReport) -> std::io::Result<()> {
-    let scope = if r.data {
-        "the index and every stored byte"
-    } else {
-        "the index"
+    let scope = match r.data {
+        DataCheck::Index => "the index".to_string(),
+        DataCheck::All => "the index and every stored byte".to_string(),
+        DataCheck::Subset { n, of } => format!(
+            "the index and the stored bytes of subset {n}/{of} of the packs ({} read)",
+            r.packs_read
+        ),
     };
     writeln!(
         out,
@@ -180,11 +186,13 @@ fn write_problem(out: &mut dyn Write, p: &Problem) -> std::io::Result<()> {
 
 pub fn verify(root: &Path, args: VerifyArgs) -> anyhow::Result<()> {
     let report = match Store::open(root) {
-        Ok(store) => store.verify(args.data)?,
+        Ok(store) => store.verify(args.scope())?,
         // Not damage: a permission, which a rebuilt index would not change.
-        Err(Error::Db(_)) if super::write_denied(root) => super::open(root)?.verify(args.data)?,
+        Err(Error::Db(_)) if super::write_denied(root) => {
+            super::open(root)?.verify(args.scope())?
+        }
         // The damage is the finding, reported as any other.
-        Err(e) if e.index_damaged() => VerifyReport::index_unreadable(args.data, &e),
+        Err(e) if e.index_damaged() => VerifyReport::index_unreadable(args.scope(), &e),
         Err(e @ Error::Db(_)) => {
             return Err(e).context(
                 "the index (cellar.db) cannot be read; `cellar repair-index` rebuilds it from \
@@ -198,6 +206,7 @@ pub fn verify(root: &Path, args: VerifyArgs) -> anyhow::Result<()> {
         let json = VerifyJson {
             ok: report.ok(),
             packs: report.packs,
+            packs_read: report.data.reads_data().then_some(report.packs_read),
             chunks: report.chunks,
             snapshots: report.snapshots,
             problems: report.problems.iter().map(problem_json).collect(),

@@ -40,7 +40,7 @@ pub mod tar;
 pub mod tree;
 
 pub use check::{
-    kind_name, repair_index, repair_packs, Hurt, Problem, RepairReport, SalvageReport,
+    kind_name, repair_index, repair_packs, DataCheck, Hurt, Problem, RepairReport, SalvageReport,
     SalvagedPack, VerifyReport,
 };
 /// The content-defined chunker ingest uses (and what it reads from), exposed for the benches.

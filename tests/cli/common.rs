@@ -552,3 +552,20 @@ pub fn xattrs_of(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     }
     out
 }
+
+/// The largest of `files` (of packs: the one whose middle is file data).
+pub fn biggest(files: &[PathBuf]) -> PathBuf {
+    files
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .expect("some files")
+        .clone()
+}
+
+/// Flip every bit of the byte in the middle of `path`.
+pub fn flip_middle_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(path, bytes).unwrap();
+}

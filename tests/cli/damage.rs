@@ -7,13 +7,6 @@ use std::path::Path;
 
 use crate::common::*;
 
-fn flip_middle_byte(path: &Path) {
-    let mut bytes = std::fs::read(path).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(path, bytes).unwrap();
-}
-
 /// Unmounts (lazily) on drop, even when an assertion fails.
 struct Mounted<'a>(&'a Path);
 
@@ -41,11 +34,8 @@ fn a_flipped_byte_fails_its_readers_and_spares_the_rest() {
     let safe_stream = tar_of_dir(&safe);
     store.snapshot_bytes(&safe_stream, "safe");
 
-    let biggest = packs_before
-        .iter()
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
-    flip_middle_byte(biggest);
+    let biggest = biggest(&packs_before);
+    flip_middle_byte(&biggest);
 
     // cat and export refuse, naming the damage; nothing wrong reaches stdout.
     let out = store.run(&["cat", "hurt", "/big.bin"]);

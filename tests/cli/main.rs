@@ -30,3 +30,4 @@ mod repair_packs;
 mod restore;
 mod schema;
 mod verify;
+mod verify_subset;

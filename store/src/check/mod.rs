@@ -8,9 +8,10 @@
 //!    pieces → items → chunk lists) and tree (directory records → file chunk lists). Metadata
 //!    objects are read, which verifies them; data chunks only need an index row. Objects shared
 //!    by snapshots are checked once.
-//! 2. `data` (with `--data`): every record of every indexed pack is read, decoded and each of
-//!    its chunks hashed; the pack file is hashed against its name; snapshot and forget records
-//!    are checked against the snapshot rows.
+//! 2. `data` (with `--data`, or a subset of the packs with `--data-subset`): every record of
+//!    every indexed pack is read, decoded and each of its chunks hashed; the pack file is
+//!    hashed against its name; snapshot and forget records are checked against the snapshot
+//!    rows.
 //! 3. `hurts`: if any chunk is bad, every snapshot's recipe and tree is walked again to name
 //!    what each bad chunk damages (a file path, or the exported stream).
 //!
@@ -44,11 +45,46 @@ use crate::store::Store;
 /// Runs of `verify` at most, while a gc changes packs under it.
 const VERIFY_RUNS: u32 = 3;
 
+/// How much of the packs' bytes `Store::verify` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataCheck {
+    /// None: the index is checked against itself and the pack files' sizes.
+    #[default]
+    Index,
+    /// Every pack (`--data`).
+    All,
+    /// Subset `n` of `of` (1-based), split by pack id (`--data-subset N/T`, restic's
+    /// `--read-data-subset`): subsets 1 to `of` read every pack once between them, so a
+    /// store too large to read at once is read over `of` runs.
+    Subset { n: u32, of: u32 },
+}
+
+impl DataCheck {
+    pub fn reads_data(self) -> bool {
+        self != DataCheck::Index
+    }
+
+    /// Whether this check reads pack `id`. Pack ids are hashes, so the subsets are of about
+    /// equal numbers of packs.
+    pub(crate) fn reads(self, id: &PackId) -> bool {
+        match self {
+            DataCheck::Index => false,
+            DataCheck::All => true,
+            DataCheck::Subset { n, of } => {
+                let bucket = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"));
+                bucket % u64::from(of) == u64::from(n) - 1
+            }
+        }
+    }
+}
+
 /// What `Store::verify` found.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyReport {
-    /// Whether pack contents were read (`--data`) or only the index was checked.
-    pub data: bool,
+    /// How much of the packs' bytes was read.
+    pub data: DataCheck,
+    /// Packs read whole (all of them for `DataCheck::All`, but missing ones).
+    pub packs_read: u64,
     /// Rows in the index.
     pub packs: u64,
     pub chunks: u64,
@@ -65,9 +101,10 @@ impl VerifyReport {
 
     /// The report of a check SQLite stopped, finding the index file damaged (`e`): that is
     /// the problem, and nothing behind it could be counted or checked.
-    pub fn index_unreadable(data: bool, e: &Error) -> Self {
+    pub fn index_unreadable(data: DataCheck, e: &Error) -> Self {
         VerifyReport {
             data,
+            packs_read: 0,
             packs: 0,
             chunks: 0,
             snapshots: 0,
@@ -256,7 +293,7 @@ impl Drop for ReadTx<'_> {
 impl Store {
     /// Check the index (and with `data`, every byte of every indexed pack). Damage is
     /// reported, not returned as an error; `Err` means the check itself could not run.
-    pub fn verify(&self, data: bool) -> Result<VerifyReport> {
+    pub fn verify(&self, data: DataCheck) -> Result<VerifyReport> {
         // gc deletes and repacks packs beside a run: one whose transaction saw packs go
         // (`settle`) and still has findings is made again, so what it reports is damage.
         let mut runs = 1;
@@ -278,7 +315,7 @@ impl Store {
     }
 
     /// One run; true if packs it saw indexed were gone from the index when it ended.
-    fn verify_once(&self, data: bool) -> Result<(VerifyReport, bool)> {
+    fn verify_once(&self, data: DataCheck) -> Result<(VerifyReport, bool)> {
         let mut v = Verifier {
             store: self,
             problems: Vec::new(),
@@ -293,7 +330,7 @@ impl Store {
                 .conn()
                 .query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
         };
-        let (counts, seen) = {
+        let (counts, packs_read, seen) = {
             let _tx = ReadTx::begin(self)?;
             crate::failpoint::hit("verify:in-transaction");
             for line in self.db().integrity_problems(100)? {
@@ -302,9 +339,11 @@ impl Store {
             let packs = index::check_tables(&mut v)?;
             let snaps = index::load_snapshots(&mut v)?;
             index::check_snapshots(&mut v, &snaps)?;
-            if data {
-                data::check_packs(&mut v, &packs, &snaps)?;
-            }
+            let packs_read = if data.reads_data() {
+                data::check_packs(&mut v, &packs, &snaps, data)?
+            } else {
+                0
+            };
             index::leftovers(&mut v, &packs)?;
             hurts::report_bad(&mut v, &snaps)?;
             settle::note_packs(&mut v)?;
@@ -313,11 +352,12 @@ impl Store {
                 count("SELECT COUNT(*) FROM chunks")?,
                 count("SELECT COUNT(*) FROM snapshots")?,
             ];
-            (counts, packs.iter().map(|p| p.id).collect())
+            (counts, packs_read, packs.iter().map(|p| p.id).collect())
         };
         let packs_went = settle::settle(&mut v, &seen)?;
         let report = VerifyReport {
             data,
+            packs_read,
             packs: counts[0],
             chunks: counts[1],
             snapshots: counts[2],

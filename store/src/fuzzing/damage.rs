@@ -90,8 +90,12 @@ impl DamageHarness {
         drop(store);
         // Verify on a fresh store: caches must not hide anything.
         let store = Store::open(&self.pristine.root).expect("open");
-        let _ = store.verify(false).expect("verify (index) could not run");
-        let report = store.verify(true).expect("verify --data could not run");
+        let _ = store
+            .verify(crate::DataCheck::Index)
+            .expect("verify (index) could not run");
+        let report = store
+            .verify(crate::DataCheck::All)
+            .expect("verify --data could not run");
         if dirty {
             assert!(
                 !report.ok(),

@@ -46,16 +46,13 @@ fn a_damaged_pack_of_forgotten_data_is_kept_and_gc_goes_on() {
     let later_packs = snapshot_new_packs(&store, &later, "later");
     store.ok(&["rm", "gone", "later"]);
     // Cut inside its last record, and junk after another pack's records.
-    let biggest = gone_packs
-        .iter()
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
-    truncate_by(biggest, 100);
+    let biggest = biggest(&gone_packs);
+    truncate_by(&biggest, 100);
     let smallest = gone_packs
         .iter()
         .min_by_key(|p| std::fs::metadata(p).unwrap().len())
         .unwrap();
-    if smallest != biggest {
+    if *smallest != biggest {
         let mut bytes = std::fs::read(smallest).unwrap();
         bytes.extend_from_slice(b"JUNK");
         std::fs::write(smallest, bytes).unwrap();
@@ -85,10 +82,7 @@ fn gc_keeps_unindexed_packs_while_snapshots_need_chunks_the_index_lacks() {
     let big = stream_of(&store, "big", &[("big.bin", 40 << 20, 9)]);
     let packs = snapshot_new_packs(&store, &big, "big");
     assert!(packs.len() >= 2, "{packs:?}");
-    let data_only = packs
-        .iter()
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
+    let data_only = &biggest(&packs);
     let mut bytes = std::fs::read(data_only).unwrap();
     bytes.extend_from_slice(b"junk\n");
     std::fs::write(data_only, bytes).unwrap();

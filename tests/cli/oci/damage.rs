@@ -18,14 +18,7 @@ fn damaged_store() -> (TestStore, Vec<u8>, Snap) {
     write_file(&safe.join("other.bin"), &noise(200_000, 2));
     let safe_snap = snap_dir(&store, &safe, "safe", "safe");
 
-    let biggest = packs
-        .iter()
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
-    let mut bytes = std::fs::read(biggest).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(biggest, bytes).unwrap();
+    flip_middle_byte(&biggest(&packs));
     (store, hurt_stream, safe_snap)
 }
 

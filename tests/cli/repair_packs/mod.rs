@@ -24,14 +24,6 @@ pub(super) fn mixed_stream(store: &TestStore, dir: &str, seed: u64) -> Vec<u8> {
     tar_of_dir(&root)
 }
 
-pub(super) fn biggest(packs: &[PathBuf]) -> PathBuf {
-    packs
-        .iter()
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap()
-        .clone()
-}
-
 pub(super) fn flip(path: &Path, at: u64) {
     let mut bytes = std::fs::read(path).unwrap();
     bytes[at as usize] ^= 0x5a;
