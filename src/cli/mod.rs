@@ -268,7 +268,7 @@ pub struct FindArgs {
     /// whose last components match its own (`*.conf`, `apt/sources.list`), or, starting with
     /// `/`, the whole path (`/etc/*`); ending in `/`, directories only
     #[arg(required = true, value_name = "PATTERN")]
-    pub patterns: Vec<String>,
+    pub patterns: Vec<OsString>,
     /// Only snapshots of this name
     #[arg(long, conflicts_with = "snapshots")]
     pub name: Option<String>,
@@ -326,7 +326,7 @@ pub struct SnapshotArgs {
     pub dir: Option<PathBuf>,
     /// With --dir: leave out paths matching this glob (repeatable; `*.log`, `var/cache/*`)
     #[arg(long, value_name = "PATTERN")]
-    pub exclude: Vec<String>,
+    pub exclude: Vec<OsString>,
     /// With --dir: do not descend into other filesystems
     #[arg(long)]
     pub one_file_system: bool,

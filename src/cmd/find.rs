@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
 
 use anyhow::Context;
 
@@ -63,7 +64,8 @@ impl Spool {
 
 pub fn run(lease: &ReadLease, args: FindArgs) -> anyhow::Result<()> {
     let store = lease.store();
-    let mut finder = Finder::new(&args.patterns)?;
+    let patterns: Vec<&[u8]> = args.patterns.iter().map(|p| p.as_bytes()).collect();
+    let mut finder = Finder::new(&patterns)?;
     // Every snapshot is resolved (and pinned) before any is searched: a bad SNAP searches
     // nothing.
     let snaps = if args.snapshots.is_empty() {

@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{IsTerminal, Seek};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -245,7 +246,7 @@ fn snapshot_dir(
     notes: &mut SourceNotes,
 ) -> anyhow::Result<IngestReport> {
     let dir_opts = DirOptions {
-        excludes: args.exclude.clone(),
+        excludes: args.exclude.iter().map(|p| p.as_bytes().to_vec()).collect(),
         one_file_system: args.one_file_system,
         leave_out: std::fs::metadata(store.root())
             .map(|m| vec![(m.dev(), m.ino())])

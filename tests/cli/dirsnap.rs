@@ -180,6 +180,24 @@ fn excludes_and_bad_directories() {
     assert!(!listing.contains("/usr/bin"), "{listing}");
     assert!(listing.contains("/usr/share/"), "{listing}");
 
+    // A pattern that is not UTF-8 excludes the names of those bytes.
+    {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        write_file(&src.join(OsStr::from_bytes(b"junk\xff.tmp")), b"x\n");
+        write_file(&src.join("junk-\u{ff}.tmp"), b"y\n");
+        let out = store
+            .cmd(&["snapshot", "--dir", src.to_str().unwrap(), "--exclude"])
+            .arg(OsStr::from_bytes(b"junk\xff*"))
+            .output()
+            .unwrap();
+        assert_success(&out, &["snapshot", "--exclude junk\\xff*"]);
+        let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let top = store.ok(&["ls", &id]);
+        assert!(!top.contains("/junk\\377.tmp"), "{top}");
+        assert!(top.contains("/junk-\u{ff}.tmp"), "{top}");
+    }
+
     let missing = store.scratch("missing");
     let out = store.run(&["snapshot", "--dir", missing.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

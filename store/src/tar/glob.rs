@@ -15,8 +15,9 @@
 //!   tries every pattern on the `./` name too, where `.*` matches every member; only these
 //!   patterns are, so `.*` still means hidden files.)
 //!
-//! Paths are bytes: a valid UTF-8 sequence counts as one character, any other byte counts as
-//! one character of its own (it can match `*`, `?` and negated sets, never a literal).
+//! Paths and patterns are bytes: a valid UTF-8 sequence counts as one character, any other
+//! byte as one character of its own, in a path and in a pattern alike (so a pattern given as
+//! bytes finds a name that is not UTF-8: the byte matches itself, `*`, `?` and negated sets).
 
 /// One compiled pattern.
 #[derive(Debug, Clone)]
@@ -59,21 +60,36 @@ enum Class {
 /// range, so no pattern character (a Rust `char`) can equal them.
 const RAW_BYTE_BASE: u32 = 0x11_0000;
 
+/// The pattern characters with a meaning.
+const STAR: u32 = '*' as u32;
+const ANY: u32 = '?' as u32;
+const ESCAPE: u32 = '\\' as u32;
+const OPEN: u32 = '[' as u32;
+const CLOSE: u32 = ']' as u32;
+const COLON: u32 = ':' as u32;
+const DASH: u32 = '-' as u32;
+
 impl Pattern {
-    pub(crate) fn new(pattern: &str) -> Pattern {
-        let chars: Vec<char> = pattern.chars().collect();
+    pub(crate) fn new(pattern: &[u8]) -> Pattern {
+        let mut chars = Vec::with_capacity(pattern.len());
+        let mut at = 0;
+        while at < pattern.len() {
+            let (c, width) = next_char(&pattern[at..]);
+            chars.push(c);
+            at += width;
+        }
         let mut tokens = Vec::new();
         let mut i = 0;
         while i < chars.len() {
             let (token, used) = match chars[i] {
-                '*' => (Token::Star, 1),
-                '?' => (Token::AnyChar, 1),
-                '\\' if i + 1 < chars.len() => (Token::Literal(chars[i + 1] as u32), 2),
-                '[' => match parse_set(&chars[i + 1..]) {
+                STAR => (Token::Star, 1),
+                ANY => (Token::AnyChar, 1),
+                ESCAPE if i + 1 < chars.len() => (Token::Literal(chars[i + 1]), 2),
+                OPEN => match parse_set(&chars[i + 1..]) {
                     Some((set, used)) => (set, used + 1),
-                    None => (Token::Literal('[' as u32), 1),
+                    None => (Token::Literal(OPEN), 1),
                 },
-                c => (Token::Literal(c as u32), 1),
+                c => (Token::Literal(c), 1),
             };
             // Runs of stars mean the same as one; collapsing them keeps matching linear.
             if !(matches!(token, Token::Star) && matches!(tokens.last(), Some(Token::Star))) {
@@ -183,9 +199,9 @@ impl Class {
 
 /// Parse a bracket expression; `rest` starts just after the `[`. Returns the token and how
 /// many characters of `rest` it used (through the closing `]`), or None when it is not closed.
-fn parse_set(rest: &[char]) -> Option<(Token, usize)> {
+fn parse_set(rest: &[u32]) -> Option<(Token, usize)> {
     let mut i = 0;
-    let negated = matches!(rest.first(), Some('!' | '^'));
+    let negated = matches!(rest.first(), Some(&c) if c == '!' as u32 || c == '^' as u32);
     if negated {
         i += 1;
     }
@@ -193,11 +209,11 @@ fn parse_set(rest: &[char]) -> Option<(Token, usize)> {
     let mut first = true;
     loop {
         let c = *rest.get(i)?;
-        if c == ']' && !first {
+        if c == CLOSE && !first {
             return Some((Token::Set { negated, items }, i + 1));
         }
         first = false;
-        if c == '[' && rest.get(i + 1) == Some(&':') {
+        if c == OPEN && rest.get(i + 1) == Some(&COLON) {
             if let Some((class, used)) = parse_class(&rest[i + 2..]) {
                 items.push(SetItem::Class(class));
                 i += 2 + used;
@@ -207,7 +223,7 @@ fn parse_set(rest: &[char]) -> Option<(Token, usize)> {
         let (lo, used) = set_char(&rest[i..])?;
         i += used;
         // `a-z` is a range unless the `-` is the last thing before `]`.
-        if rest.get(i) == Some(&'-') && rest.get(i + 1).is_some_and(|&c| c != ']') {
+        if rest.get(i) == Some(&DASH) && rest.get(i + 1).is_some_and(|&c| c != CLOSE) {
             let (hi, used) = set_char(&rest[i + 1..])?;
             items.push(SetItem::Range(lo, hi));
             i += 1 + used;
@@ -218,17 +234,20 @@ fn parse_set(rest: &[char]) -> Option<(Token, usize)> {
 }
 
 /// `name:]` after a `[:` inside a set: the class and the characters used.
-fn parse_class(rest: &[char]) -> Option<(Class, usize)> {
-    let end = rest.windows(2).position(|w| w == [':', ']'])?;
-    let name: String = rest[..end].iter().collect();
+fn parse_class(rest: &[u32]) -> Option<(Class, usize)> {
+    let end = rest.windows(2).position(|w| w == [COLON, CLOSE])?;
+    let name: String = rest[..end]
+        .iter()
+        .map(|&c| char::from_u32(c))
+        .collect::<Option<_>>()?;
     Class::from_name(&name).map(|class| (class, end + 2))
 }
 
 /// One (possibly backslash-escaped) character inside a set.
-fn set_char(rest: &[char]) -> Option<(u32, usize)> {
+fn set_char(rest: &[u32]) -> Option<(u32, usize)> {
     match rest {
-        ['\\', c, ..] => Some((*c as u32, 2)),
-        [c, ..] => Some((*c as u32, 1)),
+        [ESCAPE, c, ..] => Some((*c, 2)),
+        [c, ..] => Some((*c, 1)),
         [] => None,
     }
 }
@@ -262,11 +281,11 @@ pub(crate) struct Excludes {
 }
 
 impl Excludes {
-    pub(crate) fn new<S: AsRef<str>>(patterns: &[S]) -> Excludes {
-        let (rooted, patterns): (Vec<&str>, Vec<&str>) = patterns
+    pub(crate) fn new<S: AsRef<[u8]>>(patterns: &[S]) -> Excludes {
+        let (rooted, patterns): (Vec<&[u8]>, Vec<&[u8]>) = patterns
             .iter()
             .map(|p| p.as_ref())
-            .partition(|p| p.starts_with("./"));
+            .partition(|p| p.starts_with(b"./"));
         Excludes {
             patterns: patterns.into_iter().map(Pattern::new).collect(),
             rooted: rooted.into_iter().map(Pattern::new).collect(),
@@ -304,7 +323,7 @@ mod tests {
     use super::*;
 
     fn m(pattern: &str, subject: &[u8]) -> bool {
-        Pattern::new(pattern).matches(subject)
+        Pattern::new(pattern.as_bytes()).matches(subject)
     }
 
     #[test]
@@ -386,6 +405,22 @@ mod tests {
         assert!(m("*\u{fe}", b"\xc3\xbe"), "þ is U+00FE, one character");
         assert!(!m("*\u{fe}", b"\xfe"), "the lone byte 0xfe is not þ");
         assert!(!m("*x", b"\xffy"));
+    }
+
+    #[test]
+    fn non_utf8_patterns_match_the_same_bytes() {
+        let b = |pattern: &[u8], subject: &[u8]| Pattern::new(pattern).matches(subject);
+        assert!(b(b"a\xffb", b"a\xffb"));
+        assert!(!b(b"a\xffb", b"a\xfeb"));
+        assert!(b(b"*\xff", b"name\xff"));
+        assert!(b(b"[\xfe\xff]x", b"\xfex"));
+        assert!(!b(b"[!\xfe]x", b"\xfex"));
+        assert!(b(b"[\xf0-\xff]", b"\xf5"), "a range of raw bytes");
+        assert!(b(b"\\\xff", b"\xff"), "an escaped raw byte");
+        // A lone lead byte is a byte of its own, never the character it would begin.
+        assert!(b(b"\xc3", b"\xc3"));
+        assert!(!b(b"\xc3*", "é".as_bytes()));
+        assert!(!b(b"\xff", b"\xff\xff"));
     }
 
     #[test]

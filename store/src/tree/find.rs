@@ -17,7 +17,7 @@ use super::node::Node;
 use super::record::Dir;
 use super::vfs::Tree;
 use super::walk::join;
-use crate::error::{Error, Result};
+use crate::error::{path_text, Error, Result};
 use crate::ids::ChunkId;
 use crate::tar::glob::Pattern;
 
@@ -50,13 +50,14 @@ struct PathPattern {
 }
 
 impl PathPattern {
-    fn new(p: &str) -> Result<PathPattern> {
-        let bad = |why: &str| Error::InvalidArgument(format!("the pattern {p:?} {why}"));
+    fn new(p: &[u8]) -> Result<PathPattern> {
+        let bad =
+            |why: &str| Error::InvalidArgument(format!("the pattern \"{}\" {why}", path_text(p)));
         let mut components = Vec::new();
-        for c in p.split('/') {
+        for c in p.split(|&b| b == b'/') {
             match c {
-                "" | "." => {}
-                ".." => {
+                b"" | b"." => {}
+                b".." => {
                     return Err(bad(
                         "has a '..' component, which names nothing in a snapshot",
                     ))
@@ -69,8 +70,8 @@ impl PathPattern {
         }
         Ok(PathPattern {
             components,
-            rooted: p.starts_with('/') || p.starts_with("./"),
-            dirs_only: p.ends_with('/'),
+            rooted: p.starts_with(b"/") || p.starts_with(b"./"),
+            dirs_only: p.ends_with(b"/"),
         })
     }
 
@@ -94,8 +95,8 @@ impl Finder {
     /// Patterns that match a path (from the root, no leading `/`) when their components match
     /// its last ones (`*.conf`, `apt/sources.list`), or, starting with `/` or `./`, all of
     /// them (`/etc/*`: what is in `/etc`); ending in `/`, directories only. `.` components
-    /// are nothing; a `..` is refused.
-    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Finder> {
+    /// are nothing; a `..` is refused. Patterns are bytes, as names are (`tar/glob.rs`).
+    pub fn new<S: AsRef<[u8]>>(patterns: &[S]) -> Result<Finder> {
         let patterns = patterns
             .iter()
             .map(|p| PathPattern::new(p.as_ref()))

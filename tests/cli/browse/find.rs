@@ -191,3 +191,29 @@ fn find_takes_tar_names_and_directory_patterns() {
         stderr(&out)
     );
 }
+
+/// Patterns are bytes, as names are: one that is not UTF-8 finds the name of those bytes
+/// (shown escaped, as `ls` shows it), and `?` stands for such a byte as for a character.
+#[test]
+fn find_takes_patterns_that_are_not_utf8() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let store = TestStore::new();
+    let root = store.scratch("tree");
+    write_file(&root.join(OsStr::from_bytes(b"caf\xe9")), b"latin-1\n");
+    write_file(&root.join("café"), b"utf-8\n");
+    let id = store.snapshot_bytes(&tar_of_dir(&root), "vm");
+    let find = |pattern: &[u8]| {
+        let out = store
+            .cmd(&["find"])
+            .arg(OsStr::from_bytes(pattern))
+            .output()
+            .unwrap();
+        assert_success(&out, &["find", &String::from_utf8_lossy(pattern)]);
+        found(&String::from_utf8(out.stdout).unwrap(), &id)
+    };
+    assert_eq!(find(b"caf\xe9"), ["/caf\\351"]);
+    assert_eq!(find("café".as_bytes()), ["/café"]);
+    assert_eq!(find(b"caf?"), ["/café", "/caf\\351"]);
+    assert_eq!(find(b"*\xe9"), ["/caf\\351"]);
+}

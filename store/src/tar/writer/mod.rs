@@ -102,8 +102,8 @@ use crate::tree::join_path as child;
 
 #[derive(Debug, Clone, Default)]
 pub struct DirOptions {
-    /// GNU tar-like `--exclude` patterns (see the `glob` module).
-    pub excludes: Vec<String>,
+    /// GNU tar-like `--exclude` patterns (see the `glob` module), bytes as names are.
+    pub excludes: Vec<Vec<u8>>,
     /// Do not descend into directories on another device than the root.
     pub one_file_system: bool,
     /// Directories (device, inode) left out with their contents, and a warning: the store the
