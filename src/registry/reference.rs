@@ -32,9 +32,14 @@ impl Reference {
                  {example}"
             ));
         }
-        let (host, rest) = target
-            .split_once('/')
-            .ok_or_else(|| format!("{target:?} names no registry; {example}"))?;
+        let Some((host, rest)) = target.split_once('/') else {
+            let what = if looks_like_host(target) {
+                "a registry, but no repository in it"
+            } else {
+                "no registry"
+            };
+            return Err(format!("{target:?} names {what}; {example}"));
+        };
         if !looks_like_host(host) {
             return Err(format!(
                 "{target:?}: {host:?} is not a registry host (a host has a '.' or a ':PORT', or is \
@@ -42,8 +47,12 @@ impl Reference {
             ));
         }
         check_host(host).map_err(|e| format!("{target:?}: {e}"))?;
-        // No tag is `latest`, as docker, crane and skopeo take it.
-        let (repo, tag) = rest.rsplit_once(':').unwrap_or((rest, "latest"));
+        // No tag is `latest`, as docker, crane and skopeo take it. A ':' before the last '/'
+        // is in the repository (which no name may hold), not before a tag.
+        let (repo, tag) = match rest.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+            _ => (rest, "latest"),
+        };
         check_tag(tag).map_err(|e| format!("{target:?}: {e}"))?;
         check_repo(repo).map_err(|e| format!("{target:?}: {e}"))?;
         let host = host.to_ascii_lowercase();
@@ -244,6 +253,16 @@ mod tests {
         for url in ["http://127.0.0.1:5000/x:v1", "https://r.example.com/x:v1"] {
             let err = Reference::parse(url).unwrap_err();
             assert!(err.contains("without http"), "{url}: {err}");
+        }
+        // Each mistake named as what it is.
+        for (bad, says) in [
+            ("127.0.0.1:5000", "names a registry, but no repository"),
+            ("app", "names no registry"),
+            ("127.0.0.1:5000/a:b/c", "bad repository name \"a:b/c\""),
+            ("127.0.0.1:5000/a:b:c", "bad repository name \"a:b\""),
+        ] {
+            let err = Reference::parse(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
         }
     }
 }

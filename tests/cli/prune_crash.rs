@@ -210,9 +210,10 @@ fn prune_killed_at_every_forget_step_forgets_all_or_nothing() {
     assert_eq!(repaired(&store, "repair-end"), listed(&store));
 }
 
-/// A real SIGKILL of prunes over a long lineage, each one killed the moment its tombstone
-/// appears in `tmp/` (mid-forget), or after a delay. Each kill leaves the whole list or the
-/// whole pruned list; the killed runs' files are gc's.
+/// A real SIGKILL of prunes over a long lineage: the first stopped at a failpoint once its
+/// tombstone is sealed (mid-forget, certainly), the others killed the moment their tombstone
+/// appears in `tmp/`, or after a delay. Each kill leaves the whole list or the whole pruned
+/// list; the killed runs' files are gc's.
 #[test]
 fn sigkill_of_a_running_prune_leaves_a_consistent_set() {
     let store = TestStore::new();
@@ -266,9 +267,12 @@ fn sigkill_of_a_running_prune_leaves_a_consistent_set() {
             before.len(),
             after.len()
         );
-        if status.code().is_none() && now == before && leftovers(&store) != files_before {
-            mid_forget += 1;
-        }
+        let mid = status.code().is_none() && now == before && leftovers(&store) != files_before;
+        assert!(
+            mid || round > 0,
+            "the prune stopped mid-forget left nothing of its own"
+        );
+        mid_forget += usize::from(mid && round > 0);
         verify_ok(&store);
         if now == before {
             // Finish what the killed run started, as a user would.
@@ -276,10 +280,8 @@ fn sigkill_of_a_running_prune_leaves_a_consistent_set() {
         }
         assert_eq!(listed(&store), after, "round {round}");
     }
-    assert!(
-        mid_forget > 0,
-        "no kill landed mid-forget (the test did not test what it says)"
-    );
+    // The timed kills land mid-forget only as the machine lets them: said, not asserted.
+    eprintln!("{mid_forget} of 7 timed kills landed mid-forget");
     let next = stream(500);
     let id = store.snapshot_bytes(&next, "vm");
     assert!(store.export(&id) == next);
