@@ -369,6 +369,10 @@ pub struct ExportArgs {
     /// tar: the exact ingested stream; oci: an OCI image layout; docker-archive: `docker save`
     #[arg(long, value_enum, default_value_t = ExportFormat::Tar)]
     pub format: ExportFormat,
+    /// tar only: instead of the stream, a tar of this path and all below it, made from the
+    /// snapshot's tree (members named from its root: ./etc/apt/...)
+    #[arg(long, value_name = "P")]
+    pub path: Option<OsString>,
     /// The image's tag (oci, docker-archive) [default: latest]
     #[arg(long, value_name = "T")]
     pub tag: Option<String>,

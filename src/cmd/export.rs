@@ -1,14 +1,17 @@
-//! `cellar export`: the exact ingested stream, an OCI image layout, or a `docker save` archive.
+//! `cellar export`: the exact ingested stream (or with `--path`, a tar of part of the tree), an
+//! OCI image layout, or a `docker save` archive.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::Context;
 use cellar_store::oci::{validate_tag, Image, ImageOptions, LayerKey, LeftOut};
+use cellar_store::tree::normalize_path;
 use cellar_store::{ReadLease, Snapshot};
 
 use super::target::{at_output, parent_dir, staged, sync_dir, Target};
 use crate::cli::{ExportArgs, ExportFormat, UsageError};
-use crate::output::{errln, outln, print_json, LeftOutJson};
+use crate::output::{errln, json_path, outln, print_json, LeftOutJson};
 
 pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
     let store = lease.store();
@@ -28,6 +31,12 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
         )
         .into());
     }
+    if args.path.is_some() && args.format != ExportFormat::Tar {
+        return Err(UsageError(
+            "--path exports part of a snapshot's tree as a tar: it needs --format tar".into(),
+        )
+        .into());
+    }
     opts.settings.validate()?;
     let tag = args.tag.as_deref().unwrap_or("latest");
     validate_tag(tag)?;
@@ -42,6 +51,39 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
         );
     }
     match args.format {
+        ExportFormat::Tar if args.path.is_some() => {
+            let path = args.path.as_deref().expect("a path").as_bytes();
+            let tree = store.tree(&snap)?;
+            // Before anything is written: a path the snapshot lacks leaves no file behind.
+            tree.resolve(path)?;
+            let mut made = None;
+            Target::of(args.output.as_deref())?.write(|out| {
+                made = Some(tree.dump(path, out)?);
+                Ok(())
+            })?;
+            let (size, sha256) = made.expect("written");
+            if args.json {
+                let (path, path_bytes) = json_path(&[b"/", &normalize_path(path)[..]].concat());
+                let mut report = serde_json::json!({
+                    "snapshot": snap.id.hex(),
+                    "name": snap.name,
+                    "path": path,
+                    "path_bytes": path_bytes,
+                    "size": size,
+                    "sha256": sha256.hex(),
+                    "output": args.output,
+                });
+                // As everywhere: the exact bytes only for a path that is not UTF-8.
+                if path_bytes.is_none() {
+                    report
+                        .as_object_mut()
+                        .expect("an object")
+                        .shift_remove("path_bytes");
+                }
+                print_json(&report)?;
+            }
+            Ok(())
+        }
         ExportFormat::Tar => {
             Target::of(args.output.as_deref())?.write(|out| store.export(&snap, out))?;
             if args.json {

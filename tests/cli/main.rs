@@ -14,6 +14,7 @@ mod damage;
 mod damaged_index;
 mod dedup;
 mod dirsnap;
+mod dump;
 mod exact;
 mod full_disk;
 mod gc;

@@ -1,6 +1,9 @@
 //! OCI content digests (`sha256:<hex>`).
 
 use std::fmt;
+use std::io::Write;
+
+use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -48,5 +51,43 @@ impl Digest {
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Counts and hashes what passes through.
+pub(crate) struct Hashing<W> {
+    inner: W,
+    sha: Sha256,
+    len: u64,
+}
+
+impl<W: Write> Hashing<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            sha: Sha256::new(),
+            len: 0,
+        }
+    }
+
+    pub(crate) fn finish(self) -> (W, Digest, u64) {
+        (
+            self.inner,
+            Digest::sha256(self.sha.finalize().into()),
+            self.len,
+        )
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }

@@ -4,9 +4,7 @@
 use std::fmt;
 use std::io::Write;
 
-use sha2::{Digest as _, Sha256};
-
-use super::digest::Digest;
+use super::digest::{Digest, Hashing};
 use super::synth::LeftOut;
 use crate::error::{Error, Result};
 use crate::ids::SnapshotId;
@@ -166,44 +164,6 @@ impl LayerMode {
             "incremental" => Some(LayerMode::Incremental),
             _ => None,
         }
-    }
-}
-
-/// Counts and hashes what passes through.
-struct Hashing<W> {
-    inner: W,
-    sha: Sha256,
-    len: u64,
-}
-
-impl<W: Write> Hashing<W> {
-    fn new(inner: W) -> Self {
-        Hashing {
-            inner,
-            sha: Sha256::new(),
-            len: 0,
-        }
-    }
-
-    fn finish(self) -> (W, Digest, u64) {
-        (
-            self.inner,
-            Digest::sha256(self.sha.finalize().into()),
-            self.len,
-        )
-    }
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.sha.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }
 

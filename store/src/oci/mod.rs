@@ -16,6 +16,7 @@ mod synth;
 
 pub use cache::Blob;
 pub use digest::Digest;
+pub(crate) use digest::Hashing;
 pub use image::{
     Image, ImageOptions, Layer, CONFIG_MEDIA_TYPE, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE,
 };

@@ -4,6 +4,7 @@
 mod acl;
 mod build;
 mod diff;
+mod dump;
 mod find;
 mod members;
 pub mod meta;

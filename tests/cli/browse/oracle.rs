@@ -417,7 +417,7 @@ pub(super) fn assert_matches_dir(
 pub(crate) const GNU_TAR: &[&str] = &["tar", "-cf", "-"];
 
 /// GNU tar's pax format, with every xattr.
-pub(super) const GNU_TAR_POSIX_XATTRS: &[&str] = &[
+pub(crate) const GNU_TAR_POSIX_XATTRS: &[&str] = &[
     "tar",
     "--format=posix",
     "--xattrs",
@@ -448,4 +448,28 @@ pub(super) fn snapshot_tree(store: &TestStore, fill: fn(&Path), writer: &[&str])
     let stream = archive(writer, &root);
     let id = store.snapshot_bytes(&stream, "vm");
     Snapped { root, stream, id }
+}
+
+/// `varied_tree` at `tree/`, archived by `writer`, snapshotted as "vm", and extracted by GNU
+/// tar into `extract/`: the tree, the stream, the snapshot's id and the extraction.
+pub(crate) fn varied_snapshot(store: &TestStore, writer: &[&str]) -> VariedSnapshot {
+    let root = store.scratch("tree");
+    crate::trees::varied_tree(&root);
+    let stream = archive(writer, &root);
+    let id = store.snapshot_bytes(&stream, "vm");
+    let ex = store.scratch("extract");
+    extract(store, &stream, &ex);
+    VariedSnapshot {
+        root,
+        stream,
+        id,
+        ex,
+    }
+}
+
+pub(crate) struct VariedSnapshot {
+    pub root: PathBuf,
+    pub stream: Vec<u8>,
+    pub id: String,
+    pub ex: PathBuf,
 }

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use super::fixtures::*;
 use super::guard::*;
-use super::oracle::{archive, c_path, extract, lossy, walk, xattr_names};
+use super::oracle::{
+    archive, c_path, extract, lossy, varied_snapshot, walk, xattr_names, VariedSnapshot,
+};
 use crate::common::*;
 use crate::trees::*;
 
@@ -20,12 +22,12 @@ use crate::trees::*;
 fn check_faithful(what: &str, writer: &[&str], bsdtar_dir_order: bool, foreground: bool) {
     require("fusermount3");
     let store = TestStore::new();
-    let root = store.scratch("tree");
-    varied_tree(&root);
-    let stream = archive(writer, &root);
-    let id = store.snapshot_bytes(&stream, "vm");
-    let ex = store.scratch("extract");
-    extract(&store, &stream, &ex);
+    let VariedSnapshot {
+        root,
+        stream,
+        id,
+        ex,
+    } = varied_snapshot(&store, writer);
     if bsdtar_dir_order {
         dir_mtimes_from(&root, &ex);
     }

@@ -19,7 +19,7 @@
 // Helpers land before the commands that use them; some have no caller yet.
 #![allow(dead_code)]
 
-mod compare;
+pub(crate) mod compare;
 mod http;
 mod layout;
 mod registry;

@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::browse::oracle::{archive, extract, stream_file_for, walk};
+use crate::browse::oracle::{
+    archive, extract, stream_file_for, varied_snapshot, walk, VariedSnapshot,
+};
 use crate::common::*;
 use crate::trees::*;
 
@@ -57,12 +59,7 @@ pub(super) struct Fixture {
 
 pub(super) fn fixture(writer: &[&str], bsdtar_dir_order: bool) -> Fixture {
     let store = TestStore::new();
-    let root = store.scratch("tree");
-    varied_tree(&root);
-    let stream = archive(writer, &root);
-    let id = store.snapshot_bytes(&stream, "vm");
-    let ex = store.scratch("extract");
-    extract(&store, &stream, &ex);
+    let VariedSnapshot { root, id, ex, .. } = varied_snapshot(&store, writer);
     if bsdtar_dir_order {
         dir_mtimes_from(&root, &ex);
     }
