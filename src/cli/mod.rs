@@ -109,15 +109,19 @@ impl VerifyArgs {
     }
 }
 
-/// `N/T`, 1 <= N <= T: subset N of T.
+/// `N/T`, 1 <= N <= T <= 2^32 - 1, in plain digits: subset N of T.
 fn parse_subset(s: &str) -> Result<DataCheck, String> {
     let bad = || format!("expected N/T with 1 <= N <= T, e.g. 2/7, got {s:?}");
+    let number = |d: &str| -> Result<u32, String> {
+        if d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit()) || d.starts_with('0') {
+            return Err(bad());
+        }
+        d.parse()
+            .map_err(|_| format!("{s:?}: N and T are at most {}", u32::MAX))
+    };
     let (n, of) = s.split_once('/').ok_or_else(bad)?;
-    let (n, of): (u32, u32) = (
-        n.parse().map_err(|_| bad())?,
-        of.parse().map_err(|_| bad())?,
-    );
-    if n == 0 || n > of {
+    let (n, of) = (number(n)?, number(of)?);
+    if n > of {
         return Err(bad());
     }
     Ok(DataCheck::Subset { n, of })

@@ -33,7 +33,7 @@ impl Reference {
             ));
         }
         let Some((host, rest)) = target.split_once('/') else {
-            let what = if looks_like_host(target) {
+            let what = if looks_like_host(target) && check_host(target).is_ok() {
                 "a registry, but no repository in it"
             } else {
                 "no registry"
@@ -258,6 +258,8 @@ mod tests {
         for (bad, says) in [
             ("127.0.0.1:5000", "names a registry, but no repository"),
             ("app", "names no registry"),
+            ("app:v1", "names no registry"),
+            ("ubuntu:22.04", "names no registry"),
             ("127.0.0.1:5000/a:b/c", "bad repository name \"a:b/c\""),
             ("127.0.0.1:5000/a:b:c", "bad repository name \"a:b\""),
         ] {

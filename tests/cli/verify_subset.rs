@@ -77,11 +77,66 @@ fn subsets_read_every_pack_once_and_find_damage_in_one() {
 #[test]
 fn a_malformed_subset_is_a_usage_error() {
     let store = TestStore::new();
-    for bad in ["0/3", "4/3", "1/0", "1", "a/b", "1/3/4", "-1/3"] {
+    for bad in [
+        "0/3", "4/3", "1/0", "1", "a/b", "1/3/4", "-1/3", "01/03", "+1/3", "1/+3", " 1/3",
+    ] {
         let out = store.run(&["verify", &format!("--data-subset={bad}")]);
         assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
         assert!(stderr(&out).contains("N/T"), "{bad}: {}", stderr(&out));
     }
     let out = store.run(&["verify", "--data", "--data-subset", "1/2"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn a_subset_too_large_says_so() {
+    let store = TestStore::new();
+    let out = store.run(&["verify", "--data-subset", "1/4294967296"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("at most 4294967295"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Only a run that reads every pack (`--data`, or `1/1`) judges snapshot records: whether a
+/// listed snapshot's record is in no pack, and whether a record is of a snapshot the index
+/// does not list, which takes every forget record.
+#[test]
+fn records_are_judged_only_by_a_run_that_reads_every_pack() {
+    let store = TestStore::new();
+    let mut ids = Vec::new();
+    for (i, name) in ["a", "b"].into_iter().enumerate() {
+        let dir = store.scratch(name);
+        write_file(&dir.join("f"), &noise(50_000, 300 + i as u64));
+        ids.push(store.snapshot_bytes(&tar_of_dir(&dir), name));
+    }
+    store.ok(&["rm", &ids[0]]);
+    for of in 1..=8 {
+        for n in 1..=of {
+            let (code, j) = verify_json(&store, &["--data-subset", &format!("{n}/{of}")]);
+            assert_eq!(code, Some(0), "{n}/{of}: {j:#}");
+            assert_eq!(j["notes"], serde_json::json!([]), "{n}/{of}: {j:#}");
+        }
+    }
+
+    // b again: a pack of its record alone, whose row is then lost.
+    let dir = store.scratch("b");
+    store.snapshot_bytes(&tar_of_dir(&dir), "c");
+    rusqlite::Connection::open(store.path().join("cellar.db"))
+        .unwrap()
+        .execute(
+            "DELETE FROM packs WHERE id = (SELECT max(id) FROM packs)",
+            [],
+        )
+        .unwrap();
+    for args in [&["--data"][..], &["--data-subset", "1/1"]] {
+        let (code, j) = verify_json(&store, args);
+        assert_eq!(code, Some(1), "{args:?}: {j:#}");
+        assert!(
+            j.to_string().contains("no indexed pack holds its record"),
+            "{j:#}"
+        );
+    }
 }

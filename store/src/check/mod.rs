@@ -64,6 +64,12 @@ impl DataCheck {
         self != DataCheck::Index
     }
 
+    /// Whether every pack is read (`1/1` is `--data`): only then can records be missed or be
+    /// judged unlisted, which takes every snapshot and forget record.
+    pub(crate) fn reads_all(self) -> bool {
+        matches!(self, DataCheck::All | DataCheck::Subset { of: 1, .. })
+    }
+
     /// Whether this check reads pack `id`. Pack ids are hashes, so the subsets are of about
     /// equal numbers of packs.
     pub(crate) fn reads(self, id: &PackId) -> bool {

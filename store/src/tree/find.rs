@@ -51,8 +51,13 @@ struct PathPattern {
 
 impl PathPattern {
     fn new(p: &[u8]) -> Result<PathPattern> {
-        let bad =
-            |why: &str| Error::InvalidArgument(format!("the pattern \"{}\" {why}", path_text(p)));
+        let bad = |why: &str| {
+            let shown = match std::str::from_utf8(p) {
+                Ok(text) => format!("{text:?}"),
+                Err(_) => format!("\"{}\"", path_text(p)),
+            };
+            Error::InvalidArgument(format!("the pattern {shown} {why}"))
+        };
         let mut components = Vec::new();
         for c in p.split(|&b| b == b'/') {
             match c {
@@ -233,6 +238,11 @@ mod tests {
             Vec::<String>::new(),
             "not directories"
         );
+        let err = Finder::new(&["a\"b/.."])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains(r#"the pattern "a\"b/..""#), "{err}");
         for bad in ["", "/", "./", "/etc/../etc", ".."] {
             assert!(Finder::new(&["x", bad]).is_err(), "{bad:?}");
         }

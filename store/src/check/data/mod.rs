@@ -209,7 +209,7 @@ pub(in crate::check) fn check_packs(
         }
         let Some(rec) = records.get(&s.id) else {
             // A subset's packs hold only some of the records.
-            if scope == DataCheck::All {
+            if scope.reads_all() {
                 v.problem(format!(
                     "{label}: no indexed pack holds its record; repair-index would lose it"
                 ));
@@ -241,9 +241,10 @@ pub(in crate::check) fn check_packs(
             }
         }
     }
+    // A record is unlisted only if no forget record names it, anywhere.
     let mut unlisted: Vec<&SnapRec> = records
         .values()
-        .filter(|r| !listed.contains(&r.id) && !forgotten.contains_key(&r.id))
+        .filter(|r| scope.reads_all() && !listed.contains(&r.id) && !forgotten.contains_key(&r.id))
         .collect();
     unlisted.sort_by_key(|r| r.id);
     for r in unlisted {
