@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use cellar_store::oci::{validate_tag, Image, ImageOptions, LayerKey, LeftOut};
 use cellar_store::tree::normalize_path;
-use cellar_store::{ReadLease, Snapshot};
+use cellar_store::{ReadLease, Snapshot, Store};
 
 use super::target::{at_output, parent_dir, staged, sync_dir, Target};
 use crate::cli::{ExportArgs, ExportFormat, UsageError};
@@ -51,39 +51,7 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
         );
     }
     match args.format {
-        ExportFormat::Tar if args.path.is_some() => {
-            let path = args.path.as_deref().expect("a path").as_bytes();
-            let tree = store.tree(&snap)?;
-            // Before anything is written: a path the snapshot lacks leaves no file behind.
-            tree.resolve(path)?;
-            let mut made = None;
-            Target::of(args.output.as_deref())?.write(|out| {
-                made = Some(tree.dump(path, out)?);
-                Ok(())
-            })?;
-            let (size, sha256) = made.expect("written");
-            if args.json {
-                let (path, path_bytes) = json_path(&[b"/", &normalize_path(path)[..]].concat());
-                let mut report = serde_json::json!({
-                    "snapshot": snap.id.hex(),
-                    "name": snap.name,
-                    "path": path,
-                    "path_bytes": path_bytes,
-                    "size": size,
-                    "sha256": sha256.hex(),
-                    "output": args.output,
-                });
-                // As everywhere: the exact bytes only for a path that is not UTF-8.
-                if path_bytes.is_none() {
-                    report
-                        .as_object_mut()
-                        .expect("an object")
-                        .shift_remove("path_bytes");
-                }
-                print_json(&report)?;
-            }
-            Ok(())
-        }
+        ExportFormat::Tar if args.path.is_some() => dump(store, &snap, &args),
         ExportFormat::Tar => {
             Target::of(args.output.as_deref())?.write(|out| store.export(&snap, out))?;
             if args.json {
@@ -139,6 +107,41 @@ pub fn run(lease: &ReadLease, args: ExportArgs) -> anyhow::Result<()> {
             report(&snap, tag, &image, &left_out, args.json)
         }
     }
+}
+
+/// `--path P`: a tar of P and what is below it, made from the snapshot's tree.
+fn dump(store: &Store, snap: &Snapshot, args: &ExportArgs) -> anyhow::Result<()> {
+    let path = args.path.as_deref().expect("a path").as_bytes();
+    let tree = store.tree(snap)?;
+    // Before anything is written: a path the snapshot lacks leaves no file behind.
+    tree.resolve(path)?;
+    let mut made = None;
+    Target::of(args.output.as_deref())?.write(|out| {
+        made = Some(tree.dump(path, out)?);
+        Ok(())
+    })?;
+    let (size, sha256) = made.expect("written");
+    if args.json {
+        let (path, path_bytes) = json_path(&[b"/", &normalize_path(path)[..]].concat());
+        let mut report = serde_json::json!({
+            "snapshot": snap.id.hex(),
+            "name": snap.name,
+            "path": path,
+            "path_bytes": path_bytes,
+            "size": size,
+            "sha256": sha256.hex(),
+            "output": args.output,
+        });
+        // As everywhere: the exact bytes only for a path that is not UTF-8.
+        if path_bytes.is_none() {
+            report
+                .as_object_mut()
+                .expect("an object")
+                .shift_remove("path_bytes");
+        }
+        print_json(&report)?;
+    }
+    Ok(())
 }
 
 /// The image written: its manifest digest, or with `--json` the whole description.
