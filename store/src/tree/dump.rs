@@ -14,9 +14,9 @@ impl Tree<'_> {
     /// The entry at `path` and, for a directory, everything below it (depth first in name
     /// order), as a tar in the `--dir` dialect. Members are named from the snapshot's root
     /// (`./etc/apt/`), as `tar -C ROOT -cf - ./etc/apt` names them, so an extraction puts
-    /// them where they were. The first name of a hard-link group in the dump is its file, the
-    /// others links to it, wherever the group's other names are. Returns the tar's length
-    /// and sha256.
+    /// them where they were. The first name of a hard-link group (of files or of symlinks) in
+    /// the dump is its file, the others links to it, wherever the group's other names are.
+    /// Returns the tar's length and sha256.
     pub fn dump(&self, path: &[u8], out: &mut dyn Write) -> Result<(u64, Digest)> {
         let top = self.resolve(path)?;
         let rel = super::normalize_path(path);
@@ -26,7 +26,8 @@ impl Tree<'_> {
             let mut tar = MemberWriter::new(&mut hashed);
             let mut first: HashMap<u64, Vec<u8>> = HashMap::new();
             let mut member = |p: &[u8], n: &super::Node| -> Result<bool> {
-                if n.kind == Kind::File && n.ino != 0 {
+                // Hard links as the `--dir` dialect has them: of files and symlinks.
+                if matches!(n.kind, Kind::File | Kind::Symlink) && n.ino != 0 {
                     if let Some(target) = first.get(&n.ino) {
                         tar.hardlink(p, n, target)?;
                         return Ok(true);
